@@ -1,0 +1,785 @@
+//! Linearizability checking for the key/value model.
+//!
+//! Every operation touches one key, and a history is linearizable iff each key's
+//! sub-history is (P-compositionality, Horn & Kroening), so keys are checked independently.
+//! Each key is searched with the algorithm of Wing & Gong as refined by Lowe and used by
+//! Porcupine: call and return entries sorted by time in a doubly linked list, a depth-first
+//! search that "lifts" an operation out of the list when it is linearized and puts it back
+//! on backtrack, and a memo of (set of linearized operations, model state) pairs already
+//! explored, which is what keeps the search from being exponential in practice.
+//!
+//! Model states (`Option<String>`) are represented by a 122-bit polynomial fingerprint plus
+//! the length, so appends, comparisons and memo lookups are O(1) however long the values
+//! grow. A fingerprint collision could only make the search accept a wrong interleaving or
+//! prune a right one; the first is ruled out by replaying every linearization found on
+//! real strings before reporting success, the second has probability around 2^-100.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use crate::history::{
+    pair_operations, show_value, Event, HistoryError, OpKind, Operation, Outcome,
+};
+
+/// Resource limits for [`check_events`] and [`check_operations`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckLimits {
+    /// Search steps allowed per key before giving up with [`CheckOutcome::Unknown`]. The
+    /// memo grows with the steps taken, so this also bounds memory.
+    pub max_steps_per_key: u64,
+}
+
+impl Default for CheckLimits {
+    fn default() -> Self {
+        CheckLimits {
+            max_steps_per_key: 50_000_000,
+        }
+    }
+}
+
+/// The verdict on a history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckOutcome {
+    Linearizable,
+    /// No linearization exists for `key` (the smallest such key when several fail).
+    NotLinearizable {
+        key: String,
+        /// The longest linearizable prefix found and the operation that could not follow
+        /// it, for humans.
+        explanation: String,
+    },
+    /// The search for `key` ran out of budget before reaching a verdict. Only reported
+    /// when no key is known to be non-linearizable.
+    Unknown {
+        key: String,
+        reason: String,
+    },
+}
+
+impl CheckOutcome {
+    pub fn is_linearizable(&self) -> bool {
+        matches!(self, CheckOutcome::Linearizable)
+    }
+}
+
+impl fmt::Display for CheckOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CheckOutcome::Linearizable => f.write_str("linearizable"),
+            CheckOutcome::NotLinearizable { key, explanation } => {
+                write!(f, "not linearizable (key {key:?}): {explanation}")
+            }
+            CheckOutcome::Unknown { key, reason } => {
+                write!(f, "unknown (key {key:?}): {reason}")
+            }
+        }
+    }
+}
+
+/// Pairs the events into operations and checks them.
+pub fn check_events(events: &[Event], limits: CheckLimits) -> Result<CheckOutcome, HistoryError> {
+    check_operations(&pair_operations(events)?, limits)
+}
+
+/// Checks operations for linearizability against a map from keys to optional strings,
+/// initially empty.
+///
+/// Errors only for operations [`pair_operations`] would not produce: a put, append or cas
+/// without a value, or a return before its call.
+pub fn check_operations(
+    ops: &[Operation],
+    limits: CheckLimits,
+) -> Result<CheckOutcome, HistoryError> {
+    let mut by_key: BTreeMap<&str, Vec<&Operation>> = BTreeMap::new();
+    for (index, op) in ops.iter().enumerate() {
+        validate(index, op)?;
+        by_key.entry(op.key.as_str()).or_default().push(op);
+    }
+    let keys: Vec<(&str, Vec<&Operation>)> = by_key.into_iter().collect();
+    let verdicts = check_keys(&keys, limits);
+
+    // Keys are sorted, so the first bad key is the smallest; a proven violation beats a key
+    // whose search gave up.
+    let mut unknown = None;
+    for ((key, _), verdict) in keys.iter().zip(verdicts) {
+        match verdict {
+            Some(KeyVerdict::NotLinearizable(explanation)) => {
+                return Ok(CheckOutcome::NotLinearizable {
+                    key: (*key).to_owned(),
+                    explanation,
+                });
+            }
+            Some(KeyVerdict::Unknown(reason)) if unknown.is_none() => {
+                unknown = Some(CheckOutcome::Unknown {
+                    key: (*key).to_owned(),
+                    reason,
+                });
+            }
+            _ => {}
+        }
+    }
+    Ok(unknown.unwrap_or(CheckOutcome::Linearizable))
+}
+
+fn validate(index: usize, op: &Operation) -> Result<(), HistoryError> {
+    if matches!(op.kind, OpKind::Put | OpKind::Append | OpKind::Cas) && op.value.is_none() {
+        return Err(HistoryError::InvalidOperation {
+            index,
+            reason: format!("{} without a value", op.kind),
+        });
+    }
+    if let Some(ret) = op.ret {
+        if ret < op.call {
+            return Err(HistoryError::InvalidOperation {
+                index,
+                reason: format!("returns at {ret} before its call at {}", op.call),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum KeyVerdict {
+    Linearizable,
+    NotLinearizable(String),
+    Unknown(String),
+}
+
+/// Returns one verdict per key; `None` for keys skipped because a smaller key already
+/// failed (their verdict cannot change the outcome).
+fn check_keys(keys: &[(&str, Vec<&Operation>)], limits: CheckLimits) -> Vec<Option<KeyVerdict>> {
+    let total_ops: usize = keys.iter().map(|(_, ops)| ops.len()).sum();
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(keys.len());
+    // Thread start-up costs more than checking small histories.
+    if threads <= 1 || total_ops < 2_000 {
+        let mut verdicts = Vec::with_capacity(keys.len());
+        let mut failed = false;
+        for (key, ops) in keys {
+            if failed {
+                verdicts.push(None);
+                continue;
+            }
+            let verdict = check_key(key, ops, limits);
+            failed = matches!(verdict, KeyVerdict::NotLinearizable(_));
+            verdicts.push(Some(verdict));
+        }
+        return verdicts;
+    }
+
+    let next = AtomicUsize::new(0);
+    // Smallest index of a key found non-linearizable so far; larger keys need no check.
+    let first_failure = AtomicUsize::new(usize::MAX);
+    let results: Mutex<Vec<Option<KeyVerdict>>> = Mutex::new(vec![None; keys.len()]);
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= keys.len() {
+                    break;
+                }
+                if i > first_failure.load(Ordering::Relaxed) {
+                    continue;
+                }
+                let (key, ops) = &keys[i];
+                let verdict = check_key(key, ops, limits);
+                if matches!(verdict, KeyVerdict::NotLinearizable(_)) {
+                    first_failure.fetch_min(i, Ordering::Relaxed);
+                }
+                // A poisoned lock only means another worker panicked; its panic is
+                // propagated by `scope`, so the data is still fine to use here.
+                let mut results = results.lock().unwrap_or_else(|e| e.into_inner());
+                results[i] = Some(verdict);
+            });
+        }
+    });
+    results.into_inner().unwrap_or_else(|e| e.into_inner())
+}
+
+// ---------------------------------------------------------------------------------------
+// Model states as fingerprints.
+
+const P: u64 = (1 << 61) - 1;
+const BASE1: u64 = 0x1d0c_2ab3_7e51_9f47 % P;
+const BASE2: u64 = 0x0a5f_39c6_d2e8_b173 % P;
+
+fn mul_mod(a: u64, b: u64) -> u64 {
+    let x = u128::from(a) * u128::from(b);
+    let r = (x as u64 & P) + (x >> 61) as u64;
+    if r >= P {
+        r - P
+    } else {
+        r
+    }
+}
+
+fn add_mod(a: u64, b: u64) -> u64 {
+    let r = a + b;
+    if r >= P {
+        r - P
+    } else {
+        r
+    }
+}
+
+/// A model state: `None` or the polynomial hashes of a string under two bases, and its
+/// length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Fp {
+    h1: u64,
+    h2: u64,
+    /// `ABSENT_LEN` for a missing key.
+    len: u64,
+}
+
+const ABSENT_LEN: u64 = u64::MAX;
+const ABSENT: Fp = Fp {
+    h1: 0,
+    h2: 0,
+    len: ABSENT_LEN,
+};
+const EMPTY: Fp = Fp {
+    h1: 0,
+    h2: 0,
+    len: 0,
+};
+
+impl Fp {
+    fn of(value: Option<&str>) -> Fp {
+        let Some(s) = value else { return ABSENT };
+        let (mut h1, mut h2) = (0, 0);
+        for &b in s.as_bytes() {
+            // +1 so that NUL bytes still change the hash.
+            h1 = add_mod(mul_mod(h1, BASE1), u64::from(b) + 1);
+            h2 = add_mod(mul_mod(h2, BASE2), u64::from(b) + 1);
+        }
+        Fp {
+            h1,
+            h2,
+            len: s.len() as u64,
+        }
+    }
+
+    fn mix(self) -> u64 {
+        splitmix(self.h1 ^ self.h2.rotate_left(32) ^ self.len.wrapping_mul(0x9e37_79b9))
+    }
+}
+
+/// What an append concatenates, prepared so that appending is O(1) on fingerprints.
+#[derive(Debug, Clone, Copy)]
+struct Suffix {
+    fp: Fp,
+    pow1: u64,
+    pow2: u64,
+}
+
+impl Suffix {
+    fn of(s: &str) -> Suffix {
+        let (mut pow1, mut pow2) = (1, 1);
+        for _ in 0..s.len() {
+            pow1 = mul_mod(pow1, BASE1);
+            pow2 = mul_mod(pow2, BASE2);
+        }
+        Suffix {
+            fp: Fp::of(Some(s)),
+            pow1,
+            pow2,
+        }
+    }
+
+    fn append_to(&self, state: Fp) -> Fp {
+        let base = if state.len == ABSENT_LEN {
+            EMPTY
+        } else {
+            state
+        };
+        Fp {
+            h1: add_mod(mul_mod(base.h1, self.pow1), self.fp.h1),
+            h2: add_mod(mul_mod(base.h2, self.pow2), self.fp.h2),
+            // Lengths near 2^64 cannot be held in memory, so saturation never aliases ABSENT.
+            len: base.len.saturating_add(self.fp.len).min(ABSENT_LEN - 1),
+        }
+    }
+}
+
+fn splitmix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// An operation's effect on the state of its key.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    /// A completed get: only legal when the state is the value read.
+    Read(Fp),
+    /// Put or delete.
+    Write(Fp),
+    Append(Suffix),
+    /// A cas known to have swapped.
+    CasSwapped {
+        expected: Fp,
+        new: Fp,
+    },
+    /// A cas known not to have swapped.
+    CasRefused {
+        expected: Fp,
+    },
+    /// A cas with unknown result: swaps iff the state is as expected.
+    Cas {
+        expected: Fp,
+        new: Fp,
+    },
+}
+
+impl Step {
+    fn apply(self, state: Fp) -> Option<Fp> {
+        match self {
+            Step::Read(v) => (state == v).then_some(state),
+            Step::Write(v) => Some(v),
+            Step::Append(suffix) => Some(suffix.append_to(state)),
+            Step::CasSwapped { expected, new } => (state == expected).then_some(new),
+            Step::CasRefused { expected } => (state != expected).then_some(state),
+            Step::Cas { expected, new } => Some(if state == expected { new } else { state }),
+        }
+    }
+
+    /// Steps that never change the state. If one is legal now it might as well be
+    /// linearized now: moving it to the front of any linearization of the remaining
+    /// operations keeps that linearization valid, which lets the search skip every
+    /// alternative to taking it.
+    fn is_pure(self) -> bool {
+        matches!(self, Step::Read(_) | Step::CasRefused { .. })
+    }
+}
+
+/// Translates an operation into a step, or `None` if it constrains nothing (a get whose
+/// result is unknown).
+fn compile(op: &Operation, definite: bool) -> Option<Step> {
+    let fp = |v: Option<&String>| Fp::of(v.map(String::as_str));
+    Some(match op.kind {
+        OpKind::Get => match &op.outcome {
+            Outcome::Ok { value, .. } if definite => Step::Read(fp(value.as_ref())),
+            _ => return None,
+        },
+        OpKind::Put => Step::Write(fp(op.value.as_ref())),
+        OpKind::Delete => Step::Write(ABSENT),
+        OpKind::Append => Step::Append(Suffix::of(op.value.as_deref().unwrap_or(""))),
+        OpKind::Cas => {
+            let expected = fp(op.expected.as_ref());
+            let new = fp(op.value.as_ref());
+            match &op.outcome {
+                Outcome::Ok {
+                    result: Some(true), ..
+                } if definite => Step::CasSwapped { expected, new },
+                Outcome::Ok {
+                    result: Some(false),
+                    ..
+                } if definite => Step::CasRefused { expected },
+                _ => Step::Cas { expected, new },
+            }
+        }
+    })
+}
+
+/// Applies an operation to a real value; `false` if it cannot take effect there.
+fn apply_exact(op: &Operation, definite: bool, state: &mut Option<String>) -> bool {
+    match op.kind {
+        OpKind::Get => match &op.outcome {
+            Outcome::Ok { value, .. } if definite => *state == *value,
+            _ => true,
+        },
+        OpKind::Put => {
+            state.clone_from(&op.value);
+            true
+        }
+        OpKind::Delete => {
+            *state = None;
+            true
+        }
+        OpKind::Append => {
+            state
+                .get_or_insert_with(String::new)
+                .push_str(op.value.as_deref().unwrap_or(""));
+            true
+        }
+        OpKind::Cas => {
+            let holds = *state == op.expected;
+            let result = match &op.outcome {
+                Outcome::Ok { result, .. } if definite => *result,
+                _ => None,
+            };
+            if result.is_some_and(|r| r != holds) {
+                return false;
+            }
+            if holds {
+                state.clone_from(&op.value);
+            }
+            true
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The set of linearized operations, and the memo.
+
+/// A bit set with an incrementally maintained Zobrist hash and the bounds of its
+/// "interesting" window: operations are numbered by call time, so the linearized ones are
+/// nearly a prefix, and storing only the words between the first non-full word and the last
+/// non-empty one keeps the memo linear rather than quadratic in long histories.
+struct LinSet {
+    words: Vec<u64>,
+    /// First word that is not all ones.
+    low: usize,
+    /// One past the last non-zero word.
+    end: usize,
+    hash: u64,
+}
+
+impl LinSet {
+    fn new(n: usize) -> LinSet {
+        LinSet {
+            words: vec![0; n.div_ceil(64)],
+            low: 0,
+            end: 0,
+            hash: 0,
+        }
+    }
+
+    fn zobrist(i: usize) -> u64 {
+        splitmix(i as u64 ^ 0x5bd1_e995_0000_0000)
+    }
+
+    fn set(&mut self, i: usize) {
+        let w = i / 64;
+        self.words[w] |= 1 << (i % 64);
+        self.hash ^= Self::zobrist(i);
+        self.end = self.end.max(w + 1);
+        while self.low < self.words.len() && self.words[self.low] == u64::MAX {
+            self.low += 1;
+        }
+    }
+
+    fn clear(&mut self, i: usize) {
+        let w = i / 64;
+        self.words[w] &= !(1 << (i % 64));
+        self.hash ^= Self::zobrist(i);
+        self.low = self.low.min(w);
+        while self.end > 0 && self.words[self.end - 1] == 0 {
+            self.end -= 1;
+        }
+    }
+
+    /// Together with `low`, identifies the set exactly.
+    fn window(&self) -> &[u64] {
+        &self.words[self.low..self.end.max(self.low)]
+    }
+}
+
+#[derive(Default)]
+struct IdentityHasher(u64);
+
+impl Hasher for IdentityHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+struct MemoNode {
+    state: Fp,
+    low: usize,
+    start: usize,
+    len: usize,
+    next: u32,
+}
+
+const NIL: u32 = u32::MAX;
+
+/// Configurations already explored, chained per hash in an arena: no allocation per
+/// lookup and only the bit-set window stored.
+#[derive(Default)]
+struct Memo {
+    heads: HashMap<u64, u32, BuildHasherDefault<IdentityHasher>>,
+    nodes: Vec<MemoNode>,
+    words: Vec<u64>,
+}
+
+impl Memo {
+    /// Records the configuration; `false` if it was already there.
+    fn insert(&mut self, set: &LinSet, state: Fp) -> bool {
+        let hash = set.hash ^ state.mix();
+        let window = set.window();
+        let head = self.heads.get(&hash).copied().unwrap_or(NIL);
+        let mut at = head;
+        while at != NIL {
+            let node = &self.nodes[at as usize];
+            if node.state == state
+                && node.low == set.low
+                && self.words[node.start..node.start + node.len] == *window
+            {
+                return false;
+            }
+            at = node.next;
+        }
+        let index = u32::try_from(self.nodes.len()).unwrap_or(NIL);
+        if index == NIL {
+            // 4 billion configurations would need far more memory than any machine has;
+            // forgetting one only costs time, never correctness.
+            return true;
+        }
+        self.nodes.push(MemoNode {
+            state,
+            low: set.low,
+            start: self.words.len(),
+            len: window.len(),
+            next: head,
+        });
+        self.words.extend_from_slice(window);
+        self.heads.insert(hash, index);
+        true
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The search.
+
+struct Frame {
+    op: usize,
+    prev_state: Fp,
+}
+
+/// Checks the operations on one key, given in any order.
+fn check_key(key: &str, ops: &[&Operation], limits: CheckLimits) -> KeyVerdict {
+    // Operations that may never have happened have their return at infinity: they never
+    // force anything and are only linearized when that helps explain a later observation.
+    let mut live: Vec<(&Operation, bool, Step)> = ops
+        .iter()
+        .filter_map(|op| {
+            let definite = op.ret.is_some() && matches!(op.outcome, Outcome::Ok { .. });
+            compile(op, definite).map(|step| (*op, definite, step))
+        })
+        .collect();
+    // Numbering by call time keeps the linearized set close to a prefix; the stable sort
+    // keeps ties in history order so verdicts and explanations are deterministic.
+    live.sort_by_key(|(op, _, _)| op.call);
+    let n = live.len();
+    let definite: Vec<bool> = live.iter().map(|&(_, d, _)| d).collect();
+    let steps: Vec<Step> = live.iter().map(|&(_, _, s)| s).collect();
+
+    // Entries 1..=E in time order between the sentinels HEAD = 0 and TAIL = E + 1. At equal
+    // times calls come first, so touching intervals count as concurrent.
+    let mut entries: Vec<(u64, bool, usize)> = Vec::with_capacity(2 * n);
+    for (i, (op, d, _)) in live.iter().enumerate() {
+        entries.push((op.call, false, i));
+        if *d {
+            entries.push((op.ret.unwrap_or(u64::MAX), true, i));
+        }
+    }
+    entries.sort_by_key(|&(t, is_return, _)| (t, is_return));
+    let head = 0usize;
+    let tail = entries.len() + 1;
+    let mut next: Vec<usize> = (1..=tail + 1).collect();
+    let mut prev: Vec<usize> = (0..=tail).map(|i| i.saturating_sub(1)).collect();
+    let mut entry_op = vec![usize::MAX; tail + 1];
+    let mut entry_is_return = vec![false; tail + 1];
+    let mut call_entry = vec![0usize; n];
+    let mut return_entry = vec![None; n];
+    for (e, &(_, is_return, op)) in entries.iter().enumerate() {
+        let e = e + 1;
+        entry_op[e] = op;
+        entry_is_return[e] = is_return;
+        if is_return {
+            return_entry[op] = Some(e);
+        } else {
+            call_entry[op] = e;
+        }
+    }
+
+    let mut remaining = definite.iter().filter(|&&d| d).count();
+    if remaining == 0 {
+        return KeyVerdict::Linearizable;
+    }
+
+    let mut set = LinSet::new(n);
+    let mut memo = Memo::default();
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut state = ABSENT;
+    // The deepest stack seen; `best_valid` is how much of `best` still matches `stack`, so
+    // each op is copied once per push instead of once per new record.
+    let mut best: Vec<usize> = Vec::new();
+    let mut best_valid = 0usize;
+    let mut steps_taken: u64 = 0;
+
+    let mut entry = next[head];
+    'search: loop {
+        steps_taken += 1;
+        if steps_taken > limits.max_steps_per_key {
+            return KeyVerdict::Unknown(format!(
+                "gave up after {} search steps ({} operations, {} configurations memoized, \
+                 deepest linearizable prefix {} operations); raise max_steps_per_key",
+                limits.max_steps_per_key,
+                n,
+                memo.nodes.len(),
+                best.len()
+            ));
+        }
+
+        if entry != tail && !entry_is_return[entry] {
+            let op = entry_op[entry];
+            match steps[op].apply(state) {
+                // An unknown operation that changes nothing is never worth linearizing:
+                // leaving it pending keeps strictly more options open.
+                Some(new_state) if definite[op] || new_state != state => {
+                    set.set(op);
+                    if memo.insert(&set, new_state) {
+                        stack.push(Frame {
+                            op,
+                            prev_state: state,
+                        });
+                        state = new_state;
+                        lift(&mut next, &mut prev, call_entry[op], return_entry[op]);
+                        if definite[op] {
+                            remaining -= 1;
+                            if remaining == 0 {
+                                break 'search;
+                            }
+                        }
+                        if stack.len() > best.len() {
+                            best.truncate(best_valid);
+                            best.extend(stack[best_valid..].iter().map(|f| f.op));
+                            best_valid = best.len();
+                        }
+                        entry = next[head];
+                        continue;
+                    }
+                    set.clear(op);
+                    // A pure op leading to an explored dead end means (see `Step::is_pure`)
+                    // that everything from here does; otherwise try the next candidate.
+                    if !steps[op].is_pure() {
+                        entry = next[entry];
+                        continue;
+                    }
+                }
+                _ => {
+                    entry = next[entry];
+                    continue;
+                }
+            }
+        }
+        // Reaching a return entry means that operation returned without having been
+        // linearized: this configuration is dead.
+
+        // Backtrack: undo the last choice and try the next candidate after it. Undoing a
+        // pure op makes its parent configuration dead too, so keep going.
+        loop {
+            let Some(frame) = stack.pop() else {
+                return KeyVerdict::NotLinearizable(explain(key, &live, &best));
+            };
+            best_valid = best_valid.min(stack.len());
+            state = frame.prev_state;
+            set.clear(frame.op);
+            unlift(
+                &mut next,
+                &mut prev,
+                call_entry[frame.op],
+                return_entry[frame.op],
+            );
+            if definite[frame.op] {
+                remaining += 1;
+            }
+            if !steps[frame.op].is_pure() {
+                entry = next[call_entry[frame.op]];
+                continue 'search;
+            }
+        }
+    }
+
+    // Fingerprints found this order; make sure it also holds for the real values.
+    let mut value = None;
+    for frame in &stack {
+        let (op, d, _) = live[frame.op];
+        if !apply_exact(op, d, &mut value) {
+            return KeyVerdict::Unknown(format!(
+                "state fingerprint collision: the linearization found fails on real values \
+                 at {op}"
+            ));
+        }
+    }
+    KeyVerdict::Linearizable
+}
+
+fn lift(next: &mut [usize], prev: &mut [usize], call: usize, ret: Option<usize>) {
+    for e in std::iter::once(call).chain(ret) {
+        next[prev[e]] = next[e];
+        prev[next[e]] = prev[e];
+    }
+}
+
+/// Exactly undoes `lift`: links are restored in reverse order of removal.
+fn unlift(next: &mut [usize], prev: &mut [usize], call: usize, ret: Option<usize>) {
+    for e in ret.into_iter().chain(std::iter::once(call)) {
+        next[prev[e]] = e;
+        prev[next[e]] = e;
+    }
+}
+
+fn explain(key: &str, live: &[(&Operation, bool, Step)], best: &[usize]) -> String {
+    const SHOWN: usize = 5;
+    let total = live.iter().filter(|(_, d, _)| *d).count();
+    let mut linearized = vec![false; live.len()];
+    let mut value = None;
+    for &i in best {
+        linearized[i] = true;
+        let (op, d, _) = live[i];
+        apply_exact(op, d, &mut value);
+    }
+    let done = best.iter().filter(|&&i| live[i].1).count();
+    let mut text = format!(
+        "key {key:?}: the longest linearizable prefix found places {done} of {total} completed \
+         operations"
+    );
+    if best.len() > done {
+        text.push_str(&format!(" (and {} of unknown outcome)", best.len() - done));
+    }
+    if !best.is_empty() {
+        let from = best.len().saturating_sub(SHOWN);
+        text.push_str(if from > 0 { ", ending with: " } else { ": " });
+        let shown: Vec<String> = best[from..]
+            .iter()
+            .map(|&i| live[i].0.to_string())
+            .collect();
+        text.push_str(&shown.join("; "));
+    }
+    text.push_str(&format!(
+        ". The value is then {}",
+        show_value(value.as_deref())
+    ));
+    // The op that forced the backtrack from that prefix: the earliest return among the
+    // completed ops left out.
+    let stuck = live
+        .iter()
+        .enumerate()
+        .filter(|&(i, (_, d, _))| *d && !linearized[i])
+        .min_by_key(|(_, (op, _, _))| op.ret);
+    if let Some((_, (op, _, _))) = stuck {
+        text.push_str(&format!(" and no order lets this one take effect: {op}"));
+    }
+    text
+}

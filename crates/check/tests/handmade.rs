@@ -1,0 +1,603 @@
+//! Small histories with a known verdict, one behaviour at a time.
+
+use mqpaxos_check::{check_events, CheckLimits, CheckOutcome, Event, EventType, OpKind};
+
+/// Builds histories operation by operation. Each client's operations must be added in
+/// that client's order; the interleaving of clients in the event list does not matter.
+#[derive(Default)]
+struct H {
+    events: Vec<Event>,
+}
+
+#[derive(Clone, Copy)]
+enum End {
+    Ok(u64),
+    Fail(u64),
+    Info(u64),
+    Never,
+}
+
+impl H {
+    #[allow(clippy::too_many_arguments)]
+    fn op(
+        &mut self,
+        client: &str,
+        f: OpKind,
+        key: &str,
+        value: Option<&str>,
+        expected: Option<&str>,
+        call: u64,
+        end: End,
+        ok_value: Option<&str>,
+        result: Option<bool>,
+    ) -> &mut Self {
+        let mut invoke = Event::invoke(call, client, f, key).with_value(value);
+        if f == OpKind::Cas {
+            invoke = invoke.with_expected(expected);
+        }
+        self.events.push(invoke);
+        let done = match end {
+            End::Ok(t) => {
+                let mut e = Event::ok(t, client, f, key).with_value(ok_value);
+                if let Some(r) = result {
+                    e = e.with_result(r);
+                }
+                e
+            }
+            End::Fail(t) => Event::fail(t, client, f, key),
+            End::Info(t) => Event::info(t, client, f, key),
+            End::Never => return self,
+        };
+        self.events.push(done);
+        self
+    }
+
+    fn put(&mut self, c: &str, k: &str, v: &str, call: u64, end: End) -> &mut Self {
+        self.op(c, OpKind::Put, k, Some(v), None, call, end, None, None)
+    }
+
+    fn append(&mut self, c: &str, k: &str, v: &str, call: u64, end: End) -> &mut Self {
+        self.op(c, OpKind::Append, k, Some(v), None, call, end, None, None)
+    }
+
+    fn delete(&mut self, c: &str, k: &str, call: u64, end: End) -> &mut Self {
+        self.op(c, OpKind::Delete, k, None, None, call, end, None, None)
+    }
+
+    /// A get; `read` is what its `ok` carries (ignored for other ends).
+    fn get(&mut self, c: &str, k: &str, read: Option<&str>, call: u64, end: End) -> &mut Self {
+        self.op(c, OpKind::Get, k, None, None, call, end, read, None)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn cas(
+        &mut self,
+        c: &str,
+        k: &str,
+        expected: Option<&str>,
+        new: &str,
+        result: Option<bool>,
+        call: u64,
+        end: End,
+    ) -> &mut Self {
+        self.op(
+            c,
+            OpKind::Cas,
+            k,
+            Some(new),
+            expected,
+            call,
+            end,
+            None,
+            result,
+        )
+    }
+
+    fn check(&self) -> CheckOutcome {
+        check_events(&self.events, CheckLimits::default()).expect("well-formed history")
+    }
+
+    #[track_caller]
+    fn assert_ok(&self) {
+        let outcome = self.check();
+        assert_eq!(outcome, CheckOutcome::Linearizable, "{outcome}");
+    }
+
+    #[track_caller]
+    fn assert_bad(&self) {
+        let outcome = self.check();
+        assert!(
+            matches!(outcome, CheckOutcome::NotLinearizable { .. }),
+            "expected a violation, got {outcome}"
+        );
+    }
+}
+
+use End::{Fail, Info, Never, Ok};
+
+#[test]
+fn empty_history_is_linearizable() {
+    H::default().assert_ok();
+}
+
+#[test]
+fn read_of_missing_key_is_null() {
+    H::default().get("a", "x", None, 1, Ok(2)).assert_ok();
+    H::default().get("a", "x", Some(""), 1, Ok(2)).assert_bad();
+}
+
+#[test]
+fn read_after_acknowledged_put_sees_it() {
+    let mut h = H::default();
+    h.put("a", "x", "1", 1, Ok(2))
+        .get("b", "x", Some("1"), 3, Ok(4));
+    h.assert_ok();
+}
+
+#[test]
+fn stale_read_after_acknowledged_put_is_rejected() {
+    let mut h = H::default();
+    h.put("a", "x", "1", 1, Ok(2)).get("b", "x", None, 3, Ok(4));
+    h.assert_bad();
+
+    let mut h = H::default();
+    h.put("a", "x", "1", 1, Ok(2))
+        .put("a", "x", "2", 3, Ok(4))
+        .get("b", "x", Some("1"), 5, Ok(6));
+    h.assert_bad();
+}
+
+#[test]
+fn read_concurrent_with_put_may_see_either() {
+    for read in [None, Some("1")] {
+        let mut h = H::default();
+        h.put("a", "x", "1", 1, Ok(5)).get("b", "x", read, 2, Ok(3));
+        h.assert_ok();
+    }
+}
+
+#[test]
+fn concurrent_puts_then_read_sees_either_but_not_a_third_value() {
+    for read in ["1", "2"] {
+        let mut h = H::default();
+        h.put("a", "x", "1", 1, Ok(5))
+            .put("b", "x", "2", 2, Ok(4))
+            .get("c", "x", Some(read), 6, Ok(7));
+        h.assert_ok();
+    }
+    let mut h = H::default();
+    h.put("a", "x", "1", 1, Ok(5))
+        .put("b", "x", "2", 2, Ok(4))
+        .get("c", "x", Some("3"), 6, Ok(7));
+    h.assert_bad();
+}
+
+#[test]
+fn reads_must_agree_on_the_order_of_concurrent_puts() {
+    // Both puts finish before either read; the reads are concurrent with each other, but
+    // after both puts only one value can remain.
+    let mut h = H::default();
+    h.put("a", "x", "1", 1, Ok(5))
+        .put("b", "x", "2", 2, Ok(4))
+        .get("c", "x", Some("1"), 6, Ok(9))
+        .get("d", "x", Some("2"), 7, Ok(8));
+    h.assert_bad();
+}
+
+#[test]
+fn flickering_reads_are_rejected() {
+    // A put of 2 in flight; one reader sees 2 and a later reader sees 1 again.
+    let mut h = H::default();
+    h.put("a", "x", "1", 1, Ok(2))
+        .put("b", "x", "2", 3, Ok(20))
+        .get("c", "x", Some("2"), 4, Ok(5))
+        .get("d", "x", Some("1"), 6, Ok(7));
+    h.assert_bad();
+    // The same reads in the other order are fine: the put takes effect in between.
+    let mut h = H::default();
+    h.put("a", "x", "1", 1, Ok(2))
+        .put("b", "x", "2", 3, Ok(20))
+        .get("c", "x", Some("1"), 4, Ok(5))
+        .get("d", "x", Some("2"), 6, Ok(7));
+    h.assert_ok();
+}
+
+#[test]
+fn cas_that_swapped_needs_its_condition() {
+    let mut h = H::default();
+    h.put("a", "x", "1", 1, Ok(2))
+        .cas("b", "x", Some("1"), "2", Some(true), 3, Ok(4))
+        .get("c", "x", Some("2"), 5, Ok(6));
+    h.assert_ok();
+
+    let mut h = H::default();
+    h.put("a", "x", "1", 1, Ok(2))
+        .cas("b", "x", Some("0"), "2", Some(true), 3, Ok(4));
+    h.assert_bad();
+
+    // Expecting null means expecting the key to be absent.
+    let mut h = H::default();
+    h.cas("b", "x", None, "2", Some(true), 3, Ok(4))
+        .get("c", "x", Some("2"), 5, Ok(6));
+    h.assert_ok();
+}
+
+#[test]
+fn cas_that_refused_needs_its_condition_to_fail() {
+    let mut h = H::default();
+    h.put("a", "x", "1", 1, Ok(2))
+        .cas("b", "x", Some("0"), "2", Some(false), 3, Ok(4))
+        .get("c", "x", Some("1"), 5, Ok(6));
+    h.assert_ok();
+
+    let mut h = H::default();
+    h.put("a", "x", "1", 1, Ok(2))
+        .cas("b", "x", Some("1"), "2", Some(false), 3, Ok(4));
+    h.assert_bad();
+
+    // A refused cas does not write.
+    let mut h = H::default();
+    h.put("a", "x", "1", 1, Ok(2))
+        .cas("b", "x", Some("0"), "2", Some(false), 3, Ok(4))
+        .get("c", "x", Some("2"), 5, Ok(6));
+    h.assert_bad();
+}
+
+#[test]
+fn cas_refusal_explained_by_a_concurrent_put() {
+    let mut h = H::default();
+    h.put("a", "x", "1", 1, Ok(2))
+        .put("b", "x", "3", 3, Ok(10))
+        .cas("c", "x", Some("1"), "2", Some(false), 4, Ok(5))
+        .get("d", "x", Some("3"), 11, Ok(12));
+    h.assert_ok();
+}
+
+#[test]
+fn cas_without_result_swaps_exactly_when_its_condition_holds() {
+    let mut h = H::default();
+    h.put("a", "x", "1", 1, Ok(2))
+        .cas("b", "x", Some("1"), "2", None, 3, Ok(4))
+        .get("c", "x", Some("2"), 5, Ok(6));
+    h.assert_ok();
+    let mut h = H::default();
+    h.put("a", "x", "1", 1, Ok(2))
+        .cas("b", "x", Some("1"), "2", None, 3, Ok(4))
+        .get("c", "x", Some("1"), 5, Ok(6));
+    h.assert_bad();
+}
+
+#[test]
+fn info_cas_may_or_may_not_swap() {
+    for read in ["1", "2"] {
+        let mut h = H::default();
+        h.put("a", "x", "1", 1, Ok(2))
+            .cas("b", "x", Some("1"), "2", None, 3, Info(4))
+            .get("c", "x", Some(read), 5, Ok(6));
+        h.assert_ok();
+    }
+    // ... but only if its condition held.
+    let mut h = H::default();
+    h.put("a", "x", "1", 1, Ok(2))
+        .cas("b", "x", Some("0"), "2", None, 3, Info(4))
+        .get("c", "x", Some("2"), 5, Ok(6));
+    h.assert_bad();
+}
+
+#[test]
+fn delete_then_get_is_null() {
+    let mut h = H::default();
+    h.put("a", "x", "1", 1, Ok(2))
+        .delete("a", "x", 3, Ok(4))
+        .get("b", "x", None, 5, Ok(6));
+    h.assert_ok();
+    let mut h = H::default();
+    h.put("a", "x", "1", 1, Ok(2))
+        .delete("a", "x", 3, Ok(4))
+        .get("b", "x", Some("1"), 5, Ok(6));
+    h.assert_bad();
+}
+
+#[test]
+fn append_to_missing_key_starts_from_empty() {
+    let mut h = H::default();
+    h.append("a", "x", "ab", 1, Ok(2))
+        .append("a", "x", "c", 3, Ok(4))
+        .get("b", "x", Some("abc"), 5, Ok(6));
+    h.assert_ok();
+    let mut h = H::default();
+    h.append("a", "x", "ab", 1, Ok(2))
+        .get("b", "x", None, 5, Ok(6));
+    h.assert_bad();
+    // Sequential appends happen in order.
+    let mut h = H::default();
+    h.append("a", "x", "ab", 1, Ok(2))
+        .append("a", "x", "c", 3, Ok(4))
+        .get("b", "x", Some("cab"), 5, Ok(6));
+    h.assert_bad();
+}
+
+#[test]
+fn concurrent_appends_in_either_order() {
+    for read in ["ab", "ba"] {
+        let mut h = H::default();
+        h.append("a", "x", "a", 1, Ok(5))
+            .append("b", "x", "b", 2, Ok(4))
+            .get("c", "x", Some(read), 6, Ok(7));
+        h.assert_ok();
+    }
+    // Appends concatenate; "a" and "b" reading as "b" would lose one.
+    let mut h = H::default();
+    h.append("a", "x", "a", 1, Ok(5))
+        .append("b", "x", "b", 2, Ok(4))
+        .get("c", "x", Some("b"), 6, Ok(7));
+    h.assert_bad();
+}
+
+#[test]
+fn append_after_delete_starts_over() {
+    let mut h = H::default();
+    h.put("a", "x", "1", 1, Ok(2))
+        .delete("a", "x", 3, Ok(4))
+        .append("a", "x", "2", 5, Ok(6))
+        .get("b", "x", Some("2"), 7, Ok(8));
+    h.assert_ok();
+}
+
+#[test]
+fn info_put_may_or_may_not_be_visible() {
+    for read in [None, Some("1")] {
+        let mut h = H::default();
+        h.put("a", "x", "1", 1, Info(2))
+            .get("b", "x", read, 3, Ok(4));
+        h.assert_ok();
+    }
+    // Visible long after the info was logged: it may take effect at any later time.
+    let mut h = H::default();
+    h.put("a", "x", "1", 1, Info(2))
+        .get("b", "x", None, 3, Ok(4))
+        .get("b", "x", Some("1"), 100, Ok(101));
+    h.assert_ok();
+    // But not before it was invoked.
+    let mut h = H::default();
+    h.get("b", "x", Some("1"), 1, Ok(2))
+        .put("a", "x", "1", 3, Info(4));
+    h.assert_bad();
+    // A value never written cannot be read.
+    let mut h = H::default();
+    h.put("a", "x", "1", 1, Info(2))
+        .get("b", "x", Some("2"), 3, Ok(4));
+    h.assert_bad();
+    // Once visible it stays (nothing else writes).
+    let mut h = H::default();
+    h.put("a", "x", "1", 1, Info(2))
+        .get("b", "x", Some("1"), 3, Ok(4))
+        .get("b", "x", None, 5, Ok(6));
+    h.assert_bad();
+}
+
+#[test]
+fn info_put_takes_effect_at_most_once() {
+    // 1 (info), then 2 overwrites, then reading 1 again needs the info put to happen
+    // twice.
+    let mut h = H::default();
+    h.put("a", "x", "1", 1, Info(2))
+        .get("b", "x", Some("1"), 3, Ok(4))
+        .put("b", "x", "2", 5, Ok(6))
+        .get("b", "x", Some("1"), 7, Ok(8));
+    h.assert_bad();
+}
+
+#[test]
+fn never_completed_invoke_is_like_info() {
+    for read in [None, Some("1")] {
+        let mut h = H::default();
+        h.put("a", "x", "1", 1, Never).get("b", "x", read, 3, Ok(4));
+        h.assert_ok();
+    }
+    let mut h = H::default();
+    h.put("a", "x", "1", 1, Never)
+        .get("b", "x", Some("2"), 3, Ok(4));
+    h.assert_bad();
+}
+
+#[test]
+fn info_get_is_unconstrained() {
+    let mut h = H::default();
+    h.put("a", "x", "1", 1, Ok(2)).op(
+        "b",
+        OpKind::Get,
+        "x",
+        None,
+        None,
+        3,
+        Info(4),
+        Some("zzz"),
+        None,
+    );
+    h.assert_ok();
+}
+
+#[test]
+fn failed_operations_are_ignored() {
+    let mut h = H::default();
+    h.put("a", "x", "1", 1, Fail(2))
+        .get("b", "x", None, 3, Ok(4));
+    h.assert_ok();
+    let mut h = H::default();
+    h.put("a", "x", "1", 1, Fail(2))
+        .get("b", "x", Some("1"), 3, Ok(4));
+    h.assert_bad();
+    // A failed cas whose condition held did not swap either.
+    let mut h = H::default();
+    h.put("a", "x", "1", 1, Ok(2))
+        .cas("a", "x", Some("1"), "2", None, 3, Fail(4))
+        .get("b", "x", Some("1"), 5, Ok(6));
+    h.assert_ok();
+}
+
+#[test]
+fn equal_timestamps_count_as_concurrent() {
+    // The read is invoked at the instant the put returns.
+    let mut h = H::default();
+    h.put("a", "x", "1", 1, Ok(5)).get("b", "x", None, 5, Ok(6));
+    h.assert_ok();
+    let mut h = H::default();
+    h.put("a", "x", "1", 1, Ok(5)).get("b", "x", None, 6, Ok(7));
+    h.assert_bad();
+}
+
+#[test]
+fn keys_are_independent_and_smallest_bad_key_is_reported() {
+    let mut h = H::default();
+    // x: fine. y and z: stale reads.
+    h.put("a", "z", "1", 1, Ok(2))
+        .get("b", "z", None, 3, Ok(4))
+        .put("c", "x", "1", 1, Ok(2))
+        .get("d", "x", Some("1"), 3, Ok(4))
+        .put("e", "y", "1", 1, Ok(2))
+        .get("f", "y", None, 3, Ok(4));
+    match h.check() {
+        CheckOutcome::NotLinearizable { key, explanation } => {
+            assert_eq!(key, "y");
+            assert!(explanation.contains("get(\"y\") -> null"), "{explanation}");
+        }
+        other => panic!("expected a violation, got {other}"),
+    }
+    // Same values on different keys do not interact.
+    let mut h = H::default();
+    h.put("a", "x", "1", 1, Ok(2)).get("b", "y", None, 3, Ok(4));
+    h.assert_ok();
+}
+
+#[test]
+fn explanation_names_the_operation_that_cannot_be_placed() {
+    let mut h = H::default();
+    h.put("a", "x", "1", 1, Ok(2))
+        .put("a", "x", "2", 3, Ok(4))
+        .get("b", "x", Some("1"), 5, Ok(6));
+    let CheckOutcome::NotLinearizable { key, explanation } = h.check() else {
+        panic!("expected a violation");
+    };
+    assert_eq!(key, "x");
+    assert!(explanation.contains("2 of 3"), "{explanation}");
+    assert!(
+        explanation.contains("get(\"x\") -> \"1\" by client b at [5, 6]"),
+        "{explanation}"
+    );
+    assert!(
+        explanation.contains("The value is then \"2\""),
+        "{explanation}"
+    );
+}
+
+#[test]
+fn step_budget_gives_unknown() {
+    let mut h = H::default();
+    for c in 0..6u64 {
+        let name = c.to_string();
+        h.put(&name, "x", &name, c, Ok(100 + c));
+    }
+    h.get("r", "x", Some("9"), 200, Ok(201));
+    let outcome = check_events(
+        &h.events,
+        CheckLimits {
+            max_steps_per_key: 10,
+        },
+    )
+    .unwrap();
+    assert!(
+        matches!(&outcome, CheckOutcome::Unknown { key, .. } if key == "x"),
+        "{outcome}"
+    );
+    // With the default budget the same history is decided.
+    h.assert_bad();
+}
+
+#[test]
+fn violation_beats_unknown_on_a_larger_key() {
+    let mut h = H::default();
+    for c in 0..6u64 {
+        let name = c.to_string();
+        h.put(&name, "a", &name, c, Ok(100 + c));
+    }
+    h.get("r", "a", Some("9"), 200, Ok(201));
+    // "b" is bad and decided within a few steps; "a" is cut off by the budget.
+    h.put("s", "b", "1", 1, Ok(2)).get("s", "b", None, 3, Ok(4));
+    let outcome = check_events(
+        &h.events,
+        CheckLimits {
+            max_steps_per_key: 8,
+        },
+    )
+    .unwrap();
+    assert!(
+        matches!(&outcome, CheckOutcome::NotLinearizable { key, .. } if key == "b"),
+        "{outcome}"
+    );
+}
+
+#[test]
+fn many_keys_are_checked_deterministically() {
+    // Large enough to take the multi-threaded path.
+    let mut h = H::default();
+    let mut t = 0;
+    for round in 0..40 {
+        for k in 0..60 {
+            let key = format!("k{k:02}");
+            let client = format!("c{k}");
+            let v = round.to_string();
+            h.put(&client, &key, &v, t, Ok(t + 1));
+            let read = if (key == "k17" || key == "k42") && round == 30 {
+                "stale".to_owned()
+            } else {
+                v
+            };
+            h.get(&client, &key, Some(&read), t + 2, Ok(t + 3));
+            t += 4;
+        }
+    }
+    for _ in 0..3 {
+        match h.check() {
+            CheckOutcome::NotLinearizable { key, .. } => assert_eq!(key, "k17"),
+            other => panic!("expected a violation, got {other}"),
+        }
+    }
+}
+
+#[test]
+fn long_append_history_is_fast() {
+    // Values grow to over 100 kB; states are fingerprints, so this stays linear. Each append
+    // overlaps its neighbour, and a read after every ten pins down the order.
+    fn build(bad_group: Option<usize>) -> H {
+        let mut h = H::default();
+        let mut value = String::new();
+        let mut t = 0;
+        for group in 0..2_000 {
+            for i in 0..10 {
+                let piece = format!("<{group}.{i}>");
+                h.append(&format!("c{}", i % 2), "x", &piece, t, Ok(t + 3));
+                value.push_str(&piece);
+                t += 2;
+            }
+            let read = if bad_group == Some(group) {
+                &value[..value.len() - 1]
+            } else {
+                &value[..]
+            };
+            h.get("r", "x", Some(read), t + 2, Ok(t + 3));
+            t += 4;
+        }
+        h
+    }
+    let start = std::time::Instant::now();
+    build(None).assert_ok();
+    build(Some(1_000)).assert_bad();
+    eprintln!("long append history: {:?}", start.elapsed());
+}
+
+#[test]
+fn event_type_names() {
+    assert_eq!(EventType::Info.to_string(), "info");
+    assert_eq!(OpKind::Cas.to_string(), "cas");
+}

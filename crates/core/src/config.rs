@@ -1,0 +1,180 @@
+//! A server's protocol settings, with defaults, and their validation. Pure data; no IO.
+
+use crate::ballot::NodeId;
+use std::time::Duration;
+
+/// Settings for one server's protocol core.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// This server's id, in `1..=servers`.
+    pub id: NodeId,
+    /// How many servers the cluster has (ids `1..=servers`). A majority of this many is needed
+    /// for every decision.
+    pub servers: u32,
+    /// How often a leader says it is alive.
+    pub heartbeat: Duration,
+    /// A follower that has heard no leader for `election_timeout` plus a random extra of up to
+    /// `election_timeout` starts an election. It also refuses to help a candidate while it has
+    /// heard a leader within `election_timeout`, so one server with a flaky link cannot unseat
+    /// a healthy leader.
+    pub election_timeout: Duration,
+    /// How long a candidate waits for a promise before sending Prepare again.
+    pub prepare_resend: Duration,
+    /// How long a leader waits for a majority of Accepted before sending Accept again.
+    pub accept_resend: Duration,
+    /// How long a lagging replica waits for chosen values before asking again.
+    pub catchup_resend: Duration,
+    /// How many slots a leader may have proposed but not yet chosen (pipelining).
+    pub window: usize,
+    /// How many commands a leader packs into one slot at most. Commands only share a slot when
+    /// the window is full, so an idle leader never waits to fill a batch.
+    pub max_batch: usize,
+    /// How many executed slots the log keeps before they are folded into a snapshot.
+    pub snapshot_interval: u64,
+    /// How many clients' last results the at-most-once table remembers.
+    pub max_sessions: usize,
+    /// How many chosen values one catch-up message carries at most.
+    pub max_catchup: usize,
+    /// Report a digest of every executed slot in [`crate::Ready::executed`] (for the simulator).
+    pub trace_chosen: bool,
+    /// A deliberately broken protocol, for showing that the simulator catches bugs.
+    #[cfg(feature = "mutations")]
+    pub mutation: Option<Mutation>,
+}
+
+/// Deliberate bugs, compiled in only with the `mutations` feature.
+#[cfg(feature = "mutations")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mutation {
+    /// Decide with `servers / 2` votes instead of a majority: two sides of a partition can
+    /// both decide.
+    HalfQuorum,
+    /// A new leader ignores what promises report as accepted and fills those slots with
+    /// no-ops: values that earlier ballots chose get lost.
+    SkipReproposal,
+}
+
+/// A setting that makes no sense.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "invalid configuration: {}", self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Defaults for server `id` of `servers`.
+    pub fn new(id: NodeId, servers: u32) -> Self {
+        Config {
+            id,
+            servers,
+            heartbeat: Duration::from_millis(100),
+            election_timeout: Duration::from_millis(300),
+            prepare_resend: Duration::from_millis(50),
+            accept_resend: Duration::from_millis(50),
+            catchup_resend: Duration::from_millis(50),
+            window: 64,
+            max_batch: 64,
+            snapshot_interval: 1000,
+            max_sessions: 100_000,
+            max_catchup: 256,
+            trace_chosen: false,
+            #[cfg(feature = "mutations")]
+            mutation: None,
+        }
+    }
+
+    /// The most servers a cluster may have: plenty for consensus, and it bounds every
+    /// per-server table.
+    pub const MAX_SERVERS: u32 = 255;
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |s: String| Err(ConfigError(s));
+        if self.servers == 0 || self.servers > Self::MAX_SERVERS {
+            return err(format!(
+                "the cluster must have 1 to {} servers, not {}",
+                Self::MAX_SERVERS,
+                self.servers
+            ));
+        }
+        if self.id == 0 || self.id > self.servers {
+            return err(format!(
+                "server id {} is outside 1..={}",
+                self.id, self.servers
+            ));
+        }
+        for (name, d) in [
+            ("heartbeat", self.heartbeat),
+            ("election timeout", self.election_timeout),
+            ("prepare resend", self.prepare_resend),
+            ("accept resend", self.accept_resend),
+            ("catch-up resend", self.catchup_resend),
+        ] {
+            if d.is_zero() {
+                return err(format!("the {name} interval must be above zero"));
+            }
+        }
+        if self.election_timeout <= self.heartbeat {
+            return err(format!(
+                "the election timeout ({:?}) must be longer than the heartbeat ({:?})",
+                self.election_timeout, self.heartbeat
+            ));
+        }
+        for (name, n) in [
+            ("window", self.window),
+            ("max batch", self.max_batch),
+            ("max sessions", self.max_sessions),
+            ("max catch-up", self.max_catchup),
+        ] {
+            if n == 0 {
+                return err(format!("{name} must be at least 1"));
+            }
+        }
+        if self.snapshot_interval == 0 {
+            return err("the snapshot interval must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// Votes needed for a decision.
+    pub fn quorum(&self) -> usize {
+        #[cfg(feature = "mutations")]
+        if self.mutation == Some(Mutation::HalfQuorum) {
+            return (self.servers as usize / 2).max(1);
+        }
+        self.servers as usize / 2 + 1
+    }
+
+    /// How far past its commit point a replica stores accepted slots. Past that a peer is
+    /// either far ahead (and the replica catches up first) or misbehaving; either way storing
+    /// it would let one message allocate without bound.
+    pub fn max_log_span(&self) -> u64 {
+        self.snapshot_interval + 8 * self.window as u64 + 1024
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_bad_settings_are_named() {
+        assert!(Config::new(1, 3).validate().is_ok());
+        assert!(Config::new(4, 3)
+            .validate()
+            .unwrap_err()
+            .0
+            .contains("outside"));
+        assert!(Config::new(1, 0).validate().is_err());
+        let mut c = Config::new(1, 3);
+        c.election_timeout = c.heartbeat;
+        assert!(c.validate().unwrap_err().0.contains("election timeout"));
+        assert_eq!(Config::new(1, 7).quorum(), 4);
+        assert_eq!(Config::new(1, 4).quorum(), 3);
+        assert_eq!(Config::new(1, 1).quorum(), 1);
+    }
+}

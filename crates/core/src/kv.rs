@@ -1,0 +1,323 @@
+//! The replicated key/value state machine and its at-most-once session table.
+//!
+//! Commands are applied in slot order on every replica. Each command carries
+//! `(client id, sequence number)`; the session table remembers the last sequence number and
+//! result per client so that a resent or duplicated command is executed at most once and its
+//! original result is returned again. The table is bounded: past `max_sessions` the client that
+//! was idle longest (by slot) is forgotten, deterministically, so every replica forgets the same
+//! one. Pure data; no IO.
+
+use crate::ballot::Slot;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A client's id as it appears on the wire. Clients must pick a fresh id per incarnation
+/// (sequence numbers restart at 1), or their first commands would be taken for duplicates.
+pub type ClientId = String;
+
+/// One key/value operation.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Op {
+    Get {
+        key: String,
+    },
+    Put {
+        key: String,
+        value: String,
+    },
+    /// Appends to the current value; a missing key counts as the empty string.
+    Append {
+        key: String,
+        value: String,
+    },
+    Delete {
+        key: String,
+    },
+    /// Swaps in `new` if the current value equals `expected` (`None`: the key is absent).
+    Cas {
+        key: String,
+        expected: Option<String>,
+        new: String,
+    },
+}
+
+impl Op {
+    pub fn key(&self) -> &str {
+        match self {
+            Op::Get { key }
+            | Op::Put { key, .. }
+            | Op::Append { key, .. }
+            | Op::Delete { key }
+            | Op::Cas { key, .. } => key,
+        }
+    }
+
+    /// Short lowercase name, as used in histories and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Get { .. } => "get",
+            Op::Put { .. } => "put",
+            Op::Append { .. } => "append",
+            Op::Delete { .. } => "delete",
+            Op::Cas { .. } => "cas",
+        }
+    }
+}
+
+/// What executing an [`Op`] returned.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum OpResult {
+    /// A get's value (`None`: no such key).
+    Value(Option<String>),
+    /// A put or append took effect.
+    Done,
+    /// A delete: whether the key existed.
+    Deleted(bool),
+    /// A cas: whether it swapped.
+    Swapped(bool),
+}
+
+/// A client command: what the log orders.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Command {
+    pub client: ClientId,
+    pub seq: u64,
+    pub op: Op,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Session {
+    seq: u64,
+    result: OpResult,
+    last_slot: Slot,
+}
+
+/// The state machine: data plus the session table. Cloned whole into snapshots.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvStore {
+    data: BTreeMap<String, String>,
+    sessions: BTreeMap<ClientId, Session>,
+    /// `(last_slot, client)` for eviction of the longest-idle session.
+    by_age: BTreeSet<(Slot, ClientId)>,
+    max_sessions: usize,
+}
+
+/// The outcome of applying one command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// Executed now.
+    Executed(OpResult),
+    /// Already executed earlier: the remembered result.
+    Duplicate(OpResult),
+    /// Older than the client's last command: the client has moved on, nobody waits for it.
+    Stale,
+}
+
+impl KvStore {
+    pub fn new(max_sessions: usize) -> Self {
+        KvStore {
+            data: BTreeMap::new(),
+            sessions: BTreeMap::new(),
+            by_age: BTreeSet::new(),
+            max_sessions: max_sessions.max(1),
+        }
+    }
+
+    /// The last sequence number executed for `client`, if it is remembered.
+    pub fn last_seq(&self, client: &str) -> Option<u64> {
+        self.sessions.get(client).map(|s| s.seq)
+    }
+
+    /// The remembered result of `client`'s command `seq`, if that was its last one.
+    pub fn cached(&self, client: &str, seq: u64) -> Option<&OpResult> {
+        self.sessions
+            .get(client)
+            .filter(|s| s.seq == seq)
+            .map(|s| &s.result)
+    }
+
+    pub fn get(&self, key: &str) -> Option<&String> {
+        self.data.get(key)
+    }
+
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.data.iter()
+    }
+
+    pub fn sessions(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Applies `cmd`, chosen at `slot`, at most once per `(client, seq)`.
+    pub fn apply(&mut self, slot: Slot, cmd: &Command) -> Applied {
+        if let Some(s) = self.sessions.get(&cmd.client) {
+            if cmd.seq == s.seq {
+                return Applied::Duplicate(s.result.clone());
+            }
+            if cmd.seq < s.seq {
+                return Applied::Stale;
+            }
+        }
+        let result = self.execute(&cmd.op);
+        if let Some(old) = self.sessions.insert(
+            cmd.client.clone(),
+            Session {
+                seq: cmd.seq,
+                result: result.clone(),
+                last_slot: slot,
+            },
+        ) {
+            self.by_age.remove(&(old.last_slot, cmd.client.clone()));
+        }
+        self.by_age.insert((slot, cmd.client.clone()));
+        while self.sessions.len() > self.max_sessions {
+            let Some(oldest) = self.by_age.pop_first() else {
+                break;
+            };
+            self.sessions.remove(&oldest.1);
+        }
+        Applied::Executed(result)
+    }
+
+    fn execute(&mut self, op: &Op) -> OpResult {
+        match op {
+            Op::Get { key } => OpResult::Value(self.data.get(key).cloned()),
+            Op::Put { key, value } => {
+                self.data.insert(key.clone(), value.clone());
+                OpResult::Done
+            }
+            Op::Append { key, value } => {
+                self.data.entry(key.clone()).or_default().push_str(value);
+                OpResult::Done
+            }
+            Op::Delete { key } => OpResult::Deleted(self.data.remove(key).is_some()),
+            Op::Cas { key, expected, new } => {
+                if self.data.get(key) == expected.as_ref() {
+                    self.data.insert(key.clone(), new.clone());
+                    OpResult::Swapped(true)
+                } else {
+                    OpResult::Swapped(false)
+                }
+            }
+        }
+    }
+
+    /// A deterministic digest of the data and sessions, for comparing replicas cheaply.
+    pub fn digest(&self) -> u64 {
+        let mut h = crate::Fnv::default();
+        for (k, v) in &self.data {
+            h.write(k.as_bytes());
+            h.write(&[0xff]);
+            h.write(v.as_bytes());
+            h.write(&[0xfe]);
+        }
+        for (c, s) in &self.sessions {
+            h.write(c.as_bytes());
+            h.write(&s.seq.to_le_bytes());
+        }
+        h.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cmd(client: &str, seq: u64, op: Op) -> Command {
+        Command {
+            client: client.into(),
+            seq,
+            op,
+        }
+    }
+
+    fn put(k: &str, v: &str) -> Op {
+        Op::Put {
+            key: k.into(),
+            value: v.into(),
+        }
+    }
+
+    #[test]
+    fn operations_do_what_they_say() {
+        let mut kv = KvStore::new(10);
+        let get = |k: &str| Op::Get { key: k.into() };
+        assert_eq!(
+            kv.apply(1, &cmd("a", 1, get("x"))),
+            Applied::Executed(OpResult::Value(None))
+        );
+        let app = Op::Append {
+            key: "x".into(),
+            value: "ab".into(),
+        };
+        assert_eq!(
+            kv.apply(2, &cmd("a", 2, app)),
+            Applied::Executed(OpResult::Done)
+        );
+        assert_eq!(kv.get("x").map(String::as_str), Some("ab"));
+        let cas = |e: Option<&str>, n: &str| Op::Cas {
+            key: "x".into(),
+            expected: e.map(Into::into),
+            new: n.into(),
+        };
+        assert_eq!(
+            kv.apply(3, &cmd("a", 3, cas(Some("zz"), "q"))),
+            Applied::Executed(OpResult::Swapped(false))
+        );
+        assert_eq!(
+            kv.apply(4, &cmd("a", 4, cas(Some("ab"), "q"))),
+            Applied::Executed(OpResult::Swapped(true))
+        );
+        assert_eq!(
+            kv.apply(5, &cmd("a", 5, Op::Delete { key: "x".into() })),
+            Applied::Executed(OpResult::Deleted(true))
+        );
+        assert_eq!(
+            kv.apply(6, &cmd("a", 6, cas(None, "n"))),
+            Applied::Executed(OpResult::Swapped(true))
+        );
+        assert_eq!(kv.get("x").map(String::as_str), Some("n"));
+    }
+
+    #[test]
+    fn a_command_executes_at_most_once() {
+        let mut kv = KvStore::new(10);
+        let a = cmd(
+            "c",
+            1,
+            Op::Append {
+                key: "k".into(),
+                value: "x".into(),
+            },
+        );
+        assert_eq!(kv.apply(1, &a), Applied::Executed(OpResult::Done));
+        assert_eq!(kv.apply(2, &a), Applied::Duplicate(OpResult::Done));
+        assert_eq!(
+            kv.apply(3, &cmd("c", 2, put("k", "y"))),
+            Applied::Executed(OpResult::Done)
+        );
+        assert_eq!(kv.apply(4, &a), Applied::Stale);
+        assert_eq!(kv.get("k").map(String::as_str), Some("y"));
+    }
+
+    #[test]
+    fn session_table_is_bounded_and_forgets_the_longest_idle() {
+        let mut kv = KvStore::new(2);
+        kv.apply(1, &cmd("a", 1, put("k", "1")));
+        kv.apply(2, &cmd("b", 1, put("k", "2")));
+        kv.apply(3, &cmd("a", 2, put("k", "3")));
+        kv.apply(4, &cmd("c", 1, put("k", "4")));
+        assert_eq!(kv.sessions(), 2);
+        assert_eq!(kv.last_seq("b"), None);
+        assert_eq!(kv.last_seq("a"), Some(2));
+        assert_eq!(kv.last_seq("c"), Some(1));
+    }
+}

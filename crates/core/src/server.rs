@@ -1,0 +1,1015 @@
+//! The Multi-Paxos server: proposer, acceptor and learner in one state machine.
+//!
+//! Driven by [`Server::step`] with the current time (a number: the core has no clock), it
+//! returns a [`Ready`] of messages, durable writes and timers. It never does IO, never
+//! sleeps, never draws a random number, and iterates only ordered collections, so the same
+//! inputs always give the same outputs: that is what lets the simulator replay any run.
+//!
+//! Roles:
+//! - *Follower*: accepts what the leader of the highest ballot it promised proposes, learns
+//!   the commit point from Accept and Heartbeat, executes chosen slots in order, and asks for
+//!   what it missed (`CatchUp`).
+//! - *Candidate*: phase 1. Sends `Prepare(ballot, from = its commit point)` and counts
+//!   `Promise`s for exactly that ballot; a promise for any other ballot is ignored, so a delayed
+//!   vote from an earlier round is never counted in a later one. Its own vote is cast only once
+//!   a majority of the others have promised, so a server whose election fails does not refuse
+//!   the healthy leader it could not hear.
+//! - *Leader*: phase 2. Re-proposes, in its own ballot, the highest-ballot value any promise
+//!   reported for every slot from its commit point on (a no-op where nobody reported one),
+//!   then proposes new commands into further slots, up to `window` at once. A slot is chosen
+//!   when a majority has accepted it in the leader's ballot; slots execute strictly in order.
+
+use crate::ballot::{Ballot, NodeId, Slot};
+use crate::config::{Config, ConfigError};
+use crate::kv::{Applied, ClientId, Command, KvStore};
+use crate::log::{Durable, Entry, Log, PersistOp, Snapshot, Value};
+use crate::message::{Dest, Input, Message, Outgoing, Ready, SetTimer, TimerKind};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+/// What a server is doing now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RoleKind {
+    Follower,
+    Candidate,
+    Leader,
+}
+
+impl RoleKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            RoleKind::Follower => "follower",
+            RoleKind::Candidate => "candidate",
+            RoleKind::Leader => "leader",
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Candidate {
+    ballot: Ballot,
+    /// What each server that promised reported as accepted.
+    promises: BTreeMap<NodeId, Vec<(Slot, Entry)>>,
+}
+
+#[derive(Debug)]
+struct Inflight {
+    value: Value,
+    acks: BTreeSet<NodeId>,
+    sent_at: Duration,
+}
+
+#[derive(Debug)]
+struct Leader {
+    ballot: Ballot,
+    next_slot: Slot,
+    /// Every slot in `commit..next_slot`, with who has accepted it.
+    inflight: BTreeMap<Slot, Inflight>,
+    /// Commands waiting for room in the window.
+    queue: VecDeque<Command>,
+    /// Commands proposed or queued and not yet executed, so that a client's resend does not
+    /// take a second slot. (A second slot would be harmless, as execution is at most once, but
+    /// wasteful.)
+    proposed: BTreeSet<(ClientId, u64)>,
+}
+
+#[derive(Debug)]
+enum Role {
+    Follower,
+    Candidate(Candidate),
+    Leader(Leader),
+}
+
+/// One Multi-Paxos server.
+#[derive(Debug)]
+pub struct Server {
+    cfg: Config,
+    /// Durable: the highest ballot promised.
+    promised: Ballot,
+    /// Durable: accepted entries from the snapshot point on.
+    log: Log,
+    /// The state machine with every slot before `commit` applied.
+    kv: KvStore,
+    /// Every slot before this is chosen and executed here.
+    commit: Slot,
+    role: Role,
+    /// The server this one believes leads, if any.
+    leader: Option<NodeId>,
+    /// The ballot of the leader being followed: its values for slots below its commit point
+    /// are the chosen ones.
+    leader_ballot: Ballot,
+    /// The highest commit point that leader has announced.
+    leader_commit: Slot,
+    /// The highest round seen anywhere, so the next election outbids it.
+    max_round: u64,
+    last_leader_contact: Option<Duration>,
+    catchup_armed: bool,
+    ready: Ready,
+}
+
+impl Server {
+    /// A fresh server with nothing promised or accepted.
+    pub fn new(cfg: Config) -> Result<Self, ConfigError> {
+        let durable = Durable::new(cfg.max_sessions);
+        Self::recover(cfg, durable)
+    }
+
+    /// A server restarted from what it had made durable before it stopped.
+    pub fn recover(cfg: Config, durable: Durable) -> Result<Self, ConfigError> {
+        cfg.validate()?;
+        let Durable {
+            promised,
+            log,
+            snapshot,
+        } = durable;
+        let max_round = log
+            .iter_from(0)
+            .map(|(_, e)| e.ballot)
+            .filter(|b| *b != Ballot::CHOSEN)
+            .map(|b| b.round)
+            .fold(promised.round, u64::max);
+        let mut s = Server {
+            cfg,
+            promised,
+            log,
+            kv: snapshot.kv,
+            commit: snapshot.next_slot,
+            role: Role::Follower,
+            leader: None,
+            leader_ballot: Ballot::ZERO,
+            leader_commit: 0,
+            max_round,
+            last_leader_contact: None,
+            catchup_armed: false,
+            ready: Ready::default(),
+        };
+        // Entries learned as chosen before the crash can be executed again straight away.
+        while let Some(e) = s.log.get(s.commit).filter(|e| e.ballot == Ballot::CHOSEN) {
+            let value = e.value.clone();
+            s.execute(s.commit, &value);
+            s.commit += 1;
+        }
+        s.ready = Ready::default();
+        Ok(s)
+    }
+
+    /// Call once after construction: arms the election timer.
+    pub fn start(&mut self, _now: Duration) -> Ready {
+        self.arm_election_timer(self.cfg.election_timeout);
+        std::mem::take(&mut self.ready)
+    }
+
+    /// Feeds one input at time `now` (any monotonic clock; only differences matter).
+    pub fn step(&mut self, now: Duration, input: Input) -> Ready {
+        match input {
+            Input::Message { from, msg } => self.on_message(now, from, msg),
+            Input::Request(cmd) => self.on_request(now, cmd),
+            Input::Timer(kind) => self.on_timer(now, kind),
+        }
+        self.check_invariants();
+        std::mem::take(&mut self.ready)
+    }
+
+    // ----- accessors for status, metrics and tests -----
+
+    pub fn id(&self) -> NodeId {
+        self.cfg.id
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn role(&self) -> RoleKind {
+        match self.role {
+            Role::Follower => RoleKind::Follower,
+            Role::Candidate(_) => RoleKind::Candidate,
+            Role::Leader(_) => RoleKind::Leader,
+        }
+    }
+
+    /// The highest ballot promised.
+    pub fn ballot(&self) -> Ballot {
+        self.promised
+    }
+
+    /// Who this server believes leads.
+    pub fn leader(&self) -> Option<NodeId> {
+        match self.role {
+            Role::Leader(_) => Some(self.cfg.id),
+            _ => self.leader,
+        }
+    }
+
+    /// Every slot before this is known chosen.
+    pub fn commit(&self) -> Slot {
+        self.commit
+    }
+
+    /// Every slot before this is executed. Chosen slots are executed as soon as they are
+    /// known, so this equals [`Server::commit`] between steps.
+    pub fn executed(&self) -> Slot {
+        self.commit
+    }
+
+    pub fn kv(&self) -> &KvStore {
+        &self.kv
+    }
+
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+
+    /// Commands waiting for room in the leader's window.
+    pub fn queued(&self) -> usize {
+        match &self.role {
+            Role::Leader(l) => l.queue.len(),
+            _ => 0,
+        }
+    }
+
+    // ----- inputs -----
+
+    fn on_message(&mut self, now: Duration, from: NodeId, msg: Message) {
+        if from == self.cfg.id || from == 0 || from > self.cfg.servers {
+            // Not a configured peer: a misrouted or forged message must not vote.
+            return;
+        }
+        match msg {
+            Message::Prepare { ballot, from: slot } => self.on_prepare(now, from, ballot, slot),
+            Message::Promise {
+                ballot,
+                accepted,
+                snapshot,
+            } => self.on_promise(now, from, ballot, accepted, snapshot),
+            Message::Accept {
+                ballot,
+                first,
+                values,
+                commit,
+            } => self.on_accept(now, from, ballot, first, values, commit),
+            Message::Accepted {
+                ballot,
+                first,
+                count,
+            } => self.on_accepted(now, from, ballot, first, count),
+            Message::Nack { ballot, promised } => self.on_nack(now, ballot, promised),
+            Message::Heartbeat { ballot, commit } => {
+                if self.follow(now, from, ballot) {
+                    self.learn_commit(commit);
+                }
+            }
+            Message::CatchUp { from: slot } => self.on_catchup(from, slot),
+            Message::Chosen {
+                first,
+                values,
+                snapshot,
+            } => self.on_chosen(first, values, snapshot),
+            // Clients' traffic never arrives as a peer message.
+            Message::Request(_) | Message::Reply { .. } => {}
+        }
+    }
+
+    fn on_timer(&mut self, now: Duration, kind: TimerKind) {
+        match kind {
+            TimerKind::Election => self.on_election_timer(now),
+            TimerKind::Heartbeat => {
+                if let Role::Leader(l) = &self.role {
+                    let msg = Message::Heartbeat {
+                        ballot: l.ballot,
+                        commit: self.commit,
+                    };
+                    self.send_now(Dest::AllServers, msg);
+                    self.set_timer(TimerKind::Heartbeat, self.cfg.heartbeat, Duration::ZERO);
+                }
+            }
+            TimerKind::PrepareResend => {
+                if let Role::Candidate(c) = &self.role {
+                    let msg = Message::Prepare {
+                        ballot: c.ballot,
+                        from: self.commit,
+                    };
+                    let missing: Vec<NodeId> = self
+                        .peers()
+                        .filter(|p| !c.promises.contains_key(p))
+                        .collect();
+                    for p in missing {
+                        self.send_now(Dest::Server(p), msg.clone());
+                    }
+                    self.set_timer(
+                        TimerKind::PrepareResend,
+                        self.cfg.prepare_resend,
+                        Duration::ZERO,
+                    );
+                }
+            }
+            TimerKind::AcceptResend => self.resend_accepts(now),
+            TimerKind::CatchUpResend => {
+                self.catchup_armed = false;
+                if self.commit < self.leader_commit && !matches!(self.role, Role::Leader(_)) {
+                    if let Some(leader) = self.leader {
+                        self.send_now(Dest::Server(leader), Message::CatchUp { from: self.commit });
+                        self.arm_catchup();
+                    }
+                }
+            }
+        }
+    }
+
+    /// A client's command. Only the leader acts on it; every server receives it, so whichever
+    /// leads answers.
+    fn on_request(&mut self, now: Duration, cmd: Command) {
+        let Role::Leader(l) = &mut self.role else {
+            return;
+        };
+        match self.kv.last_seq(&cmd.client) {
+            Some(last) if cmd.seq < last => return,
+            Some(last) if cmd.seq == last => {
+                // Executed already: the reply was lost, so send the remembered result again.
+                if let Some(result) = self.kv.cached(&cmd.client, cmd.seq) {
+                    let msg = Message::Reply {
+                        client: cmd.client.clone(),
+                        seq: cmd.seq,
+                        result: result.clone(),
+                    };
+                    self.send_now(Dest::Client(cmd.client), msg);
+                }
+                return;
+            }
+            _ => {}
+        }
+        if !l.proposed.insert((cmd.client.clone(), cmd.seq)) {
+            return;
+        }
+        l.queue.push_back(cmd);
+        self.propose_queued(now);
+    }
+
+    // ----- phase 1 -----
+
+    fn on_election_timer(&mut self, now: Duration) {
+        match self.role {
+            Role::Leader(_) => {}
+            Role::Candidate(_) => self.start_election(now),
+            Role::Follower => match self.last_leader_contact {
+                Some(t) if now < t + self.cfg.election_timeout => {
+                    let left = t + self.cfg.election_timeout - now;
+                    self.arm_election_timer(left);
+                }
+                _ => self.start_election(now),
+            },
+        }
+    }
+
+    fn start_election(&mut self, now: Duration) {
+        let round = self.max_round.max(self.promised.round) + 1;
+        self.max_round = round;
+        let ballot = Ballot::new(round, self.cfg.id);
+        self.role = Role::Candidate(Candidate {
+            ballot,
+            promises: BTreeMap::new(),
+        });
+        self.leader = None;
+        if self.cfg.quorum() <= 1 {
+            self.become_leader(now);
+            return;
+        }
+        self.send_now(
+            Dest::AllServers,
+            Message::Prepare {
+                ballot,
+                from: self.commit,
+            },
+        );
+        self.set_timer(
+            TimerKind::PrepareResend,
+            self.cfg.prepare_resend,
+            Duration::ZERO,
+        );
+        self.arm_election_timer(self.cfg.election_timeout);
+    }
+
+    fn on_prepare(&mut self, now: Duration, from: NodeId, ballot: Ballot, slot: Slot) {
+        self.max_round = self.max_round.max(ballot.round);
+        let own = match &self.role {
+            Role::Candidate(c) => c.ballot.max(self.promised),
+            _ => self.promised,
+        };
+        if ballot < own {
+            self.send_now(
+                Dest::Server(from),
+                Message::Nack {
+                    ballot,
+                    promised: own,
+                },
+            );
+            return;
+        }
+        if ballot > self.promised {
+            if self.leader_is_alive(now) {
+                // A healthy leader is in charge; helping this candidate would only unseat it.
+                return;
+            }
+            self.promised = ballot;
+            self.persist(PersistOp::Promise(ballot));
+            self.role = Role::Follower;
+            self.leader = None;
+            // Give the candidate an election timeout to finish before trying ourselves.
+            self.last_leader_contact = Some(now);
+            self.arm_election_timer(self.cfg.election_timeout);
+        }
+        // ballot == promised: a first promise or a resent Prepare; the answer is the same.
+        let (accepted, snapshot) = self.promise_contents(slot);
+        self.send_after(
+            Dest::Server(from),
+            Message::Promise {
+                ballot,
+                accepted,
+                snapshot,
+            },
+        );
+    }
+
+    /// What to report to a candidate that knows every slot before `from`.
+    fn promise_contents(&self, from: Slot) -> (Vec<(Slot, Entry)>, Option<Snapshot>) {
+        if from < self.log.start() {
+            // Slots the candidate lacks were truncated here: hand over the state instead.
+            let accepted = self
+                .log
+                .iter_from(self.commit)
+                .map(|(s, e)| (s, e.clone()))
+                .collect();
+            (accepted, Some(self.snapshot_now()))
+        } else {
+            let accepted = self
+                .log
+                .iter_from(from)
+                .map(|(s, e)| (s, e.clone()))
+                .collect();
+            (accepted, None)
+        }
+    }
+
+    fn on_promise(
+        &mut self,
+        now: Duration,
+        from: NodeId,
+        ballot: Ballot,
+        accepted: Vec<(Slot, Entry)>,
+        snapshot: Option<Snapshot>,
+    ) {
+        let Role::Candidate(c) = &self.role else {
+            return;
+        };
+        if c.ballot != ballot {
+            // A promise for another round, perhaps delayed from an earlier one: it was made
+            // under different conditions and must never count for this round.
+            return;
+        }
+        if let Some(s) = snapshot {
+            if s.next_slot > self.commit {
+                self.install_snapshot(s);
+            }
+        }
+        let Role::Candidate(c) = &mut self.role else {
+            return;
+        };
+        c.promises.insert(from, accepted);
+        // The candidate's own vote makes the majority.
+        if c.promises.len() + 1 >= self.cfg.quorum() {
+            self.become_leader(now);
+        }
+    }
+
+    fn become_leader(&mut self, now: Duration) {
+        let Role::Candidate(c) = std::mem::replace(&mut self.role, Role::Follower) else {
+            return;
+        };
+        let ballot = c.ballot;
+        if self.promised > ballot {
+            // We promised a higher ballot meanwhile, so we may not vote for our own.
+            return;
+        }
+        if self.promised < ballot {
+            self.promised = ballot;
+            self.persist(PersistOp::Promise(ballot));
+        }
+        // For every slot not known chosen, the value with the highest ballot among the
+        // majority's reports (ours included) is the only one that may have been chosen.
+        let mut best: BTreeMap<Slot, Entry> = self
+            .log
+            .iter_from(self.commit)
+            .map(|(s, e)| (s, e.clone()))
+            .collect();
+        let reproposes = {
+            #[cfg(feature = "mutations")]
+            {
+                self.cfg.mutation != Some(crate::config::Mutation::SkipReproposal)
+            }
+            #[cfg(not(feature = "mutations"))]
+            {
+                true
+            }
+        };
+        if reproposes {
+            for (slot, entry) in c.promises.into_values().flatten() {
+                if slot < self.commit {
+                    continue;
+                }
+                match best.get(&slot) {
+                    Some(b) if b.ballot >= entry.ballot => {}
+                    _ => {
+                        best.insert(slot, entry);
+                    }
+                }
+            }
+        }
+        let end = best
+            .last_key_value()
+            .map_or(self.commit, |(s, _)| *s + 1)
+            .max(self.commit);
+        let mut leader = Leader {
+            ballot,
+            next_slot: end,
+            inflight: BTreeMap::new(),
+            queue: VecDeque::new(),
+            proposed: BTreeSet::new(),
+        };
+        let mut values = Vec::new();
+        for slot in self.commit..end {
+            let value = best.remove(&slot).map(|e| e.value).unwrap_or_default();
+            for cmd in &value {
+                leader.proposed.insert((cmd.client.clone(), cmd.seq));
+            }
+            let entry = Entry {
+                ballot,
+                value: value.clone(),
+            };
+            self.log.insert(slot, entry.clone());
+            self.persist(PersistOp::Accept { slot, entry });
+            leader.inflight.insert(
+                slot,
+                Inflight {
+                    value: value.clone(),
+                    acks: BTreeSet::from([self.cfg.id]),
+                    sent_at: now,
+                },
+            );
+            values.push(value);
+        }
+        self.role = Role::Leader(leader);
+        self.leader = Some(self.cfg.id);
+        self.leader_ballot = ballot;
+        self.send_accepts(ballot, self.commit, values);
+        self.send_now(
+            Dest::AllServers,
+            Message::Heartbeat {
+                ballot,
+                commit: self.commit,
+            },
+        );
+        self.set_timer(TimerKind::Heartbeat, self.cfg.heartbeat, Duration::ZERO);
+        self.set_timer(
+            TimerKind::AcceptResend,
+            self.cfg.accept_resend,
+            Duration::ZERO,
+        );
+        self.try_commit(now);
+    }
+
+    fn on_nack(&mut self, now: Duration, ballot: Ballot, promised: Ballot) {
+        self.max_round = self.max_round.max(promised.round);
+        let mine = match &self.role {
+            Role::Leader(l) => l.ballot,
+            _ => return,
+        };
+        if ballot == mine && promised > mine {
+            // Someone has moved on to a higher ballot: this leadership cannot decide anything
+            // more. Stand down and let the election timer pick the next leader.
+            self.role = Role::Follower;
+            self.leader = None;
+            self.last_leader_contact = Some(now);
+            self.arm_election_timer(self.cfg.election_timeout);
+        }
+    }
+
+    // ----- phase 2 -----
+
+    /// Accepts the authority of the leader of `ballot`, if that ballot is not below what was
+    /// promised. Returns whether the message should be acted on.
+    fn follow(&mut self, now: Duration, from: NodeId, ballot: Ballot) -> bool {
+        self.max_round = self.max_round.max(ballot.round);
+        if ballot < self.promised || ballot.server != from {
+            self.send_now(
+                Dest::Server(from),
+                Message::Nack {
+                    ballot,
+                    promised: self.promised,
+                },
+            );
+            return false;
+        }
+        if ballot > self.promised {
+            self.promised = ballot;
+            self.persist(PersistOp::Promise(ballot));
+        }
+        if !matches!(self.role, Role::Follower) {
+            // A leader of an equal or higher ballot exists; our own bid or reign is over.
+            self.role = Role::Follower;
+            self.arm_election_timer(self.cfg.election_timeout);
+        }
+        if self.leader_ballot != ballot {
+            self.leader_ballot = ballot;
+            self.leader_commit = 0;
+        }
+        self.leader = Some(from);
+        self.last_leader_contact = Some(now);
+        true
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_accept(
+        &mut self,
+        now: Duration,
+        from: NodeId,
+        ballot: Ballot,
+        first: Slot,
+        values: Vec<Value>,
+        commit: Slot,
+    ) {
+        if !self.follow(now, from, ballot) {
+            return;
+        }
+        let count = values.len() as u64;
+        let limit = self.commit + self.cfg.max_log_span();
+        if first.saturating_add(count) > limit {
+            // Too far ahead of us: catch up first; the leader resends.
+            self.learn_commit(commit);
+            return;
+        }
+        for (i, value) in values.into_iter().enumerate() {
+            let slot = first + i as Slot;
+            if slot < self.commit {
+                // Chosen and executed here already; the leader's value is the chosen one, so
+                // acknowledging it is still true.
+                continue;
+            }
+            let entry = Entry { ballot, value };
+            self.log.insert(slot, entry.clone());
+            self.persist(PersistOp::Accept { slot, entry });
+        }
+        if count > 0 {
+            self.send_after(
+                Dest::Server(from),
+                Message::Accepted {
+                    ballot,
+                    first,
+                    count,
+                },
+            );
+        }
+        self.learn_commit(commit);
+    }
+
+    fn on_accepted(
+        &mut self,
+        now: Duration,
+        from: NodeId,
+        ballot: Ballot,
+        first: Slot,
+        count: u64,
+    ) {
+        let Role::Leader(l) = &mut self.role else {
+            return;
+        };
+        if l.ballot != ballot {
+            // An acknowledgement for another ballot never counts for this one.
+            return;
+        }
+        let end = first.saturating_add(count);
+        for (_, inf) in l.inflight.range_mut(first..end) {
+            inf.acks.insert(from);
+        }
+        self.try_commit(now);
+    }
+
+    fn propose_queued(&mut self, now: Duration) {
+        let Role::Leader(l) = &mut self.role else {
+            return;
+        };
+        let ballot = l.ballot;
+        let first = l.next_slot;
+        let mut values = Vec::new();
+        while l.inflight.len() < self.cfg.window && !l.queue.is_empty() {
+            let n = l.queue.len().min(self.cfg.max_batch);
+            let value: Value = l.queue.drain(..n).collect();
+            let slot = l.next_slot;
+            l.next_slot += 1;
+            l.inflight.insert(
+                slot,
+                Inflight {
+                    value: value.clone(),
+                    acks: BTreeSet::from([self.cfg.id]),
+                    sent_at: now,
+                },
+            );
+            values.push(value);
+        }
+        if values.is_empty() {
+            return;
+        }
+        for (i, value) in values.iter().enumerate() {
+            let slot = first + i as Slot;
+            let entry = Entry {
+                ballot,
+                value: value.clone(),
+            };
+            self.log.insert(slot, entry.clone());
+            self.persist(PersistOp::Accept { slot, entry });
+        }
+        self.send_accepts(ballot, first, values);
+        self.try_commit(now);
+    }
+
+    /// Sends Accepts for consecutive slots from `first`, at most `max_batch` slots a message.
+    fn send_accepts(&mut self, ballot: Ballot, first: Slot, values: Vec<Value>) {
+        let mut slot = first;
+        let mut values = values.into_iter().peekable();
+        while values.peek().is_some() {
+            let chunk: Vec<Value> = values.by_ref().take(self.cfg.max_batch).collect();
+            let n = chunk.len() as Slot;
+            self.send_now(
+                Dest::AllServers,
+                Message::Accept {
+                    ballot,
+                    first: slot,
+                    values: chunk,
+                    commit: self.commit,
+                },
+            );
+            slot += n;
+        }
+    }
+
+    fn resend_accepts(&mut self, now: Duration) {
+        let Role::Leader(l) = &mut self.role else {
+            return;
+        };
+        let ballot = l.ballot;
+        let due = self.cfg.accept_resend;
+        let mut first = None;
+        let mut values = Vec::new();
+        // The in-flight slots are consecutive; resend the run from the first one that is due.
+        for (slot, inf) in l.inflight.iter_mut() {
+            if first.is_none() && now.saturating_sub(inf.sent_at) < due {
+                continue;
+            }
+            first.get_or_insert(*slot);
+            inf.sent_at = now;
+            values.push(inf.value.clone());
+        }
+        if let Some(first) = first {
+            self.send_accepts(ballot, first, values);
+        }
+        self.set_timer(
+            TimerKind::AcceptResend,
+            self.cfg.accept_resend,
+            Duration::ZERO,
+        );
+    }
+
+    /// Leader: executes every slot at the commit point that a majority has accepted.
+    fn try_commit(&mut self, now: Duration) {
+        let quorum = self.cfg.quorum();
+        let mut advanced = false;
+        loop {
+            let Role::Leader(l) = &mut self.role else {
+                return;
+            };
+            let Some(entry) = l.inflight.first_entry() else {
+                break;
+            };
+            if *entry.key() != self.commit || entry.get().acks.len() < quorum {
+                break;
+            }
+            let inf = entry.remove();
+            let slot = self.commit;
+            self.execute(slot, &inf.value);
+            self.commit += 1;
+            advanced = true;
+        }
+        if advanced {
+            self.maybe_snapshot();
+            self.propose_queued(now);
+        }
+    }
+
+    /// Follower: the leader says every slot before `commit` is chosen. Those we hold in the
+    /// leader's ballot carry the leader's (hence the chosen) value; for the others we must ask.
+    fn learn_commit(&mut self, commit: Slot) {
+        self.leader_commit = self.leader_commit.max(commit);
+        let mut advanced = false;
+        while self.commit < self.leader_commit {
+            let Some(e) = self.log.get(self.commit) else {
+                break;
+            };
+            if e.ballot != self.leader_ballot && e.ballot != Ballot::CHOSEN {
+                break;
+            }
+            let value = e.value.clone();
+            self.execute(self.commit, &value);
+            self.commit += 1;
+            advanced = true;
+        }
+        if advanced {
+            self.maybe_snapshot();
+        }
+        if self.commit < self.leader_commit {
+            // Wait a moment before asking: the missing Accept may merely be late.
+            self.arm_catchup();
+        }
+    }
+
+    fn on_catchup(&mut self, from: NodeId, slot: Slot) {
+        if slot >= self.commit {
+            return;
+        }
+        let msg = if slot < self.log.start() {
+            Message::Chosen {
+                first: self.commit,
+                values: Vec::new(),
+                snapshot: Some(self.snapshot_now()),
+            }
+        } else {
+            let end = self.commit.min(slot + self.cfg.max_catchup as Slot);
+            let values: Vec<Value> = (slot..end)
+                .map_while(|s| self.log.get(s).map(|e| e.value.clone()))
+                .collect();
+            Message::Chosen {
+                first: slot,
+                values,
+                snapshot: None,
+            }
+        };
+        self.send_now(Dest::Server(from), msg);
+    }
+
+    fn on_chosen(&mut self, first: Slot, values: Vec<Value>, snapshot: Option<Snapshot>) {
+        if matches!(self.role, Role::Leader(_)) {
+            // A leader knows every chosen value from its phase 1.
+            return;
+        }
+        if let Some(s) = snapshot {
+            if s.next_slot > self.commit {
+                self.install_snapshot(s);
+            }
+        }
+        let mut advanced = false;
+        for (i, value) in values.into_iter().enumerate() {
+            let slot = first + i as Slot;
+            if slot < self.commit {
+                continue;
+            }
+            if slot > self.commit {
+                break;
+            }
+            let entry = Entry {
+                ballot: Ballot::CHOSEN,
+                value,
+            };
+            self.log.insert(slot, entry.clone());
+            self.persist(PersistOp::Accept {
+                slot,
+                entry: entry.clone(),
+            });
+            self.execute(slot, &entry.value);
+            self.commit += 1;
+            advanced = true;
+        }
+        if advanced {
+            self.maybe_snapshot();
+        }
+        self.learn_commit(self.leader_commit);
+    }
+
+    // ----- execution and snapshots -----
+
+    fn execute(&mut self, slot: Slot, value: &Value) {
+        if self.cfg.trace_chosen {
+            self.ready.executed.push((slot, crate::value_digest(value)));
+        }
+        for cmd in value {
+            let applied = self.kv.apply(slot, cmd);
+            let Role::Leader(l) = &mut self.role else {
+                continue;
+            };
+            l.proposed.remove(&(cmd.client.clone(), cmd.seq));
+            let result = match applied {
+                Applied::Executed(r) | Applied::Duplicate(r) => r,
+                Applied::Stale => continue,
+            };
+            let msg = Message::Reply {
+                client: cmd.client.clone(),
+                seq: cmd.seq,
+                result,
+            };
+            self.send_after(Dest::Client(cmd.client.clone()), msg);
+        }
+    }
+
+    fn snapshot_now(&self) -> Snapshot {
+        Snapshot {
+            next_slot: self.commit,
+            kv: self.kv.clone(),
+        }
+    }
+
+    fn maybe_snapshot(&mut self) {
+        if self.commit - self.log.start() < self.cfg.snapshot_interval {
+            return;
+        }
+        let snapshot = self.snapshot_now();
+        self.log.truncate_before(self.commit);
+        self.persist(PersistOp::Snapshot(snapshot));
+    }
+
+    fn install_snapshot(&mut self, s: Snapshot) {
+        debug_assert!(s.next_slot > self.commit);
+        self.kv = s.kv.clone();
+        self.commit = s.next_slot;
+        self.log.truncate_before(s.next_slot);
+        self.persist(PersistOp::Snapshot(s));
+    }
+
+    // ----- helpers -----
+
+    fn peers(&self) -> impl Iterator<Item = NodeId> + '_ {
+        (1..=self.cfg.servers).filter(move |p| *p != self.cfg.id)
+    }
+
+    fn leader_is_alive(&self, now: Duration) -> bool {
+        match self.role {
+            Role::Leader(_) => true,
+            Role::Candidate(_) => false,
+            Role::Follower => {
+                self.leader.is_some()
+                    && self
+                        .last_leader_contact
+                        .is_some_and(|t| now < t + self.cfg.election_timeout)
+            }
+        }
+    }
+
+    fn arm_election_timer(&mut self, after: Duration) {
+        self.set_timer(TimerKind::Election, after, self.cfg.election_timeout);
+    }
+
+    fn arm_catchup(&mut self) {
+        if !self.catchup_armed {
+            self.catchup_armed = true;
+            self.set_timer(
+                TimerKind::CatchUpResend,
+                self.cfg.catchup_resend,
+                Duration::ZERO,
+            );
+        }
+    }
+
+    fn set_timer(&mut self, kind: TimerKind, after: Duration, jitter: Duration) {
+        self.ready.timers.push(SetTimer {
+            kind,
+            after,
+            jitter,
+        });
+    }
+
+    fn send_now(&mut self, to: Dest, msg: Message) {
+        self.ready.send_now.push(Outgoing { to, msg });
+    }
+
+    fn send_after(&mut self, to: Dest, msg: Message) {
+        self.ready.send_after.push(Outgoing { to, msg });
+    }
+
+    fn persist(&mut self, op: PersistOp) {
+        self.ready.persist.push(op);
+    }
+
+    fn check_invariants(&self) {
+        assert!(
+            self.log.start() <= self.commit,
+            "the snapshot never runs ahead of execution"
+        );
+        if let Role::Leader(l) = &self.role {
+            assert_eq!(
+                l.ballot, self.promised,
+                "a leader leads in the ballot it promised"
+            );
+            assert_eq!(
+                l.inflight.len() as u64,
+                l.next_slot - self.commit,
+                "a leader tracks every slot it has not yet seen chosen"
+            );
+        }
+    }
+}

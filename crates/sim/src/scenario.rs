@@ -1,0 +1,180 @@
+//! The named scenarios: who runs, how the network misbehaves, and which faults strike when.
+
+use crate::network::NetConfig;
+use mqpaxos_core::Config;
+use std::time::Duration;
+
+/// Faults injected during the safety phase.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FaultPlan {
+    /// Only the network's loss, delay and duplication.
+    None,
+    /// `count` times, at random moments, split the servers at random into groups of the given
+    /// sizes; the split lasts until the next one, the last until the safety phase ends.
+    RandomPartitions { count: usize, sizes: Vec<usize> },
+    /// Again and again: crash whoever leads, restart it after a while.
+    LeaderCrashes {
+        every: Duration,
+        down_min: Duration,
+        down_max: Duration,
+    },
+    /// `count` times: cut the current leader and `minority - 1` others off from the rest for
+    /// `length`, then heal for `gap`. The minority side must not commit anything proposed
+    /// during the split; the majority side must.
+    MinorityPartition {
+        count: usize,
+        minority: usize,
+        length: Duration,
+        gap: Duration,
+    },
+}
+
+/// One kind of run. A seed turns it into exactly one run.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    pub name: &'static str,
+    pub about: &'static str,
+    pub servers: u32,
+    pub clients: usize,
+    /// Keys the clients work on: few, so that operations conflict.
+    pub keys: usize,
+    pub net: NetConfig,
+    pub faults: FaultPlan,
+    /// Faults are on for this long...
+    pub safety: Duration,
+    /// ...then healed, and within this much more virtual time every client must finish and
+    /// every replica must hold the same state.
+    pub liveness_bound: Duration,
+    /// Operations each client does after the heal.
+    pub liveness_ops: usize,
+    /// Mean pause between a client's operations.
+    pub think: Duration,
+    /// Small, so that snapshots, truncation and snapshot transfer happen in every run.
+    pub snapshot_interval: u64,
+    /// Adjusts each server's configuration (the mutation tests break the protocol here).
+    pub tweak: Option<fn(&mut Config)>,
+}
+
+impl Scenario {
+    fn base(name: &'static str, about: &'static str, servers: u32) -> Self {
+        Scenario {
+            name,
+            about,
+            servers,
+            clients: 3,
+            keys: 3,
+            net: NetConfig::healthy(),
+            faults: FaultPlan::None,
+            safety: Duration::from_secs(10),
+            liveness_bound: Duration::from_secs(30),
+            liveness_ops: 3,
+            think: Duration::from_millis(20),
+            snapshot_interval: 40,
+            tweak: None,
+        }
+    }
+
+    /// The server configuration this scenario runs with.
+    pub fn server_config(&self, id: u32) -> Config {
+        let mut cfg = Config::new(id, self.servers);
+        cfg.snapshot_interval = self.snapshot_interval;
+        cfg.trace_chosen = true;
+        if let Some(tweak) = self.tweak {
+            tweak(&mut cfg);
+        }
+        cfg
+    }
+}
+
+/// Every scenario, by name.
+pub fn all() -> Vec<Scenario> {
+    vec![seed(), leader_crash(), minority(), lossy(3), lossy(5)]
+}
+
+pub fn by_name(name: &str) -> Option<Scenario> {
+    all().into_iter().find(|s| s.name == name)
+}
+
+/// The seed's experiment: 7 servers, 5 clients, 20% loss, 10 ms delay, five random splits
+/// into 4 and 3, then heal.
+pub fn seed() -> Scenario {
+    let mut s = Scenario::base(
+        "seed",
+        "7 servers, 5 clients, 20% loss, 10 ms delay, 5 random 4/3 partitions, then heal",
+        7,
+    );
+    s.clients = 5;
+    s.net = NetConfig {
+        loss: 0.2,
+        delay: Duration::from_millis(10),
+        jitter: Duration::from_millis(2),
+        duplicate: 0.0,
+    };
+    s.faults = FaultPlan::RandomPartitions {
+        count: 5,
+        sizes: vec![4, 3],
+    };
+    s.safety = Duration::from_secs(15);
+    s
+}
+
+/// The leader crashes and restarts again and again under load.
+pub fn leader_crash() -> Scenario {
+    let mut s = Scenario::base(
+        "leader-crash",
+        "5 servers, 3 clients, 5% loss: the leader is killed every 1.5 s and restarts later",
+        5,
+    );
+    s.net.loss = 0.05;
+    s.net.delay = Duration::from_millis(2);
+    s.net.jitter = Duration::from_millis(2);
+    s.faults = FaultPlan::LeaderCrashes {
+        every: Duration::from_millis(1500),
+        down_min: Duration::from_millis(100),
+        down_max: Duration::from_millis(2500),
+    };
+    s
+}
+
+/// A minority side of a partition never commits; the majority side does.
+pub fn minority() -> Scenario {
+    let mut s = Scenario::base(
+        "minority",
+        "5 servers: the leader and one other are cut off for 3 s, three times",
+        5,
+    );
+    s.net.loss = 0.05;
+    s.net.delay = Duration::from_millis(2);
+    s.net.jitter = Duration::from_millis(2);
+    s.faults = FaultPlan::MinorityPartition {
+        count: 3,
+        minority: 2,
+        length: Duration::from_secs(3),
+        gap: Duration::from_millis(1500),
+    };
+    s.safety = Duration::from_secs(14);
+    s
+}
+
+/// Small clusters on a bad network: 30% loss, duplicates, and enough jitter to reorder.
+pub fn lossy(servers: u32) -> Scenario {
+    let (name, about) = if servers == 3 {
+        (
+            "lossy-3",
+            "3 servers, 3 clients, 30% loss, 10% duplicates, 1-30 ms delay (reordering)",
+        )
+    } else {
+        (
+            "lossy-5",
+            "5 servers, 3 clients, 30% loss, 10% duplicates, 1-30 ms delay (reordering)",
+        )
+    };
+    let mut s = Scenario::base(name, about, servers);
+    s.net = NetConfig {
+        loss: 0.3,
+        delay: Duration::from_millis(1),
+        jitter: Duration::from_millis(29),
+        duplicate: 0.1,
+    };
+    s
+}

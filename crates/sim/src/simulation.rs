@@ -1,0 +1,832 @@
+//! One simulated run: servers and clients driven by a virtual clock and one seeded RNG over a
+//! simulated network. It drives the real protocol core and never touches a socket, a thread
+//! or the wall clock, so one seed gives one run, bit for bit.
+//!
+//! A run has two phases. In the *safety* phase the scenario's faults are on. Then everything
+//! heals (partitions lifted, loss and duplication off, crashed servers restarted) and in the
+//! *liveness* phase every client must finish its remaining work and all replicas must reach
+//! identical state within the scenario's bound; a run that stalls fails.
+
+use crate::checker;
+use crate::history;
+use crate::network::{Addr, NetConfig, Network};
+use crate::scenario::{FaultPlan, Scenario};
+use mqpaxos_check::Event;
+use mqpaxos_core::{
+    Client, ClientConfig, Dest, Durable, Input, Message, NodeId, Op, OpResult, Outgoing, Ready,
+    RoleKind, Server, Slot, TimerKind,
+};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::time::Duration;
+
+/// Messages sent and received by one node, by message type (index into `Message::KINDS`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Publishes: a message to all servers counts once, as it would on MQTT.
+    pub sent: [u64; Message::KINDS.len()],
+    /// Deliveries: what arrived.
+    pub received: [u64; Message::KINDS.len()],
+}
+
+impl Counts {
+    pub fn add(&mut self, other: &Counts) {
+        for i in 0..self.sent.len() {
+            self.sent[i] += other.sent[i];
+            self.received[i] += other.received[i];
+        }
+    }
+}
+
+pub fn kind_index_of(k: &str) -> usize {
+    Message::KINDS.iter().position(|x| *x == k).unwrap_or(0)
+}
+
+pub(crate) fn kind_index(msg: &Message) -> usize {
+    let k = msg.kind();
+    Message::KINDS.iter().position(|x| *x == k).unwrap_or(0)
+}
+
+/// What a run found.
+#[derive(Clone, Debug)]
+pub struct RunReport {
+    pub scenario: String,
+    pub seed: u64,
+    /// Empty when the run was correct.
+    pub violations: Vec<String>,
+    pub ops_completed: u64,
+    pub virtual_time: Duration,
+    pub events: u64,
+    pub elections_won: u64,
+    pub crashes: u64,
+    /// Per server (index = id - 1).
+    pub server_counts: Vec<Counts>,
+    pub client_counts: Counts,
+    /// Every client operation, plus a final read of each key from the converged replicas.
+    pub history: Vec<Event>,
+    /// A digest of everything observable, for checking that a seed replays exactly.
+    pub fingerprint: u64,
+}
+
+impl RunReport {
+    pub fn ok(&self) -> bool {
+        self.violations.is_empty()
+    }
+}
+
+#[derive(Debug)]
+enum Fault {
+    Partition(Vec<BTreeSet<NodeId>>),
+    CrashLeader,
+    Restart(NodeId),
+    MinorityStart { minority: usize },
+    MinorityEnd,
+}
+
+#[derive(Debug)]
+enum Ev {
+    Deliver {
+        from: Addr,
+        to: Addr,
+        msg: Message,
+    },
+    ServerTimer {
+        id: NodeId,
+        kind: TimerKind,
+        gen: u64,
+    },
+    ClientTimer {
+        idx: usize,
+        gen: u64,
+    },
+    ClientNext {
+        idx: usize,
+    },
+    Fault(Fault),
+    Heal,
+    Probe,
+}
+
+struct Queued {
+    at: Duration,
+    seq: u64,
+    ev: Ev,
+}
+
+impl PartialEq for Queued {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.seq) == (o.at, o.seq)
+    }
+}
+impl Eq for Queued {}
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Queued {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(o.at, o.seq))
+    }
+}
+
+struct SimServer {
+    server: Option<Server>,
+    durable: Durable,
+    timers: BTreeMap<TimerKind, u64>,
+}
+
+struct SimClient {
+    name: String,
+    client: Client,
+    current: Option<Op>,
+    timer_gen: u64,
+    /// Set at the heal: how many more operations to start.
+    remaining: Option<usize>,
+    done: bool,
+    counter: u64,
+    /// The last value this client saw for each key, to make its cas attempts plausible.
+    seen: BTreeMap<String, Option<String>>,
+}
+
+/// A split in force, being watched for the scenario's checks.
+struct Watch {
+    start: Duration,
+    majority: BTreeSet<NodeId>,
+    minority: BTreeSet<NodeId>,
+    /// The highest slot that existed anywhere when the split began.
+    slots_at_start: Slot,
+    majority_commit_at_start: Slot,
+    strict_minority: bool,
+}
+
+pub struct Simulation {
+    sc: Scenario,
+    seed: u64,
+    rng: ChaCha8Rng,
+    now: Duration,
+    queue: BinaryHeap<Reverse<Queued>>,
+    seq: u64,
+    events: u64,
+    net: Network,
+    servers: Vec<SimServer>,
+    clients: Vec<SimClient>,
+    client_index: BTreeMap<String, usize>,
+    history: Vec<Event>,
+    chosen: BTreeMap<Slot, u64>,
+    violations: Vec<String>,
+    server_counts: Vec<Counts>,
+    client_counts: Counts,
+    timer_gen: u64,
+    healed: bool,
+    finished: bool,
+    ops_completed: u64,
+    elections_won: u64,
+    crashes: u64,
+    watch: Option<Watch>,
+    /// The first time a leader was elected, and how many commands had completed then: for
+    /// message accounting.
+    pub(crate) first_leader_at: Option<Duration>,
+}
+
+impl Simulation {
+    pub fn new(sc: Scenario, seed: u64) -> Self {
+        let servers = (1..=sc.servers)
+            .map(|id| {
+                let cfg = sc.server_config(id);
+                SimServer {
+                    server: None,
+                    durable: Durable::new(cfg.max_sessions),
+                    timers: BTreeMap::new(),
+                }
+            })
+            .collect();
+        let clients: Vec<SimClient> = (0..sc.clients)
+            .map(|i| {
+                let name = format!("c{}", i + 1);
+                SimClient {
+                    client: Client::new(name.clone(), ClientConfig::default()),
+                    name,
+                    current: None,
+                    timer_gen: 0,
+                    remaining: None,
+                    done: false,
+                    counter: 0,
+                    seen: BTreeMap::new(),
+                }
+            })
+            .collect();
+        let client_index = clients
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.name.clone(), i))
+            .collect();
+        Simulation {
+            net: Network::new(sc.net.clone()),
+            server_counts: vec![Counts::default(); sc.servers as usize],
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            sc,
+            seed,
+            now: Duration::ZERO,
+            queue: BinaryHeap::new(),
+            seq: 0,
+            events: 0,
+            servers,
+            clients,
+            client_index,
+            history: Vec::new(),
+            chosen: BTreeMap::new(),
+            violations: Vec::new(),
+            client_counts: Counts::default(),
+            timer_gen: 0,
+            healed: false,
+            finished: false,
+            ops_completed: 0,
+            elections_won: 0,
+            crashes: 0,
+            watch: None,
+            first_leader_at: None,
+        }
+    }
+
+    /// Runs to the end and checks the outcome.
+    pub fn run(mut self) -> RunReport {
+        for id in 1..=self.sc.servers {
+            self.boot(id);
+        }
+        for idx in 0..self.clients.len() {
+            let d = self.rand_duration(self.sc.think * 2);
+            self.schedule(d, Ev::ClientNext { idx });
+        }
+        self.plan_faults();
+        self.schedule(self.sc.safety, Ev::Heal);
+        let deadline = self.sc.safety + self.sc.liveness_bound;
+        while let Some(Reverse(q)) = self.queue.pop() {
+            if q.at > deadline || self.finished {
+                break;
+            }
+            self.now = q.at;
+            self.events += 1;
+            self.handle(q.ev);
+        }
+        if !self.finished {
+            let pending: Vec<&str> = self
+                .clients
+                .iter()
+                .filter(|c| !c.done)
+                .map(|c| c.name.as_str())
+                .collect();
+            let states: Vec<String> = self
+                .servers
+                .iter()
+                .filter_map(|s| s.server.as_ref())
+                .map(|s| {
+                    format!(
+                        "s{}:{}@{} commit {}",
+                        s.id(),
+                        s.role().name(),
+                        s.ballot(),
+                        s.commit()
+                    )
+                })
+                .collect();
+            self.violations.push(format!(
+                "liveness: not converged {:?} after the heal (clients unfinished: {:?}; servers: {})",
+                self.sc.liveness_bound,
+                pending,
+                states.join(", ")
+            ));
+        } else {
+            self.final_reads();
+            match checker::check_history(&self.history) {
+                Ok(()) => {}
+                Err(e) => self.violations.push(e),
+            }
+        }
+        let mut h = mqpaxos_core::Fnv::default();
+        for e in &self.history {
+            h.write(format!("{e:?}").as_bytes());
+        }
+        h.write(&self.events.to_le_bytes());
+        h.write(&(self.now.as_nanos() as u64).to_le_bytes());
+        RunReport {
+            scenario: self.sc.name.to_string(),
+            seed: self.seed,
+            violations: self.violations,
+            ops_completed: self.ops_completed,
+            virtual_time: self.now,
+            events: self.events,
+            elections_won: self.elections_won,
+            crashes: self.crashes,
+            server_counts: self.server_counts,
+            client_counts: self.client_counts,
+            history: self.history,
+            fingerprint: h.finish(),
+        }
+    }
+
+    fn schedule(&mut self, after: Duration, ev: Ev) {
+        self.seq += 1;
+        self.queue.push(Reverse(Queued {
+            at: self.now + after,
+            seq: self.seq,
+            ev,
+        }));
+    }
+
+    fn rand_duration(&mut self, max: Duration) -> Duration {
+        let n = max.as_nanos() as u64;
+        if n == 0 {
+            Duration::ZERO
+        } else {
+            Duration::from_nanos(self.rng.gen_range(0..=n))
+        }
+    }
+
+    // ----- faults -----
+
+    fn plan_faults(&mut self) {
+        match self.sc.faults.clone() {
+            FaultPlan::None => {}
+            FaultPlan::RandomPartitions { count, sizes } => {
+                let span = self.sc.safety / count.max(1) as u32;
+                for i in 0..count {
+                    let offset = self.rand_duration(span / 5);
+                    let mut ids: Vec<NodeId> = (1..=self.sc.servers).collect();
+                    ids.shuffle(&mut self.rng);
+                    let mut groups = Vec::new();
+                    let mut it = ids.into_iter();
+                    for size in &sizes {
+                        groups.push(it.by_ref().take(*size).collect::<BTreeSet<_>>());
+                    }
+                    let rest: BTreeSet<NodeId> = it.collect();
+                    if !rest.is_empty() {
+                        groups.push(rest);
+                    }
+                    self.schedule(
+                        span * i as u32 + offset,
+                        Ev::Fault(Fault::Partition(groups)),
+                    );
+                }
+            }
+            FaultPlan::LeaderCrashes { every, .. } => {
+                let mut t = every;
+                while t < self.sc.safety {
+                    self.schedule(t, Ev::Fault(Fault::CrashLeader));
+                    t += every;
+                }
+            }
+            FaultPlan::MinorityPartition {
+                count,
+                minority,
+                length,
+                gap,
+            } => {
+                let mut t = gap;
+                for _ in 0..count {
+                    if t + length > self.sc.safety {
+                        break;
+                    }
+                    self.schedule(t, Ev::Fault(Fault::MinorityStart { minority }));
+                    self.schedule(t + length, Ev::Fault(Fault::MinorityEnd));
+                    t += length + gap;
+                }
+            }
+        }
+    }
+
+    fn fault(&mut self, f: Fault) {
+        match f {
+            Fault::Partition(groups) => {
+                self.end_watch();
+                let majority = groups
+                    .iter()
+                    .find(|g| g.len() as u32 * 2 > self.sc.servers)
+                    .cloned()
+                    .unwrap_or_default();
+                let minority = (1..=self.sc.servers)
+                    .filter(|id| !majority.contains(id))
+                    .collect();
+                self.net.groups = Some(groups);
+                self.begin_watch(majority, minority, false);
+            }
+            Fault::CrashLeader => {
+                if let Some(id) = self.current_leader() {
+                    self.crash(id);
+                    let FaultPlan::LeaderCrashes {
+                        down_min, down_max, ..
+                    } = self.sc.faults
+                    else {
+                        return;
+                    };
+                    let d = down_min + self.rand_duration(down_max.saturating_sub(down_min));
+                    self.schedule(d, Ev::Fault(Fault::Restart(id)));
+                }
+            }
+            Fault::Restart(id) => self.boot(id),
+            Fault::MinorityStart { minority } => {
+                let mut ids: Vec<NodeId> = (1..=self.sc.servers).collect();
+                ids.shuffle(&mut self.rng);
+                if let Some(l) = self.current_leader() {
+                    ids.retain(|x| *x != l);
+                    ids.insert(0, l);
+                }
+                let small: BTreeSet<NodeId> = ids.iter().take(minority).copied().collect();
+                let big: BTreeSet<NodeId> = ids.iter().skip(minority).copied().collect();
+                self.net.groups = Some(vec![small.clone(), big.clone()]);
+                self.begin_watch(big, small, true);
+            }
+            Fault::MinorityEnd => {
+                self.end_watch();
+                self.net.groups = None;
+            }
+        }
+    }
+
+    fn begin_watch(
+        &mut self,
+        majority: BTreeSet<NodeId>,
+        minority: BTreeSet<NodeId>,
+        strict: bool,
+    ) {
+        let slots_at_start = self
+            .servers
+            .iter()
+            .filter_map(|s| s.server.as_ref())
+            .map(|s| s.log().end().max(s.commit()))
+            .max()
+            .unwrap_or(0);
+        let majority_commit_at_start = self.max_commit(&majority);
+        self.watch = Some(Watch {
+            start: self.now,
+            majority,
+            minority,
+            slots_at_start,
+            majority_commit_at_start,
+            strict_minority: strict,
+        });
+    }
+
+    /// Checks what the split in force allowed: the minority decided nothing new, and the
+    /// majority made progress if it had long enough.
+    fn end_watch(&mut self) {
+        let Some(w) = self.watch.take() else {
+            return;
+        };
+        let window = self.now - w.start;
+        for id in &w.minority {
+            if let Some(s) = &self.servers[*id as usize - 1].server {
+                if w.strict_minority && s.commit() > w.slots_at_start {
+                    self.violations.push(format!(
+                        "minority server {id} committed up to slot {} during a split that began at {:?} with {} slots in existence",
+                        s.commit(),
+                        w.start,
+                        w.slots_at_start
+                    ));
+                }
+            }
+        }
+        let busy = self.clients.iter().any(|c| c.current.is_some());
+        let after = self.max_commit(&w.majority);
+        if !w.majority.is_empty()
+            && window >= Duration::from_secs(2)
+            && busy
+            && after <= w.majority_commit_at_start
+        {
+            self.violations.push(format!(
+                "liveness: the majority {:?} made no progress in {:?} of split from {:?}",
+                w.majority, window, w.start
+            ));
+        }
+    }
+
+    fn max_commit(&self, ids: &BTreeSet<NodeId>) -> Slot {
+        ids.iter()
+            .filter_map(|id| self.servers[*id as usize - 1].server.as_ref())
+            .map(|s| s.commit())
+            .max()
+            .unwrap_or(0)
+    }
+
+    fn current_leader(&self) -> Option<NodeId> {
+        self.servers
+            .iter()
+            .filter_map(|s| s.server.as_ref())
+            .filter(|s| s.role() == RoleKind::Leader)
+            .max_by_key(|s| s.ballot())
+            .map(|s| s.id())
+    }
+
+    fn crash(&mut self, id: NodeId) {
+        let s = &mut self.servers[id as usize - 1];
+        if s.server.take().is_some() {
+            s.timers.clear();
+            self.crashes += 1;
+        }
+    }
+
+    fn boot(&mut self, id: NodeId) {
+        let i = id as usize - 1;
+        if self.servers[i].server.is_some() {
+            return;
+        }
+        let cfg = self.sc.server_config(id);
+        let durable = self.servers[i].durable.clone();
+        match Server::recover(cfg, durable) {
+            Ok(mut server) => {
+                let ready = server.start(self.now);
+                self.servers[i].server = Some(server);
+                self.apply_ready(id, ready);
+            }
+            Err(e) => self
+                .violations
+                .push(format!("server {id} cannot start: {e}")),
+        }
+    }
+
+    fn heal(&mut self) {
+        self.end_watch();
+        self.healed = true;
+        self.net.groups = None;
+        self.net.cfg = NetConfig::healthy();
+        for id in 1..=self.sc.servers {
+            self.boot(id);
+        }
+        for c in &mut self.clients {
+            c.remaining = Some(self.sc.liveness_ops);
+        }
+        self.schedule(Duration::from_millis(100), Ev::Probe);
+    }
+
+    /// After the heal: done once every client has finished and all replicas agree.
+    fn probe(&mut self) {
+        let clients_done = self.clients.iter().all(|c| c.done);
+        let mut states = self
+            .servers
+            .iter()
+            .map(|s| s.server.as_ref().map(|s| (s.commit(), s.kv().digest())));
+        let first = states.next().flatten();
+        let converged = first.is_some() && states.all(|s| s == first);
+        if clients_done && converged {
+            self.finished = true;
+        } else {
+            self.schedule(Duration::from_millis(100), Ev::Probe);
+        }
+    }
+
+    /// Appends a read of every key, from the converged replicas, to the history: a lost
+    /// acknowledged write then shows up as a non-linearizable history.
+    fn final_reads(&mut self) {
+        let Some(server) = self.servers.iter().find_map(|s| s.server.as_ref()) else {
+            return;
+        };
+        let t = self.now + Duration::from_millis(1);
+        let mut events = Vec::new();
+        for k in 0..self.sc.keys {
+            let key = format!("k{k}");
+            let op = Op::Get { key: key.clone() };
+            let value = server.kv().get(&key).cloned();
+            events.push(history::invoke(t, "final", &op));
+            events.push(history::ok(t, "final", &op, &OpResult::Value(value)));
+        }
+        self.history.extend(events);
+    }
+
+    // ----- the event loop -----
+
+    fn handle(&mut self, ev: Ev) {
+        match ev {
+            Ev::Deliver { from, to, msg } => self.deliver(from, to, msg),
+            Ev::ServerTimer { id, kind, gen } => {
+                let s = &self.servers[id as usize - 1];
+                if s.timers.get(&kind) == Some(&gen) {
+                    self.step_server(id, Input::Timer(kind));
+                }
+            }
+            Ev::ClientTimer { idx, gen } => {
+                if self.clients[idx].timer_gen == gen {
+                    let r = self.clients[idx].client.on_timer();
+                    self.apply_client(idx, r.send, r.timer);
+                }
+            }
+            Ev::ClientNext { idx } => self.client_next(idx),
+            Ev::Fault(f) => {
+                if !self.healed {
+                    self.fault(f);
+                }
+            }
+            Ev::Heal => self.heal(),
+            Ev::Probe => self.probe(),
+        }
+    }
+
+    fn deliver(&mut self, from: Addr, to: Addr, msg: Message) {
+        match to {
+            Addr::Server(id) => {
+                if self.servers[id as usize - 1].server.is_none() {
+                    return;
+                }
+                self.server_counts[id as usize - 1].received[kind_index(&msg)] += 1;
+                let input = match (from, msg) {
+                    (Addr::Client(_), Message::Request(cmd)) => Input::Request(cmd),
+                    (Addr::Server(f), msg) => Input::Message { from: f, msg },
+                    _ => return,
+                };
+                self.step_server(id, input);
+            }
+            Addr::Client(idx) => {
+                self.client_counts.received[kind_index(&msg)] += 1;
+                if let Message::Reply { seq, result, .. } = msg {
+                    let r = self.clients[idx].client.on_reply(seq, result);
+                    if let Some((_, result)) = r.done {
+                        self.client_done(idx, result);
+                    }
+                }
+            }
+        }
+    }
+
+    fn step_server(&mut self, id: NodeId, input: Input) {
+        let Some(server) = self.servers[id as usize - 1].server.as_mut() else {
+            return;
+        };
+        let was_leader = server.role() == RoleKind::Leader;
+        let ready = server.step(self.now, input);
+        if !was_leader && server.role() == RoleKind::Leader {
+            self.elections_won += 1;
+            self.first_leader_at.get_or_insert(self.now);
+        }
+        self.apply_ready(id, ready);
+    }
+
+    /// Carries out a step's effects in the order the core requires: early messages, then
+    /// the durable writes, then the messages that depend on them.
+    fn apply_ready(&mut self, id: NodeId, ready: Ready) {
+        let Ready {
+            send_now,
+            persist,
+            send_after,
+            timers,
+            executed,
+        } = ready;
+        for o in send_now {
+            self.send(Addr::Server(id), o);
+        }
+        let s = &mut self.servers[id as usize - 1];
+        for op in &persist {
+            s.durable.apply(op);
+        }
+        for o in send_after {
+            self.send(Addr::Server(id), o);
+        }
+        for t in timers {
+            self.timer_gen += 1;
+            let gen = self.timer_gen;
+            self.servers[id as usize - 1].timers.insert(t.kind, gen);
+            let after = t.after + self.rand_duration(t.jitter);
+            self.schedule(
+                after,
+                Ev::ServerTimer {
+                    id,
+                    kind: t.kind,
+                    gen,
+                },
+            );
+        }
+        for (slot, digest) in executed {
+            match self.chosen.get(&slot) {
+                Some(d) if *d != digest => self.violations.push(format!(
+                    "safety: server {id} executed a different value in slot {slot} than another replica"
+                )),
+                Some(_) => {}
+                None => {
+                    self.chosen.insert(slot, digest);
+                }
+            }
+        }
+    }
+
+    fn send(&mut self, from: Addr, o: Outgoing) {
+        let k = kind_index(&o.msg);
+        match from {
+            Addr::Server(id) => self.server_counts[id as usize - 1].sent[k] += 1,
+            Addr::Client(_) => self.client_counts.sent[k] += 1,
+        }
+        let targets: Vec<Addr> = match &o.to {
+            Dest::Server(id) if *id >= 1 && *id <= self.sc.servers => vec![Addr::Server(*id)],
+            Dest::Server(_) => Vec::new(),
+            Dest::AllServers => (1..=self.sc.servers)
+                .map(Addr::Server)
+                .filter(|a| *a != from)
+                .collect(),
+            Dest::Client(name) => self
+                .client_index
+                .get(name)
+                .map(|i| vec![Addr::Client(*i)])
+                .unwrap_or_default(),
+        };
+        for to in targets {
+            for delay in self.net.deliveries(&mut self.rng, from, to) {
+                self.schedule(
+                    delay,
+                    Ev::Deliver {
+                        from,
+                        to,
+                        msg: o.msg.clone(),
+                    },
+                );
+            }
+        }
+    }
+
+    // ----- clients -----
+
+    fn client_next(&mut self, idx: usize) {
+        let c = &mut self.clients[idx];
+        if c.done || c.current.is_some() {
+            return;
+        }
+        if let Some(left) = c.remaining {
+            if left == 0 {
+                c.done = true;
+                return;
+            }
+            c.remaining = Some(left - 1);
+        }
+        let op = self.random_op(idx);
+        let c = &mut self.clients[idx];
+        let Ok(r) = c.client.invoke(op.clone()) else {
+            return;
+        };
+        self.history.push(history::invoke(self.now, &c.name, &op));
+        c.current = Some(op);
+        self.apply_client(idx, r.send, r.timer);
+    }
+
+    fn random_op(&mut self, idx: usize) -> Op {
+        let key = format!("k{}", self.rng.gen_range(0..self.sc.keys));
+        let c = &mut self.clients[idx];
+        c.counter += 1;
+        let value = format!("{}-{}", c.name, c.counter);
+        let roll: u32 = self.rng.gen_range(0..100);
+        match roll {
+            0..=34 => Op::Get { key },
+            35..=59 => Op::Put { key, value },
+            60..=69 => Op::Append { key, value },
+            70..=89 => {
+                let seen = self.clients[idx].seen.get(&key).cloned().unwrap_or(None);
+                let expected = if self.rng.gen_bool(0.8) { seen } else { None };
+                Op::Cas {
+                    key,
+                    expected,
+                    new: value,
+                }
+            }
+            _ => Op::Delete { key },
+        }
+    }
+
+    fn client_done(&mut self, idx: usize, result: OpResult) {
+        let c = &mut self.clients[idx];
+        let Some(op) = c.current.take() else {
+            return;
+        };
+        self.history
+            .push(history::ok(self.now, &c.name, &op, &result));
+        self.ops_completed += 1;
+        let key = op.key().to_string();
+        match (&op, &result) {
+            (Op::Get { .. }, OpResult::Value(v)) => {
+                c.seen.insert(key, v.clone());
+            }
+            (Op::Put { value, .. }, _) => {
+                c.seen.insert(key, Some(value.clone()));
+            }
+            (Op::Cas { new, .. }, OpResult::Swapped(true)) => {
+                c.seen.insert(key, Some(new.clone()));
+            }
+            (Op::Delete { .. }, _) => {
+                c.seen.insert(key, None);
+            }
+            _ => {}
+        }
+        c.timer_gen += 1;
+        let think = self.rand_duration(self.sc.think * 2);
+        self.schedule(think, Ev::ClientNext { idx });
+    }
+
+    fn apply_client(&mut self, idx: usize, send: Option<Outgoing>, timer: Option<Duration>) {
+        if let Some(o) = send {
+            self.send(Addr::Client(idx), o);
+        }
+        if let Some(after) = timer {
+            let c = &mut self.clients[idx];
+            c.timer_gen += 1;
+            let gen = c.timer_gen;
+            self.schedule(after, Ev::ClientTimer { idx, gen });
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! A checker that cannot fail proves nothing: break the protocol on purpose and show that
+//! the simulator notices within a bounded number of seeds.
+
+use mqpaxos_core::{Config, Mutation};
+use mqpaxos_sim::{run_seeds, scenario, Scenario};
+
+fn half_quorum(c: &mut Config) {
+    c.mutation = Some(Mutation::HalfQuorum);
+}
+
+fn skip_reproposal(c: &mut Config) {
+    c.mutation = Some(Mutation::SkipReproposal);
+}
+
+fn failures(mut sc: Scenario, tweak: fn(&mut Config), seeds: u64) -> Vec<(u64, String)> {
+    sc.tweak = Some(tweak);
+    let b = run_seeds(&sc, 0, seeds, 2);
+    b.failures
+        .into_iter()
+        .map(|r| (r.seed, r.violations.join("; ")))
+        .collect()
+}
+
+#[test]
+fn a_half_quorum_is_caught_in_the_seed_experiment() {
+    let f = failures(scenario::seed(), half_quorum, 50);
+    eprintln!(
+        "half quorum, seed scenario: {} of 50 seeds failed; first: {:?}",
+        f.len(),
+        f.first()
+    );
+    assert!(!f.is_empty(), "a quorum of N/2 must be caught");
+}
+
+#[test]
+fn a_half_quorum_is_caught_in_the_minority_scenario() {
+    let f = failures(scenario::minority(), half_quorum, 50);
+    eprintln!(
+        "half quorum, minority: {} of 50 seeds failed; first: {:?}",
+        f.len(),
+        f.first()
+    );
+    assert!(!f.is_empty());
+}
+
+#[test]
+fn a_leader_that_skips_reproposal_is_caught() {
+    let f = failures(scenario::leader_crash(), skip_reproposal, 50);
+    eprintln!(
+        "skip re-proposal, leader-crash: {} of 50 seeds failed; first: {:?}",
+        f.len(),
+        f.first()
+    );
+    assert!(!f.is_empty(), "losing accepted values must be caught");
+}
