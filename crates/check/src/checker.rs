@@ -87,6 +87,11 @@ pub fn check_events(events: &[Event], limits: CheckLimits) -> Result<CheckOutcom
 /// Checks operations for linearizability against a map from keys to optional strings,
 /// initially empty.
 ///
+/// Keys are searched in rounds of growing step budgets (the last one being
+/// `limits.max_steps_per_key`), and checking stops after the first round that refutes
+/// some key. The key reported is the smallest one refuted in that round: deterministic,
+/// and cheap even when some other key would take a very long search to decide.
+///
 /// Errors only for operations [`pair_operations`] would not produce: a put, append or cas
 /// without a value, or a return before its call.
 pub fn check_operations(
@@ -99,30 +104,50 @@ pub fn check_operations(
         by_key.entry(op.key.as_str()).or_default().push(op);
     }
     let keys: Vec<(&str, Vec<&Operation>)> = by_key.into_iter().collect();
-    let verdicts = check_keys(&keys, limits);
 
-    // Keys are sorted, so the first bad key is the smallest; a proven violation beats a key
-    // whose search gave up.
-    let mut unknown = None;
-    for ((key, _), verdict) in keys.iter().zip(verdicts) {
-        match verdict {
-            Some(KeyVerdict::NotLinearizable(explanation)) => {
-                return Ok(CheckOutcome::NotLinearizable {
-                    key: (*key).to_owned(),
-                    explanation,
-                });
+    let mut pending: Vec<usize> = (0..keys.len()).collect();
+    let mut budget = FIRST_ROUND_STEPS.min(limits.max_steps_per_key);
+    loop {
+        let verdicts = check_keys(&keys, &pending, budget);
+        let mut unresolved = Vec::new();
+        let mut first_unknown = None;
+        // `pending` is sorted, so the first refuted key is the smallest.
+        for (&i, verdict) in pending.iter().zip(verdicts) {
+            match verdict {
+                Some(KeyVerdict::NotLinearizable(explanation)) => {
+                    return Ok(CheckOutcome::NotLinearizable {
+                        key: keys[i].0.to_owned(),
+                        explanation,
+                    });
+                }
+                Some(KeyVerdict::Unknown(reason)) => {
+                    unresolved.push(i);
+                    first_unknown.get_or_insert((i, reason));
+                }
+                Some(KeyVerdict::Linearizable) | None => {}
             }
-            Some(KeyVerdict::Unknown(reason)) if unknown.is_none() => {
-                unknown = Some(CheckOutcome::Unknown {
-                    key: (*key).to_owned(),
-                    reason,
-                });
-            }
-            _ => {}
         }
+        let Some((i, reason)) = first_unknown else {
+            return Ok(CheckOutcome::Linearizable);
+        };
+        if budget >= limits.max_steps_per_key {
+            return Ok(CheckOutcome::Unknown {
+                key: keys[i].0.to_owned(),
+                reason,
+            });
+        }
+        pending = unresolved;
+        budget = budget
+            .saturating_mul(ROUND_GROWTH)
+            .min(limits.max_steps_per_key);
     }
-    Ok(unknown.unwrap_or(CheckOutcome::Linearizable))
 }
+
+/// Step budget of the first round: a few milliseconds per key, enough for nearly every
+/// key of nearly every history.
+const FIRST_ROUND_STEPS: u64 = 100_000;
+/// Each round restarts unresolved keys from scratch, so a factor of 10 wastes at most ~11%.
+const ROUND_GROWTH: u64 = 10;
 
 fn validate(index: usize, op: &Operation) -> Result<(), HistoryError> {
     if matches!(op.kind, OpKind::Put | OpKind::Append | OpKind::Cas) && op.value.is_none() {
@@ -149,53 +174,58 @@ enum KeyVerdict {
     Unknown(String),
 }
 
-/// Returns one verdict per key; `None` for keys skipped because a smaller key already
-/// failed (their verdict cannot change the outcome).
-fn check_keys(keys: &[(&str, Vec<&Operation>)], limits: CheckLimits) -> Vec<Option<KeyVerdict>> {
-    let total_ops: usize = keys.iter().map(|(_, ops)| ops.len()).sum();
+/// Checks the keys at indices `which` (sorted) with `budget` steps each, returning one
+/// verdict per index; `None` for keys skipped because a smaller one was already refuted
+/// (their verdicts cannot change the outcome).
+fn check_keys(
+    keys: &[(&str, Vec<&Operation>)],
+    which: &[usize],
+    budget: u64,
+) -> Vec<Option<KeyVerdict>> {
+    let total_ops: usize = which.iter().map(|&i| keys[i].1.len()).sum();
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
-        .min(keys.len());
+        .min(which.len());
+    let check = |i: usize| check_key(keys[i].0, &keys[i].1, budget);
     // Thread start-up costs more than checking small histories.
     if threads <= 1 || total_ops < 2_000 {
-        let mut verdicts = Vec::with_capacity(keys.len());
-        let mut failed = false;
-        for (key, ops) in keys {
-            if failed {
+        let mut verdicts = Vec::with_capacity(which.len());
+        let mut refuted = false;
+        for &i in which {
+            if refuted {
                 verdicts.push(None);
                 continue;
             }
-            let verdict = check_key(key, ops, limits);
-            failed = matches!(verdict, KeyVerdict::NotLinearizable(_));
+            let verdict = check(i);
+            refuted = matches!(verdict, KeyVerdict::NotLinearizable(_));
             verdicts.push(Some(verdict));
         }
         return verdicts;
     }
 
     let next = AtomicUsize::new(0);
-    // Smallest index of a key found non-linearizable so far; larger keys need no check.
-    let first_failure = AtomicUsize::new(usize::MAX);
-    let results: Mutex<Vec<Option<KeyVerdict>>> = Mutex::new(vec![None; keys.len()]);
+    // Smallest position of a refuted key so far; later keys need no check.
+    let first_refuted = AtomicUsize::new(usize::MAX);
+    let results: Mutex<Vec<Option<KeyVerdict>>> = Mutex::new(vec![None; which.len()]);
     std::thread::scope(|scope| {
         for _ in 0..threads {
             scope.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= keys.len() {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= which.len() {
                     break;
                 }
-                if i > first_failure.load(Ordering::Relaxed) {
+                if n > first_refuted.load(Ordering::Relaxed) {
                     continue;
                 }
-                let (key, ops) = &keys[i];
-                let verdict = check_key(key, ops, limits);
+                let verdict = check(which[n]);
                 if matches!(verdict, KeyVerdict::NotLinearizable(_)) {
-                    first_failure.fetch_min(i, Ordering::Relaxed);
+                    first_refuted.fetch_min(n, Ordering::Relaxed);
                 }
-                // A poisoned lock only means another worker panicked; its panic is
-                // propagated by `scope`, so the data is still fine to use here.
+                // A poisoned lock only means another worker panicked; `scope` propagates
+                // that panic, so the data is still fine to use here.
                 let mut results = results.lock().unwrap_or_else(|e| e.into_inner());
-                results[i] = Some(verdict);
+                results[n] = Some(verdict);
             });
         }
     });
@@ -566,7 +596,7 @@ struct Frame {
 }
 
 /// Checks the operations on one key, given in any order.
-fn check_key(key: &str, ops: &[&Operation], limits: CheckLimits) -> KeyVerdict {
+fn check_key(key: &str, ops: &[&Operation], budget: u64) -> KeyVerdict {
     // Operations that may never have happened have their return at infinity: they never
     // force anything and are only linearized when that helps explain a later observation.
     let mut live: Vec<(&Operation, bool, Step)> = ops
@@ -630,11 +660,11 @@ fn check_key(key: &str, ops: &[&Operation], limits: CheckLimits) -> KeyVerdict {
     let mut entry = next[head];
     'search: loop {
         steps_taken += 1;
-        if steps_taken > limits.max_steps_per_key {
+        if steps_taken > budget {
             return KeyVerdict::Unknown(format!(
                 "gave up after {} search steps ({} operations, {} configurations memoized, \
                  deepest linearizable prefix {} operations); raise max_steps_per_key",
-                limits.max_steps_per_key,
+                budget,
                 n,
                 memo.nodes.len(),
                 best.len()

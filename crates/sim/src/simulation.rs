@@ -62,6 +62,8 @@ pub struct RunReport {
     pub events: u64,
     pub elections_won: u64,
     pub crashes: u64,
+    /// Messages that carried a snapshot to a lagging replica or candidate.
+    pub snapshots_sent: u64,
     /// Per server (index = id - 1).
     pub server_counts: Vec<Counts>,
     pub client_counts: Counts,
@@ -186,6 +188,7 @@ pub struct Simulation {
     ops_completed: u64,
     elections_won: u64,
     crashes: u64,
+    snapshots_sent: u64,
     watch: Option<Watch>,
     /// The first time a leader was elected, and how many commands had completed then: for
     /// message accounting.
@@ -247,6 +250,7 @@ impl Simulation {
             ops_completed: 0,
             elections_won: 0,
             crashes: 0,
+            snapshots_sent: 0,
             watch: None,
             first_leader_at: None,
         }
@@ -321,6 +325,7 @@ impl Simulation {
             events: self.events,
             elections_won: self.elections_won,
             crashes: self.crashes,
+            snapshots_sent: self.snapshots_sent,
             server_counts: self.server_counts,
             client_counts: self.client_counts,
             history: self.history,
@@ -711,6 +716,12 @@ impl Simulation {
 
     fn send(&mut self, from: Addr, o: Outgoing) {
         let k = kind_index(&o.msg);
+        if matches!(
+            o.msg,
+            Message::Chosen { snapshot: Some(_), .. } | Message::Promise { snapshot: Some(_), .. }
+        ) {
+            self.snapshots_sent += 1;
+        }
         match from {
             Addr::Server(id) => self.server_counts[id as usize - 1].sent[k] += 1,
             Addr::Client(_) => self.client_counts.sent[k] += 1,

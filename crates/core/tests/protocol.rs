@@ -1,0 +1,449 @@
+//! Interaction tests: a hand-driven cluster where the test decides which message is delivered,
+//! delayed or lost, so each test reads as a transcript of what happened.
+
+use mqpaxos_core::{
+    Ballot, Command, Config, Dest, Durable, Input, Message, NodeId, Op, OpResult, Outgoing,
+    Ready, RoleKind, Server, TimerKind,
+};
+use std::collections::VecDeque;
+use std::time::Duration;
+
+/// A message in flight.
+#[derive(Clone, Debug)]
+struct Flight {
+    from: NodeId,
+    to: To,
+    msg: Message,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum To {
+    Server(NodeId),
+    Client(String),
+}
+
+struct Cluster {
+    servers: Vec<Option<Server>>,
+    durable: Vec<Durable>,
+    flights: VecDeque<Flight>,
+    replies: Vec<(String, u64, OpResult)>,
+    now: Duration,
+    /// Servers whose traffic (both ways) is dropped.
+    cut: Vec<NodeId>,
+}
+
+impl Cluster {
+    fn new(n: u32, tweak: impl Fn(&mut Config)) -> Self {
+        let mut servers = Vec::new();
+        let mut durable = Vec::new();
+        for id in 1..=n {
+            let mut cfg = Config::new(id, n);
+            tweak(&mut cfg);
+            durable.push(Durable::new(cfg.max_sessions));
+            servers.push(Some(Server::new(cfg).unwrap()));
+        }
+        Cluster {
+            servers,
+            durable,
+            flights: VecDeque::new(),
+            replies: Vec::new(),
+            now: Duration::ZERO,
+            cut: Vec::new(),
+        }
+    }
+
+    fn server(&self, id: NodeId) -> &Server {
+        self.servers[id as usize - 1].as_ref().unwrap()
+    }
+
+    fn n(&self) -> u32 {
+        self.servers.len() as u32
+    }
+
+    fn absorb(&mut self, id: NodeId, ready: Ready) {
+        for op in &ready.persist {
+            self.durable[id as usize - 1].apply(op);
+        }
+        for Outgoing { to, msg } in ready.send_now.into_iter().chain(ready.send_after) {
+            match to {
+                Dest::Server(t) => self.flights.push_back(Flight {
+                    from: id,
+                    to: To::Server(t),
+                    msg,
+                }),
+                Dest::AllServers => {
+                    for t in 1..=self.n() {
+                        if t != id {
+                            self.flights.push_back(Flight {
+                                from: id,
+                                to: To::Server(t),
+                                msg: msg.clone(),
+                            });
+                        }
+                    }
+                }
+                Dest::Client(c) => self.flights.push_back(Flight {
+                    from: id,
+                    to: To::Client(c),
+                    msg,
+                }),
+            }
+        }
+    }
+
+    fn step(&mut self, id: NodeId, input: Input) {
+        self.now += Duration::from_millis(1);
+        let now = self.now;
+        let Some(s) = self.servers[id as usize - 1].as_mut() else {
+            return;
+        };
+        let ready = s.step(now, input);
+        self.absorb(id, ready);
+    }
+
+    fn fire(&mut self, id: NodeId, kind: TimerKind) {
+        self.step(id, Input::Timer(kind));
+    }
+
+    /// Makes `id` stand for election, as if it had heard no leader for long enough.
+    fn elect(&mut self, id: NodeId) {
+        self.now += Duration::from_secs(10);
+        self.fire(id, TimerKind::Election);
+    }
+
+    fn deliver(&mut self, f: Flight) {
+        if self.cut.contains(&f.from) {
+            return;
+        }
+        match f.to {
+            To::Server(t) => {
+                if self.cut.contains(&t) {
+                    return;
+                }
+                self.step(
+                    t,
+                    Input::Message {
+                        from: f.from,
+                        msg: f.msg,
+                    },
+                );
+            }
+            To::Client(c) => {
+                if let Message::Reply { seq, result, .. } = f.msg {
+                    self.replies.push((c, seq, result));
+                }
+            }
+        }
+    }
+
+    /// Delivers everything in flight, and what that causes, in order.
+    fn settle(&mut self) {
+        let mut budget = 100_000;
+        while let Some(f) = self.flights.pop_front() {
+            self.deliver(f);
+            budget -= 1;
+            assert!(budget > 0, "messages never stop");
+        }
+    }
+
+    /// Takes the first message in flight that matches.
+    fn take(&mut self, pred: impl Fn(&Flight) -> bool) -> Flight {
+        let i = self
+            .flights
+            .iter()
+            .position(pred)
+            .expect("no such message in flight");
+        self.flights.remove(i).unwrap()
+    }
+
+    fn drop_all(&mut self) {
+        self.flights.clear();
+    }
+
+    fn request(&mut self, cmd: Command) {
+        for id in 1..=self.n() {
+            if !self.cut.contains(&id) {
+                self.step(id, Input::Request(cmd.clone()));
+            }
+        }
+    }
+
+    fn crash(&mut self, id: NodeId) {
+        self.servers[id as usize - 1] = None;
+    }
+
+    fn restart(&mut self, id: NodeId, tweak: impl Fn(&mut Config)) {
+        let mut cfg = Config::new(id, self.n());
+        tweak(&mut cfg);
+        let d = self.durable[id as usize - 1].clone();
+        self.servers[id as usize - 1] = Some(Server::recover(cfg, d).unwrap());
+    }
+}
+
+fn put(client: &str, seq: u64, k: &str, v: &str) -> Command {
+    Command {
+        client: client.into(),
+        seq,
+        op: Op::Put {
+            key: k.into(),
+            value: v.into(),
+        },
+    }
+}
+
+fn append(client: &str, seq: u64, k: &str, v: &str) -> Command {
+    Command {
+        client: client.into(),
+        seq,
+        op: Op::Append {
+            key: k.into(),
+            value: v.into(),
+        },
+    }
+}
+
+fn value(c: &Cluster, id: NodeId, k: &str) -> Option<String> {
+    c.server(id).kv().get(k).cloned()
+}
+
+fn is_promise(from: NodeId, round: u64) -> impl Fn(&Flight) -> bool {
+    move |f| {
+        f.from == from
+            && matches!(f.msg, Message::Promise { ballot, .. } if ballot.round == round)
+    }
+}
+
+/// The seed's example. Round 1: a vote is delayed. Round 2: the delayed vote arrives and must
+/// not count for round 2.
+#[test]
+fn a_delayed_vote_from_round_1_does_not_count_in_round_2() {
+    let mut c = Cluster::new(5, |_| {});
+    c.elect(1);
+    // Round 1: server 2 promises, but its vote is delayed; the others' Prepares are lost.
+    let p2 = c.take(|f| f.to == To::Server(2) && matches!(f.msg, Message::Prepare { .. }));
+    c.drop_all();
+    c.deliver(p2);
+    let late_vote = c.take(is_promise(2, 1));
+    assert_eq!(c.server(1).role(), RoleKind::Candidate);
+
+    // Round 1 times out; round 2 begins with a higher ballot. Server 3 promises.
+    c.fire(1, TimerKind::Election);
+    let Message::Prepare { ballot: round2, .. } = c.flights.back().unwrap().msg.clone() else {
+        panic!("expected a Prepare for round 2");
+    };
+    assert!(round2 > Ballot::new(1, 1));
+    let p3 = c.take(|f| f.to == To::Server(3) && matches!(f.msg, Message::Prepare { .. }));
+    c.drop_all();
+    c.deliver(p3);
+    let vote3 = c.take(is_promise(3, round2.round));
+    c.deliver(vote3);
+    assert_eq!(c.server(1).role(), RoleKind::Candidate);
+
+    // The delayed round-1 vote arrives now. Counted, it would make 3 of 5 (1, 2, 3).
+    c.deliver(late_vote);
+    assert_eq!(
+        c.server(1).role(),
+        RoleKind::Candidate,
+        "a vote for round 1 was counted in round 2"
+    );
+
+    // A real round-2 vote from server 4 does make the majority.
+    c.fire(1, TimerKind::PrepareResend);
+    let p4 = c.take(|f| f.to == To::Server(4) && matches!(f.msg, Message::Prepare { .. }));
+    c.drop_all();
+    c.deliver(p4);
+    let vote4 = c.take(is_promise(4, round2.round));
+    c.deliver(vote4);
+    assert_eq!(c.server(1).role(), RoleKind::Leader);
+    assert_eq!(c.server(1).ballot(), round2);
+}
+
+/// The same rule in phase 2: an Accepted for an older ballot never counts for a newer one.
+#[test]
+fn a_delayed_accepted_from_an_old_ballot_does_not_count() {
+    let mut c = Cluster::new(3, |_| {});
+    c.elect(1);
+    c.settle();
+    assert_eq!(c.server(1).role(), RoleKind::Leader);
+    // Ballot 1: a command is proposed; server 2's Accepted is delayed, server 3's is lost.
+    c.step(1, Input::Request(put("a", 1, "x", "old")));
+    let acc2 = c.take(|f| f.to == To::Server(2) && matches!(f.msg, Message::Accept { .. }));
+    c.drop_all();
+    c.deliver(acc2);
+    let late = c.take(|f| f.from == 2 && matches!(f.msg, Message::Accepted { .. }));
+    // Server 1 restarts (keeping its durable log) and wins a higher ballot with server 3's
+    // promise alone and re-proposes slot 0 in
+    // it. The delayed Accepted from server 2 was for ballot 1: counted, it would make a
+    // majority for slot 0 in the new ballot.
+    c.crash(1);
+    c.restart(1, |_| {});
+    c.elect(1);
+    let p3 = c.take(|f| f.to == To::Server(3) && matches!(f.msg, Message::Prepare { .. }));
+    c.drop_all();
+    c.deliver(p3);
+    let v3 = c.take(|f| f.from == 3 && matches!(f.msg, Message::Promise { .. }));
+    c.deliver(v3);
+    assert_eq!(c.server(1).role(), RoleKind::Leader);
+    let commit_before = c.server(1).commit();
+    c.drop_all();
+    c.deliver(late);
+    assert_eq!(
+        c.server(1).commit(),
+        commit_before,
+        "an Accepted from an older ballot decided a slot"
+    );
+}
+
+#[test]
+fn a_command_commits_everywhere_and_the_leader_replies_once() {
+    let mut c = Cluster::new(3, |_| {});
+    c.elect(2);
+    c.settle();
+    assert_eq!(c.server(2).role(), RoleKind::Leader);
+    assert_eq!(c.server(1).leader(), Some(2));
+    c.request(put("a", 1, "k", "v"));
+    c.settle();
+    assert_eq!(c.replies, vec![("a".into(), 1, OpResult::Done)]);
+    // Followers learn the commit point from the next heartbeat.
+    c.fire(2, TimerKind::Heartbeat);
+    c.settle();
+    for id in 1..=3 {
+        assert_eq!(value(&c, id, "k").as_deref(), Some("v"), "server {id}");
+    }
+}
+
+#[test]
+fn a_resent_command_executes_once_and_gets_its_first_result_again() {
+    let mut c = Cluster::new(3, |_| {});
+    c.elect(1);
+    c.settle();
+    c.request(append("a", 1, "k", "x"));
+    c.settle();
+    c.request(append("a", 1, "k", "x"));
+    c.settle();
+    c.fire(1, TimerKind::Heartbeat);
+    c.settle();
+    assert_eq!(value(&c, 1, "k").as_deref(), Some("x"));
+    assert_eq!(value(&c, 3, "k").as_deref(), Some("x"));
+    assert_eq!(c.replies.len(), 2);
+    assert!(c.replies.iter().all(|r| r == &("a".into(), 1, OpResult::Done)));
+}
+
+#[test]
+fn a_new_leader_reproposes_a_value_that_may_have_been_chosen() {
+    let mut c = Cluster::new(3, |_| {});
+    c.elect(1);
+    c.settle();
+    // Server 1 proposes; only server 2 accepts, and its Accepted is lost. Then 1 crashes.
+    c.step(1, Input::Request(put("a", 1, "k", "v")));
+    let acc2 = c.take(|f| f.to == To::Server(2) && matches!(f.msg, Message::Accept { .. }));
+    c.drop_all();
+    c.deliver(acc2);
+    c.drop_all();
+    c.crash(1);
+    // Server 3 stands; server 2's promise reports the accepted value.
+    c.elect(3);
+    c.settle();
+    assert_eq!(c.server(3).role(), RoleKind::Leader);
+    c.fire(3, TimerKind::Heartbeat);
+    c.settle();
+    assert_eq!(value(&c, 3, "k").as_deref(), Some("v"));
+    assert_eq!(value(&c, 2, "k").as_deref(), Some("v"));
+}
+
+#[test]
+fn a_minority_cannot_commit() {
+    let mut c = Cluster::new(5, |_| {});
+    c.elect(1);
+    c.settle();
+    c.cut = vec![3, 4, 5];
+    c.request(put("a", 1, "k", "v"));
+    c.settle();
+    c.fire(1, TimerKind::AcceptResend);
+    c.settle();
+    assert_eq!(c.server(1).commit(), 0);
+    assert!(c.replies.is_empty());
+    c.cut.clear();
+    c.now += Duration::from_secs(1);
+    c.fire(1, TimerKind::AcceptResend);
+    c.settle();
+    assert_eq!(c.server(1).commit(), 1);
+    assert_eq!(c.replies.len(), 1);
+}
+
+#[test]
+fn a_replica_far_behind_is_caught_up_by_snapshot() {
+    let small = |cfg: &mut Config| cfg.snapshot_interval = 5;
+    let mut c = Cluster::new(3, small);
+    c.elect(1);
+    c.settle();
+    c.cut = vec![3];
+    for i in 1..=30 {
+        c.request(put("a", i, &format!("k{}", i % 4), &format!("v{i}")));
+        c.settle();
+    }
+    assert_eq!(c.server(1).commit(), 30);
+    assert!(c.server(1).log().start() > 20, "the leader truncated its log");
+    assert!(c.server(1).log().len() < 10);
+    c.cut.clear();
+    c.fire(1, TimerKind::Heartbeat);
+    c.settle();
+    c.now += Duration::from_secs(1);
+    c.fire(3, TimerKind::CatchUpResend);
+    c.settle();
+    assert_eq!(c.server(3).commit(), 30);
+    assert_eq!(c.server(3).kv(), c.server(1).kv());
+}
+
+#[test]
+fn a_restarted_server_keeps_its_promise() {
+    let mut c = Cluster::new(3, |_| {});
+    c.elect(1);
+    c.settle();
+    let promised = c.server(2).ballot();
+    assert_eq!(promised, c.server(1).ballot());
+    c.crash(2);
+    c.restart(2, |_| {});
+    assert_eq!(c.server(2).ballot(), promised);
+    // An older ballot is refused after the restart, just as before it.
+    c.step(
+        2,
+        Input::Message {
+            from: 3,
+            msg: Message::Prepare {
+                ballot: Ballot::new(0, 3),
+                from: 0,
+            },
+        },
+    );
+    let f = c.take(|f| f.from == 2);
+    assert!(matches!(f.msg, Message::Nack { .. }), "{f:?}");
+}
+
+#[test]
+fn a_follower_that_hears_a_leader_does_not_help_a_challenger() {
+    let mut c = Cluster::new(3, |_| {});
+    c.elect(1);
+    c.settle();
+    let ballot = c.server(1).ballot();
+    // Much later: server 2 hears the leader's heartbeat, server 3's copy is lost.
+    c.now += Duration::from_secs(10);
+    c.fire(1, TimerKind::Heartbeat);
+    let hb2 = c.take(|f| f.to == To::Server(2));
+    c.drop_all();
+    c.deliver(hb2);
+    // Server 3 has heard nothing for long and stands for election.
+    c.fire(3, TimerKind::Election);
+    assert_eq!(c.server(3).role(), RoleKind::Candidate);
+    c.settle();
+    // Neither the leader nor server 2, which just heard it, helps the challenger.
+    assert_eq!(c.server(1).role(), RoleKind::Leader);
+    assert_eq!(c.server(1).ballot(), ballot, "the healthy leader was unseated");
+    assert_eq!(c.server(2).ballot(), ballot);
+    // The challenger made no promise of its own, so the leader's next heartbeat brings it
+    // back without a fight.
+    c.fire(1, TimerKind::Heartbeat);
+    c.settle();
+    assert_eq!(c.server(3).role(), RoleKind::Follower);
+    assert_eq!(c.server(3).leader(), Some(1));
+}
