@@ -388,6 +388,19 @@ impl Step {
     fn is_pure(self) -> bool {
         matches!(self, Step::Read(_) | Step::CasRefused { .. })
     }
+
+    /// Steps whose result ignores the state they start from.
+    fn is_blind(self) -> bool {
+        matches!(self, Step::Write(_))
+    }
+
+    /// Steps that are only legal in some states.
+    fn observes(self) -> bool {
+        matches!(
+            self,
+            Step::Read(_) | Step::CasSwapped { .. } | Step::CasRefused { .. }
+        )
+    }
 }
 
 /// Translates an operation into a step, or `None` if it constrains nothing (a get whose
@@ -534,6 +547,7 @@ impl Hasher for IdentityHasher {
 
 struct MemoNode {
     state: Fp,
+    dirty: bool,
     low: usize,
     start: usize,
     len: usize,
@@ -553,14 +567,15 @@ struct Memo {
 
 impl Memo {
     /// Records the configuration; `false` if it was already there.
-    fn insert(&mut self, set: &LinSet, state: Fp) -> bool {
-        let hash = set.hash ^ state.mix();
+    fn insert(&mut self, set: &LinSet, state: Fp, dirty: bool) -> bool {
+        let hash = set.hash ^ state.mix() ^ u64::from(dirty).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         let window = set.window();
         let head = self.heads.get(&hash).copied().unwrap_or(NIL);
         let mut at = head;
         while at != NIL {
             let node = &self.nodes[at as usize];
             if node.state == state
+                && node.dirty == dirty
                 && node.low == set.low
                 && self.words[node.start..node.start + node.len] == *window
             {
@@ -576,6 +591,7 @@ impl Memo {
         }
         self.nodes.push(MemoNode {
             state,
+            dirty,
             low: set.low,
             start: self.words.len(),
             len: window.len(),
@@ -593,12 +609,337 @@ impl Memo {
 struct Frame {
     op: usize,
     prev_state: Fp,
+    prev_dirty: bool,
+    /// For an unknown op: the `limit` of the scan that chose it, to resume that scan.
+    limit: usize,
 }
 
-/// Checks the operations on one key, given in any order.
+/// Where the search looks for the next operation to linearize. Completed operations are
+/// tried before unknown ones: unknown ones are only needed to explain observations, and
+/// trying them first makes every dead end fan out over all their combinations.
+#[derive(Clone, Copy)]
+enum Cursor {
+    /// At an entry of the list of completed operations' calls and returns.
+    Done(usize),
+    /// At an entry of the list of unknown operations' calls; only those before entry
+    /// `limit` (the first pending return) are candidates.
+    Unknown(usize, usize),
+}
+
+// Sentinels of the two lists; entries follow, numbered in time order.
+const DONE_HEAD: usize = 0;
+const DONE_TAIL: usize = 1;
+const UNKNOWN_HEAD: usize = 2;
+const UNKNOWN_TAIL: usize = 3;
+const FIRST_ENTRY: usize = 4;
+
+/// The call and return entries of the operations not linearized yet, in time order, as two
+/// doubly linked lists (completed operations, unknown operations) that operations are
+/// lifted out of and put back into.
+struct Lists {
+    next: Vec<usize>,
+    prev: Vec<usize>,
+    entry_op: Vec<usize>,
+    entry_is_return: Vec<bool>,
+    call_entry: Vec<usize>,
+    return_entry: Vec<Option<usize>>,
+}
+
+impl Lists {
+    fn new(live: &[(&Operation, bool, Step)]) -> Lists {
+        let n = live.len();
+        // At equal times calls come first, so touching intervals count as concurrent.
+        let mut sorted: Vec<(u64, bool, usize)> = Vec::with_capacity(2 * n);
+        for (i, (op, definite, _)) in live.iter().enumerate() {
+            sorted.push((op.call, false, i));
+            if let (true, Some(ret)) = (definite, op.ret) {
+                sorted.push((ret, true, i));
+            }
+        }
+        sorted.sort_by_key(|&(t, is_return, _)| (t, is_return));
+        let size = FIRST_ENTRY + sorted.len();
+        let mut lists = Lists {
+            next: vec![0; size],
+            prev: vec![0; size],
+            entry_op: vec![usize::MAX; size],
+            entry_is_return: vec![false; size],
+            call_entry: vec![0; n],
+            return_entry: vec![None; n],
+        };
+        let (mut done_last, mut unknown_last) = (DONE_HEAD, UNKNOWN_HEAD);
+        for (i, &(_, is_return, op)) in sorted.iter().enumerate() {
+            let e = FIRST_ENTRY + i;
+            lists.entry_op[e] = op;
+            lists.entry_is_return[e] = is_return;
+            if is_return {
+                lists.return_entry[op] = Some(e);
+            } else {
+                lists.call_entry[op] = e;
+            }
+            let last = if live[op].1 {
+                &mut done_last
+            } else {
+                &mut unknown_last
+            };
+            lists.next[*last] = e;
+            lists.prev[e] = *last;
+            *last = e;
+        }
+        lists.next[done_last] = DONE_TAIL;
+        lists.prev[DONE_TAIL] = done_last;
+        lists.next[unknown_last] = UNKNOWN_TAIL;
+        lists.prev[UNKNOWN_TAIL] = unknown_last;
+        lists
+    }
+
+    fn lift(&mut self, op: usize) {
+        for e in std::iter::once(self.call_entry[op]).chain(self.return_entry[op]) {
+            self.next[self.prev[e]] = self.next[e];
+            self.prev[self.next[e]] = self.prev[e];
+        }
+    }
+
+    /// Exactly undoes `lift`: links are restored in reverse order of removal.
+    fn unlift(&mut self, op: usize) {
+        for e in self.return_entry[op]
+            .into_iter()
+            .chain(std::iter::once(self.call_entry[op]))
+        {
+            self.next[self.prev[e]] = e;
+            self.prev[self.next[e]] = e;
+        }
+    }
+
+    /// The operations that could still be linearized before the return entry `limit`:
+    /// pending calls before it in either list.
+    fn candidates_before(&self, limit: usize) -> impl Iterator<Item = usize> + '_ {
+        let walk = move |head: usize| {
+            std::iter::successors(Some(self.next[head]), move |&e| Some(self.next[e]))
+                .take_while(move |&e| e < limit && e >= FIRST_ENTRY)
+        };
+        walk(DONE_HEAD)
+            .chain(walk(UNKNOWN_HEAD))
+            .map(|e| self.entry_op[e])
+    }
+}
+
+/// Cap on the prefix hashes kept for `Reach` (16 bytes each); past it the pruning is
+/// skipped, which costs time, never correctness.
+const MAX_PREFIX_HASHES: usize = 1 << 22;
+/// How far down the list of completed operations to look for one that needs a specific
+/// state; bounded so that histories with few reads do not make every step linear.
+const NEED_SCAN: usize = 256;
+/// Beyond this many possible next observers, dirty configurations are not pruned.
+const MAX_OBSERVERS: usize = 64;
+const NO_OP: usize = usize::MAX;
+
+/// What the pending operations that need a specific state (reads, and cas ops that
+/// swapped or refused) require of the states the search moves to. Computed once per
+/// configuration and used to reject moves to states that cannot lead anywhere.
+///
+/// Let R be the first of them to return. Only the candidates called before R returns can
+/// change the state before R is linearized. Each put, delete or cas among them can reset
+/// the state to a known value; otherwise only appends change it, and they only extend it.
+/// So the value R needs must be one of those bases or extend one.
+///
+/// In a dirty configuration (see `check_key`) puts and deletes are not allowed until some
+/// op observes the state, so the next observer (R or a candidate before it) must see the
+/// current state extended by appends, or a value an unknown-result cas may set.
+///
+/// Without this, unknown appends make the search try every combination of them before
+/// each observation that none of them explains.
+#[derive(Default)]
+struct Need {
+    valid: bool,
+    /// R; `NO_OP` when there is nothing to enforce.
+    op: usize,
+    /// Whether an append is among the candidates.
+    appends: bool,
+    /// Whether a reset among the candidates could lead to what R needs: then any state can.
+    regardless: bool,
+    /// The same for dirty configurations.
+    dirty_regardless: bool,
+    /// R and the candidates that observe the state with a specific value in mind, each
+    /// with whether appends could build that value from an absent key.
+    observers: Vec<(usize, bool)>,
+}
+
+struct Reach {
+    /// Per op, the value it needs and the prefix hashes of that value (computed on first
+    /// use, `None` past the cap).
+    targets: Vec<Option<(Fp, Option<Vec<(u64, u64)>>)>>,
+    cached: usize,
+    bases: Vec<Fp>,
+    cas_bases: Vec<Fp>,
+    suffixes: Vec<Fp>,
+}
+
+impl Reach {
+    fn new(n: usize) -> Reach {
+        Reach {
+            targets: vec![None; n],
+            cached: 0,
+            bases: Vec::new(),
+            cas_bases: Vec::new(),
+            suffixes: Vec::new(),
+        }
+    }
+
+    /// Prepares the value `op` needs, if it needs one.
+    fn prepare(&mut self, op: usize, live: &[(&Operation, bool, Step)]) -> Option<Fp> {
+        if let Some((target, _)) = &self.targets[op] {
+            return Some(*target);
+        }
+        let (operation, _, step) = live[op];
+        let (target, text) = match step {
+            Step::Read(v) => match &operation.outcome {
+                Outcome::Ok { value, .. } => (v, value.as_deref()),
+                Outcome::Unknown => return None,
+            },
+            Step::CasSwapped { expected, .. } => (expected, operation.expected.as_deref()),
+            _ => return None,
+        };
+        let prefixes = text.and_then(|text| {
+            if self.cached + text.len() + 1 > MAX_PREFIX_HASHES {
+                return None;
+            }
+            self.cached += text.len() + 1;
+            let mut hashes = Vec::with_capacity(text.len() + 1);
+            let (mut h1, mut h2) = (0, 0);
+            hashes.push((h1, h2));
+            for &b in text.as_bytes() {
+                h1 = add_mod(mul_mod(h1, BASE1), u64::from(b) + 1);
+                h2 = add_mod(mul_mod(h2, BASE2), u64::from(b) + 1);
+                hashes.push((h1, h2));
+            }
+            Some(hashes)
+        });
+        self.targets[op] = Some((target, prefixes));
+        Some(target)
+    }
+
+    /// Whether appends could turn `state` into what `op` (prepared) needs. `from_absent`
+    /// answers for an absent state.
+    fn reaches(&self, state: Fp, op: usize, appends: bool, from_absent: bool) -> bool {
+        let Some((target, prefixes)) = &self.targets[op] else {
+            return true;
+        };
+        if state == *target {
+            return true;
+        }
+        if !appends || target.len == ABSENT_LEN {
+            return false;
+        }
+        if state.len == ABSENT_LEN {
+            return from_absent;
+        }
+        match prefixes {
+            Some(prefixes) => is_prefix(prefixes, state.len, state.h1, state.h2),
+            None => true,
+        }
+    }
+
+    /// Computes the need of the configuration whose pending ops are in `lists`.
+    fn compute(&mut self, need: &mut Need, lists: &Lists, live: &[(&Operation, bool, Step)]) {
+        need.valid = true;
+        need.op = NO_OP;
+        need.observers.clear();
+        let blocked = std::iter::successors(Some(lists.next[DONE_HEAD]), |&e| Some(lists.next[e]))
+            .take(NEED_SCAN)
+            .take_while(|&e| e != DONE_TAIL)
+            .find(|&e| lists.entry_is_return[e] && self.prepare(lists.entry_op[e], live).is_some());
+        let Some(ret) = blocked else { return };
+        let blocked = lists.entry_op[ret];
+        self.bases.clear();
+        self.cas_bases.clear();
+        self.suffixes.clear();
+        need.dirty_regardless = false;
+        need.observers.push((blocked, false));
+        for candidate in lists.candidates_before(ret) {
+            match live[candidate].2 {
+                _ if candidate == blocked => {}
+                Step::Write(v) => self.bases.push(v),
+                Step::Cas { new, .. } => self.cas_bases.push(new),
+                Step::CasSwapped { new, .. } => {
+                    self.bases.push(new);
+                    need.observers.push((candidate, false));
+                }
+                Step::Read(_) => need.observers.push((candidate, false)),
+                Step::Append(suffix) => self.suffixes.push(suffix.fp),
+                // It accepts nearly every state.
+                Step::CasRefused { .. } => need.dirty_regardless = true,
+            }
+        }
+        need.op = blocked;
+        need.appends = !self.suffixes.is_empty();
+        if need.observers.len() > MAX_OBSERVERS {
+            need.observers.truncate(1);
+            need.dirty_regardless = true;
+        }
+        for i in 0..need.observers.len() {
+            let op = need.observers[i].0;
+            if self.prepare(op, live).is_none() {
+                continue;
+            }
+            // Built from an absent key, the value starts with the first append's suffix.
+            need.observers[i].1 = self
+                .suffixes
+                .iter()
+                .any(|&x| self.reaches(x, op, true, false));
+        }
+        let from_absent = need.observers[0].1;
+        need.regardless = self
+            .bases
+            .iter()
+            .chain(&self.cas_bases)
+            .any(|&b| self.reaches(b, blocked, need.appends, from_absent));
+        need.dirty_regardless = need.dirty_regardless
+            || need.observers.iter().any(|&(op, from_absent)| {
+                self.cas_bases
+                    .iter()
+                    .any(|&b| self.reaches(b, op, need.appends, from_absent))
+            });
+    }
+
+    /// Whether moving to `state` (by linearizing `tried`, or `NO_OP` for staying) in a
+    /// configuration that is then `dirty` leaves the need satisfiable.
+    fn allows(&self, need: &Need, tried: usize, state: Fp, dirty: bool) -> bool {
+        if need.op == NO_OP || tried == need.op {
+            return true;
+        }
+        if dirty {
+            need.dirty_regardless
+                || need
+                    .observers
+                    .iter()
+                    .any(|&(op, from_absent)| self.reaches(state, op, need.appends, from_absent))
+        } else {
+            need.regardless || self.reaches(state, need.op, need.appends, need.observers[0].1)
+        }
+    }
+}
+
+/// Whether the string with hashes (h1, h2) and length `len` is a prefix of the string
+/// whose prefix hashes are `prefixes`.
+fn is_prefix(prefixes: &[(u64, u64)], len: u64, h1: u64, h2: u64) -> bool {
+    usize::try_from(len)
+        .ok()
+        .and_then(|len| prefixes.get(len))
+        .is_some_and(|&p| p == (h1, h2))
+}
+
+/// Checks the operations on one key, given in any order, taking at most `budget` steps.
+///
+/// Besides the memo and `Reach`, three rules cut the search without losing
+/// linearizations, because any linearization can be rewritten into one that obeys them:
+/// - a pure op that can go next goes next (see `Step::is_pure`);
+/// - an unknown op is never linearized where it changes nothing (drop it instead);
+/// - an unknown op is never directly followed by a put or delete (which would erase its
+///   effect unobserved: drop it instead). Whether the last op was unknown is therefore part
+///   of a configuration, and of its memo key.
 fn check_key(key: &str, ops: &[&Operation], budget: u64) -> KeyVerdict {
     // Operations that may never have happened have their return at infinity: they never
-    // force anything and are only linearized when that helps explain a later observation.
+    // force anything and are only linearized when that helps explain an observation.
     let mut live: Vec<(&Operation, bool, Step)> = ops
         .iter()
         .filter_map(|op| {
@@ -612,79 +953,100 @@ fn check_key(key: &str, ops: &[&Operation], budget: u64) -> KeyVerdict {
     let n = live.len();
     let definite: Vec<bool> = live.iter().map(|&(_, d, _)| d).collect();
     let steps: Vec<Step> = live.iter().map(|&(_, _, s)| s).collect();
-
-    // Entries 1..=E in time order between the sentinels HEAD = 0 and TAIL = E + 1. At equal
-    // times calls come first, so touching intervals count as concurrent.
-    let mut entries: Vec<(u64, bool, usize)> = Vec::with_capacity(2 * n);
-    for (i, (op, d, _)) in live.iter().enumerate() {
-        entries.push((op.call, false, i));
-        if *d {
-            entries.push((op.ret.unwrap_or(u64::MAX), true, i));
-        }
-    }
-    entries.sort_by_key(|&(t, is_return, _)| (t, is_return));
-    let head = 0usize;
-    let tail = entries.len() + 1;
-    let mut next: Vec<usize> = (1..=tail + 1).collect();
-    let mut prev: Vec<usize> = (0..=tail).map(|i| i.saturating_sub(1)).collect();
-    let mut entry_op = vec![usize::MAX; tail + 1];
-    let mut entry_is_return = vec![false; tail + 1];
-    let mut call_entry = vec![0usize; n];
-    let mut return_entry = vec![None; n];
-    for (e, &(_, is_return, op)) in entries.iter().enumerate() {
-        let e = e + 1;
-        entry_op[e] = op;
-        entry_is_return[e] = is_return;
-        if is_return {
-            return_entry[op] = Some(e);
-        } else {
-            call_entry[op] = e;
-        }
-    }
-
     let mut remaining = definite.iter().filter(|&&d| d).count();
     if remaining == 0 {
         return KeyVerdict::Linearizable;
     }
 
+    let mut lists = Lists::new(&live);
+    let mut reach = Reach::new(n);
+    // The need of the configuration at each stack depth, computed on first use.
+    let mut needs: Vec<Need> = vec![Need::default()];
     let mut set = LinSet::new(n);
     let mut memo = Memo::default();
     let mut stack: Vec<Frame> = Vec::new();
     let mut state = ABSENT;
+    let mut dirty = false;
     // The deepest stack seen; `best_valid` is how much of `best` still matches `stack`, so
     // each op is copied once per push instead of once per new record.
     let mut best: Vec<usize> = Vec::new();
     let mut best_valid = 0usize;
     let mut steps_taken: u64 = 0;
 
-    let mut entry = next[head];
+    let mut cursor = Cursor::Done(lists.next[DONE_HEAD]);
+    let mut defhash = 0u64;
+    let mut defkeys = std::collections::HashSet::new();
     'search: loop {
         steps_taken += 1;
         if steps_taken > budget {
+            eprintln!("configs {} distinct definite-configs {}", memo.nodes.len(), defkeys.len());
             return KeyVerdict::Unknown(format!(
-                "gave up after {} search steps ({} operations, {} configurations memoized, \
-                 deepest linearizable prefix {} operations); raise max_steps_per_key",
-                budget,
-                n,
+                "gave up after {budget} search steps ({n} operations, {} configurations \
+                 memoized, deepest linearizable prefix {} operations); raise \
+                 max_steps_per_key",
                 memo.nodes.len(),
                 best.len()
             ));
         }
 
-        if entry != tail && !entry_is_return[entry] {
-            let op = entry_op[entry];
-            match steps[op].apply(state) {
-                // An unknown operation that changes nothing is never worth linearizing:
-                // leaving it pending keeps strictly more options open.
-                Some(new_state) if definite[op] || new_state != state => {
+        let need = &mut needs[stack.len()];
+        // The candidate to try, or `None` when this configuration leads nowhere.
+        let candidate = if !need.valid {
+            reach.compute(need, &lists, &live);
+            if reach.allows(need, NO_OP, state, dirty) {
+                continue;
+            }
+            None
+        } else {
+            match cursor {
+                Cursor::Done(e) if e == DONE_TAIL || lists.entry_is_return[e] => {
+                    // No completed op can go next; unknown ops called before this return
+                    // can.
+                    cursor = Cursor::Unknown(lists.next[UNKNOWN_HEAD], e);
+                    continue;
+                }
+                Cursor::Done(e) => Some((e, None)),
+                Cursor::Unknown(e, limit) if e != UNKNOWN_TAIL && e < limit => {
+                    Some((e, Some(limit)))
+                }
+                // Every candidate has been tried.
+                Cursor::Unknown(..) => None,
+            }
+        };
+
+        if let Some((entry, limit)) = candidate {
+            let need = &needs[stack.len()];
+            let op = lists.entry_op[entry];
+            let step = steps[op];
+            let new_dirty = if !definite[op] {
+                true
+            } else {
+                dirty && !step.observes()
+            };
+            let mut dead = false;
+            match step.apply(state) {
+                Some(new_state)
+                    if !(dirty && step.is_blind())
+                        && (definite[op] || new_state != state)
+                        && reach.allows(need, op, new_state, new_dirty) =>
+                {
                     set.set(op);
-                    if memo.insert(&set, new_state) {
+                    if memo.insert(&set, new_state, new_dirty) {
+                        if definite[op] { defhash ^= LinSet::zobrist(op); }
+                        defkeys.insert((defhash ^ new_state.mix(), new_dirty));
                         stack.push(Frame {
                             op,
                             prev_state: state,
+                            prev_dirty: dirty,
+                            limit: limit.unwrap_or(0),
                         });
                         state = new_state;
-                        lift(&mut next, &mut prev, call_entry[op], return_entry[op]);
+                        dirty = new_dirty;
+                        lists.lift(op);
+                        if needs.len() <= stack.len() {
+                            needs.push(Need::default());
+                        }
+                        needs[stack.len()].valid = false;
                         if definite[op] {
                             remaining -= 1;
                             if remaining == 0 {
@@ -696,25 +1058,24 @@ fn check_key(key: &str, ops: &[&Operation], budget: u64) -> KeyVerdict {
                             best.extend(stack[best_valid..].iter().map(|f| f.op));
                             best_valid = best.len();
                         }
-                        entry = next[head];
+                        cursor = Cursor::Done(lists.next[DONE_HEAD]);
                         continue;
                     }
                     set.clear(op);
                     // A pure op leading to an explored dead end means (see `Step::is_pure`)
-                    // that everything from here does; otherwise try the next candidate.
-                    if !steps[op].is_pure() {
-                        entry = next[entry];
-                        continue;
-                    }
+                    // that everything from here does.
+                    dead = step.is_pure();
                 }
-                _ => {
-                    entry = next[entry];
-                    continue;
-                }
+                _ => {}
+            }
+            if !dead {
+                cursor = match limit {
+                    None => Cursor::Done(lists.next[entry]),
+                    Some(limit) => Cursor::Unknown(lists.next[entry], limit),
+                };
+                continue;
             }
         }
-        // Reaching a return entry means that operation returned without having been
-        // linearized: this configuration is dead.
 
         // Backtrack: undo the last choice and try the next candidate after it. Undoing a
         // pure op makes its parent configuration dead too, so keep going.
@@ -724,20 +1085,23 @@ fn check_key(key: &str, ops: &[&Operation], budget: u64) -> KeyVerdict {
             };
             best_valid = best_valid.min(stack.len());
             state = frame.prev_state;
+            dirty = frame.prev_dirty;
+            if definite[frame.op] { defhash ^= LinSet::zobrist(frame.op); }
             set.clear(frame.op);
-            unlift(
-                &mut next,
-                &mut prev,
-                call_entry[frame.op],
-                return_entry[frame.op],
-            );
+            lists.unlift(frame.op);
             if definite[frame.op] {
                 remaining += 1;
             }
-            if !steps[frame.op].is_pure() {
-                entry = next[call_entry[frame.op]];
-                continue 'search;
+            if steps[frame.op].is_pure() {
+                continue;
             }
+            let after = lists.next[lists.call_entry[frame.op]];
+            cursor = if definite[frame.op] {
+                Cursor::Done(after)
+            } else {
+                Cursor::Unknown(after, frame.limit)
+            };
+            continue 'search;
         }
     }
 
@@ -753,21 +1117,6 @@ fn check_key(key: &str, ops: &[&Operation], budget: u64) -> KeyVerdict {
         }
     }
     KeyVerdict::Linearizable
-}
-
-fn lift(next: &mut [usize], prev: &mut [usize], call: usize, ret: Option<usize>) {
-    for e in std::iter::once(call).chain(ret) {
-        next[prev[e]] = next[e];
-        prev[next[e]] = prev[e];
-    }
-}
-
-/// Exactly undoes `lift`: links are restored in reverse order of removal.
-fn unlift(next: &mut [usize], prev: &mut [usize], call: usize, ret: Option<usize>) {
-    for e in ret.into_iter().chain(std::iter::once(call)) {
-        next[prev[e]] = e;
-        prev[next[e]] = e;
-    }
 }
 
 fn explain(key: &str, live: &[(&Operation, bool, Step)], best: &[usize]) -> String {

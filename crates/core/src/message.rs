@@ -155,6 +155,8 @@ pub struct Ready {
     /// `Config::trace_chosen` is set; the simulator uses it to check that every replica
     /// executes the same value in each slot.
     pub executed: Vec<(Slot, u64)>,
+    /// Client commands executed in this step (duplicates and no-ops not counted).
+    pub executed_commands: u64,
 }
 
 impl Ready {

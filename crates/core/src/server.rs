@@ -900,6 +900,9 @@ impl Server {
         }
         for cmd in value {
             let applied = self.kv.apply(slot, cmd);
+            if matches!(applied, Applied::Executed(_)) {
+                self.ready.executed_commands += 1;
+            }
             let Role::Leader(l) = &mut self.role else {
                 continue;
             };

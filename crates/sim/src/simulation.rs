@@ -676,6 +676,7 @@ impl Simulation {
             send_after,
             timers,
             executed,
+            ..
         } = ready;
         for o in send_now {
             self.send(Addr::Server(id), o);

@@ -1,0 +1,130 @@
+//! One module per subcommand, each a thin layer over the library crates.
+
+#[cfg(feature = "embedded-broker")]
+pub mod broker;
+#[cfg(feature = "embedded-broker")]
+pub mod cluster;
+pub mod kv;
+pub mod server;
+pub mod status;
+
+use std::process::ExitCode;
+
+/// A failure to report: one line, and the exit code.
+#[derive(Debug)]
+pub struct Failure {
+    pub message: String,
+    pub code: u8,
+}
+
+/// Exit codes: 1 is a negative answer (missing key, cas not swapped); 2 is bad usage or
+/// input; 3 is the cluster or broker unreachable in time; 4 is anything else.
+pub fn fail(code: u8, message: impl Into<String>) -> Failure {
+    Failure {
+        message: message.into(),
+        code,
+    }
+}
+
+pub type CmdResult = Result<ExitCode, Failure>;
+
+/// Options every command that connects to the broker shares.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ConnArgs {
+    /// The broker: mqtt://host:port or mqtts://host:port.
+    #[arg(long, env = "MQPAXOS_BROKER", default_value = "mqtt://127.0.0.1:1883")]
+    pub broker: String,
+    /// The cluster's name: its topics live under mqpaxos/<cluster>/.
+    #[arg(long, env = "MQPAXOS_CLUSTER", default_value = "default")]
+    pub cluster: String,
+    /// File holding the broker password (or set MQPAXOS_PASSWORD; never a flag).
+    #[arg(long, env = "MQPAXOS_PASSWORD_FILE")]
+    pub password_file: Option<std::path::PathBuf>,
+    /// PEM file of CAs to trust for mqtts:// (default: the system's).
+    #[arg(long, env = "MQPAXOS_CA_FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+impl ConnArgs {
+    pub fn broker_options(&self, user: &str) -> Result<mqpaxos_node::BrokerOptions, Failure> {
+        Ok(mqpaxos_node::BrokerOptions {
+            url: self.broker.clone(),
+            user: user.to_string(),
+            password: password(self.password_file.as_deref())?,
+            ca_file: self.ca_file.clone(),
+            keep_alive: std::time::Duration::from_secs(5),
+        })
+    }
+}
+
+/// The broker password: from the file if given, else from `MQPAXOS_PASSWORD`.
+pub fn password(file: Option<&std::path::Path>) -> Result<Option<String>, Failure> {
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| fail(2, format!("cannot read password file {}: {e}", path.display())))?;
+        let line = text.lines().next().unwrap_or("").trim_end().to_string();
+        return Ok(Some(line));
+    }
+    Ok(std::env::var("MQPAXOS_PASSWORD").ok())
+}
+
+/// Parses a duration like `500ms`, `10s`, `2m` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map_or((s, "s"), |i| s.split_at(i));
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (try 500ms, 10s or 2m)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s or m)")),
+    };
+    if !secs.is_finite() || secs <= 0.0 || secs > 86_400.0 {
+        return Err(format!("{s:?} is out of range"));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
+}
+
+/// Resolves when the process is asked to stop (Ctrl-C or SIGTERM).
+pub async fn stop_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("3h").is_err());
+    }
+}

@@ -1,0 +1,80 @@
+//! `mqpaxos server`: run one Paxos server until Ctrl-C or SIGTERM.
+
+use super::{fail, parse_duration, stop_signal, CmdResult, ConnArgs};
+use mqpaxos_core::Config;
+use mqpaxos_node::{run_server, NodeError, ServerOptions, SyncPolicy};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// This server's id, 1..=N (it connects as MQTT user server<id>).
+    #[arg(long, env = "MQPAXOS_ID")]
+    pub id: u32,
+    /// How many servers the cluster has.
+    #[arg(long, env = "MQPAXOS_SERVERS")]
+    pub servers: u32,
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    /// Where durable state lives (default: ./mqpaxos-data/<cluster>/server<id>).
+    #[arg(long, env = "MQPAXOS_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Keep state in memory only. Unsafe across restarts: for tests and benchmarks.
+    #[arg(long, env = "MQPAXOS_IN_MEMORY", conflicts_with = "data_dir")]
+    pub in_memory: bool,
+    /// fsync policy: always (an acknowledged write survives power loss) or never.
+    #[arg(long, env = "MQPAXOS_SYNC", default_value = "always", value_parser = ["always", "never"])]
+    pub sync: String,
+    /// Serve Prometheus metrics and /health on this address (e.g. 127.0.0.1:9101).
+    #[arg(long, env = "MQPAXOS_METRICS")]
+    pub metrics: Option<SocketAddr>,
+    /// How often the leader sends a heartbeat.
+    #[arg(long, env = "MQPAXOS_HEARTBEAT", default_value = "100ms", value_parser = parse_duration)]
+    pub heartbeat: Duration,
+    /// Silence from the leader before an election (randomized up to twice this).
+    #[arg(long, env = "MQPAXOS_ELECTION_TIMEOUT", default_value = "300ms", value_parser = parse_duration)]
+    pub election_timeout: Duration,
+}
+
+pub async fn run(a: Args) -> CmdResult {
+    let mut core = Config::new(a.id, a.servers);
+    core.heartbeat = a.heartbeat;
+    core.election_timeout = a.election_timeout;
+    core.validate().map_err(|e| fail(2, e.to_string()))?;
+    if !mqpaxos_node::topics::valid_level(&a.conn.cluster) {
+        return Err(fail(2, format!("cluster name {:?} cannot be part of a topic", a.conn.cluster)));
+    }
+    let user = mqpaxos_node::topics::server_user(a.id);
+    let mut opts = ServerOptions::new(&a.conn.cluster, a.conn.broker_options(&user)?, core);
+    mqpaxos_node::transport::parse_url(&a.conn.broker).map_err(|e| fail(2, e.to_string()))?;
+    opts.data_dir = if a.in_memory {
+        None
+    } else {
+        Some(a.data_dir.unwrap_or_else(|| {
+            PathBuf::from("mqpaxos-data")
+                .join(&a.conn.cluster)
+                .join(&user)
+        }))
+    };
+    opts.sync = if a.sync == "never" {
+        SyncPolicy::Never
+    } else {
+        SyncPolicy::Always
+    };
+    opts.metrics_addr = a.metrics;
+    let id = a.id;
+    let on_ready: mqpaxos_node::runtime::OnReady = Box::new(move |metrics| {
+        match metrics {
+            Some(m) => eprintln!("mqpaxos: server {id} running; metrics on http://{m}/metrics"),
+            None => eprintln!("mqpaxos: server {id} running"),
+        }
+    });
+    match run_server(opts, stop_signal(), Some(on_ready)).await {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e @ (NodeError::Config(_) | NodeError::Metrics { .. })) => Err(fail(2, e.to_string())),
+        Err(e @ NodeError::Transport(_)) => Err(fail(3, e.to_string())),
+        Err(e) => Err(fail(4, e.to_string())),
+    }
+}

@@ -1,0 +1,252 @@
+//! The multi-process test harness: real brokers (Mosquitto or `mqpaxos broker`) on free
+//! loopback ports with per-node users and an ACL as in production, real `mqpaxos server`
+//! processes with data directories, and helpers to drive the CLI and the client library.
+//! Everything it starts is killed when the handles drop.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_mqpaxos");
+pub const PASSWORD: &str = "s3cret-for-tests";
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// Waits until something accepts connections on `port`.
+pub fn wait_listening(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("nothing listens on port {port}");
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Mosquitto,
+    Embedded,
+}
+
+/// A broker with users server1..9 and client1..9 (all with [`PASSWORD`]) and the
+/// production ACL.
+pub struct Broker {
+    pub kind: Kind,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+pub fn acl_file() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/mosquitto/acl.conf")
+}
+
+impl Broker {
+    pub fn start(kind: Kind) -> Broker {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let passwd = dir.path().join("passwd");
+        std::fs::write(&passwd, "").expect("write password file");
+        for i in 1..=9 {
+            for role in ["server", "client"] {
+                let ok = Command::new("mosquitto_passwd")
+                    .arg("-b")
+                    .arg(&passwd)
+                    .arg(format!("{role}{i}"))
+                    .arg(PASSWORD)
+                    .status()
+                    .expect("mosquitto_passwd is installed (apt-get install mosquitto)");
+                assert!(ok.success(), "mosquitto_passwd failed");
+            }
+        }
+        let mut b = Broker {
+            kind,
+            port: free_port(),
+            dir,
+            child: None,
+        };
+        b.launch();
+        b
+    }
+
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    fn launch(&mut self) {
+        let passwd = self.dir.path().join("passwd");
+        let child = match self.kind {
+            Kind::Mosquitto => {
+                let conf = self.dir.path().join("mosquitto.conf");
+                let mut c = format!(
+                    "listener {} 127.0.0.1\nallow_anonymous false\npassword_file {}\nacl_file {}\n\
+                     set_tcp_nodelay true\nmax_queued_messages 0\npersistence false\nlog_dest stderr\nlog_type error\n",
+                    self.port,
+                    passwd.display(),
+                    acl_file().display()
+                );
+                // SAFETY: geteuid has no preconditions.
+                if unsafe { libc::geteuid() } == 0 {
+                    c.push_str("user root\n");
+                }
+                std::fs::write(&conf, c).expect("write mosquitto.conf");
+                Command::new("mosquitto")
+                    .arg("-c")
+                    .arg(&conf)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("mosquitto is installed (apt-get install mosquitto)")
+            }
+            Kind::Embedded => Command::new(BIN)
+                .args(["broker", "--listen", &format!("127.0.0.1:{}", self.port)])
+                .arg("--password-file")
+                .arg(&passwd)
+                .arg("--acl-file")
+                .arg(acl_file())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start mqpaxos broker"),
+        };
+        self.child = Some(child);
+        wait_listening(self.port);
+    }
+
+    /// Kills the broker (SIGKILL) and starts it again on the same port after `down`.
+    pub fn restart(&mut self, down: Duration) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        std::thread::sleep(down);
+        self.launch();
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// N server processes on one broker, each with its own data directory.
+pub struct Cluster {
+    pub n: u32,
+    pub url: String,
+    pub cluster: String,
+    pub data: tempfile::TempDir,
+    servers: Vec<Option<Child>>,
+}
+
+impl Cluster {
+    pub fn start(broker: &Broker, n: u32) -> Cluster {
+        let mut c = Cluster {
+            n,
+            url: broker.url(),
+            cluster: format!("t{}", free_port()),
+            data: tempfile::tempdir().expect("temp dir"),
+            servers: (0..n).map(|_| None).collect(),
+        };
+        for id in 1..=n {
+            c.start_server(id);
+        }
+        c
+    }
+
+    pub fn start_server(&mut self, id: u32) {
+        let child = Command::new(BIN)
+            .arg("server")
+            .args(["--id", &id.to_string(), "--servers", &self.n.to_string()])
+            .args(["--broker", &self.url, "--cluster", &self.cluster])
+            .arg("--data-dir")
+            .arg(self.data.path().join(format!("server{id}")))
+            .env("MQPAXOS_PASSWORD", PASSWORD)
+            .env("MQPAXOS_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start mqpaxos server");
+        self.servers[id as usize - 1] = Some(child);
+    }
+
+    /// kill -9.
+    pub fn kill(&mut self, id: u32) {
+        if let Some(mut c) = self.servers[id as usize - 1].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Runs the CLI against this cluster as user `client1`.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .args(["--broker", &self.url, "--cluster", &self.cluster, "--user", "client1"])
+            .env("MQPAXOS_PASSWORD", PASSWORD)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run mqpaxos")
+    }
+
+    pub fn status(&self) -> Vec<serde_json::Value> {
+        let out = self.cli(&["status", "--json", "--servers", &self.n.to_string()]);
+        assert!(
+            out.status.success(),
+            "status failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("status --json prints JSON")
+    }
+
+    /// Waits until an online server reports itself leader, and returns its id.
+    pub fn leader(&self, timeout: Duration) -> u32 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let st = self.status();
+            let leader = st.iter().find(|s| s["online"] == true && s["role"] == "leader");
+            if let Some(l) = leader {
+                return l["id"].as_u64().expect("numeric id") as u32;
+            }
+            assert!(Instant::now() < deadline, "no leader within {timeout:?}: {st:?}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    pub fn client_options(&self, user: &str) -> mqpaxos::ClientOptions {
+        let mut o = mqpaxos::ClientOptions::new(&self.url, user);
+        o.cluster = self.cluster.clone();
+        o.broker.password = Some(PASSWORD.to_string());
+        o.timeout = Duration::from_secs(20);
+        o
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for id in 1..=self.n {
+            self.kill(id);
+        }
+    }
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).trim().to_string()
+}

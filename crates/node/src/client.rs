@@ -1,0 +1,271 @@
+//! The async client library: connect to a cluster through its broker and run key/value
+//! commands. Each command goes to every server in one publish, is resent with the same
+//! sequence number until the leader's reply arrives, and so executes at most once.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), mqpaxos_node::ClientError> {
+//! use mqpaxos_node::{Client, ClientOptions};
+//! let client = Client::connect(ClientOptions::new("mqtt://127.0.0.1:1883", "client1")).await?;
+//! client.put("greeting", "hello").await?;
+//! assert_eq!(client.get("greeting").await?.as_deref(), Some("hello"));
+//! let swapped = client.cas("greeting", Some("hello"), "bye").await?;
+//! client.close().await;
+//! # let _ = swapped; Ok(()) }
+//! ```
+
+use crate::codec;
+use crate::topics::{valid_level, Parsed, Topics};
+use crate::transport::{BrokerOptions, Connection, Incoming, Session, TransportError};
+use mqpaxos_core::{ClientConfig, Message, Op, OpResult};
+use std::time::Duration;
+use thiserror::Error;
+use tokio::sync::Mutex;
+
+/// The largest key accepted, in bytes.
+pub const MAX_KEY: usize = 1024;
+/// The largest value accepted, in bytes.
+pub const MAX_VALUE: usize = 1024 * 1024;
+
+#[derive(Debug, Error)]
+pub enum ClientError {
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error("no answer from the cluster within {0:?} (the command may or may not have taken effect)")]
+    Timeout(Duration),
+    #[error("invalid input: {0}")]
+    Invalid(String),
+    #[error("the server answered with a result of the wrong kind")]
+    Unexpected,
+}
+
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    pub broker: BrokerOptions,
+    pub cluster: String,
+    /// How long one command (or connecting) may take before giving up.
+    pub timeout: Duration,
+    /// How long to wait for a reply before resending.
+    pub resend: Duration,
+}
+
+impl ClientOptions {
+    /// Defaults: cluster `default`, 10 s timeout, resend after 200 ms, no password.
+    pub fn new(url: &str, user: &str) -> Self {
+        ClientOptions {
+            broker: BrokerOptions {
+                url: url.to_string(),
+                user: user.to_string(),
+                password: None,
+                ca_file: None,
+                keep_alive: Duration::from_secs(5),
+            },
+            cluster: "default".to_string(),
+            timeout: Duration::from_secs(10),
+            resend: Duration::from_millis(200),
+        }
+    }
+}
+
+struct Inner {
+    conn: Connection,
+    core: mqpaxos_core::Client,
+}
+
+/// A connected client. Commands are sequential: concurrent calls on one `Client` wait their
+/// turn; use several clients for concurrency.
+pub struct Client {
+    inner: Mutex<Inner>,
+    topics: Topics,
+    user: String,
+    client_id: String,
+    timeout: Duration,
+    resend: Duration,
+}
+
+impl Client {
+    pub async fn connect(opts: ClientOptions) -> Result<Client, ClientError> {
+        if !valid_level(&opts.broker.user) {
+            return Err(ClientError::Invalid(format!(
+                "user name {:?} cannot be part of a topic",
+                opts.broker.user
+            )));
+        }
+        if !valid_level(&opts.cluster) {
+            return Err(ClientError::Invalid(format!(
+                "cluster name {:?} cannot be part of a topic",
+                opts.cluster
+            )));
+        }
+        // A fresh session id per connection: servers remember the last sequence number per
+        // client id, and ours start again at 1.
+        let session = format!("{:016x}", rand::random::<u64>());
+        let client_id = format!("{}/{}", opts.broker.user, session);
+        let topics = Topics::new(&opts.cluster);
+        let s = Session {
+            client_id: format!("mqpaxos-{}-{}", opts.broker.user, session),
+            subscriptions: vec![topics.reply(&client_id)],
+            on_connect: Vec::new(),
+            will: None,
+        };
+        let conn = Connection::open(&opts.broker, s, Some(opts.timeout)).await?;
+        let core = mqpaxos_core::Client::new(
+            client_id.clone(),
+            ClientConfig {
+                resend: opts.resend,
+            },
+        );
+        Ok(Client {
+            inner: Mutex::new(Inner { conn, core }),
+            topics,
+            user: opts.broker.user,
+            client_id,
+            timeout: opts.timeout,
+            resend: opts.resend,
+        })
+    }
+
+    /// This client's id on the wire (`<user>/<session>`).
+    pub fn id(&self) -> &str {
+        &self.client_id
+    }
+
+    pub async fn put(&self, key: &str, value: &str) -> Result<(), ClientError> {
+        check(key, Some(value))?;
+        match self.execute(Op::Put { key: key.into(), value: value.into() }).await? {
+            OpResult::Done => Ok(()),
+            _ => Err(ClientError::Unexpected),
+        }
+    }
+
+    /// The value of `key`, or `None` if it does not exist.
+    pub async fn get(&self, key: &str) -> Result<Option<String>, ClientError> {
+        check(key, None)?;
+        match self.execute(Op::Get { key: key.into() }).await? {
+            OpResult::Value(v) => Ok(v),
+            _ => Err(ClientError::Unexpected),
+        }
+    }
+
+    /// Appends to the value (a missing key counts as empty).
+    pub async fn append(&self, key: &str, value: &str) -> Result<(), ClientError> {
+        check(key, Some(value))?;
+        match self.execute(Op::Append { key: key.into(), value: value.into() }).await? {
+            OpResult::Done => Ok(()),
+            _ => Err(ClientError::Unexpected),
+        }
+    }
+
+    /// Deletes `key`; returns whether it existed.
+    pub async fn delete(&self, key: &str) -> Result<bool, ClientError> {
+        check(key, None)?;
+        match self.execute(Op::Delete { key: key.into() }).await? {
+            OpResult::Deleted(existed) => Ok(existed),
+            _ => Err(ClientError::Unexpected),
+        }
+    }
+
+    /// Sets `key` to `new` if its value is `expected` (`None`: if it does not exist);
+    /// returns whether it did.
+    pub async fn cas(&self, key: &str, expected: Option<&str>, new: &str) -> Result<bool, ClientError> {
+        check(key, Some(new))?;
+        if let Some(e) = expected {
+            check(key, Some(e))?;
+        }
+        let op = Op::Cas {
+            key: key.into(),
+            expected: expected.map(Into::into),
+            new: new.into(),
+        };
+        match self.execute(op).await? {
+            OpResult::Swapped(s) => Ok(s),
+            _ => Err(ClientError::Unexpected),
+        }
+    }
+
+    /// Runs one command to completion or timeout.
+    pub async fn execute(&self, op: Op) -> Result<OpResult, ClientError> {
+        let mut inner = self.inner.lock().await;
+        let Inner { conn, core } = &mut *inner;
+        // A command abandoned by an earlier timeout must not block this one.
+        core.abandon();
+        let ready = core
+            .invoke(op)
+            .map_err(|e| ClientError::Invalid(e.to_string()))?;
+        let request_topic = self.topics.request(&self.user);
+        if let Some(o) = ready.send {
+            publish(conn, &request_topic, &o.msg).await?;
+        }
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut resend_at = tokio::time::Instant::now() + self.resend;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => {
+                    core.abandon();
+                    return Err(ClientError::Timeout(self.timeout));
+                }
+                _ = tokio::time::sleep_until(resend_at) => {
+                    let r = core.on_timer();
+                    if let Some(o) = r.send {
+                        // While the broker is away the publish fails; keep trying until the
+                        // deadline.
+                        let _ = publish(conn, &request_topic, &o.msg).await;
+                    }
+                    resend_at = tokio::time::Instant::now() + self.resend;
+                }
+                m = conn.incoming.recv() => {
+                    let Some(m) = m else {
+                        return Err(TransportError::Closed.into());
+                    };
+                    let Incoming::Publish { topic, payload } = m else { continue };
+                    if !matches!(self.topics.parse(&topic), Some(Parsed::Reply { .. })) {
+                        continue;
+                    }
+                    let Ok(Message::Reply { client, seq, result }) =
+                        codec::decode(&payload, codec::DEFAULT_MAX_PAYLOAD)
+                    else {
+                        continue;
+                    };
+                    if client != self.client_id {
+                        continue;
+                    }
+                    if let Some((_, result)) = core.on_reply(seq, result).done {
+                        return Ok(result);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Disconnects cleanly.
+    pub async fn close(self) {
+        self.inner.into_inner().conn.close().await;
+    }
+}
+
+async fn publish(conn: &Connection, topic: &str, msg: &Message) -> Result<(), ClientError> {
+    let payload = codec::encode(msg, codec::DEFAULT_MAX_PAYLOAD)
+        .map_err(|e| ClientError::Invalid(e.to_string()))?;
+    conn.publish(topic.to_string(), payload).await?;
+    Ok(())
+}
+
+fn check(key: &str, value: Option<&str>) -> Result<(), ClientError> {
+    if key.is_empty() {
+        return Err(ClientError::Invalid("the key is empty".into()));
+    }
+    if key.len() > MAX_KEY {
+        return Err(ClientError::Invalid(format!(
+            "the key is {} bytes; at most {MAX_KEY} are allowed",
+            key.len()
+        )));
+    }
+    if let Some(v) = value {
+        if v.len() > MAX_VALUE {
+            return Err(ClientError::Invalid(format!(
+                "the value is {} bytes; at most {MAX_VALUE} are allowed",
+                v.len()
+            )));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,22 @@
+//! The mqpaxos node: everything that touches the outside world around the sans-IO core.
+//!
+//! - `transport`: the MQTT connection (rumqttc), TLS, presence, reconnects;
+//! - `topics`: the topic layout;
+//! - `codec`: the versioned binary wire format;
+//! - `storage`: durable Paxos state (write-ahead log with checksums);
+//! - `runtime`: the server task that drives the core;
+//! - `client`: the async client library;
+//! - `metrics`: Prometheus metrics and the `/health` probe.
+
+pub mod client;
+pub mod codec;
+pub mod metrics;
+pub mod runtime;
+pub mod storage;
+pub mod topics;
+pub mod transport;
+
+pub use client::{Client, ClientError, ClientOptions};
+pub use runtime::{run_server, NodeError, ServerOptions, Status};
+pub use storage::SyncPolicy;
+pub use transport::{BrokerOptions, TransportError};

@@ -1,0 +1,454 @@
+//! The server runtime: one task that owns the protocol core and drives it with real time,
+//! the MQTT connection and the disk.
+//!
+//! For every step it carries out the core's `Ready` in the order the core requires: publish
+//! `send_now`, make `persist` durable, then publish `send_after` (promises, acknowledgements
+//! and replies never leave before what they vouch for is on disk). Timers become deadlines;
+//! the random part of each timeout is drawn here, not in the core.
+//!
+//! Readiness: a server learns the cluster size from its configuration and who is online from
+//! the retained presence topics; it does not stand for election until a majority is online.
+
+use crate::codec;
+use crate::metrics::{self, Metrics};
+use crate::storage::{FileStorage, MemoryStorage, Storage, StorageError, SyncPolicy};
+use crate::topics::{server_id, server_user, Parsed, Topics};
+use crate::transport::{BrokerOptions, Connection, Incoming, Session, TransportError};
+use mqpaxos_core::{
+    Config, ConfigError, Dest, Input, Message, NodeId, Outgoing, Ready, RoleKind, Server,
+    TimerKind,
+};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use thiserror::Error;
+use tokio::time::Instant;
+
+#[derive(Debug, Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error("cannot serve metrics on {addr}: {source}")]
+    Metrics {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Everything a server needs to run.
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    pub cluster: String,
+    pub broker: BrokerOptions,
+    pub core: Config,
+    /// Where durable state lives; `None` keeps it in memory (tests and benchmarks only:
+    /// a server that forgets its promises may break safety when it restarts).
+    pub data_dir: Option<PathBuf>,
+    pub sync: SyncPolicy,
+    pub metrics_addr: Option<SocketAddr>,
+    /// How often the retained status is refreshed.
+    pub status_interval: Duration,
+    pub max_payload: usize,
+}
+
+impl ServerOptions {
+    pub fn new(cluster: &str, broker: BrokerOptions, core: Config) -> Self {
+        ServerOptions {
+            cluster: cluster.to_string(),
+            broker,
+            core,
+            data_dir: None,
+            sync: SyncPolicy::Always,
+            metrics_addr: None,
+            status_interval: Duration::from_secs(1),
+            max_payload: codec::DEFAULT_MAX_PAYLOAD,
+        }
+    }
+}
+
+/// What a server says about itself on `status/<server>` (retained).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Status {
+    pub id: NodeId,
+    pub role: String,
+    /// The highest ballot promised, as `round.server`.
+    pub ballot: String,
+    pub leader: Option<NodeId>,
+    pub commit: u64,
+    pub executed: u64,
+    pub servers: u32,
+    pub online: Vec<NodeId>,
+    pub keys: usize,
+}
+
+/// Called once the server is up, with the metrics endpoint's address if any.
+pub type OnReady = Box<dyn FnOnce(Option<SocketAddr>) + Send>;
+
+/// Runs server `opts.core.id` until `shutdown` completes.
+pub async fn run_server(
+    opts: ServerOptions,
+    shutdown: impl Future<Output = ()>,
+    on_ready: Option<OnReady>,
+) -> Result<(), NodeError> {
+    opts.core.validate()?;
+    let id = opts.core.id;
+    let me = server_user(id);
+    let mut storage: Box<dyn Storage> = match &opts.data_dir {
+        Some(dir) => {
+            let fs = FileStorage::open(
+                dir,
+                &opts.cluster,
+                id,
+                opts.core.max_sessions,
+                opts.sync,
+            )?;
+            if let Some(lost) = fs.repaired_tail {
+                tracing::warn!(
+                    dir = %dir.display(),
+                    bytes = lost,
+                    "cut off a torn record at the end of the write-ahead log"
+                );
+            }
+            Box::new(fs)
+        }
+        None => Box::new(MemoryStorage::new(opts.core.max_sessions)),
+    };
+    let durable = storage.load()?;
+    let server = Server::recover(opts.core.clone(), durable)?;
+    let topics = Topics::new(&opts.cluster);
+    let mut subscriptions = vec![topics.all_requests(), topics.all_presence(), topics.chaos()];
+    subscriptions.extend(topics.peer_filters(id));
+    let session = Session {
+        client_id: format!("mqpaxos-{}-{me}", opts.cluster),
+        subscriptions,
+        on_connect: vec![(topics.presence(&me), b"online".to_vec())],
+        will: Some((topics.presence(&me), b"offline".to_vec())),
+    };
+    let mut broker = opts.broker.clone();
+    broker.user = me.clone();
+    let conn = Connection::open(&broker, session, None).await?;
+    let metrics = Arc::new(Metrics::new());
+    metrics.broker_connected.store(false, Ordering::Relaxed);
+    let mut http = None;
+    let mut metrics_addr = None;
+    if let Some(addr) = opts.metrics_addr {
+        let (bound, task) = metrics::serve(addr, metrics.clone())
+            .await
+            .map_err(|source| NodeError::Metrics { addr, source })?;
+        metrics_addr = Some(bound);
+        http = Some(task);
+    }
+    let mut node = Node {
+        server,
+        storage,
+        conn,
+        topics,
+        metrics,
+        me,
+        start: Instant::now(),
+        timers: BTreeMap::new(),
+        online: BTreeSet::new(),
+        arrivals: BTreeMap::new(),
+        max_payload: opts.max_payload,
+        last_status: None,
+    };
+    tracing::info!(server = id, servers = opts.core.servers, "server started");
+    if let Some(f) = on_ready {
+        f(metrics_addr);
+    }
+    let result = node.run(shutdown, opts.status_interval).await;
+    if let Some(task) = http {
+        task.abort();
+    }
+    let Node { conn, topics, me, .. } = node;
+    // Say goodbye explicitly: a clean disconnect does not trigger the last will.
+    let _ = conn
+        .publish_retained(topics.presence(&me), b"offline".to_vec())
+        .await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    conn.close().await;
+    result
+}
+
+struct Node {
+    server: Server,
+    storage: Box<dyn Storage>,
+    conn: Connection,
+    topics: Topics,
+    metrics: Arc<Metrics>,
+    me: String,
+    start: Instant,
+    timers: BTreeMap<TimerKind, Instant>,
+    online: BTreeSet<NodeId>,
+    /// Leader: when each pending command arrived, for the latency histogram.
+    arrivals: BTreeMap<(String, u64), Instant>,
+    max_payload: usize,
+    last_status: Option<Status>,
+}
+
+impl Node {
+    async fn run(
+        &mut self,
+        shutdown: impl Future<Output = ()>,
+        status_every: Duration,
+    ) -> Result<(), NodeError> {
+        tokio::pin!(shutdown);
+        let ready = self.server.start(self.now());
+        self.apply(ready).await?;
+        let mut status_tick = tokio::time::interval(status_every);
+        loop {
+            let next = self.timers.values().min().copied();
+            tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                msg = self.conn.incoming.recv() => match msg {
+                    Some(m) => self.on_incoming(m).await?,
+                    None => return Err(TransportError::Closed.into()),
+                },
+                _ = sleep_until(next) => self.fire_timers().await?,
+                _ = status_tick.tick() => self.publish_status(true).await,
+            }
+        }
+    }
+
+    fn now(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    async fn fire_timers(&mut self) -> Result<(), NodeError> {
+        let now = Instant::now();
+        let due: Vec<TimerKind> = self
+            .timers
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        for kind in due {
+            self.timers.remove(&kind);
+            if kind == TimerKind::Election && self.online.len() < self.server.config().quorum() {
+                // Not ready: standing for election without a majority online only churns
+                // ballots. Look again after another timeout.
+                let after = self.server.config().election_timeout;
+                self.timers.insert(kind, Instant::now() + after);
+                continue;
+            }
+            self.step(Input::Timer(kind)).await?;
+        }
+        Ok(())
+    }
+
+    async fn step(&mut self, input: Input) -> Result<(), NodeError> {
+        let before = (self.server.role(), self.server.leader(), self.server.ballot());
+        let ready = self.server.step(self.now(), input);
+        self.apply(ready).await?;
+        if before != (self.server.role(), self.server.leader(), self.server.ballot()) {
+            self.publish_status(false).await;
+        }
+        Ok(())
+    }
+
+    async fn apply(&mut self, ready: Ready) -> Result<(), NodeError> {
+        let Ready {
+            send_now,
+            persist,
+            send_after,
+            timers,
+            executed_commands,
+            ..
+        } = ready;
+        for o in send_now {
+            self.send(o).await;
+        }
+        if !persist.is_empty() {
+            let storage = &mut self.storage;
+            // An fsync blocks; let the runtime move other tasks off this thread meanwhile.
+            tokio::task::block_in_place(|| storage.persist(&persist))?;
+        }
+        for o in send_after {
+            self.send(o).await;
+        }
+        let mut rng = rand::thread_rng();
+        for t in timers {
+            let jitter = t.jitter.as_nanos() as u64;
+            let extra = if jitter == 0 { 0 } else { rng.gen_range(0..=jitter) };
+            let at = Instant::now() + t.after + Duration::from_nanos(extra);
+            self.timers.insert(t.kind, at);
+        }
+        self.metrics.executed_commands.inc_by(executed_commands);
+        self.metrics.commit_index.set(self.server.commit() as i64);
+        Ok(())
+    }
+
+    async fn send(&mut self, o: Outgoing) {
+        let kind = o.msg.kind();
+        let (topic, peer) = match &o.to {
+            Dest::AllServers => (self.topics.peer_all(self.server.id()), "all".to_string()),
+            Dest::Server(to) => (self.topics.peer(*to, self.server.id()), server_user(*to)),
+            Dest::Client(c) => {
+                if let Message::Reply { client, seq, .. } = &o.msg {
+                    if let Some(t) = self.arrivals.remove(&(client.clone(), *seq)) {
+                        self.metrics
+                            .command_latency
+                            .observe(t.elapsed().as_secs_f64());
+                    }
+                }
+                (self.topics.reply(c), "client".to_string())
+            }
+        };
+        if !self.conn.connected.load(Ordering::Relaxed) {
+            // Offline: drop it like a lost message; Paxos resends what matters.
+            self.metrics.drop_message("offline");
+            return;
+        }
+        match codec::encode(&o.msg, self.max_payload) {
+            Ok(payload) => {
+                if self.conn.client.try_publish(topic, rumqttc::QoS::AtMostOnce, false, payload).is_ok() {
+                    self.metrics.count("out", kind, peer);
+                } else {
+                    self.metrics.drop_message("backlog");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, kind, "cannot encode an outgoing message");
+                self.metrics.drop_message(e.reason());
+            }
+        }
+    }
+
+    async fn on_incoming(&mut self, m: Incoming) -> Result<(), NodeError> {
+        let (topic, payload) = match m {
+            Incoming::Connected => {
+                self.metrics.broker_connected.store(true, Ordering::Relaxed);
+                tracing::info!(server = self.server.id(), "connected to the broker");
+                self.publish_status(true).await;
+                return Ok(());
+            }
+            Incoming::Disconnected(_) => {
+                self.metrics.broker_connected.store(false, Ordering::Relaxed);
+                return Ok(());
+            }
+            Incoming::Publish { topic, payload } => (topic, payload),
+        };
+        match self.topics.parse(&topic) {
+            Some(Parsed::Peer { from, .. }) => {
+                if from == self.server.id() {
+                    // MQTT 3.1.1 echoes our own broadcasts back to us.
+                    return Ok(());
+                }
+                let msg = match codec::decode(&payload, self.max_payload) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        self.metrics.drop_message(e.reason());
+                        return Ok(());
+                    }
+                };
+                if matches!(msg, Message::Request(_) | Message::Reply { .. }) {
+                    self.metrics.drop_message("forged");
+                    return Ok(());
+                }
+                self.metrics.count("in", msg.kind(), server_user(from));
+                self.step(Input::Message { from, msg }).await?;
+            }
+            Some(Parsed::Request { user }) => {
+                let cmd = match codec::decode(&payload, self.max_payload) {
+                    Ok(Message::Request(cmd)) => cmd,
+                    Ok(_) => {
+                        self.metrics.drop_message("forged");
+                        return Ok(());
+                    }
+                    Err(e) => {
+                        self.metrics.drop_message(e.reason());
+                        return Ok(());
+                    }
+                };
+                // The client id must belong to the user the broker authenticated for this
+                // topic, or one client could answer for, or block, another's commands.
+                let owner = cmd.client.split_once('/').map(|(u, _)| u);
+                if owner != Some(user.as_str()) {
+                    self.metrics.drop_message("forged");
+                    return Ok(());
+                }
+                self.metrics.count("in", "request", "client".to_string());
+                if self.server.role() == RoleKind::Leader {
+                    if self.arrivals.len() > 100_000 {
+                        self.arrivals.clear();
+                    }
+                    self.arrivals
+                        .entry((cmd.client.clone(), cmd.seq))
+                        .or_insert_with(Instant::now);
+                }
+                self.step(Input::Request(cmd)).await?;
+            }
+            Some(Parsed::Presence { node }) => {
+                if let Some(id) = server_id(&node).filter(|id| *id <= self.server.config().servers)
+                {
+                    if payload.as_slice() == b"online" {
+                        self.online.insert(id);
+                    } else {
+                        self.online.remove(&id);
+                    }
+                    self.metrics.servers_online.set(self.online.len() as i64);
+                }
+            }
+            Some(Parsed::Chaos) | Some(Parsed::Status { .. }) | Some(Parsed::Reply { .. }) => {}
+            None => self.metrics.drop_message("topic"),
+        }
+        Ok(())
+    }
+
+    fn status(&self) -> Status {
+        Status {
+            id: self.server.id(),
+            role: self.server.role().name().to_string(),
+            ballot: self.server.ballot().to_string(),
+            leader: self.server.leader(),
+            commit: self.server.commit(),
+            executed: self.server.executed(),
+            servers: self.server.config().servers,
+            online: self.online.iter().copied().collect(),
+            keys: self.server.kv().len(),
+        }
+    }
+
+    async fn publish_status(&mut self, force: bool) {
+        let s = self.status();
+        self.metrics.ballot_round.set(self.server.ballot().round as i64);
+        self.metrics
+            .leader
+            .set(i64::from(self.server.leader().unwrap_or(0)));
+        self.metrics
+            .is_leader
+            .set(i64::from(self.server.role() == RoleKind::Leader));
+        if !force && self.last_status.as_ref() == Some(&s) {
+            return;
+        }
+        if !self.conn.connected.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Ok(body) = serde_json::to_vec(&s) {
+            let topic = self.topics.status(&self.me);
+            let _ = self
+                .conn
+                .client
+                .try_publish(topic, rumqttc::QoS::AtLeastOnce, true, body);
+        }
+        self.last_status = Some(s);
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,445 @@
+//! Durable storage for a server's Paxos state: the promised ballot, the accepted log and the
+//! snapshot (`mqpaxos_core::Durable`).
+//!
+//! `FileStorage` keeps a write-ahead log in `<data-dir>/wal`: each record is
+//! `[length: u32 LE][crc32: u32 LE][postcard(PersistOp)]`, appended and synced once per
+//! protocol step (every op a step produced shares one fsync). When the core takes a
+//! snapshot the file is rewritten compactly (snapshot, promise, remaining entries) into
+//! `wal.new`, synced, and renamed over `wal`, so the file stays as small as the live state.
+//! On load, a torn or corrupt record at the very end (a crash mid-write) is cut off and
+//! reported; a bad record followed by good ones is corruption, and loading stops with an
+//! error naming the file. `<data-dir>/meta.json` names the cluster and server id the
+//! directory belongs to, and a directory of another cluster or server is refused.
+
+use mqpaxos_core::{Durable, NodeId, PersistOp};
+use serde::{Deserialize, Serialize};
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum StorageError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: corrupt record at byte {offset}: {why}; refusing to start from damaged state")]
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        why: String,
+    },
+    #[error("{path}: belongs to {found}, not to {expected}")]
+    WrongOwner {
+        path: PathBuf,
+        found: String,
+        expected: String,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StorageError + '_ {
+    move |source| StorageError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Where a server's durable state lives.
+pub trait Storage: Send {
+    /// The state as of the last successful `persist`.
+    fn load(&mut self) -> Result<Durable, StorageError>;
+    /// Makes `ops` durable (in order) before returning.
+    fn persist(&mut self, ops: &[PersistOp]) -> Result<(), StorageError>;
+}
+
+/// Keeps nothing across a restart. Only for tests and benchmarks: a server that forgets
+/// its promises can break Paxos's safety when it restarts.
+pub struct MemoryStorage {
+    durable: Durable,
+}
+
+impl MemoryStorage {
+    pub fn new(max_sessions: usize) -> Self {
+        MemoryStorage {
+            durable: Durable::new(max_sessions),
+        }
+    }
+}
+
+impl Storage for MemoryStorage {
+    fn load(&mut self) -> Result<Durable, StorageError> {
+        Ok(self.durable.clone())
+    }
+    fn persist(&mut self, ops: &[PersistOp]) -> Result<(), StorageError> {
+        for op in ops {
+            self.durable.apply(op);
+        }
+        Ok(())
+    }
+}
+
+/// Whether `persist` waits for the disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncPolicy {
+    /// fdatasync after every step's writes: an acknowledged write survives power loss.
+    Always,
+    /// Leave it to the page cache: survives a process crash, not a machine crash.
+    Never,
+}
+
+#[derive(Serialize, Deserialize, Debug, PartialEq, Eq)]
+struct Meta {
+    cluster: String,
+    server: NodeId,
+}
+
+/// The write-ahead log in a data directory.
+pub struct FileStorage {
+    dir: PathBuf,
+    wal_path: PathBuf,
+    wal: File,
+    sync: SyncPolicy,
+    /// A mirror of what is on disk, for rewriting the file at a snapshot.
+    durable: Durable,
+    /// How many bytes a torn tail lost at load, if any, for the operator's log.
+    pub repaired_tail: Option<u64>,
+}
+
+const HEADER: usize = 8;
+/// No single record may claim more than this; a larger length is corruption, not data.
+const MAX_RECORD: u32 = 256 * 1024 * 1024;
+
+impl FileStorage {
+    /// Opens (or creates) the data directory of server `server` of cluster `cluster`.
+    pub fn open(
+        dir: &Path,
+        cluster: &str,
+        server: NodeId,
+        max_sessions: usize,
+        sync: SyncPolicy,
+    ) -> Result<Self, StorageError> {
+        fs::create_dir_all(dir).map_err(io(dir))?;
+        let meta_path = dir.join("meta.json");
+        let want = Meta {
+            cluster: cluster.to_string(),
+            server,
+        };
+        match fs::read(&meta_path) {
+            Ok(bytes) => {
+                let found: Meta =
+                    serde_json::from_slice(&bytes).map_err(|e| StorageError::Corrupt {
+                        path: meta_path.clone(),
+                        offset: 0,
+                        why: e.to_string(),
+                    })?;
+                if found != want {
+                    return Err(StorageError::WrongOwner {
+                        path: meta_path,
+                        found: format!("server {} of cluster {:?}", found.server, found.cluster),
+                        expected: format!("server {server} of cluster {cluster:?}"),
+                    });
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let tmp = dir.join("meta.json.new");
+                let body = serde_json::to_vec_pretty(&want).unwrap_or_default();
+                write_synced(&tmp, &body)?;
+                fs::rename(&tmp, &meta_path).map_err(io(&meta_path))?;
+                sync_dir(dir)?;
+            }
+            Err(e) => return Err(io(&meta_path)(e)),
+        }
+        let wal_path = dir.join("wal");
+        let mut durable = Durable::new(max_sessions);
+        let (valid_len, torn) = replay(&wal_path, &mut durable)?;
+        let wal = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .read(true)
+            .open(&wal_path)
+            .map_err(io(&wal_path))?;
+        let mut repaired_tail = None;
+        if let Some(lost) = torn {
+            wal.set_len(valid_len).map_err(io(&wal_path))?;
+            wal.sync_data().map_err(io(&wal_path))?;
+            repaired_tail = Some(lost);
+        }
+        Ok(FileStorage {
+            dir: dir.to_path_buf(),
+            wal_path,
+            wal,
+            sync,
+            durable,
+            repaired_tail,
+        })
+    }
+
+    fn rewrite(&mut self) -> Result<(), StorageError> {
+        let tmp = self.dir.join("wal.new");
+        let mut buf = Vec::new();
+        frame(&mut buf, &PersistOp::Snapshot(self.durable.snapshot.clone()))?;
+        frame(&mut buf, &PersistOp::Promise(self.durable.promised))?;
+        for (slot, entry) in self.durable.log.iter_from(0) {
+            frame(
+                &mut buf,
+                &PersistOp::Accept {
+                    slot,
+                    entry: entry.clone(),
+                },
+            )?;
+        }
+        write_synced(&tmp, &buf)?;
+        fs::rename(&tmp, &self.wal_path).map_err(io(&self.wal_path))?;
+        sync_dir(&self.dir)?;
+        self.wal = OpenOptions::new()
+            .append(true)
+            .read(true)
+            .open(&self.wal_path)
+            .map_err(io(&self.wal_path))?;
+        Ok(())
+    }
+}
+
+impl Storage for FileStorage {
+    fn load(&mut self) -> Result<Durable, StorageError> {
+        Ok(self.durable.clone())
+    }
+
+    fn persist(&mut self, ops: &[PersistOp]) -> Result<(), StorageError> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let mut buf = Vec::new();
+        let mut snapshot = false;
+        for op in ops {
+            self.durable.apply(op);
+            if matches!(op, PersistOp::Snapshot(_)) {
+                snapshot = true;
+            } else {
+                frame(&mut buf, op)?;
+            }
+        }
+        if snapshot {
+            // The rewrite holds everything, including this step's other ops.
+            return self.rewrite();
+        }
+        self.wal.write_all(&buf).map_err(io(&self.wal_path))?;
+        if self.sync == SyncPolicy::Always {
+            self.wal.sync_data().map_err(io(&self.wal_path))?;
+        }
+        Ok(())
+    }
+}
+
+fn frame(buf: &mut Vec<u8>, op: &PersistOp) -> Result<(), StorageError> {
+    let body = postcard::to_allocvec(op).map_err(|e| StorageError::Corrupt {
+        path: PathBuf::from("<encode>"),
+        offset: 0,
+        why: e.to_string(),
+    })?;
+    buf.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    buf.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+    buf.extend_from_slice(&body);
+    Ok(())
+}
+
+/// Applies every valid record of the file to `durable`. Returns the length of the valid
+/// prefix and, if the file ends in a torn record, how many bytes it held.
+fn replay(path: &Path, durable: &mut Durable) -> Result<(u64, Option<u64>), StorageError> {
+    let mut bytes = Vec::new();
+    match File::open(path) {
+        Ok(mut f) => {
+            f.read_to_end(&mut bytes).map_err(io(path))?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, None)),
+        Err(e) => return Err(io(path)(e)),
+    }
+    let mut at = 0usize;
+    while at < bytes.len() {
+        let bad = |why: &str| (at as u64, why.to_string());
+        let outcome: Result<(PersistOp, usize), (u64, String)> = (|| {
+            let header = bytes.get(at..at + HEADER).ok_or_else(|| bad("short header"))?;
+            let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+            let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+            if len > MAX_RECORD {
+                return Err(bad("impossible record length"));
+            }
+            let body = bytes
+                .get(at + HEADER..at + HEADER + len as usize)
+                .ok_or_else(|| bad("short record"))?;
+            if crc32fast::hash(body) != crc {
+                return Err(bad("checksum mismatch"));
+            }
+            let op: PersistOp = postcard::from_bytes(body).map_err(|e| bad(&e.to_string()))?;
+            Ok((op, HEADER + len as usize))
+        })();
+        match outcome {
+            Ok((op, n)) => {
+                durable.apply(&op);
+                at += n;
+            }
+            Err((offset, why)) => {
+                // Only the last record can be torn by a crash; if any valid record follows,
+                // this is damage in the middle.
+                if valid_record_after(&bytes, at + 1) {
+                    return Err(StorageError::Corrupt {
+                        path: path.to_path_buf(),
+                        offset,
+                        why,
+                    });
+                }
+                return Ok((at as u64, Some((bytes.len() - at) as u64)));
+            }
+        }
+    }
+    Ok((at as u64, None))
+}
+
+/// Whether any offset from `from` on starts a record with a valid checksum.
+fn valid_record_after(bytes: &[u8], from: usize) -> bool {
+    (from..bytes.len().saturating_sub(HEADER)).any(|at| {
+        let h = &bytes[at..at + HEADER];
+        let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
+        let crc = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
+        len > 0
+            && bytes
+                .get(at + HEADER..at + HEADER + len)
+                .is_some_and(|b| crc32fast::hash(b) == crc && postcard::from_bytes::<PersistOp>(b).is_ok())
+    })
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), StorageError> {
+    let mut f = File::create(path).map_err(io(path))?;
+    f.write_all(bytes).map_err(io(path))?;
+    f.sync_all().map_err(io(path))
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StorageError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mqpaxos_core::{Ballot, Command, Entry, KvStore, Op, Snapshot};
+
+    fn entry(round: u64, v: &str) -> Entry {
+        Entry {
+            ballot: Ballot::new(round, 1),
+            value: vec![Command {
+                client: "c/1".into(),
+                seq: 1,
+                op: Op::Put {
+                    key: "k".into(),
+                    value: v.into(),
+                },
+            }],
+        }
+    }
+
+    fn open(dir: &Path) -> FileStorage {
+        FileStorage::open(dir, "test", 1, 100, SyncPolicy::Always).unwrap()
+    }
+
+    #[test]
+    fn state_survives_reopen_and_snapshots_compact_the_file() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = open(d.path());
+        s.persist(&[PersistOp::Promise(Ballot::new(2, 1))]).unwrap();
+        for slot in 0..50 {
+            s.persist(&[PersistOp::Accept {
+                slot,
+                entry: entry(2, &format!("v{slot}")),
+            }])
+            .unwrap();
+        }
+        let before = fs::metadata(d.path().join("wal")).unwrap().len();
+        s.persist(&[PersistOp::Snapshot(Snapshot {
+            next_slot: 45,
+            kv: KvStore::new(100),
+        })])
+        .unwrap();
+        let after = fs::metadata(d.path().join("wal")).unwrap().len();
+        assert!(after < before / 4, "{after} vs {before}");
+        let expected = s.load().unwrap();
+        drop(s);
+        let mut s = open(d.path());
+        let got = s.load().unwrap();
+        assert_eq!(got, expected);
+        assert_eq!(got.promised, Ballot::new(2, 1));
+        assert_eq!(got.log.start(), 45);
+        assert_eq!(got.log.get(49), Some(&entry(2, "v49")));
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_off() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = open(d.path());
+        s.persist(&[PersistOp::Promise(Ballot::new(1, 1))]).unwrap();
+        s.persist(&[PersistOp::Accept {
+            slot: 0,
+            entry: entry(1, "x"),
+        }])
+        .unwrap();
+        drop(s);
+        let wal = d.path().join("wal");
+        let len = fs::metadata(&wal).unwrap().len();
+        let f = OpenOptions::new().write(true).open(&wal).unwrap();
+        f.set_len(len - 3).unwrap();
+        let mut s = open(d.path());
+        assert!(s.repaired_tail.is_some_and(|n| n > 0));
+        let got = s.load().unwrap();
+        assert_eq!(got.promised, Ballot::new(1, 1));
+        assert!(got.log.get(0).is_none(), "the torn accept is gone");
+        // The file is usable again.
+        s.persist(&[PersistOp::Accept {
+            slot: 0,
+            entry: entry(1, "y"),
+        }])
+        .unwrap();
+        drop(s);
+        assert_eq!(open(d.path()).load().unwrap().log.get(0), Some(&entry(1, "y")));
+    }
+
+    #[test]
+    fn damage_in_the_middle_refuses_to_start() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = open(d.path());
+        for slot in 0..5 {
+            s.persist(&[PersistOp::Accept {
+                slot,
+                entry: entry(1, "x"),
+            }])
+            .unwrap();
+        }
+        drop(s);
+        let wal = d.path().join("wal");
+        let mut bytes = fs::read(&wal).unwrap();
+        bytes[12] ^= 0xff;
+        fs::write(&wal, bytes).unwrap();
+        let err = FileStorage::open(d.path(), "test", 1, 100, SyncPolicy::Always)
+            .err()
+            .unwrap();
+        let msg = err.to_string();
+        assert!(msg.contains("wal") && msg.contains("corrupt"), "{msg}");
+    }
+
+    #[test]
+    fn a_data_dir_of_another_server_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        drop(open(d.path()));
+        let err = FileStorage::open(d.path(), "test", 2, 100, SyncPolicy::Always)
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("server 1"), "{err}");
+        let err = FileStorage::open(d.path(), "other", 1, 100, SyncPolicy::Always)
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("cluster"), "{err}");
+    }
+}

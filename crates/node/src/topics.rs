@@ -1,0 +1,197 @@
+//! The MQTT topic layout. Everything lives under `mqpaxos/<cluster>/`, and the sender's
+//! identity is part of every topic it publishes to, so that a broker ACL keyed on the MQTT
+//! user name (`%u`) can stop a client from posing as a server or as another client:
+//!
+//! | topic | who publishes | who subscribes |
+//! |---|---|---|
+//! | `request/<user>` | a client, under its own user name | every server (`request/+`) |
+//! | `peer/all/<server>` | a server, to all servers (one publish, fanned out) | every server (`peer/all/+`) |
+//! | `peer/<to>/<server>` | a server, to server `<to>` | server `<to>` (`peer/<to>/+`) |
+//! | `reply/<user>/<session>` | the leader | that client only |
+//! | `presence/<node>` | each node: retained `online`, `offline` as last will | anyone |
+//! | `status/<server>` | each server: retained JSON status | `mqpaxos status` |
+//! | `chaos` | the operator: fault injection switches | every node |
+//!
+//! Server user names are `server<id>`; a client's session id on the wire is
+//! `<user>/<session>`, so servers can check that a request's client id matches the user
+//! name in its topic.
+
+use mqpaxos_core::NodeId;
+
+/// Topic names for one cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Topics {
+    prefix: String,
+}
+
+/// What an incoming topic is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Parsed {
+    Request { user: String },
+    Peer { to_all: bool, to: Option<NodeId>, from: NodeId },
+    Reply { user: String, session: String },
+    Presence { node: String },
+    Status { node: String },
+    Chaos,
+}
+
+/// The MQTT user name of server `id`.
+pub fn server_user(id: NodeId) -> String {
+    format!("server{id}")
+}
+
+/// The server id in a user name like `server3`.
+pub fn server_id(user: &str) -> Option<NodeId> {
+    let n = user.strip_prefix("server")?;
+    if n.is_empty() || n.starts_with('0') || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    n.parse().ok()
+}
+
+/// Whether `s` can be one topic level: MQTT forbids wildcards in published topics, and a
+/// `/` would shift every level after it.
+pub fn valid_level(s: &str) -> bool {
+    !s.is_empty() && !s.contains(['/', '+', '#', '\0']) && s.len() <= 128
+}
+
+impl Topics {
+    pub fn new(cluster: &str) -> Self {
+        Topics {
+            prefix: format!("mqpaxos/{cluster}"),
+        }
+    }
+
+    pub fn request(&self, user: &str) -> String {
+        format!("{}/request/{user}", self.prefix)
+    }
+    pub fn all_requests(&self) -> String {
+        format!("{}/request/+", self.prefix)
+    }
+    pub fn peer_all(&self, from: NodeId) -> String {
+        format!("{}/peer/all/{}", self.prefix, server_user(from))
+    }
+    pub fn peer(&self, to: NodeId, from: NodeId) -> String {
+        format!("{}/peer/{}/{}", self.prefix, server_user(to), server_user(from))
+    }
+    /// What server `id` subscribes to for peer traffic.
+    pub fn peer_filters(&self, id: NodeId) -> [String; 2] {
+        [
+            format!("{}/peer/all/+", self.prefix),
+            format!("{}/peer/{}/+", self.prefix, server_user(id)),
+        ]
+    }
+    /// The reply topic of a wire client id `<user>/<session>`.
+    pub fn reply(&self, client_id: &str) -> String {
+        format!("{}/reply/{client_id}", self.prefix)
+    }
+    pub fn presence(&self, node: &str) -> String {
+        format!("{}/presence/{node}", self.prefix)
+    }
+    pub fn all_presence(&self) -> String {
+        format!("{}/presence/+", self.prefix)
+    }
+    pub fn status(&self, node: &str) -> String {
+        format!("{}/status/{node}", self.prefix)
+    }
+    pub fn all_status(&self) -> String {
+        format!("{}/status/+", self.prefix)
+    }
+    pub fn chaos(&self) -> String {
+        format!("{}/chaos", self.prefix)
+    }
+
+    /// Classifies an incoming topic; `None` for anything outside this layout.
+    pub fn parse(&self, topic: &str) -> Option<Parsed> {
+        let rest = topic.strip_prefix(&self.prefix)?.strip_prefix('/')?;
+        let parts: Vec<&str> = rest.split('/').collect();
+        match parts.as_slice() {
+            ["request", user] => Some(Parsed::Request {
+                user: (*user).to_string(),
+            }),
+            ["peer", to, from] => {
+                let from = server_id(from)?;
+                if *to == "all" {
+                    Some(Parsed::Peer {
+                        to_all: true,
+                        to: None,
+                        from,
+                    })
+                } else {
+                    Some(Parsed::Peer {
+                        to_all: false,
+                        to: Some(server_id(to)?),
+                        from,
+                    })
+                }
+            }
+            ["reply", user, session] => Some(Parsed::Reply {
+                user: (*user).to_string(),
+                session: (*session).to_string(),
+            }),
+            ["presence", node] => Some(Parsed::Presence {
+                node: (*node).to_string(),
+            }),
+            ["status", node] => Some(Parsed::Status {
+                node: (*node).to_string(),
+            }),
+            ["chaos"] => Some(Parsed::Chaos),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_round_trip() {
+        let t = Topics::new("prod");
+        assert_eq!(t.request("client1"), "mqpaxos/prod/request/client1");
+        assert_eq!(
+            t.parse(&t.request("client1")),
+            Some(Parsed::Request {
+                user: "client1".into()
+            })
+        );
+        assert_eq!(
+            t.parse(&t.peer(2, 5)),
+            Some(Parsed::Peer {
+                to_all: false,
+                to: Some(2),
+                from: 5
+            })
+        );
+        assert_eq!(
+            t.parse(&t.peer_all(3)),
+            Some(Parsed::Peer {
+                to_all: true,
+                to: None,
+                from: 3
+            })
+        );
+        assert_eq!(
+            t.parse(&t.reply("client1/ab12")),
+            Some(Parsed::Reply {
+                user: "client1".into(),
+                session: "ab12".into()
+            })
+        );
+        assert_eq!(t.parse("mqpaxos/other/request/x"), None);
+        assert_eq!(t.parse("mqpaxos/prod/peer/all/client1"), None);
+        assert_eq!(t.parse("mqpaxos/prod/peer/all/server01"), None);
+    }
+
+    #[test]
+    fn server_ids_are_strict() {
+        assert_eq!(server_id("server12"), Some(12));
+        assert_eq!(server_id("server"), None);
+        assert_eq!(server_id("server-1"), None);
+        assert_eq!(server_id("client1"), None);
+        assert!(valid_level("client1"));
+        assert!(!valid_level("a/b"));
+        assert!(!valid_level("a+"));
+        assert!(!valid_level(""));
+    }
+}
