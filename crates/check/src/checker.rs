@@ -545,39 +545,101 @@ impl Hasher for IdentityHasher {
     }
 }
 
+/// The set of linearized operations: a bit set over the completed ones and a sorted list
+/// of the unknown ones (few at a time, and compared by inclusion, see `Memo`).
+struct Linearized {
+    done: LinSet,
+    unknown: Vec<u32>,
+    /// Index of each op among the completed or among the unknown ones, by call time.
+    slot: Vec<usize>,
+    definite: Vec<bool>,
+}
+
+impl Linearized {
+    fn new(definite: &[bool]) -> Linearized {
+        let (mut done, mut unknown) = (0, 0);
+        let slot = definite
+            .iter()
+            .map(|&d| {
+                let counter = if d { &mut done } else { &mut unknown };
+                *counter += 1;
+                *counter - 1
+            })
+            .collect();
+        Linearized {
+            done: LinSet::new(done),
+            unknown: Vec::new(),
+            slot,
+            definite: definite.to_vec(),
+        }
+    }
+
+    fn add(&mut self, op: usize) {
+        if self.definite[op] {
+            self.done.set(self.slot[op]);
+        } else {
+            let slot = self.slot[op] as u32;
+            if let Err(at) = self.unknown.binary_search(&slot) {
+                self.unknown.insert(at, slot);
+            }
+        }
+    }
+
+    fn remove(&mut self, op: usize) {
+        if self.definite[op] {
+            self.done.clear(self.slot[op]);
+        } else if let Ok(at) = self.unknown.binary_search(&(self.slot[op] as u32)) {
+            self.unknown.remove(at);
+        }
+    }
+}
+
 struct MemoNode {
     state: Fp,
     dirty: bool,
     low: usize,
     start: usize,
     len: usize,
+    unknown_start: usize,
+    unknown_len: usize,
     next: u32,
 }
 
 const NIL: u32 = u32::MAX;
 
-/// Configurations already explored, chained per hash in an arena: no allocation per
-/// lookup and only the bit-set window stored.
+/// Configurations already explored (and so known to lead nowhere), chained per hash in an
+/// arena: no allocation per lookup, and only the bit-set window stored.
+///
+/// Having linearized fewer unknown ops is never worse: an unknown op left out can still be
+/// linearized later or never. So a configuration is also covered by an explored one that
+/// differs only in having linearized a subset of its unknown ops. The hash ignores unknown
+/// ops so that such configurations meet in the same chain.
 #[derive(Default)]
 struct Memo {
     heads: HashMap<u64, u32, BuildHasherDefault<IdentityHasher>>,
     nodes: Vec<MemoNode>,
     words: Vec<u64>,
+    unknown: Vec<u32>,
 }
 
 impl Memo {
-    /// Records the configuration; `false` if it was already there.
-    fn insert(&mut self, set: &LinSet, state: Fp, dirty: bool) -> bool {
-        let hash = set.hash ^ state.mix() ^ u64::from(dirty).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        let window = set.window();
+    /// Records the configuration; `false` if an explored one covers it.
+    fn insert(&mut self, set: &Linearized, state: Fp, dirty: bool) -> bool {
+        let done = &set.done;
+        let hash = done.hash ^ state.mix() ^ u64::from(dirty).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let window = done.window();
         let head = self.heads.get(&hash).copied().unwrap_or(NIL);
         let mut at = head;
         while at != NIL {
             let node = &self.nodes[at as usize];
             if node.state == state
                 && node.dirty == dirty
-                && node.low == set.low
+                && node.low == done.low
                 && self.words[node.start..node.start + node.len] == *window
+                && is_subset(
+                    &self.unknown[node.unknown_start..node.unknown_start + node.unknown_len],
+                    &set.unknown,
+                )
             {
                 return false;
             }
@@ -592,15 +654,27 @@ impl Memo {
         self.nodes.push(MemoNode {
             state,
             dirty,
-            low: set.low,
+            low: done.low,
             start: self.words.len(),
             len: window.len(),
+            unknown_start: self.unknown.len(),
+            unknown_len: set.unknown.len(),
             next: head,
         });
         self.words.extend_from_slice(window);
+        self.unknown.extend_from_slice(&set.unknown);
         self.heads.insert(hash, index);
         true
     }
+}
+
+/// Whether sorted `a` is a subset of sorted `b`.
+fn is_subset(a: &[u32], b: &[u32]) -> bool {
+    if a.len() > b.len() {
+        return false;
+    }
+    let mut rest = b.iter();
+    a.iter().all(|x| rest.any(|y| y == x))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -962,7 +1036,7 @@ fn check_key(key: &str, ops: &[&Operation], budget: u64) -> KeyVerdict {
     let mut reach = Reach::new(n);
     // The need of the configuration at each stack depth, computed on first use.
     let mut needs: Vec<Need> = vec![Need::default()];
-    let mut set = LinSet::new(n);
+    let mut set = Linearized::new(&definite);
     let mut memo = Memo::default();
     let mut stack: Vec<Frame> = Vec::new();
     let mut state = ABSENT;
@@ -974,12 +1048,9 @@ fn check_key(key: &str, ops: &[&Operation], budget: u64) -> KeyVerdict {
     let mut steps_taken: u64 = 0;
 
     let mut cursor = Cursor::Done(lists.next[DONE_HEAD]);
-    let mut defhash = 0u64;
-    let mut defkeys = std::collections::HashSet::new();
     'search: loop {
         steps_taken += 1;
         if steps_taken > budget {
-            eprintln!("configs {} distinct definite-configs {}", memo.nodes.len(), defkeys.len());
             return KeyVerdict::Unknown(format!(
                 "gave up after {budget} search steps ({n} operations, {} configurations \
                  memoized, deepest linearizable prefix {} operations); raise \
@@ -1030,10 +1101,8 @@ fn check_key(key: &str, ops: &[&Operation], budget: u64) -> KeyVerdict {
                         && (definite[op] || new_state != state)
                         && reach.allows(need, op, new_state, new_dirty) =>
                 {
-                    set.set(op);
+                    set.add(op);
                     if memo.insert(&set, new_state, new_dirty) {
-                        if definite[op] { defhash ^= LinSet::zobrist(op); }
-                        defkeys.insert((defhash ^ new_state.mix(), new_dirty));
                         stack.push(Frame {
                             op,
                             prev_state: state,
@@ -1061,7 +1130,7 @@ fn check_key(key: &str, ops: &[&Operation], budget: u64) -> KeyVerdict {
                         cursor = Cursor::Done(lists.next[DONE_HEAD]);
                         continue;
                     }
-                    set.clear(op);
+                    set.remove(op);
                     // A pure op leading to an explored dead end means (see `Step::is_pure`)
                     // that everything from here does.
                     dead = step.is_pure();
@@ -1086,8 +1155,7 @@ fn check_key(key: &str, ops: &[&Operation], budget: u64) -> KeyVerdict {
             best_valid = best_valid.min(stack.len());
             state = frame.prev_state;
             dirty = frame.prev_dirty;
-            if definite[frame.op] { defhash ^= LinSet::zobrist(frame.op); }
-            set.clear(frame.op);
+            set.remove(frame.op);
             lists.unlift(frame.op);
             if definite[frame.op] {
                 remaining += 1;

@@ -2,8 +2,8 @@
 //! delayed or lost, so each test reads as a transcript of what happened.
 
 use mqpaxos_core::{
-    Ballot, Command, Config, Dest, Durable, Input, Message, NodeId, Op, OpResult, Outgoing,
-    Ready, RoleKind, Server, TimerKind,
+    Ballot, Command, Config, Dest, Durable, Input, Message, NodeId, Op, OpResult, Outgoing, Ready,
+    RoleKind, Server, TimerKind,
 };
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -208,8 +208,7 @@ fn value(c: &Cluster, id: NodeId, k: &str) -> Option<String> {
 
 fn is_promise(from: NodeId, round: u64) -> impl Fn(&Flight) -> bool {
     move |f| {
-        f.from == from
-            && matches!(f.msg, Message::Promise { ballot, .. } if ballot.round == round)
+        f.from == from && matches!(f.msg, Message::Promise { ballot, .. } if ballot.round == round)
     }
 }
 
@@ -326,7 +325,10 @@ fn a_resent_command_executes_once_and_gets_its_first_result_again() {
     assert_eq!(value(&c, 1, "k").as_deref(), Some("x"));
     assert_eq!(value(&c, 3, "k").as_deref(), Some("x"));
     assert_eq!(c.replies.len(), 2);
-    assert!(c.replies.iter().all(|r| r == &("a".into(), 1, OpResult::Done)));
+    assert!(c
+        .replies
+        .iter()
+        .all(|r| r == &("a".into(), 1, OpResult::Done)));
 }
 
 #[test]
@@ -383,7 +385,10 @@ fn a_replica_far_behind_is_caught_up_by_snapshot() {
         c.settle();
     }
     assert_eq!(c.server(1).commit(), 30);
-    assert!(c.server(1).log().start() > 20, "the leader truncated its log");
+    assert!(
+        c.server(1).log().start() > 20,
+        "the leader truncated its log"
+    );
     assert!(c.server(1).log().len() < 10);
     c.cut.clear();
     c.fire(1, TimerKind::Heartbeat);
@@ -438,7 +443,11 @@ fn a_follower_that_hears_a_leader_does_not_help_a_challenger() {
     c.settle();
     // Neither the leader nor server 2, which just heard it, helps the challenger.
     assert_eq!(c.server(1).role(), RoleKind::Leader);
-    assert_eq!(c.server(1).ballot(), ballot, "the healthy leader was unseated");
+    assert_eq!(
+        c.server(1).ballot(),
+        ballot,
+        "the healthy leader was unseated"
+    );
     assert_eq!(c.server(2).ballot(), ballot);
     // The challenger made no promise of its own, so the leader's next heartbeat brings it
     // back without a fight.

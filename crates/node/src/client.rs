@@ -30,7 +30,9 @@ pub const MAX_VALUE: usize = 1024 * 1024;
 pub enum ClientError {
     #[error(transparent)]
     Transport(#[from] TransportError),
-    #[error("no answer from the cluster within {0:?} (the command may or may not have taken effect)")]
+    #[error(
+        "no answer from the cluster within {0:?} (the command may or may not have taken effect)"
+    )]
     Timeout(Duration),
     #[error("invalid input: {0}")]
     Invalid(String),
@@ -131,7 +133,13 @@ impl Client {
 
     pub async fn put(&self, key: &str, value: &str) -> Result<(), ClientError> {
         check(key, Some(value))?;
-        match self.execute(Op::Put { key: key.into(), value: value.into() }).await? {
+        match self
+            .execute(Op::Put {
+                key: key.into(),
+                value: value.into(),
+            })
+            .await?
+        {
             OpResult::Done => Ok(()),
             _ => Err(ClientError::Unexpected),
         }
@@ -149,7 +157,13 @@ impl Client {
     /// Appends to the value (a missing key counts as empty).
     pub async fn append(&self, key: &str, value: &str) -> Result<(), ClientError> {
         check(key, Some(value))?;
-        match self.execute(Op::Append { key: key.into(), value: value.into() }).await? {
+        match self
+            .execute(Op::Append {
+                key: key.into(),
+                value: value.into(),
+            })
+            .await?
+        {
             OpResult::Done => Ok(()),
             _ => Err(ClientError::Unexpected),
         }
@@ -166,7 +180,12 @@ impl Client {
 
     /// Sets `key` to `new` if its value is `expected` (`None`: if it does not exist);
     /// returns whether it did.
-    pub async fn cas(&self, key: &str, expected: Option<&str>, new: &str) -> Result<bool, ClientError> {
+    pub async fn cas(
+        &self,
+        key: &str,
+        expected: Option<&str>,
+        new: &str,
+    ) -> Result<bool, ClientError> {
         check(key, Some(new))?;
         if let Some(e) = expected {
             check(key, Some(e))?;

@@ -130,8 +130,14 @@ mod tests {
     fn bad_payloads_are_typed_errors() {
         assert_eq!(decode(&[], 100), Err(CodecError::Empty));
         assert_eq!(decode(&[9, 0], 100), Err(CodecError::Version(9)));
-        assert!(matches!(decode(&[0; 200], 100), Err(CodecError::TooLarge { .. })));
-        assert!(matches!(decode(&[VERSION, 250], 100), Err(CodecError::Malformed(_))));
+        assert!(matches!(
+            decode(&[0; 200], 100),
+            Err(CodecError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            decode(&[VERSION, 250], 100),
+            Err(CodecError::Malformed(_))
+        ));
         let mut ok = encode(&sample()[0], 100).unwrap();
         ok.push(0);
         assert!(matches!(decode(&ok, 100), Err(CodecError::Malformed(_))));

@@ -68,15 +68,31 @@ impl Metrics {
             dropped.clone(),
         );
         let ballot_round = Gauge::default();
-        registry.register("ballot_round", "Round of the highest ballot promised", ballot_round.clone());
+        registry.register(
+            "ballot_round",
+            "Round of the highest ballot promised",
+            ballot_round.clone(),
+        );
         let leader = Gauge::default();
-        registry.register("leader", "Id of the server believed to lead (0: none)", leader.clone());
+        registry.register(
+            "leader",
+            "Id of the server believed to lead (0: none)",
+            leader.clone(),
+        );
         let is_leader = Gauge::default();
         registry.register("is_leader", "1 while this server leads", is_leader.clone());
         let commit_index = Gauge::default();
-        registry.register("commit_index", "Every slot below this is chosen and executed here", commit_index.clone());
+        registry.register(
+            "commit_index",
+            "Every slot below this is chosen and executed here",
+            commit_index.clone(),
+        );
         let executed_commands = Counter::default();
-        registry.register("executed_commands", "Client commands executed by this replica", executed_commands.clone());
+        registry.register(
+            "executed_commands",
+            "Client commands executed by this replica",
+            executed_commands.clone(),
+        );
         let command_latency = Histogram::new(exponential_buckets(0.0001, 2.0, 18));
         registry.register(
             "command_latency_seconds",
@@ -84,7 +100,11 @@ impl Metrics {
             command_latency.clone(),
         );
         let servers_online = Gauge::default();
-        registry.register("servers_online", "Servers whose presence is online", servers_online.clone());
+        registry.register(
+            "servers_online",
+            "Servers whose presence is online",
+            servers_online.clone(),
+        );
         Metrics {
             registry,
             messages,

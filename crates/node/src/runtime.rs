@@ -15,8 +15,7 @@ use crate::storage::{FileStorage, MemoryStorage, Storage, StorageError, SyncPoli
 use crate::topics::{server_id, server_user, Parsed, Topics};
 use crate::transport::{BrokerOptions, Connection, Incoming, Session, TransportError};
 use mqpaxos_core::{
-    Config, ConfigError, Dest, Input, Message, NodeId, Outgoing, Ready, RoleKind, Server,
-    TimerKind,
+    Config, ConfigError, Dest, Input, Message, NodeId, Outgoing, Ready, RoleKind, Server, TimerKind,
 };
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -106,13 +105,7 @@ pub async fn run_server(
     let me = server_user(id);
     let mut storage: Box<dyn Storage> = match &opts.data_dir {
         Some(dir) => {
-            let fs = FileStorage::open(
-                dir,
-                &opts.cluster,
-                id,
-                opts.core.max_sessions,
-                opts.sync,
-            )?;
+            let fs = FileStorage::open(dir, &opts.cluster, id, opts.core.max_sessions, opts.sync)?;
             if let Some(lost) = fs.repaired_tail {
                 tracing::warn!(
                     dir = %dir.display(),
@@ -171,7 +164,9 @@ pub async fn run_server(
     if let Some(task) = http {
         task.abort();
     }
-    let Node { conn, topics, me, .. } = node;
+    let Node {
+        conn, topics, me, ..
+    } = node;
     // Say goodbye explicitly: a clean disconnect does not trigger the last will.
     let _ = conn
         .publish_retained(topics.presence(&me), b"offline".to_vec())
@@ -248,10 +243,20 @@ impl Node {
     }
 
     async fn step(&mut self, input: Input) -> Result<(), NodeError> {
-        let before = (self.server.role(), self.server.leader(), self.server.ballot());
+        let before = (
+            self.server.role(),
+            self.server.leader(),
+            self.server.ballot(),
+        );
         let ready = self.server.step(self.now(), input);
         self.apply(ready).await?;
-        if before != (self.server.role(), self.server.leader(), self.server.ballot()) {
+        if before
+            != (
+                self.server.role(),
+                self.server.leader(),
+                self.server.ballot(),
+            )
+        {
             self.publish_status(false).await;
         }
         Ok(())
@@ -280,7 +285,11 @@ impl Node {
         let mut rng = rand::thread_rng();
         for t in timers {
             let jitter = t.jitter.as_nanos() as u64;
-            let extra = if jitter == 0 { 0 } else { rng.gen_range(0..=jitter) };
+            let extra = if jitter == 0 {
+                0
+            } else {
+                rng.gen_range(0..=jitter)
+            };
             let at = Instant::now() + t.after + Duration::from_nanos(extra);
             self.timers.insert(t.kind, at);
         }
@@ -312,7 +321,12 @@ impl Node {
         }
         match codec::encode(&o.msg, self.max_payload) {
             Ok(payload) => {
-                if self.conn.client.try_publish(topic, rumqttc::QoS::AtMostOnce, false, payload).is_ok() {
+                if self
+                    .conn
+                    .client
+                    .try_publish(topic, rumqttc::QoS::AtMostOnce, false, payload)
+                    .is_ok()
+                {
                     self.metrics.count("out", kind, peer);
                 } else {
                     self.metrics.drop_message("backlog");
@@ -334,7 +348,9 @@ impl Node {
                 return Ok(());
             }
             Incoming::Disconnected(_) => {
-                self.metrics.broker_connected.store(false, Ordering::Relaxed);
+                self.metrics
+                    .broker_connected
+                    .store(false, Ordering::Relaxed);
                 return Ok(());
             }
             Incoming::Publish { topic, payload } => (topic, payload),
@@ -422,7 +438,9 @@ impl Node {
 
     async fn publish_status(&mut self, force: bool) {
         let s = self.status();
-        self.metrics.ballot_round.set(self.server.ballot().round as i64);
+        self.metrics
+            .ballot_round
+            .set(self.server.ballot().round as i64);
         self.metrics
             .leader
             .set(i64::from(self.server.leader().unwrap_or(0)));

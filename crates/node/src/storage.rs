@@ -26,7 +26,9 @@ pub enum StorageError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}: corrupt record at byte {offset}: {why}; refusing to start from damaged state")]
+    #[error(
+        "{path}: corrupt record at byte {offset}: {why}; refusing to start from damaged state"
+    )]
     Corrupt {
         path: PathBuf,
         offset: u64,
@@ -180,7 +182,10 @@ impl FileStorage {
     fn rewrite(&mut self) -> Result<(), StorageError> {
         let tmp = self.dir.join("wal.new");
         let mut buf = Vec::new();
-        frame(&mut buf, &PersistOp::Snapshot(self.durable.snapshot.clone()))?;
+        frame(
+            &mut buf,
+            &PersistOp::Snapshot(self.durable.snapshot.clone()),
+        )?;
         frame(&mut buf, &PersistOp::Promise(self.durable.promised))?;
         for (slot, entry) in self.durable.log.iter_from(0) {
             frame(
@@ -261,7 +266,9 @@ fn replay(path: &Path, durable: &mut Durable) -> Result<(u64, Option<u64>), Stor
     while at < bytes.len() {
         let bad = |why: &str| (at as u64, why.to_string());
         let outcome: Result<(PersistOp, usize), (u64, String)> = (|| {
-            let header = bytes.get(at..at + HEADER).ok_or_else(|| bad("short header"))?;
+            let header = bytes
+                .get(at..at + HEADER)
+                .ok_or_else(|| bad("short header"))?;
             let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
             let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
             if len > MAX_RECORD {
@@ -305,9 +312,9 @@ fn valid_record_after(bytes: &[u8], from: usize) -> bool {
         let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
         let crc = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
         len > 0
-            && bytes
-                .get(at + HEADER..at + HEADER + len)
-                .is_some_and(|b| crc32fast::hash(b) == crc && postcard::from_bytes::<PersistOp>(b).is_ok())
+            && bytes.get(at + HEADER..at + HEADER + len).is_some_and(|b| {
+                crc32fast::hash(b) == crc && postcard::from_bytes::<PersistOp>(b).is_ok()
+            })
     })
 }
 
@@ -318,9 +325,7 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), StorageError> {
 }
 
 fn sync_dir(dir: &Path) -> Result<(), StorageError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io(dir))
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
 }
 
 #[cfg(test)]
@@ -403,7 +408,10 @@ mod tests {
         }])
         .unwrap();
         drop(s);
-        assert_eq!(open(d.path()).load().unwrap().log.get(0), Some(&entry(1, "y")));
+        assert_eq!(
+            open(d.path()).load().unwrap().log.get(0),
+            Some(&entry(1, "y"))
+        );
     }
 
     #[test]

@@ -27,11 +27,24 @@ pub struct Topics {
 /// What an incoming topic is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Parsed {
-    Request { user: String },
-    Peer { to_all: bool, to: Option<NodeId>, from: NodeId },
-    Reply { user: String, session: String },
-    Presence { node: String },
-    Status { node: String },
+    Request {
+        user: String,
+    },
+    Peer {
+        to_all: bool,
+        to: Option<NodeId>,
+        from: NodeId,
+    },
+    Reply {
+        user: String,
+        session: String,
+    },
+    Presence {
+        node: String,
+    },
+    Status {
+        node: String,
+    },
     Chaos,
 }
 
@@ -72,7 +85,12 @@ impl Topics {
         format!("{}/peer/all/{}", self.prefix, server_user(from))
     }
     pub fn peer(&self, to: NodeId, from: NodeId) -> String {
-        format!("{}/peer/{}/{}", self.prefix, server_user(to), server_user(from))
+        format!(
+            "{}/peer/{}/{}",
+            self.prefix,
+            server_user(to),
+            server_user(from)
+        )
     }
     /// What server `id` subscribes to for peer traffic.
     pub fn peer_filters(&self, id: NodeId) -> [String; 2] {

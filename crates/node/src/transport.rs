@@ -128,7 +128,10 @@ pub enum Incoming {
     Connected,
     /// Lost the broker; reconnecting.
     Disconnected(String),
-    Publish { topic: String, payload: Vec<u8> },
+    Publish {
+        topic: String,
+        payload: Vec<u8>,
+    },
 }
 
 /// What to set up on a connection.
@@ -173,10 +176,17 @@ impl Connection {
         );
         mo.set_credentials(opts.user.clone(), opts.password.clone().unwrap_or_default());
         if let Some((topic, payload)) = &session.will {
-            mo.set_last_will(LastWill::new(topic, payload.clone(), QoS::AtLeastOnce, true));
+            mo.set_last_will(LastWill::new(
+                topic,
+                payload.clone(),
+                QoS::AtLeastOnce,
+                true,
+            ));
         }
         if addr.tls {
-            mo.set_transport(Transport::tls_with_config(tls_config(opts.ca_file.as_ref())?));
+            mo.set_transport(Transport::tls_with_config(tls_config(
+                opts.ca_file.as_ref(),
+            )?));
         }
         let (client, mut eventloop) = AsyncClient::new(mo, 10_000);
         let mut net = NetworkOptions::new();
@@ -363,7 +373,13 @@ mod tests {
         );
         assert_eq!(parse_url("mqtts://broker.local").unwrap().port, 8883);
         assert_eq!(parse_url("mqtt://[::1]:1883").unwrap().host, "::1");
-        for bad in ["127.0.0.1:1883", "http://x:1", "mqtt://", "mqtt://h:99999", "mqtt://h:1/x"] {
+        for bad in [
+            "127.0.0.1:1883",
+            "http://x:1",
+            "mqtt://",
+            "mqtt://h:99999",
+            "mqtt://h:1/x",
+        ] {
             let e = parse_url(bad).unwrap_err().to_string();
             assert!(e.contains("bad broker URL"), "{bad}: {e}");
         }

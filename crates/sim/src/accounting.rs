@@ -12,7 +12,9 @@ use std::fmt::Write;
 use std::time::Duration;
 
 const ELECTION: [&str; 3] = ["prepare", "promise", "nack"];
-const COMMAND: [&str; 6] = ["request", "accept", "accepted", "reply", "catchup", "chosen"];
+const COMMAND: [&str; 6] = [
+    "request", "accept", "accepted", "reply", "catchup", "chosen",
+];
 
 /// Publishes and deliveries of the given message kinds, summed over all nodes.
 pub fn total(r: &RunReport, kinds: &[&str]) -> (u64, u64) {
@@ -24,9 +26,10 @@ pub fn total(r: &RunReport, kinds: &[&str]) -> (u64, u64) {
 }
 
 fn sum(c: &Counts, kinds: &[&str]) -> (u64, u64) {
-    kinds.iter().map(|k| kind_index_of(k)).fold((0, 0), |(p, d), i| {
-        (p + c.sent[i], d + c.received[i])
-    })
+    kinds
+        .iter()
+        .map(|k| kind_index_of(k))
+        .fold((0, 0), |(p, d), i| (p + c.sent[i], d + c.received[i]))
 }
 
 /// A healthy cluster of `n` servers with one sequential client: exactly one election, then

@@ -719,7 +719,13 @@ impl Simulation {
         let k = kind_index(&o.msg);
         if matches!(
             o.msg,
-            Message::Chosen { snapshot: Some(_), .. } | Message::Promise { snapshot: Some(_), .. }
+            Message::Chosen {
+                snapshot: Some(_),
+                ..
+            } | Message::Promise {
+                snapshot: Some(_),
+                ..
+            }
         ) {
             self.snapshots_sent += 1;
         }

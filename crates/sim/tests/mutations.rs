@@ -32,8 +32,13 @@ fn a_half_quorum_is_caught_in_the_seed_experiment() {
     assert!(!f.is_empty(), "a quorum of N/2 must be caught");
     // Both judges must see it: the replicas' slot-by-slot agreement, and the clients'
     // history on its own (the linearizability checker).
-    assert!(f.iter().any(|(_, v)| v.contains("executed a different value")));
-    assert!(f.iter().any(|(_, v)| v.contains("not linearizable")), "{f:?}");
+    assert!(f
+        .iter()
+        .any(|(_, v)| v.contains("executed a different value")));
+    assert!(
+        f.iter().any(|(_, v)| v.contains("not linearizable")),
+        "{f:?}"
+    );
 }
 
 #[test]
@@ -56,5 +61,8 @@ fn a_leader_that_skips_reproposal_is_caught() {
         f.first()
     );
     assert!(!f.is_empty(), "losing accepted values must be caught");
-    assert!(f.iter().any(|(_, v)| v.contains("not linearizable")), "{f:?}");
+    assert!(
+        f.iter().any(|(_, v)| v.contains("not linearizable")),
+        "{f:?}"
+    );
 }

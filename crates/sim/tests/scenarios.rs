@@ -74,7 +74,11 @@ fn one_seed_is_one_run_bit_for_bit() {
         assert_eq!(a.history, b.history, "{}", sc.name);
         assert_eq!(a.events, b.events, "{}", sc.name);
         let c = run_seed(&sc, 43);
-        assert_ne!(a.fingerprint, c.fingerprint, "{}: seeds must matter", sc.name);
+        assert_ne!(
+            a.fingerprint, c.fingerprint,
+            "{}: seeds must matter",
+            sc.name
+        );
     }
 }
 
@@ -88,7 +92,11 @@ fn scenarios_exercise_their_faults() {
         let ops: u64 = runs.iter().map(|r| r.ops_completed).sum();
         let elections: u64 = runs.iter().map(|r| r.elections_won).sum();
         assert!(ops > 20 * 50, "{}: only {ops} ops in 20 runs", sc.name);
-        assert!(elections >= 20, "{}: {elections} elections in 20 runs", sc.name);
+        assert!(
+            elections >= 20,
+            "{}: {elections} elections in 20 runs",
+            sc.name
+        );
         if sc.name == "leader-crash" {
             let crashes: u64 = runs.iter().map(|r| r.crashes).sum();
             let snaps: u64 = runs.iter().map(|r| r.snapshots_sent).sum();

@@ -29,7 +29,10 @@ pub async fn run(a: Args) -> CmdResult {
     let broker = Broker::start(cfg)
         .await
         .map_err(|e| fail(2, format!("cannot start the broker: {e}")))?;
-    eprintln!("mqpaxos: broker listening on mqtt://{}", broker.local_addr());
+    eprintln!(
+        "mqpaxos: broker listening on mqtt://{}",
+        broker.local_addr()
+    );
     stop_signal().await;
     broker
         .shutdown()

@@ -42,7 +42,13 @@ pub struct UpArgs {
 pub async fn run(a: Args) -> CmdResult {
     let Action::Up(a) = a.action;
     if a.servers == 0 || a.servers > mqpaxos_core::Config::MAX_SERVERS {
-        return Err(fail(2, format!("--servers must be 1 to {}", mqpaxos_core::Config::MAX_SERVERS)));
+        return Err(fail(
+            2,
+            format!(
+                "--servers must be 1 to {}",
+                mqpaxos_core::Config::MAX_SERVERS
+            ),
+        ));
     }
     let broker = Broker::start(BrokerConfig {
         listen: a.listen,

@@ -117,7 +117,10 @@ pub async fn cas(a: CasArgs) -> CmdResult {
     if r.map_err(client_failure)? {
         Ok(ExitCode::SUCCESS)
     } else {
-        eprintln!("mqpaxos: not swapped: {:?} does not hold the expected value", a.key);
+        eprintln!(
+            "mqpaxos: not swapped: {:?} does not hold the expected value",
+            a.key
+        );
         Ok(ExitCode::from(1))
     }
 }

@@ -60,8 +60,12 @@ impl ConnArgs {
 /// The broker password: from the file if given, else from `MQPAXOS_PASSWORD`.
 pub fn password(file: Option<&std::path::Path>) -> Result<Option<String>, Failure> {
     if let Some(path) = file {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| fail(2, format!("cannot read password file {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            fail(
+                2,
+                format!("cannot read password file {}: {e}", path.display()),
+            )
+        })?;
         let line = text.lines().next().unwrap_or("").trim_end().to_string();
         return Ok(Some(line));
     }

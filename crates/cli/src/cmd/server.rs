@@ -44,7 +44,13 @@ pub async fn run(a: Args) -> CmdResult {
     core.election_timeout = a.election_timeout;
     core.validate().map_err(|e| fail(2, e.to_string()))?;
     if !mqpaxos_node::topics::valid_level(&a.conn.cluster) {
-        return Err(fail(2, format!("cluster name {:?} cannot be part of a topic", a.conn.cluster)));
+        return Err(fail(
+            2,
+            format!(
+                "cluster name {:?} cannot be part of a topic",
+                a.conn.cluster
+            ),
+        ));
     }
     let user = mqpaxos_node::topics::server_user(a.id);
     let mut opts = ServerOptions::new(&a.conn.cluster, a.conn.broker_options(&user)?, core);
@@ -65,11 +71,9 @@ pub async fn run(a: Args) -> CmdResult {
     };
     opts.metrics_addr = a.metrics;
     let id = a.id;
-    let on_ready: mqpaxos_node::runtime::OnReady = Box::new(move |metrics| {
-        match metrics {
-            Some(m) => eprintln!("mqpaxos: server {id} running; metrics on http://{m}/metrics"),
-            None => eprintln!("mqpaxos: server {id} running"),
-        }
+    let on_ready: mqpaxos_node::runtime::OnReady = Box::new(move |metrics| match metrics {
+        Some(m) => eprintln!("mqpaxos: server {id} running; metrics on http://{m}/metrics"),
+        None => eprintln!("mqpaxos: server {id} running"),
     });
     match run_server(opts, stop_signal(), Some(on_ready)).await {
         Ok(()) => Ok(ExitCode::SUCCESS),

@@ -66,7 +66,9 @@ pub async fn run(a: Args) -> CmdResult {
                     }
                 }
                 Some(Parsed::Status { node }) => {
-                    if let (Some(id), Ok(s)) = (server_id(&node), serde_json::from_slice::<Status>(&payload)) {
+                    if let (Some(id), Ok(s)) =
+                        (server_id(&node), serde_json::from_slice::<Status>(&payload))
+                    {
                         status.insert(id, s);
                     }
                 }
@@ -103,16 +105,26 @@ pub async fn run(a: Args) -> CmdResult {
         })
         .collect();
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).unwrap_or_default()
+        );
     } else {
-        println!("{:<4} {:<7} {:<10} {:<8} {:<7} {:>8} {:>9}", "ID", "ONLINE", "ROLE", "BALLOT", "LEADER", "COMMIT", "EXECUTED");
+        println!(
+            "{:<4} {:<7} {:<10} {:<8} {:<7} {:>8} {:>9}",
+            "ID", "ONLINE", "ROLE", "BALLOT", "LEADER", "COMMIT", "EXECUTED"
+        );
         for r in &rows {
             let dash = || "-".to_string();
             println!(
                 "{:<4} {:<7} {:<10} {:<8} {:<7} {:>8} {:>9}",
                 r.id,
                 if r.online { "yes" } else { "no" },
-                if r.online { r.role.clone().unwrap_or_else(dash) } else { dash() },
+                if r.online {
+                    r.role.clone().unwrap_or_else(dash)
+                } else {
+                    dash()
+                },
                 r.ballot.clone().unwrap_or_else(dash),
                 r.leader.map_or_else(dash, |l| l.to_string()),
                 r.commit.map_or_else(dash, |c| c.to_string()),

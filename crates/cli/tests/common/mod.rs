@@ -195,7 +195,14 @@ impl Cluster {
     pub fn cli(&self, args: &[&str]) -> Output {
         Command::new(BIN)
             .args(args)
-            .args(["--broker", &self.url, "--cluster", &self.cluster, "--user", "client1"])
+            .args([
+                "--broker",
+                &self.url,
+                "--cluster",
+                &self.cluster,
+                "--user",
+                "client1",
+            ])
             .env("MQPAXOS_PASSWORD", PASSWORD)
             .stdin(Stdio::null())
             .output()
@@ -217,11 +224,16 @@ impl Cluster {
         let deadline = Instant::now() + timeout;
         loop {
             let st = self.status();
-            let leader = st.iter().find(|s| s["online"] == true && s["role"] == "leader");
+            let leader = st
+                .iter()
+                .find(|s| s["online"] == true && s["role"] == "leader");
             if let Some(l) = leader {
                 return l["id"].as_u64().expect("numeric id") as u32;
             }
-            assert!(Instant::now() < deadline, "no leader within {timeout:?}: {st:?}");
+            assert!(
+                Instant::now() < deadline,
+                "no leader within {timeout:?}: {st:?}"
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     }
