@@ -260,7 +260,7 @@ fn add_mod(a: u64, b: u64) -> u64 {
 
 /// A model state: `None` or the polynomial hashes of a string under two bases, and its
 /// length.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct Fp {
     h1: u64,
     h2: u64,
@@ -1031,6 +1031,7 @@ fn check_key(key: &str, ops: &[&Operation], budget: u64) -> KeyVerdict {
     if remaining == 0 {
         return KeyVerdict::Linearizable;
     }
+    let (class, rank, mut used) = twins(&definite, &steps);
 
     let mut lists = Lists::new(&live);
     let mut reach = Reach::new(n);
@@ -1098,7 +1099,8 @@ fn check_key(key: &str, ops: &[&Operation], budget: u64) -> KeyVerdict {
             match step.apply(state) {
                 Some(new_state)
                     if !(dirty && step.is_blind())
-                        && (definite[op] || new_state != state)
+                        && (definite[op]
+                            || (new_state != state && rank[op] == used[class[op]]))
                         && reach.allows(need, op, new_state, new_dirty) =>
                 {
                     set.add(op);
@@ -1112,6 +1114,9 @@ fn check_key(key: &str, ops: &[&Operation], budget: u64) -> KeyVerdict {
                         state = new_state;
                         dirty = new_dirty;
                         lists.lift(op);
+                        if !definite[op] {
+                            used[class[op]] += 1;
+                        }
                         if needs.len() <= stack.len() {
                             needs.push(Need::default());
                         }
@@ -1159,6 +1164,8 @@ fn check_key(key: &str, ops: &[&Operation], budget: u64) -> KeyVerdict {
             lists.unlift(frame.op);
             if definite[frame.op] {
                 remaining += 1;
+            } else {
+                used[class[frame.op]] -= 1;
             }
             if steps[frame.op].is_pure() {
                 continue;
@@ -1187,13 +1194,51 @@ fn check_key(key: &str, ops: &[&Operation], budget: u64) -> KeyVerdict {
     KeyVerdict::Linearizable
 }
 
+/// Groups unknown ops with identical effects (deletes, puts of one value, ...). Only the
+/// earliest-called unused member of a group is ever linearized: any linearization using a
+/// later one can use the earlier one instead, since it was called no later. This stops the
+/// search from telling apart orders that differ only by which twin was used.
+///
+/// Returns each op's group and rank in it (for definite ops, 0 and 0), and a zeroed
+/// count of used members per group.
+fn twins(definite: &[bool], steps: &[Step]) -> (Vec<usize>, Vec<usize>, Vec<usize>) {
+    let mut groups: HashMap<(u8, Fp, Fp), usize> = HashMap::new();
+    let mut sizes: Vec<usize> = vec![0];
+    let mut class = vec![0; steps.len()];
+    let mut rank = vec![0; steps.len()];
+    for (op, step) in steps.iter().enumerate() {
+        if definite[op] {
+            continue;
+        }
+        let key = match *step {
+            Step::Write(v) => (0, v, ABSENT),
+            Step::Append(suffix) => (1, suffix.fp, ABSENT),
+            Step::Cas { expected, new } => (2, expected, new),
+            // Unknown ops compile to the steps above only.
+            Step::Read(v) => (3, v, ABSENT),
+            Step::CasSwapped { expected, new } => (4, expected, new),
+            Step::CasRefused { expected } => (5, expected, ABSENT),
+        };
+        let next = sizes.len();
+        let group = *groups.entry(key).or_insert(next);
+        if group == next {
+            sizes.push(0);
+        }
+        class[op] = group;
+        rank[op] = sizes[group];
+        sizes[group] += 1;
+    }
+    let used = vec![0; sizes.len()];
+    (class, rank, used)
+}
+
 fn explain(key: &str, live: &[(&Operation, bool, Step)], best: &[usize]) -> String {
     const SHOWN: usize = 5;
     let total = live.iter().filter(|(_, d, _)| *d).count();
-    let mut linearized = vec![false; live.len()];
+    let mut lists = Lists::new(live);
     let mut value = None;
     for &i in best {
-        linearized[i] = true;
+        lists.lift(i);
         let (op, d, _) = live[i];
         apply_exact(op, d, &mut value);
     }
@@ -1215,18 +1260,23 @@ fn explain(key: &str, live: &[(&Operation, bool, Step)], best: &[usize]) -> Stri
         text.push_str(&shown.join("; "));
     }
     text.push_str(&format!(
-        ". The value is then {}",
+        ". The value is then {}.",
         show_value(value.as_deref())
     ));
-    // The op that forced the backtrack from that prefix: the earliest return among the
-    // completed ops left out.
-    let stuck = live
-        .iter()
-        .enumerate()
-        .filter(|&(i, (_, d, _))| *d && !linearized[i])
-        .min_by_key(|(_, (op, _, _))| op.ret);
-    if let Some((_, (op, _, _))) = stuck {
-        text.push_str(&format!(" and no order lets this one take effect: {op}"));
+    // What the search could not get past from there: the first pending op to return, and
+    // the first that needs a specific value (often the real culprit, a read that no order
+    // of the remaining writes explains).
+    let first_return = std::iter::successors(Some(lists.next[DONE_HEAD]), |&e| Some(lists.next[e]))
+        .take_while(|&e| e != DONE_TAIL)
+        .find(|&e| lists.entry_is_return[e])
+        .map(|e| lists.entry_op[e]);
+    let mut need = Need::default();
+    Reach::new(live.len()).compute(&mut need, &lists, live);
+    if let Some(blocked) = first_return {
+        text.push_str(&format!(" Stuck at: {}", live[blocked].0));
+        if need.op != NO_OP && need.op != blocked {
+            text.push_str(&format!(", before {}", live[need.op].0));
+        }
     }
     text
 }

@@ -18,6 +18,15 @@ pub enum FaultPlan {
         down_min: Duration,
         down_max: Duration,
     },
+    /// Every `every` (plus jitter): crash a random minority of servers (with probability
+    /// `all_at_once`, every server), each restarting after a while. Half the crashes strike
+    /// between a step's disk write and its sync.
+    RandomCrashes {
+        every: Duration,
+        down_min: Duration,
+        down_max: Duration,
+        all_at_once: f64,
+    },
     /// `count` times: cut the current leader and `minority - 1` others off from the rest for
     /// `length`, then heal for `gap`. The minority side must not commit anything proposed
     /// during the split; the majority side must.
@@ -53,6 +62,9 @@ pub struct Scenario {
     pub snapshot_interval: u64,
     /// Adjusts each server's configuration (the mutation tests break the protocol here).
     pub tweak: Option<fn(&mut Config)>,
+    /// A broken runtime that sends acknowledgements before syncing (the page cache is
+    /// written back only once a second): for the mutation test of the disk model.
+    pub unsafe_disk: bool,
 }
 
 impl Scenario {
@@ -71,6 +83,7 @@ impl Scenario {
             think: Duration::from_millis(20),
             snapshot_interval: 40,
             tweak: None,
+            unsafe_disk: false,
         }
     }
 
@@ -88,7 +101,14 @@ impl Scenario {
 
 /// Every scenario, by name.
 pub fn all() -> Vec<Scenario> {
-    vec![seed(), leader_crash(), minority(), lossy(3), lossy(5)]
+    vec![
+        seed(),
+        leader_crash(),
+        crash_restart(),
+        minority(),
+        lossy(3),
+        lossy(5),
+    ]
 }
 
 pub fn by_name(name: &str) -> Option<Scenario> {
@@ -132,6 +152,26 @@ pub fn leader_crash() -> Scenario {
         every: Duration::from_millis(1500),
         down_min: Duration::from_millis(100),
         down_max: Duration::from_millis(2500),
+    };
+    s
+}
+
+/// Durable state under crashes: random servers die (sometimes all at once, sometimes
+/// between a write and its sync) and restart from what reached the disk.
+pub fn crash_restart() -> Scenario {
+    let mut s = Scenario::base(
+        "crash-restart",
+        "5 servers, 3 clients, 5% loss: random minorities (sometimes all) crash, often mid-write, and restart",
+        5,
+    );
+    s.net.loss = 0.05;
+    s.net.delay = Duration::from_millis(2);
+    s.net.jitter = Duration::from_millis(2);
+    s.faults = FaultPlan::RandomCrashes {
+        every: Duration::from_millis(700),
+        down_min: Duration::from_millis(50),
+        down_max: Duration::from_millis(1500),
+        all_at_once: 0.15,
     };
     s
 }

@@ -13,8 +13,8 @@ use crate::network::{Addr, NetConfig, Network};
 use crate::scenario::{FaultPlan, Scenario};
 use mqpaxos_check::Event;
 use mqpaxos_core::{
-    Client, ClientConfig, Dest, Durable, Input, Message, NodeId, Op, OpResult, Outgoing, Ready,
-    RoleKind, Server, Slot, TimerKind,
+    Client, ClientConfig, Dest, Durable, Input, Message, NodeId, Op, OpResult, Outgoing, PersistOp,
+    Ready, RoleKind, Server, Slot, TimerKind,
 };
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -83,6 +83,7 @@ impl RunReport {
 enum Fault {
     Partition(Vec<BTreeSet<NodeId>>),
     CrashLeader,
+    CrashRandom,
     Restart(NodeId),
     MinorityStart { minority: usize },
     MinorityEnd,
@@ -110,6 +111,8 @@ enum Ev {
     Fault(Fault),
     Heal,
     Probe,
+    /// The page cache writes everything back (only matters with an unsafe disk).
+    Flush,
 }
 
 struct Queued {
@@ -135,9 +138,18 @@ impl Ord for Queued {
     }
 }
 
+/// A server's slot in the simulation and its simulated disk.
 struct SimServer {
     server: Option<Server>,
+    /// What is on disk: survives a crash.
     durable: Durable,
+    /// Written but not yet synced: a crash keeps only a random prefix of it, as the page
+    /// cache may have written some of it back (a torn record in a real log is dropped, so a
+    /// prefix is exactly what survives).
+    cache: Vec<PersistOp>,
+    /// Crash in the middle of the next step: after its early messages left and its writes
+    /// reached the page cache, before the sync.
+    crash_mid_step: bool,
     timers: BTreeMap<TimerKind, u64>,
 }
 
@@ -203,6 +215,8 @@ impl Simulation {
                 SimServer {
                     server: None,
                     durable: Durable::new(cfg.max_sessions),
+                    cache: Vec::new(),
+                    crash_mid_step: false,
                     timers: BTreeMap::new(),
                 }
             })
@@ -266,6 +280,9 @@ impl Simulation {
             self.schedule(d, Ev::ClientNext { idx });
         }
         self.plan_faults();
+        if self.sc.unsafe_disk {
+            self.schedule(Duration::from_secs(1), Ev::Flush);
+        }
         self.schedule(self.sc.safety, Ev::Heal);
         let deadline = self.sc.safety + self.sc.liveness_bound;
         while let Some(Reverse(q)) = self.queue.pop() {
@@ -384,6 +401,14 @@ impl Simulation {
                     t += every;
                 }
             }
+            FaultPlan::RandomCrashes { every, .. } => {
+                let mut t = every;
+                while t < self.sc.safety {
+                    let jitter = self.rand_duration(every / 2);
+                    self.schedule(t + jitter, Ev::Fault(Fault::CrashRandom));
+                    t += every;
+                }
+            }
             FaultPlan::MinorityPartition {
                 count,
                 minority,
@@ -427,6 +452,42 @@ impl Simulation {
                     else {
                         return;
                     };
+                    let d = down_min + self.rand_duration(down_max.saturating_sub(down_min));
+                    self.schedule(d, Ev::Fault(Fault::Restart(id)));
+                }
+            }
+            Fault::CrashRandom => {
+                let FaultPlan::RandomCrashes {
+                    down_min,
+                    down_max,
+                    all_at_once,
+                    ..
+                } = self.sc.faults
+                else {
+                    return;
+                };
+                let up: Vec<NodeId> = (1..=self.sc.servers)
+                    .filter(|id| self.servers[*id as usize - 1].server.is_some())
+                    .collect();
+                let victims: Vec<NodeId> = if self.rng.gen_bool(all_at_once) {
+                    up
+                } else {
+                    // A minority at a time, counting those already down.
+                    let down = self.sc.servers as usize - up.len();
+                    let room = ((self.sc.servers as usize - 1) / 2).saturating_sub(down);
+                    let k = if room == 0 {
+                        0
+                    } else {
+                        self.rng.gen_range(1..=room)
+                    };
+                    up.choose_multiple(&mut self.rng, k).copied().collect()
+                };
+                for id in victims {
+                    if self.rng.gen_bool(0.5) {
+                        self.servers[id as usize - 1].crash_mid_step = true;
+                    } else {
+                        self.crash(id);
+                    }
                     let d = down_min + self.rand_duration(down_max.saturating_sub(down_min));
                     self.schedule(d, Ev::Fault(Fault::Restart(id)));
                 }
@@ -526,7 +587,19 @@ impl Simulation {
     }
 
     fn crash(&mut self, id: NodeId) {
+        let survive = {
+            let n = self.servers[id as usize - 1].cache.len();
+            if n == 0 {
+                0
+            } else {
+                self.rng.gen_range(0..=n)
+            }
+        };
         let s = &mut self.servers[id as usize - 1];
+        s.crash_mid_step = false;
+        for op in s.cache.drain(..).take(survive) {
+            s.durable.apply(&op);
+        }
         if s.server.take().is_some() {
             s.timers.clear();
             self.crashes += 1;
@@ -558,6 +631,7 @@ impl Simulation {
         self.net.groups = None;
         self.net.cfg = NetConfig::healthy();
         for id in 1..=self.sc.servers {
+            self.servers[id as usize - 1].crash_mid_step = false;
             self.boot(id);
         }
         for c in &mut self.clients {
@@ -625,6 +699,14 @@ impl Simulation {
             }
             Ev::Heal => self.heal(),
             Ev::Probe => self.probe(),
+            Ev::Flush => {
+                for s in &mut self.servers {
+                    for op in s.cache.drain(..) {
+                        s.durable.apply(&op);
+                    }
+                }
+                self.schedule(Duration::from_secs(1), Ev::Flush);
+            }
         }
     }
 
@@ -682,8 +764,17 @@ impl Simulation {
             self.send(Addr::Server(id), o);
         }
         let s = &mut self.servers[id as usize - 1];
-        for op in &persist {
-            s.durable.apply(op);
+        s.cache.extend(persist);
+        if s.crash_mid_step {
+            // The process dies between the write and the sync: what depends on the write
+            // never leaves.
+            self.crash(id);
+            return;
+        }
+        if !self.sc.unsafe_disk {
+            for op in s.cache.drain(..) {
+                s.durable.apply(&op);
+            }
         }
         for o in send_after {
             self.send(Addr::Server(id), o);

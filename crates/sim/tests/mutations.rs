@@ -66,3 +66,21 @@ fn a_leader_that_skips_reproposal_is_caught() {
         "{f:?}"
     );
 }
+
+#[test]
+fn acknowledging_before_the_sync_is_caught() {
+    let mut sc = scenario::crash_restart();
+    sc.unsafe_disk = true;
+    let b = run_seeds(&sc, 0, 100, 2);
+    let f: Vec<(u64, String)> = b
+        .failures
+        .into_iter()
+        .map(|r| (r.seed, r.violations.join("; ")))
+        .collect();
+    eprintln!(
+        "unsafe disk, crash-restart: {} of 100 seeds failed; first: {:?}",
+        f.len(),
+        f.first()
+    );
+    assert!(!f.is_empty(), "a missing sync must be caught");
+}

@@ -51,6 +51,11 @@ fn leader_crash() {
 }
 
 #[test]
+fn crash_restart() {
+    run("crash-restart");
+}
+
+#[test]
 fn minority() {
     run("minority");
 }
@@ -97,6 +102,10 @@ fn scenarios_exercise_their_faults() {
             "{}: {elections} elections in 20 runs",
             sc.name
         );
+        if sc.name == "crash-restart" {
+            let crashes: u64 = runs.iter().map(|r| r.crashes).sum();
+            assert!(crashes >= 20 * 10, "{crashes} crashes");
+        }
         if sc.name == "leader-crash" {
             let crashes: u64 = runs.iter().map(|r| r.crashes).sum();
             let snaps: u64 = runs.iter().map(|r| r.snapshots_sent).sum();

@@ -167,12 +167,22 @@ impl Cluster {
     }
 
     pub fn start_server(&mut self, id: u32) {
+        self.start_server_with(id, &[]);
+    }
+
+    /// Makes room for `n` servers (for tests that start them one by one).
+    pub fn resize(&mut self, n: u32) {
+        self.servers.resize_with(n as usize, || None);
+    }
+
+    pub fn start_server_with(&mut self, id: u32, extra: &[&str]) {
         let child = Command::new(BIN)
             .arg("server")
             .args(["--id", &id.to_string(), "--servers", &self.n.to_string()])
             .args(["--broker", &self.url, "--cluster", &self.cluster])
             .arg("--data-dir")
             .arg(self.data.path().join(format!("server{id}")))
+            .args(extra)
             .env("MQPAXOS_PASSWORD", PASSWORD)
             .env("MQPAXOS_LOG", "warn")
             .stdin(Stdio::null())
