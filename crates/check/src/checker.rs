@@ -388,19 +388,6 @@ impl Step {
     fn is_pure(self) -> bool {
         matches!(self, Step::Read(_) | Step::CasRefused { .. })
     }
-
-    /// Steps whose result ignores the state they start from.
-    fn is_blind(self) -> bool {
-        matches!(self, Step::Write(_))
-    }
-
-    /// Steps that are only legal in some states.
-    fn observes(self) -> bool {
-        matches!(
-            self,
-            Step::Read(_) | Step::CasSwapped { .. } | Step::CasRefused { .. }
-        )
-    }
 }
 
 /// Translates an operation into a step, or `None` if it constrains nothing (a get whose
@@ -596,7 +583,7 @@ impl Linearized {
 
 struct MemoNode {
     state: Fp,
-    dirty: bool,
+    shadow: Option<Fp>,
     low: usize,
     start: usize,
     len: usize,
@@ -624,16 +611,16 @@ struct Memo {
 
 impl Memo {
     /// Records the configuration; `false` if an explored one covers it.
-    fn insert(&mut self, set: &Linearized, state: Fp, dirty: bool) -> bool {
+    fn insert(&mut self, set: &Linearized, state: Fp, shadow: Option<Fp>) -> bool {
         let done = &set.done;
-        let hash = done.hash ^ state.mix() ^ u64::from(dirty).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let hash = done.hash ^ state.mix() ^ shadow.map_or(0, |s| s.mix().rotate_left(17));
         let window = done.window();
         let head = self.heads.get(&hash).copied().unwrap_or(NIL);
         let mut at = head;
         while at != NIL {
             let node = &self.nodes[at as usize];
             if node.state == state
-                && node.dirty == dirty
+                && node.shadow == shadow
                 && node.low == done.low
                 && self.words[node.start..node.start + node.len] == *window
                 && is_subset(
@@ -653,7 +640,7 @@ impl Memo {
         }
         self.nodes.push(MemoNode {
             state,
-            dirty,
+            shadow,
             low: done.low,
             start: self.words.len(),
             len: window.len(),
@@ -683,7 +670,9 @@ fn is_subset(a: &[u32], b: &[u32]) -> bool {
 struct Frame {
     op: usize,
     prev_state: Fp,
-    prev_dirty: bool,
+    prev_shadow: Option<Fp>,
+    /// Whether undoing this op makes its parent configuration dead (see `check_key`).
+    shortcut: bool,
     /// For an unknown op: the `limit` of the scan that chose it, to resume that scan.
     limit: usize,
 }
@@ -803,7 +792,7 @@ const MAX_PREFIX_HASHES: usize = 1 << 22;
 /// How far down the list of completed operations to look for one that needs a specific
 /// state; bounded so that histories with few reads do not make every step linear.
 const NEED_SCAN: usize = 256;
-/// Beyond this many possible next observers, dirty configurations are not pruned.
+/// Beyond this many possible justifiers, unjustified runs are not pruned.
 const MAX_OBSERVERS: usize = 64;
 const NO_OP: usize = usize::MAX;
 
@@ -811,14 +800,15 @@ const NO_OP: usize = usize::MAX;
 /// swapped or refused) require of the states the search moves to. Computed once per
 /// configuration and used to reject moves to states that cannot lead anywhere.
 ///
-/// Let R be the first of them to return. Only the candidates called before R returns can
-/// change the state before R is linearized. Each put, delete or cas among them can reset
-/// the state to a known value; otherwise only appends change it, and they only extend it.
-/// So the value R needs must be one of those bases or extend one.
+/// Let R be the first read or swapped cas to return. Only the candidates called before R
+/// returns can change the state before R is linearized. Each put, delete or cas among them
+/// can reset the state to a known value; otherwise only appends change it, and they only
+/// extend it. So the value R needs must be one of those bases or extend one.
 ///
-/// In a dirty configuration (see `check_key`) puts and deletes are not allowed until some
-/// op observes the state, so the next observer (R or a candidate before it) must see the
-/// current state extended by appends, or a value an unknown-result cas may set.
+/// In an unjustified run (see `check_key`) only appends and unknown-result cas ops may
+/// follow until some op justifies the run: a read or swapped cas seeing the current state
+/// (R or a candidate before it), or a refused cas that would have swapped on the shadow
+/// state. The same reasoning then applies to each of these.
 ///
 /// Without this, unknown appends make the search try every combination of them before
 /// each observation that none of them explains.
@@ -831,11 +821,13 @@ struct Need {
     appends: bool,
     /// Whether a reset among the candidates could lead to what R needs: then any state can.
     regardless: bool,
-    /// The same for dirty configurations.
-    dirty_regardless: bool,
-    /// R and the candidates that observe the state with a specific value in mind, each
-    /// with whether appends could build that value from an absent key.
+    /// Whether an unjustified run can be justified whatever the state and shadow are.
+    run_regardless: bool,
+    /// R and the candidate reads and swapped cas ops, then the candidate refused cas ops
+    /// (from `refusers_from` on), each with whether appends could build its value from an
+    /// absent key.
     observers: Vec<(usize, bool)>,
+    refusers_from: usize,
 }
 
 struct Reach {
@@ -859,7 +851,7 @@ impl Reach {
         }
     }
 
-    /// Prepares the value `op` needs, if it needs one.
+    /// Prepares the value `op` needs (or, for a refused cas, must not see), if any.
     fn prepare(&mut self, op: usize, live: &[(&Operation, bool, Step)]) -> Option<Fp> {
         if let Some((target, _)) = &self.targets[op] {
             return Some(*target);
@@ -870,7 +862,9 @@ impl Reach {
                 Outcome::Ok { value, .. } => (v, value.as_deref()),
                 Outcome::Unknown => return None,
             },
-            Step::CasSwapped { expected, .. } => (expected, operation.expected.as_deref()),
+            Step::CasSwapped { expected, .. } | Step::CasRefused { expected } => {
+                (expected, operation.expected.as_deref())
+            }
             _ => return None,
         };
         let prefixes = text.and_then(|text| {
@@ -921,14 +915,21 @@ impl Reach {
         let blocked = std::iter::successors(Some(lists.next[DONE_HEAD]), |&e| Some(lists.next[e]))
             .take(NEED_SCAN)
             .take_while(|&e| e != DONE_TAIL)
-            .find(|&e| lists.entry_is_return[e] && self.prepare(lists.entry_op[e], live).is_some());
+            .find(|&e| {
+                lists.entry_is_return[e]
+                    && matches!(
+                        live[lists.entry_op[e]].2,
+                        Step::Read(_) | Step::CasSwapped { .. }
+                    )
+                    && self.prepare(lists.entry_op[e], live).is_some()
+            });
         let Some(ret) = blocked else { return };
         let blocked = lists.entry_op[ret];
         self.bases.clear();
         self.cas_bases.clear();
         self.suffixes.clear();
-        need.dirty_regardless = false;
         need.observers.push((blocked, false));
+        let mut refusers = Vec::new();
         for candidate in lists.candidates_before(ret) {
             match live[candidate].2 {
                 _ if candidate == blocked => {}
@@ -939,16 +940,18 @@ impl Reach {
                     need.observers.push((candidate, false));
                 }
                 Step::Read(_) => need.observers.push((candidate, false)),
+                Step::CasRefused { .. } => refusers.push((candidate, false)),
                 Step::Append(suffix) => self.suffixes.push(suffix.fp),
-                // It accepts nearly every state.
-                Step::CasRefused { .. } => need.dirty_regardless = true,
             }
         }
         need.op = blocked;
         need.appends = !self.suffixes.is_empty();
-        if need.observers.len() > MAX_OBSERVERS {
+        need.refusers_from = need.observers.len();
+        need.observers.extend(refusers);
+        need.run_regardless = need.observers.len() > MAX_OBSERVERS;
+        if need.run_regardless {
             need.observers.truncate(1);
-            need.dirty_regardless = true;
+            need.refusers_from = 1;
         }
         for i in 0..need.observers.len() {
             let op = need.observers[i].0;
@@ -967,7 +970,7 @@ impl Reach {
             .iter()
             .chain(&self.cas_bases)
             .any(|&b| self.reaches(b, blocked, need.appends, from_absent));
-        need.dirty_regardless = need.dirty_regardless
+        need.run_regardless = need.run_regardless
             || need.observers.iter().any(|&(op, from_absent)| {
                 self.cas_bases
                     .iter()
@@ -975,21 +978,24 @@ impl Reach {
             });
     }
 
-    /// Whether moving to `state` (by linearizing `tried`, or `NO_OP` for staying) in a
-    /// configuration that is then `dirty` leaves the need satisfiable.
-    fn allows(&self, need: &Need, tried: usize, state: Fp, dirty: bool) -> bool {
+    /// Whether moving to `state` (by linearizing `tried`, or `NO_OP` for staying), in an
+    /// unjustified run with `shadow` if any, leaves the need satisfiable.
+    fn allows(&self, need: &Need, tried: usize, state: Fp, shadow: Option<Fp>) -> bool {
         if need.op == NO_OP || tried == need.op {
             return true;
         }
-        if dirty {
-            need.dirty_regardless
-                || need
-                    .observers
-                    .iter()
-                    .any(|&(op, from_absent)| self.reaches(state, op, need.appends, from_absent))
-        } else {
-            need.regardless || self.reaches(state, need.op, need.appends, need.observers[0].1)
-        }
+        let Some(shadow) = shadow else {
+            return need.regardless
+                || self.reaches(state, need.op, need.appends, need.observers[0].1);
+        };
+        let (seeing, refusing) = need.observers.split_at(need.refusers_from);
+        need.run_regardless
+            || seeing
+                .iter()
+                .any(|&(op, from_absent)| self.reaches(state, op, need.appends, from_absent))
+            || refusing
+                .iter()
+                .any(|&(op, from_absent)| self.reaches(shadow, op, need.appends, from_absent))
     }
 }
 
@@ -1041,7 +1047,9 @@ fn check_key(key: &str, ops: &[&Operation], budget: u64) -> KeyVerdict {
     let mut memo = Memo::default();
     let mut stack: Vec<Frame> = Vec::new();
     let mut state = ABSENT;
-    let mut dirty = false;
+    // While an unjustified run is open, the state the key would have without its unknown
+    // ops.
+    let mut shadow: Option<Fp> = None;
     // The deepest stack seen; `best_valid` is how much of `best` still matches `stack`, so
     // each op is copied once per push instead of once per new record.
     let mut best: Vec<usize> = Vec::new();
@@ -1065,7 +1073,7 @@ fn check_key(key: &str, ops: &[&Operation], budget: u64) -> KeyVerdict {
         // The candidate to try, or `None` when this configuration leads nowhere.
         let candidate = if !need.valid {
             reach.compute(need, &lists, &live);
-            if reach.allows(need, NO_OP, state, dirty) {
+            if reach.allows(need, NO_OP, state, shadow) {
                 continue;
             }
             None
@@ -1090,29 +1098,38 @@ fn check_key(key: &str, ops: &[&Operation], budget: u64) -> KeyVerdict {
             let need = &needs[stack.len()];
             let op = lists.entry_op[entry];
             let step = steps[op];
-            let new_dirty = if !definite[op] {
-                true
-            } else {
-                dirty && !step.observes()
-            };
             let mut dead = false;
-            match step.apply(state) {
-                Some(new_state)
-                    if !(dirty && step.is_blind())
-                        && (definite[op]
-                            || (new_state != state && rank[op] == used[class[op]]))
-                        && reach.allows(need, op, new_state, new_dirty) =>
+            if let Some(new_state) = step.apply(state) {
+                let new_shadow = match (shadow, definite[op]) {
+                    // An unknown op opens a run, or joins the open one.
+                    (None, false) => Some(state),
+                    (Some(shadow), false) => Some(shadow),
+                    (None, true) => None,
+                    // An op that would be illegal without the run's unknown ops
+                    // justifies it.
+                    (Some(shadow), true) => step.apply(shadow),
+                };
+                // With the same state as without its unknown ops, an unjustified run is
+                // pointless: they could all be dropped.
+                let pointless = new_shadow == Some(new_state);
+                // See `Step::is_pure`; inside an unjustified run the op must also justify
+                // it, or moving it to the front could make the run pointless.
+                let shortcut = step.is_pure() && new_shadow.is_none();
+                if !pointless
+                    && (definite[op] || rank[op] == used[class[op]])
+                    && reach.allows(need, op, new_state, new_shadow)
                 {
                     set.add(op);
-                    if memo.insert(&set, new_state, new_dirty) {
+                    if memo.insert(&set, new_state, new_shadow) {
                         stack.push(Frame {
                             op,
                             prev_state: state,
-                            prev_dirty: dirty,
+                            prev_shadow: shadow,
+                            shortcut,
                             limit: limit.unwrap_or(0),
                         });
                         state = new_state;
-                        dirty = new_dirty;
+                        shadow = new_shadow;
                         lists.lift(op);
                         if !definite[op] {
                             used[class[op]] += 1;
@@ -1136,11 +1153,10 @@ fn check_key(key: &str, ops: &[&Operation], budget: u64) -> KeyVerdict {
                         continue;
                     }
                     set.remove(op);
-                    // A pure op leading to an explored dead end means (see `Step::is_pure`)
-                    // that everything from here does.
-                    dead = step.is_pure();
+                    // Taking this op leads to an explored dead end, so everything from here
+                    // does.
+                    dead = shortcut;
                 }
-                _ => {}
             }
             if !dead {
                 cursor = match limit {
@@ -1152,14 +1168,14 @@ fn check_key(key: &str, ops: &[&Operation], budget: u64) -> KeyVerdict {
         }
 
         // Backtrack: undo the last choice and try the next candidate after it. Undoing a
-        // pure op makes its parent configuration dead too, so keep going.
+        // shortcut op makes its parent configuration dead too, so keep going.
         loop {
             let Some(frame) = stack.pop() else {
                 return KeyVerdict::NotLinearizable(explain(key, &live, &best));
             };
             best_valid = best_valid.min(stack.len());
             state = frame.prev_state;
-            dirty = frame.prev_dirty;
+            shadow = frame.prev_shadow;
             set.remove(frame.op);
             lists.unlift(frame.op);
             if definite[frame.op] {
@@ -1167,7 +1183,7 @@ fn check_key(key: &str, ops: &[&Operation], budget: u64) -> KeyVerdict {
             } else {
                 used[class[frame.op]] -= 1;
             }
-            if steps[frame.op].is_pure() {
+            if frame.shortcut {
                 continue;
             }
             let after = lists.next[lists.call_entry[frame.op]];

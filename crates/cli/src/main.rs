@@ -40,6 +40,8 @@ enum Command {
     Delete(cmd::kv::KeyArgs),
     /// Compare and swap: set KEY to NEW if its value is EXPECTED (exit 1 if not).
     Cas(cmd::kv::CasArgs),
+    /// Measure throughput and latency against a running cluster.
+    Bench(cmd::bench::Args),
     /// Show each server: online, ballot, leader, commit and execute positions.
     Status(cmd::status::Args),
     /// A local cluster: the built-in broker and N servers.
@@ -107,6 +109,7 @@ fn main() -> ExitCode {
             Command::Delete(a) => cmd::kv::delete(a).await,
             Command::Cas(a) => cmd::kv::cas(a).await,
             Command::Status(a) => cmd::status::run(a).await,
+            Command::Bench(a) => cmd::bench::run(a).await,
             #[cfg(feature = "embedded-broker")]
             Command::Cluster(a) => cmd::cluster::run(a).await,
         }
