@@ -155,6 +155,8 @@ pub async fn run_server(
         arrivals: BTreeMap::new(),
         max_payload: opts.max_payload,
         last_status: None,
+        pending_persist: Vec::new(),
+        pending_after: Vec::new(),
     };
     tracing::info!(server = id, servers = opts.core.servers, "server started");
     if let Some(f) = on_ready {
@@ -190,7 +192,14 @@ struct Node {
     arrivals: BTreeMap<(String, u64), Instant>,
     max_payload: usize,
     last_status: Option<Status>,
+    /// Durable writes of the steps since the last flush.
+    pending_persist: Vec<mqpaxos_core::PersistOp>,
+    /// Messages that may leave only once `pending_persist` is durable.
+    pending_after: Vec<Outgoing>,
 }
+
+/// At most this many inputs share one sync.
+const GROUP_COMMIT_MAX: usize = 256;
 
 impl Node {
     async fn run(
@@ -201,16 +210,31 @@ impl Node {
         tokio::pin!(shutdown);
         let ready = self.server.start(self.now());
         self.apply(ready).await?;
+        self.flush().await?;
         let mut status_tick = tokio::time::interval(status_every);
         loop {
             let next = self.timers.values().min().copied();
             tokio::select! {
-                _ = &mut shutdown => return Ok(()),
+                _ = &mut shutdown => return self.flush().await,
                 msg = self.conn.incoming.recv() => match msg {
-                    Some(m) => self.on_incoming(m).await?,
+                    Some(m) => {
+                        self.on_incoming(m).await?;
+                        // Group commit: take whatever else has already arrived, step the core
+                        // through all of it, then sync once for the lot.
+                        for _ in 0..GROUP_COMMIT_MAX {
+                            match self.conn.incoming.try_recv() {
+                                Ok(m) => self.on_incoming(m).await?,
+                                Err(_) => break,
+                            }
+                        }
+                        self.flush().await?;
+                    }
                     None => return Err(TransportError::Closed.into()),
                 },
-                _ = sleep_until(next) => self.fire_timers().await?,
+                _ = sleep_until(next) => {
+                    self.fire_timers().await?;
+                    self.flush().await?;
+                }
                 _ = status_tick.tick() => self.publish_status(true).await,
             }
         }
@@ -274,14 +298,11 @@ impl Node {
         for o in send_now {
             self.send(o).await;
         }
-        if !persist.is_empty() {
-            let storage = &mut self.storage;
-            // An fsync blocks; let the runtime move other tasks off this thread meanwhile.
-            tokio::task::block_in_place(|| storage.persist(&persist))?;
-        }
-        for o in send_after {
-            self.send(o).await;
-        }
+        // What depends on the disk waits for the next flush, which syncs once for every step
+        // since the last one. Messages of later steps that do not depend on the disk may
+        // leave before it: that is the core's contract for `send_now`.
+        self.pending_persist.extend(persist);
+        self.pending_after.extend(send_after);
         let mut rng = rand::thread_rng();
         for t in timers {
             let jitter = t.jitter.as_nanos() as u64;
@@ -295,6 +316,20 @@ impl Node {
         }
         self.metrics.executed_commands.inc_by(executed_commands);
         self.metrics.commit_index.set(self.server.commit() as i64);
+        Ok(())
+    }
+
+    /// Makes every pending write durable with one sync, then sends what depended on it.
+    async fn flush(&mut self) -> Result<(), NodeError> {
+        if !self.pending_persist.is_empty() {
+            let storage = &mut self.storage;
+            let ops = std::mem::take(&mut self.pending_persist);
+            // An fsync blocks; let the runtime move other tasks off this thread meanwhile.
+            tokio::task::block_in_place(|| storage.persist(&ops))?;
+        }
+        for o in std::mem::take(&mut self.pending_after) {
+            self.send(o).await;
+        }
         Ok(())
     }
 

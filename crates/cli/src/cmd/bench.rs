@@ -72,14 +72,24 @@ pub async fn run(a: Args) -> CmdResult {
         steps.push(step);
     }
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&steps).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&steps).unwrap_or_default()
+        );
     } else {
         println!("| clients | ops/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors |");
         println!("|---|---|---|---|---|---|---|---|");
         for s in &steps {
             println!(
                 "| {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
-                s.clients, s.ops_per_sec, s.p50_ms, s.p90_ms, s.p99_ms, s.p999_ms, s.max_ms, s.errors
+                s.clients,
+                s.ops_per_sec,
+                s.p50_ms,
+                s.p90_ms,
+                s.p99_ms,
+                s.p999_ms,
+                s.max_ms,
+                s.errors
             );
         }
     }
@@ -132,7 +142,9 @@ async fn run_step(a: &Args, clients: usize) -> Result<Step, super::Failure> {
     let mut hist = Histogram::<u64>::new(3).expect("3 significant figures is valid");
     let mut errors = 0;
     for t in tasks {
-        let (h, e) = t.await.map_err(|e| fail(4, format!("a bench client failed: {e}")))?;
+        let (h, e) = t
+            .await
+            .map_err(|e| fail(4, format!("a bench client failed: {e}")))?;
         let _ = hist.add(&h);
         errors += e;
     }
