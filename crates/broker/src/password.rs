@@ -352,6 +352,9 @@ mod tests {
     fn debug_output_hides_hashes() {
         let pw = file(MOSQUITTO_7).unwrap();
         let shown = format!("{pw:?}");
-        assert!(shown.contains("alice") && !shown.contains("C3fZ"), "{shown}");
+        assert!(
+            shown.contains("alice") && !shown.contains("C3fZ"),
+            "{shown}"
+        );
     }
 }

@@ -97,7 +97,9 @@ mod tests {
 
     #[test]
     fn valid_filters() {
-        for f in ["a", "a/b", "+", "#", "a/+/c", "a/#", "+/+", "/", "a//b", "$SYS/#", "a b/c"] {
+        for f in [
+            "a", "a/b", "+", "#", "a/+/c", "a/#", "+/+", "/", "a//b", "$SYS/#", "a b/c",
+        ] {
             assert!(is_valid_filter(f), "{f}");
         }
         for f in ["", "a/#/b", "a#", "a/b+", "+a", "#/a", "a/##"] {
@@ -226,8 +228,8 @@ mod tests {
             topics.extend(acc);
         }
         let filters = [
-            "a", "b", "a/b", "a/+", "+/b", "+", "#", "a/#", "+/#", "a/b/#", "+/+", "a/+/b", "+/+/+",
-            "b/#",
+            "a", "b", "a/b", "a/+", "+/b", "+", "#", "a/#", "+/#", "a/b/#", "+/+", "a/+/b",
+            "+/+/+", "b/#",
         ];
         for p in filters {
             for f in filters {

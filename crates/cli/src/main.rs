@@ -40,6 +40,8 @@ enum Command {
     Delete(cmd::kv::KeyArgs),
     /// Compare and swap: set KEY to NEW if its value is EXPECTED (exit 1 if not).
     Cas(cmd::kv::CasArgs),
+    /// Print the broker ACL (Mosquitto or EMQX) that the topic layout needs.
+    Acl(cmd::acl::Args),
     /// Measure throughput and latency against a running cluster.
     Bench(cmd::bench::Args),
     /// Show each server: online, ballot, leader, commit and execute positions.
@@ -110,6 +112,7 @@ fn main() -> ExitCode {
             Command::Cas(a) => cmd::kv::cas(a).await,
             Command::Status(a) => cmd::status::run(a).await,
             Command::Bench(a) => cmd::bench::run(a).await,
+            Command::Acl(a) => cmd::acl::run(a).await,
             #[cfg(feature = "embedded-broker")]
             Command::Cluster(a) => cmd::cluster::run(a).await,
         }

@@ -8,6 +8,7 @@
 //! - `client`: the async client library;
 //! - `metrics`: Prometheus metrics and the `/health` probe.
 
+pub mod acl;
 pub mod client;
 pub mod codec;
 pub mod metrics;

@@ -1,5 +1,6 @@
 //! One module per subcommand, each a thin layer over the library crates.
 
+pub mod acl;
 pub mod bench;
 #[cfg(feature = "embedded-broker")]
 pub mod broker;

@@ -1,0 +1,103 @@
+//! The bridge between our Mosquitto-format password and ACL files and the `mqtt5` broker's
+//! authentication/authorization hook ([`mqtt5::broker::auth::AuthProvider`]).
+//!
+//! `mqtt5` calls `authenticate` once per CONNECT and `authorize_publish` /
+//! `authorize_subscribe` for every PUBLISH (the will included) and every SUBSCRIBE filter.
+//! Refusals map onto what a 3.1.1 client sees from Mosquitto: CONNACK "bad user name or
+//! password" (4) or "not authorized" (5), a SUBACK failure (0x80), and for a refused PUBLISH
+//! an ordinary PUBACK with the message dropped.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use mqtt5::broker::auth::{AuthProvider, AuthResult};
+use mqtt5::packet::connect::ConnectPacket;
+use mqtt5::protocol::v5::reason_codes::ReasonCode;
+
+use crate::acl::Acl;
+use crate::password::PasswordFile;
+
+/// Who may connect and what each may do, from the broker's configuration.
+pub(crate) struct FileAuth {
+    /// `None`: no password file, so any user name is taken at its word.
+    pub passwords: Option<PasswordFile>,
+    /// Only consulted when there is a password file.
+    pub allow_anonymous: bool,
+    /// `None`: no ACL file, so everything is allowed.
+    pub acl: Option<Arc<Acl>>,
+}
+
+impl FileAuth {
+    fn check_connect(&self, connect: &ConnectPacket) -> AuthResult {
+        let Some(passwords) = &self.passwords else {
+            // Without a password file the user name is still what `%u` ACL patterns use.
+            return match &connect.username {
+                Some(user) => AuthResult::success_with_user(user.clone()),
+                None => AuthResult::success(),
+            };
+        };
+        match (&connect.username, &connect.password) {
+            (None, _) if self.allow_anonymous => AuthResult::success(),
+            (None, _) => AuthResult::fail(ReasonCode::NotAuthorized),
+            (Some(user), Some(password)) if passwords.verify(user, password) => {
+                AuthResult::success_with_user(user.clone())
+            }
+            (Some(user), _) => {
+                tracing::info!(
+                    user = %user,
+                    client_id = %connect.client_id,
+                    known_user = passwords.contains(user),
+                    "refused a connection: bad user name or password"
+                );
+                AuthResult::fail(ReasonCode::BadUsernameOrPassword)
+            }
+        }
+    }
+}
+
+impl AuthProvider for FileAuth {
+    fn authenticate<'a>(
+        &'a self,
+        connect: &'a ConnectPacket,
+        _client_addr: SocketAddr,
+    ) -> Pin<Box<dyn Future<Output = mqtt5::Result<AuthResult>> + Send + 'a>> {
+        let result = self.check_connect(connect);
+        Box::pin(async move { Ok(result) })
+    }
+
+    fn authorize_publish<'a>(
+        &'a self,
+        client_id: &str,
+        user_id: Option<&'a str>,
+        topic: &'a str,
+    ) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
+        let allowed = self
+            .acl
+            .as_ref()
+            .is_none_or(|acl| acl.can_publish(user_id, client_id, topic));
+        Box::pin(async move { allowed })
+    }
+
+    fn authorize_subscribe<'a>(
+        &'a self,
+        client_id: &str,
+        user_id: Option<&'a str>,
+        topic_filter: &'a str,
+    ) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
+        let allowed = self
+            .acl
+            .as_ref()
+            .is_none_or(|acl| acl.can_subscribe(user_id, client_id, topic_filter));
+        if !allowed {
+            tracing::info!(
+                client_id = %client_id,
+                user = ?user_id,
+                filter = %topic_filter,
+                "refused a subscription: the ACL grants no read on all of it"
+            );
+        }
+        Box::pin(async move { allowed })
+    }
+}

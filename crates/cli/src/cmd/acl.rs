@@ -1,0 +1,27 @@
+//! `mqpaxos acl`: print the broker ACL the topic layout needs, for Mosquitto (and the
+//! built-in broker) or EMQX, generated from the code.
+
+use super::{fail, CmdResult};
+use std::process::ExitCode;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// mosquitto (also read by the built-in broker) or emqx (EMQX 5 file authorization).
+    #[arg(long, default_value = "mosquitto", value_parser = ["mosquitto", "emqx"])]
+    pub format: String,
+    /// Servers server1..serverN get server rights.
+    #[arg(long, env = "MQPAXOS_SERVERS", default_value_t = 9)]
+    pub servers: u32,
+}
+
+pub async fn run(a: Args) -> CmdResult {
+    if a.servers == 0 || a.servers > mqpaxos_core::Config::MAX_SERVERS {
+        return Err(fail(2, "--servers must be 1 to 255"));
+    }
+    let text = match a.format.as_str() {
+        "emqx" => mqpaxos_node::acl::emqx(a.servers),
+        _ => mqpaxos_node::acl::mosquitto(a.servers),
+    };
+    print!("{text}");
+    Ok(ExitCode::SUCCESS)
+}
