@@ -46,9 +46,7 @@ fn parse_args() -> Result<Args, String> {
             "--no-mosquitto" => args.mosquitto = false,
             "--external" => {
                 let v = value("--external")?;
-                let (name, addr) = v
-                    .split_once('=')
-                    .ok_or("--external takes NAME=HOST:PORT")?;
+                let (name, addr) = v.split_once('=').ok_or("--external takes NAME=HOST:PORT")?;
                 let addr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
                 args.external.push((name.to_string(), addr));
             }
@@ -195,16 +193,24 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// Starts Debian's mosquitto on a free loopback port, tuned as the docs say (TCP_NODELAY,
 /// no queue limit), or says why not.
-async fn start_mosquitto(dir: &std::path::Path) -> Result<(tokio::process::Child, SocketAddr), String> {
-    let bin = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto", "/usr/local/sbin/mosquitto"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .ok_or("mosquitto is not installed (apt-get install -y mosquitto)")?;
+async fn start_mosquitto(
+    dir: &std::path::Path,
+) -> Result<(tokio::process::Child, SocketAddr), String> {
+    let bin = [
+        "/usr/sbin/mosquitto",
+        "/usr/bin/mosquitto",
+        "/usr/local/sbin/mosquitto",
+    ]
+    .into_iter()
+    .find(|p| std::path::Path::new(p).exists())
+    .ok_or("mosquitto is not installed (apt-get install -y mosquitto)")?;
     let port = free_port().map_err(|e| e.to_string())?;
     let conf = dir.join("mosquitto.conf");
     // `user root`: as root, mosquitto otherwise switches to the user `mosquitto`; as any other
