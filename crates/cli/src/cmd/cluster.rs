@@ -83,11 +83,13 @@ pub async fn run(a: Args) -> CmdResult {
             }
         }
     }
-    let flags = if url == "mqtt://127.0.0.1:1883" && a.cluster == "default" {
-        String::new()
-    } else {
-        format!(" --broker {url} --cluster {}", a.cluster)
-    };
+    let mut flags = String::new();
+    if url != "mqtt://127.0.0.1:1883" {
+        flags.push_str(&format!(" --broker {url}"));
+    }
+    if a.cluster != "default" {
+        flags.push_str(&format!(" --cluster {}", a.cluster));
+    }
     eprintln!(
         "mqpaxos: local cluster {:?} is up: broker {url}, {} servers, data in {}\n\
          try, in another terminal:\n  mqpaxos put hello world{flags}\n  mqpaxos get hello{flags}\n  mqpaxos status{flags}\n\
