@@ -33,6 +33,9 @@ pub struct Rule {
 
 const USER: &str = "{user}";
 
+/// The user that may publish fault-injection settings.
+pub const OPERATOR: &str = "operator";
+
 /// Every rule, for servers `server1..=server{servers}`.
 pub fn rules(servers: u32) -> Vec<Rule> {
     let all = |access, filter: &str| Rule {
@@ -48,6 +51,12 @@ pub fn rules(servers: u32) -> Vec<Rule> {
         all(Access::Publish, "mqpaxos/+/request/{u}"),
         all(Access::Read, "mqpaxos/+/reply/{u}/#"),
     ];
+    // The operator switches fault injection on and off (`mqpaxos chaos`).
+    r.push(Rule {
+        who: Who::User(OPERATOR.into()),
+        access: Access::Publish,
+        filter: "mqpaxos/+/chaos".into(),
+    });
     for i in 1..=servers {
         let s = crate::topics::server_user(i);
         let one = |access, filter: String| Rule {

@@ -9,6 +9,7 @@
 //! - `metrics`: Prometheus metrics and the `/health` probe.
 
 pub mod acl;
+pub mod chaos;
 pub mod client;
 pub mod codec;
 pub mod metrics;

@@ -9,6 +9,7 @@
 //! Readiness: a server learns the cluster size from its configuration and who is online from
 //! the retained presence topics; it does not stand for election until a majority is online.
 
+use crate::chaos::Faults;
 use crate::codec;
 use crate::metrics::{self, Metrics};
 use crate::storage::{FileStorage, MemoryStorage, Storage, StorageError, SyncPolicy};
@@ -27,6 +28,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 #[derive(Debug, Error)]
@@ -89,6 +91,8 @@ pub struct Status {
     pub servers: u32,
     pub online: Vec<NodeId>,
     pub keys: usize,
+    /// A digest of the replicated state: replicas at the same commit point agree on it.
+    pub digest: String,
 }
 
 /// Called once the server is up, with the metrics endpoint's address if any.
@@ -142,6 +146,7 @@ pub async fn run_server(
         metrics_addr = Some(bound);
         http = Some(task);
     }
+    let (delayed_tx, delayed_rx) = mpsc::unbounded_channel();
     let mut node = Node {
         server,
         storage,
@@ -157,6 +162,10 @@ pub async fn run_server(
         last_status: None,
         pending_persist: Vec::new(),
         pending_after: Vec::new(),
+        faults: Faults::default(),
+        delayed_tx,
+        delayed_rx,
+        chaos_rng: rand::SeedableRng::from_entropy(),
     };
     tracing::info!(server = id, servers = opts.core.servers, "server started");
     if let Some(f) = on_ready {
@@ -196,6 +205,12 @@ struct Node {
     pending_persist: Vec<mqpaxos_core::PersistOp>,
     /// Messages that may leave only once `pending_persist` is durable.
     pending_after: Vec<Outgoing>,
+    /// Injected faults (see `chaos`); none unless switched on through the chaos topic.
+    faults: Faults,
+    /// Messages held back by an injected delay come back through here.
+    delayed_tx: mpsc::UnboundedSender<(String, Vec<u8>)>,
+    delayed_rx: mpsc::UnboundedReceiver<(String, Vec<u8>)>,
+    chaos_rng: rand::rngs::StdRng,
 }
 
 /// At most this many inputs share one sync.
@@ -231,6 +246,10 @@ impl Node {
                     }
                     None => return Err(TransportError::Closed.into()),
                 },
+                Some((topic, payload)) = self.delayed_rx.recv() => {
+                    self.deliver(topic, payload).await?;
+                    self.flush().await?;
+                }
                 _ = sleep_until(next) => {
                     self.fire_timers().await?;
                     self.flush().await?;
@@ -390,6 +409,52 @@ impl Node {
             }
             Incoming::Publish { topic, payload } => (topic, payload),
         };
+        let parsed = self.topics.parse(&topic);
+        if matches!(parsed, Some(Parsed::Chaos)) {
+            match Faults::parse(&payload) {
+                Ok(f) => {
+                    tracing::warn!(faults = ?f, "fault injection changed");
+                    self.faults = f;
+                }
+                Err(e) => tracing::warn!(error = %e, "ignoring an invalid chaos setting"),
+            }
+            return Ok(());
+        }
+        if !self.faults.is_none() {
+            let from = match parsed {
+                Some(Parsed::Peer { from, .. }) => Some(from),
+                Some(Parsed::Request { .. }) => None,
+                // Presence and status are the broker's business, not the network's.
+                _ => return self.deliver(topic, payload).await,
+            };
+            if from == Some(self.server.id()) {
+                return Ok(());
+            }
+            let copies = self
+                .faults
+                .deliveries(self.server.id(), from, &mut self.chaos_rng);
+            if copies.is_empty() {
+                self.metrics.drop_message("chaos");
+            }
+            for delay in copies {
+                if delay.is_zero() {
+                    self.deliver(topic.clone(), payload.clone()).await?;
+                } else {
+                    let tx = self.delayed_tx.clone();
+                    let (t, p) = (topic.clone(), payload.clone());
+                    tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        let _ = tx.send((t, p));
+                    });
+                }
+            }
+            return Ok(());
+        }
+        self.deliver(topic, payload).await
+    }
+
+    /// Hands a received message to the core (after any injected fault).
+    async fn deliver(&mut self, topic: String, payload: Vec<u8>) -> Result<(), NodeError> {
         match self.topics.parse(&topic) {
             Some(Parsed::Peer { from, .. }) => {
                 if from == self.server.id() {
@@ -468,6 +533,7 @@ impl Node {
             servers: self.server.config().servers,
             online: self.online.iter().copied().collect(),
             keys: self.server.kv().len(),
+            digest: format!("{:016x}", self.server.kv().digest()),
         }
     }
 
