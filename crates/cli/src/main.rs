@@ -40,6 +40,8 @@ enum Command {
     Delete(cmd::kv::KeyArgs),
     /// Compare and swap: set KEY to NEW if its value is EXPECTED (exit 1 if not).
     Cas(cmd::kv::CasArgs),
+    /// The seed's experiment on real processes: faults, partitions, and a verdict.
+    Chaos(cmd::chaos::Args),
     /// Print the broker ACL (Mosquitto or EMQX) that the topic layout needs.
     Acl(cmd::acl::Args),
     /// Measure throughput and latency against a running cluster.
@@ -85,7 +87,7 @@ fn main() -> ExitCode {
         }
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("MQPAXOS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,mqtt5=error"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -113,6 +115,7 @@ fn main() -> ExitCode {
             Command::Status(a) => cmd::status::run(a).await,
             Command::Bench(a) => cmd::bench::run(a).await,
             Command::Acl(a) => cmd::acl::run(a).await,
+            Command::Chaos(a) => cmd::chaos::run(a).await,
             #[cfg(feature = "embedded-broker")]
             Command::Cluster(a) => cmd::cluster::run(a).await,
         }

@@ -19,6 +19,8 @@ pub mod topics;
 pub mod transport;
 
 pub use client::{Client, ClientError, ClientOptions};
+/// The MQTT client crate, for callers that publish directly (e.g. fault settings).
+pub use rumqttc;
 pub use runtime::{run_server, NodeError, ServerOptions, Status};
 pub use storage::SyncPolicy;
 pub use transport::{BrokerOptions, TransportError};

@@ -4,6 +4,7 @@ pub mod acl;
 pub mod bench;
 #[cfg(feature = "embedded-broker")]
 pub mod broker;
+pub mod chaos;
 #[cfg(feature = "embedded-broker")]
 pub mod cluster;
 pub mod kv;

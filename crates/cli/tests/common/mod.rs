@@ -56,12 +56,16 @@ impl Broker {
         let dir = tempfile::tempdir().expect("temp dir");
         let passwd = dir.path().join("passwd");
         std::fs::write(&passwd, "").expect("write password file");
-        for i in 1..=9 {
-            for role in ["server", "client"] {
+        let mut users: Vec<String> = (1..=9)
+            .flat_map(|i| [format!("server{i}"), format!("client{i}")])
+            .collect();
+        users.extend(["client0".to_string(), "operator".to_string()]);
+        {
+            for user in users {
                 let ok = Command::new("mosquitto_passwd")
                     .arg("-b")
                     .arg(&passwd)
-                    .arg(format!("{role}{i}"))
+                    .arg(user)
                     .arg(PASSWORD)
                     .status()
                     .expect("mosquitto_passwd is installed (apt-get install mosquitto)");

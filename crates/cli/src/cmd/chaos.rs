@@ -1,0 +1,680 @@
+//! `mqpaxos chaos`: the seed's experiment on the real system, with a verdict.
+//!
+//! It starts a broker (the built-in one unless `--broker` names another), N real server
+//! processes, and C clients issuing a mix of put/get/cas on a few keys so that operations
+//! conflict. Faults go through the cluster's chaos topic: loss and delay from the start, and
+//! `--partitions` random splits of the servers into groups of the given sizes. Then it heals
+//! everything and checks: the clients' history is linearizable (a final read of every key
+//! included, so a lost acknowledged write fails it), and all replicas agree. With `--out` it
+//! writes `history.jsonl` and `summary.json`.
+
+use super::{fail, parse_duration, CmdResult, Failure};
+use mqpaxos_check::{check_events, CheckLimits, CheckOutcome, Event, EventType, OpKind};
+use mqpaxos_node::chaos::Faults;
+use mqpaxos_node::topics::{server_id, Parsed, Topics};
+use mqpaxos_node::transport::{BrokerOptions, Connection, Incoming, Session};
+use mqpaxos_node::{Client, ClientError, ClientOptions, Status};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{ExitCode, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::process::{Child, Command};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[arg(long, default_value_t = 7)]
+    pub servers: u32,
+    #[arg(long, default_value_t = 5)]
+    pub clients: usize,
+    /// Probability that a message is lost.
+    #[arg(long, default_value_t = 0.2)]
+    pub loss: f64,
+    /// Delay added to every message.
+    #[arg(long, default_value = "10ms", value_parser = parse_duration)]
+    pub delay: Duration,
+    /// Probability that a message is delivered twice.
+    #[arg(long, default_value_t = 0.0)]
+    pub duplicate: f64,
+    /// How many times the servers are split at random.
+    #[arg(long, default_value_t = 5)]
+    pub partitions: usize,
+    /// Group sizes of each split (must add up to --servers).
+    #[arg(long, default_value = "4,3", value_delimiter = ',')]
+    pub groups: Vec<usize>,
+    /// How long the faults last.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Seed for the choice of splits and client operations (default: random).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Use this broker instead of starting the built-in one.
+    #[arg(long)]
+    pub broker: Option<String>,
+    /// Write history.jsonl and summary.json here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Keys the clients work on.
+    #[arg(long, default_value_t = 5)]
+    pub keys: usize,
+    /// A client gives up on an operation after this long (its outcome is then unknown).
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub op_timeout: Duration,
+}
+
+#[derive(Serialize, Debug, Default)]
+struct Summary {
+    seed: u64,
+    servers: u32,
+    clients: usize,
+    duration_s: f64,
+    ops_ok: u64,
+    ops_info: u64,
+    throughput_ok_per_s: f64,
+    latency_ms: BTreeMap<String, f64>,
+    leader_changes: u64,
+    faults: Vec<FaultRecord>,
+    /// Per server: message type -> count, for messages in and out.
+    messages_in: BTreeMap<String, BTreeMap<String, u64>>,
+    messages_out: BTreeMap<String, BTreeMap<String, u64>>,
+    linearizable: String,
+    replicas_agree: bool,
+    violations: Vec<String>,
+}
+
+#[derive(Serialize, Debug, Clone)]
+struct FaultRecord {
+    at_s: f64,
+    faults: Faults,
+}
+
+struct Servers {
+    children: Vec<Child>,
+    metrics: Vec<u16>,
+}
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.start_kill();
+        }
+    }
+}
+
+fn free_port() -> Result<u16, Failure> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| fail(4, format!("no free port: {e}")))
+}
+
+pub async fn run(a: Args) -> CmdResult {
+    if a.groups.iter().sum::<usize>() != a.servers as usize || a.groups.contains(&0) {
+        return Err(fail(
+            2,
+            format!(
+                "--groups {:?} must add up to --servers {}",
+                a.groups, a.servers
+            ),
+        ));
+    }
+    if !(0.0..=1.0).contains(&a.loss) || !(0.0..=1.0).contains(&a.duplicate) {
+        return Err(fail(2, "--loss and --duplicate are probabilities in 0..=1"));
+    }
+    if a.servers == 0 || a.clients == 0 || a.keys == 0 {
+        return Err(fail(
+            2,
+            "--servers, --clients and --keys must be at least 1",
+        ));
+    }
+    let seed = a.seed.unwrap_or_else(rand::random);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let cluster = format!("chaos{seed}");
+    let topics = Topics::new(&cluster);
+
+    // The broker.
+    #[cfg(feature = "embedded-broker")]
+    let mut embedded = None;
+    let url = match &a.broker {
+        Some(u) => u.clone(),
+        None => {
+            #[cfg(feature = "embedded-broker")]
+            {
+                let b = mqpaxos_broker::Broker::start(mqpaxos_broker::BrokerConfig {
+                    listen: "127.0.0.1:0".parse().map_err(|_| fail(4, "bad address"))?,
+                    ..mqpaxos_broker::BrokerConfig::default()
+                })
+                .await
+                .map_err(|e| fail(4, format!("cannot start the broker: {e}")))?;
+                let u = format!("mqtt://{}", b.local_addr());
+                embedded = Some(b);
+                u
+            }
+            #[cfg(not(feature = "embedded-broker"))]
+            return Err(fail(2, "built without the embedded broker: pass --broker"));
+        }
+    };
+    let broker = |user: &str| BrokerOptions {
+        url: url.clone(),
+        user: user.to_string(),
+        password: std::env::var("MQPAXOS_PASSWORD").ok(),
+        ca_file: None,
+        keep_alive: Duration::from_secs(5),
+    };
+
+    // The servers, each with its own data directory and metrics port.
+    let data = std::env::temp_dir().join(format!("mqpaxos-chaos-{seed}-{}", std::process::id()));
+    let exe = std::env::current_exe()
+        .map_err(|e| fail(4, format!("cannot find this executable: {e}")))?;
+    let mut servers = Servers {
+        children: Vec::new(),
+        metrics: Vec::new(),
+    };
+    for id in 1..=a.servers {
+        let port = free_port()?;
+        let child = Command::new(&exe)
+            .arg("server")
+            .args(["--id", &id.to_string(), "--servers", &a.servers.to_string()])
+            .args(["--broker", &url, "--cluster", &cluster])
+            .arg("--data-dir")
+            .arg(data.join(format!("server{id}")))
+            .args(["--metrics", &format!("127.0.0.1:{port}")])
+            .env_remove("MQPAXOS_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| fail(4, format!("cannot start server {id}: {e}")))?;
+        servers.children.push(child);
+        servers.metrics.push(port);
+    }
+
+    // An observer that keeps the latest status and presence of every server.
+    let observed: Arc<Mutex<BTreeMap<u32, (bool, Option<Status>)>>> = Arc::default();
+    let mut observer = Connection::open(
+        &broker("operator"),
+        Session {
+            client_id: format!("mqpaxos-chaos-observer-{seed}"),
+            subscriptions: vec![topics.all_status(), topics.all_presence()],
+            on_connect: Vec::new(),
+            will: None,
+        },
+        Some(Duration::from_secs(10)),
+    )
+    .await
+    .map_err(|e| fail(3, e.to_string()))?;
+    let (obs_conn, mut obs_rx) = (
+        observer.client.clone(),
+        std::mem::replace(&mut observer.incoming, tokio::sync::mpsc::channel(1).1),
+    );
+    let leader_changes = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    {
+        let observed = observed.clone();
+        let topics = topics.clone();
+        let leader_changes = leader_changes.clone();
+        tokio::spawn(async move {
+            let mut last_leader: Option<(String, u32)> = None;
+            while let Some(m) = obs_rx.recv().await {
+                let Incoming::Publish { topic, payload } = m else {
+                    continue;
+                };
+                let mut o = match observed.lock() {
+                    Ok(o) => o,
+                    Err(_) => return,
+                };
+                match topics.parse(&topic) {
+                    Some(Parsed::Presence { node }) => {
+                        if let Some(id) = server_id(&node) {
+                            o.entry(id).or_default().0 = payload.as_slice() == b"online";
+                        }
+                    }
+                    Some(Parsed::Status { node }) => {
+                        if let (Some(id), Ok(s)) =
+                            (server_id(&node), serde_json::from_slice::<Status>(&payload))
+                        {
+                            if s.role == "leader" {
+                                let now = (s.ballot.clone(), id);
+                                if last_leader.as_ref() != Some(&now) {
+                                    if last_leader.is_some() {
+                                        leader_changes
+                                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                    }
+                                    last_leader = Some(now);
+                                }
+                            }
+                            o.entry(id).or_default().1 = Some(s);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        });
+    }
+    let set_faults = |f: Faults| {
+        let client = obs_conn.clone();
+        let topic = topics.chaos();
+        async move {
+            let body = serde_json::to_vec(&f).unwrap_or_default();
+            client
+                .publish(topic, rumqttc_qos(), true, body)
+                .await
+                .map_err(|e| fail(3, format!("cannot publish the fault settings: {e}")))
+        }
+    };
+    set_faults(Faults::default()).await?;
+
+    // Wait for a leader before the clients start.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let has_leader = observed
+            .lock()
+            .map(|o| {
+                o.values()
+                    .any(|(on, s)| *on && s.as_ref().is_some_and(|s| s.role == "leader"))
+            })
+            .unwrap_or(false);
+        if has_leader {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(fail(3, "no leader was elected within 30 s"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The clients.
+    let start = Instant::now();
+    let history: Arc<Mutex<Vec<Event>>> = Arc::default();
+    let latencies: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for c in 1..=a.clients {
+        let user = format!("client{c}");
+        let mut opts = ClientOptions::new(&url, &user);
+        opts.broker = broker(&user);
+        opts.cluster = cluster.clone();
+        opts.timeout = a.op_timeout;
+        let (history, latencies, stop) = (history.clone(), latencies.clone(), stop.clone());
+        let keys = a.keys;
+        let client_seed = rng.gen::<u64>();
+        tasks.push(tokio::spawn(async move {
+            client_loop(opts, keys, client_seed, start, history, latencies, stop).await
+        }));
+    }
+
+    // The faults: loss and delay throughout, and the splits.
+    let mut faults_log = Vec::new();
+    let base = Faults {
+        loss: a.loss,
+        delay_ms: a.delay.as_millis() as u64,
+        jitter_ms: 0,
+        duplicate: a.duplicate,
+        partition: Vec::new(),
+    };
+    set_faults(base.clone()).await?;
+    faults_log.push(FaultRecord {
+        at_s: 0.0,
+        faults: base.clone(),
+    });
+    let slices = a.partitions + 1;
+    for i in 1..=slices {
+        let until = start + a.duration * i as u32 / slices as u32;
+        while Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            progress(start, &history, &faults_log);
+        }
+        if i < slices {
+            let mut ids: Vec<u32> = (1..=a.servers).collect();
+            ids.shuffle(&mut rng);
+            let mut groups = Vec::new();
+            let mut it = ids.into_iter();
+            for size in &a.groups {
+                let mut g: Vec<u32> = it.by_ref().take(*size).collect();
+                g.sort_unstable();
+                groups.push(g);
+            }
+            let f = Faults {
+                partition: groups,
+                ..base.clone()
+            };
+            set_faults(f.clone()).await?;
+            faults_log.push(FaultRecord {
+                at_s: start.elapsed().as_secs_f64(),
+                faults: f,
+            });
+        }
+    }
+    // Heal, let the clients finish, and wait for the replicas to agree.
+    set_faults(Faults::default()).await?;
+    faults_log.push(FaultRecord {
+        at_s: start.elapsed().as_secs_f64(),
+        faults: Faults::default(),
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    eprintln!();
+    let mut violations = Vec::new();
+    let agree = wait_agreement(&observed, a.servers, Duration::from_secs(30)).await;
+    if !agree {
+        violations
+            .push("replicas did not reach the same state within 30 s of the heal".to_string());
+    }
+    // Final reads of every key.
+    let mut events = history.lock().map(|h| h.clone()).unwrap_or_default();
+    let mut opts = ClientOptions::new(&url, "client0");
+    opts.broker = broker("client0");
+    opts.cluster = cluster.clone();
+    opts.timeout = Duration::from_secs(20);
+    match Client::connect(opts).await {
+        Ok(reader) => {
+            for k in 0..a.keys {
+                let key = format!("k{k}");
+                let t0 = start.elapsed().as_nanos() as u64;
+                match reader.get(&key).await {
+                    Ok(v) => {
+                        events.push(Event::invoke(t0, "final", OpKind::Get, &key));
+                        events.push(
+                            Event::ok(
+                                start.elapsed().as_nanos() as u64,
+                                "final",
+                                OpKind::Get,
+                                &key,
+                            )
+                            .with_value(v.as_deref()),
+                        );
+                    }
+                    Err(e) => violations.push(format!("final read of {key} failed: {e}")),
+                }
+            }
+            reader.close().await;
+        }
+        Err(e) => violations.push(format!("final reader cannot connect: {e}")),
+    }
+    let verdict = match check_events(&events, CheckLimits::default()) {
+        Ok(v) => v,
+        Err(e) => CheckOutcome::Unknown {
+            key: String::new(),
+            reason: e.to_string(),
+        },
+    };
+    if !verdict.is_linearizable() {
+        violations.push(format!("history: {verdict}"));
+    }
+
+    // Messages per node and type, from the servers' own metrics.
+    let mut summary = Summary {
+        seed,
+        servers: a.servers,
+        clients: a.clients,
+        duration_s: a.duration.as_secs_f64(),
+        leader_changes: leader_changes.load(std::sync::atomic::Ordering::Relaxed),
+        faults: faults_log,
+        linearizable: verdict.to_string(),
+        replicas_agree: agree,
+        ..Summary::default()
+    };
+    for (i, port) in servers.metrics.iter().enumerate() {
+        let node = format!("server{}", i + 1);
+        if let Ok(text) = scrape(*port).await {
+            let (inn, out) = message_counts(&text);
+            summary.messages_in.insert(node.clone(), inn);
+            summary.messages_out.insert(node, out);
+        }
+    }
+    summary.ops_ok = events
+        .iter()
+        .filter(|e| e.ty == EventType::Ok && e.client != "final")
+        .count() as u64;
+    summary.ops_info = events.iter().filter(|e| e.ty == EventType::Info).count() as u64;
+    summary.throughput_ok_per_s = summary.ops_ok as f64 / a.duration.as_secs_f64();
+    let mut lat = latencies.lock().map(|l| l.clone()).unwrap_or_default();
+    lat.sort_unstable();
+    for (name, q) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0)] {
+        if !lat.is_empty() {
+            let i = ((lat.len() as f64 * q) as usize).min(lat.len() - 1);
+            summary
+                .latency_ms
+                .insert(name.to_string(), lat[i] as f64 / 1000.0);
+        }
+    }
+    summary.violations = violations;
+
+    // Report.
+    println!("mqpaxos chaos: seed {seed}, {} servers, {} clients, {:.0} s, loss {}, delay {:?}, {} splits into {:?}",
+        a.servers, a.clients, a.duration.as_secs_f64(), a.loss, a.delay, a.partitions, a.groups);
+    println!(
+        "  operations: {} ok, {} unknown; {:.1} ok/s; latency p50 {:.1} ms, p99 {:.1} ms",
+        summary.ops_ok,
+        summary.ops_info,
+        summary.throughput_ok_per_s,
+        summary.latency_ms.get("p50").copied().unwrap_or(0.0),
+        summary.latency_ms.get("p99").copied().unwrap_or(0.0)
+    );
+    println!("  leader changes seen: {}", summary.leader_changes);
+    for (node, m) in &summary.messages_out {
+        let out: u64 = m.values().sum();
+        let inn: u64 = summary
+            .messages_in
+            .get(node)
+            .map_or(0, |m| m.values().sum());
+        println!("  {node}: {inn} messages in, {out} out");
+    }
+    println!(
+        "  linearizable: {}; replicas agree: {}",
+        summary.linearizable, summary.replicas_agree
+    );
+    if let Some(dir) = &a.out {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| fail(4, format!("cannot create {}: {e}", dir.display())))?;
+        let f = std::fs::File::create(dir.join("history.jsonl"))
+            .map_err(|e| fail(4, format!("cannot write history.jsonl: {e}")))?;
+        mqpaxos_check::write_jsonl(std::io::BufWriter::new(f), &events)
+            .map_err(|e| fail(4, format!("cannot write history.jsonl: {e}")))?;
+        let body = serde_json::to_vec_pretty(&summary).unwrap_or_default();
+        std::fs::write(dir.join("summary.json"), body)
+            .map_err(|e| fail(4, format!("cannot write summary.json: {e}")))?;
+        println!("  report: {}", dir.display());
+    }
+    drop(servers);
+    observer.close().await;
+    #[cfg(feature = "embedded-broker")]
+    if let Some(b) = embedded {
+        let _ = b.shutdown().await;
+    }
+    let _ = std::fs::remove_dir_all(&data);
+    if summary.violations.is_empty() {
+        println!("  verdict: PASS");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        for v in &summary.violations {
+            println!("  VIOLATION: {v}");
+        }
+        println!("  verdict: FAIL");
+        Ok(ExitCode::from(1))
+    }
+}
+
+fn rumqttc_qos() -> mqpaxos_node::rumqttc::QoS {
+    mqpaxos_node::rumqttc::QoS::AtLeastOnce
+}
+
+fn progress(start: Instant, history: &Mutex<Vec<Event>>, faults: &[FaultRecord]) {
+    let ops = history
+        .lock()
+        .map(|h| h.iter().filter(|e| e.ty == EventType::Ok).count())
+        .unwrap_or(0);
+    let split = faults
+        .last()
+        .map(|f| format!("{:?}", f.faults.partition))
+        .unwrap_or_default();
+    eprint!(
+        "\r  t={:>5.1}s ops={ops:<7} partition={split:<30}",
+        start.elapsed().as_secs_f64()
+    );
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn client_loop(
+    opts: ClientOptions,
+    keys: usize,
+    seed: u64,
+    start: Instant,
+    history: Arc<Mutex<Vec<Event>>>,
+    latencies: Arc<Mutex<Vec<u64>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let name = opts.broker.user.clone();
+    let mut client = match Client::connect(opts.clone()).await {
+        Ok(c) => c,
+        Err(_) => return,
+    };
+    let now = || start.elapsed().as_nanos() as u64;
+    let push = |e: Event| {
+        if let Ok(mut h) = history.lock() {
+            h.push(e);
+        }
+    };
+    let mut n = 0u64;
+    let mut last_seen: BTreeMap<String, Option<String>> = BTreeMap::new();
+    // Bounded by the stop flag and a hard cap on operations.
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) && n < 1_000_000 {
+        n += 1;
+        let key = format!("k{}", rng.gen_range(0..keys));
+        let value = format!("{name}-{n}");
+        let roll = rng.gen_range(0..100);
+        let t0 = Instant::now();
+        let (kind, invoke) = if roll < 40 {
+            (OpKind::Get, Event::invoke(now(), &name, OpKind::Get, &key))
+        } else if roll < 80 {
+            (
+                OpKind::Put,
+                Event::invoke(now(), &name, OpKind::Put, &key).with_value(Some(&value)),
+            )
+        } else {
+            let expected = last_seen.get(&key).cloned().flatten();
+            (
+                OpKind::Cas,
+                Event::invoke(now(), &name, OpKind::Cas, &key)
+                    .with_value(Some(&value))
+                    .with_expected(expected.as_deref()),
+            )
+        };
+        let expected = invoke.expected.clone();
+        push(invoke);
+        let result: Result<Event, ClientError> = match kind {
+            OpKind::Get => client.get(&key).await.map(|v| {
+                last_seen.insert(key.clone(), v.clone());
+                Event::ok(now(), &name, OpKind::Get, &key).with_value(v.as_deref())
+            }),
+            OpKind::Put => client.put(&key, &value).await.map(|()| {
+                last_seen.insert(key.clone(), Some(value.clone()));
+                Event::ok(now(), &name, OpKind::Put, &key).with_value(Some(&value))
+            }),
+            _ => client
+                .cas(&key, expected.as_deref(), &value)
+                .await
+                .map(|swapped| {
+                    if swapped {
+                        last_seen.insert(key.clone(), Some(value.clone()));
+                    }
+                    Event::ok(now(), &name, OpKind::Cas, &key)
+                        .with_value(Some(&value))
+                        .with_expected(expected.as_deref())
+                        .with_result(swapped)
+                }),
+        };
+        match result {
+            Ok(e) => {
+                push(e);
+                if let Ok(mut l) = latencies.lock() {
+                    l.push(t0.elapsed().as_micros() as u64);
+                }
+            }
+            Err(_) => {
+                push(Event::info(now(), &name, kind, &key));
+                // The abandoned command may still execute; a new session keeps this client's
+                // history sequential.
+                client.close().await;
+                match Client::connect(opts.clone()).await {
+                    Ok(c) => client = c,
+                    Err(_) => return,
+                }
+            }
+        }
+    }
+    client.close().await;
+}
+
+async fn wait_agreement(
+    observed: &Mutex<BTreeMap<u32, (bool, Option<Status>)>>,
+    servers: u32,
+    limit: Duration,
+) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        let agree = observed
+            .lock()
+            .map(|o| {
+                let states: Vec<(u64, String)> = o
+                    .values()
+                    .filter(|(on, _)| *on)
+                    .filter_map(|(_, s)| s.as_ref().map(|s| (s.commit, s.digest.clone())))
+                    .collect();
+                states.len() == servers as usize && states.windows(2).all(|w| w[0] == w[1])
+            })
+            .unwrap_or(false);
+        if agree {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
+}
+
+async fn scrape(port: u16) -> std::io::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await?;
+    let mut out = String::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut out))
+        .await
+        .map_err(|_| std::io::Error::other("timeout"))??;
+    Ok(out)
+}
+
+/// Sums `mqpaxos_messages_total` by direction and message type.
+fn message_counts(text: &str) -> (BTreeMap<String, u64>, BTreeMap<String, u64>) {
+    let (mut inn, mut out) = (BTreeMap::new(), BTreeMap::new());
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("mqpaxos_messages_total{"))
+    {
+        let Some((labels, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(v) = value.parse::<f64>() else {
+            continue;
+        };
+        let label = |name: &str| {
+            labels
+                .split(&format!("{name}=\""))
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .map(str::to_string)
+        };
+        let (Some(dir), Some(kind)) = (label("direction"), label("kind")) else {
+            continue;
+        };
+        let m = if dir == "in" { &mut inn } else { &mut out };
+        *m.entry(kind).or_insert(0) += v as u64;
+    }
+    (inn, out)
+}
