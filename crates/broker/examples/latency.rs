@@ -99,7 +99,11 @@ fn spawn_poller(mut eventloop: EventLoop, echo: Option<AsyncClient>, tx: mpsc::S
                 },
                 Ok(_) => {}
                 Err(e) => {
-                    eprintln!("connection error: {e}");
+                    // After the measurement the receiver is gone and a closing connection
+                    // is expected, not worth a line.
+                    if !tx.is_closed() {
+                        eprintln!("connection error: {e}");
+                    }
                     return;
                 }
             }
@@ -183,6 +187,7 @@ async fn measure(label: &str, addr: SocketAddr, args: &Args) -> Result<(), Strin
             ms(s.mean)
         );
     }
+    drop((rx_a, rx_b));
     let _ = pinger.disconnect().await;
     let _ = echoer.disconnect().await;
     Ok(())

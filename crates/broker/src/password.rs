@@ -119,8 +119,7 @@ impl PasswordFile {
             }
             let Some((user, hash)) = trimmed.split_once(':') else {
                 return Err(err(
-                    "expected `user:hash` (write the file with `mosquitto_passwd` or \
-                     `mqpaxos broker hash-password`)"
+                    "expected `user:hash`, as `mosquitto_passwd -b FILE USER PASSWORD` writes"
                         .to_string(),
                 ));
             };

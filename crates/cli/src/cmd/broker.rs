@@ -28,7 +28,7 @@ pub async fn run(a: Args) -> CmdResult {
     };
     let broker = Broker::start(cfg)
         .await
-        .map_err(|e| fail(2, format!("cannot start the broker: {e}")))?;
+        .map_err(|e| fail(2, e.to_string()))?;
     eprintln!(
         "mqpaxos: broker listening on mqtt://{}",
         broker.local_addr()

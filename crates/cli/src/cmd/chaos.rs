@@ -148,7 +148,7 @@ pub async fn run(a: Args) -> CmdResult {
                     ..mqpaxos_broker::BrokerConfig::default()
                 })
                 .await
-                .map_err(|e| fail(4, format!("cannot start the broker: {e}")))?;
+                .map_err(|e| fail(4, e.to_string()))?;
                 let u = format!("mqtt://{}", b.local_addr());
                 embedded = Some(b);
                 u

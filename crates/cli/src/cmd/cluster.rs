@@ -55,7 +55,7 @@ pub async fn run(a: Args) -> CmdResult {
         ..BrokerConfig::default()
     })
     .await
-    .map_err(|e| fail(2, format!("cannot start the broker on {}: {e}", a.listen)))?;
+    .map_err(|e| fail(2, e.to_string()))?;
     let url = format!("mqtt://{}", broker.local_addr());
     let exe = std::env::current_exe()
         .map_err(|e| fail(4, format!("cannot find this executable: {e}")))?;
