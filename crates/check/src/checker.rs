@@ -8,6 +8,13 @@
 //! on backtrack, and a memo of (set of linearized operations, model state) pairs already
 //! explored, which is what keeps the search from being exponential in practice.
 //!
+//! Operations whose outcome is unknown (`info`, or never completed) are what makes such
+//! searches blow up: each may take effect anywhere after its call, or never. Here they are
+//! tried only after every completed operation, and only in canonical positions (see
+//! `check_key`); a lookahead rejects states from which the next read cannot see its value
+//! (`Need`); and the memo counts a configuration as explored when one that used a subset
+//! of its unknown operations was (`Memo`).
+//!
 //! Model states (`Option<String>`) are represented by a 122-bit polynomial fingerprint plus
 //! the length, so appends, comparisons and memo lookups are O(1) however long the values
 //! grow. A fingerprint collision could only make the search accept a wrong interleaving or
@@ -44,7 +51,8 @@ impl Default for CheckLimits {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CheckOutcome {
     Linearizable,
-    /// No linearization exists for `key` (the smallest such key when several fail).
+    /// No linearization exists for `key`. When several keys fail, the smallest of those
+    /// refuted with the least search (see [`check_operations`]).
     NotLinearizable {
         key: String,
         /// The longest linearizable prefix found and the operation that could not follow
@@ -384,7 +392,8 @@ impl Step {
     /// Steps that never change the state. If one is legal now it might as well be
     /// linearized now: moving it to the front of any linearization of the remaining
     /// operations keeps that linearization valid, which lets the search skip every
-    /// alternative to taking it.
+    /// alternative to taking it. (Inside an open run the op must also close it, or the
+    /// move could leave the run unjustified.)
     fn is_pure(self) -> bool {
         matches!(self, Step::Read(_) | Step::CasRefused { .. })
     }
@@ -513,6 +522,7 @@ impl LinSet {
     }
 }
 
+/// For keys that are already well mixed (`u64` hashes).
 #[derive(Default)]
 struct IdentityHasher(u64);
 
@@ -581,18 +591,45 @@ impl Linearized {
     }
 }
 
+/// 32 bytes: the memo is most of the checker's memory.
+/// A fast hasher for `Fp`, whose fields are already near-uniform: SipHash would dominate
+/// the cost of interning.
+#[derive(Default)]
+struct FpHasher(u64);
+
+impl Hasher for FpHasher {
+    fn finish(&self) -> u64 {
+        splitmix(self.0)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+}
+
 struct MemoNode {
-    state: Fp,
-    shadow: Option<Fp>,
-    low: usize,
-    start: usize,
-    len: usize,
-    unknown_start: usize,
-    unknown_len: usize,
+    /// Interned state and shadow (`NIL`: no open run).
+    state: u32,
+    shadow: u32,
+    low: u32,
+    /// The bit-set window and unknown ops, in `Memo::words` and `Memo::unknown`.
+    start: u32,
+    len: u32,
+    unknown_start: u32,
+    unknown_len: u32,
     next: u32,
 }
 
 const NIL: u32 = u32::MAX;
+/// Longest chain walked per lookup. Chains grow long only when many configurations differ
+/// just in their unknown ops; past this, the memo forgets, costing time, not correctness.
+const MAX_CHAIN_WALK: usize = 64;
 
 /// Configurations already explored (and so known to lead nowhere), chained per hash in an
 /// arena: no allocation per lookup, and only the bit-set window stored.
@@ -607,47 +644,76 @@ struct Memo {
     nodes: Vec<MemoNode>,
     words: Vec<u64>,
     unknown: Vec<u32>,
+    states: HashMap<Fp, u32, BuildHasherDefault<FpHasher>>,
+    /// Set once an arena outgrows 32-bit indices; the memo then stops growing.
+    full: bool,
 }
 
 impl Memo {
+    /// The id of `state`, or `None` once ids run out.
+    fn intern(&mut self, state: Fp) -> Option<u32> {
+        let next = u32::try_from(self.states.len())
+            .ok()
+            .filter(|&id| id != NIL)?;
+        Some(*self.states.entry(state).or_insert(next))
+    }
+
     /// Records the configuration; `false` if an explored one covers it.
     fn insert(&mut self, set: &Linearized, state: Fp, shadow: Option<Fp>) -> bool {
+        if self.full {
+            return true;
+        }
         let done = &set.done;
         let hash = done.hash ^ state.mix() ^ shadow.map_or(0, |s| s.mix().rotate_left(17));
+        let (Some(state), Some(shadow)) = (
+            self.intern(state),
+            shadow.map_or(Some(NIL), |s| self.intern(s)),
+        ) else {
+            self.full = true;
+            return true;
+        };
         let window = done.window();
         let head = self.heads.get(&hash).copied().unwrap_or(NIL);
         let mut at = head;
-        while at != NIL {
-            let node = &self.nodes[at as usize];
+        for _ in 0..MAX_CHAIN_WALK {
+            let Some(node) = self.nodes.get(at as usize) else {
+                break;
+            };
+            let words = node.start as usize..(node.start + node.len) as usize;
+            let unknown =
+                node.unknown_start as usize..(node.unknown_start + node.unknown_len) as usize;
             if node.state == state
                 && node.shadow == shadow
-                && node.low == done.low
-                && self.words[node.start..node.start + node.len] == *window
-                && is_subset(
-                    &self.unknown[node.unknown_start..node.unknown_start + node.unknown_len],
-                    &set.unknown,
-                )
+                && node.low as usize == done.low
+                && self.words[words] == *window
+                && is_subset(&self.unknown[unknown], &set.unknown)
             {
                 return false;
             }
             at = node.next;
         }
-        let index = u32::try_from(self.nodes.len()).unwrap_or(NIL);
-        if index == NIL {
-            // 4 billion configurations would need far more memory than any machine has;
-            // forgetting one only costs time, never correctness.
+        // 32-bit indices suffice for far more configurations than memory holds; should
+        // they not, forgetting costs time, never correctness.
+        let fits = |n: usize| u32::try_from(n).ok().filter(|&n| n != NIL);
+        let node = (|| {
+            Some(MemoNode {
+                state,
+                shadow,
+                low: fits(done.low)?,
+                start: fits(self.words.len())?,
+                len: fits(window.len())
+                    .filter(|_| fits(self.words.len() + window.len()).is_some())?,
+                unknown_start: fits(self.unknown.len())?,
+                unknown_len: fits(set.unknown.len())
+                    .filter(|_| fits(self.unknown.len() + set.unknown.len()).is_some())?,
+                next: head,
+            })
+        })();
+        let (Some(node), Some(index)) = (node, fits(self.nodes.len())) else {
+            self.full = true;
             return true;
-        }
-        self.nodes.push(MemoNode {
-            state,
-            shadow,
-            low: done.low,
-            start: self.words.len(),
-            len: window.len(),
-            unknown_start: self.unknown.len(),
-            unknown_len: set.unknown.len(),
-            next: head,
-        });
+        };
+        self.nodes.push(node);
         self.words.extend_from_slice(window);
         self.unknown.extend_from_slice(&set.unknown);
         self.heads.insert(hash, index);
@@ -782,6 +848,7 @@ impl Lists {
         };
         walk(DONE_HEAD)
             .chain(walk(UNKNOWN_HEAD))
+            .filter(|&e| !self.entry_is_return[e])
             .map(|e| self.entry_op[e])
     }
 }
@@ -830,10 +897,12 @@ struct Need {
     refusers_from: usize,
 }
 
+/// The value an op needs, and its prefix hashes (`None` past `MAX_PREFIX_HASHES`).
+type Target = (Fp, Option<Vec<(u64, u64)>>);
+
 struct Reach {
-    /// Per op, the value it needs and the prefix hashes of that value (computed on first
-    /// use, `None` past the cap).
-    targets: Vec<Option<(Fp, Option<Vec<(u64, u64)>>)>>,
+    /// Per op, computed on first use.
+    targets: Vec<Option<Target>>,
     cached: usize,
     bases: Vec<Fp>,
     cas_bases: Vec<Fp>,
@@ -1010,13 +1079,19 @@ fn is_prefix(prefixes: &[(u64, u64)], len: u64, h1: u64, h2: u64) -> bool {
 
 /// Checks the operations on one key, given in any order, taking at most `budget` steps.
 ///
-/// Besides the memo and `Reach`, three rules cut the search without losing
+/// Besides the memo and `Reach`, some rules cut the search without losing
 /// linearizations, because any linearization can be rewritten into one that obeys them:
 /// - a pure op that can go next goes next (see `Step::is_pure`);
-/// - an unknown op is never linearized where it changes nothing (drop it instead);
-/// - an unknown op is never directly followed by a put or delete (which would erase its
-///   effect unobserved: drop it instead). Whether the last op was unknown is therefore part
-///   of a configuration, and of its memo key.
+/// - unknown ops go as late as possible: one is never directly followed by a pure op that
+///   would be legal without it (swap them);
+/// - of unknown ops with identical effects, the earliest called goes first (see `twins`);
+/// - unknown ops must be justified. From the first unknown op linearized, a *run* is open,
+///   and the search tracks its *shadow*: the state the key would have without the run's
+///   unknown ops. A completed op that would be illegal on the shadow justifies the run and
+///   closes it. An op that makes the state equal the shadow while the run is open makes
+///   it pointless (every put or delete does): all its unknown ops could be dropped, so
+///   that move is not made. The shadow is therefore part of a configuration, and of its
+///   memo key.
 fn check_key(key: &str, ops: &[&Operation], budget: u64) -> KeyVerdict {
     // Operations that may never have happened have their return at infinity: they never
     // force anything and are only linearized when that helps explain an observation.
@@ -1082,7 +1157,8 @@ fn check_key(key: &str, ops: &[&Operation], budget: u64) -> KeyVerdict {
                 Cursor::Done(e) if e == DONE_TAIL || lists.entry_is_return[e] => {
                     // No completed op can go next; unknown ops called before this return
                     // can.
-                    cursor = Cursor::Unknown(lists.next[UNKNOWN_HEAD], e);
+                    let limit = if e == DONE_TAIL { usize::MAX } else { e };
+                    cursor = Cursor::Unknown(lists.next[UNKNOWN_HEAD], limit);
                     continue;
                 }
                 Cursor::Done(e) => Some((e, None)),
@@ -1100,22 +1176,32 @@ fn check_key(key: &str, ops: &[&Operation], budget: u64) -> KeyVerdict {
             let step = steps[op];
             let mut dead = false;
             if let Some(new_state) = step.apply(state) {
-                let new_shadow = match (shadow, definite[op]) {
-                    // An unknown op opens a run, or joins the open one.
-                    (None, false) => Some(state),
-                    (Some(shadow), false) => Some(shadow),
-                    (None, true) => None,
+                // `pointless`: the op leaves the state as it would be without the open
+                // run's unknown ops, which could then all be dropped.
+                let (new_shadow, pointless) = match (shadow, definite[op]) {
+                    // An unknown op opens a run...
+                    (None, false) => (Some(state), new_state == state),
+                    // ... or joins the open one.
+                    (Some(shadow), false) => (Some(shadow), step.apply(shadow) == Some(new_state)),
+                    (None, true) => (None, false),
                     // An op that would be illegal without the run's unknown ops
-                    // justifies it.
-                    (Some(shadow), true) => step.apply(shadow),
+                    // justifies the run, closing it.
+                    (Some(shadow), true) => {
+                        let new_shadow = step.apply(shadow);
+                        (new_shadow, new_shadow == Some(new_state))
+                    }
                 };
-                // With the same state as without its unknown ops, an unjustified run is
-                // pointless: they could all be dropped.
-                let pointless = new_shadow == Some(new_state);
                 // See `Step::is_pure`; inside an unjustified run the op must also justify
                 // it, or moving it to the front could make the run pointless.
                 let shortcut = step.is_pure() && new_shadow.is_none();
+                // A pure op legal without the unknown op just before it could go first:
+                // unknown ops go as late as possible.
+                let postponed = step.is_pure()
+                    && stack.last().is_some_and(|top| {
+                        !definite[top.op] && step.apply(top.prev_state).is_some()
+                    });
                 if !pointless
+                    && !postponed
                     && (definite[op] || rank[op] == used[class[op]])
                     && reach.allows(need, op, new_state, new_shadow)
                 {

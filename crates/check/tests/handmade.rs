@@ -389,6 +389,64 @@ fn info_put_takes_effect_at_most_once() {
 }
 
 #[test]
+fn refused_cas_explained_by_unknown_write() {
+    let mut h = H::default();
+    h.put("a", "x", "1", 1, Ok(2))
+        .put("b", "x", "2", 3, Info(4))
+        .cas("c", "x", Some("1"), "3", Some(false), 5, Ok(6))
+        .get("c", "x", Some("2"), 7, Ok(8));
+    h.assert_ok();
+    // The refusal needs the unknown put to have happened, so 1 cannot come back.
+    let mut h = H::default();
+    h.put("a", "x", "1", 1, Ok(2))
+        .put("b", "x", "2", 3, Info(4))
+        .cas("c", "x", Some("1"), "3", Some(false), 5, Ok(6))
+        .get("c", "x", Some("1"), 7, Ok(8));
+    h.assert_bad();
+}
+
+#[test]
+fn unknown_appends_in_any_order_but_once_each() {
+    for read in ["ab", "ba", "a", "b"] {
+        let mut h = H::default();
+        h.append("a", "x", "a", 1, Info(2))
+            .append("b", "x", "b", 1, Info(2))
+            .get("c", "x", Some(read), 5, Ok(6));
+        h.assert_ok();
+    }
+    let mut h = H::default();
+    h.append("a", "x", "a", 1, Info(2))
+        .append("b", "x", "b", 1, Info(2))
+        .get("c", "x", Some("aba"), 5, Ok(6));
+    h.assert_bad();
+    // Order seen by one read holds for later ones.
+    let mut h = H::default();
+    h.append("a", "x", "a", 1, Info(2))
+        .append("b", "x", "b", 1, Info(2))
+        .get("c", "x", Some("b"), 5, Ok(6))
+        .get("c", "x", Some("ab"), 7, Ok(8));
+    h.assert_bad();
+}
+
+#[test]
+fn identical_unknown_operations_each_count_once() {
+    // Two unknown deletes can explain two reads of null between puts, not three.
+    let build = |rounds: u64| {
+        let mut h = H::default();
+        h.delete("d1", "x", 0, Info(1))
+            .delete("d2", "x", 0, Info(1));
+        for r in 0..rounds {
+            let t = 10 * (r + 1);
+            h.put("w", "x", &r.to_string(), t, Ok(t + 1))
+                .get("r", "x", None, t + 5, Ok(t + 6));
+        }
+        h
+    };
+    build(2).assert_ok();
+    build(3).assert_bad();
+}
+
+#[test]
 fn never_completed_invoke_is_like_info() {
     for read in [None, Some("1")] {
         let mut h = H::default();

@@ -33,7 +33,8 @@ impl Rng {
     }
 }
 
-fn random_history(rng: &mut Rng, ops: usize, info_percent: u64) -> Vec<Event> {
+/// `cas_percent` of the operations are cas; the rest are mostly gets, puts and appends.
+fn random_history(rng: &mut Rng, ops: usize, info_percent: u64, cas_percent: u64) -> Vec<Event> {
     let clients = 1 + rng.below(4);
     let mut clock = vec![0u64; clients as usize];
     let mut events = Vec::new();
@@ -44,12 +45,15 @@ fn random_history(rng: &mut Rng, ops: usize, info_percent: u64) -> Vec<Event> {
         let call = clock[c] + rng.below(4);
         let ret = call + rng.below(6);
         clock[c] = ret + 1;
-        let f = match rng.below(10) {
-            0..=2 => OpKind::Get,
-            3..=4 => OpKind::Put,
-            5..=6 => OpKind::Append,
-            7 => OpKind::Delete,
-            _ => OpKind::Cas,
+        let f = if rng.below(100) < cas_percent {
+            OpKind::Cas
+        } else {
+            match rng.below(9) {
+                0..=2 => OpKind::Get,
+                3..=4 => OpKind::Put,
+                5..=7 => OpKind::Append,
+                _ => OpKind::Delete,
+            }
         };
         let mut invoke = Event::invoke(call, &client, f, key);
         match f {
@@ -181,20 +185,25 @@ fn brute_force(ops: &[Operation]) -> bool {
 
 #[test]
 fn checker_agrees_with_brute_force() {
-    agree_with_brute_force(0x9e37_79b9_7f4a_7c15, 20_000, 10);
+    agree_with_brute_force(0x9e37_79b9_7f4a_7c15, 20_000, 10, 20);
 }
 
 #[test]
 fn checker_agrees_with_brute_force_when_many_outcomes_are_unknown() {
-    agree_with_brute_force(0x0bad_5eed_0bad_5eed, 10_000, 45);
+    agree_with_brute_force(0x0bad_5eed_0bad_5eed, 10_000, 45, 20);
 }
 
-fn agree_with_brute_force(seed: u64, rounds: usize, info_percent: u64) {
+#[test]
+fn checker_agrees_with_brute_force_on_cas_heavy_histories() {
+    agree_with_brute_force(0x1234_79b9_7f4a_7c15, 10_000, 25, 50);
+}
+
+fn agree_with_brute_force(seed: u64, rounds: usize, info_percent: u64, cas_percent: u64) {
     let mut rng = Rng(seed);
     let (mut linearizable, mut not) = (0, 0);
     for round in 0..rounds {
         let size = 2 + (round % 10);
-        let events = random_history(&mut rng, size, info_percent);
+        let events = random_history(&mut rng, size, info_percent, cas_percent);
         let ops = pair_operations(&events).unwrap();
         let expected = brute_force(&ops);
         let outcome = check_events(&events, CheckLimits::default()).unwrap();

@@ -59,6 +59,17 @@ struct Inflight {
     sent_at: Duration,
 }
 
+impl Inflight {
+    /// Just proposed by leader `me`, whose own acceptance counts at once.
+    fn proposed(value: Value, me: NodeId, now: Duration) -> Self {
+        Inflight {
+            value,
+            acks: BTreeSet::from([me]),
+            sent_at: now,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Leader {
     ballot: Ballot,
@@ -545,16 +556,10 @@ impl Server {
                 ballot,
                 value: value.clone(),
             };
-            self.log.insert(slot, entry.clone());
-            self.persist(PersistOp::Accept { slot, entry });
-            leader.inflight.insert(
-                slot,
-                Inflight {
-                    value: value.clone(),
-                    acks: BTreeSet::from([self.cfg.id]),
-                    sent_at: now,
-                },
-            );
+            self.store(slot, entry);
+            leader
+                .inflight
+                .insert(slot, Inflight::proposed(value.clone(), self.cfg.id, now));
             values.push(value);
         }
         self.role = Role::Leader(leader);
@@ -654,9 +659,7 @@ impl Server {
                 // acknowledging it is still true.
                 continue;
             }
-            let entry = Entry { ballot, value };
-            self.log.insert(slot, entry.clone());
-            self.persist(PersistOp::Accept { slot, entry });
+            self.store(slot, Entry { ballot, value });
         }
         if count > 0 {
             self.send_after(
@@ -705,14 +708,8 @@ impl Server {
             let value: Value = l.queue.drain(..n).collect();
             let slot = l.next_slot;
             l.next_slot += 1;
-            l.inflight.insert(
-                slot,
-                Inflight {
-                    value: value.clone(),
-                    acks: BTreeSet::from([self.cfg.id]),
-                    sent_at: now,
-                },
-            );
+            l.inflight
+                .insert(slot, Inflight::proposed(value.clone(), self.cfg.id, now));
             values.push(value);
         }
         if values.is_empty() {
@@ -724,8 +721,7 @@ impl Server {
                 ballot,
                 value: value.clone(),
             };
-            self.log.insert(slot, entry.clone());
-            self.persist(PersistOp::Accept { slot, entry });
+            self.store(slot, entry);
         }
         self.send_accepts(ballot, first, values);
         self.try_commit(now);
@@ -873,16 +869,14 @@ impl Server {
             if slot > self.commit {
                 break;
             }
-            let entry = Entry {
-                ballot: Ballot::CHOSEN,
-                value,
-            };
-            self.log.insert(slot, entry.clone());
-            self.persist(PersistOp::Accept {
+            self.execute(slot, &value);
+            self.store(
                 slot,
-                entry: entry.clone(),
-            });
-            self.execute(slot, &entry.value);
+                Entry {
+                    ballot: Ballot::CHOSEN,
+                    value,
+                },
+            );
             self.commit += 1;
             advanced = true;
         }
@@ -992,6 +986,12 @@ impl Server {
 
     fn send_after(&mut self, to: Dest, msg: Message) {
         self.ready.send_after.push(Outgoing { to, msg });
+    }
+
+    /// Accepts `entry` at `slot` here: in the log now, durable before what depends on it.
+    fn store(&mut self, slot: Slot, entry: Entry) {
+        self.log.insert(slot, entry.clone());
+        self.persist(PersistOp::Accept { slot, entry });
     }
 
     fn persist(&mut self, op: PersistOp) {
