@@ -1,0 +1,882 @@
+#!/usr/bin/env python3
+"""Offline validation of the mqpaxos deployment (run by scripts/validate-deploy).
+
+Every object is checked against a schema, and an object without one is an error:
+  * built-in kinds against the Kubernetes OpenAPI schemas that the PyPI package
+    kubernetes-validate ships (strict: unknown fields are errors), for each --kube-version;
+  * custom resources (EMQX, NetworkChaos, Workflow) against the openAPIV3Schema of the CRDs
+    in deploy/schemas/crds, turned into JSON Schema (Draft 4) and equally strict.
+Then the rules a schema cannot state: names and labels, selectors that match their pod
+templates, what the Chaos Mesh and EMQX webhooks refuse, and the rules of this deployment
+(cluster size agreeing everywhere, every referenced ConfigMap and Secret existing, the chaos
+experiments selecting pods that the 7-server overlay really has).
+
+Input: files of YAML documents, each in a named set (an overlay, the chaos experiments, ...).
+Output: one line per problem, then a summary line; exit status 1 if anything is invalid.
+"""
+
+import argparse
+import copy
+import glob
+import json
+import os
+import re
+import sys
+
+import jsonschema
+import kubernetes_validate
+import yaml
+from kubernetes_validate import utils as kv
+from referencing import Registry, Resource
+
+
+
+class Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+    """PyYAML's safe loader (libyaml's when there is one), refusing duplicate keys: PyYAML
+    would keep the last one silently, where the API server refuses the object."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, "duplicate key %r" % (key,), key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, Loader.construct_mapping)
+
+DEFS_URI = "https://kubernetes.io/api/_definitions.json"
+OBJECT_META = DEFS_URI + "#/$defs/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
+
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+# Kinds whose names must be DNS-1123 labels (they become host or DNS names).
+LABEL_NAMED_KINDS = {"Namespace", "Service", "StatefulSet"}
+WORKLOADS = {"Deployment", "StatefulSet", "ReplicaSet", "DaemonSet", "Job"}
+# The mqpaxos pods' labels, as the chaos experiments select them.
+SERVER_LABELS = {"app.kubernetes.io/name": "mqpaxos", "app.kubernetes.io/component": "server"}
+CLIENT_LABELS = {"app.kubernetes.io/name": "mqpaxos", "app.kubernetes.io/component": "client"}
+
+
+def group_of(api_version):
+    return api_version.split("/")[0] if "/" in api_version else ""
+
+
+def version_of(api_version):
+    return api_version.split("/")[-1]
+
+
+def ident(obj):
+    md = obj.get("metadata") or {}
+    ns = md.get("namespace")
+    return "%s/%s%s" % (obj.get("kind"), (ns + "/") if ns else "", md.get("name"))
+
+
+# --------------------------------------------------------------------------------------
+# CRD schemas -> JSON Schema
+
+
+class CrdSchemas:
+    """The served versions of the CRDs in a directory, as strict Draft 4 JSON Schemas."""
+
+    def __init__(self, directory):
+        self.raw = {}  # (group, version, kind) -> openAPIV3Schema
+        self.unchecked_cel = set()
+        self.validators = {}
+        for path in sorted(glob.glob(os.path.join(directory, "*.yaml"))):
+            with open(path) as f:
+                for doc in yaml.load_all(f, Loader=Loader):
+                    if not doc or doc.get("kind") != "CustomResourceDefinition":
+                        continue
+                    spec = doc["spec"]
+                    for v in spec["versions"]:
+                        if v.get("served", True):
+                            key = (spec["group"], v["name"], spec["names"]["kind"])
+                            self.raw[key] = v["schema"]["openAPIV3Schema"]
+
+    def knows(self, obj):
+        api = obj.get("apiVersion", "")
+        return (group_of(api), version_of(api), obj.get("kind")) in self.raw
+
+    def convert(self, s, where):
+        if not isinstance(s, dict):
+            return s
+        out = {}
+        for k, v in s.items():
+            if k == "properties":
+                out[k] = {name: self.convert(sub, where + "." + name) for name, sub in v.items()}
+            elif k in ("items", "not"):
+                out[k] = self.convert(v, where + "[]")
+            elif k == "additionalProperties":
+                out[k] = self.convert(v, where + ".*") if isinstance(v, dict) else v
+            elif k in ("anyOf", "oneOf", "allOf"):
+                out[k] = [self.convert(x, where) for x in v]
+            elif k in ("description", "default", "example", "externalDocs", "nullable") or k.startswith("x-kubernetes-"):
+                continue
+            elif k == "pattern":
+                # Go's RE2 reads [\d-_] as \d, "-" and "_"; Python's re calls it a bad range.
+                out[k] = re.sub(r"(\\[dDwWsS])-", r"\1\\-", v)
+            else:
+                out[k] = v
+        if s.get("nullable") and isinstance(out.get("type"), str):
+            out["type"] = [out["type"], "null"]
+        if s.get("x-kubernetes-int-or-string"):
+            out.pop("type", None)
+            out.setdefault("anyOf", [{"type": "integer"}, {"type": "string"}])
+        if (
+            out.get("type") == "object"
+            and "properties" in out
+            and "additionalProperties" not in out
+            and not s.get("x-kubernetes-preserve-unknown-fields")
+        ):
+            out["additionalProperties"] = False
+            if s.get("x-kubernetes-embedded-resource"):
+                for f in ("apiVersion", "kind"):
+                    out["properties"].setdefault(f, {"type": "string"})
+                out["properties"].setdefault("metadata", {"type": "object"})
+        if s.get("x-kubernetes-list-type") == "set":
+            out["uniqueItems"] = True
+        for rule in s.get("x-kubernetes-validations", []):
+            # The one CEL form these CRDs use: two fields that exclude each other.
+            m = re.fullmatch(r"has\(self\.(\w+)\)\s*&&\s*has\(self\.(\w+)\)\s*\?\s*false\s*:\s*true", rule["rule"].strip())
+            if m:
+                out.setdefault("allOf", []).append({"not": {"required": [m.group(1), m.group(2)]}})
+            else:
+                self.unchecked_cel.add("%s: %s" % (where, rule["rule"]))
+        return out
+
+    def validator(self, obj, kube_version):
+        api = obj["apiVersion"]
+        key = (group_of(api), version_of(api), obj["kind"], kube_version)
+        if key not in self.validators:
+            schema = self.convert(self.raw[key[:3]], obj["kind"])
+            schema.setdefault("properties", {})["metadata"] = {"$ref": OBJECT_META}
+            schema["required"] = sorted(set(schema.get("required", [])) | {"apiVersion", "kind", "metadata"})
+            schema["additionalProperties"] = False
+            defs = kv.schema_contents(
+                "kubernetes-json-schema/v%s-local-strict/_definitions.json" % kube_version_dir(kube_version), kube_version
+            )
+            registry = Registry().with_resource(DEFS_URI, Resource.from_contents(defs))
+            jsonschema.Draft4Validator.check_schema(schema)
+            self.validators[key] = jsonschema.Draft4Validator(schema, registry=registry)
+        return self.validators[key]
+
+
+def kube_version_dir(v):
+    """kubernetes-validate's schema directory for a version: the newest not newer than it."""
+    want = tuple(int(x) for x in v.split(".")[:2])
+    have = [tuple(int(x) for x in a.split(".")[:2]) for a in kv.all_versions()]
+    best = max((h for h in have if h <= want), default=None)
+    if best is None:
+        raise SystemExit("kubernetes-validate %s has no schemas for Kubernetes %s" % (kubernetes_validate.__version__, v))
+    return "%d.%d.0" % best
+
+
+# --------------------------------------------------------------------------------------
+# Checks
+
+
+class Checker:
+    def __init__(self, crds, kube_versions):
+        self.crds = crds
+        self.kube_versions = kube_versions
+        self.builtins = {}
+        self.problems = []  # (set, object id, message)
+
+    def bad(self, where, obj, msg):
+        self.problems.append((where, ident(obj) if isinstance(obj, dict) else str(obj), msg))
+
+    # -- schemas
+    def schema(self, where, obj):
+        if not isinstance(obj, dict) or "apiVersion" not in obj or "kind" not in obj:
+            self.bad(where, {"kind": "?", "metadata": {"name": "?"}}, "not a Kubernetes object (no apiVersion/kind)")
+            return
+        for v in self.kube_versions:
+            if self.crds.knows(obj):
+                errors = sorted(self.crds.validator(obj, v).iter_errors(obj), key=lambda e: list(e.absolute_path))
+                for e in errors[:5]:
+                    self.bad(where, obj, "%s: %s (CRD schema)" % (".".join(str(p) for p in e.absolute_path) or "(root)", e.message))
+                if errors:
+                    return
+                continue
+            validator = self.builtin(obj, v)
+            if validator is None:
+                self.bad(where, obj, "no schema for %s %s: neither a Kubernetes %s kind nor a CRD in deploy/schemas/crds" % (obj["apiVersion"], obj["kind"], v))
+                return
+            errors = sorted(validator.iter_errors(obj), key=lambda e: list(e.absolute_path))
+            for e in errors[:5]:
+                self.bad(where, obj, "%s: %s (Kubernetes %s schema)" % (".".join(str(p) for p in e.absolute_path) or "(root)", e.message, v))
+            if errors:
+                return
+
+    def builtin(self, obj, kube_version):
+        """kubernetes-validate's strict schema for a built-in kind (its validate() reports only
+        the first error and reads the files anew for every object, hence this)."""
+        key = (obj["apiVersion"], obj["kind"], kube_version)
+        if key not in self.builtins:
+            # As kubernetes-validate names its files: apps/v1 -> apps-v1, rbac.authorization.k8s.io/v1 -> rbac-v1.
+            api = re.sub(r"^([^./]*)(?:\.[^/]*)?/", r"\1-", obj["apiVersion"])
+            base = "kubernetes-json-schema/v%s-local-strict/" % kube_version_dir(kube_version)
+            try:
+                schema = kv.schema_contents(base + "%s-%s.json" % (obj["kind"].lower(), api), kube_version)
+            except FileNotFoundError:
+                self.builtins[key] = None
+                return None
+            defs = kv.schema_contents(base + "_definitions.json", kube_version)
+            registry = Resource.from_contents(schema) @ (Resource.from_contents(defs) @ Registry())
+            self.builtins[key] = jsonschema.Draft202012Validator(schema, registry=registry)
+        return self.builtins[key]
+
+    # -- names, labels, selectors
+    def metadata(self, where, obj):
+        md = obj.get("metadata") or {}
+        name = md.get("name")
+        if not isinstance(name, str) or not name:
+            self.bad(where, obj, "metadata.name is missing")
+            return
+        rx, what, limit = (DNS_LABEL, "DNS-1123 label", 63) if obj.get("kind") in LABEL_NAMED_KINDS else (DNS_SUBDOMAIN, "DNS-1123 subdomain", 253)
+        if not rx.match(name) or len(name) > limit:
+            self.bad(where, obj, "metadata.name %r is not a %s" % (name, what))
+        for path, labels in label_maps(obj):
+            for k, val in (labels or {}).items():
+                prefix, _, lname = k.rpartition("/")
+                if (prefix and (not DNS_SUBDOMAIN.match(prefix) or len(prefix) > 253)) or not LABEL_NAME.match(lname) or len(lname) > 63:
+                    self.bad(where, obj, "%s: label key %r is invalid" % (path, k))
+                if not isinstance(val, str) or (val and (not LABEL_NAME.match(val) or len(val) > 63)):
+                    self.bad(where, obj, "%s: label value %r for %s is invalid" % (path, val, k))
+        if obj.get("kind") in WORKLOADS:
+            sel = ((obj.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+            tpl = ((((obj.get("spec") or {}).get("template") or {}).get("metadata") or {}).get("labels")) or {}
+            if not sel:
+                self.bad(where, obj, "spec.selector.matchLabels is empty")
+            for k, val in sel.items():
+                if tpl.get(k) != val:
+                    self.bad(where, obj, "spec.selector %s=%s does not match the pod template's labels" % (k, val))
+
+    # -- what the operators' webhooks refuse
+    def webhooks(self, where, obj):
+        kind, spec = obj.get("kind"), obj.get("spec") or {}
+        if kind == "NetworkChaos":
+            self.chaos_selector(where, obj, spec, "spec")
+        elif kind == "Workflow":
+            templates = spec.get("templates") or []
+            names = [t.get("name") for t in templates]
+            for n in sorted({n for n in names if names.count(n) > 1}):
+                self.bad(where, obj, "Workflow template name %r is not unique" % n)
+            if spec.get("entry") not in names:
+                self.bad(where, obj, "Workflow entry %r is not a template" % spec.get("entry"))
+            for t in templates:
+                n, ttype = t.get("name", ""), t.get("templateType")
+                if not DNS_SUBDOMAIN.match(n or "") or len(n) > 253:
+                    self.bad(where, obj, "Workflow template name %r is not a DNS-1123 subdomain" % n)
+                for c in t.get("children") or []:
+                    if c not in names:
+                        self.bad(where, obj, "Workflow template %r: child %r is not a template" % (n, c))
+                if ttype == "Suspend" and not t.get("deadline"):
+                    self.bad(where, obj, "Workflow template %r: a Suspend needs a deadline" % n)
+                if ttype in ("Serial", "Parallel") and not t.get("children"):
+                    self.bad(where, obj, "Workflow template %r: %s without children" % (n, ttype))
+                if ttype and ttype.endswith("Chaos"):
+                    body = t.get(ttype[0].lower() + ttype[1:])
+                    if not isinstance(body, dict):
+                        self.bad(where, obj, "Workflow template %r: %s without its %s spec" % (n, ttype, ttype[0].lower() + ttype[1:]))
+                        continue
+                    if "duration" in body:
+                        self.bad(where, obj, "Workflow template %r: a chaos template takes deadline, not duration" % n)
+                    if not t.get("deadline"):
+                        self.bad(where, obj, "Workflow template %r: no deadline, the chaos would never end" % n)
+                    if ttype == "NetworkChaos":
+                        self.chaos_selector(where, obj, body, "template " + n)
+
+    def chaos_selector(self, where, obj, spec, at):
+        for label, part in (("", spec), ("target.", spec.get("target") or {})):
+            mode = part.get("mode")
+            if mode in ("fixed", "fixed-percent", "random-max-percent") and not part.get("value"):
+                self.bad(where, obj, "%s: %smode %s needs a value" % (at, label, mode))
+            if mode == "fixed" and part.get("value") and not str(part["value"]).isdigit():
+                self.bad(where, obj, "%s: %svalue %r is not a number of pods" % (at, label, part["value"]))
+
+    def objects(self, where, objs):
+        seen = {}
+        for obj in objs:
+            self.schema(where, obj)
+            if not isinstance(obj, dict):
+                continue
+            self.metadata(where, obj)
+            self.webhooks(where, obj)
+            md = obj.get("metadata") or {}
+            key = (group_of(obj.get("apiVersion", "")), obj.get("kind"), md.get("namespace"), md.get("name"))
+            if key in seen:
+                self.bad(where, obj, "defined twice")
+            seen[key] = obj
+
+
+def label_maps(obj):
+    out = [("metadata.labels", (obj.get("metadata") or {}).get("labels"))]
+    spec = obj.get("spec") or {}
+    tpl = spec.get("template") if isinstance(spec.get("template"), dict) else None
+    if tpl:
+        out.append(("spec.template.metadata.labels", (tpl.get("metadata") or {}).get("labels")))
+    sel = spec.get("selector")
+    if isinstance(sel, dict) and isinstance(sel.get("matchLabels"), dict):
+        out.append(("spec.selector.matchLabels", sel["matchLabels"]))
+    return out
+
+
+def pod_specs(obj):
+    spec = obj.get("spec") or {}
+    if obj.get("kind") in WORKLOADS:
+        yield ((spec.get("template") or {}).get("spec") or {})
+
+
+def env_value(container, name):
+    for e in container.get("env") or []:
+        if e.get("name") == name:
+            return e
+    return None
+
+
+# --------------------------------------------------------------------------------------
+# Rules of this deployment
+
+
+def check_overlay(ck, where, objs, servers, secrets):
+    secret_names = None if secrets is None else set(secrets)
+    by_kind = {}
+    for o in objs:
+        by_kind.setdefault(o.get("kind"), []).append(o)
+    names = {(o.get("kind"), (o.get("metadata") or {}).get("name")) for o in objs}
+    majority = servers // 2 + 1
+
+    def one(kind, name):
+        for o in by_kind.get(kind, []):
+            if o["metadata"]["name"] == name:
+                return o
+        ck.bad(where, {"kind": kind, "metadata": {"name": name}}, "missing")
+        return None
+
+    sts = one("StatefulSet", "mqpaxos")
+    pdb = one("PodDisruptionBudget", "mqpaxos")
+    emqx = one("EMQX", "emqx")
+    if sts:
+        spec = sts["spec"]
+        if spec.get("replicas") != servers:
+            ck.bad(where, sts, "replicas is %s, the overlay is for %d servers" % (spec.get("replicas"), servers))
+        if spec.get("podManagementPolicy") != "Parallel":
+            ck.bad(where, sts, "podManagementPolicy must be Parallel")
+        svc = one("Service", spec.get("serviceName"))
+        if svc and svc["spec"].get("clusterIP") != "None":
+            ck.bad(where, svc, "the StatefulSet's governing Service must be headless")
+        pod = spec["template"]["spec"]
+        c = pod["containers"][0]
+        cms = [e["configMapRef"]["name"] for e in c.get("envFrom") or [] if "configMapRef" in e]
+        cfg = [o for o in by_kind.get("ConfigMap", []) if o["metadata"]["name"] in cms and "MQPAXOS_SERVERS" in (o.get("data") or {})]
+        if len(cfg) != 1:
+            ck.bad(where, sts, "exactly one ConfigMap in envFrom must set MQPAXOS_SERVERS (found %d)" % len(cfg))
+        else:
+            data = cfg[0]["data"]
+            if data["MQPAXOS_SERVERS"] != str(servers):
+                ck.bad(where, cfg[0], "MQPAXOS_SERVERS is %s, the overlay is for %d servers" % (data["MQPAXOS_SERVERS"], servers))
+            broker = data.get("MQPAXOS_BROKER", "")
+            if emqx and not re.match(r"^mqtts?://%s-listeners(\.[a-z0-9.-]+)?:\d+$" % re.escape(emqx["metadata"]["name"]), broker):
+                ck.bad(where, cfg[0], "MQPAXOS_BROKER %r does not name the EMQX listeners Service" % broker)
+        for probe, path in (("readinessProbe", "/health"),):
+            got = ((c.get(probe) or {}).get("httpGet") or {}).get("path")
+            if got != path:
+                ck.bad(where, sts, "%s must GET %s (got %r)" % (probe, path, got))
+        ann = sts["spec"]["template"]["metadata"].get("annotations") or {}
+        ports = {p.get("containerPort") for p in c.get("ports") or []}
+        if ann.get("prometheus.io/scrape") != "true" or int(ann.get("prometheus.io/port", "0")) not in ports:
+            ck.bad(where, sts, "the pod template needs prometheus.io/scrape and a prometheus.io/port the container exposes")
+        srcs = []
+        for v in pod.get("volumes") or []:
+            for s in ((v.get("projected") or {}).get("sources") or []):
+                if "secret" in s:
+                    srcs.append((s["secret"]["name"], [i.get("path") for i in s["secret"].get("items") or []]))
+        want = [("mqpaxos-server%d" % i, ["server%d" % i]) for i in range(1, servers + 1)]
+        if srcs != want:
+            ck.bad(where, sts, "the passwords volume must project mqpaxos-server1..%d as server1..%d (got %s)" % (servers, servers, [s for s, _ in srcs]))
+        if pdb:
+            if pdb["spec"].get("minAvailable") != majority:
+                ck.bad(where, pdb, "minAvailable is %s, a majority of %d is %d" % (pdb["spec"].get("minAvailable"), servers, majority))
+            tl = sts["spec"]["template"]["metadata"]["labels"]
+            for k, v in (pdb["spec"].get("selector") or {}).get("matchLabels", {}).items():
+                if tl.get(k) != v:
+                    ck.bad(where, pdb, "selector %s=%s does not select the servers" % (k, v))
+    if emqx:
+        check_emqx(ck, where, emqx, by_kind, names, secrets)
+    # Every ConfigMap and Secret a pod or EMQX names must exist (Secrets: made by make-secrets).
+    for o in objs:
+        for pod in pod_specs(o):
+            for c in (pod.get("containers") or []) + (pod.get("initContainers") or []):
+                for e in c.get("envFrom") or []:
+                    if "configMapRef" in e and ("ConfigMap", e["configMapRef"]["name"]) not in names:
+                        ck.bad(where, o, "envFrom ConfigMap %s is not in the overlay" % e["configMapRef"]["name"])
+                    if "secretRef" in e and secret_names is not None and e["secretRef"]["name"] not in secret_names:
+                        ck.bad(where, o, "envFrom Secret %s is not made by make-secrets" % e["secretRef"]["name"])
+                for e in c.get("env") or []:
+                    ref = (e.get("valueFrom") or {}).get("secretKeyRef")
+                    if ref and secret_names is not None and ref["name"] not in secret_names:
+                        ck.bad(where, o, "env %s: Secret %s is not made by make-secrets" % (e["name"], ref["name"]))
+            for v in pod.get("volumes") or []:
+                for s in [v] + ((v.get("projected") or {}).get("sources") or []):
+                    if "secret" in s and secret_names is not None:
+                        n = s["secret"].get("secretName") or s["secret"].get("name")
+                        if n not in secret_names:
+                            ck.bad(where, o, "volume %s: Secret %s is not made by make-secrets" % (v["name"], n))
+    # The clients: one Deployment per MQTT user client<j>, each with its own Secret.
+    users = []
+    for d in by_kind.get("Deployment", []):
+        tl = d["spec"]["template"]["metadata"].get("labels") or {}
+        if any(tl.get(k) != v for k, v in CLIENT_LABELS.items()):
+            continue
+        c = d["spec"]["template"]["spec"]["containers"][0]
+        user = (env_value(c, "MQPAXOS_USER") or {}).get("value")
+        pw = ((env_value(c, "MQPAXOS_PASSWORD") or {}).get("valueFrom") or {}).get("secretKeyRef", {}).get("name")
+        if not user or not re.match(r"^client\d+$", user):
+            ck.bad(where, d, "MQPAXOS_USER %r is not a client user (client<j>)" % user)
+        if pw != "mqpaxos-%s" % user:
+            ck.bad(where, d, "client %s takes its password from %r, not mqpaxos-%s" % (user, pw, user))
+        if d["spec"].get("replicas", 1) != 1:
+            ck.bad(where, d, "one pod per client user: replicas must be 1")
+        users.append(user)
+    if len(users) != 5 or len(set(users)) != len(users):
+        ck.bad(where, {"kind": "Deployment", "metadata": {"name": "mqpaxos-client*"}}, "want 5 clients with distinct users, got %s" % users)
+
+
+def check_scripts(ck, where, objs, servers):
+    """The shell scripts in the pod specs: all must parse (sh -n), and the servers' entry point
+    must turn pod ordinal K into server K+1 with its own password file, and refuse an ordinal
+    beyond MQPAXOS_SERVERS. It runs here with a stand-in for the mqpaxos binary."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    sh = shutil.which("sh")
+    if sh is None:
+        ck.bad(where, {"kind": "?", "metadata": {"name": "?"}}, "no sh to check the pod scripts with")
+        return
+    for o in objs:
+        for pod in pod_specs(o):
+            for c in pod.get("containers") or []:
+                cmd = (c.get("command") or []) + (c.get("args") or [])
+                if len(cmd) < 3 or cmd[0] not in ("/bin/sh", "sh") or cmd[1] != "-c":
+                    continue
+                r = subprocess.run([sh, "-n", "-c", cmd[2]], capture_output=True, text=True)
+                if r.returncode != 0:
+                    ck.bad(where, o, "container %s: the shell script does not parse: %s" % (c["name"], r.stderr.strip()))
+                    continue
+                if o.get("kind") != "StatefulSet":
+                    continue
+                with tempfile.TemporaryDirectory() as tmp:
+                    fake = os.path.join(tmp, "mqpaxos")
+                    with open(fake, "w") as f:
+                        f.write('#!/bin/sh\necho "$* id=$MQPAXOS_ID password=$MQPAXOS_PASSWORD_FILE"\n')
+                    os.chmod(fake, 0o755)
+                    for ordinal in range(servers + 1):
+                        env = {"PATH": tmp + ":/usr/bin:/bin", "POD_NAME": "%s-%d" % (o["metadata"]["name"], ordinal),
+                               "MQPAXOS_SERVERS": str(servers), "MQPAXOS_DATA_DIR": os.path.join(tmp, "data")}
+                        r = subprocess.run([sh, "-c", cmd[2]], env=env, capture_output=True, text=True, timeout=10)
+                        want = "server id=%d password=/etc/mqpaxos/passwords/server%d" % (ordinal + 1, ordinal + 1)
+                        if ordinal < servers and (r.returncode != 0 or r.stdout.strip() != want):
+                            ck.bad(where, o, "pod %s: the entry point ran %r (status %d), not %r" % (env["POD_NAME"], r.stdout.strip() or r.stderr.strip(), r.returncode, want))
+                        if ordinal == servers and r.returncode == 0:
+                            ck.bad(where, o, "pod %s: the entry point did not refuse an ordinal past %d servers" % (env["POD_NAME"], servers))
+
+
+def check_emqx(ck, where, emqx, by_kind, names, secrets):
+    """EMQX: at least 2 cores; its configuration parses as HOCON and names the mounted files:
+    the built-in database's bootstrap file (a key of the emqx-users Secret) and the file
+    authorization rules (a key of the emqx-acl ConfigMap), with anything unmatched denied."""
+    from pyhocon import ConfigFactory
+
+    core = (emqx["spec"].get("coreTemplate") or {}).get("spec") or {}
+    if core.get("replicas", 2) < 2:
+        ck.bad(where, emqx, "EMQX needs at least 2 core nodes")
+    if emqx["spec"].get("replicantTemplate"):
+        ck.bad(where, emqx, "replicants would need the same extra volumes as the cores: not set up here")
+    try:
+        conf = ConfigFactory.parse_string((emqx["spec"].get("config") or {}).get("data", ""))
+    except Exception as e:  # pyparsing's errors have no common base worth naming
+        ck.bad(where, emqx, "spec.config.data is not valid HOCON: %s" % e)
+        return
+    volumes = {v["name"]: v for v in core.get("extraVolumes") or []}
+    mounts = {m["mountPath"].rstrip("/"): volumes.get(m["name"]) for m in core.get("extraVolumeMounts") or []}
+
+    def mounted_file(path, what):
+        """The (kind, name, key) of the ConfigMap or Secret file at path, if it is one."""
+        d, _, key = path.rpartition("/")
+        v = mounts.get(d)
+        if v is None:
+            ck.bad(where, emqx, "%s %s is not in a mounted volume (mounts: %s)" % (what, path, sorted(mounts)))
+            return None
+        if "configMap" in v:
+            return ("ConfigMap", v["configMap"]["name"], key)
+        if "secret" in v:
+            return ("Secret", v["secret"]["secretName"], key)
+        ck.bad(where, emqx, "%s %s is on volume %s, neither a ConfigMap nor a Secret" % (what, path, v["name"]))
+        return None
+
+    authn = conf.get("authentication", [])
+    if len(authn) != 1 or authn[0].get("backend", None) != "built_in_database" or authn[0].get("user_id_type", None) != "username":
+        ck.bad(where, emqx, "authentication must be one built_in_database authenticator keyed by username")
+    else:
+        f = mounted_file(authn[0].get("bootstrap_file", ""), "bootstrap_file")
+        if f and f[0] != "Secret":
+            ck.bad(where, emqx, "bootstrap_file holds passwords: it must come from a Secret, not a %s" % f[0])
+        elif f and secrets is not None:
+            sec = secrets.get(f[1])
+            if sec is None:
+                ck.bad(where, emqx, "bootstrap_file: Secret %s is not made by make-secrets" % f[1])
+            elif f[2] not in (sec.get("stringData") or {}) and f[2] not in (sec.get("data") or {}):
+                ck.bad(where, emqx, "bootstrap_file: Secret %s has no key %s" % (f[1], f[2]))
+            elif authn[0].get("bootstrap_type", "plain") != "plain" or not f[2].endswith(".csv"):
+                ck.bad(where, emqx, "bootstrap_file must be a .csv file of plain passwords (what make-secrets writes)")
+    authz = conf.get("authorization", {})
+    sources = authz.get("sources", []) if authz else []
+    if not authz or authz.get("no_match", None) != "deny" or [x.get("type", None) for x in sources] != ["file"]:
+        ck.bad(where, emqx, "authorization must be one file source with no_match = deny")
+    else:
+        f = mounted_file(sources[0].get("path", ""), "authorization file")
+        if f and f[0] != "ConfigMap":
+            ck.bad(where, emqx, "the authorization file should come from the generated ConfigMap, not a %s" % f[0])
+        elif f:
+            cm = next((o for o in by_kind.get("ConfigMap", []) if o["metadata"]["name"] == f[1]), None)
+            rules = ((cm or {}).get("data") or {}).get(f[2])
+            if rules is None:
+                ck.bad(where, emqx, "authorization file: ConfigMap %s with key %s is not in the overlay" % (f[1], f[2]))
+            elif not rules.rstrip().endswith("{deny, all}."):
+                ck.bad(where, emqx, "the authorization rules must end with {deny, all}.")
+    max_packet = str(conf.get("mqtt.max_packet_size", "1MB"))
+    m = re.fullmatch(r"(\d+)(KB|MB|GB)", max_packet)
+    if not m or int(m.group(1)) * {"KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30}[m.group(2)] < 16 << 20:
+        ck.bad(where, emqx, "mqtt.max_packet_size %s is below mqpaxos' 16 MiB payload limit" % max_packet)
+    for e in core.get("env") or []:
+        ref = (e.get("valueFrom") or {}).get("secretKeyRef")
+        if ref and secrets is not None and ref["name"] not in secrets:
+            ck.bad(where, emqx, "env %s: Secret %s is not made by make-secrets" % (e["name"], ref["name"]))
+    for v in core.get("extraVolumes") or []:
+        if "configMap" in v and ("ConfigMap", v["configMap"]["name"]) not in names:
+            ck.bad(where, emqx, "extraVolumes %s: ConfigMap %s is not in the overlay" % (v["name"], v["configMap"]["name"]))
+        if "secret" in v and secrets is not None and v["secret"]["secretName"] not in secrets:
+            ck.bad(where, emqx, "extraVolumes %s: Secret %s is not made by make-secrets" % (v["name"], v["secret"]["secretName"]))
+
+
+def check_chaos(ck, where, objs, overlay_objs):
+    """The experiments must select pods that the overlay (7 servers) really creates."""
+    sts = next((o for o in overlay_objs if o.get("kind") == "StatefulSet" and o["metadata"]["name"] == "mqpaxos"), None)
+    emqx = next((o for o in overlay_objs if o.get("kind") == "EMQX"), None)
+    if not sts or not emqx:
+        ck.bad(where, {"kind": "?", "metadata": {"name": "?"}}, "the overlay to check the experiments against has no StatefulSet mqpaxos or EMQX")
+        return
+    ns = sts["metadata"].get("namespace")
+    pods = {"%s-%d" % (sts["metadata"]["name"], k) for k in range(sts["spec"]["replicas"])}
+    server_labels = sts["spec"]["template"]["metadata"]["labels"]
+    emqx_labels = {"apps.emqx.io/instance": emqx["metadata"]["name"]}
+    emqx_labels.update(((emqx["spec"].get("coreTemplate") or {}).get("metadata") or {}).get("labels") or {})
+
+    def selects(sel, labels, obj, at):
+        for n in sel.get("namespaces") or []:
+            if n != ns:
+                ck.bad(where, obj, "%s: namespace %s is not the deployment's (%s)" % (at, n, ns))
+        for k, v in (sel.get("labelSelectors") or {}).items():
+            if labels.get(k) != v:
+                ck.bad(where, obj, "%s: label %s=%s selects none of the pods meant" % (at, k, v))
+        for n, names in (sel.get("pods") or {}).items():
+            if n != ns:
+                ck.bad(where, obj, "%s: pods in namespace %s, the deployment's is %s" % (at, n, ns))
+            for p in names:
+                if p not in pods:
+                    ck.bad(where, obj, "%s: pod %s is not one of the 7-server overlay's %s" % (at, p, sorted(pods)))
+
+    def net(spec, obj, at):
+        selects(spec.get("selector") or {}, server_labels, obj, at + " selector")
+        if spec.get("target"):
+            selects(spec["target"].get("selector") or {}, emqx_labels, obj, at + " target")
+        if spec.get("action") == "partition" and spec.get("mode") == "fixed":
+            n = int(spec.get("value", "0"))
+            if not (0 < n < sts["spec"]["replicas"] / 2):
+                ck.bad(where, obj, "%s: cutting %d of %d servers off the broker leaves the rest without a majority (or cuts nobody off)" % (at, n, sts["spec"]["replicas"]))
+        if spec.get("action") == "partition" and (spec.get("selector") or {}).get("pods"):
+            cut = sum(len(v) for v in spec["selector"]["pods"].values())
+            if not (0 < cut < sts["spec"]["replicas"] / 2):
+                ck.bad(where, obj, "%s: cutting %d of %d servers off is not a minority" % (at, cut, sts["spec"]["replicas"]))
+
+    for o in objs:
+        if o.get("kind") == "NetworkChaos":
+            net(o["spec"], o, "spec")
+        elif o.get("kind") == "Workflow":
+            for t in o["spec"].get("templates") or []:
+                if t.get("templateType") == "NetworkChaos":
+                    net(t.get("networkChaos") or {}, o, "template " + t["name"])
+
+
+def check_dockerfile(ck, path):
+    try:
+        import dockerfile  # the buildkit parser, from the PyPI package "dockerfile"
+    except ImportError:
+        ck.bad("dockerfile", path, "the Python package dockerfile is not installed")
+        return
+    obj = {"kind": "Dockerfile", "metadata": {"name": os.path.relpath(path)}}
+    try:
+        cmds = dockerfile.parse_file(path)
+    except dockerfile.GoParseError as e:
+        ck.bad("dockerfile", obj, "does not parse: %s" % e)
+        return
+    stages = [i for i, c in enumerate(cmds) if c.cmd.upper() == "FROM"]
+    if len(stages) < 2:
+        ck.bad("dockerfile", obj, "must be multi-stage (a builder and a runtime stage)")
+        return
+    last = cmds[stages[-1]:]
+    if not any(c.cmd.upper() == "RUN" and "cargo build --release" in " ".join(c.value) and "-p mqpaxos" in " ".join(c.value) for c in cmds[: stages[-1]]):
+        ck.bad("dockerfile", obj, "the builder stage must run `cargo build --release ... -p mqpaxos`")
+    users = [c.value[0] for c in last if c.cmd.upper() == "USER"]
+    if not users or users[-1].split(":")[0] in ("root", "0"):
+        ck.bad("dockerfile", obj, "the runtime stage must switch to a non-root USER")
+    if not any(c.cmd.upper() == "HEALTHCHECK" and c.value and c.value[0].upper() == "CMD" for c in last):
+        ck.bad("dockerfile", obj, "the runtime stage needs a HEALTHCHECK CMD")
+    if not any(c.cmd.upper() == "COPY" and any(f.startswith("--from=") for f in c.flags) for c in last):
+        ck.bad("dockerfile", obj, "the runtime stage must COPY the binary --from the builder")
+
+
+def check_dashboard(ck, path, metrics_doc):
+    obj = {"kind": "GrafanaDashboard", "metadata": {"name": os.path.relpath(path)}}
+    try:
+        with open(path) as f:
+            dash = json.load(f)
+    except (OSError, ValueError) as e:
+        ck.bad("dashboard", obj, "is not JSON: %s" % e)
+        return
+    documented = None
+    if metrics_doc and os.path.exists(metrics_doc):
+        with open(metrics_doc) as f:
+            documented = set(re.findall(r"\bmqpaxos_[a-z_]+", f.read()))
+    exprs = []
+    for p in dash.get("panels", []):
+        if p.get("type") == "row":
+            continue
+        if not p.get("targets"):
+            ck.bad("dashboard", obj, "panel %r has no query" % p.get("title"))
+        exprs += [(p.get("title"), t.get("expr", "")) for t in p.get("targets", [])]
+    for title, e in exprs:
+        for m in re.findall(r"\bmqpaxos_[a-z_]+", e):
+            base = re.sub(r"_(bucket|sum|count)$", "", m)
+            if documented is not None and base not in documented and m not in documented:
+                ck.bad("dashboard", obj, "panel %r uses %s, which %s does not list" % (title, m, os.path.relpath(metrics_doc)))
+    wanted = {
+        "incoming messages per node": r'mqpaxos_messages_total\{[^}]*direction="in"',
+        "outgoing messages per node": r'mqpaxos_messages_total\{[^}]*direction="out"',
+        "client latency": r"histogram_quantile\(.*mqpaxos_command_latency_seconds_bucket",
+    }
+    for what, rx in wanted.items():
+        if not any(re.search(rx, e) for _, e in exprs):
+            ck.bad("dashboard", obj, "no panel shows %s" % what)
+
+
+# --------------------------------------------------------------------------------------
+# Self-test: the validator must reject these.
+
+BROKEN = [  # (what, YAML, a regular expression the complaint must match)
+    ("a StatefulSet with a misspelt field and a string for replicas", """
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: broken}
+spec:
+  replicas: "three"
+  serviceName: broken
+  selector: {matchLabels: {a: b}}
+  template:
+    metadata: {labels: {a: b}}
+    spec:
+      containers: [{name: c, image: x, imagePullPolicy: IfNotPresent}]
+      restartPolicyy: Always
+""", r"restartPolicyy.*unexpected"),
+    ("an EMQX with a string for the core replicas", """
+apiVersion: apps.emqx.io/v2beta1
+kind: EMQX
+metadata: {name: broken}
+spec:
+  image: emqx/emqx:5.8.6
+  coreTemplate: {spec: {replicas: two}}
+""", r"'two' is not of type 'integer'"),
+    ("an EMQX with an unknown field", """
+apiVersion: apps.emqx.io/v2beta1
+kind: EMQX
+metadata: {name: broken}
+spec:
+  image: emqx/emqx:5.8.6
+  coreTemplat: {spec: {replicas: 2}}
+""", r"coreTemplat' was unexpected"),
+    ("an EMQX with minAvailable and maxUnavailable (the CRD's CEL rule)", """
+apiVersion: apps.emqx.io/v2beta1
+kind: EMQX
+metadata: {name: broken}
+spec:
+  image: emqx/emqx:5.8.6
+  coreTemplate: {spec: {replicas: 2, minAvailable: 1, maxUnavailable: 1}}
+""", r"minAvailable.*maxUnavailable"),
+    ("a NetworkChaos with an unknown action", """
+apiVersion: chaos-mesh.org/v1alpha1
+kind: NetworkChaos
+metadata: {name: broken, namespace: x}
+spec:
+  action: parition
+  mode: all
+  selector: {namespaces: [x]}
+""", r"'parition' is not one of"),
+    ("a Workflow whose entry names a missing template", """
+apiVersion: chaos-mesh.org/v1alpha1
+kind: Workflow
+metadata: {name: broken, namespace: x}
+spec:
+  entry: missing
+  templates:
+    - {name: pause, templateType: Suspend, deadline: 10s}
+""", r"entry 'missing' is not a template"),
+    ("a kind with no schema", """
+apiVersion: example.com/v1
+kind: Gadget
+metadata: {name: broken}
+spec: {}
+""", r"no schema for example.com/v1 Gadget"),
+    ("a Service named with capitals", """
+apiVersion: v1
+kind: Service
+metadata: {name: Broken}
+spec: {ports: [{port: 80}]}
+""", r"'Broken' is not a DNS-1123 label"),
+]
+GOOD = [
+    ("a ConfigMap", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: good}\ndata: {a: b}\n"),
+    ("an EMQX with two cores", "apiVersion: apps.emqx.io/v2beta1\nkind: EMQX\nmetadata: {name: good}\nspec: {image: emqx/emqx:5.8.6, coreTemplate: {spec: {replicas: 2, minAvailable: 1}}}\n"),
+    ("a NetworkChaos", "apiVersion: chaos-mesh.org/v1alpha1\nkind: NetworkChaos\nmetadata: {name: good, namespace: x}\nspec: {action: loss, mode: all, selector: {namespaces: [x]}, loss: {loss: '20'}, duration: 1m}\n"),
+]
+
+
+def self_test(crds, kube_versions):
+    failures = []
+    for what, text, reason in BROKEN:
+        ck = Checker(crds, kube_versions)
+        ck.objects("self-test", list(yaml.load_all(text, Loader=Loader)))
+        if not any(re.search(reason, msg) for _, _, msg in ck.problems):
+            failures.append("%s was not rejected for /%s/ (problems: %s)" % (what, reason, [m for _, _, m in ck.problems]))
+    for what, text in GOOD:
+        ck = Checker(crds, kube_versions)
+        ck.objects("self-test", list(yaml.load_all(text, Loader=Loader)))
+        if ck.problems:
+            failures.append("%s was rejected: %s" % (what, [m for _, _, m in ck.problems]))
+    if failures:
+        for f in failures:
+            print("SELF-TEST FAILED (the validator does not catch what it must): " + f)
+        return False
+    print("self-test: %d broken objects rejected for the right reason, %d good ones accepted" % (len(BROKEN), len(GOOD)))
+    return True
+
+# --------------------------------------------------------------------------------------
+
+
+class Unreadable(Exception):
+    pass
+
+
+def load(path):
+    try:
+        with open(path) as f:
+            return [d for d in yaml.load_all(f, Loader=Loader) if d is not None]
+    except (OSError, yaml.YAMLError) as e:
+        raise Unreadable("%s: %s" % (path, e))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--crds", required=True, help="directory of CRD YAML files")
+    ap.add_argument("--kube-version", action="append", required=True, help="Kubernetes version to validate against (repeat)")
+    ap.add_argument("--overlay", action="append", default=[], metavar="NAME=FILE=SERVERS", help="a rendered overlay and its cluster size")
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=FILE", help="other objects (chaos experiments, dashboard, secrets)")
+    ap.add_argument("--secrets", metavar="FILE", help="the Secrets make-secrets prints: every Secret the overlays use must be among them")
+    ap.add_argument("--chaos", metavar="FILE=OVERLAY", help="check the chaos experiments in FILE against the overlay named OVERLAY")
+    ap.add_argument("--dockerfile")
+    ap.add_argument("--dashboard")
+    ap.add_argument("--metrics-doc", help="the document listing the metrics (docs/operations.md)")
+    ap.add_argument("--self-test", action="store_true", help="first make sure that broken objects are rejected")
+    ap.add_argument("--overlays-expected", type=int, help="how many overlays there should have been (some may not have rendered)")
+    ap.add_argument("--earlier-problems", type=int, default=0, help="problems the caller found already, for the summary")
+    a = ap.parse_args()
+
+    crds = CrdSchemas(a.crds)
+    if a.self_test and not self_test(crds, a.kube_version):
+        return 1
+    ck = Checker(crds, a.kube_version)
+    count, rendered = 0, {}
+    secret_names = None
+    if a.secrets:
+        secrets = load(a.secrets)
+        ck.objects("secrets", secrets)
+        count += len(secrets)
+        secret_names = {s["metadata"]["name"]: s for s in secrets if s.get("kind") == "Secret"}
+    for spec in a.overlay:
+        name, path, servers = spec.split("=")
+        objs = load(path)
+        rendered[name] = objs
+        ck.objects(name, objs)
+        check_overlay(ck, name, objs, int(servers), secret_names)
+        check_scripts(ck, name, objs, int(servers))
+        count += len(objs)
+    for spec in a.set:
+        name, path = spec.split("=", 1)
+        objs = load(path)
+        ck.objects(name, objs)
+        count += len(objs)
+    if a.self_test and a.overlay:
+        # The deployment's own rules must bite too: a 7-server overlay whose StatefulSet runs 6
+        # servers and whose PodDisruptionBudget allows losing the majority is refused.
+        name, _, servers = a.overlay[-1].split("=")
+        mutant = copy.deepcopy(rendered[name])
+        for o in mutant:
+            if o.get("kind") == "StatefulSet":
+                o["spec"]["replicas"] -= 1
+            if o.get("kind") == "PodDisruptionBudget":
+                o["spec"]["minAvailable"] = 1
+        probe = Checker(crds, a.kube_version)
+        check_overlay(probe, "self-test", mutant, int(servers), secret_names)
+        found = " ".join(m for _, _, m in probe.problems)
+        if "replicas is" not in found or "minAvailable is 1" not in found:
+            print("SELF-TEST FAILED (the deployment rules do not catch a wrong size): %s" % found)
+            return 1
+        print("self-test: a %s overlay with one server too few and a minority PDB is refused" % name)
+    if a.chaos:
+        path, overlay = a.chaos.split("=")
+        check_chaos(ck, "chaos-mesh", load(path), rendered.get(overlay, []))
+    if a.dockerfile:
+        check_dockerfile(ck, a.dockerfile)
+    if a.dashboard:
+        check_dashboard(ck, a.dashboard, a.metrics_doc)
+
+    for where, what, msg in ck.problems:
+        print("INVALID %s: %s: %s" % (where, what, msg))
+    if crds.unchecked_cel:
+        print("note: %d CEL rule(s) in the CRDs are not evaluated offline" % len(crds.unchecked_cel))
+    bad = len({(w, o) for w, o, _ in ck.problems}) + a.earlier_problems
+    overlays = "%d overlays" % len(a.overlay)
+    if a.overlays_expected is not None and a.overlays_expected != len(a.overlay):
+        overlays = "%d of %d overlays" % (len(a.overlay), a.overlays_expected)
+    others = [s.split("=")[0] for s in a.set] + (["secrets"] if a.secrets else [])
+    print(
+        "validated %d objects in %s (+ %s) against Kubernetes %s: %d invalid"
+        % (count, overlays, ", ".join(others) or "nothing else", " and ".join(a.kube_version), bad)
+    )
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except Unreadable as e:
+        print("INVALID %s" % e)
+        print("validation stopped: a file is not readable YAML")
+        sys.exit(1)
