@@ -91,6 +91,9 @@ struct FaultRecord {
     faults: Faults,
 }
 
+/// The latest presence and status of every server, by id.
+type Observed = Mutex<BTreeMap<u32, (bool, Option<Status>)>>;
+
 struct Servers {
     children: Vec<Child>,
     metrics: Vec<u16>,
@@ -194,7 +197,7 @@ pub async fn run(a: Args) -> CmdResult {
     }
 
     // An observer that keeps the latest status and presence of every server.
-    let observed: Arc<Mutex<BTreeMap<u32, (bool, Option<Status>)>>> = Arc::default();
+    let observed: Arc<Observed> = Arc::default();
     let mut observer = Connection::open(
         &broker("operator"),
         Session {
@@ -612,11 +615,7 @@ async fn client_loop(
     client.close().await;
 }
 
-async fn wait_agreement(
-    observed: &Mutex<BTreeMap<u32, (bool, Option<Status>)>>,
-    servers: u32,
-    limit: Duration,
-) -> bool {
+async fn wait_agreement(observed: &Observed, servers: u32, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
         let agree = observed
