@@ -129,42 +129,16 @@ fn a_corrupt_data_file_stops_the_server_with_a_clear_error() {
     assert!(bytes.len() > 64, "the wal holds records");
     bytes[20] ^= 0x55;
     std::fs::write(&wal, &bytes).expect("write wal");
-    let out = std::process::Command::new(BIN)
-        .arg("server")
-        .args([
-            "--id",
-            "3",
-            "--servers",
-            "3",
-            "--broker",
-            &cluster.url,
-            "--cluster",
-            &cluster.cluster,
-        ])
-        .arg("--data-dir")
-        .arg(cluster.data.path().join("server3"))
-        .env("MQPAXOS_PASSWORD", PASSWORD)
+    let out = cluster
+        .server_command(3, "server3")
         .output()
         .expect("run server");
     assert_eq!(out.status.code(), Some(4));
     let err = stderr(&out);
     assert!(err.contains("wal") && err.contains("corrupt"), "{err}");
     // A data directory of another server is refused too.
-    let out = std::process::Command::new(BIN)
-        .arg("server")
-        .args([
-            "--id",
-            "2",
-            "--servers",
-            "3",
-            "--broker",
-            &cluster.url,
-            "--cluster",
-            &cluster.cluster,
-        ])
-        .arg("--data-dir")
-        .arg(cluster.data.path().join("server1"))
-        .env("MQPAXOS_PASSWORD", PASSWORD)
+    let out = cluster
+        .server_command(2, "server1")
         .output()
         .expect("run server");
     assert_eq!(out.status.code(), Some(4));

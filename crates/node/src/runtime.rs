@@ -208,8 +208,8 @@ struct Node {
     /// Injected faults (see `chaos`); none unless switched on through the chaos topic.
     faults: Faults,
     /// Messages held back by an injected delay come back through here.
-    delayed_tx: mpsc::UnboundedSender<(String, Vec<u8>)>,
-    delayed_rx: mpsc::UnboundedReceiver<(String, Vec<u8>)>,
+    delayed_tx: mpsc::UnboundedSender<(Option<Parsed>, Vec<u8>)>,
+    delayed_rx: mpsc::UnboundedReceiver<(Option<Parsed>, Vec<u8>)>,
     chaos_rng: rand::rngs::StdRng,
 }
 
@@ -246,8 +246,8 @@ impl Node {
                     }
                     None => return Err(TransportError::Closed.into()),
                 },
-                Some((topic, payload)) = self.delayed_rx.recv() => {
-                    self.deliver(topic, payload).await?;
+                Some((parsed, payload)) = self.delayed_rx.recv() => {
+                    self.deliver(parsed, payload).await?;
                     self.flush().await?;
                 }
                 _ = sleep_until(next) => {
@@ -425,7 +425,7 @@ impl Node {
                 Some(Parsed::Peer { from, .. }) => Some(from),
                 Some(Parsed::Request { .. }) => None,
                 // Presence and status are the broker's business, not the network's.
-                _ => return self.deliver(topic, payload).await,
+                _ => return self.deliver(parsed, payload).await,
             };
             if from == Some(self.server.id()) {
                 return Ok(());
@@ -438,10 +438,10 @@ impl Node {
             }
             for delay in copies {
                 if delay.is_zero() {
-                    self.deliver(topic.clone(), payload.clone()).await?;
+                    self.deliver(parsed.clone(), payload.clone()).await?;
                 } else {
                     let tx = self.delayed_tx.clone();
-                    let (t, p) = (topic.clone(), payload.clone());
+                    let (t, p) = (parsed.clone(), payload.clone());
                     tokio::spawn(async move {
                         tokio::time::sleep(delay).await;
                         let _ = tx.send((t, p));
@@ -450,12 +450,12 @@ impl Node {
             }
             return Ok(());
         }
-        self.deliver(topic, payload).await
+        self.deliver(parsed, payload).await
     }
 
     /// Hands a received message to the core (after any injected fault).
-    async fn deliver(&mut self, topic: String, payload: Vec<u8>) -> Result<(), NodeError> {
-        match self.topics.parse(&topic) {
+    async fn deliver(&mut self, parsed: Option<Parsed>, payload: Vec<u8>) -> Result<(), NodeError> {
+        match parsed {
             Some(Parsed::Peer { from, .. }) => {
                 if from == self.server.id() {
                     // MQTT 3.1.1 echoes our own broadcasts back to us.

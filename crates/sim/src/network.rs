@@ -29,6 +29,16 @@ pub struct NetConfig {
 }
 
 impl NetConfig {
+    /// The background of the crash and partition scenarios: 5% loss, 2-4 ms delay.
+    pub fn mildly_lossy() -> Self {
+        NetConfig {
+            loss: 0.05,
+            delay: Duration::from_millis(2),
+            jitter: Duration::from_millis(2),
+            duplicate: 0.0,
+        }
+    }
+
     /// A healthy network: no loss, no duplicates, a small delay.
     pub fn healthy() -> Self {
         NetConfig {

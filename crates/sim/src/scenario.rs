@@ -145,9 +145,7 @@ pub fn leader_crash() -> Scenario {
         "5 servers, 3 clients, 5% loss: the leader is killed every 1.5 s and restarts later",
         5,
     );
-    s.net.loss = 0.05;
-    s.net.delay = Duration::from_millis(2);
-    s.net.jitter = Duration::from_millis(2);
+    s.net = NetConfig::mildly_lossy();
     s.faults = FaultPlan::LeaderCrashes {
         every: Duration::from_millis(1500),
         down_min: Duration::from_millis(100),
@@ -164,9 +162,7 @@ pub fn crash_restart() -> Scenario {
         "5 servers, 3 clients, 5% loss: random minorities (sometimes all) crash, often mid-write, and restart",
         5,
     );
-    s.net.loss = 0.05;
-    s.net.delay = Duration::from_millis(2);
-    s.net.jitter = Duration::from_millis(2);
+    s.net = NetConfig::mildly_lossy();
     s.faults = FaultPlan::RandomCrashes {
         every: Duration::from_millis(700),
         down_min: Duration::from_millis(50),
@@ -183,9 +179,7 @@ pub fn minority() -> Scenario {
         "5 servers: the leader and one other are cut off for 3 s, three times",
         5,
     );
-    s.net.loss = 0.05;
-    s.net.delay = Duration::from_millis(2);
-    s.net.jitter = Duration::from_millis(2);
+    s.net = NetConfig::mildly_lossy();
     s.faults = FaultPlan::MinorityPartition {
         count: 3,
         minority: 2,

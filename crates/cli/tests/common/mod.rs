@@ -179,17 +179,24 @@ impl Cluster {
         self.servers.resize_with(n as usize, || None);
     }
 
-    pub fn start_server_with(&mut self, id: u32, extra: &[&str]) {
-        let child = Command::new(BIN)
-            .arg("server")
+    /// The command that runs server `id` of this cluster on data directory `data_dir`.
+    pub fn server_command(&self, id: u32, data_dir: &str) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("server")
             .args(["--id", &id.to_string(), "--servers", &self.n.to_string()])
             .args(["--broker", &self.url, "--cluster", &self.cluster])
             .arg("--data-dir")
-            .arg(self.data.path().join(format!("server{id}")))
-            .args(extra)
+            .arg(self.data.path().join(data_dir))
             .env("MQPAXOS_PASSWORD", PASSWORD)
             .env("MQPAXOS_LOG", "warn")
-            .stdin(Stdio::null())
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    pub fn start_server_with(&mut self, id: u32, extra: &[&str]) {
+        let child = self
+            .server_command(id, &format!("server{id}"))
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
