@@ -52,6 +52,9 @@ pub enum Mutation {
     /// A new leader ignores what promises report as accepted and fills those slots with
     /// no-ops: values that earlier ballots chose get lost.
     SkipReproposal,
+    /// A server that lost durable state votes at once instead of rejoining first: a promise
+    /// or accept it forgot may have been the one a quorum counted.
+    TrustLostState,
 }
 
 /// A setting that makes no sense.

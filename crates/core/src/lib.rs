@@ -21,7 +21,7 @@ pub use client::{Client, ClientConfig, ClientError, ClientReady};
 pub use config::Mutation;
 pub use config::{Config, ConfigError};
 pub use kv::{Applied, ClientId, Command, KvStore, Op, OpResult};
-pub use log::{Durable, Entry, Log, PersistOp, Snapshot, Value};
+pub use log::{Durable, Entry, Incarnations, Log, PersistOp, Snapshot, Value};
 pub use message::{Dest, Input, Message, Outgoing, Ready, SetTimer, TimerKind};
 pub use server::{RoleKind, Server};
 

@@ -6,10 +6,15 @@
 //! The core never writes it anywhere itself: it emits [`PersistOp`]s and the runtime (or the
 //! simulator) applies them to real or simulated storage. Pure data; no IO.
 
-use crate::ballot::{Ballot, Slot};
+use crate::ballot::{Ballot, NodeId, Slot};
 use crate::kv::{Command, KvStore};
 use serde::{Deserialize, Serialize};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
+
+/// The incarnation of each server, as far as this one knows: how many times that server has
+/// rejoined after losing durable state. A server that never lost state is at 0 and is left
+/// out, so the map is empty in a healthy cluster.
+pub type Incarnations = BTreeMap<NodeId, u64>;
 
 /// What one slot holds: a batch of commands. An empty batch is a no-op, which is how a new
 /// leader fills holes in the log.
@@ -114,6 +119,14 @@ pub enum PersistOp {
     },
     /// Replaces the snapshot and drops log slots before its `next_slot`.
     Snapshot(Snapshot),
+    /// Server `server` is known to be at least at incarnation `incarnation`.
+    Incarnation {
+        server: NodeId,
+        incarnation: u64,
+    },
+    /// This server's durable state may have lost records it had acknowledged: it must not
+    /// vote until it has re-learned the cluster's state (`true`), or it has (`false`).
+    Rejoining(bool),
 }
 
 /// The state that must survive a crash.
@@ -122,6 +135,8 @@ pub struct Durable {
     pub promised: Ballot,
     pub log: Log,
     pub snapshot: Snapshot,
+    pub incarnations: Incarnations,
+    pub rejoining: bool,
 }
 
 impl Durable {
@@ -134,7 +149,25 @@ impl Durable {
                 next_slot: 0,
                 kv: KvStore::new(max_sessions),
             },
+            incarnations: Incarnations::new(),
+            rejoining: false,
         }
+    }
+
+    /// The ops that rebuild the parts of this state that are not the log or the snapshot, for
+    /// storage that rewrites itself compactly.
+    pub fn meta_ops(&self) -> Vec<PersistOp> {
+        let mut ops = vec![PersistOp::Promise(self.promised)];
+        for (server, incarnation) in &self.incarnations {
+            ops.push(PersistOp::Incarnation {
+                server: *server,
+                incarnation: *incarnation,
+            });
+        }
+        if self.rejoining {
+            ops.push(PersistOp::Rejoining(true));
+        }
+        ops
     }
 
     pub fn apply(&mut self, op: &PersistOp) {
@@ -150,6 +183,14 @@ impl Durable {
                     self.snapshot = s.clone();
                 }
             }
+            PersistOp::Incarnation {
+                server,
+                incarnation,
+            } => {
+                let known = self.incarnations.entry(*server).or_insert(0);
+                *known = (*known).max(*incarnation);
+            }
+            PersistOp::Rejoining(on) => self.rejoining = *on,
         }
     }
 }

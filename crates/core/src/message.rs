@@ -3,7 +3,7 @@
 
 use crate::ballot::{Ballot, NodeId, Slot};
 use crate::kv::{ClientId, Command, OpResult};
-use crate::log::{Entry, PersistOp, Snapshot, Value};
+use crate::log::{Entry, Incarnations, PersistOp, Snapshot, Value};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -12,12 +12,21 @@ use std::time::Duration;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Message {
     /// Phase 1a: "promise me `ballot`, and tell me what you accepted from slot `from` on".
-    Prepare { ballot: Ballot, from: Slot },
+    /// `incarnations` is what the candidate knows of servers that rejoined after losing
+    /// state; an acceptor records it durably with its promise.
+    Prepare {
+        ballot: Ballot,
+        from: Slot,
+        incarnations: Incarnations,
+    },
     /// Phase 1b. `snapshot` is set when the acceptor has truncated past the candidate's `from`.
+    /// `incarnations` is what the acceptor knows, its own entry included: a promise made by an
+    /// older incarnation of a server that has since rejoined does not count.
     Promise {
         ballot: Ballot,
         accepted: Vec<(Slot, Entry)>,
         snapshot: Option<Snapshot>,
+        incarnations: Incarnations,
     },
     /// Phase 2a for the contiguous slots `first..first + values.len()`, with the leader's commit
     /// point (every slot before `commit` is chosen).
@@ -46,6 +55,20 @@ pub enum Message {
         values: Vec<Value>,
         snapshot: Option<Snapshot>,
     },
+    /// A server that lost durable state asks what incarnation the others know it by.
+    RejoinQuery,
+    /// The answer: the highest incarnation of the asker this server knows.
+    RejoinInfo { incarnation: u64 },
+    /// "I am rejoining as `incarnation`": asks the leader to run phase 1 again in a new
+    /// ballot whose Prepare carries that incarnation.
+    Rejoin { incarnation: u64 },
+    /// The leader has a majority's promises for `ballot`, made knowing of `incarnation`; the
+    /// rejoining server may vote once it has learned every slot before `through`.
+    Rejoined {
+        incarnation: u64,
+        ballot: Ballot,
+        through: Slot,
+    },
     /// A client's command, sent to all servers.
     Request(Command),
     /// The result of the client's command `seq`.
@@ -68,13 +91,17 @@ impl Message {
             Message::Heartbeat { .. } => "heartbeat",
             Message::CatchUp { .. } => "catchup",
             Message::Chosen { .. } => "chosen",
+            Message::RejoinQuery => "rejoin_query",
+            Message::RejoinInfo { .. } => "rejoin_info",
+            Message::Rejoin { .. } => "rejoin",
+            Message::Rejoined { .. } => "rejoined",
             Message::Request(_) => "request",
             Message::Reply { .. } => "reply",
         }
     }
 
     /// All message type names, in a fixed order.
-    pub const KINDS: [&'static str; 10] = [
+    pub const KINDS: [&'static str; 14] = [
         "prepare",
         "promise",
         "accept",
@@ -83,6 +110,10 @@ impl Message {
         "heartbeat",
         "catchup",
         "chosen",
+        "rejoin_query",
+        "rejoin_info",
+        "rejoin",
+        "rejoined",
         "request",
         "reply",
     ];
@@ -119,6 +150,8 @@ pub enum TimerKind {
     AcceptResend,
     /// Follower: ask again for the chosen values it lacks.
     CatchUpResend,
+    /// Rejoining server: ask again for its incarnation, or for a new phase 1.
+    RejoinResend,
 }
 
 /// Ask the runtime to fire `kind` after `after` plus a uniformly random extra in

@@ -18,11 +18,20 @@
 //!   reported for every slot from its commit point on (a no-op where nobody reported one),
 //!   then proposes new commands into further slots, up to `window` at once. A slot is chosen
 //!   when a majority has accepted it in the leader's ballot; slots execute strictly in order.
+//! - *Rejoining*: a server whose durable state may have lost records it had acknowledged (a
+//!   damaged log tail, a lost disk) must not vote until it is safe again, because a promise or
+//!   an accept it forgot may be the one that made a quorum. It learns from a majority of the
+//!   others which incarnation they know it by and takes the next one; asks the leader to run
+//!   phase 1 again in a new ballot whose Prepare carries that incarnation (so a promise its
+//!   former self gave is not counted again: every Promise carries the acceptor's incarnation
+//!   table, and a candidate ignores a promise from an older incarnation than it has heard of);
+//!   then re-learns every slot up to the end of that phase 1 before it votes. docs/protocol.md
+//!   argues why this is enough.
 
 use crate::ballot::{Ballot, NodeId, Slot};
 use crate::config::{Config, ConfigError};
 use crate::kv::{Applied, ClientId, Command, KvStore};
-use crate::log::{Durable, Entry, Log, PersistOp, Snapshot, Value};
+use crate::log::{Durable, Entry, Incarnations, Log, PersistOp, Snapshot, Value};
 use crate::message::{Dest, Input, Message, Outgoing, Ready, SetTimer, TimerKind};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
@@ -48,8 +57,12 @@ impl RoleKind {
 #[derive(Debug)]
 struct Candidate {
     ballot: Ballot,
-    /// What each server that promised reported as accepted.
-    promises: BTreeMap<NodeId, Vec<(Slot, Entry)>>,
+    /// The incarnations this ballot's Prepare carries (fixed for the ballot, so every promise
+    /// for it was made knowing them).
+    incarnations: Incarnations,
+    /// What each server that promised reported as accepted, with the incarnation it promised
+    /// in.
+    promises: BTreeMap<NodeId, (u64, Vec<(Slot, Entry)>)>,
 }
 
 #[derive(Debug)]
@@ -82,6 +95,22 @@ struct Leader {
     /// take a second slot. (A second slot would be harmless, as execution is at most once, but
     /// wasteful.)
     proposed: BTreeSet<(ClientId, u64)>,
+    /// The incarnations this leader's phase 1 was run knowing.
+    prepared_with: Incarnations,
+    /// One past the highest slot any promise of its phase 1 reported: every value chosen in an
+    /// earlier ballot lies before it.
+    through: Slot,
+}
+
+/// Where a rejoining server is in getting back to voting.
+#[derive(Debug)]
+enum Rejoin {
+    /// Asking the others which incarnation they know it by.
+    Query { answers: BTreeMap<NodeId, u64> },
+    /// Waiting for a leader whose phase 1 was run knowing its new incarnation.
+    Announce,
+    /// Re-learning the chosen slots before `through`.
+    CatchUp { through: Slot },
 }
 
 #[derive(Debug)]
@@ -115,6 +144,11 @@ pub struct Server {
     max_round: u64,
     last_leader_contact: Option<Duration>,
     catchup_armed: bool,
+    /// Durable: what this server knows of every server's incarnation.
+    incarnations: Incarnations,
+    /// Set while this server may not vote because it may have forgotten what it promised or
+    /// accepted.
+    rejoin: Option<Rejoin>,
     ready: Ready,
 }
 
@@ -132,7 +166,11 @@ impl Server {
             promised,
             log,
             snapshot,
+            incarnations,
+            rejoining,
         } = durable;
+        #[cfg(feature = "mutations")]
+        let rejoining = rejoining && cfg.mutation != Some(crate::config::Mutation::TrustLostState);
         let max_round = log
             .iter_from(0)
             .map(|(_, e)| e.ballot)
@@ -152,6 +190,10 @@ impl Server {
             max_round,
             last_leader_contact: None,
             catchup_armed: false,
+            incarnations,
+            rejoin: rejoining.then(|| Rejoin::Query {
+                answers: BTreeMap::new(),
+            }),
             ready: Ready::default(),
         };
         // Entries learned as chosen before the crash can be executed again straight away.
@@ -164,9 +206,25 @@ impl Server {
         Ok(s)
     }
 
-    /// Call once after construction: arms the election timer.
+    /// Call once after construction: arms the election timer, and starts rejoining if the
+    /// durable state says this server may have lost acknowledged records.
     pub fn start(&mut self, _now: Duration) -> Ready {
         self.arm_election_timer(self.cfg.election_timeout);
+        if self.rejoin.is_some() {
+            // Durable first, so a crash during the rejoin resumes it instead of voting.
+            self.persist(PersistOp::Rejoining(true));
+            if self.cfg.servers == 1 {
+                // Nobody to re-learn from: the lone server's state is the whole truth.
+                self.finish_rejoin();
+            } else {
+                self.send_after(Dest::AllServers, Message::RejoinQuery);
+                self.set_timer(
+                    TimerKind::RejoinResend,
+                    self.cfg.prepare_resend,
+                    Duration::ZERO,
+                );
+            }
+        }
         std::mem::take(&mut self.ready)
     }
 
@@ -176,6 +234,9 @@ impl Server {
             Input::Message { from, msg } => self.on_message(now, from, msg),
             Input::Request(cmd) => self.on_request(now, cmd),
             Input::Timer(kind) => self.on_timer(now, kind),
+        }
+        if matches!(self.rejoin, Some(Rejoin::CatchUp { through }) if self.commit >= through) {
+            self.finish_rejoin();
         }
         self.check_invariants();
         std::mem::take(&mut self.ready)
@@ -231,6 +292,16 @@ impl Server {
         &self.log
     }
 
+    /// Whether this server is rejoining after losing durable state (and so does not vote).
+    pub fn rejoining(&self) -> bool {
+        self.rejoin.is_some()
+    }
+
+    /// This server's incarnation: how many times it has rejoined after losing state.
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation_of(self.cfg.id)
+    }
+
     /// Commands waiting for room in the leader's window.
     pub fn queued(&self) -> usize {
         match &self.role {
@@ -247,12 +318,17 @@ impl Server {
             return;
         }
         match msg {
-            Message::Prepare { ballot, from: slot } => self.on_prepare(now, from, ballot, slot),
+            Message::Prepare {
+                ballot,
+                from: slot,
+                incarnations,
+            } => self.on_prepare(now, from, ballot, slot, incarnations),
             Message::Promise {
                 ballot,
                 accepted,
                 snapshot,
-            } => self.on_promise(now, from, ballot, accepted, snapshot),
+                incarnations,
+            } => self.on_promise(now, from, ballot, accepted, snapshot, incarnations),
             Message::Accept {
                 ballot,
                 first,
@@ -276,6 +352,17 @@ impl Server {
                 values,
                 snapshot,
             } => self.on_chosen(first, values, snapshot),
+            Message::RejoinQuery => {
+                let incarnation = self.incarnation_of(from);
+                self.send_now(Dest::Server(from), Message::RejoinInfo { incarnation });
+            }
+            Message::RejoinInfo { incarnation } => self.on_rejoin_info(from, incarnation),
+            Message::Rejoin { incarnation } => self.on_rejoin(now, from, incarnation),
+            Message::Rejoined {
+                incarnation,
+                ballot,
+                through,
+            } => self.on_rejoined(now, from, incarnation, ballot, through),
             // Clients' traffic never arrives as a peer message.
             Message::Request(_) | Message::Reply { .. } => {}
         }
@@ -299,6 +386,7 @@ impl Server {
                     let msg = Message::Prepare {
                         ballot: c.ballot,
                         from: self.commit,
+                        incarnations: c.incarnations.clone(),
                     };
                     let missing: Vec<NodeId> = self
                         .peers()
@@ -315,6 +403,21 @@ impl Server {
                 }
             }
             TimerKind::AcceptResend => self.resend_accepts(now),
+            TimerKind::RejoinResend => {
+                let msg = match &self.rejoin {
+                    None | Some(Rejoin::CatchUp { .. }) => return,
+                    Some(Rejoin::Query { .. }) => Message::RejoinQuery,
+                    Some(Rejoin::Announce) => Message::Rejoin {
+                        incarnation: self.incarnation(),
+                    },
+                };
+                self.send_now(Dest::AllServers, msg);
+                self.set_timer(
+                    TimerKind::RejoinResend,
+                    self.cfg.prepare_resend,
+                    Duration::ZERO,
+                );
+            }
             TimerKind::CatchUpResend => {
                 self.catchup_armed = false;
                 if self.commit < self.leader_commit && !matches!(self.role, Role::Leader(_)) {
@@ -359,6 +462,11 @@ impl Server {
     // ----- phase 1 -----
 
     fn on_election_timer(&mut self, now: Duration) {
+        if self.rejoin.is_some() {
+            // It may not vote, so it may not lead either; look again later.
+            self.arm_election_timer(self.cfg.election_timeout);
+            return;
+        }
         match self.role {
             Role::Leader(_) => {}
             Role::Candidate(_) => self.start_election(now),
@@ -376,8 +484,10 @@ impl Server {
         let round = self.max_round.max(self.promised.round) + 1;
         self.max_round = round;
         let ballot = Ballot::new(round, self.cfg.id);
+        let incarnations = self.incarnations.clone();
         self.role = Role::Candidate(Candidate {
             ballot,
+            incarnations: incarnations.clone(),
             promises: BTreeMap::new(),
         });
         self.leader = None;
@@ -390,6 +500,7 @@ impl Server {
             Message::Prepare {
                 ballot,
                 from: self.commit,
+                incarnations,
             },
         );
         self.set_timer(
@@ -400,8 +511,22 @@ impl Server {
         self.arm_election_timer(self.cfg.election_timeout);
     }
 
-    fn on_prepare(&mut self, now: Duration, from: NodeId, ballot: Ballot, slot: Slot) {
+    fn on_prepare(
+        &mut self,
+        now: Duration,
+        from: NodeId,
+        ballot: Ballot,
+        slot: Slot,
+        incarnations: Incarnations,
+    ) {
         self.max_round = self.max_round.max(ballot.round);
+        // Recorded durably before any promise below leaves, which is what makes a promise
+        // from an older incarnation of a rejoined server detectable.
+        self.learn_incarnations(&incarnations);
+        if self.rejoin.is_some() {
+            // It may have forgotten what it accepted or promised: a promise now could lie.
+            return;
+        }
         let own = match &self.role {
             Role::Candidate(c) => c.ballot.max(self.promised),
             _ => self.promised,
@@ -417,7 +542,7 @@ impl Server {
             return;
         }
         if ballot > self.promised {
-            if self.leader_is_alive(now) {
+            if self.leader_is_alive(now) && self.leader != Some(from) {
                 // A healthy leader is in charge; helping this candidate would only unseat it.
                 return;
             }
@@ -437,6 +562,7 @@ impl Server {
                 ballot,
                 accepted,
                 snapshot,
+                incarnations: self.incarnations.clone(),
             },
         );
     }
@@ -468,6 +594,7 @@ impl Server {
         ballot: Ballot,
         accepted: Vec<(Slot, Entry)>,
         snapshot: Option<Snapshot>,
+        incarnations: Incarnations,
     ) {
         let Role::Candidate(c) = &self.role else {
             return;
@@ -477,6 +604,8 @@ impl Server {
             // under different conditions and must never count for this round.
             return;
         }
+        let promised_as = incarnations.get(&from).copied().unwrap_or(0);
+        self.learn_incarnations(&incarnations);
         if let Some(s) = snapshot {
             if s.next_slot > self.commit {
                 self.install_snapshot(s);
@@ -485,9 +614,16 @@ impl Server {
         let Role::Candidate(c) = &mut self.role else {
             return;
         };
-        c.promises.insert(from, accepted);
-        // The candidate's own vote makes the majority.
-        if c.promises.len() + 1 >= self.cfg.quorum() {
+        c.promises.insert(from, (promised_as, accepted));
+        // The candidate's own vote makes the majority. A promise from an incarnation older
+        // than one heard of since was given by a server that has forgotten it: it counts no
+        // more than a promise that was never made.
+        let current = c
+            .promises
+            .iter()
+            .filter(|(p, (inc, _))| *inc >= self.incarnations.get(p).copied().unwrap_or(0))
+            .count();
+        if current + 1 >= self.cfg.quorum() {
             self.become_leader(now);
         }
     }
@@ -522,8 +658,14 @@ impl Server {
                 true
             }
         };
+        let incarnations = &self.incarnations;
+        let reports = c
+            .promises
+            .into_iter()
+            .filter(|(p, (inc, _))| *inc >= incarnations.get(p).copied().unwrap_or(0))
+            .flat_map(|(_, (_, accepted))| accepted);
         if reproposes {
-            for (slot, entry) in c.promises.into_values().flatten() {
+            for (slot, entry) in reports {
                 if slot < self.commit {
                     continue;
                 }
@@ -545,6 +687,8 @@ impl Server {
             inflight: BTreeMap::new(),
             queue: VecDeque::new(),
             proposed: BTreeSet::new(),
+            prepared_with: c.incarnations,
+            through: end,
         };
         let mut values = Vec::new();
         for slot in self.commit..end {
@@ -643,6 +787,11 @@ impl Server {
         commit: Slot,
     ) {
         if !self.follow(now, from, ballot) {
+            return;
+        }
+        if self.rejoin.is_some() {
+            // Not voting: only the commit point is of use, to re-learn chosen slots.
+            self.learn_commit(commit);
             return;
         }
         let count = values.len() as u64;
@@ -886,6 +1035,101 @@ impl Server {
         self.learn_commit(self.leader_commit);
     }
 
+    // ----- rejoining after lost state -----
+
+    fn incarnation_of(&self, server: NodeId) -> u64 {
+        self.incarnations.get(&server).copied().unwrap_or(0)
+    }
+
+    /// Merges what another server knows of incarnations into ours, durably.
+    fn learn_incarnations(&mut self, known: &Incarnations) {
+        for (&server, &incarnation) in known {
+            if server == 0
+                || server > self.cfg.servers
+                || incarnation <= self.incarnation_of(server)
+            {
+                continue;
+            }
+            if server == self.cfg.id && self.rejoin.is_none() {
+                // Nobody can know of a later incarnation of us than we are; a peer claiming so
+                // is confused, and believing it would make our own promises look stale.
+                continue;
+            }
+            self.incarnations.insert(server, incarnation);
+            self.persist(PersistOp::Incarnation {
+                server,
+                incarnation,
+            });
+        }
+    }
+
+    fn on_rejoin_info(&mut self, from: NodeId, incarnation: u64) {
+        let Some(Rejoin::Query { answers }) = &mut self.rejoin else {
+            return;
+        };
+        answers.insert(from, incarnation);
+        // A majority of the cluster not counting ourselves: it shares a member with every
+        // majority that ever recorded an earlier incarnation of ours, so the next one is new.
+        if answers.len() < self.cfg.quorum() {
+            return;
+        }
+        let known = answers.values().copied().max().unwrap_or(0);
+        let incarnation = known.max(self.incarnation()) + 1;
+        self.incarnations.insert(self.cfg.id, incarnation);
+        self.persist(PersistOp::Incarnation {
+            server: self.cfg.id,
+            incarnation,
+        });
+        self.rejoin = Some(Rejoin::Announce);
+        self.send_after(Dest::AllServers, Message::Rejoin { incarnation });
+    }
+
+    fn on_rejoin(&mut self, now: Duration, from: NodeId, incarnation: u64) {
+        self.learn_incarnations(&Incarnations::from([(from, incarnation)]));
+        let Role::Leader(l) = &self.role else {
+            return;
+        };
+        if l.prepared_with.get(&from).copied().unwrap_or(0) >= incarnation {
+            let msg = Message::Rejoined {
+                incarnation,
+                ballot: l.ballot,
+                through: l.through,
+            };
+            // The incarnation we just learned must be durable before we vouch for it.
+            self.send_after(Dest::Server(from), msg);
+        } else {
+            // Our phase 1 counted promises made before this incarnation was known: run it
+            // again in a new ballot whose Prepare carries it.
+            self.start_election(now);
+        }
+    }
+
+    fn on_rejoined(
+        &mut self,
+        now: Duration,
+        from: NodeId,
+        incarnation: u64,
+        ballot: Ballot,
+        through: Slot,
+    ) {
+        if !matches!(self.rejoin, Some(Rejoin::Announce)) || incarnation != self.incarnation() {
+            // Late, or meant for an earlier attempt of ours.
+            return;
+        }
+        // The floor: every ballot below this one has lost a majority, so nothing we forgot
+        // promising in one of them can be used against us.
+        if !self.follow(now, from, ballot) {
+            return;
+        }
+        self.rejoin = Some(Rejoin::CatchUp { through });
+        self.learn_commit(self.leader_commit);
+    }
+
+    fn finish_rejoin(&mut self) {
+        self.rejoin = None;
+        self.persist(PersistOp::Rejoining(false));
+    }
+
     // ----- execution and snapshots -----
 
     fn execute(&mut self, slot: Slot, value: &Value) {
@@ -999,6 +1243,10 @@ impl Server {
     }
 
     fn check_invariants(&self) {
+        assert!(
+            self.rejoin.is_none() || matches!(self.role, Role::Follower),
+            "a server that may have forgotten its votes neither campaigns nor leads"
+        );
         assert!(
             self.log.start() <= self.commit,
             "the snapshot never runs ahead of execution"

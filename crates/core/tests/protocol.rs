@@ -178,6 +178,25 @@ impl Cluster {
         let d = self.durable[id as usize - 1].clone();
         self.servers[id as usize - 1] = Some(Server::recover(cfg, d).unwrap());
     }
+
+    /// Restarts `id` with its disk wiped, told to rejoin (as `--rejoin` or a damaged log tail
+    /// would), and lets it start.
+    fn restart_amnesiac(&mut self, id: NodeId) {
+        let cfg = Config::new(id, self.n());
+        let mut d = Durable::new(cfg.max_sessions);
+        d.rejoining = true;
+        self.durable[id as usize - 1] = d.clone();
+        let mut s = Server::recover(cfg, d).unwrap();
+        self.now += Duration::from_millis(1);
+        let ready = s.start(self.now);
+        self.servers[id as usize - 1] = Some(s);
+        self.absorb(id, ready);
+    }
+
+    /// Drops every message in flight from `from`.
+    fn drop_from(&mut self, from: NodeId) {
+        self.flights.retain(|f| f.from != from);
+    }
 }
 
 fn put(client: &str, seq: u64, k: &str, v: &str) -> Command {
@@ -418,6 +437,7 @@ fn a_restarted_server_keeps_its_promise() {
             msg: Message::Prepare {
                 ballot: Ballot::new(0, 3),
                 from: 0,
+                incarnations: Default::default(),
             },
         },
     );
@@ -455,4 +475,113 @@ fn a_follower_that_hears_a_leader_does_not_help_a_challenger() {
     c.settle();
     assert_eq!(c.server(3).role(), RoleKind::Follower);
     assert_eq!(c.server(3).leader(), Some(1));
+}
+
+#[test]
+fn a_server_that_lost_its_state_votes_only_after_rejoining() {
+    let mut c = Cluster::new(3, |_| {});
+    c.elect(1);
+    c.settle();
+    c.request(put("a", 1, "k", "v1"));
+    c.settle();
+    c.crash(2);
+    c.restart_amnesiac(2);
+    assert!(c.server(2).rejoining());
+    // It may have forgotten a promise or an accept that a quorum counted: it answers no
+    // Prepare until it has re-learned the cluster's state.
+    c.step(
+        2,
+        Input::Message {
+            from: 3,
+            msg: Message::Prepare {
+                ballot: Ballot::new(50, 3),
+                from: 0,
+                incarnations: Default::default(),
+            },
+        },
+    );
+    assert!(
+        !c.flights
+            .iter()
+            .any(|f| f.from == 2 && matches!(f.msg, Message::Promise { .. })),
+        "a rejoining server promised"
+    );
+    // The others tell it its incarnation; the leader runs phase 1 again knowing of it.
+    c.settle();
+    assert_eq!(c.server(2).incarnation(), 1);
+    assert_eq!(c.server(1).role(), RoleKind::Leader);
+    assert!(
+        c.server(1).ballot() > Ballot::new(1, 1),
+        "the leader re-ran phase 1"
+    );
+    c.fire(2, TimerKind::RejoinResend);
+    c.settle();
+    c.fire(2, TimerKind::CatchUpResend);
+    c.settle();
+    assert!(!c.server(2).rejoining(), "it caught up, so it votes again");
+    assert_eq!(value(&c, 2, "k").as_deref(), Some("v1"));
+    assert!(!c.durable[1].rejoining, "and that is durable");
+    // Its vote counts again: with server 3 gone, 1 and 2 decide.
+    c.cut = vec![3];
+    c.request(put("a", 2, "k", "v2"));
+    c.settle();
+    assert_eq!(value(&c, 1, "k").as_deref(), Some("v2"));
+    c.fire(1, TimerKind::Heartbeat);
+    c.settle();
+    assert_eq!(value(&c, 2, "k").as_deref(), Some("v2"));
+}
+
+/// The danger of a forgotten promise: server 2 promised server 5's high ballot, lost its disk,
+/// and rejoined under a leader with a lower ballot. The old promise, still in flight, must not
+/// help 5 to a majority, or 5 could propose over a value that 2 has since helped choose.
+#[test]
+fn a_promise_from_before_a_rejoin_is_not_counted() {
+    let mut c = Cluster::new(5, |_| {});
+    c.elect(1);
+    c.settle();
+    c.request(put("a", 1, "k", "v0"));
+    c.settle();
+    // Server 5 is cut off and campaigns again and again; only its last Prepare reaches 2.
+    c.now += Duration::from_secs(10);
+    for _ in 0..5 {
+        c.fire(5, TimerKind::Election);
+    }
+    let prepare = c.take(|f| {
+        f.from == 5
+            && f.to == To::Server(2)
+            && matches!(f.msg, Message::Prepare { ballot, .. } if ballot.round == 6)
+    });
+    c.drop_from(5);
+    c.deliver(prepare);
+    let old_promise = c.take(is_promise(2, 6));
+    // Server 2 loses its disk and rejoins while 5 is unreachable.
+    c.crash(2);
+    c.cut = vec![5];
+    c.restart_amnesiac(2);
+    c.settle();
+    c.fire(2, TimerKind::RejoinResend);
+    c.settle();
+    c.fire(2, TimerKind::CatchUpResend);
+    c.settle();
+    assert!(!c.server(2).rejoining());
+    assert!(
+        c.server(2).ballot() < Ballot::new(6, 5),
+        "its floor is below 5's ballot"
+    );
+    // Server 4 has not heard the leader for a while and promises 5's ballot, telling it what
+    // it knows of 2's incarnation.
+    c.cut.clear();
+    c.now += Duration::from_secs(10);
+    c.fire(5, TimerKind::PrepareResend);
+    let to4 = c.take(|f| f.from == 5 && f.to == To::Server(4));
+    c.drop_from(5);
+    c.deliver(to4);
+    let promise4 = c.take(is_promise(4, 6));
+    c.deliver(promise4);
+    c.deliver(old_promise);
+    assert_ne!(
+        c.server(5).role(),
+        RoleKind::Leader,
+        "5 counted a promise that 2 no longer remembers"
+    );
 }

@@ -92,6 +92,7 @@ mod tests {
             Message::Prepare {
                 ballot: Ballot::new(3, 2),
                 from: 10,
+                incarnations: [(3, 1)].into(),
             },
             Message::Promise {
                 ballot: Ballot::new(3, 2),
@@ -103,6 +104,15 @@ mod tests {
                     },
                 )],
                 snapshot: None,
+                incarnations: Default::default(),
+            },
+            Message::RejoinQuery,
+            Message::RejoinInfo { incarnation: 2 },
+            Message::Rejoin { incarnation: 3 },
+            Message::Rejoined {
+                incarnation: 3,
+                ballot: Ballot::new(4, 1),
+                through: 99,
             },
             Message::Accept {
                 ballot: Ballot::new(3, 2),

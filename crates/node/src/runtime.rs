@@ -61,6 +61,10 @@ pub struct ServerOptions {
     /// How often the retained status is refreshed.
     pub status_interval: Duration,
     pub max_payload: usize,
+    /// The data directory lost state this server had acknowledged (a replaced disk, restored
+    /// from an old backup): rejoin without voting until the peers have brought it up to date.
+    /// A damaged log tail found at start-up sets this by itself.
+    pub rejoin: bool,
 }
 
 impl ServerOptions {
@@ -74,6 +78,7 @@ impl ServerOptions {
             metrics_addr: None,
             status_interval: Duration::from_secs(1),
             max_payload: codec::DEFAULT_MAX_PAYLOAD,
+            rejoin: false,
         }
     }
 }
@@ -93,6 +98,9 @@ pub struct Status {
     pub keys: usize,
     /// A digest of the replicated state: replicas at the same commit point agree on it.
     pub digest: String,
+    /// Not voting yet: re-learning state after it lost some (see `ServerOptions::rejoin`).
+    #[serde(default)]
+    pub rejoining: bool,
 }
 
 /// Called once the server is up, with the metrics endpoint's address if any.
@@ -107,21 +115,29 @@ pub async fn run_server(
     opts.core.validate()?;
     let id = opts.core.id;
     let me = server_user(id);
+    let mut rejoin = opts.rejoin;
     let mut storage: Box<dyn Storage> = match &opts.data_dir {
         Some(dir) => {
             let fs = FileStorage::open(dir, &opts.cluster, id, opts.core.max_sessions, opts.sync)?;
             if let Some(lost) = fs.repaired_tail {
+                // A crash mid-write tears only what was never synced, but damage to synced
+                // records looks the same, and those may hold a promise or an accept that a
+                // quorum counted. Assume the worst: re-learn before voting.
                 tracing::warn!(
                     dir = %dir.display(),
                     bytes = lost,
-                    "cut off a torn record at the end of the write-ahead log"
+                    "cut off a damaged record at the end of the write-ahead log; rejoining without a vote until the peers have brought this server up to date"
                 );
+                rejoin = true;
             }
             Box::new(fs)
         }
         None => Box::new(MemoryStorage::new(opts.core.max_sessions)),
     };
-    let durable = storage.load()?;
+    let mut durable = storage.load()?;
+    if rejoin {
+        durable.rejoining = true;
+    }
     let server = Server::recover(opts.core.clone(), durable)?;
     let topics = Topics::new(&opts.cluster);
     let mut subscriptions = vec![topics.all_requests(), topics.all_presence(), topics.chaos()];
@@ -534,6 +550,7 @@ impl Node {
             online: self.online.iter().copied().collect(),
             keys: self.server.kv().len(),
             digest: format!("{:016x}", self.server.kv().digest()),
+            rejoining: self.server.rejoining(),
         }
     }
 

@@ -186,7 +186,9 @@ impl FileStorage {
             &mut buf,
             &PersistOp::Snapshot(self.durable.snapshot.clone()),
         )?;
-        frame(&mut buf, &PersistOp::Promise(self.durable.promised))?;
+        for op in self.durable.meta_ops() {
+            frame(&mut buf, &op)?;
+        }
         for (slot, entry) in self.durable.log.iter_from(0) {
             frame(
                 &mut buf,
@@ -355,7 +357,15 @@ mod tests {
     fn state_survives_reopen_and_snapshots_compact_the_file() {
         let d = tempfile::tempdir().unwrap();
         let mut s = open(d.path());
-        s.persist(&[PersistOp::Promise(Ballot::new(2, 1))]).unwrap();
+        s.persist(&[
+            PersistOp::Promise(Ballot::new(2, 1)),
+            PersistOp::Incarnation {
+                server: 3,
+                incarnation: 2,
+            },
+            PersistOp::Rejoining(true),
+        ])
+        .unwrap();
         for slot in 0..50 {
             s.persist(&[PersistOp::Accept {
                 slot,
@@ -379,6 +389,9 @@ mod tests {
         assert_eq!(got.promised, Ballot::new(2, 1));
         assert_eq!(got.log.start(), 45);
         assert_eq!(got.log.get(49), Some(&entry(2, "v49")));
+        // The rewrite keeps what a rejoin depends on, not just the log.
+        assert_eq!(got.incarnations.get(&3), Some(&2));
+        assert!(got.rejoining);
     }
 
     #[test]

@@ -20,12 +20,16 @@ pub enum FaultPlan {
     },
     /// Every `every` (plus jitter): crash a random minority of servers (with probability
     /// `all_at_once`, every server), each restarting after a while. Half the crashes strike
-    /// between a step's disk write and its sync.
+    /// between a step's disk write and its sync. With probability `amnesia` a crashed server
+    /// also loses synced state (its disk wiped, or rolled back to what it held when it last
+    /// started, as a log cut at a record boundary would be) and restarts told to rejoin; at
+    /// most one server at a time is in that state, the most the protocol can bear.
     RandomCrashes {
         every: Duration,
         down_min: Duration,
         down_max: Duration,
         all_at_once: f64,
+        amnesia: f64,
     },
     /// `count` times: cut the current leader and `minority - 1` others off from the rest for
     /// `length`, then heal for `gap`. The minority side must not commit anything proposed
@@ -105,6 +109,7 @@ pub fn all() -> Vec<Scenario> {
         seed(),
         leader_crash(),
         crash_restart(),
+        amnesia(),
         minority(),
         lossy(3),
         lossy(5),
@@ -168,6 +173,26 @@ pub fn crash_restart() -> Scenario {
         down_min: Duration::from_millis(50),
         down_max: Duration::from_millis(1500),
         all_at_once: 0.15,
+        amnesia: 0.0,
+    };
+    s
+}
+
+/// Servers lose acknowledged state (a wiped or rolled-back disk) and rejoin: no acknowledged
+/// write may be lost and no replica may diverge.
+pub fn amnesia() -> Scenario {
+    let mut s = Scenario::base(
+        "amnesia",
+        "5 servers, 3 clients, 5% loss: random crashes, half of them losing synced state (disk wiped or rolled back), then rejoining",
+        5,
+    );
+    s.net = NetConfig::mildly_lossy();
+    s.faults = FaultPlan::RandomCrashes {
+        every: Duration::from_millis(700),
+        down_min: Duration::from_millis(50),
+        down_max: Duration::from_millis(1500),
+        all_at_once: 0.1,
+        amnesia: 0.5,
     };
     s
 }

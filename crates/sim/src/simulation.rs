@@ -62,6 +62,8 @@ pub struct RunReport {
     pub events: u64,
     pub elections_won: u64,
     pub crashes: u64,
+    /// Restarts with synced state lost (the server then rejoined).
+    pub amnesias: u64,
     /// Messages that carried a snapshot to a lagging replica or candidate.
     pub snapshots_sent: u64,
     /// Per server (index = id - 1).
@@ -150,6 +152,10 @@ struct SimServer {
     /// Crash in the middle of the next step: after its early messages left and its writes
     /// reached the page cache, before the sync.
     crash_mid_step: bool,
+    /// Restart with synced state lost (see `FaultPlan::RandomCrashes::amnesia`).
+    damaged: bool,
+    /// What was on disk when it last started: a rollback target for a damaged restart.
+    checkpoint: Durable,
     timers: BTreeMap<TimerKind, u64>,
 }
 
@@ -200,6 +206,7 @@ pub struct Simulation {
     ops_completed: u64,
     elections_won: u64,
     crashes: u64,
+    amnesias: u64,
     snapshots_sent: u64,
     watch: Option<Watch>,
     /// The first time a leader was elected, and how many commands had completed then: for
@@ -217,6 +224,8 @@ impl Simulation {
                     durable: Durable::new(cfg.max_sessions),
                     cache: Vec::new(),
                     crash_mid_step: false,
+                    damaged: false,
+                    checkpoint: Durable::new(cfg.max_sessions),
                     timers: BTreeMap::new(),
                 }
             })
@@ -264,6 +273,7 @@ impl Simulation {
             ops_completed: 0,
             elections_won: 0,
             crashes: 0,
+            amnesias: 0,
             snapshots_sent: 0,
             watch: None,
             first_leader_at: None,
@@ -342,6 +352,7 @@ impl Simulation {
             events: self.events,
             elections_won: self.elections_won,
             crashes: self.crashes,
+            amnesias: self.amnesias,
             snapshots_sent: self.snapshots_sent,
             server_counts: self.server_counts,
             client_counts: self.client_counts,
@@ -461,6 +472,7 @@ impl Simulation {
                     down_min,
                     down_max,
                     all_at_once,
+                    amnesia,
                     ..
                 } = self.sc.faults
                 else {
@@ -483,6 +495,13 @@ impl Simulation {
                     up.choose_multiple(&mut self.rng, k).copied().collect()
                 };
                 for id in victims {
+                    let others_damaged =
+                        self.servers.iter().enumerate().any(|(i, s)| {
+                            i + 1 != id as usize && (s.damaged || s.durable.rejoining)
+                        });
+                    if !others_damaged && self.rng.gen_bool(amnesia) {
+                        self.servers[id as usize - 1].damaged = true;
+                    }
                     if self.rng.gen_bool(0.5) {
                         self.servers[id as usize - 1].crash_mid_step = true;
                     } else {
@@ -612,6 +631,18 @@ impl Simulation {
             return;
         }
         let cfg = self.sc.server_config(id);
+        if self.servers[i].damaged {
+            self.servers[i].damaged = false;
+            self.amnesias += 1;
+            let mut lost = if self.rng.gen_bool(0.5) {
+                Durable::new(cfg.max_sessions)
+            } else {
+                self.servers[i].checkpoint.clone()
+            };
+            lost.rejoining = true;
+            self.servers[i].durable = lost;
+        }
+        self.servers[i].checkpoint = self.servers[i].durable.clone();
         let durable = self.servers[i].durable.clone();
         match Server::recover(cfg, durable) {
             Ok(mut server) => {

@@ -12,6 +12,10 @@ fn skip_reproposal(c: &mut Config) {
     c.mutation = Some(Mutation::SkipReproposal);
 }
 
+fn trust_lost_state(c: &mut Config) {
+    c.mutation = Some(Mutation::TrustLostState);
+}
+
 fn failures(mut sc: Scenario, tweak: fn(&mut Config), seeds: u64) -> Vec<(u64, String)> {
     sc.tweak = Some(tweak);
     let b = run_seeds(&sc, 0, seeds, 2);
@@ -83,4 +87,15 @@ fn acknowledging_before_the_sync_is_caught() {
         f.first()
     );
     assert!(!f.is_empty(), "a missing sync must be caught");
+}
+
+#[test]
+fn a_server_that_votes_with_lost_state_is_caught() {
+    let f = failures(scenario::amnesia(), trust_lost_state, 200);
+    eprintln!(
+        "trust lost state, amnesia: {} of 200 seeds failed; first: {:?}",
+        f.len(),
+        f.first()
+    );
+    assert!(!f.is_empty(), "voting from a wiped disk must be caught");
 }

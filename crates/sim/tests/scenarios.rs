@@ -56,6 +56,11 @@ fn crash_restart() {
 }
 
 #[test]
+fn amnesia() {
+    run("amnesia");
+}
+
+#[test]
 fn minority() {
     run("minority");
 }

@@ -36,6 +36,12 @@ pub struct Args {
     /// Silence from the leader before an election (randomized up to twice this).
     #[arg(long, env = "MQPAXOS_ELECTION_TIMEOUT", default_value = "300ms", value_parser = parse_duration)]
     pub election_timeout: Duration,
+    /// This server's data directory lost state it had acknowledged (a replaced disk, a
+    /// restored backup): take no part in votes until the other servers have brought it up to
+    /// date. Needs a majority of the other servers running. A damaged end of the log found at
+    /// start-up does the same by itself.
+    #[arg(long, env = "MQPAXOS_REJOIN")]
+    pub rejoin: bool,
 }
 
 pub async fn run(a: Args) -> CmdResult {
@@ -70,6 +76,7 @@ pub async fn run(a: Args) -> CmdResult {
         SyncPolicy::Always
     };
     opts.metrics_addr = a.metrics;
+    opts.rejoin = a.rejoin;
     let id = a.id;
     let on_ready: mqpaxos_node::runtime::OnReady = Box::new(move |metrics| match metrics {
         Some(m) => eprintln!("mqpaxos: server {id} running; metrics on http://{m}/metrics"),

@@ -96,7 +96,14 @@ pub async fn run(a: Args) -> CmdResult {
             Row {
                 id,
                 online: presence.get(&id).copied().unwrap_or(false),
-                role: s.map(|s| s.role.clone()),
+                // A rejoining server is a follower that does not vote yet: say so.
+                role: s.map(|s| {
+                    if s.rejoining {
+                        "rejoining".to_string()
+                    } else {
+                        s.role.clone()
+                    }
+                }),
                 ballot: s.map(|s| s.ballot.clone()),
                 leader: s.and_then(|s| s.leader),
                 commit: s.map(|s| s.commit),

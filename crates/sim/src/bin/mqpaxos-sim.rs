@@ -73,13 +73,14 @@ fn main() -> ExitCode {
         for sc in &scenarios {
             let r = run_seed(sc, seed);
             println!(
-                "scenario {} seed {}: {} ({} ops, {} elections won, {} crashes, {:.1} s virtual, {} events, fingerprint {:016x})",
+                "scenario {} seed {}: {} ({} ops, {} elections won, {} crashes ({} losing state), {:.1} s virtual, {} events, fingerprint {:016x})",
                 r.scenario,
                 r.seed,
                 if r.ok() { "ok" } else { "FAILED" },
                 r.ops_completed,
                 r.elections_won,
                 r.crashes,
+                r.amnesias,
                 r.virtual_time.as_secs_f64(),
                 r.events,
                 r.fingerprint
