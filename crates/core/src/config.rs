@@ -35,6 +35,11 @@ pub struct Config {
     pub max_sessions: usize,
     /// How many chosen values one catch-up message carries at most.
     pub max_catchup: usize,
+    /// Serve gets without writing them to the log: the leader confirms with a majority that it
+    /// still leads (one round trip, shared by every get waiting), then answers from its state
+    /// once it has executed everything chosen before the get arrived. Off: gets go through the
+    /// log like writes.
+    pub read_index: bool,
     /// Report a digest of every executed slot in [`crate::Ready::executed`] (for the simulator).
     pub trace_chosen: bool,
     /// A deliberately broken protocol, for showing that the simulator catches bugs.
@@ -55,6 +60,9 @@ pub enum Mutation {
     /// A server that lost durable state votes at once instead of rejoining first: a promise
     /// or accept it forgot may have been the one a quorum counted.
     TrustLostState,
+    /// The leader answers gets from its own state at once, without confirming that it still
+    /// leads: a deposed leader that does not know it yet serves stale reads.
+    ReadWithoutQuorum,
 }
 
 /// A setting that makes no sense.
@@ -85,6 +93,7 @@ impl Config {
             snapshot_interval: 1000,
             max_sessions: 100_000,
             max_catchup: 256,
+            read_index: true,
             trace_chosen: false,
             #[cfg(feature = "mutations")]
             mutation: None,

@@ -46,6 +46,10 @@ pub enum Message {
     Nack { ballot: Ballot, promised: Ballot },
     /// The leader is alive, and every slot before `commit` is chosen.
     Heartbeat { ballot: Ballot, commit: Slot },
+    /// The leader asks: "do you still follow `ballot`?", for the gets waiting on round `round`.
+    ReadIndex { ballot: Ballot, round: u64 },
+    /// "Yes, I still follow `ballot`" (nothing higher promised), for read round `round`.
+    ReadAck { ballot: Ballot, round: u64 },
     /// A replica that lags asks for chosen values from slot `from` on.
     CatchUp { from: Slot },
     /// Chosen values `first..first + values.len()`, preceded by a snapshot when the asker lags
@@ -89,6 +93,8 @@ impl Message {
             Message::Accepted { .. } => "accepted",
             Message::Nack { .. } => "nack",
             Message::Heartbeat { .. } => "heartbeat",
+            Message::ReadIndex { .. } => "read_index",
+            Message::ReadAck { .. } => "read_ack",
             Message::CatchUp { .. } => "catchup",
             Message::Chosen { .. } => "chosen",
             Message::RejoinQuery => "rejoin_query",
@@ -101,13 +107,15 @@ impl Message {
     }
 
     /// All message type names, in a fixed order.
-    pub const KINDS: [&'static str; 14] = [
+    pub const KINDS: [&'static str; 16] = [
         "prepare",
         "promise",
         "accept",
         "accepted",
         "nack",
         "heartbeat",
+        "read_index",
+        "read_ack",
         "catchup",
         "chosen",
         "rejoin_query",

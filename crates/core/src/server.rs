@@ -100,6 +100,30 @@ struct Leader {
     /// One past the highest slot any promise of its phase 1 reported: every value chosen in an
     /// earlier ballot lies before it.
     through: Slot,
+    /// Gets waiting to be answered without the log (`Config::read_index`).
+    reads: Reads,
+}
+
+/// A leader's gets in waiting. Each needs (1) a majority to confirm, in a round that started
+/// after the get arrived, that this leader still leads, and (2) execution up to the commit
+/// point it saw on arrival; then it is answered from the state machine.
+#[derive(Debug, Default)]
+struct Reads {
+    waiting: Vec<Read>,
+    /// The latest round started, and who has confirmed it (the leader itself included).
+    round: u64,
+    acks: BTreeSet<NodeId>,
+    /// The latest round a majority confirmed.
+    confirmed: u64,
+}
+
+#[derive(Debug)]
+struct Read {
+    cmd: Command,
+    /// Everything chosen before the get arrived lies before this slot.
+    index: Slot,
+    /// The first round that started after it arrived.
+    round: u64,
 }
 
 /// Where a rejoining server is in getting back to voting.
@@ -346,6 +370,8 @@ impl Server {
                     self.learn_commit(commit);
                 }
             }
+            Message::ReadIndex { ballot, round } => self.on_read_index(now, from, ballot, round),
+            Message::ReadAck { ballot, round } => self.on_read_ack(from, ballot, round),
             Message::CatchUp { from: slot } => self.on_catchup(from, slot),
             Message::Chosen {
                 first,
@@ -455,8 +481,105 @@ impl Server {
         if !l.proposed.insert((cmd.client.clone(), cmd.seq)) {
             return;
         }
+        if self.cfg.read_index && matches!(cmd.op, crate::kv::Op::Get { .. }) {
+            // A later round, not one already under way: that one may have been confirmed by
+            // followers before the get arrived, and so prove nothing about now.
+            let read = Read {
+                cmd,
+                index: self.commit.max(l.through),
+                round: l.reads.round + 1,
+            };
+            l.reads.waiting.push(read);
+            if l.reads.confirmed == l.reads.round {
+                self.start_read_round();
+            }
+            self.serve_reads();
+            return;
+        }
         l.queue.push_back(cmd);
         self.propose_queued(now);
+    }
+
+    // ----- reads without the log -----
+
+    fn start_read_round(&mut self) {
+        let Role::Leader(l) = &mut self.role else {
+            return;
+        };
+        l.reads.round += 1;
+        l.reads.acks = BTreeSet::from([self.cfg.id]);
+        let msg = Message::ReadIndex {
+            ballot: l.ballot,
+            round: l.reads.round,
+        };
+        self.send_now(Dest::AllServers, msg);
+        self.confirm_reads(self.cfg.id);
+    }
+
+    fn on_read_index(&mut self, now: Duration, from: NodeId, ballot: Ballot, round: u64) {
+        // A rejoining server may have forgotten a higher promise, so its word is worthless.
+        if self.rejoin.is_some() || !self.follow(now, from, ballot) {
+            return;
+        }
+        // After any promise `follow` made durable.
+        self.send_after(Dest::Server(from), Message::ReadAck { ballot, round });
+    }
+
+    /// Counts `from`'s confirmation of the current read round.
+    fn confirm_reads(&mut self, from: NodeId) {
+        let quorum = self.cfg.quorum();
+        let Role::Leader(l) = &mut self.role else {
+            return;
+        };
+        l.reads.acks.insert(from);
+        if l.reads.acks.len() < quorum || l.reads.confirmed == l.reads.round {
+            return;
+        }
+        l.reads.confirmed = l.reads.round;
+        let more = l.reads.waiting.iter().any(|r| r.round > l.reads.confirmed);
+        self.serve_reads();
+        if more {
+            self.start_read_round();
+        }
+    }
+
+    fn on_read_ack(&mut self, from: NodeId, ballot: Ballot, round: u64) {
+        match &self.role {
+            Role::Leader(l) if l.ballot == ballot && l.reads.round == round => {}
+            // For another ballot or an earlier round: it proves nothing about this one.
+            _ => return,
+        }
+        self.confirm_reads(from);
+    }
+
+    /// Answers every get whose round is confirmed and whose index is executed.
+    fn serve_reads(&mut self) {
+        let Role::Leader(l) = &mut self.role else {
+            return;
+        };
+        #[cfg(feature = "mutations")]
+        let unconfirmed = self.cfg.mutation == Some(crate::config::Mutation::ReadWithoutQuorum);
+        #[cfg(not(feature = "mutations"))]
+        let unconfirmed = false;
+        let (confirmed, commit) = (l.reads.confirmed, self.commit);
+        let (ready, waiting): (Vec<Read>, Vec<Read>) = std::mem::take(&mut l.reads.waiting)
+            .into_iter()
+            .partition(|r| unconfirmed || (r.round <= confirmed && r.index <= commit));
+        l.reads.waiting = waiting;
+        for r in &ready {
+            l.proposed.remove(&(r.cmd.client.clone(), r.cmd.seq));
+        }
+        for r in ready {
+            let crate::kv::Op::Get { key } = &r.cmd.op else {
+                continue;
+            };
+            let msg = Message::Reply {
+                client: r.cmd.client.clone(),
+                seq: r.cmd.seq,
+                result: crate::kv::OpResult::Value(self.kv.get(key).cloned()),
+            };
+            self.send_now(Dest::Client(r.cmd.client), msg);
+        }
     }
 
     // ----- phase 1 -----
@@ -689,6 +812,7 @@ impl Server {
             proposed: BTreeSet::new(),
             prepared_with: c.incarnations,
             through: end,
+            reads: Reads::default(),
         };
         let mut values = Vec::new();
         for slot in self.commit..end {
@@ -913,8 +1037,12 @@ impl Server {
             inf.sent_at = now;
             values.push(inf.value.clone());
         }
+        let unconfirmed_round = (l.reads.confirmed < l.reads.round).then_some(l.reads.round);
         if let Some(first) = first {
             self.send_accepts(ballot, first, values);
+        }
+        if let Some(round) = unconfirmed_round {
+            self.send_now(Dest::AllServers, Message::ReadIndex { ballot, round });
         }
         self.set_timer(
             TimerKind::AcceptResend,
@@ -945,6 +1073,7 @@ impl Server {
         }
         if advanced {
             self.maybe_snapshot();
+            self.serve_reads();
             self.propose_queued(now);
         }
     }

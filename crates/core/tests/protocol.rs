@@ -585,3 +585,66 @@ fn a_promise_from_before_a_rejoin_is_not_counted() {
         "5 counted a promise that 2 no longer remembers"
     );
 }
+
+fn get(client: &str, seq: u64, k: &str) -> Command {
+    Command {
+        client: client.into(),
+        seq,
+        op: Op::Get { key: k.into() },
+    }
+}
+
+#[test]
+fn a_get_is_answered_without_a_log_slot_once_a_majority_confirms() {
+    let mut c = Cluster::new(3, |_| {});
+    c.elect(1);
+    c.settle();
+    c.request(put("a", 1, "k", "v1"));
+    c.settle();
+    let commit = c.server(1).commit();
+    c.request(get("a", 2, "k"));
+    assert!(
+        c.replies.iter().all(|r| r.1 != 2),
+        "not before a majority confirms"
+    );
+    c.settle();
+    assert!(c
+        .replies
+        .contains(&("a".to_string(), 2, OpResult::Value(Some("v1".into())))));
+    assert_eq!(c.server(1).commit(), commit, "the get took no slot");
+}
+
+/// A leader cut off from the others does not know it has been replaced; it must not answer a
+/// get from its (now stale) state.
+#[test]
+fn a_deposed_leader_does_not_answer_a_get() {
+    let mut c = Cluster::new(3, |_| {});
+    c.elect(1);
+    c.settle();
+    c.request(put("a", 1, "k", "old"));
+    c.settle();
+    c.cut = vec![1];
+    c.elect(2);
+    c.settle();
+    c.request(put("b", 1, "k", "new"));
+    c.settle();
+    assert_eq!(value(&c, 2, "k").as_deref(), Some("new"));
+    assert_eq!(c.server(1).role(), RoleKind::Leader, "1 has not noticed");
+    c.cut.clear();
+    c.step(1, Input::Request(get("r", 1, "k")));
+    c.settle();
+    c.fire(1, TimerKind::AcceptResend);
+    c.settle();
+    assert!(
+        !c.replies
+            .iter()
+            .any(|r| r.0 == "r" && r.2 == OpResult::Value(Some("old".into()))),
+        "a stale read: {:?}",
+        c.replies
+    );
+    assert_ne!(
+        c.server(1).role(),
+        RoleKind::Leader,
+        "the refusal deposed it"
+    );
+}

@@ -106,14 +106,6 @@ mod tests {
                 snapshot: None,
                 incarnations: Default::default(),
             },
-            Message::RejoinQuery,
-            Message::RejoinInfo { incarnation: 2 },
-            Message::Rejoin { incarnation: 3 },
-            Message::Rejoined {
-                incarnation: 3,
-                ballot: Ballot::new(4, 1),
-                through: 99,
-            },
             Message::Accept {
                 ballot: Ballot::new(3, 2),
                 first: 12,
@@ -124,6 +116,22 @@ mod tests {
             Message::Heartbeat {
                 ballot: Ballot::new(3, 2),
                 commit: 14,
+            },
+            Message::RejoinQuery,
+            Message::RejoinInfo { incarnation: 2 },
+            Message::Rejoin { incarnation: 3 },
+            Message::Rejoined {
+                incarnation: 3,
+                ballot: Ballot::new(4, 1),
+                through: 99,
+            },
+            Message::ReadIndex {
+                ballot: Ballot::new(3, 2),
+                round: 5,
+            },
+            Message::ReadAck {
+                ballot: Ballot::new(3, 2),
+                round: 5,
             },
         ]
     }

@@ -12,8 +12,15 @@ use std::fmt::Write;
 use std::time::Duration;
 
 const ELECTION: [&str; 3] = ["prepare", "promise", "nack"];
-const COMMAND: [&str; 6] = [
-    "request", "accept", "accepted", "reply", "catchup", "chosen",
+const COMMAND: [&str; 8] = [
+    "request",
+    "accept",
+    "accepted",
+    "read_index",
+    "read_ack",
+    "reply",
+    "catchup",
+    "chosen",
 ];
 
 /// Publishes and deliveries of the given message kinds, summed over all nodes.
@@ -135,7 +142,8 @@ mod tests {
         let r3 = measure(3);
         let r7 = measure(7);
         assert_eq!(r3.elections, 1, "a healthy run has one election");
-        // Request (1 publish) + Accept (1) + N-1 Accepted + Reply (1) per command.
+        // Request (1 publish) + Accept (1) + N-1 Accepted + Reply (1) per command; a get
+        // costs the same with ReadIndex and ReadAck in place of Accept and Accepted.
         assert!((r3.command_publishes - 5.0).abs() < 0.5, "{r3:?}");
         assert!((r7.command_publishes - 9.0).abs() < 0.5, "{r7:?}");
         // Prepare (1 broadcast) + N-1 Promises.

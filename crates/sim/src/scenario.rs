@@ -40,6 +40,14 @@ pub enum FaultPlan {
         length: Duration,
         gap: Duration,
     },
+    /// Every `every`: freeze whoever leads for `pause_min..pause_max` (a GC pause, a stopped
+    /// VM): it handles nothing meanwhile, then wakes to everything that queued up, still
+    /// believing it leads, while the others have elected someone else.
+    LeaderPauses {
+        every: Duration,
+        pause_min: Duration,
+        pause_max: Duration,
+    },
 }
 
 /// One kind of run. A seed turns it into exactly one run.
@@ -69,6 +77,9 @@ pub struct Scenario {
     /// A broken runtime that sends acknowledgements before syncing (the page cache is
     /// written back only once a second): for the mutation test of the disk model.
     pub unsafe_disk: bool,
+    /// Each server's clock runs at its own rate, up to this fraction off (0.1: 0.9x to 1.1x),
+    /// from its own origin. The protocol must not need clocks to agree for safety.
+    pub clock_drift: f64,
 }
 
 impl Scenario {
@@ -88,6 +99,7 @@ impl Scenario {
             snapshot_interval: 40,
             tweak: None,
             unsafe_disk: false,
+            clock_drift: 0.0,
         }
     }
 
@@ -110,6 +122,7 @@ pub fn all() -> Vec<Scenario> {
         leader_crash(),
         crash_restart(),
         amnesia(),
+        pause(),
         minority(),
         lossy(3),
         lossy(5),
@@ -193,6 +206,24 @@ pub fn amnesia() -> Scenario {
         down_max: Duration::from_millis(1500),
         all_at_once: 0.1,
         amnesia: 0.5,
+    };
+    s
+}
+
+/// Deposed leaders that do not know it yet: the leader freezes for longer than an election
+/// takes, on drifting clocks; reads it answers on waking must not be stale.
+pub fn pause() -> Scenario {
+    let mut s = Scenario::base(
+        "pause",
+        "5 servers, 3 clients, 5% loss, clocks off by up to 20%: the leader freezes for 0.5-2 s every 1.5 s",
+        5,
+    );
+    s.net = NetConfig::mildly_lossy();
+    s.clock_drift = 0.2;
+    s.faults = FaultPlan::LeaderPauses {
+        every: Duration::from_millis(1500),
+        pause_min: Duration::from_millis(500),
+        pause_max: Duration::from_millis(2000),
     };
     s
 }

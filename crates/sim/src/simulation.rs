@@ -89,6 +89,7 @@ enum Fault {
     Restart(NodeId),
     MinorityStart { minority: usize },
     MinorityEnd,
+    PauseLeader,
 }
 
 #[derive(Debug)]
@@ -156,6 +157,11 @@ struct SimServer {
     damaged: bool,
     /// What was on disk when it last started: a rollback target for a damaged restart.
     checkpoint: Durable,
+    /// Its clock: `origin + virtual time * rate`.
+    rate: f64,
+    origin: Duration,
+    /// Frozen until then: what arrives for it waits.
+    paused_until: Option<Duration>,
     timers: BTreeMap<TimerKind, u64>,
 }
 
@@ -226,6 +232,9 @@ impl Simulation {
                     crash_mid_step: false,
                     damaged: false,
                     checkpoint: Durable::new(cfg.max_sessions),
+                    rate: 1.0,
+                    origin: Duration::ZERO,
+                    paused_until: None,
                     timers: BTreeMap::new(),
                 }
             })
@@ -282,6 +291,14 @@ impl Simulation {
 
     /// Runs to the end and checks the outcome.
     pub fn run(mut self) -> RunReport {
+        let drift = self.sc.clock_drift;
+        if drift > 0.0 {
+            // Drawn only when asked for, so scenarios without drift replay as before.
+            for s in &mut self.servers {
+                s.rate = self.rng.gen_range(1.0 - drift..=1.0 + drift);
+                s.origin = Duration::from_millis(self.rng.gen_range(0..100_000));
+            }
+        }
         for id in 1..=self.sc.servers {
             self.boot(id);
         }
@@ -420,6 +437,13 @@ impl Simulation {
                     t += every;
                 }
             }
+            FaultPlan::LeaderPauses { every, .. } => {
+                let mut t = every;
+                while t < self.sc.safety {
+                    self.schedule(t, Ev::Fault(Fault::PauseLeader));
+                    t += every;
+                }
+            }
             FaultPlan::MinorityPartition {
                 count,
                 minority,
@@ -512,6 +536,20 @@ impl Simulation {
                 }
             }
             Fault::Restart(id) => self.boot(id),
+            Fault::PauseLeader => {
+                let FaultPlan::LeaderPauses {
+                    pause_min,
+                    pause_max,
+                    ..
+                } = self.sc.faults
+                else {
+                    return;
+                };
+                if let Some(id) = self.current_leader() {
+                    let d = pause_min + self.rand_duration(pause_max.saturating_sub(pause_min));
+                    self.servers[id as usize - 1].paused_until = Some(self.now + d);
+                }
+            }
             Fault::MinorityStart { minority } => {
                 let mut ids: Vec<NodeId> = (1..=self.sc.servers).collect();
                 ids.shuffle(&mut self.rng);
@@ -646,7 +684,7 @@ impl Simulation {
         let durable = self.servers[i].durable.clone();
         match Server::recover(cfg, durable) {
             Ok(mut server) => {
-                let ready = server.start(self.now);
+                let ready = server.start(self.clock(id));
                 self.servers[i].server = Some(server);
                 self.apply_ready(id, ready);
             }
@@ -663,6 +701,7 @@ impl Simulation {
         self.net.cfg = NetConfig::healthy();
         for id in 1..=self.sc.servers {
             self.servers[id as usize - 1].crash_mid_step = false;
+            self.servers[id as usize - 1].paused_until = None;
             self.boot(id);
         }
         for c in &mut self.clients {
@@ -707,7 +746,28 @@ impl Simulation {
 
     // ----- the event loop -----
 
+    /// Server `id`'s clock now.
+    fn clock(&self, id: NodeId) -> Duration {
+        let s = &self.servers[id as usize - 1];
+        s.origin + self.now.mul_f64(s.rate)
+    }
+
     fn handle(&mut self, ev: Ev) {
+        let frozen = match &ev {
+            Ev::Deliver {
+                to: Addr::Server(id),
+                ..
+            }
+            | Ev::ServerTimer { id, .. } => self.servers[*id as usize - 1]
+                .paused_until
+                .filter(|t| *t > self.now),
+            _ => None,
+        };
+        if let Some(until) = frozen {
+            // It runs again at `until`, and finds this waiting.
+            self.schedule(until - self.now, ev);
+            return;
+        }
         match ev {
             Ev::Deliver { from, to, msg } => self.deliver(from, to, msg),
             Ev::ServerTimer { id, kind, gen } => {
@@ -772,7 +832,12 @@ impl Simulation {
             return;
         };
         let was_leader = server.role() == RoleKind::Leader;
-        let ready = server.step(self.now, input);
+        let s = &self.servers[id as usize - 1];
+        let clock = s.origin + self.now.mul_f64(s.rate);
+        let Some(server) = self.servers[id as usize - 1].server.as_mut() else {
+            return;
+        };
+        let ready = server.step(clock, input);
         if !was_leader && server.role() == RoleKind::Leader {
             self.elections_won += 1;
             self.first_leader_at.get_or_insert(self.now);
@@ -814,7 +879,9 @@ impl Simulation {
             self.timer_gen += 1;
             let gen = self.timer_gen;
             self.servers[id as usize - 1].timers.insert(t.kind, gen);
-            let after = t.after + self.rand_duration(t.jitter);
+            // Asked for in its own clock's time.
+            let rate = self.servers[id as usize - 1].rate;
+            let after = (t.after + self.rand_duration(t.jitter)).div_f64(rate);
             self.schedule(
                 after,
                 Ev::ServerTimer {

@@ -99,3 +99,25 @@ fn a_server_that_votes_with_lost_state_is_caught() {
     );
     assert!(!f.is_empty(), "voting from a wiped disk must be caught");
 }
+
+fn read_without_quorum(c: &mut Config) {
+    c.mutation = Some(Mutation::ReadWithoutQuorum);
+}
+
+#[test]
+fn a_leader_that_reads_without_confirming_it_leads_is_caught() {
+    let f = failures(scenario::pause(), read_without_quorum, 100);
+    eprintln!(
+        "read without quorum, pause: {} of 100 seeds failed; first: {:?}",
+        f.len(),
+        f.first()
+    );
+    assert!(
+        !f.is_empty(),
+        "a stale read from a deposed leader must be caught"
+    );
+    assert!(
+        f.iter().any(|(_, v)| v.contains("not linearizable")),
+        "{f:?}"
+    );
+}

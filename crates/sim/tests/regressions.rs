@@ -32,6 +32,14 @@ fn skip_reproposal(c: &mut Config) {
     c.mutation = Some(Mutation::SkipReproposal);
 }
 
+fn trust_lost_state(c: &mut Config) {
+    c.mutation = Some(Mutation::TrustLostState);
+}
+
+fn read_without_quorum(c: &mut Config) {
+    c.mutation = Some(Mutation::ReadWithoutQuorum);
+}
+
 #[test]
 fn known_bugs_are_caught_at_their_seeds() {
     let mut sc = scenario::seed();
@@ -45,11 +53,25 @@ fn known_bugs_are_caught_at_their_seeds() {
 
     let mut sc = scenario::leader_crash();
     sc.tweak = Some(skip_reproposal);
-    let r = run_seed(&sc, 0);
+    let r = run_seed(&sc, 1);
     assert!(!r.ok());
 
     let mut sc = scenario::crash_restart();
     sc.unsafe_disk = true;
     let r = run_seed(&sc, 0);
     assert!(!r.ok());
+
+    let mut sc = scenario::amnesia();
+    sc.tweak = Some(trust_lost_state);
+    let r = run_seed(&sc, 81);
+    assert!(!r.ok());
+
+    let mut sc = scenario::pause();
+    sc.tweak = Some(read_without_quorum);
+    let r = run_seed(&sc, 4);
+    assert!(
+        r.violations.iter().any(|v| v.contains("not linearizable")),
+        "{:?}",
+        r.violations
+    );
 }

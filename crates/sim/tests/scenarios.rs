@@ -61,6 +61,11 @@ fn amnesia() {
 }
 
 #[test]
+fn pause() {
+    run("pause");
+}
+
+#[test]
 fn minority() {
     run("minority");
 }

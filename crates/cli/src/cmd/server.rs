@@ -42,12 +42,18 @@ pub struct Args {
     /// start-up does the same by itself.
     #[arg(long, env = "MQPAXOS_REJOIN")]
     pub rejoin: bool,
+    /// How gets are made linearizable: read-index (the leader confirms with a majority that it
+    /// still leads, then answers from its state: no log write) or log (a get takes a log slot
+    /// like a write).
+    #[arg(long, env = "MQPAXOS_READS", default_value = "read-index", value_parser = ["read-index", "log"])]
+    pub reads: String,
 }
 
 pub async fn run(a: Args) -> CmdResult {
     let mut core = Config::new(a.id, a.servers);
     core.heartbeat = a.heartbeat;
     core.election_timeout = a.election_timeout;
+    core.read_index = a.reads == "read-index";
     core.validate().map_err(|e| fail(2, e.to_string()))?;
     if !mqpaxos_node::topics::valid_level(&a.conn.cluster) {
         return Err(fail(
