@@ -7,9 +7,10 @@
 //! - fjall with a write batch committed with `PersistMode::SyncData` (a journal fdatasync).
 //!
 //! Reported per store and batch size: durable batches/s, entries/s, p50/p99 latency of one
-//! durable batch; then, after a fixed number of entries, the bytes on disk (apparent and
-//! allocated), the bytes the process sent to the block layer (`/proc/self/io`, write
-//! amplification) and the time to reopen and read everything back.
+//! durable batch, bytes sent to the block layer per entry (`/proc/self/io`: whole pages, so
+//! a small sync rewrites at least a page; the file system's own journal is not counted);
+//! then, after a fixed number of entries, the bytes on disk (apparent and allocated), the
+//! bytes written to the block layer in all, and the time to reopen and read everything back.
 //!
 //! `cargo bench -p mqpaxos-node --bench storage -- [--seconds S] [--dir DIR]`
 //!
@@ -172,6 +173,8 @@ fn batch(slot: u64, n: usize) -> Vec<PersistOp> {
 }
 
 struct Run {
+    /// Bytes sent to the block layer during the timed part, if the kernel says.
+    written: Option<u64>,
     batches: usize,
     entries: usize,
     elapsed: Duration,
@@ -188,6 +191,7 @@ fn throughput(store: &mut dyn Store, size: usize, seconds: f64) -> Result<Run> {
         slot += size as u64;
     }
     let mut lat = Vec::new();
+    let before = write_bytes();
     let start = Instant::now();
     let mut entries = 0;
     while start.elapsed().as_secs_f64() < seconds && entries < max {
@@ -198,7 +202,12 @@ fn throughput(store: &mut dyn Store, size: usize, seconds: f64) -> Result<Run> {
         slot += size as u64;
         entries += size;
     }
+    let written = match (before, write_bytes()) {
+        (Some(b), Some(a)) => Some(a.saturating_sub(b)),
+        _ => None,
+    };
     Ok(Run {
+        written,
         batches: lat.len(),
         entries,
         elapsed: start.elapsed(),
@@ -289,7 +298,8 @@ fn main() -> Result<()> {
     }
     println!("data dirs under {}; {seconds} s per case\n", base.display());
     println!(
-        "| store | batch | batches/s | entries/s | p50 ms | p99 ms |\n|---|---|---|---|---|---|"
+        "| store | batch | batches/s | entries/s | p50 ms | p99 ms | written/entry |\n\
+         |---|---|---|---|---|---|---|"
     );
     for size in [1usize, 8, 64] {
         for name in STORES {
@@ -301,8 +311,11 @@ fn main() -> Result<()> {
             drop(store);
             run.lat.sort();
             let secs = run.elapsed.as_secs_f64();
+            let per_entry = run.written.map_or("-".to_string(), |w| {
+                format!("{:.0}", w as f64 / run.entries.max(1) as f64)
+            });
             println!(
-                "| {name} | {size} | {:.0} | {:.0} | {:.2} | {:.2} |",
+                "| {name} | {size} | {:.0} | {:.0} | {:.2} | {:.2} | {per_entry} |",
                 run.batches as f64 / secs,
                 run.entries as f64 / secs,
                 pct(&run.lat, 0.50),
