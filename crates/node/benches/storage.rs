@@ -6,7 +6,8 @@
 //! - redb with `Durability::Immediate`: one write transaction per batch;
 //! - fjall with a write batch committed with `PersistMode::SyncData` (a journal fdatasync).
 //!
-//! A fourth row, "raw fdatasync", appends the same bytes to a plain file: the floor. The
+//! A fourth row, "raw fdatasync", appends the same bytes to a plain file: an append with no
+//! store around it (not quite a floor: a preallocated file syncs faster). The
 //! stores take turns in 100 ms slices so that all see the same disk.
 //!
 //! Reported per store and batch size: durable batches/s, entries/s, p50/p99 latency of one
@@ -136,7 +137,7 @@ impl Store for Fjall {
     }
 }
 
-/// The floor: the same postcard bytes appended to a plain file and fdatasynced, with no
+/// A plain append: the same postcard bytes appended to a plain file and fdatasynced, with no
 /// framing, no checksum and no in-memory mirror.
 struct Raw(std::fs::File);
 
