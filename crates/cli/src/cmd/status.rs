@@ -18,7 +18,8 @@ pub struct Args {
     /// How many servers the cluster has (default: as the servers report).
     #[arg(long, env = "MQPAXOS_SERVERS")]
     pub servers: Option<u32>,
-    /// Print JSON: an array of objects with id, online, role, ballot, leader, commit, executed.
+    /// Print JSON: an array of objects with id, online, role, ballot, leader, commit, executed,
+    /// digest.
     #[arg(long)]
     pub json: bool,
     /// The MQTT user name to connect as.
@@ -38,6 +39,9 @@ struct Row {
     leader: Option<u32>,
     commit: Option<u64>,
     executed: Option<u64>,
+    /// The replicated state's digest at `executed`: replicas that executed the same slots
+    /// must show the same one, so comparing them checks agreement from outside.
+    digest: Option<String>,
 }
 
 pub async fn run(a: Args) -> CmdResult {
@@ -108,6 +112,7 @@ pub async fn run(a: Args) -> CmdResult {
                 leader: s.and_then(|s| s.leader),
                 commit: s.map(|s| s.commit),
                 executed: s.map(|s| s.executed),
+                digest: s.map(|s| s.digest.clone()),
             }
         })
         .collect();

@@ -212,6 +212,14 @@ impl Cluster {
         }
     }
 
+    /// Whether server `id`'s process is still running (false once it has exited, or if it
+    /// was never started).
+    pub fn is_running(&mut self, id: u32) -> bool {
+        self.servers[id as usize - 1]
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
     /// Runs the CLI against this cluster as user `client1`.
     pub fn cli(&self, args: &[&str]) -> Output {
         Command::new(BIN)
