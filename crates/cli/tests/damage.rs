@@ -86,13 +86,14 @@ mod expect {
 }
 
 /// The start offset and total length of each whole record in a WAL image, in order; stops
+/// at the end marker (an all-zero header: the file is padded with zeros to whole chunks) or
 /// at the first record that does not fit in the file.
 fn records(bytes: &[u8]) -> Vec<(usize, usize)> {
     let mut out = Vec::new();
     let mut at = 0;
     while let Some(h) = bytes.get(at..at + 8) {
         let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
-        if at + 8 + len > bytes.len() {
+        if h.iter().all(|b| *b == 0) || at + 8 + len > bytes.len() {
             break;
         }
         out.push((at, 8 + len));
@@ -111,7 +112,8 @@ fn damage(dir: &Path, d: Damage, rng: &mut impl Rng) -> Option<String> {
     }
     let mut bytes = std::fs::read(&wal).expect("read wal");
     let recs = records(&bytes);
-    let len = bytes.len();
+    // Where the records end; the zero padding after them is not worth damaging.
+    let len = recs.last().map_or(0, |(start, total)| start + total);
     // A body byte of record `i`: the checksum catches any flip there.
     let body_byte = |(start, total): (usize, usize)| start + 8 + (total - 8) / 2;
     match d {

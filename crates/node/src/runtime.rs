@@ -126,7 +126,7 @@ pub async fn run_server(
                 tracing::warn!(
                     dir = %dir.display(),
                     bytes = lost,
-                    "cut off a damaged record at the end of the write-ahead log; rejoining without a vote until the peers have brought this server up to date"
+                    "the end of the write-ahead log was damaged or cut short; cut back to the last whole record, rejoining without a vote until the peers have brought this server up to date"
                 );
                 rejoin = true;
             }

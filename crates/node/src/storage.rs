@@ -2,19 +2,26 @@
 //! snapshot (`mqpaxos_core::Durable`).
 //!
 //! `FileStorage` keeps a write-ahead log in `<data-dir>/wal`: each record is
-//! `[length: u32 LE][crc32: u32 LE][postcard(PersistOp)]`, appended and synced once per
-//! protocol step (every op a step produced shares one fsync). When the core takes a
-//! snapshot the file is rewritten compactly (snapshot, promise, remaining entries) into
-//! `wal.new`, synced, and renamed over `wal`, so the file stays as small as the live state.
-//! On load, a torn or corrupt record at the very end (a crash mid-write) is cut off and
-//! reported; a bad record followed by good ones is corruption, and loading stops with an
-//! error naming the file. `<data-dir>/meta.json` names the cluster and server id the
-//! directory belongs to, and a directory of another cluster or server is refused.
+//! `[length: u32 LE][crc32: u32 LE][postcard(PersistOp)]`, written and synced once per
+//! protocol step (every op a step produced shares one fsync). The file is sized in whole
+//! chunks of [`CHUNK`] bytes, and the records are always followed by at least one all-zero
+//! header, which marks the end. That is what makes a file cut short detectable: its length is
+//! no longer a whole number of chunks, or the end marker is missing. (It also means most syncs
+//! do not change the file's size.) When the core takes a snapshot the file is rewritten
+//! compactly (snapshot, promise, incarnations, remaining entries) into `wal.new`, synced, and
+//! renamed over `wal`, so the file stays as small as the live state.
+//! On load, a torn or corrupt record at the very end, or a file cut short, is cut back to the
+//! last whole record and reported, and the server then rejoins before voting (it may have
+//! lost records it had acknowledged); a bad record followed by good ones is corruption, and
+//! loading stops with an error naming the file. `<data-dir>/meta.json` names the cluster and
+//! server id the directory belongs to, and a directory of another cluster or server is
+//! refused.
 
 use mqpaxos_core::{Durable, NodeId, PersistOp};
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
@@ -96,7 +103,13 @@ pub enum SyncPolicy {
 struct Meta {
     cluster: String,
     server: NodeId,
+    /// 2: the log is sized in chunks and ends with a zero header. 0 (absent): an older log
+    /// that simply ends at the end of the file; it is converted on open.
+    #[serde(default)]
+    wal_format: u32,
 }
+
+const WAL_FORMAT: u32 = 2;
 
 /// The write-ahead log in a data directory.
 pub struct FileStorage {
@@ -106,8 +119,20 @@ pub struct FileStorage {
     sync: SyncPolicy,
     /// A mirror of what is on disk, for rewriting the file at a snapshot.
     durable: Durable,
-    /// How many bytes a torn tail lost at load, if any, for the operator's log.
+    /// Set when the end of the log was damaged or missing at load: how many bytes were cut
+    /// off (0 when the file had been cut short). The server must then rejoin.
     pub repaired_tail: Option<u64>,
+    /// Where the next record goes, and the file's length (a whole number of chunks).
+    end: u64,
+    len: u64,
+}
+
+/// The log file grows in steps of this many bytes (zero-filled, sparse until written).
+pub const CHUNK: u64 = 1 << 20;
+
+/// The file length that holds `data` bytes of records plus the zero end marker.
+fn chunked_len(data: u64) -> u64 {
+    (data + HEADER as u64).div_ceil(CHUNK) * CHUNK
 }
 
 const HEADER: usize = 8;
@@ -128,7 +153,9 @@ impl FileStorage {
         let want = Meta {
             cluster: cluster.to_string(),
             server,
+            wal_format: WAL_FORMAT,
         };
+        let mut format = WAL_FORMAT;
         match fs::read(&meta_path) {
             Ok(bytes) => {
                 let found: Meta =
@@ -137,7 +164,8 @@ impl FileStorage {
                         offset: 0,
                         why: e.to_string(),
                     })?;
-                if found != want {
+                format = found.wal_format;
+                if (&found.cluster, found.server) != (&want.cluster, want.server) {
                     return Err(StorageError::WrongOwner {
                         path: meta_path,
                         found: format!("server {} of cluster {:?}", found.server, found.cluster),
@@ -156,27 +184,48 @@ impl FileStorage {
         }
         let wal_path = dir.join("wal");
         let mut durable = Durable::new(max_sessions);
-        let (valid_len, torn) = replay(&wal_path, &mut durable)?;
+        let (valid_len, damaged) = replay(&wal_path, &mut durable, format >= WAL_FORMAT)?;
         let wal = OpenOptions::new()
             .create(true)
-            .append(true)
+            .truncate(false)
+            .write(true)
             .read(true)
             .open(&wal_path)
             .map_err(io(&wal_path))?;
-        let mut repaired_tail = None;
-        if let Some(lost) = torn {
-            wal.set_len(valid_len).map_err(io(&wal_path))?;
-            wal.sync_data().map_err(io(&wal_path))?;
-            repaired_tail = Some(lost);
-        }
-        Ok(FileStorage {
+        let mut s = FileStorage {
             dir: dir.to_path_buf(),
             wal_path,
             wal,
             sync,
             durable,
-            repaired_tail,
-        })
+            repaired_tail: damaged,
+            end: valid_len,
+            len: chunked_len(valid_len),
+        };
+        if format < WAL_FORMAT {
+            // An older log: rewrite it in today's format, then say so in meta.json.
+            s.rewrite()?;
+            let tmp = dir.join("meta.json.new");
+            let body = serde_json::to_vec_pretty(&want).unwrap_or_default();
+            write_synced(&tmp, &body)?;
+            fs::rename(&tmp, &meta_path).map_err(io(&meta_path))?;
+            sync_dir(dir)?;
+        } else {
+            // Cut back to the last whole record (zeros from there on, the end marker) and
+            // restore the chunked length; a no-op on a healthy file.
+            let actual = s.wal.metadata().map_err(io(&s.wal_path))?.len();
+            if damaged.is_some() || actual != s.len {
+                s.wal.set_len(valid_len).map_err(io(&s.wal_path))?;
+                s.wal.set_len(s.len).map_err(io(&s.wal_path))?;
+                s.wal.sync_all().map_err(io(&s.wal_path))?;
+            }
+        }
+        Ok(s)
+    }
+
+    /// Bytes of records in the log (the file itself is longer: whole chunks).
+    pub fn log_bytes(&self) -> u64 {
+        self.end
     }
 
     fn rewrite(&mut self) -> Result<(), StorageError> {
@@ -198,14 +247,23 @@ impl FileStorage {
                 },
             )?;
         }
-        write_synced(&tmp, &buf)?;
+        let end = buf.len() as u64;
+        let len = chunked_len(end);
+        {
+            let mut f = File::create(&tmp).map_err(io(&tmp))?;
+            f.write_all(&buf).map_err(io(&tmp))?;
+            f.set_len(len).map_err(io(&tmp))?;
+            f.sync_all().map_err(io(&tmp))?;
+        }
         fs::rename(&tmp, &self.wal_path).map_err(io(&self.wal_path))?;
         sync_dir(&self.dir)?;
         self.wal = OpenOptions::new()
-            .append(true)
+            .write(true)
             .read(true)
             .open(&self.wal_path)
             .map_err(io(&self.wal_path))?;
+        self.end = end;
+        self.len = len;
         Ok(())
     }
 }
@@ -233,7 +291,17 @@ impl Storage for FileStorage {
             // The rewrite holds everything, including this step's other ops.
             return self.rewrite();
         }
-        self.wal.write_all(&buf).map_err(io(&self.wal_path))?;
+        let end = self.end + buf.len() as u64;
+        if chunked_len(end) > self.len {
+            // Grow by whole chunks, keeping room for the end marker; fdatasync below makes
+            // the new length durable with the records.
+            self.len = chunked_len(end);
+            self.wal.set_len(self.len).map_err(io(&self.wal_path))?;
+        }
+        self.wal
+            .write_all_at(&buf, self.end)
+            .map_err(io(&self.wal_path))?;
+        self.end = end;
         if self.sync == SyncPolicy::Always {
             self.wal.sync_data().map_err(io(&self.wal_path))?;
         }
@@ -254,8 +322,14 @@ fn frame(buf: &mut Vec<u8>, op: &PersistOp) -> Result<(), StorageError> {
 }
 
 /// Applies every valid record of the file to `durable`. Returns the length of the valid
-/// prefix and, if the file ends in a torn record, how many bytes it held.
-fn replay(path: &Path, durable: &mut Durable) -> Result<(u64, Option<u64>), StorageError> {
+/// prefix and, if the end was damaged, how many bytes past it were discarded (0 for a file
+/// cut short). `chunked`: the file is in today's format (see the module docs); otherwise it
+/// is an older log that ends where the file ends.
+fn replay(
+    path: &Path,
+    durable: &mut Durable,
+    chunked: bool,
+) -> Result<(u64, Option<u64>), StorageError> {
     let mut bytes = Vec::new();
     match File::open(path) {
         Ok(mut f) => {
@@ -264,8 +338,24 @@ fn replay(path: &Path, durable: &mut Durable) -> Result<(u64, Option<u64>), Stor
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, None)),
         Err(e) => return Err(io(path)(e)),
     }
+    let cut_short = chunked && !(bytes.len() as u64).is_multiple_of(CHUNK);
     let mut at = 0usize;
     while at < bytes.len() {
+        if chunked
+            && bytes[at..(at + HEADER).min(bytes.len())]
+                .iter()
+                .all(|b| *b == 0)
+        {
+            // The end marker. Zeros where records should be are damage, though.
+            if valid_record_after(&bytes, at + 1) {
+                return Err(StorageError::Corrupt {
+                    path: path.to_path_buf(),
+                    offset: at as u64,
+                    why: "zeros in the middle of the log".into(),
+                });
+            }
+            return Ok((at as u64, cut_short.then_some(0)));
+        }
         let bad = |why: &str| (at as u64, why.to_string());
         let outcome: Result<(PersistOp, usize), (u64, String)> = (|| {
             let header = bytes
@@ -304,7 +394,9 @@ fn replay(path: &Path, durable: &mut Durable) -> Result<(u64, Option<u64>), Stor
             }
         }
     }
-    Ok((at as u64, None))
+    // Records up to the very end and no end marker: the file was cut short (an empty or
+    // missing file is a new log).
+    Ok((at as u64, (chunked && at > 0).then_some(0)))
 }
 
 /// Whether any offset from `from` on starts a record with a valid checksum.
@@ -373,13 +465,14 @@ mod tests {
             }])
             .unwrap();
         }
-        let before = fs::metadata(d.path().join("wal")).unwrap().len();
+        let before = s.log_bytes();
         s.persist(&[PersistOp::Snapshot(Snapshot {
             next_slot: 45,
             kv: KvStore::new(100),
         })])
         .unwrap();
-        let after = fs::metadata(d.path().join("wal")).unwrap().len();
+        let after = s.log_bytes();
+        assert_eq!(fs::metadata(d.path().join("wal")).unwrap().len() % CHUNK, 0);
         assert!(after < before / 4, "{after} vs {before}");
         let expected = s.load().unwrap();
         drop(s);
@@ -404,11 +497,12 @@ mod tests {
             entry: entry(1, "x"),
         }])
         .unwrap();
+        let end = s.log_bytes();
         drop(s);
+        // A crash mid-write: the last record's bytes stop short, zeros after them.
         let wal = d.path().join("wal");
-        let len = fs::metadata(&wal).unwrap().len();
         let f = OpenOptions::new().write(true).open(&wal).unwrap();
-        f.set_len(len - 3).unwrap();
+        f.write_all_at(&[0; 3], end - 3).unwrap();
         let mut s = open(d.path());
         assert!(s.repaired_tail.is_some_and(|n| n > 0));
         let got = s.load().unwrap();
@@ -425,6 +519,89 @@ mod tests {
             open(d.path()).load().unwrap().log.get(0),
             Some(&entry(1, "y"))
         );
+    }
+
+    /// Cut exactly at a record boundary, the log is valid but shorter; the chunked length
+    /// and the missing end marker give it away.
+    #[test]
+    fn a_log_cut_short_on_a_record_boundary_is_noticed() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = open(d.path());
+        let mut ends = Vec::new();
+        for slot in 0..5 {
+            s.persist(&[PersistOp::Accept {
+                slot,
+                entry: entry(1, "x"),
+            }])
+            .unwrap();
+            ends.push(s.log_bytes());
+        }
+        drop(s);
+        let wal = d.path().join("wal");
+        OpenOptions::new()
+            .write(true)
+            .open(&wal)
+            .unwrap()
+            .set_len(ends[2])
+            .unwrap();
+        let mut s = open(d.path());
+        assert_eq!(s.repaired_tail, Some(0), "the cut is noticed");
+        assert!(s.load().unwrap().log.get(2).is_some());
+        assert!(s.load().unwrap().log.get(3).is_none());
+        drop(s);
+        // Repaired to a healthy file: the next start is clean.
+        assert_eq!(open(d.path()).repaired_tail, None);
+        // Cut at a chunk boundary inside the records: no end marker.
+        let mut s = open(d.path());
+        let big = "y".repeat(4096);
+        let mut slot = 3;
+        while s.log_bytes() < CHUNK + 100 {
+            s.persist(&[PersistOp::Accept {
+                slot,
+                entry: entry(1, &big),
+            }])
+            .unwrap();
+            slot += 1;
+        }
+        drop(s);
+        OpenOptions::new()
+            .write(true)
+            .open(&wal)
+            .unwrap()
+            .set_len(CHUNK)
+            .unwrap();
+        assert!(open(d.path()).repaired_tail.is_some());
+    }
+
+    /// A data directory written before the chunked format is read and converted.
+    #[test]
+    fn an_older_log_is_converted() {
+        let d = tempfile::tempdir().unwrap();
+        fs::write(
+            d.path().join("meta.json"),
+            r#"{"cluster":"test","server":1}"#,
+        )
+        .unwrap();
+        let mut buf = Vec::new();
+        frame(&mut buf, &PersistOp::Promise(Ballot::new(4, 2))).unwrap();
+        frame(
+            &mut buf,
+            &PersistOp::Accept {
+                slot: 0,
+                entry: entry(4, "old"),
+            },
+        )
+        .unwrap();
+        fs::write(d.path().join("wal"), &buf).unwrap();
+        let mut s = open(d.path());
+        assert_eq!(s.repaired_tail, None);
+        assert_eq!(s.load().unwrap().promised, Ballot::new(4, 2));
+        drop(s);
+        let meta = fs::read_to_string(d.path().join("meta.json")).unwrap();
+        assert!(meta.contains("wal_format"), "{meta}");
+        let mut s = open(d.path());
+        assert_eq!(s.repaired_tail, None);
+        assert_eq!(s.load().unwrap().log.get(0), Some(&entry(4, "old")));
     }
 
     #[test]
