@@ -439,8 +439,23 @@ pub async fn run(a: Args) -> CmdResult {
     let mut violations = Vec::new();
     let agree = wait_agreement(&observed, a.servers, Duration::from_secs(30)).await;
     if !agree {
-        violations
-            .push("replicas did not reach the same state within 30 s of the heal".to_string());
+        // Say what each replica last reported, so a failed run shows who lagged.
+        let states = observed
+            .lock()
+            .map(|o| {
+                o.iter()
+                    .map(|(id, (on, s))| match (on, s) {
+                        (true, Some(s)) => format!("server{id} commit {}", s.commit),
+                        (false, _) => format!("server{id} offline"),
+                        (true, None) => format!("server{id} no status"),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default();
+        violations.push(format!(
+            "replicas did not reach the same state within 30 s of the heal ({states})"
+        ));
     }
     // Final reads of every key.
     let mut events = history.lock().map(|h| h.clone()).unwrap_or_default();
