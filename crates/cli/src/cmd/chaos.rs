@@ -143,6 +143,12 @@ pub async fn run(a: Args) -> CmdResult {
             "--servers, --clients and --keys must be at least 1",
         ));
     }
+    if a.brokers == 2 && a.groups.len() != 2 {
+        return Err(fail(
+            2,
+            "--brokers 2 needs two --groups: servers on broker A, on B",
+        ));
+    }
     let seed = a.seed.unwrap_or_else(rand::random);
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let cluster = format!("chaos{seed}");
@@ -384,9 +390,22 @@ pub async fn run(a: Args) -> CmdResult {
     let slices = a.partitions + 1;
     for i in 1..=slices {
         let until = start + a.duration * i as u32 / slices as u32;
+        let mut midway = lab.as_ref().filter(|l| i > 1 && l.heals_midway());
         while Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(500)).await;
             progress(start, &history, &faults_log);
+            // With two brokers the bridge is restored for the second half of each split.
+            if let Some(l) =
+                midway.filter(|_| until - Instant::now() < a.duration / (2 * slices as u32))
+            {
+                let kernel = l.heal_cuts().map_err(|e| fail(4, e))?;
+                faults_log.push(FaultRecord {
+                    at_s: start.elapsed().as_secs_f64(),
+                    faults: base.clone(),
+                    kernel: Some(kernel),
+                });
+                midway = None;
+            }
         }
         if i < slices {
             let mut ids: Vec<u32> = (1..=a.servers).collect();
