@@ -526,6 +526,18 @@ impl Node {
                 {
                     if payload.as_slice() == b"online" {
                         self.online.insert(id);
+                    } else if id == self.server.id() && self.conn.connected.load(Ordering::Relaxed)
+                    {
+                        // Our own last will, published by the broker for an earlier connection
+                        // it noticed dead only after we had reconnected (a lossy link makes
+                        // this common): we are here, so say so again, or peers (and we) count
+                        // one server fewer online until our next reconnect.
+                        let _ = self.conn.client.try_publish(
+                            self.topics.presence(&self.me),
+                            rumqttc::QoS::AtLeastOnce,
+                            true,
+                            b"online".to_vec(),
+                        );
                     } else {
                         self.online.remove(&id);
                     }

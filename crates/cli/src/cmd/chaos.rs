@@ -63,6 +63,13 @@ pub struct Args {
     /// A client gives up on an operation after this long (its outcome is then unknown).
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
     pub op_timeout: Duration,
+    /// Make loss and splits with the kernel: each server in its own network namespace,
+    /// iptables rules on the links (root only; see docs/chaos.md).
+    #[arg(long, conflicts_with = "broker")]
+    pub netns: bool,
+    /// With --netns: one broker, or two bridged brokers whose link the splits cut.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2), requires = "netns")]
+    pub brokers: u8,
 }
 
 #[derive(Serialize, Debug, Default)]
@@ -89,6 +96,9 @@ struct Summary {
 struct FaultRecord {
     at_s: f64,
     faults: Faults,
+    /// With --netns: what the kernel does (the transport then adds only delay/duplicate).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kernel: Option<String>,
 }
 
 /// The latest presence and status of every server, by id.
@@ -96,7 +106,7 @@ type Observed = Mutex<BTreeMap<u32, (bool, Option<Status>)>>;
 
 struct Servers {
     children: Vec<Child>,
-    metrics: Vec<u16>,
+    metrics: Vec<std::net::SocketAddr>,
 }
 
 impl Drop for Servers {
@@ -133,17 +143,43 @@ pub async fn run(a: Args) -> CmdResult {
             "--servers, --clients and --keys must be at least 1",
         ));
     }
+    if a.brokers == 2 && a.groups.len() != 2 {
+        return Err(fail(
+            2,
+            "--brokers 2 needs two --groups: servers on broker A, on B",
+        ));
+    }
     let seed = a.seed.unwrap_or_else(rand::random);
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let cluster = format!("chaos{seed}");
     let topics = Topics::new(&cluster);
+    // With --netns: namespaces, links and brokers; dropping `lab` removes them.
+    let lab = if a.netns {
+        let lab = super::netns::Lab::create(&super::netns::Plan {
+            servers: a.servers,
+            clients: a.clients,
+            brokers: a.brokers,
+            groups: a.groups.clone(),
+            seed,
+        })
+        .map_err(|e| fail(4, e))?;
+        super::netns::cleanup_on_signal(lab.names());
+        Some(lab)
+    } else {
+        None
+    };
+    let password = match &lab {
+        Some(l) => Some(l.password().to_string()),
+        None => std::env::var("MQPAXOS_PASSWORD").ok(),
+    };
 
     // The broker.
     #[cfg(feature = "embedded-broker")]
     let mut embedded = None;
-    let url = match &a.broker {
-        Some(u) => u.clone(),
-        None => {
+    let url = match (&a.broker, &lab) {
+        (_, Some(l)) => l.runner_url(),
+        (Some(u), None) => u.clone(),
+        (None, None) => {
             #[cfg(feature = "embedded-broker")]
             {
                 let b = mqpaxos_broker::Broker::start(mqpaxos_broker::BrokerConfig {
@@ -163,7 +199,7 @@ pub async fn run(a: Args) -> CmdResult {
     let broker = |user: &str| BrokerOptions {
         url: url.clone(),
         user: user.to_string(),
-        password: std::env::var("MQPAXOS_PASSWORD").ok(),
+        password: password.clone(),
         ca_file: None,
         keep_alive: Duration::from_secs(5),
     };
@@ -177,14 +213,29 @@ pub async fn run(a: Args) -> CmdResult {
         metrics: Vec::new(),
     };
     for id in 1..=a.servers {
-        let port = free_port()?;
-        let child = Command::new(&exe)
+        // The launcher: a plain process, or one in the server's own namespace.
+        let (mut cmd, server_url, metrics) = match &lab {
+            Some(l) => (
+                l.server_command(id, &exe),
+                l.server_url(id),
+                l.metrics_addr(id),
+            ),
+            None => (
+                Command::new(&exe),
+                url.clone(),
+                std::net::SocketAddr::from(([127, 0, 0, 1], free_port()?)),
+            ),
+        };
+        if let Some(p) = &password {
+            cmd.env("MQPAXOS_PASSWORD", p);
+        }
+        let child = cmd
             .arg("server")
             .args(["--id", &id.to_string(), "--servers", &a.servers.to_string()])
-            .args(["--broker", &url, "--cluster", &cluster])
+            .args(["--broker", &server_url, "--cluster", &cluster])
             .arg("--data-dir")
             .arg(data.join(format!("server{id}")))
-            .args(["--metrics", &format!("127.0.0.1:{port}")])
+            .args(["--metrics", &metrics.to_string()])
             .env_remove("MQPAXOS_CONFIG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -193,7 +244,7 @@ pub async fn run(a: Args) -> CmdResult {
             .spawn()
             .map_err(|e| fail(4, format!("cannot start server {id}: {e}")))?;
         servers.children.push(child);
-        servers.metrics.push(port);
+        servers.metrics.push(metrics);
     }
 
     // An observer that keeps the latest status and presence of every server.
@@ -299,6 +350,9 @@ pub async fn run(a: Args) -> CmdResult {
         let user = format!("client{c}");
         let mut opts = ClientOptions::new(&url, &user);
         opts.broker = broker(&user);
+        if let Some(l) = &lab {
+            opts.broker.url = l.client_url(c);
+        }
         opts.cluster = cluster.clone();
         opts.timeout = a.op_timeout;
         let (history, latencies, stop) = (history.clone(), latencies.clone(), stop.clone());
@@ -318,17 +372,40 @@ pub async fn run(a: Args) -> CmdResult {
         duplicate: a.duplicate,
         partition: Vec::new(),
     };
-    set_faults(base.clone()).await?;
+    // With --netns the kernel drops packets; the transport only delays and duplicates.
+    let kernel = match &lab {
+        Some(l) => Some(l.set_loss(a.loss).map_err(|e| fail(4, e))?),
+        None => None,
+    };
+    let transport = Faults {
+        loss: if lab.is_some() { 0.0 } else { a.loss },
+        ..base.clone()
+    };
+    set_faults(transport.clone()).await?;
     faults_log.push(FaultRecord {
         at_s: 0.0,
         faults: base.clone(),
+        kernel: kernel.clone(),
     });
     let slices = a.partitions + 1;
     for i in 1..=slices {
         let until = start + a.duration * i as u32 / slices as u32;
+        let mut midway = lab.as_ref().filter(|l| i > 1 && l.heals_midway());
         while Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(500)).await;
             progress(start, &history, &faults_log);
+            // With two brokers the bridge is restored for the second half of each split.
+            if let Some(l) =
+                midway.filter(|_| until - Instant::now() < a.duration / (2 * slices as u32))
+            {
+                let kernel = l.heal_cuts().map_err(|e| fail(4, e))?;
+                faults_log.push(FaultRecord {
+                    at_s: start.elapsed().as_secs_f64(),
+                    faults: base.clone(),
+                    kernel: Some(kernel),
+                });
+                midway = None;
+            }
         }
         if i < slices {
             let mut ids: Vec<u32> = (1..=a.servers).collect();
@@ -340,22 +417,38 @@ pub async fn run(a: Args) -> CmdResult {
                 g.sort_unstable();
                 groups.push(g);
             }
+            let (groups, kernel) = match &lab {
+                Some(l) => {
+                    let (g, k) = l.split(&groups).map_err(|e| fail(4, e))?;
+                    (g, Some(k))
+                }
+                None => (groups, None),
+            };
             let f = Faults {
                 partition: groups,
                 ..base.clone()
             };
-            set_faults(f.clone()).await?;
+            if lab.is_none() {
+                set_faults(f.clone()).await?;
+            }
             faults_log.push(FaultRecord {
                 at_s: start.elapsed().as_secs_f64(),
                 faults: f,
+                kernel,
             });
         }
     }
     // Heal, let the clients finish, and wait for the replicas to agree.
+    if let Some(l) = &lab {
+        l.heal().map_err(|e| fail(4, e))?;
+    }
     set_faults(Faults::default()).await?;
     faults_log.push(FaultRecord {
         at_s: start.elapsed().as_secs_f64(),
         faults: Faults::default(),
+        kernel: lab
+            .as_ref()
+            .map(|_| "iptables: every rule removed".to_string()),
     });
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for t in tasks {
@@ -365,8 +458,23 @@ pub async fn run(a: Args) -> CmdResult {
     let mut violations = Vec::new();
     let agree = wait_agreement(&observed, a.servers, Duration::from_secs(30)).await;
     if !agree {
-        violations
-            .push("replicas did not reach the same state within 30 s of the heal".to_string());
+        // Say what each replica last reported, so a failed run shows who lagged.
+        let states = observed
+            .lock()
+            .map(|o| {
+                o.iter()
+                    .map(|(id, (on, s))| match (on, s) {
+                        (true, Some(s)) => format!("server{id} commit {}", s.commit),
+                        (false, _) => format!("server{id} offline"),
+                        (true, None) => format!("server{id} no status"),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default();
+        violations.push(format!(
+            "replicas did not reach the same state within 30 s of the heal ({states})"
+        ));
     }
     // Final reads of every key.
     let mut events = history.lock().map(|h| h.clone()).unwrap_or_default();
@@ -422,9 +530,9 @@ pub async fn run(a: Args) -> CmdResult {
         replicas_agree: agree,
         ..Summary::default()
     };
-    for (i, port) in servers.metrics.iter().enumerate() {
+    for (i, addr) in servers.metrics.iter().enumerate() {
         let node = format!("server{}", i + 1);
-        if let Ok(text) = scrape(*port).await {
+        if let Ok(text) = scrape(*addr).await {
             let (inn, out) = message_counts(&text);
             summary.messages_in.insert(node.clone(), inn);
             summary.messages_out.insert(node, out);
@@ -459,6 +567,9 @@ pub async fn run(a: Args) -> CmdResult {
         summary.latency_ms.get("p50").copied().unwrap_or(0.0),
         summary.latency_ms.get("p99").copied().unwrap_or(0.0)
     );
+    if let Some(l) = &lab {
+        println!("  kernel faults: {}", l.describe());
+    }
     println!("  leader changes seen: {}", summary.leader_changes);
     for (node, m) in &summary.messages_out {
         let out: u64 = m.values().sum();
@@ -491,6 +602,7 @@ pub async fn run(a: Args) -> CmdResult {
         let _ = b.shutdown().await;
     }
     let _ = std::fs::remove_dir_all(&data);
+    drop(lab);
     if summary.violations.is_empty() {
         println!("  verdict: PASS");
         Ok(ExitCode::SUCCESS)
@@ -637,9 +749,9 @@ async fn wait_agreement(observed: &Observed, servers: u32, limit: Duration) -> b
     false
 }
 
-async fn scrape(port: u16) -> std::io::Result<String> {
+async fn scrape(addr: std::net::SocketAddr) -> std::io::Result<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
     s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
         .await?;
     let mut out = String::new();

@@ -8,6 +8,7 @@ pub mod chaos;
 #[cfg(feature = "embedded-broker")]
 pub mod cluster;
 pub mod kv;
+pub mod netns;
 pub mod server;
 pub mod status;
 
