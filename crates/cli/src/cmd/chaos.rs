@@ -6,8 +6,9 @@
 //! `--partitions` random splits of the servers into groups of the given sizes. Then it heals
 //! everything and checks: the clients' history is linearizable (a final read of every key
 //! included, so a lost acknowledged write fails it), and all replicas agree. With `--out` it
-//! writes `history.jsonl` and `summary.json`.
+//! writes `history.jsonl`, `summary.json`, `timeseries.json` and the charts (see `charts.rs`).
 
+use super::charts::{self, MessageSample, OpSample, PartitionWindow, Timeseries};
 use super::{fail, parse_duration, CmdResult, Failure};
 use mqpaxos_check::{check_events, CheckLimits, CheckOutcome, Event, EventType, OpKind};
 use mqpaxos_node::chaos::Faults;
@@ -54,7 +55,7 @@ pub struct Args {
     /// Use this broker instead of starting the built-in one.
     #[arg(long)]
     pub broker: Option<String>,
-    /// Write history.jsonl and summary.json here.
+    /// Write history.jsonl, summary.json, timeseries.json and the charts here.
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Keys the clients work on.
@@ -292,7 +293,7 @@ pub async fn run(a: Args) -> CmdResult {
     // The clients.
     let start = Instant::now();
     let history: Arc<Mutex<Vec<Event>>> = Arc::default();
-    let latencies: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let series: Arc<Mutex<Timeseries>> = Arc::default();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut tasks = Vec::new();
     for c in 1..=a.clients {
@@ -301,13 +302,23 @@ pub async fn run(a: Args) -> CmdResult {
         opts.broker = broker(&user);
         opts.cluster = cluster.clone();
         opts.timeout = a.op_timeout;
-        let (history, latencies, stop) = (history.clone(), latencies.clone(), stop.clone());
+        let (history, series, stop) = (history.clone(), series.clone(), stop.clone());
         let keys = a.keys;
         let client_seed = rng.gen::<u64>();
         tasks.push(tokio::spawn(async move {
-            client_loop(opts, keys, client_seed, start, history, latencies, stop).await
+            client_loop(opts, keys, client_seed, start, history, series, stop).await
         }));
     }
+
+    // Every server's message counters, sampled until the replicas have agreed.
+    let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = tokio::spawn(sample_messages(
+        servers.metrics.clone(),
+        charts::sample_interval(a.duration),
+        start,
+        series.clone(),
+        sampling.clone(),
+    ));
 
     // The faults: loss and delay throughout, and the splits.
     let mut faults_log = Vec::new();
@@ -364,6 +375,8 @@ pub async fn run(a: Args) -> CmdResult {
     eprintln!();
     let mut violations = Vec::new();
     let agree = wait_agreement(&observed, a.servers, Duration::from_secs(30)).await;
+    sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+    let _ = sampler.await;
     if !agree {
         violations
             .push("replicas did not reach the same state within 30 s of the heal".to_string());
@@ -436,16 +449,37 @@ pub async fn run(a: Args) -> CmdResult {
         .count() as u64;
     summary.ops_info = events.iter().filter(|e| e.ty == EventType::Info).count() as u64;
     summary.throughput_ok_per_s = summary.ops_ok as f64 / a.duration.as_secs_f64();
-    let mut lat = latencies.lock().map(|l| l.clone()).unwrap_or_default();
-    lat.sort_unstable();
+    let mut series = series.lock().map(|s| s.clone()).unwrap_or_default();
+    let mut lat: Vec<f64> = series
+        .ops
+        .iter()
+        .filter(|o| o.ok)
+        .map(|o| o.latency_ms)
+        .collect();
+    lat.sort_unstable_by(f64::total_cmp);
     for (name, q) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0)] {
         if !lat.is_empty() {
             let i = ((lat.len() as f64 * q) as usize).min(lat.len() - 1);
-            summary
-                .latency_ms
-                .insert(name.to_string(), lat[i] as f64 / 1000.0);
+            summary.latency_ms.insert(name.to_string(), lat[i]);
         }
     }
+    series.run = format!(
+        "seed {seed}: {} servers, {} clients, loss {}, delay {:?}, {} splits into {:?}",
+        a.servers, a.clients, a.loss, a.delay, a.partitions, a.groups
+    );
+    series.nodes = (1..=a.servers).map(|i| format!("server{i}")).collect();
+    series.end_s = series
+        .samples
+        .last()
+        .map_or(0.0, |s| s.at_s)
+        .max(a.duration.as_secs_f64());
+    series.partitions = PartitionWindow::from_log(
+        summary
+            .faults
+            .iter()
+            .map(|f| (f.at_s, f.faults.partition.clone())),
+        series.end_s,
+    );
     summary.violations = violations;
 
     // Report.
@@ -482,6 +516,10 @@ pub async fn run(a: Args) -> CmdResult {
         let body = serde_json::to_vec_pretty(&summary).unwrap_or_default();
         std::fs::write(dir.join("summary.json"), body)
             .map_err(|e| fail(4, format!("cannot write summary.json: {e}")))?;
+        let body = serde_json::to_vec(&series).unwrap_or_default();
+        std::fs::write(dir.join("timeseries.json"), body)
+            .map_err(|e| fail(4, format!("cannot write timeseries.json: {e}")))?;
+        charts::write_charts(dir, &series).map_err(|e| fail(4, e.to_string()))?;
         println!("  report: {}", dir.display());
     }
     drop(servers);
@@ -522,6 +560,36 @@ fn progress(start: Instant, history: &Mutex<Vec<Event>>, faults: &[FaultRecord])
     );
 }
 
+/// Samples every server's cumulative message counters until `running` goes false.
+async fn sample_messages(
+    ports: Vec<u16>,
+    every: Duration,
+    start: Instant,
+    series: Arc<Mutex<Timeseries>>,
+    running: Arc<std::sync::atomic::AtomicBool>,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while running.load(std::sync::atomic::Ordering::Relaxed) {
+        tick.tick().await;
+        let at_s = start.elapsed().as_secs_f64();
+        let (mut inn, mut out) = (Vec::new(), Vec::new());
+        for port in &ports {
+            // A server that does not answer leaves a gap, not a zero, in its line.
+            let counts = scrape(*port).await.ok().map(|t| message_counts(&t));
+            inn.push(counts.as_ref().map(|c| c.0.values().sum()));
+            out.push(counts.as_ref().map(|c| c.1.values().sum()));
+        }
+        if let Ok(mut s) = series.lock() {
+            s.record_sample(MessageSample {
+                at_s,
+                messages_in: inn,
+                messages_out: out,
+            });
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn client_loop(
     opts: ClientOptions,
@@ -529,7 +597,7 @@ async fn client_loop(
     seed: u64,
     start: Instant,
     history: Arc<Mutex<Vec<Event>>>,
-    latencies: Arc<Mutex<Vec<u64>>>,
+    series: Arc<Mutex<Timeseries>>,
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
@@ -593,13 +661,16 @@ async fn client_loop(
                         .with_result(swapped)
                 }),
         };
+        if let Ok(mut s) = series.lock() {
+            s.record_op(OpSample {
+                at_s: t0.duration_since(start).as_secs_f64(),
+                latency_ms: t0.elapsed().as_secs_f64() * 1000.0,
+                kind,
+                ok: result.is_ok(),
+            });
+        }
         match result {
-            Ok(e) => {
-                push(e);
-                if let Ok(mut l) = latencies.lock() {
-                    l.push(t0.elapsed().as_micros() as u64);
-                }
-            }
+            Ok(e) => push(e),
             Err(_) => {
                 push(Event::info(now(), &name, kind, &key));
                 // The abandoned command may still execute; a new session keeps this client's
