@@ -334,12 +334,13 @@ pub async fn run(a: Args) -> CmdResult {
         at_s: 0.0,
         faults: base.clone(),
     });
+    let bar = progress_bar(a.duration);
     let slices = a.partitions + 1;
     for i in 1..=slices {
         let until = start + a.duration * i as u32 / slices as u32;
         while Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(500)).await;
-            progress(start, &history, &faults_log);
+            progress(&bar, start, &history, &faults_log);
         }
         if i < slices {
             let mut ids: Vec<u32> = (1..=a.servers).collect();
@@ -369,12 +370,13 @@ pub async fn run(a: Args) -> CmdResult {
         faults: Faults::default(),
     });
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    bar.set_message("healed; waiting for the replicas to agree");
     for t in tasks {
         let _ = t.await;
     }
-    eprintln!();
     let mut violations = Vec::new();
     let agree = wait_agreement(&observed, a.servers, Duration::from_secs(30)).await;
+    bar.finish_and_clear();
     sampling.store(false, std::sync::atomic::Ordering::Relaxed);
     let _ = sampler.await;
     if !agree {
@@ -545,19 +547,37 @@ fn rumqttc_qos() -> mqpaxos_node::rumqttc::QoS {
     mqpaxos_node::rumqttc::QoS::AtLeastOnce
 }
 
-fn progress(start: Instant, history: &Mutex<Vec<Event>>, faults: &[FaultRecord]) {
+/// A bar over the fault phase on stderr (indicatif draws nothing when stderr is not a
+/// terminal, so logs and tests stay clean); its position is elapsed milliseconds.
+fn progress_bar(total: Duration) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(total.as_millis() as u64);
+    if let Ok(style) = indicatif::ProgressStyle::with_template("  {bar:20.cyan/blue} {wide_msg}") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+fn progress(
+    bar: &indicatif::ProgressBar,
+    start: Instant,
+    history: &Mutex<Vec<Event>>,
+    faults: &[FaultRecord],
+) {
     let ops = history
         .lock()
         .map(|h| h.iter().filter(|e| e.ty == EventType::Ok).count())
         .unwrap_or(0);
-    let split = faults
-        .last()
-        .map(|f| format!("{:?}", f.faults.partition))
-        .unwrap_or_default();
-    eprint!(
-        "\r  t={:>5.1}s ops={ops:<7} partition={split:<30}",
-        start.elapsed().as_secs_f64()
-    );
+    let split = match faults.last().map(|f| &f.faults.partition) {
+        Some(groups) if !groups.is_empty() => charts::format_groups(groups),
+        _ => "none".to_string(),
+    };
+    let elapsed = start.elapsed();
+    bar.set_position(elapsed.as_millis() as u64);
+    bar.set_message(format!(
+        "{:.1}/{:.0} s | {ops} ops ok | partition {split}",
+        elapsed.as_secs_f64(),
+        Duration::from_millis(bar.length().unwrap_or(0)).as_secs_f64()
+    ));
 }
 
 /// Samples every server's cumulative message counters until `running` goes false.

@@ -128,14 +128,19 @@ impl PartitionWindow {
 
     /// The groups as they are labelled on a chart, one string per group.
     fn group_labels(&self) -> Vec<String> {
-        self.groups
-            .iter()
-            .map(|g| {
-                let ids: Vec<String> = g.iter().map(u32::to_string).collect();
-                format!("{{{}}}", ids.join(","))
-            })
-            .collect()
+        self.groups.iter().map(|g| format_group(g)).collect()
     }
+}
+
+/// A split as the charts and the progress bar show it: `{1,2,5} {3,4}`.
+pub fn format_groups(groups: &[Vec<u32>]) -> String {
+    let labels: Vec<String> = groups.iter().map(|g| format_group(g)).collect();
+    labels.join(" ")
+}
+
+fn format_group(group: &[u32]) -> String {
+    let ids: Vec<String> = group.iter().map(u32::to_string).collect();
+    format!("{{{}}}", ids.join(","))
 }
 
 /// Messages per second of one server between consecutive samples, plotted at the end of
