@@ -593,6 +593,11 @@ mod tests {
             let svg = std::fs::read_to_string(dir.path().join(format!("{name}.svg"))).expect("svg");
             assert!(svg.starts_with("<svg"));
             if name != "latency" {
+                let lines = svg
+                    .lines()
+                    .filter(|l| l.starts_with("<polyline") && l.contains("stroke-width=\"2\""))
+                    .count();
+                assert_eq!(lines, 3, "{name}: one line per server");
                 for i in 1..=3 {
                     // plotters writes each text element's content on a line of its own.
                     assert!(
