@@ -378,7 +378,8 @@ pub async fn run(a: Args) -> CmdResult {
     let agree = wait_agreement(&observed, a.servers, Duration::from_secs(30)).await;
     bar.finish_and_clear();
     sampling.store(false, std::sync::atomic::Ordering::Relaxed);
-    let _ = sampler.await;
+    // A scrape gives up after 5 s, so the sampler ends soon; never wait on it for long.
+    let _ = tokio::time::timeout(Duration::from_secs(10), sampler).await;
     if !agree {
         violations
             .push("replicas did not reach the same state within 30 s of the heal".to_string());

@@ -340,8 +340,11 @@ fn draw<DB: DrawingBackend>(
                 .axis_desc_style((FONT, 18))
                 .light_line_style(WHITE.mix(0.0))
                 .x_label_formatter(&|v| format!("{v:.0}"))
-                // Few enough labels that plotters keeps to the decades: 1, 10, 100, 1 s.
-                .y_labels(6)
+                // Enough that plotters marks 1..9 in every decade; only 1, 2 and 5 are
+                // labelled, so the labels never crowd.
+                .y_labels(30)
+                // Log paper: a faint line at every mark.
+                .bold_line_style(BLACK.mix(0.08))
                 .y_label_formatter(&|v| format_ms(*v))
                 .draw()
                 .map_err(e)?;
@@ -379,6 +382,10 @@ fn draw<DB: DrawingBackend>(
 }
 
 fn format_ms(v: f64) -> String {
+    let leading = v / 10f64.powf(v.log10().floor());
+    if ![1.0, 2.0, 5.0].iter().any(|d| (leading - d).abs() < 0.01) {
+        return String::new();
+    }
     if v >= 1000.0 {
         format!("{:.0} s", v / 1000.0)
     } else if v >= 1.0 {
@@ -573,6 +580,15 @@ mod tests {
             sample_interval(Duration::from_secs(20)),
             Duration::from_millis(500)
         );
+    }
+
+    #[test]
+    fn an_empty_run_still_draws() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let written = write_charts(dir.path(), &Timeseries::default()).expect("charts");
+        assert!(written
+            .iter()
+            .all(|p| p.metadata().is_ok_and(|m| m.len() > 0)));
     }
 
     #[test]
