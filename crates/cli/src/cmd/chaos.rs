@@ -6,8 +6,9 @@
 //! `--partitions` random splits of the servers into groups of the given sizes. Then it heals
 //! everything and checks: the clients' history is linearizable (a final read of every key
 //! included, so a lost acknowledged write fails it), and all replicas agree. With `--out` it
-//! writes `history.jsonl` and `summary.json`.
+//! writes `history.jsonl`, `summary.json`, `timeseries.json` and the charts (see `charts.rs`).
 
+use super::charts::{self, MessageSample, OpSample, PartitionWindow, Timeseries};
 use super::{fail, parse_duration, CmdResult, Failure};
 use mqpaxos_check::{check_events, CheckLimits, CheckOutcome, Event, EventType, OpKind};
 use mqpaxos_node::chaos::Faults;
@@ -54,7 +55,7 @@ pub struct Args {
     /// Use this broker instead of starting the built-in one.
     #[arg(long)]
     pub broker: Option<String>,
-    /// Write history.jsonl and summary.json here.
+    /// Write history.jsonl, summary.json, timeseries.json and the charts here.
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Keys the clients work on.
@@ -343,7 +344,7 @@ pub async fn run(a: Args) -> CmdResult {
     // The clients.
     let start = Instant::now();
     let history: Arc<Mutex<Vec<Event>>> = Arc::default();
-    let latencies: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let series: Arc<Mutex<Timeseries>> = Arc::default();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut tasks = Vec::new();
     for c in 1..=a.clients {
@@ -355,13 +356,23 @@ pub async fn run(a: Args) -> CmdResult {
         }
         opts.cluster = cluster.clone();
         opts.timeout = a.op_timeout;
-        let (history, latencies, stop) = (history.clone(), latencies.clone(), stop.clone());
+        let (history, series, stop) = (history.clone(), series.clone(), stop.clone());
         let keys = a.keys;
         let client_seed = rng.gen::<u64>();
         tasks.push(tokio::spawn(async move {
-            client_loop(opts, keys, client_seed, start, history, latencies, stop).await
+            client_loop(opts, keys, client_seed, start, history, series, stop).await
         }));
     }
+
+    // Every server's message counters, sampled until the replicas have agreed.
+    let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = tokio::spawn(sample_messages(
+        servers.metrics.clone(),
+        charts::sample_interval(a.duration),
+        start,
+        series.clone(),
+        sampling.clone(),
+    ));
 
     // The faults: loss and delay throughout, and the splits.
     let mut faults_log = Vec::new();
@@ -387,13 +398,14 @@ pub async fn run(a: Args) -> CmdResult {
         faults: base.clone(),
         kernel: kernel.clone(),
     });
+    let bar = progress_bar(a.duration);
     let slices = a.partitions + 1;
     for i in 1..=slices {
         let until = start + a.duration * i as u32 / slices as u32;
         let mut midway = lab.as_ref().filter(|l| i > 1 && l.heals_midway());
         while Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(500)).await;
-            progress(start, &history, &faults_log);
+            progress(&bar, start, &history, &faults_log);
             // With two brokers the bridge is restored for the second half of each split.
             if let Some(l) =
                 midway.filter(|_| until - Instant::now() < a.duration / (2 * slices as u32))
@@ -451,12 +463,16 @@ pub async fn run(a: Args) -> CmdResult {
             .map(|_| "iptables: every rule removed".to_string()),
     });
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    bar.set_message("healed; waiting for the replicas to agree");
     for t in tasks {
         let _ = t.await;
     }
-    eprintln!();
     let mut violations = Vec::new();
     let agree = wait_agreement(&observed, a.servers, Duration::from_secs(30)).await;
+    bar.finish_and_clear();
+    sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+    // A scrape gives up after 5 s, so the sampler ends soon; never wait on it for long.
+    let _ = tokio::time::timeout(Duration::from_secs(10), sampler).await;
     if !agree {
         // Say what each replica last reported, so a failed run shows who lagged.
         let states = observed
@@ -544,16 +560,37 @@ pub async fn run(a: Args) -> CmdResult {
         .count() as u64;
     summary.ops_info = events.iter().filter(|e| e.ty == EventType::Info).count() as u64;
     summary.throughput_ok_per_s = summary.ops_ok as f64 / a.duration.as_secs_f64();
-    let mut lat = latencies.lock().map(|l| l.clone()).unwrap_or_default();
-    lat.sort_unstable();
+    let mut series = series.lock().map(|s| s.clone()).unwrap_or_default();
+    let mut lat: Vec<f64> = series
+        .ops
+        .iter()
+        .filter(|o| o.ok)
+        .map(|o| o.latency_ms)
+        .collect();
+    lat.sort_unstable_by(f64::total_cmp);
     for (name, q) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0)] {
         if !lat.is_empty() {
             let i = ((lat.len() as f64 * q) as usize).min(lat.len() - 1);
-            summary
-                .latency_ms
-                .insert(name.to_string(), lat[i] as f64 / 1000.0);
+            summary.latency_ms.insert(name.to_string(), lat[i]);
         }
     }
+    series.run = format!(
+        "seed {seed}: {} servers, {} clients, loss {}, delay {:?}, {} splits into {:?}",
+        a.servers, a.clients, a.loss, a.delay, a.partitions, a.groups
+    );
+    series.nodes = (1..=a.servers).map(|i| format!("server{i}")).collect();
+    series.end_s = series
+        .samples
+        .last()
+        .map_or(0.0, |s| s.at_s)
+        .max(a.duration.as_secs_f64());
+    series.partitions = PartitionWindow::from_log(
+        summary
+            .faults
+            .iter()
+            .map(|f| (f.at_s, f.faults.partition.clone())),
+        series.end_s,
+    );
     summary.violations = violations;
 
     // Report.
@@ -593,6 +630,10 @@ pub async fn run(a: Args) -> CmdResult {
         let body = serde_json::to_vec_pretty(&summary).unwrap_or_default();
         std::fs::write(dir.join("summary.json"), body)
             .map_err(|e| fail(4, format!("cannot write summary.json: {e}")))?;
+        let body = serde_json::to_vec(&series).unwrap_or_default();
+        std::fs::write(dir.join("timeseries.json"), body)
+            .map_err(|e| fail(4, format!("cannot write timeseries.json: {e}")))?;
+        charts::write_charts(dir, &series).map_err(|e| fail(4, e.to_string()))?;
         println!("  report: {}", dir.display());
     }
     drop(servers);
@@ -619,19 +660,67 @@ fn rumqttc_qos() -> mqpaxos_node::rumqttc::QoS {
     mqpaxos_node::rumqttc::QoS::AtLeastOnce
 }
 
-fn progress(start: Instant, history: &Mutex<Vec<Event>>, faults: &[FaultRecord]) {
+/// A bar over the fault phase on stderr (indicatif draws nothing when stderr is not a
+/// terminal, so logs and tests stay clean); its position is elapsed milliseconds.
+fn progress_bar(total: Duration) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(total.as_millis() as u64);
+    if let Ok(style) = indicatif::ProgressStyle::with_template("  {bar:20.cyan/blue} {wide_msg}") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+fn progress(
+    bar: &indicatif::ProgressBar,
+    start: Instant,
+    history: &Mutex<Vec<Event>>,
+    faults: &[FaultRecord],
+) {
     let ops = history
         .lock()
         .map(|h| h.iter().filter(|e| e.ty == EventType::Ok).count())
         .unwrap_or(0);
-    let split = faults
-        .last()
-        .map(|f| format!("{:?}", f.faults.partition))
-        .unwrap_or_default();
-    eprint!(
-        "\r  t={:>5.1}s ops={ops:<7} partition={split:<30}",
-        start.elapsed().as_secs_f64()
-    );
+    let split = match faults.last().map(|f| &f.faults.partition) {
+        Some(groups) if !groups.is_empty() => charts::format_groups(groups),
+        _ => "none".to_string(),
+    };
+    let elapsed = start.elapsed();
+    bar.set_position(elapsed.as_millis() as u64);
+    bar.set_message(format!(
+        "{:.1}/{:.0} s | {ops} ops ok | partition {split}",
+        elapsed.as_secs_f64(),
+        Duration::from_millis(bar.length().unwrap_or(0)).as_secs_f64()
+    ));
+}
+
+/// Samples every server's cumulative message counters until `running` goes false.
+async fn sample_messages(
+    ports: Vec<std::net::SocketAddr>,
+    every: Duration,
+    start: Instant,
+    series: Arc<Mutex<Timeseries>>,
+    running: Arc<std::sync::atomic::AtomicBool>,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while running.load(std::sync::atomic::Ordering::Relaxed) {
+        tick.tick().await;
+        let at_s = start.elapsed().as_secs_f64();
+        let (mut inn, mut out) = (Vec::new(), Vec::new());
+        for port in &ports {
+            // A server that does not answer leaves a gap, not a zero, in its line.
+            let counts = scrape(*port).await.ok().map(|t| message_counts(&t));
+            inn.push(counts.as_ref().map(|c| c.0.values().sum()));
+            out.push(counts.as_ref().map(|c| c.1.values().sum()));
+        }
+        if let Ok(mut s) = series.lock() {
+            s.record_sample(MessageSample {
+                at_s,
+                messages_in: inn,
+                messages_out: out,
+            });
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -641,7 +730,7 @@ async fn client_loop(
     seed: u64,
     start: Instant,
     history: Arc<Mutex<Vec<Event>>>,
-    latencies: Arc<Mutex<Vec<u64>>>,
+    series: Arc<Mutex<Timeseries>>,
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
@@ -705,13 +794,16 @@ async fn client_loop(
                         .with_result(swapped)
                 }),
         };
+        if let Ok(mut s) = series.lock() {
+            s.record_op(OpSample {
+                at_s: t0.duration_since(start).as_secs_f64(),
+                latency_ms: t0.elapsed().as_secs_f64() * 1000.0,
+                kind,
+                ok: result.is_ok(),
+            });
+        }
         match result {
-            Ok(e) => {
-                push(e);
-                if let Ok(mut l) = latencies.lock() {
-                    l.push(t0.elapsed().as_micros() as u64);
-                }
-            }
+            Ok(e) => push(e),
             Err(_) => {
                 push(Event::info(now(), &name, kind, &key));
                 // The abandoned command may still execute; a new session keeps this client's

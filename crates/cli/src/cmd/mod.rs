@@ -5,6 +5,7 @@ pub mod bench;
 #[cfg(feature = "embedded-broker")]
 pub mod broker;
 pub mod chaos;
+pub mod charts;
 #[cfg(feature = "embedded-broker")]
 pub mod cluster;
 pub mod kv;
