@@ -44,7 +44,7 @@ enum Command {
     Chaos(cmd::chaos::Args),
     /// Print the broker ACL (Mosquitto or EMQX) that the topic layout needs.
     Acl(cmd::acl::Args),
-    /// Measure throughput and latency against a running cluster.
+    /// Measure throughput and latency: own local cluster, a running one, or (feature compare) etcd/NATS.
     Bench(cmd::bench::Args),
     /// Show each server: online, ballot, leader, commit and execute positions.
     Status(cmd::status::Args),
