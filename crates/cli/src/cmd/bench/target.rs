@@ -30,25 +30,25 @@ impl Target {
         match self {
             Target::Mqpaxos(opts) => Client::connect(opts.clone())
                 .await
-                .map(Conn::Mqpaxos)
+                .map(|c| Conn::Mqpaxos(Box::new(c)))
                 .map_err(|e| e.to_string()),
             #[cfg(feature = "compare")]
             Target::Etcd(endpoints) => super::compare::connect_etcd(endpoints)
                 .await
-                .map(Conn::Etcd),
+                .map(|c| Conn::Etcd(Box::new(c))),
             #[cfg(feature = "compare")]
-            Target::Nats(t) => t.connect().await.map(Conn::Nats),
+            Target::Nats(t) => t.connect().await.map(|c| Conn::Nats(Box::new(c))),
         }
     }
 }
 
 /// One connection, one command at a time.
 pub enum Conn {
-    Mqpaxos(Client),
+    Mqpaxos(Box<Client>),
     #[cfg(feature = "compare")]
-    Etcd(super::compare::EtcdConn),
+    Etcd(Box<super::compare::EtcdConn>),
     #[cfg(feature = "compare")]
-    Nats(super::compare::NatsConn),
+    Nats(Box<super::compare::NatsConn>),
 }
 
 impl Conn {
@@ -72,7 +72,7 @@ impl Conn {
 
     pub async fn close(self) {
         match self {
-            Conn::Mqpaxos(c) => c.close().await,
+            Conn::Mqpaxos(c) => (*c).close().await,
             #[cfg(feature = "compare")]
             Conn::Etcd(_) => {}
             #[cfg(feature = "compare")]
