@@ -208,9 +208,13 @@ pub async fn run(a: Args) -> CmdResult {
             "this build has no built-in broker: give --broker of a running cluster",
         ));
     }
-    // Ctrl-C or SIGTERM stops the run and whatever it started.
+    #[cfg(feature = "embedded-broker")]
+    if own {
+        return run_own_cluster(&a).await;
+    }
+    // Ctrl-C or SIGTERM stops the run.
     tokio::select! {
-        r = run_with(&a, own) => r,
+        r = run_other(&a) => r,
         _ = stop_signal() => Err(fail(4, "interrupted")),
     }
 }
@@ -267,12 +271,8 @@ struct Observed {
     pids: Vec<u32>,
 }
 
-async fn run_with(a: &Args, own: bool) -> CmdResult {
-    #[cfg(feature = "embedded-broker")]
-    if own {
-        return run_own_cluster(a).await;
-    }
-    let _ = own;
+/// A running cluster, or etcd or NATS.
+async fn run_other(a: &Args) -> CmdResult {
     let target = make_target(a, a.broker.as_deref().unwrap_or_default())?;
     let observed = Observed {
         metrics: a.metrics.clone(),
@@ -318,12 +318,15 @@ async fn run_own_cluster(a: &Args) -> CmdResult {
         metrics: metrics.iter().map(|m| m.to_string()).collect(),
         pids,
     };
-    let result = match make_target(a, &cluster.url) {
-        Ok(target) => match wait_ready(&target).await {
-            Ok(()) => bench(a, &target, &observed, true).await,
-            Err(e) => Err(e),
-        },
-        Err(e) => Err(e),
+    let work = async {
+        let target = make_target(a, &cluster.url)?;
+        wait_ready(&target).await?;
+        bench(a, &target, &observed, true).await
+    };
+    // Ctrl-C or SIGTERM: stop the cluster and remove its data as after a full run.
+    let result = tokio::select! {
+        r = work => r,
+        _ = stop_signal() => Err(fail(4, "interrupted")),
     };
     let stopped = cluster.stop().await;
     if temporary {
@@ -520,7 +523,9 @@ async fn run_step(
     let end = measure_from + load.duration;
     let engine = {
         let (load, live) = (load.clone(), live.clone());
-        tokio::spawn(async move { workload::run(conns, &load, start, live).await })
+        workload::Task(tokio::spawn(async move {
+            workload::run(conns, &load, start, live).await
+        }))
     };
     // Progress until the measured window opens, then a snapshot, then until it closes.
     let tick = |bar: &ProgressBar, measuring: bool| {
@@ -557,7 +562,8 @@ async fn run_step(
         .then(|| observed.pids.iter().map(|p| observe::rss_mib(*p)).sum())
         .flatten();
     // Let commands still in flight finish so the counters cover them, then scrape.
-    let out = engine
+    let mut engine = engine;
+    let out = (&mut engine.0)
         .await
         .map_err(|e| fail(4, format!("the load engine failed: {e}")))?
         .map_err(|e| fail(4, e))?;

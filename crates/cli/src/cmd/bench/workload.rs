@@ -108,6 +108,15 @@ pub struct Live {
     pub errors: AtomicU64,
 }
 
+/// A task that stops when its handle is dropped (an interrupted run leaves no clients behind).
+pub struct Task<T>(pub tokio::task::JoinHandle<T>);
+
+impl<T> Drop for Task<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 pub struct Outcome {
     pub hist: Histogram<u64>,
     pub errors: u64,
@@ -130,7 +139,7 @@ pub async fn run(
     for (i, mut conn) in conns.into_iter().enumerate() {
         let load = load.clone();
         let live = live.clone();
-        tasks.push(tokio::spawn(async move {
+        tasks.push(Task(tokio::spawn(async move {
             let mut rng = rand::rngs::StdRng::seed_from_u64(i as u64 + 1);
             let mut hist = new_histogram();
             let mut errors = 0u64;
@@ -180,15 +189,17 @@ pub async fn run(
             }
             conn.close().await;
             (hist, errors, first_error)
-        }));
+        })));
     }
     let mut out = Outcome {
         hist: new_histogram(),
         errors: 0,
         first_error: None,
     };
-    for t in tasks {
-        let (h, e, fe) = t.await.map_err(|e| format!("a bench client failed: {e}"))?;
+    for mut t in tasks {
+        let (h, e, fe) = (&mut t.0)
+            .await
+            .map_err(|e| format!("a bench client failed: {e}"))?;
         let _ = out.hist.add(&h);
         out.errors += e;
         if out.first_error.is_none() {
