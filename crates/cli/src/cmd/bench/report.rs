@@ -266,9 +266,14 @@ fn opt(v: Option<f64>, digits: usize) -> String {
 
 /// A path to `target` relative to the directory of `doc` (both relative to the same root).
 fn relative(doc: &Path, target: &Path) -> String {
-    let depth = doc.parent().map_or(0, |p| {
-        p.components().filter(|c| !c.as_os_str().is_empty()).count()
-    });
+    let dir = doc.parent().unwrap_or(Path::new(""));
+    if let Ok(rel) = target.strip_prefix(dir) {
+        return rel.to_string_lossy().into_owned();
+    }
+    let depth = dir
+        .components()
+        .filter(|c| !c.as_os_str().is_empty())
+        .count();
     let mut s = "../".repeat(depth);
     s.push_str(&target.to_string_lossy());
     s
@@ -276,7 +281,10 @@ fn relative(doc: &Path, target: &Path) -> String {
 
 fn document(runs: &[Results], notes: &str, doc: &Path, img_dir: &Path, charts: bool) -> String {
     let mut d = String::new();
-    let first = &runs[0];
+    let first = runs
+        .iter()
+        .find(|r| r.params.mix == "put=100")
+        .unwrap_or(&runs[0]);
     let m = &first.machine;
     let p = &first.params;
     let _ = writeln!(d, "# Performance\n");
@@ -308,8 +316,9 @@ fn document(runs: &[Results], notes: &str, doc: &Path, img_dir: &Path, charts: b
     }
     let _ = writeln!(
         d,
-        "- workload: {} values of {} bytes over {} keys, {} s warm-up then {} s measured per step",
-        p.mix, p.value_size, p.keys, p.warmup_s, p.duration_s
+        "- workload: values of {} bytes over {} keys, {} s warm-up then {} s measured per step; \
+         put only at each client count, then a mixed row",
+        p.value_size, p.keys, p.warmup_s, p.duration_s
     );
     let _ = writeln!(d, "\nSystems, in run order:\n");
     let mut seen = Vec::new();
@@ -324,6 +333,22 @@ fn document(runs: &[Results], notes: &str, doc: &Path, img_dir: &Path, charts: b
         }
         let _ = writeln!(d, "{what}");
     }
+    let _ = writeln!(
+        d,
+        "\n### What one operation is\n\n\
+         | | mqpaxos | etcd | NATS JetStream KV |\n\
+         |---|---|---|---|\n\
+         | put | one command through the leader's log | `Put` | `kv.put`: a publish the stream \
+         acknowledges once a quorum of replicas has it |\n\
+         | get | one command through the log (linearizable) | `Range`, linearizable (the \
+         default) | `kv.get` from the stream leader (the bench creates the bucket without \
+         direct gets) |\n\
+         | cas | one command (compare value, then set) | one `Txn` (value equal → put) | \
+         `kv.entry` for the revision, then `kv.update` with it: two round trips |\n\
+         | durability when acknowledged | fsync on a majority (sync always) | fsync of the \
+         WAL on a majority | default: in the replicas' page cache, fsynced in the background; \
+         sync always: fsync per write (`sync_interval: always`, nats-server 2.10+) |\n"
+    );
     if charts {
         let _ = writeln!(d, "\n## Charts (put only)\n");
         let _ = writeln!(
@@ -339,8 +364,14 @@ fn document(runs: &[Results], notes: &str, doc: &Path, img_dir: &Path, charts: b
             img_dir.join("bench-latency.png").display()
         );
     }
-    let mut mixes: Vec<String> = runs.iter().map(|r| r.params.mix.clone()).collect();
-    mixes.dedup();
+    // Put only first, then the other mixes in the order they ran.
+    let mut mixes: Vec<String> = vec!["put=100".to_string()];
+    for r in runs {
+        if !mixes.contains(&r.params.mix) {
+            mixes.push(r.params.mix.clone());
+        }
+    }
+    mixes.retain(|m| runs.iter().any(|r| &r.params.mix == m));
     for mix in mixes {
         let _ = writeln!(d, "\n## Results: {mix}\n");
         let _ = writeln!(
