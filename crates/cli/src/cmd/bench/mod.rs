@@ -95,7 +95,8 @@ pub struct Args {
     /// Unmeasured time at the start of each step ("0s" for none).
     #[arg(long, default_value = "2s", value_parser = parse_warmup)]
     pub warmup: Duration,
-    /// Also write the results as JSON to this file ("-": standard output).
+    /// Also write the results as JSON to this file ("-": standard output, instead of the
+    /// table).
     #[arg(long)]
     pub json: Option<PathBuf>,
     /// The name of this run in reports (default: the target's name).
@@ -444,7 +445,10 @@ async fn bench(a: &Args, target: &Target, observed: &Observed, own: bool) -> Cmd
         machine: observe::machine(),
         steps,
     };
-    print_table(&results);
+    let json_to_stdout = a.json.as_deref().is_some_and(|p| p.as_os_str() == "-");
+    if !json_to_stdout {
+        print_table(&results);
+    }
     if let Some(path) = &a.json {
         let text = serde_json::to_string_pretty(&results)
             .map_err(|e| fail(4, format!("cannot encode the results: {e}")))?;
