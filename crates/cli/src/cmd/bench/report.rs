@@ -279,6 +279,47 @@ fn relative(doc: &Path, target: &Path) -> String {
     s
 }
 
+/// The peak of each system's put-only run, and mqpaxos's publishes per command across steps.
+fn summary(d: &mut String, runs: &[Results]) {
+    let puts: Vec<&Results> = runs
+        .iter()
+        .filter(|r| r.params.mode == "closed" && r.params.mix == "put=100")
+        .collect();
+    if puts.is_empty() {
+        return;
+    }
+    let _ = writeln!(d, "\n## Summary (put only, this run)\n");
+    for r in &puts {
+        let Some(best) = r
+            .steps
+            .iter()
+            .max_by(|a, b| a.ops_per_sec.total_cmp(&b.ops_per_sec))
+        else {
+            continue;
+        };
+        let one = r.steps.iter().find(|s| s.clients == 1);
+        let mut line = format!(
+            "- **{}**: peak {:.0} puts/s at {} clients (p50 {:.2} ms, p99 {:.2} ms)",
+            r.label, best.ops_per_sec, best.clients, best.p50_ms, best.p99_ms
+        );
+        if let Some(one) = one {
+            let _ = write!(line, "; one client: p50 {:.2} ms", one.p50_ms);
+        }
+        let ppc: Vec<String> = r
+            .steps
+            .iter()
+            .filter_map(|s| {
+                s.publishes_per_command
+                    .map(|p| format!("{p:.2} at {}", s.clients))
+            })
+            .collect();
+        if !ppc.is_empty() {
+            let _ = write!(line, "; MQTT publishes per command: {}", ppc.join(", "));
+        }
+        let _ = writeln!(d, "{line}");
+    }
+}
+
 fn document(runs: &[Results], notes: &str, doc: &Path, img_dir: &Path, charts: bool) -> String {
     let mut d = String::new();
     let first = runs
@@ -349,6 +390,7 @@ fn document(runs: &[Results], notes: &str, doc: &Path, img_dir: &Path, charts: b
          WAL on a majority | default: in the replicas' page cache, fsynced in the background; \
          sync always: fsync per write (`sync_interval: always`, nats-server 2.10+) |\n"
     );
+    summary(&mut d, runs);
     if charts {
         let _ = writeln!(d, "\n## Charts (put only)\n");
         let _ = writeln!(
