@@ -23,6 +23,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process; boxing the large argument structs would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the built-in MQTT broker.
@@ -44,7 +46,7 @@ enum Command {
     Chaos(cmd::chaos::Args),
     /// Print the broker ACL (Mosquitto or EMQX) that the topic layout needs.
     Acl(cmd::acl::Args),
-    /// Measure throughput and latency against a running cluster.
+    /// Measure throughput and latency: own local cluster, a running one, or (feature compare) etcd/NATS.
     Bench(cmd::bench::Args),
     /// Show each server: online, ballot, leader, commit and execute positions.
     Status(cmd::status::Args),

@@ -206,7 +206,8 @@ pub fn write_charts(dir: &Path, ts: &Timeseries) -> Result<Vec<PathBuf>, ChartEr
 }
 
 /// Registers the embedded font once per process under the family name plotters asks for.
-fn register_font() -> Result<(), ChartError> {
+/// Every chart the binary draws (chaos reports, the benchmark's report) goes through this.
+pub fn register_font() -> Result<(), ChartError> {
     static REGISTERED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let ok = *REGISTERED.get_or_init(|| {
         plotters::style::register_font(FONT, FontStyle::Normal, dejavu::sans::regular()).is_ok()

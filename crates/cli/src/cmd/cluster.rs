@@ -1,7 +1,8 @@
 //! `mqpaxos cluster up`: the one-command local cluster: the built-in broker plus N server
-//! processes, stopped together on Ctrl-C.
+//! processes, stopped together on Ctrl-C. [`LocalCluster`] is the same thing as a library
+//! piece, so `mqpaxos bench` can start its own cluster exactly as `cluster up` does.
 
-use super::{fail, stop_signal, CmdResult};
+use super::{fail, stop_signal, CmdResult, Failure};
 use mqpaxos_broker::{Broker, BrokerConfig};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -39,50 +40,133 @@ pub struct UpArgs {
     pub metrics_port: u16,
 }
 
-pub async fn run(a: Args) -> CmdResult {
-    let Action::Up(a) = a.action;
-    if a.servers == 0 || a.servers > mqpaxos_core::Config::MAX_SERVERS {
-        return Err(fail(
-            2,
-            format!(
-                "--servers must be 1 to {}",
-                mqpaxos_core::Config::MAX_SERVERS
-            ),
-        ));
-    }
-    let broker = Broker::start(BrokerConfig {
-        listen: a.listen,
-        ..BrokerConfig::default()
-    })
-    .await
-    .map_err(|e| fail(2, e.to_string()))?;
-    let url = format!("mqtt://{}", broker.local_addr());
-    let exe = std::env::current_exe()
-        .map_err(|e| fail(4, format!("cannot find this executable: {e}")))?;
-    let mut children: Vec<(u32, Child)> = Vec::new();
-    for id in 1..=a.servers {
-        let mut cmd = Command::new(&exe);
-        cmd.arg("server")
-            .args(["--id", &id.to_string(), "--servers", &a.servers.to_string()])
-            .args(["--broker", &url, "--cluster", &a.cluster])
-            .arg("--data-dir")
-            .arg(a.data_dir.join(&a.cluster).join(format!("server{id}")))
-            .env_remove("MQPAXOS_CONFIG")
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
-        if a.metrics_port != 0 {
-            let port = a.metrics_port.saturating_add(id as u16 - 1);
-            cmd.args(["--metrics", &format!("127.0.0.1:{port}")]);
+/// What a local cluster is made of.
+#[derive(Clone, Debug)]
+pub struct ClusterSpec {
+    pub servers: u32,
+    pub listen: SocketAddr,
+    pub cluster: String,
+    /// Parent of the data directories: server i keeps its state in `<data_dir>/<cluster>/server<i>`.
+    pub data_dir: PathBuf,
+    /// Server i serves its metrics on this address, if given.
+    pub metrics: Vec<Option<SocketAddr>>,
+    /// fsync policy passed to every server (`always` or `never`).
+    pub sync: String,
+    /// Send the servers' stderr to /dev/null (the bench's progress bar owns the terminal).
+    pub quiet: bool,
+}
+
+/// The built-in broker (in this process) and N `mqpaxos server` child processes.
+pub struct LocalCluster {
+    broker: Broker,
+    children: Vec<(u32, Child)>,
+    /// `mqtt://host:port` of the broker.
+    pub url: String,
+}
+
+impl LocalCluster {
+    pub async fn start(spec: &ClusterSpec) -> Result<LocalCluster, Failure> {
+        if spec.servers == 0 || spec.servers > mqpaxos_core::Config::MAX_SERVERS {
+            return Err(fail(
+                2,
+                format!(
+                    "--servers must be 1 to {}",
+                    mqpaxos_core::Config::MAX_SERVERS
+                ),
+            ));
         }
-        match cmd.spawn() {
-            Ok(child) => children.push((id, child)),
+        let broker = Broker::start(BrokerConfig {
+            listen: spec.listen,
+            ..BrokerConfig::default()
+        })
+        .await
+        .map_err(|e| fail(2, e.to_string()))?;
+        let url = format!("mqtt://{}", broker.local_addr());
+        let mut cluster = LocalCluster {
+            broker,
+            children: Vec::new(),
+            url,
+        };
+        let exe = match std::env::current_exe() {
+            Ok(exe) => exe,
             Err(e) => {
-                stop_all(&mut children).await;
-                let _ = broker.shutdown().await;
-                return Err(fail(4, format!("cannot start server {id}: {e}")));
+                cluster.stop().await?;
+                return Err(fail(4, format!("cannot find this executable: {e}")));
+            }
+        };
+        for id in 1..=spec.servers {
+            let mut cmd = Command::new(&exe);
+            cmd.arg("server")
+                .args([
+                    "--id",
+                    &id.to_string(),
+                    "--servers",
+                    &spec.servers.to_string(),
+                ])
+                .args(["--broker", &cluster.url, "--cluster", &spec.cluster])
+                .args(["--sync", &spec.sync])
+                .arg("--data-dir")
+                .arg(
+                    spec.data_dir
+                        .join(&spec.cluster)
+                        .join(format!("server{id}")),
+                )
+                .env_remove("MQPAXOS_CONFIG")
+                .stdin(Stdio::null())
+                .kill_on_drop(true);
+            if spec.quiet {
+                cmd.stdout(Stdio::null()).stderr(Stdio::null());
+            }
+            if let Some(Some(addr)) = spec.metrics.get(id as usize - 1) {
+                cmd.args(["--metrics", &addr.to_string()]);
+            }
+            match cmd.spawn() {
+                Ok(child) => cluster.children.push((id, child)),
+                Err(e) => {
+                    let _ = cluster.stop().await;
+                    return Err(fail(4, format!("cannot start server {id}: {e}")));
+                }
             }
         }
+        Ok(cluster)
     }
+
+    /// The servers' process ids, in id order (a server that already exited has none).
+    pub fn server_pids(&self) -> Vec<Option<u32>> {
+        self.children.iter().map(|(_, c)| c.id()).collect()
+    }
+
+    /// Stops the servers (SIGTERM, then SIGKILL after a grace period) and the broker.
+    pub async fn stop(mut self) -> Result<(), Failure> {
+        stop_all(&mut self.children).await;
+        self.broker
+            .shutdown()
+            .await
+            .map_err(|e| fail(4, format!("broker shutdown: {e}")))
+    }
+}
+
+pub async fn run(a: Args) -> CmdResult {
+    let Action::Up(a) = a.action;
+    let metrics = (1..=a.servers)
+        .map(|id| {
+            (a.metrics_port != 0).then(|| {
+                let port = a.metrics_port.saturating_add(id.saturating_sub(1) as u16);
+                SocketAddr::from(([127, 0, 0, 1], port))
+            })
+        })
+        .collect();
+    let spec = ClusterSpec {
+        servers: a.servers,
+        listen: a.listen,
+        cluster: a.cluster.clone(),
+        data_dir: a.data_dir.clone(),
+        metrics,
+        sync: "always".to_string(),
+        quiet: false,
+    };
+    let cluster = LocalCluster::start(&spec).await?;
+    let url = cluster.url.clone();
     let mut flags = String::new();
     if url != "mqtt://127.0.0.1:1883" {
         flags.push_str(&format!(" --broker {url}"));
@@ -100,11 +184,7 @@ pub async fn run(a: Args) -> CmdResult {
     );
     stop_signal().await;
     eprintln!("mqpaxos: stopping");
-    stop_all(&mut children).await;
-    broker
-        .shutdown()
-        .await
-        .map_err(|e| fail(4, format!("broker shutdown: {e}")))?;
+    cluster.stop().await?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,0 +1,646 @@
+//! `mqpaxos bench`: load against a key/value store, with throughput, HDR latency percentiles,
+//! MQTT publishes per committed command, and the servers' CPU and memory.
+//!
+//! By default it starts its own local cluster (the built-in broker and N servers with
+//! durable storage in a temporary directory, fsync always, exactly as `mqpaxos cluster up`
+//! does) and stops it at the end; `--broker` targets a running cluster instead. With the
+//! `compare` feature, `--target etcd|nats` runs the same workload against etcd or NATS
+//! JetStream KV, and `--report` turns result files into docs/performance.md and its charts.
+//!
+//! Each step is one client count (closed loop) or one rate (open loop, `--rate`): connect,
+//! warm up, measure, disconnect. A benchmark measures; it asserts nothing.
+
+#[cfg(feature = "compare")]
+mod compare;
+mod observe;
+#[cfg(feature = "compare")]
+mod report;
+mod target;
+mod workload;
+
+use super::{fail, parse_duration, password, stop_signal, CmdResult, Failure};
+use indicatif::{ProgressBar, ProgressStyle};
+use mqpaxos_node::{BrokerOptions, ClientOptions};
+use observe::Counters;
+use serde::Serialize;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use target::{Conn, Target};
+use tokio::time::Instant;
+use workload::{parse_mix, Live, Mix, StepLoad};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The broker of a running cluster (mqtt://host:port). Without it, bench starts its own
+    /// cluster: the built-in broker and --servers servers.
+    #[arg(long, env = "MQPAXOS_BROKER")]
+    pub broker: Option<String>,
+    /// The cluster's name: its topics live under mqpaxos/<cluster>/.
+    #[arg(long, env = "MQPAXOS_CLUSTER", default_value = "default")]
+    pub cluster: String,
+    /// File holding the broker password (or set MQPAXOS_PASSWORD; never a flag).
+    #[arg(long, env = "MQPAXOS_PASSWORD_FILE")]
+    pub password_file: Option<PathBuf>,
+    /// PEM file of CAs to trust for mqtts://.
+    #[arg(long, env = "MQPAXOS_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// The MQTT user name every bench client connects as (each with its own session).
+    #[arg(long, env = "MQPAXOS_USER", default_value = "client")]
+    pub user: String,
+    /// Give up on one command after this long (it counts as an error).
+    #[arg(long, env = "MQPAXOS_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Own cluster: how many servers.
+    #[arg(long, default_value_t = 3)]
+    pub servers: u32,
+    /// Own cluster: fsync policy of the servers.
+    #[arg(long, default_value = "always", value_parser = ["always", "never"])]
+    pub sync: String,
+    /// Own cluster: parent of the servers' data directories (default: a new temporary
+    /// directory, removed afterwards).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// A running cluster's metrics endpoints (host:port,...), to count publishes per command.
+    #[arg(long, value_delimiter = ',')]
+    pub metrics: Vec<String>,
+    /// Processes on this machine whose CPU and memory to report (pid,...); own cluster: its
+    /// servers.
+    #[arg(long, value_delimiter = ',')]
+    pub pids: Vec<u32>,
+    /// Closed loop: concurrent clients; one step per value.
+    #[arg(long, default_value = "1,16,64,256", value_delimiter = ',')]
+    pub clients: Vec<usize>,
+    /// Open loop: commands per second over all clients; one step per value (each step uses
+    /// --connections clients).
+    #[arg(long, value_delimiter = ',')]
+    pub rate: Vec<f64>,
+    /// Open loop: how many clients share the rate.
+    #[arg(long, default_value_t = 64)]
+    pub connections: usize,
+    /// Operation mix as weights, e.g. put=80,get=10,cas=10.
+    #[arg(long, default_value = "put=100", value_parser = parse_mix)]
+    pub mix: Mix,
+    /// How many distinct keys the load touches (chosen uniformly).
+    #[arg(long, default_value_t = 1000)]
+    pub keys: usize,
+    /// Size of each value in bytes.
+    #[arg(long, default_value_t = 100)]
+    pub value_size: usize,
+    /// Measured time per step.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Unmeasured time at the start of each step ("0s" for none).
+    #[arg(long, default_value = "2s", value_parser = parse_warmup)]
+    pub warmup: Duration,
+    /// Also write the results as JSON to this file ("-": standard output, instead of the
+    /// table).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// The name of this run in reports (default: the target's name).
+    #[arg(long)]
+    pub label: Option<String>,
+    /// What to write under "version" in the JSON (e.g. the etcd version).
+    #[arg(long)]
+    pub system_version: Option<String>,
+    /// What to load: this mqpaxos (own or running cluster), etcd or NATS JetStream KV.
+    #[cfg(feature = "compare")]
+    #[arg(long, default_value = "mqpaxos", value_parser = ["mqpaxos", "etcd", "nats"])]
+    pub target: String,
+    /// etcd or NATS endpoints (host:port,...).
+    #[cfg(feature = "compare")]
+    #[arg(long, value_delimiter = ',')]
+    pub endpoints: Vec<String>,
+    /// NATS: the KV bucket (created with 3 replicas if missing).
+    #[cfg(feature = "compare")]
+    #[arg(long, default_value = "bench")]
+    pub bucket: String,
+    /// NATS: replicas of a bucket the bench creates.
+    #[cfg(feature = "compare")]
+    #[arg(long, default_value_t = 3)]
+    pub replicas: usize,
+    /// Instead of a run: read every *.json in this directory and write the performance
+    /// document (--doc) and its charts (--img-dir).
+    #[cfg(feature = "compare")]
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    #[cfg(feature = "compare")]
+    #[arg(long, default_value = "docs/performance.md")]
+    pub doc: PathBuf,
+    #[cfg(feature = "compare")]
+    #[arg(long, default_value = "docs/img")]
+    pub img_dir: PathBuf,
+}
+
+fn parse_warmup(s: &str) -> Result<Duration, String> {
+    if matches!(s.trim(), "0" | "0s" | "0ms") {
+        return Ok(Duration::ZERO);
+    }
+    parse_duration(s)
+}
+
+/// One step's results.
+#[derive(Serialize, serde::Deserialize, Clone, Debug)]
+pub struct Step {
+    pub clients: usize,
+    /// Open loop: the offered rate (commands/s); closed loop: absent.
+    pub rate: Option<f64>,
+    pub ops: u64,
+    pub errors: u64,
+    pub ops_per_sec: f64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+    /// Commands the servers executed in the measured window (from their metrics).
+    pub committed: Option<u64>,
+    /// MQTT publishes by all servers per committed command.
+    pub publishes_per_command: Option<f64>,
+    /// CPU of the observed processes (the servers), summed, in percent of one core.
+    pub cpu_percent: Option<f64>,
+    /// Resident memory of the observed processes, summed, in MiB, at the step's end.
+    pub rss_mib: Option<f64>,
+    /// CPU of this bench process (clients, and the built-in broker when it runs one).
+    pub bench_cpu_percent: Option<f64>,
+    /// The first error seen, if any.
+    pub first_error: Option<String>,
+}
+
+#[derive(Serialize, serde::Deserialize, Clone, Debug)]
+pub struct Params {
+    pub mode: String,
+    pub mix: String,
+    pub keys: usize,
+    pub value_size: usize,
+    pub duration_s: f64,
+    pub warmup_s: f64,
+    /// Own cluster: servers and fsync policy.
+    pub servers: Option<u32>,
+    pub sync: Option<String>,
+}
+
+/// Everything `--json` writes.
+#[derive(Serialize, serde::Deserialize, Clone, Debug)]
+pub struct Results {
+    pub target: String,
+    pub label: String,
+    pub version: String,
+    /// Seconds since the Unix epoch at the start.
+    pub started_at: u64,
+    pub params: Params,
+    pub machine: observe::Machine,
+    pub steps: Vec<Step>,
+}
+
+pub async fn run(a: Args) -> CmdResult {
+    #[cfg(feature = "compare")]
+    if let Some(dir) = &a.report {
+        return report::write(dir, &a.doc, &a.img_dir).map(|()| ExitCode::SUCCESS);
+    }
+    validate(&a)?;
+    let own = own_cluster(&a);
+    #[cfg(not(feature = "embedded-broker"))]
+    if own {
+        return Err(fail(
+            2,
+            "this build has no built-in broker: give --broker of a running cluster",
+        ));
+    }
+    #[cfg(feature = "embedded-broker")]
+    if own {
+        return run_own_cluster(&a).await;
+    }
+    // Ctrl-C or SIGTERM stops the run.
+    tokio::select! {
+        r = run_other(&a) => r,
+        _ = stop_signal() => Err(fail(4, "interrupted")),
+    }
+}
+
+fn own_cluster(a: &Args) -> bool {
+    #[cfg(feature = "compare")]
+    if a.target != "mqpaxos" {
+        return false;
+    }
+    a.broker.is_none()
+}
+
+fn validate(a: &Args) -> Result<(), Failure> {
+    if a.rate.is_empty() {
+        if a.clients.is_empty() || a.clients.iter().any(|c| *c == 0 || *c > 4096) {
+            return Err(fail(2, "--clients takes 1 to 4096 per step"));
+        }
+    } else {
+        if a.rate
+            .iter()
+            .any(|r| !r.is_finite() || *r <= 0.0 || *r > 1e7)
+        {
+            return Err(fail(2, "--rate takes commands per second above 0 per step"));
+        }
+        if a.connections == 0 || a.connections > 4096 {
+            return Err(fail(2, "--connections takes 1 to 4096"));
+        }
+    }
+    if a.keys == 0 || a.keys > 100_000_000 {
+        return Err(fail(2, "--keys takes 1 to 100000000"));
+    }
+    if a.value_size == 0 || a.value_size > mqpaxos_node::client::MAX_VALUE {
+        return Err(fail(
+            2,
+            format!(
+                "--value-size takes 1 to {} bytes",
+                mqpaxos_node::client::MAX_VALUE
+            ),
+        ));
+    }
+    #[cfg(feature = "compare")]
+    if a.target != "mqpaxos" && a.endpoints.is_empty() {
+        return Err(fail(
+            2,
+            format!("--target {} needs --endpoints host:port,...", a.target),
+        ));
+    }
+    Ok(())
+}
+
+/// What the run observes besides latency.
+struct Observed {
+    metrics: Vec<String>,
+    pids: Vec<u32>,
+}
+
+/// A running cluster, or etcd or NATS.
+async fn run_other(a: &Args) -> CmdResult {
+    let target = make_target(a, a.broker.as_deref().unwrap_or_default())?;
+    let observed = Observed {
+        metrics: a.metrics.clone(),
+        pids: a.pids.clone(),
+    };
+    bench(a, &target, &observed, false).await
+}
+
+#[cfg(feature = "embedded-broker")]
+async fn run_own_cluster(a: &Args) -> CmdResult {
+    use super::cluster::{ClusterSpec, LocalCluster};
+    let (data_dir, temporary) = match &a.data_dir {
+        Some(d) => (d.clone(), false),
+        None => (
+            std::env::temp_dir().join(format!(
+                "mqpaxos-bench-{}-{:08x}",
+                std::process::id(),
+                rand::random::<u32>()
+            )),
+            true,
+        ),
+    };
+    let mut metrics = Vec::new();
+    for _ in 0..a.servers {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| fail(4, format!("no free port for metrics: {e}")))?;
+        metrics.push(port);
+    }
+    let spec = ClusterSpec {
+        servers: a.servers,
+        listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        cluster: a.cluster.clone(),
+        data_dir: data_dir.clone(),
+        metrics: metrics.iter().copied().map(Some).collect(),
+        sync: a.sync.clone(),
+        quiet: true,
+    };
+    let cluster = LocalCluster::start(&spec).await?;
+    let mut pids: Vec<u32> = cluster.server_pids().into_iter().flatten().collect();
+    pids.extend(&a.pids);
+    let observed = Observed {
+        metrics: metrics.iter().map(|m| m.to_string()).collect(),
+        pids,
+    };
+    let work = async {
+        let target = make_target(a, &cluster.url)?;
+        wait_ready(&target).await?;
+        bench(a, &target, &observed, true).await
+    };
+    // Ctrl-C or SIGTERM: stop the cluster and remove its data as after a full run.
+    let result = tokio::select! {
+        r = work => r,
+        _ = stop_signal() => Err(fail(4, "interrupted")),
+    };
+    let stopped = cluster.stop().await;
+    if temporary {
+        let _ = std::fs::remove_dir_all(&data_dir);
+    }
+    let code = result?;
+    stopped?;
+    Ok(code)
+}
+
+/// Waits until the new cluster has a leader: a put goes through.
+#[cfg(feature = "embedded-broker")]
+async fn wait_ready(target: &Target) -> Result<(), Failure> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        match target.connect().await {
+            Ok(mut c) => {
+                let r = c.run(workload::OpKind::Put, "bench-ready", "1").await;
+                c.close().await;
+                match r {
+                    Ok(()) => return Ok(()),
+                    Err(e) => last = e,
+                }
+            }
+            Err(e) => last = e,
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(fail(
+        3,
+        format!("the local cluster did not become ready: {last}"),
+    ))
+}
+
+fn make_target(a: &Args, broker: &str) -> Result<Target, Failure> {
+    #[cfg(feature = "compare")]
+    match a.target.as_str() {
+        "etcd" => return Ok(Target::Etcd(a.endpoints.clone())),
+        "nats" => {
+            return Ok(Target::Nats(compare::NatsTarget {
+                endpoints: a.endpoints.clone(),
+                bucket: a.bucket.clone(),
+                replicas: a.replicas,
+                timeout: a.timeout,
+            }))
+        }
+        _ => {}
+    }
+    mqpaxos_node::transport::parse_url(broker).map_err(|e| fail(2, e.to_string()))?;
+    let mut opts = ClientOptions::new(broker, &a.user);
+    opts.broker = BrokerOptions {
+        url: broker.to_string(),
+        user: a.user.clone(),
+        password: password(a.password_file.as_deref())?,
+        ca_file: a.ca_file.clone(),
+        keep_alive: Duration::from_secs(5),
+    };
+    opts.cluster = a.cluster.clone();
+    opts.timeout = a.timeout;
+    Ok(Target::Mqpaxos(opts))
+}
+
+async fn bench(a: &Args, target: &Target, observed: &Observed, own: bool) -> CmdResult {
+    let started_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let load = |rate| StepLoad {
+        keys: a.keys,
+        mix: a.mix,
+        value: "x".repeat(a.value_size).into(),
+        rate,
+        warmup: a.warmup,
+        duration: a.duration,
+    };
+    if a.mix.get > 0 || a.mix.cas > 0 {
+        prefill(target, &load(None)).await?;
+    }
+    let plan: Vec<(usize, Option<f64>)> = if a.rate.is_empty() {
+        a.clients.iter().map(|c| (*c, None)).collect()
+    } else {
+        a.rate.iter().map(|r| (a.connections, Some(*r))).collect()
+    };
+    let mut steps = Vec::new();
+    for (clients, rate) in plan {
+        let step = run_step(target, clients, &load(rate), observed).await?;
+        eprintln!("{}", step_line(&step));
+        steps.push(step);
+    }
+    let results = Results {
+        target: target.name().to_string(),
+        label: a.label.clone().unwrap_or_else(|| target.name().to_string()),
+        version: a
+            .system_version
+            .clone()
+            .unwrap_or_else(|| match target.name() {
+                "mqpaxos" => format!("mqpaxos {}", env!("CARGO_PKG_VERSION")),
+                other => other.to_string(),
+            }),
+        started_at,
+        params: Params {
+            mode: if a.rate.is_empty() {
+                "closed".to_string()
+            } else {
+                "open".to_string()
+            },
+            mix: a.mix.describe(),
+            keys: a.keys,
+            value_size: a.value_size,
+            duration_s: a.duration.as_secs_f64(),
+            warmup_s: a.warmup.as_secs_f64(),
+            servers: own.then_some(a.servers),
+            sync: own.then(|| a.sync.clone()),
+        },
+        machine: observe::machine(),
+        steps,
+    };
+    let json_to_stdout = a.json.as_deref().is_some_and(|p| p.as_os_str() == "-");
+    if !json_to_stdout {
+        print_table(&results);
+    }
+    if let Some(path) = &a.json {
+        let text = serde_json::to_string_pretty(&results)
+            .map_err(|e| fail(4, format!("cannot encode the results: {e}")))?;
+        if path.as_os_str() == "-" {
+            println!("{text}");
+        } else {
+            std::fs::write(path, text + "\n")
+                .map_err(|e| fail(2, format!("cannot write {}: {e}", path.display())))?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes every key once, so gets and cas find values.
+async fn prefill(target: &Target, load: &StepLoad) -> Result<(), Failure> {
+    let workers = load.keys.min(16);
+    let mut tasks = Vec::new();
+    for w in 0..workers {
+        let mut conn = target.connect().await.map_err(|e| fail(3, e))?;
+        let (keys, value) = (load.keys, load.value.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut r = Ok(());
+            for k in (w..keys).step_by(workers) {
+                r = conn
+                    .run(workload::OpKind::Put, &workload::key(k), &value)
+                    .await;
+                if r.is_err() {
+                    break;
+                }
+            }
+            conn.close().await;
+            r
+        }));
+    }
+    for t in tasks {
+        t.await
+            .map_err(|e| fail(4, format!("a prefill client failed: {e}")))?
+            .map_err(|e| fail(3, format!("prefill: {e}")))?;
+    }
+    Ok(())
+}
+
+async fn run_step(
+    target: &Target,
+    clients: usize,
+    load: &StepLoad,
+    observed: &Observed,
+) -> Result<Step, Failure> {
+    let mut conns: Vec<Conn> = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        match target.connect().await {
+            Ok(c) => conns.push(c),
+            Err(e) => {
+                for c in conns {
+                    c.close().await;
+                }
+                return Err(fail(3, format!("cannot connect to {}: {e}", target.name())));
+            }
+        }
+    }
+    let what = match load.rate {
+        Some(r) => format!("{r:.0}/s"),
+        None => format!("{clients} clients"),
+    };
+    let total = load.warmup + load.duration;
+    let bar = ProgressBar::new(total.as_millis() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>14} [{bar:30}] {elapsed:>3} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(what);
+    let live = Arc::new(Live::default());
+    let start = Instant::now();
+    let measure_from = start + load.warmup;
+    let end = measure_from + load.duration;
+    let engine = {
+        let (load, live) = (load.clone(), live.clone());
+        workload::Task(tokio::spawn(async move {
+            workload::run(conns, &load, start, live).await
+        }))
+    };
+    // Progress until the measured window opens, then a snapshot, then until it closes.
+    let tick = |bar: &ProgressBar, measuring: bool| {
+        bar.set_position(start.elapsed().as_millis() as u64);
+        if measuring {
+            let secs = measure_from.elapsed().as_secs_f64().max(0.001);
+            let ops = live.ops.load(Ordering::Relaxed);
+            bar.set_message(format!(
+                "{:.0} ops/s, {} errors",
+                ops as f64 / secs,
+                live.errors.load(Ordering::Relaxed)
+            ));
+        } else {
+            bar.set_message("warming up");
+        }
+    };
+    while Instant::now() < measure_from {
+        tick(&bar, false);
+        tokio::time::sleep_until(measure_from.min(Instant::now() + Duration::from_millis(200)))
+            .await;
+    }
+    let cpu_before = observe::cpu_all(&observed.pids);
+    let self_before = observe::cpu_all(&[std::process::id()]);
+    let metrics_before: Vec<Option<Counters>> = observe::scrape_all(&observed.metrics).await;
+    let window_start = std::time::Instant::now();
+    while Instant::now() < end {
+        tick(&bar, true);
+        tokio::time::sleep_until(end.min(Instant::now() + Duration::from_millis(200))).await;
+    }
+    let wall = window_start.elapsed();
+    let cpu_after = observe::cpu_all(&observed.pids);
+    let self_after = observe::cpu_all(&[std::process::id()]);
+    let rss: Option<f64> = (!observed.pids.is_empty())
+        .then(|| observed.pids.iter().map(|p| observe::rss_mib(*p)).sum())
+        .flatten();
+    // Let commands still in flight finish so the counters cover them, then scrape.
+    let mut engine = engine;
+    let out = (&mut engine.0)
+        .await
+        .map_err(|e| fail(4, format!("the load engine failed: {e}")))?
+        .map_err(|e| fail(4, e))?;
+    bar.finish_and_clear();
+    let metrics_after = observe::scrape_all(&observed.metrics).await;
+    let ppc = observe::publishes_per_command(&metrics_before, &metrics_after);
+    let hist = &out.hist;
+    let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+    Ok(Step {
+        clients,
+        rate: load.rate,
+        ops: hist.len(),
+        errors: out.errors,
+        ops_per_sec: hist.len() as f64 / load.duration.as_secs_f64(),
+        p50_ms: ms(0.5),
+        p90_ms: ms(0.9),
+        p99_ms: ms(0.99),
+        p999_ms: ms(0.999),
+        max_ms: hist.max() as f64 / 1000.0,
+        committed: ppc.map(|(_, c)| c),
+        publishes_per_command: ppc.map(|(p, _)| p),
+        cpu_percent: observe::cpu_percent(&cpu_before, &cpu_after, wall),
+        rss_mib: rss,
+        bench_cpu_percent: observe::cpu_percent(&self_before, &self_after, wall),
+        first_error: out.first_error,
+    })
+}
+
+fn opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or("-".to_string(), |v| format!("{v:.digits$}"))
+}
+
+fn step_line(s: &Step) -> String {
+    let what = match s.rate {
+        Some(r) => format!("rate {r:>7.0}/s"),
+        None => format!("clients {:>4}", s.clients),
+    };
+    let mut line = format!(
+        "{what}: {:>9.0} ops/s  p50 {:>7.2} ms  p99 {:>7.2} ms  pub/cmd {:>5}  cpu {:>5}%  ({} errors)",
+        s.ops_per_sec,
+        s.p50_ms,
+        s.p99_ms,
+        opt(s.publishes_per_command, 2),
+        opt(s.cpu_percent, 0),
+        s.errors
+    );
+    if let Some(e) = &s.first_error {
+        line.push_str(&format!("; first: {e}"));
+    }
+    line
+}
+
+fn print_table(r: &Results) {
+    println!(
+        "| clients | rate | ops/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | pub/cmd | cpu % | rss MiB | bench cpu % |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for s in &r.steps {
+        println!(
+            "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} | {} |",
+            s.clients,
+            opt(s.rate, 0),
+            s.ops_per_sec,
+            s.p50_ms,
+            s.p90_ms,
+            s.p99_ms,
+            s.p999_ms,
+            s.max_ms,
+            s.errors,
+            opt(s.publishes_per_command, 2),
+            opt(s.cpu_percent, 0),
+            opt(s.rss_mib, 1),
+            opt(s.bench_cpu_percent, 0),
+        );
+    }
+}

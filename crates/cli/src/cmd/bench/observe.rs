@@ -1,0 +1,195 @@
+//! What the bench observes besides latency: the servers' Prometheus counters (to count MQTT
+//! publishes per committed command) and, for processes on this machine, CPU time and resident
+//! memory from `/proc`.
+
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Counters read from one server's `/metrics`.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Counters {
+    /// Sum of `mqpaxos_messages_total{direction="out"}`: every publish the server made.
+    pub messages_out: f64,
+    /// `mqpaxos_executed_commands_total`.
+    pub executed: f64,
+}
+
+/// Parses the Prometheus text format for the two counters the bench needs.
+pub fn parse_counters(text: &str) -> Counters {
+    let mut c = Counters::default();
+    for line in text.lines() {
+        if line.starts_with('#') {
+            continue;
+        }
+        let Some((name, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(v) = value.trim().parse::<f64>() else {
+            continue;
+        };
+        if name.starts_with("mqpaxos_messages_total{") && name.contains("direction=\"out\"") {
+            c.messages_out += v;
+        } else if name == "mqpaxos_executed_commands_total" {
+            c.executed = v;
+        }
+    }
+    c
+}
+
+/// GET http://addr/metrics with a short deadline; `None` if the server does not answer.
+pub async fn scrape(addr: &str) -> Option<Counters> {
+    let fetch = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let req = format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.ok()?;
+        let mut buf = Vec::new();
+        s.take(16 << 20).read_to_end(&mut buf).await.ok()?;
+        let text = String::from_utf8_lossy(&buf);
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        if !head.starts_with("HTTP/1.") || !head.contains(" 200") {
+            return None;
+        }
+        Some(parse_counters(body))
+    };
+    tokio::time::timeout(Duration::from_secs(2), fetch)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Scrapes every address; one entry per address.
+pub async fn scrape_all(addrs: &[String]) -> Vec<Option<Counters>> {
+    let mut out = Vec::with_capacity(addrs.len());
+    for a in addrs {
+        out.push(scrape(a).await);
+    }
+    out
+}
+
+/// Publishes per committed command between two scrapes: all servers' publishes over the
+/// commands executed (the most any one replica executed, as every replica executes each
+/// command once). `None` without complete scrapes or without commands.
+pub fn publishes_per_command(
+    before: &[Option<Counters>],
+    after: &[Option<Counters>],
+) -> Option<(f64, u64)> {
+    if before.is_empty() || before.len() != after.len() {
+        return None;
+    }
+    let mut out = 0.0;
+    let mut committed: f64 = 0.0;
+    for (b, a) in before.iter().zip(after) {
+        let (b, a) = ((*b)?, (*a)?);
+        out += a.messages_out - b.messages_out;
+        committed = committed.max(a.executed - b.executed);
+    }
+    (committed >= 1.0).then(|| (out / committed, committed as u64))
+}
+
+/// CPU time (user + system) of a process in seconds, from `/proc/<pid>/stat`.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; the fields after it are plain.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After the name: state is field 3, utime field 14, stime field 15.
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let ticks = if ticks > 0 { ticks as f64 } else { 100.0 };
+    Some((utime + stime) / ticks)
+}
+
+/// Resident memory in MiB, from `VmRSS` in `/proc/<pid>/status`.
+pub fn rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// CPU seconds of each process (`None` where unreadable).
+pub fn cpu_all(pids: &[u32]) -> Vec<Option<f64>> {
+    pids.iter().map(|p| cpu_seconds(*p)).collect()
+}
+
+/// Summed CPU use between two samples over `wall`, as percent of one core.
+pub fn cpu_percent(before: &[Option<f64>], after: &[Option<f64>], wall: Duration) -> Option<f64> {
+    if before.is_empty() || wall.is_zero() {
+        return None;
+    }
+    let mut secs = 0.0;
+    for (b, a) in before.iter().zip(after) {
+        secs += (*a)? - (*b)?;
+    }
+    Some(secs / wall.as_secs_f64() * 100.0)
+}
+
+/// What the bench records about the machine it runs on.
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, Default)]
+pub struct Machine {
+    pub nproc: usize,
+    pub cpu: String,
+    pub kernel: String,
+    pub memory_gib: f64,
+}
+
+pub fn machine() -> Machine {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.trim().to_string())
+        .unwrap_or_default();
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let memory_gib = meminfo
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0 / 1024.0);
+    Machine {
+        nproc: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cpu,
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default(),
+        memory_gib,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_from_prometheus_text() {
+        let text = "# HELP mqpaxos_messages Protocol messages\n\
+            mqpaxos_messages_total{direction=\"out\",kind=\"accept\",peer=\"all\"} 10\n\
+            mqpaxos_messages_total{direction=\"in\",kind=\"accepted\",peer=\"server2\"} 7\n\
+            mqpaxos_messages_total{direction=\"out\",kind=\"reply\",peer=\"client\"} 5\n\
+            mqpaxos_executed_commands_total 5\n";
+        let c = parse_counters(text);
+        assert_eq!(c.messages_out, 15.0);
+        assert_eq!(c.executed, 5.0);
+        let before = vec![Some(Counters::default()); 2];
+        let after = vec![
+            Some(c),
+            Some(Counters {
+                messages_out: 5.0,
+                executed: 5.0,
+            }),
+        ];
+        assert_eq!(publishes_per_command(&before, &after), Some((4.0, 5)));
+        assert_eq!(publishes_per_command(&before, &[Some(c), None]), None);
+    }
+
+    #[test]
+    fn own_process() {
+        let pid = std::process::id();
+        assert!(cpu_seconds(pid).is_some());
+        assert!(rss_mib(pid).is_some_and(|m| m > 0.0));
+    }
+}

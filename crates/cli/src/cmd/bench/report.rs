@@ -1,0 +1,442 @@
+//! Feature `compare`: `mqpaxos bench --report DIR` reads the result files a comparison wrote
+//! (`*.json`, one per system and workload, in name order) and writes the performance document
+//! with a table and charts (SVG and PNG, drawn with plotters). An optional `machine.md` in
+//! DIR (disk, versions: what `bench/compare` gathers) is copied into the document.
+
+use super::{Failure, Results, Step};
+use crate::cmd::fail;
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+pub fn write(dir: &Path, doc: &Path, img_dir: &Path) -> Result<(), Failure> {
+    let runs = read_runs(dir)?;
+    if runs.is_empty() {
+        return Err(fail(
+            2,
+            format!("no result files (*.json) in {}", dir.display()),
+        ));
+    }
+    std::fs::create_dir_all(img_dir)
+        .map_err(|e| fail(2, format!("cannot create {}: {e}", img_dir.display())))?;
+    register_font()?;
+    // Charts: the closed-loop put-only runs, one line per system.
+    let series: Vec<&Results> = runs
+        .iter()
+        .filter(|r| r.params.mode == "closed" && r.params.mix == "put=100")
+        .collect();
+    let mut images = Vec::new();
+    if !series.is_empty() {
+        for ext in ["svg", "png"] {
+            let t = img_dir.join(format!("bench-throughput.{ext}"));
+            let l = img_dir.join(format!("bench-latency.{ext}"));
+            if ext == "svg" {
+                throughput_chart(SVGBackend::new(&t, (900, 500)).into_drawing_area(), &series)?;
+                latency_chart(
+                    SVGBackend::new(&l, (1200, 500)).into_drawing_area(),
+                    &series,
+                )?;
+            } else {
+                throughput_chart(
+                    BitMapBackend::new(&t, (900, 500)).into_drawing_area(),
+                    &series,
+                )?;
+                latency_chart(
+                    BitMapBackend::new(&l, (1200, 500)).into_drawing_area(),
+                    &series,
+                )?;
+            }
+            images.push((t, l));
+        }
+    }
+    let notes = std::fs::read_to_string(dir.join("machine.md")).unwrap_or_default();
+    let text = document(&runs, &notes, doc, img_dir, !series.is_empty());
+    if let Some(parent) = doc.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| fail(2, format!("cannot create {}: {e}", parent.display())))?;
+    }
+    std::fs::write(doc, text)
+        .map_err(|e| fail(2, format!("cannot write {}: {e}", doc.display())))?;
+    eprintln!(
+        "mqpaxos: wrote {} and charts in {}",
+        doc.display(),
+        img_dir.display()
+    );
+    Ok(())
+}
+
+fn read_runs(dir: &Path) -> Result<Vec<Results>, Failure> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| fail(2, format!("cannot read {}: {e}", dir.display())))?;
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    paths.sort();
+    let mut runs = Vec::new();
+    for p in paths {
+        let text = std::fs::read_to_string(&p)
+            .map_err(|e| fail(2, format!("cannot read {}: {e}", p.display())))?;
+        let r: Results = serde_json::from_str(&text)
+            .map_err(|e| fail(2, format!("{} is not a bench result: {e}", p.display())))?;
+        runs.push(r);
+    }
+    Ok(runs)
+}
+
+/// The font embedded for every chart (see `charts::register_font`).
+fn register_font() -> Result<(), Failure> {
+    crate::cmd::charts::register_font().map_err(|e| fail(4, e.to_string()))
+}
+
+const COLORS: [RGBColor; 6] = [
+    RGBColor(0x1f, 0x77, 0xb4),
+    RGBColor(0xd6, 0x27, 0x28),
+    RGBColor(0x2c, 0xa0, 0x2c),
+    RGBColor(0xff, 0x7f, 0x0e),
+    RGBColor(0x94, 0x67, 0xbd),
+    RGBColor(0x8c, 0x56, 0x4b),
+];
+
+fn draw_err(e: impl std::fmt::Display) -> Failure {
+    fail(4, format!("cannot draw the chart: {e}"))
+}
+
+fn x_range(series: &[&Results]) -> (f64, f64) {
+    let max = series
+        .iter()
+        .flat_map(|r| r.steps.iter().map(|s| s.clients as f64))
+        .fold(1.0, f64::max);
+    (0.8, max * 1.25)
+}
+
+fn throughput_chart<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    series: &[&Results],
+) -> Result<(), Failure>
+where
+    DB::ErrorType: 'static,
+{
+    root.fill(&WHITE).map_err(draw_err)?;
+    let (x0, x1) = x_range(series);
+    let ymax = series
+        .iter()
+        .flat_map(|r| r.steps.iter().map(|s| s.ops_per_sec))
+        .fold(1.0, f64::max)
+        * 1.1;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "Throughput (puts/s) vs concurrent clients",
+            ("sans-serif", 22),
+        )
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(70)
+        .build_cartesian_2d((x0..x1).log_scale(), 0.0..ymax)
+        .map_err(draw_err)?;
+    chart
+        .configure_mesh()
+        .x_desc("clients")
+        .y_desc("puts/s")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| format!("{y:.0}"))
+        .draw()
+        .map_err(draw_err)?;
+    for (i, r) in series.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        let points: Vec<(f64, f64)> = r
+            .steps
+            .iter()
+            .map(|s| (s.clients as f64, s.ops_per_sec))
+            .collect();
+        chart
+            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
+            .map_err(draw_err)?
+            .label(r.label.clone())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+        chart
+            .draw_series(
+                points
+                    .into_iter()
+                    .map(|p| Circle::new(p, 4, color.filled())),
+            )
+            .map_err(draw_err)?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(draw_err)?;
+    root.present().map_err(draw_err)
+}
+
+fn latency_chart<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    series: &[&Results],
+) -> Result<(), Failure>
+where
+    DB::ErrorType: 'static,
+{
+    root.fill(&WHITE).map_err(draw_err)?;
+    let (left, right) = root.split_horizontally(600);
+    type Pick = fn(&Step) -> f64;
+    let panels: [(&DrawingArea<DB, Shift>, &str, Pick); 2] = [
+        (&left, "p50 latency (ms)", |s| s.p50_ms),
+        (&right, "p99 latency (ms)", |s| s.p99_ms),
+    ];
+    let (x0, x1) = x_range(series);
+    for (area, title, pick) in panels {
+        let values = series.iter().flat_map(|r| r.steps.iter().map(pick));
+        let ymax = values.clone().fold(0.01, f64::max) * 1.5;
+        let ymin = values.fold(f64::MAX, f64::min).clamp(0.001, ymax / 10.0) / 1.5;
+        let mut chart = ChartBuilder::on(area)
+            .caption(title, ("sans-serif", 22))
+            .margin(15)
+            .x_label_area_size(45)
+            .y_label_area_size(60)
+            .build_cartesian_2d((x0..x1).log_scale(), (ymin..ymax).log_scale())
+            .map_err(draw_err)?;
+        chart
+            .configure_mesh()
+            .x_desc("clients")
+            .y_desc("ms (log scale)")
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_label_formatter(&|y| format!("{y}"))
+            .draw()
+            .map_err(draw_err)?;
+        for (i, r) in series.iter().enumerate() {
+            let color = COLORS[i % COLORS.len()];
+            let points: Vec<(f64, f64)> = r
+                .steps
+                .iter()
+                .map(|s| (s.clients as f64, pick(s).max(ymin)))
+                .collect();
+            chart
+                .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
+                .map_err(draw_err)?
+                .label(r.label.clone())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                });
+            chart
+                .draw_series(
+                    points
+                        .into_iter()
+                        .map(|p| Circle::new(p, 4, color.filled())),
+                )
+                .map_err(draw_err)?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(draw_err)?;
+    }
+    root.present().map_err(draw_err)
+}
+
+fn opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or("–".to_string(), |v| format!("{v:.digits$}"))
+}
+
+/// A path to `target` relative to the directory of `doc` (both relative to the same root).
+fn relative(doc: &Path, target: &Path) -> String {
+    let dir = doc.parent().unwrap_or(Path::new(""));
+    if let Ok(rel) = target.strip_prefix(dir) {
+        return rel.to_string_lossy().into_owned();
+    }
+    let depth = dir
+        .components()
+        .filter(|c| !c.as_os_str().is_empty())
+        .count();
+    let mut s = "../".repeat(depth);
+    s.push_str(&target.to_string_lossy());
+    s
+}
+
+/// The peak of each system's put-only run, and mqpaxos's publishes per command across steps.
+fn summary(d: &mut String, runs: &[Results]) {
+    let puts: Vec<&Results> = runs
+        .iter()
+        .filter(|r| r.params.mode == "closed" && r.params.mix == "put=100")
+        .collect();
+    if puts.is_empty() {
+        return;
+    }
+    let _ = writeln!(d, "\n## Summary (put only, this run)\n");
+    for r in &puts {
+        let Some(best) = r
+            .steps
+            .iter()
+            .max_by(|a, b| a.ops_per_sec.total_cmp(&b.ops_per_sec))
+        else {
+            continue;
+        };
+        let one = r.steps.iter().find(|s| s.clients == 1);
+        let mut line = format!(
+            "- **{}**: peak {:.0} puts/s at {} clients (p50 {:.2} ms, p99 {:.2} ms)",
+            r.label, best.ops_per_sec, best.clients, best.p50_ms, best.p99_ms
+        );
+        if let Some(one) = one {
+            let _ = write!(line, "; one client: p50 {:.2} ms", one.p50_ms);
+        }
+        let ppc: Vec<String> = r
+            .steps
+            .iter()
+            .filter_map(|s| {
+                s.publishes_per_command
+                    .map(|p| format!("{p:.2} at {}", s.clients))
+            })
+            .collect();
+        if !ppc.is_empty() {
+            let _ = write!(line, "; MQTT publishes per command: {}", ppc.join(", "));
+        }
+        let _ = writeln!(d, "{line}");
+    }
+}
+
+fn document(runs: &[Results], notes: &str, doc: &Path, img_dir: &Path, charts: bool) -> String {
+    let mut d = String::new();
+    let first = runs
+        .iter()
+        .find(|r| r.params.mix == "put=100")
+        .unwrap_or(&runs[0]);
+    let m = &first.machine;
+    let p = &first.params;
+    let _ = writeln!(d, "# Performance\n");
+    let _ = writeln!(
+        d,
+        "mqpaxos against etcd and NATS JetStream KV, each a 3-member cluster on one machine's \
+         loopback, driven by the same load generator (`mqpaxos bench`, built with \
+         `--features compare`): closed loop, each client one connection with one command in \
+         flight, keys chosen uniformly. Generated by `bench/compare` from the JSON results in \
+         `bench/results/`; rerun it to refresh this page.\n"
+    );
+    let _ = writeln!(
+        d,
+        "**Read these numbers with care.** The clients, the broker and all three members of \
+         every system share the same {} cores; the machine was also building other projects \
+         while they ran, so the numbers are noisy and say more about relative shape than about \
+         absolute capacity. Every system's data directories are on the same disk.\n",
+        m.nproc
+    );
+    let _ = writeln!(d, "## Machine and versions\n");
+    let _ = writeln!(
+        d,
+        "- CPU: {} ({} cores), {:.1} GiB memory",
+        m.cpu, m.nproc, m.memory_gib
+    );
+    let _ = writeln!(d, "- kernel: {}", m.kernel);
+    if !notes.trim().is_empty() {
+        let _ = writeln!(d, "{}", notes.trim_end());
+    }
+    let _ = writeln!(
+        d,
+        "- workload: values of {} bytes over {} keys, {} s warm-up then {} s measured per step; \
+         put only at each client count, then a mixed row",
+        p.value_size, p.keys, p.warmup_s, p.duration_s
+    );
+    let _ = writeln!(d, "\nSystems, in run order:\n");
+    let mut seen = Vec::new();
+    for r in runs {
+        if seen.contains(&r.label) {
+            continue;
+        }
+        seen.push(r.label.clone());
+        let mut what = format!("- **{}**: {}", r.label, r.version);
+        if let (Some(n), Some(sync)) = (r.params.servers, &r.params.sync) {
+            let _ = write!(what, "; {n} servers and the built-in broker, fsync {sync}");
+        }
+        let _ = writeln!(d, "{what}");
+    }
+    let _ = writeln!(
+        d,
+        "\n### What one operation is\n\n\
+         | | mqpaxos | etcd | NATS JetStream KV |\n\
+         |---|---|---|---|\n\
+         | put | one command through the leader's log | `Put` | `kv.put`: a publish the stream \
+         acknowledges once a quorum of replicas has it |\n\
+         | get | one command through the log (linearizable) | `Range`, linearizable (the \
+         default) | `kv.get` from the stream leader (the bench creates the bucket without \
+         direct gets) |\n\
+         | cas | one command (compare value, then set) | one `Txn` (value equal → put) | \
+         `kv.entry` for the revision, then `kv.update` with it: two round trips |\n\
+         | durability when acknowledged | fsync on a majority (sync always) | fsync of the \
+         WAL on a majority | default: in the replicas' page cache, fsynced in the background; \
+         sync always: fsync per write (`sync_interval: always`, nats-server 2.10+) |\n"
+    );
+    summary(&mut d, runs);
+    if charts {
+        let _ = writeln!(d, "\n## Charts (put only)\n");
+        let _ = writeln!(
+            d,
+            "![throughput]({})\n\n![latency]({})\n",
+            relative(doc, &img_dir.join("bench-throughput.svg")),
+            relative(doc, &img_dir.join("bench-latency.svg"))
+        );
+        let _ = writeln!(
+            d,
+            "PNG versions: `{}`, `{}`.",
+            img_dir.join("bench-throughput.png").display(),
+            img_dir.join("bench-latency.png").display()
+        );
+    }
+    // Put only first, then the other mixes in the order they ran.
+    let mut mixes: Vec<String> = vec!["put=100".to_string()];
+    for r in runs {
+        if !mixes.contains(&r.params.mix) {
+            mixes.push(r.params.mix.clone());
+        }
+    }
+    mixes.retain(|m| runs.iter().any(|r| &r.params.mix == m));
+    for mix in mixes {
+        let _ = writeln!(d, "\n## Results: {mix}\n");
+        let _ = writeln!(
+            d,
+            "ops/s counts answered commands in the measured window; latencies are from the \
+             HDR histogram of those commands. pub/cmd is MQTT publishes by all servers per \
+             committed command (mqpaxos only); CPU (% of one core, summed over the members) \
+             and RSS (MiB, summed) are of the servers' processes.\n"
+        );
+        let _ = writeln!(
+            d,
+            "| system | clients | ops/s | p50 ms | p99 ms | p99.9 ms | max ms | errors | pub/cmd | CPU % | RSS MiB |"
+        );
+        let _ = writeln!(d, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+        for r in runs.iter().filter(|r| r.params.mix == mix) {
+            for s in &r.steps {
+                let _ = writeln!(
+                    d,
+                    "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} | {} | {} | {} | {} |",
+                    r.label,
+                    s.clients,
+                    s.ops_per_sec,
+                    s.p50_ms,
+                    s.p99_ms,
+                    s.p999_ms,
+                    s.max_ms,
+                    s.errors,
+                    opt(s.publishes_per_command, 2),
+                    opt(s.cpu_percent, 0),
+                    opt(s.rss_mib, 0),
+                );
+            }
+        }
+    }
+    let _ = writeln!(d, "\n## Reproduce\n");
+    let _ = writeln!(
+        d,
+        "```\nbash bench/compare                  # installs etcd, NATS, protoc if missing; ~10 min\n\
+         bash bench/compare --clients 1,16 --duration 5s   # shorter\n```\n\n\
+         `mqpaxos bench` alone (own cluster, or `--broker` for a running one) is described in \
+         the README. The comparison needs `cargo build --release -p mqpaxos --features compare`."
+    );
+    d
+}

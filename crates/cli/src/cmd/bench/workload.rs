@@ -1,0 +1,243 @@
+//! The workload engine every target shares: the op mix, key and value choice, and one step of
+//! load (closed loop: each client sends its next command when the last one is answered; open
+//! loop: commands start on a fixed schedule and latency counts from the scheduled start, so a
+//! slow system is not excused by the load generator waiting for it).
+
+use super::target::Conn;
+use hdrhistogram::Histogram;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpKind {
+    Put,
+    Get,
+    Cas,
+}
+
+/// Relative weights of puts, gets and compare-and-swaps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Mix {
+    pub put: u32,
+    pub get: u32,
+    pub cas: u32,
+}
+
+impl Mix {
+    pub fn total(&self) -> u32 {
+        self.put + self.get + self.cas
+    }
+
+    pub fn pick(&self, rng: &mut impl Rng) -> OpKind {
+        let r = rng.gen_range(0..self.total());
+        if r < self.put {
+            OpKind::Put
+        } else if r < self.put + self.get {
+            OpKind::Get
+        } else {
+            OpKind::Cas
+        }
+    }
+
+    /// `put=100`, `put:80,get:10,cas:10`: missing kinds weigh 0.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        for (name, w) in [("put", self.put), ("get", self.get), ("cas", self.cas)] {
+            if w > 0 {
+                parts.push(format!("{name}={w}"));
+            }
+        }
+        parts.join(",")
+    }
+}
+
+/// Parses `put=80,get=10,cas=10` (weights, not necessarily summing to 100).
+pub fn parse_mix(s: &str) -> Result<Mix, String> {
+    let mut mix = Mix {
+        put: 0,
+        get: 0,
+        cas: 0,
+    };
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, weight) = part
+            .split_once(['=', ':'])
+            .ok_or_else(|| format!("{part:?}: expected kind=weight, e.g. put=80"))?;
+        let weight: u32 = weight
+            .trim()
+            .parse()
+            .ok()
+            .filter(|w| *w <= 1_000_000)
+            .ok_or_else(|| format!("{part:?}: the weight must be a whole number"))?;
+        match name.trim() {
+            "put" => mix.put = weight,
+            "get" => mix.get = weight,
+            "cas" => mix.cas = weight,
+            other => return Err(format!("unknown operation {other:?} (put, get or cas)")),
+        }
+    }
+    if mix.total() == 0 {
+        return Err(format!("{s:?}: at least one weight must be above 0"));
+    }
+    Ok(mix)
+}
+
+pub fn key(i: usize) -> String {
+    format!("bench-{i}")
+}
+
+/// What one step measures.
+#[derive(Clone, Debug)]
+pub struct StepLoad {
+    pub keys: usize,
+    pub mix: Mix,
+    pub value: Arc<str>,
+    /// Open loop: commands per second over all clients. Closed loop: `None`.
+    pub rate: Option<f64>,
+    pub warmup: Duration,
+    pub duration: Duration,
+}
+
+/// Counters shared with the progress display while a step runs.
+#[derive(Default)]
+pub struct Live {
+    pub ops: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+/// A task that stops when its handle is dropped (an interrupted run leaves no clients behind).
+pub struct Task<T>(pub tokio::task::JoinHandle<T>);
+
+impl<T> Drop for Task<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+pub struct Outcome {
+    pub hist: Histogram<u64>,
+    pub errors: u64,
+    pub first_error: Option<String>,
+}
+
+/// Runs one step on `conns` (one task per connection) from `start`: warm-up until
+/// `start + warmup`, measured until `start + warmup + duration`. Returns the merged latency
+/// histogram (microseconds) of the measured commands.
+pub async fn run(
+    conns: Vec<Conn>,
+    load: &StepLoad,
+    start: Instant,
+    live: Arc<Live>,
+) -> Result<Outcome, String> {
+    let measure_from = start + load.warmup;
+    let end = measure_from + load.duration;
+    let n = conns.len().max(1);
+    let mut tasks = Vec::with_capacity(n);
+    for (i, mut conn) in conns.into_iter().enumerate() {
+        let load = load.clone();
+        let live = live.clone();
+        tasks.push(Task(tokio::spawn(async move {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(i as u64 + 1);
+            let mut hist = new_histogram();
+            let mut errors = 0u64;
+            let mut first_error = None;
+            // Open loop: this task's share of the rate, its first slot staggered.
+            let interval = load
+                .rate
+                .map(|r| Duration::from_secs_f64((n as f64 / r).min(3600.0)));
+            let mut next =
+                start + interval.map_or(Duration::ZERO, |iv| iv.mul_f64(i as f64 / n as f64));
+            loop {
+                let scheduled = match interval {
+                    Some(iv) => {
+                        if next >= end {
+                            break;
+                        }
+                        tokio::time::sleep_until(next).await;
+                        let s = next;
+                        next += iv;
+                        s
+                    }
+                    None => {
+                        let now = Instant::now();
+                        if now >= end {
+                            break;
+                        }
+                        now
+                    }
+                };
+                let op = load.mix.pick(&mut rng);
+                let k = key(rng.gen_range(0..load.keys));
+                let r = conn.run(op, &k, &load.value).await;
+                if scheduled >= measure_from && scheduled < end {
+                    match r {
+                        Ok(()) => {
+                            let us = scheduled.elapsed().as_micros().max(1) as u64;
+                            let _ = hist.record(us.min(hist.high()));
+                            live.ops.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => {
+                            errors += 1;
+                            live.errors.fetch_add(1, Ordering::Relaxed);
+                            first_error.get_or_insert(e);
+                        }
+                    }
+                }
+            }
+            conn.close().await;
+            (hist, errors, first_error)
+        })));
+    }
+    let mut out = Outcome {
+        hist: new_histogram(),
+        errors: 0,
+        first_error: None,
+    };
+    for mut t in tasks {
+        let (h, e, fe) = (&mut t.0)
+            .await
+            .map_err(|e| format!("a bench client failed: {e}"))?;
+        let _ = out.hist.add(&h);
+        out.errors += e;
+        if out.first_error.is_none() {
+            out.first_error = fe;
+        }
+    }
+    Ok(out)
+}
+
+/// Microseconds from 1 to an hour, 3 significant digits.
+pub fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("constant bounds are valid")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mixes() {
+        assert_eq!(
+            parse_mix("put=80,get=10,cas=10"),
+            Ok(Mix {
+                put: 80,
+                get: 10,
+                cas: 10
+            })
+        );
+        assert_eq!(
+            parse_mix("get:1").map(|m| m.describe()),
+            Ok("get=1".to_string())
+        );
+        assert!(parse_mix("put=0").is_err());
+        assert!(parse_mix("delete=5").is_err());
+        assert!(parse_mix("put=lots").is_err());
+        assert!(parse_mix("put").is_err());
+        let m = parse_mix("put=1,cas=1").unwrap_or_else(|e| panic!("{e}"));
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        assert!((0..100).all(|_| m.pick(&mut rng) != OpKind::Get));
+    }
+}

@@ -1,0 +1,98 @@
+//! `mqpaxos bench`: a short run on its own local cluster writes the results as JSON, and its
+//! flags refuse bad values with one line and exit 2. Behaviour only: no timing assertions.
+
+mod common;
+
+use common::BIN;
+use std::process::{Command, Stdio};
+
+fn run(args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("MQPAXOS_CONFIG")
+        .env_remove("MQPAXOS_BROKER")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run mqpaxos")
+}
+
+#[test]
+fn bench_on_its_own_cluster_writes_json() {
+    let d = tempfile::tempdir().expect("temp dir");
+    let json = d.path().join("bench.json");
+    let data = d.path().join("data");
+    let o = run(&[
+        "bench",
+        "--duration",
+        "1s",
+        "--warmup",
+        "0s",
+        "--clients",
+        "1,4",
+        "--mix",
+        "put=80,get=10,cas=10",
+        "--keys",
+        "50",
+        "--data-dir",
+        data.to_str().expect("utf-8 temp path"),
+        "--json",
+        json.to_str().expect("utf-8 temp path"),
+    ]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "bench failed: {stderr}");
+    let text = std::fs::read_to_string(&json).expect("the JSON file");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+    assert_eq!(v["target"], "mqpaxos");
+    assert_eq!(v["params"]["mix"], "put=80,get=10,cas=10");
+    assert_eq!(v["params"]["servers"], 3);
+    assert_eq!(v["params"]["sync"], "always");
+    assert!(v["machine"]["nproc"].as_u64().is_some_and(|n| n > 0));
+    let steps = v["steps"].as_array().expect("steps");
+    assert_eq!(steps.len(), 2);
+    for (s, clients) in steps.iter().zip([1, 4]) {
+        assert_eq!(s["clients"], clients);
+        assert!(s["ops"].as_u64().is_some_and(|n| n > 0), "no ops: {s}");
+        for field in [
+            "ops_per_sec",
+            "p50_ms",
+            "p90_ms",
+            "p99_ms",
+            "p999_ms",
+            "max_ms",
+        ] {
+            assert!(s[field].as_f64().is_some_and(|x| x > 0.0), "{field}: {s}");
+        }
+        // Own cluster: the servers' metrics and processes are observed.
+        assert!(
+            s["publishes_per_command"].as_f64().is_some_and(|x| x > 0.0),
+            "publishes per command: {s}"
+        );
+        assert!(s["committed"].as_u64().is_some_and(|n| n > 0), "{s}");
+        assert!(s["cpu_percent"].as_f64().is_some(), "{s}");
+        assert!(s["rss_mib"].as_f64().is_some_and(|x| x > 0.0), "{s}");
+    }
+    // The servers are gone: nothing holds the data directory's files open. The stop is
+    // checked by the cluster having been stopped before bench exited successfully.
+    assert!(data.join("default").join("server1").exists());
+}
+
+#[test]
+fn bench_flags_refuse_bad_values() {
+    for args in [
+        &["bench", "--mix", "put=80,scan=20"][..],
+        &["bench", "--mix", "put=0"],
+        &["bench", "--clients", "0"],
+        &["bench", "--clients", "many"],
+        &["bench", "--rate", "-5"],
+        &["bench", "--keys", "0"],
+        &["bench", "--value-size", "0"],
+        &["bench", "--duration", "soon"],
+        &["bench", "--warmup", "-1s"],
+        &["bench", "--sync", "sometimes"],
+    ] {
+        let o = run(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(e.lines().count(), 1, "{args:?}: {e}");
+    }
+}
