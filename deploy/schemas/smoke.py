@@ -119,7 +119,8 @@ def main():
                     break
                 time.sleep(0.2)
             out = open(log).read()
-            row = re.search(r"^\| *(\d+) *\| *([\d.]+) *\|.*\| *(\d+) *\|$", out, re.M)
+            # | clients | rate | ops/s | p50 | p90 | p99 | p99.9 | max | errors | ...
+            row = re.search(r"^\| *(\d+) *\| *[-\d.]+ *\| *([\d.]+) *\|(?:[^|]*\|){5} *(\d+) *\|", out, re.M)
             if "exited with status" in out or not row:
                 problems.append("the client loop did not complete a bench run: %s" % out.strip()[-400:])
             elif float(row.group(2)) <= 0 or row.group(3) != "0":

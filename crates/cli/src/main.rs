@@ -53,6 +53,9 @@ enum Command {
     /// A local cluster: the built-in broker and N servers.
     #[cfg(feature = "embedded-broker")]
     Cluster(cmd::cluster::Args),
+    /// Measure failover: kill -9 the leader again and again, time until the next write commits.
+    #[cfg(feature = "embedded-broker")]
+    Failover(cmd::failover::Args),
 }
 
 fn main() -> ExitCode {
@@ -120,6 +123,8 @@ fn main() -> ExitCode {
             Command::Chaos(a) => cmd::chaos::run(a).await,
             #[cfg(feature = "embedded-broker")]
             Command::Cluster(a) => cmd::cluster::run(a).await,
+            #[cfg(feature = "embedded-broker")]
+            Command::Failover(a) => cmd::failover::run(a).await,
         }
     });
     match result {

@@ -22,7 +22,7 @@ pub use config::Mutation;
 pub use config::{Config, ConfigError};
 pub use kv::{Applied, ClientId, Command, KvStore, Op, OpResult};
 pub use log::{Durable, Entry, Incarnations, Log, PersistOp, Snapshot, Value};
-pub use message::{Dest, Input, Message, Outgoing, Ready, SetTimer, TimerKind};
+pub use message::{coalesce, Dest, Input, Message, Outgoing, Ready, SetTimer, TimerKind};
 pub use server::{RoleKind, Server};
 
 /// FNV-1a: a tiny, stable hash, so digests agree across runs, builds and machines (std's

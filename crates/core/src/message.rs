@@ -213,3 +213,191 @@ impl Ready {
         self.send_now.iter().chain(self.send_after.iter())
     }
 }
+
+/// Most slots one coalesced Accept carries, and a bound on its size in bytes (estimated), so
+/// a merged message always stays far below the transport's payload limit.
+pub const COALESCE_MAX_SLOTS: usize = 256;
+pub const COALESCE_MAX_BYTES: usize = 1 << 20;
+
+/// Merges messages that consecutive protocol steps produced for the same destination and
+/// that can travel as one: Accepts of adjacent slots in the same ballot, Accepteds of
+/// adjacent ranges in the same ballot, and Heartbeats of the same ballot (the highest commit
+/// point wins). A runtime that steps the core through every message that has arrived before
+/// it syncs (group commit) sends the result, so a burst of commands costs one Accept and one
+/// Accepted per follower instead of one per command. Each message is merged into the latest
+/// earlier one of its kind and destination; messages may be reordered by that, which the
+/// protocol allows (the network reorders too). Pure; no IO.
+pub fn coalesce(msgs: Vec<Outgoing>) -> Vec<Outgoing> {
+    let mut out: Vec<Outgoing> = Vec::with_capacity(msgs.len());
+    // For each (destination, kind), where its latest message sits in `out`.
+    let mut latest: std::collections::BTreeMap<(Dest, &'static str), usize> = Default::default();
+    for o in msgs {
+        let key = (o.to.clone(), o.msg.kind());
+        if let Some(&i) = latest.get(&key) {
+            if merge(&mut out[i].msg, &o.msg) {
+                continue;
+            }
+        }
+        latest.insert(key, out.len());
+        out.push(o);
+    }
+    out
+}
+
+/// Folds `next` into `prev` if they can travel as one message; returns whether it did.
+fn merge(prev: &mut Message, next: &Message) -> bool {
+    match (prev, next) {
+        (
+            Message::Accept {
+                ballot: b1,
+                first: f1,
+                values: v1,
+                commit: c1,
+            },
+            Message::Accept {
+                ballot: b2,
+                first: f2,
+                values: v2,
+                commit: c2,
+            },
+        ) if b1 == b2
+            && f1.checked_add(v1.len() as Slot) == Some(*f2)
+            && v1.len() + v2.len() <= COALESCE_MAX_SLOTS
+            && values_bytes(v1) + values_bytes(v2) <= COALESCE_MAX_BYTES =>
+        {
+            v1.extend(v2.iter().cloned());
+            *c1 = (*c1).max(*c2);
+            true
+        }
+        (
+            Message::Accepted {
+                ballot: b1,
+                first: f1,
+                count: n1,
+            },
+            Message::Accepted {
+                ballot: b2,
+                first: f2,
+                count: n2,
+            },
+        ) if b1 == b2 && f1.checked_add(*n1) == Some(*f2) => {
+            *n1 += n2;
+            true
+        }
+        (
+            Message::Heartbeat {
+                ballot: b1,
+                commit: c1,
+            },
+            Message::Heartbeat {
+                ballot: b2,
+                commit: c2,
+            },
+        ) if b1 == b2 => {
+            *c1 = (*c1).max(*c2);
+            true
+        }
+        _ => false,
+    }
+}
+
+/// A generous estimate of the encoded size of some slots' values.
+fn values_bytes(values: &[Value]) -> usize {
+    values
+        .iter()
+        .flatten()
+        .map(|c| {
+            let op = match &c.op {
+                crate::kv::Op::Get { key } | crate::kv::Op::Delete { key } => key.len(),
+                crate::kv::Op::Put { key, value } | crate::kv::Op::Append { key, value } => {
+                    key.len() + value.len()
+                }
+                crate::kv::Op::Cas { key, expected, new } => {
+                    key.len() + expected.as_ref().map_or(0, String::len) + new.len()
+                }
+            };
+            c.client.len() + op + 32
+        })
+        .sum::<usize>()
+        + values.len() * 8
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kv::{Command, Op};
+
+    fn put(seq: u64) -> Value {
+        vec![Command {
+            client: "c/1".into(),
+            seq,
+            op: Op::Put {
+                key: "k".into(),
+                value: "v".into(),
+            },
+        }]
+    }
+
+    fn accept(first: Slot, n: u64, commit: Slot) -> Outgoing {
+        Outgoing {
+            to: Dest::AllServers,
+            msg: Message::Accept {
+                ballot: Ballot::new(1, 1),
+                first,
+                values: (first..first + n).map(put).collect(),
+                commit,
+            },
+        }
+    }
+
+    #[test]
+    fn adjacent_accepts_and_accepteds_merge_others_stay() {
+        let acked = |first, count| Outgoing {
+            to: Dest::Server(1),
+            msg: Message::Accepted {
+                ballot: Ballot::new(1, 1),
+                first,
+                count,
+            },
+        };
+        let reply = Outgoing {
+            to: Dest::Client("c/1".into()),
+            msg: Message::Reply {
+                client: "c/1".into(),
+                seq: 1,
+                result: crate::kv::OpResult::Done,
+            },
+        };
+        let out = coalesce(vec![
+            accept(10, 1, 9),
+            reply.clone(),
+            accept(11, 2, 10),
+            acked(10, 1),
+            acked(11, 2),
+            // Not adjacent: a gap, so it travels on its own.
+            accept(20, 1, 10),
+            reply.clone(),
+        ]);
+        assert_eq!(out.len(), 5, "{out:?}");
+        assert_eq!(out[0], accept(10, 3, 10));
+        assert_eq!(out[1], reply);
+        assert_eq!(out[2], acked(10, 3));
+        assert_eq!(out[3], accept(20, 1, 10));
+        assert_eq!(out[4], reply, "replies to clients are never merged");
+    }
+
+    #[test]
+    fn a_merged_accept_stays_bounded() {
+        let many: Vec<Outgoing> = (0..1000).map(|s| accept(s, 1, 0)).collect();
+        let out = coalesce(many);
+        assert!(out.iter().all(|o| matches!(&o.msg, Message::Accept { values, .. } if values.len() <= COALESCE_MAX_SLOTS)));
+        let slots: usize = out
+            .iter()
+            .map(|o| match &o.msg {
+                Message::Accept { values, .. } => values.len(),
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(slots, 1000, "nothing lost");
+    }
+}

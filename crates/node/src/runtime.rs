@@ -177,6 +177,7 @@ pub async fn run_server(
         max_payload: opts.max_payload,
         last_status: None,
         pending_persist: Vec::new(),
+        pending_now: Vec::new(),
         pending_after: Vec::new(),
         faults: Faults::default(),
         delayed_tx,
@@ -219,6 +220,9 @@ struct Node {
     last_status: Option<Status>,
     /// Durable writes of the steps since the last flush.
     pending_persist: Vec<mqpaxos_core::PersistOp>,
+    /// Messages that may leave before the sync; held until the flush only so that those of
+    /// consecutive steps can be merged into fewer publishes (`mqpaxos_core::coalesce`).
+    pending_now: Vec<Outgoing>,
     /// Messages that may leave only once `pending_persist` is durable.
     pending_after: Vec<Outgoing>,
     /// Injected faults (see `chaos`); none unless switched on through the chaos topic.
@@ -330,12 +334,11 @@ impl Node {
             executed_commands,
             ..
         } = ready;
-        for o in send_now {
-            self.send(o).await;
-        }
-        // What depends on the disk waits for the next flush, which syncs once for every step
-        // since the last one. Messages of later steps that do not depend on the disk may
-        // leave before it: that is the core's contract for `send_now`.
+        // Everything waits for the next flush, which sends what may leave before the disk,
+        // syncs once for every step since the last one, and then sends what depended on it;
+        // messages of all those steps are merged where they can be (batching, for free: the
+        // more that arrived at once, the bigger the batch; an idle server sends at once).
+        self.pending_now.extend(send_now);
         self.pending_persist.extend(persist);
         self.pending_after.extend(send_after);
         let mut rng = rand::thread_rng();
@@ -356,13 +359,16 @@ impl Node {
 
     /// Makes every pending write durable with one sync, then sends what depended on it.
     async fn flush(&mut self) -> Result<(), NodeError> {
+        for o in mqpaxos_core::coalesce(std::mem::take(&mut self.pending_now)) {
+            self.send(o).await;
+        }
         if !self.pending_persist.is_empty() {
             let storage = &mut self.storage;
             let ops = std::mem::take(&mut self.pending_persist);
             // An fsync blocks; let the runtime move other tasks off this thread meanwhile.
             tokio::task::block_in_place(|| storage.persist(&ops))?;
         }
-        for o in std::mem::take(&mut self.pending_after) {
+        for o in mqpaxos_core::coalesce(std::mem::take(&mut self.pending_after)) {
             self.send(o).await;
         }
         Ok(())

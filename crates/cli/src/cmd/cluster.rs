@@ -54,12 +54,16 @@ pub struct ClusterSpec {
     pub sync: String,
     /// Send the servers' stderr to /dev/null (the bench's progress bar owns the terminal).
     pub quiet: bool,
+    /// More flags for every `mqpaxos server` (e.g. `--reads=log`), for comparisons.
+    pub server_args: Vec<String>,
 }
 
 /// The built-in broker (in this process) and N `mqpaxos server` child processes.
 pub struct LocalCluster {
     broker: Broker,
     children: Vec<(u32, Child)>,
+    spec: ClusterSpec,
+    exe: PathBuf,
     /// `mqtt://host:port` of the broker.
     pub url: String,
 }
@@ -82,53 +86,77 @@ impl LocalCluster {
         .await
         .map_err(|e| fail(2, e.to_string()))?;
         let url = format!("mqtt://{}", broker.local_addr());
-        let mut cluster = LocalCluster {
-            broker,
-            children: Vec::new(),
-            url,
-        };
         let exe = match std::env::current_exe() {
             Ok(exe) => exe,
             Err(e) => {
-                cluster.stop().await?;
+                let _ = broker.shutdown().await;
                 return Err(fail(4, format!("cannot find this executable: {e}")));
             }
         };
+        let mut cluster = LocalCluster {
+            broker,
+            children: Vec::new(),
+            spec: spec.clone(),
+            exe,
+            url,
+        };
         for id in 1..=spec.servers {
-            let mut cmd = Command::new(&exe);
-            cmd.arg("server")
-                .args([
-                    "--id",
-                    &id.to_string(),
-                    "--servers",
-                    &spec.servers.to_string(),
-                ])
-                .args(["--broker", &cluster.url, "--cluster", &spec.cluster])
-                .args(["--sync", &spec.sync])
-                .arg("--data-dir")
-                .arg(
-                    spec.data_dir
-                        .join(&spec.cluster)
-                        .join(format!("server{id}")),
-                )
-                .env_remove("MQPAXOS_CONFIG")
-                .stdin(Stdio::null())
-                .kill_on_drop(true);
-            if spec.quiet {
-                cmd.stdout(Stdio::null()).stderr(Stdio::null());
-            }
-            if let Some(Some(addr)) = spec.metrics.get(id as usize - 1) {
-                cmd.args(["--metrics", &addr.to_string()]);
-            }
-            match cmd.spawn() {
-                Ok(child) => cluster.children.push((id, child)),
-                Err(e) => {
-                    let _ = cluster.stop().await;
-                    return Err(fail(4, format!("cannot start server {id}: {e}")));
-                }
+            if let Err(e) = cluster.spawn(id) {
+                let _ = cluster.stop().await;
+                return Err(e);
             }
         }
         Ok(cluster)
+    }
+
+    /// Starts server `id` (again) from its data directory.
+    fn spawn(&mut self, id: u32) -> Result<(), Failure> {
+        let spec = &self.spec;
+        let mut cmd = Command::new(&self.exe);
+        cmd.arg("server")
+            .args([
+                "--id",
+                &id.to_string(),
+                "--servers",
+                &spec.servers.to_string(),
+            ])
+            .args(["--broker", &self.url, "--cluster", &spec.cluster])
+            .args(["--sync", &spec.sync])
+            .arg("--data-dir")
+            .arg(
+                spec.data_dir
+                    .join(&spec.cluster)
+                    .join(format!("server{id}")),
+            )
+            .env_remove("MQPAXOS_CONFIG")
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        if spec.quiet {
+            cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        }
+        if let Some(Some(addr)) = spec.metrics.get(id as usize - 1) {
+            cmd.args(["--metrics", &addr.to_string()]);
+        }
+        cmd.args(&spec.server_args);
+        let child = cmd
+            .spawn()
+            .map_err(|e| fail(4, format!("cannot start server {id}: {e}")))?;
+        self.children.retain(|(i, _)| *i != id);
+        self.children.push((id, child));
+        self.children.sort_by_key(|(i, _)| *i);
+        Ok(())
+    }
+
+    /// kill -9 of server `id`, as a crash would: no goodbye, nothing flushed.
+    pub async fn kill(&mut self, id: u32) {
+        if let Some((_, c)) = self.children.iter_mut().find(|(i, _)| *i == id) {
+            let _ = c.kill().await;
+        }
+    }
+
+    /// Starts a killed server `id` again from its data directory.
+    pub fn restart(&mut self, id: u32) -> Result<(), Failure> {
+        self.spawn(id)
     }
 
     /// The servers' process ids, in id order (a server that already exited has none).
@@ -164,6 +192,7 @@ pub async fn run(a: Args) -> CmdResult {
         metrics,
         sync: "always".to_string(),
         quiet: false,
+        server_args: Vec::new(),
     };
     let cluster = LocalCluster::start(&spec).await?;
     let url = cluster.url.clone();

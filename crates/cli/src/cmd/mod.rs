@@ -8,6 +8,8 @@ pub mod chaos;
 pub mod charts;
 #[cfg(feature = "embedded-broker")]
 pub mod cluster;
+#[cfg(feature = "embedded-broker")]
+pub mod failover;
 pub mod kv;
 pub mod netns;
 pub mod server;

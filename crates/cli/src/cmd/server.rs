@@ -47,6 +47,13 @@ pub struct Args {
     /// like a write).
     #[arg(long, env = "MQPAXOS_READS", default_value = "read-index", value_parser = ["read-index", "log"])]
     pub reads: String,
+    /// Most commands the leader packs into one log slot. Commands share a slot only while the
+    /// pipeline window is full, so an idle leader never waits to fill a batch.
+    #[arg(long, env = "MQPAXOS_MAX_BATCH", default_value_t = 64)]
+    pub max_batch: usize,
+    /// Most slots the leader has proposed and not yet seen chosen (the pipeline).
+    #[arg(long, env = "MQPAXOS_WINDOW", default_value_t = 64)]
+    pub window: usize,
 }
 
 pub async fn run(a: Args) -> CmdResult {
@@ -54,6 +61,8 @@ pub async fn run(a: Args) -> CmdResult {
     core.heartbeat = a.heartbeat;
     core.election_timeout = a.election_timeout;
     core.read_index = a.reads == "read-index";
+    core.max_batch = a.max_batch;
+    core.window = a.window;
     core.validate().map_err(|e| fail(2, e.to_string()))?;
     if !mqpaxos_node::topics::valid_level(&a.conn.cluster) {
         return Err(fail(

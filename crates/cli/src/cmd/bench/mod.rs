@@ -12,7 +12,7 @@
 
 #[cfg(feature = "compare")]
 mod compare;
-mod observe;
+pub mod observe;
 #[cfg(feature = "compare")]
 mod report;
 mod target;
@@ -56,6 +56,10 @@ pub struct Args {
     /// Own cluster: how many servers.
     #[arg(long, default_value_t = 3)]
     pub servers: u32,
+    /// A flag for every server of the bench's own cluster, e.g. `--server-arg=--reads=log` or
+    /// `--server-arg=--max-batch=1` (repeatable): to measure what a feature gains.
+    #[arg(long, allow_hyphen_values = true)]
+    pub server_arg: Vec<String>,
     /// Own cluster: fsync policy of the servers.
     #[arg(long, default_value = "always", value_parser = ["always", "never"])]
     pub sync: String,
@@ -311,6 +315,7 @@ async fn run_own_cluster(a: &Args) -> CmdResult {
         metrics: metrics.iter().copied().map(Some).collect(),
         sync: a.sync.clone(),
         quiet: true,
+        server_args: a.server_arg.clone(),
     };
     let cluster = LocalCluster::start(&spec).await?;
     let mut pids: Vec<u32> = cluster.server_pids().into_iter().flatten().collect();

@@ -12,6 +12,8 @@ pub struct Counters {
     pub messages_out: f64,
     /// `mqpaxos_executed_commands_total`.
     pub executed: f64,
+    /// `mqpaxos_is_leader`: 1 while the server leads.
+    pub is_leader: bool,
 }
 
 /// Parses the Prometheus text format for the two counters the bench needs.
@@ -31,6 +33,8 @@ pub fn parse_counters(text: &str) -> Counters {
             c.messages_out += v;
         } else if name == "mqpaxos_executed_commands_total" {
             c.executed = v;
+        } else if name == "mqpaxos_is_leader" {
+            c.is_leader = v == 1.0;
         }
     }
     c
@@ -180,6 +184,7 @@ mod tests {
             Some(Counters {
                 messages_out: 5.0,
                 executed: 5.0,
+                is_leader: false,
             }),
         ];
         assert_eq!(publishes_per_command(&before, &after), Some((4.0, 5)));

@@ -363,7 +363,7 @@ fn document(runs: &[Results], notes: &str, doc: &Path, img_dir: &Path, charts: b
          |---|---|---|---|\n\
          | put | one command through the leader's log | `Put` | `kv.put`: a publish the stream \
          acknowledges once a quorum of replicas has it |\n\
-         | get | one command through the log (linearizable) | `Range`, linearizable (the \
+         | get | read index: the leader confirms with a majority that it still leads, then answers from its state; no log write (linearizable) | `Range`, linearizable (the \
          default) | `kv.get` from the stream leader (the bench creates the bucket without \
          direct gets) |\n\
          | cas | one command (compare value, then set) | one `Txn` (value equal → put) | \

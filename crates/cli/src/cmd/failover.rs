@@ -1,0 +1,241 @@
+//! `mqpaxos failover`: how long the cluster is without a leader when its leader dies.
+//!
+//! It starts its own local cluster (built-in broker, N servers with durable storage), keeps
+//! one client writing sequentially, and `--kills` times: waits until one leader is settled,
+//! kill -9s it, and measures the time from the kill to the first acknowledgement of a write
+//! that was *sent after* the kill (so it was certainly committed by the next leader, not a
+//! reply already on its way); then restarts the dead server from its data directory. It
+//! reports every failover and their p50/p90/p99/max. A measurement, not a test: the numbers
+//! depend on the machine.
+
+use super::bench::observe::scrape_all;
+use super::cluster::{ClusterSpec, LocalCluster};
+use super::{fail, parse_duration, CmdResult, Failure};
+use mqpaxos_node::{Client, ClientOptions};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Servers in the cluster.
+    #[arg(long, default_value_t = 3)]
+    pub servers: u32,
+    /// How many times the leader is killed.
+    #[arg(long, default_value_t = 20)]
+    pub kills: usize,
+    /// Quiet time before each kill, once the cluster has a leader and every server is up.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub settle: Duration,
+    /// The client resends an unanswered command after this long (its share of the failover).
+    #[arg(long, default_value = "200ms", value_parser = parse_duration)]
+    pub resend: Duration,
+    /// Write the results here as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Serialize, Debug)]
+struct Report {
+    servers: u32,
+    kills: usize,
+    client_resend_ms: f64,
+    /// Each failover, in milliseconds, in the order of the kills.
+    failover_ms: Vec<f64>,
+    p50_ms: f64,
+    p90_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+}
+
+/// (sent, acknowledged) of every write the client finished.
+type Acks = Arc<Mutex<Vec<(Instant, Instant)>>>;
+
+pub async fn run(a: Args) -> CmdResult {
+    if a.servers < 3 {
+        return Err(fail(
+            2,
+            "--servers must be at least 3: a failover needs a majority left",
+        ));
+    }
+    if a.kills == 0 {
+        return Err(fail(2, "--kills must be at least 1"));
+    }
+    let data_dir = std::env::temp_dir().join(format!(
+        "mqpaxos-failover-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    let mut metrics = Vec::new();
+    for _ in 0..a.servers {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| fail(4, format!("no free port for metrics: {e}")))?;
+        metrics.push(addr);
+    }
+    let spec = ClusterSpec {
+        servers: a.servers,
+        listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        cluster: "failover".to_string(),
+        data_dir: data_dir.clone(),
+        metrics: metrics.iter().copied().map(Some).collect(),
+        sync: "always".to_string(),
+        quiet: true,
+        server_args: Vec::new(),
+    };
+    let mut cluster = LocalCluster::start(&spec).await?;
+    let addrs: Vec<String> = metrics.iter().map(|m| m.to_string()).collect();
+    let result = measure(&a, &mut cluster, &addrs).await;
+    let _ = cluster.stop().await;
+    let _ = std::fs::remove_dir_all(&data_dir);
+    let report = result?;
+    println!(
+        "mqpaxos failover: {} servers, {} kills of the leader (kill -9), client resend {} ms",
+        report.servers, report.kills, report.client_resend_ms
+    );
+    let each: Vec<String> = report
+        .failover_ms
+        .iter()
+        .map(|m| format!("{m:.0}"))
+        .collect();
+    println!("  each (ms): {}", each.join(" "));
+    println!(
+        "  kill -9 to the next committed write: p50 {:.0} ms, p90 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        report.p50_ms, report.p90_ms, report.p99_ms, report.max_ms
+    );
+    if let Some(path) = &a.json {
+        let body = serde_json::to_vec_pretty(&report).unwrap_or_default();
+        std::fs::write(path, body)
+            .map_err(|e| fail(4, format!("cannot write {}: {e}", path.display())))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn measure(
+    a: &Args,
+    cluster: &mut LocalCluster,
+    addrs: &[String],
+) -> Result<Report, Failure> {
+    let mut opts = ClientOptions::new(&cluster.url, "client");
+    opts.cluster = "failover".to_string();
+    opts.timeout = Duration::from_secs(30);
+    opts.resend = a.resend;
+    leader(addrs, Duration::from_secs(30)).await?;
+    let client = Client::connect(opts)
+        .await
+        .map_err(|e| fail(3, format!("cannot connect: {e}")))?;
+    let acks: Acks = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (acks, stop) = (acks.clone(), stop.clone());
+        tokio::spawn(async move {
+            // Bounded: by the stop flag, and by a count far above what any run needs.
+            for i in 0..10_000_000u64 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let sent = Instant::now();
+                if client.put("failover", &i.to_string()).await.is_ok() {
+                    if let Ok(mut v) = acks.lock() {
+                        v.push((sent, Instant::now()));
+                    }
+                }
+            }
+            client.close().await;
+        })
+    };
+    let mut failovers = Vec::new();
+    let mut outcome = Ok(());
+    for k in 1..=a.kills {
+        let result = async {
+            let id = leader(addrs, Duration::from_secs(30)).await?;
+            tokio::time::sleep(a.settle).await;
+            let killed_at = Instant::now();
+            cluster.kill(id).await;
+            let d = next_write_after(&acks, killed_at, Duration::from_secs(30)).await?;
+            eprintln!(
+                "  kill {k}: server {id}, next write committed after {:.0} ms",
+                d.as_secs_f64() * 1000.0
+            );
+            failovers.push(d);
+            cluster.restart(id)?;
+            Ok::<(), Failure>(())
+        }
+        .await;
+        if let Err(e) = result {
+            outcome = Err(e);
+            break;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = writer.await;
+    outcome?;
+    let mut ms: Vec<f64> = failovers.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+    let each = ms.clone();
+    ms.sort_by(f64::total_cmp);
+    let q = |p: f64| ms[((ms.len() as f64 * p).ceil() as usize).clamp(1, ms.len()) - 1];
+    Ok(Report {
+        servers: a.servers,
+        kills: a.kills,
+        client_resend_ms: a.resend.as_secs_f64() * 1000.0,
+        failover_ms: each,
+        p50_ms: q(0.5),
+        p90_ms: q(0.9),
+        p99_ms: q(0.99),
+        max_ms: q(1.0),
+    })
+}
+
+/// Waits until every server answers its metrics and exactly one leads; returns its id.
+async fn leader(addrs: &[String], limit: Duration) -> Result<u32, Failure> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let all = scrape_all(addrs).await;
+        if all.iter().all(Option::is_some) {
+            let leaders: Vec<u32> = all
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.is_some_and(|c| c.is_leader))
+                .map(|(i, _)| i as u32 + 1)
+                .collect();
+            if let [one] = leaders[..] {
+                return Ok(one);
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(fail(4, "no single leader with every server up within 30 s"));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// How long after `after` the first write *sent* after it was acknowledged.
+async fn next_write_after(
+    acks: &Acks,
+    after: Instant,
+    limit: Duration,
+) -> Result<Duration, Failure> {
+    let deadline = after + limit;
+    loop {
+        let found = acks.lock().ok().and_then(|v| {
+            v.iter()
+                .rev()
+                .take_while(|(sent, _)| *sent > after)
+                .last()
+                .map(|(_, acked)| *acked - after)
+        });
+        if let Some(d) = found {
+            return Ok(d);
+        }
+        if Instant::now() > deadline {
+            return Err(fail(
+                4,
+                "no write committed within 30 s of killing the leader",
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
