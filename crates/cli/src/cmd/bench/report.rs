@@ -436,7 +436,9 @@ fn document(runs: &[Results], notes: &str, doc: &Path, img_dir: &Path, charts: b
         "```\nbash bench/compare                  # installs etcd, NATS, protoc if missing; ~10 min\n\
          bash bench/compare --clients 1,16 --duration 5s   # shorter\n```\n\n\
          `mqpaxos bench` alone (own cluster, or `--broker` for a running one) is described in \
-         the README. The comparison needs `cargo build --release -p mqpaxos --features compare`."
+         the README. The comparison needs `cargo build --release -p mqpaxos --features compare`.\n\n\
+         What batching and the read path each gain, failover times and the profile: \
+         [docs/speed.md](speed.md)."
     );
     d
 }
