@@ -143,35 +143,7 @@ where
         .y_label_formatter(&|y| format!("{y:.0}"))
         .draw()
         .map_err(draw_err)?;
-    for (i, r) in series.iter().enumerate() {
-        let color = COLORS[i % COLORS.len()];
-        let points: Vec<(f64, f64)> = r
-            .steps
-            .iter()
-            .map(|s| (s.clients as f64, s.ops_per_sec))
-            .collect();
-        chart
-            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
-            .map_err(draw_err)?
-            .label(r.label.clone())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-            });
-        chart
-            .draw_series(
-                points
-                    .into_iter()
-                    .map(|p| Circle::new(p, 4, color.filled())),
-            )
-            .map_err(draw_err)?;
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(draw_err)?;
+    draw_lines(&mut chart, series, |s| s.ops_per_sec)?;
     root.present().map_err(draw_err)
 }
 
@@ -209,37 +181,49 @@ where
             .y_label_formatter(&|y| format!("{y}"))
             .draw()
             .map_err(draw_err)?;
-        for (i, r) in series.iter().enumerate() {
-            let color = COLORS[i % COLORS.len()];
-            let points: Vec<(f64, f64)> = r
-                .steps
-                .iter()
-                .map(|s| (s.clients as f64, pick(s).max(ymin)))
-                .collect();
-            chart
-                .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
-                .map_err(draw_err)?
-                .label(r.label.clone())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-                });
-            chart
-                .draw_series(
-                    points
-                        .into_iter()
-                        .map(|p| Circle::new(p, 4, color.filled())),
-                )
-                .map_err(draw_err)?;
-        }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(draw_err)?;
+        draw_lines(&mut chart, series, |s| pick(s).max(ymin))?;
     }
     root.present().map_err(draw_err)
+}
+
+/// One line with dots per system (y from `y`, over the client counts), and the legend.
+fn draw_lines<'a, DB, X, Y>(
+    chart: &mut ChartContext<'a, DB, Cartesian2d<X, Y>>,
+    series: &[&Results],
+    y: impl Fn(&Step) -> f64,
+) -> Result<(), Failure>
+where
+    DB: DrawingBackend + 'a,
+    DB::ErrorType: 'static,
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
+    for (i, r) in series.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        let points: Vec<(f64, f64)> = r.steps.iter().map(|s| (s.clients as f64, y(s))).collect();
+        chart
+            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
+            .map_err(draw_err)?
+            .label(r.label.clone())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+        chart
+            .draw_series(
+                points
+                    .into_iter()
+                    .map(|p| Circle::new(p, 4, color.filled())),
+            )
+            .map_err(draw_err)?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(draw_err)?;
+    Ok(())
 }
 
 fn opt(v: Option<f64>, digits: usize) -> String {
