@@ -228,6 +228,10 @@ pub const COALESCE_MAX_BYTES: usize = 1 << 20;
 /// earlier one of its kind and destination; messages may be reordered by that, which the
 /// protocol allows (the network reorders too). Pure; no IO.
 pub fn coalesce(msgs: Vec<Outgoing>) -> Vec<Outgoing> {
+    if msgs.len() < 2 {
+        // The common case when idle: nothing to merge, and no table to build per flush.
+        return msgs;
+    }
     let mut out: Vec<Outgoing> = Vec::with_capacity(msgs.len());
     // For each (destination, kind), where its latest message sits in `out`.
     let mut latest: std::collections::BTreeMap<(Dest, &'static str), usize> = Default::default();

@@ -557,6 +557,10 @@ impl Server {
         let Role::Leader(l) = &mut self.role else {
             return;
         };
+        if l.reads.waiting.is_empty() {
+            // Called on every commit: nothing to sort through without gets waiting.
+            return;
+        }
         #[cfg(feature = "mutations")]
         let unconfirmed = self.cfg.mutation == Some(crate::config::Mutation::ReadWithoutQuorum);
         #[cfg(not(feature = "mutations"))]

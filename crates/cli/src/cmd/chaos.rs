@@ -9,7 +9,7 @@
 //! writes `history.jsonl`, `summary.json`, `timeseries.json` and the charts (see `charts.rs`).
 
 use super::charts::{self, MessageSample, OpSample, PartitionWindow, Timeseries};
-use super::{fail, parse_duration, CmdResult, Failure};
+use super::{fail, parse_duration, CmdResult};
 use mqpaxos_check::{check_events, CheckLimits, CheckOutcome, Event, EventType, OpKind};
 use mqpaxos_node::chaos::Faults;
 use mqpaxos_node::topics::{server_id, Parsed, Topics};
@@ -118,13 +118,6 @@ impl Drop for Servers {
     }
 }
 
-fn free_port() -> Result<u16, Failure> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| fail(4, format!("no free port: {e}")))
-}
-
 pub async fn run(a: Args) -> CmdResult {
     if a.groups.iter().sum::<usize>() != a.servers as usize || a.groups.contains(&0) {
         return Err(fail(
@@ -221,11 +214,7 @@ pub async fn run(a: Args) -> CmdResult {
                 l.server_url(id),
                 l.metrics_addr(id),
             ),
-            None => (
-                Command::new(&exe),
-                url.clone(),
-                std::net::SocketAddr::from(([127, 0, 0, 1], free_port()?)),
-            ),
+            None => (Command::new(&exe), url.clone(), super::free_local_addr()?),
         };
         if let Some(p) = &password {
             cmd.env("MQPAXOS_PASSWORD", p);
@@ -548,7 +537,7 @@ pub async fn run(a: Args) -> CmdResult {
     };
     for (i, addr) in servers.metrics.iter().enumerate() {
         let node = format!("server{}", i + 1);
-        if let Ok(text) = scrape(*addr).await {
+        if let Some(text) = scrape(*addr).await {
             let (inn, out) = message_counts(&text);
             summary.messages_in.insert(node.clone(), inn);
             summary.messages_out.insert(node, out);
@@ -709,7 +698,7 @@ async fn sample_messages(
         let (mut inn, mut out) = (Vec::new(), Vec::new());
         for port in &ports {
             // A server that does not answer leaves a gap, not a zero, in its line.
-            let counts = scrape(*port).await.ok().map(|t| message_counts(&t));
+            let counts = scrape(*port).await.map(|t| message_counts(&t));
             inn.push(counts.as_ref().map(|c| c.0.values().sum()));
             out.push(counts.as_ref().map(|c| c.1.values().sum()));
         }
@@ -841,16 +830,9 @@ async fn wait_agreement(observed: &Observed, servers: u32, limit: Duration) -> b
     false
 }
 
-async fn scrape(addr: std::net::SocketAddr) -> std::io::Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await?;
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        .await?;
-    let mut out = String::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut out))
-        .await
-        .map_err(|_| std::io::Error::other("timeout"))??;
-    Ok(out)
+/// One server's `/metrics` text (the bench's fetcher).
+async fn scrape(addr: std::net::SocketAddr) -> Option<String> {
+    super::bench::observe::fetch_metrics(&addr.to_string()).await
 }
 
 /// Sums `mqpaxos_messages_total` by direction and message type.

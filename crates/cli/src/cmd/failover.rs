@@ -69,13 +69,9 @@ pub async fn run(a: Args) -> CmdResult {
         std::process::id(),
         rand::random::<u32>()
     ));
-    let mut metrics = Vec::new();
-    for _ in 0..a.servers {
-        let addr = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| fail(4, format!("no free port for metrics: {e}")))?;
-        metrics.push(addr);
-    }
+    let metrics = (0..a.servers)
+        .map(|_| super::free_local_addr())
+        .collect::<Result<Vec<_>, _>>()?;
     let spec = ClusterSpec {
         servers: a.servers,
         listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),

@@ -124,6 +124,13 @@ pub async fn stop_signal() {
     }
 }
 
+/// A loopback address with a port that was free a moment ago (for a server's metrics).
+pub fn free_local_addr() -> Result<std::net::SocketAddr, Failure> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| fail(4, format!("no free port: {e}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

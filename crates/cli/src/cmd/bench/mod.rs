@@ -300,13 +300,9 @@ async fn run_own_cluster(a: &Args) -> CmdResult {
             true,
         ),
     };
-    let mut metrics = Vec::new();
-    for _ in 0..a.servers {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| fail(4, format!("no free port for metrics: {e}")))?;
-        metrics.push(port);
-    }
+    let metrics = (0..a.servers)
+        .map(|_| super::free_local_addr())
+        .collect::<Result<Vec<_>, _>>()?;
     let spec = ClusterSpec {
         servers: a.servers,
         listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),

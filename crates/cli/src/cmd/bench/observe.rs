@@ -40,8 +40,9 @@ pub fn parse_counters(text: &str) -> Counters {
     c
 }
 
-/// GET http://addr/metrics with a short deadline; `None` if the server does not answer.
-pub async fn scrape(addr: &str) -> Option<Counters> {
+/// GET http://addr/metrics with a short deadline: the body, or `None` if the server does
+/// not answer.
+pub async fn fetch_metrics(addr: &str) -> Option<String> {
     let fetch = async {
         let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
         let req = format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
@@ -53,12 +54,17 @@ pub async fn scrape(addr: &str) -> Option<Counters> {
         if !head.starts_with("HTTP/1.") || !head.contains(" 200") {
             return None;
         }
-        Some(parse_counters(body))
+        Some(body.to_string())
     };
     tokio::time::timeout(Duration::from_secs(2), fetch)
         .await
         .ok()
         .flatten()
+}
+
+/// The counters of one server's `/metrics`; `None` if it does not answer.
+pub async fn scrape(addr: &str) -> Option<Counters> {
+    fetch_metrics(addr).await.map(|body| parse_counters(&body))
 }
 
 /// Scrapes every address; one entry per address.
