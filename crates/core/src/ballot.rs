@@ -37,6 +37,10 @@ impl Ballot {
         server: NodeId::MAX,
     };
 
+    /// The highest round a server accepts from a peer. Honest servers count rounds up from 1
+    /// and never get near it; refusing anything above leaves room for every increment.
+    pub const MAX_ROUND: u64 = u64::MAX / 4;
+
     pub fn new(round: u64, server: NodeId) -> Self {
         Ballot { round, server }
     }

@@ -63,6 +63,12 @@ pub enum Mutation {
     /// The leader answers gets from its own state at once, without confirming that it still
     /// leads: a deposed leader that does not know it yet serves stale reads.
     ReadWithoutQuorum,
+    /// A leader never checks that it still hears a majority: one whose inbound path broke
+    /// keeps the followers loyal with its heartbeats while nothing commits.
+    NoCheckQuorum,
+    /// The driver lets a flush's early messages leave before a promise in the same flush is
+    /// durable: a leader that crashes before the sync can reuse its ballot.
+    EarlyBeforePromise,
 }
 
 /// A setting that makes no sense.

@@ -4,12 +4,15 @@
 //! Nothing in this crate does IO, reads a clock, spawns a thread or draws a random number.
 //! Inputs are a received message, a fired timer or a client command, plus the current time as
 //! a number; outputs are a [`Ready`]: messages to send, state to make durable first, timers to
-//! set (the runtime adds their random jitter), and replies. The node runtime drives it over
-//! MQTT; the simulator drives the very same code with a virtual clock and a seeded RNG.
+//! set, and replies. The [`Driver`] sits between the core and the world: it batches the
+//! steps' effects into group commits, orders persist -> sync -> send, merges messages and keeps
+//! the timers. The node runtime drives the driver over MQTT and a real disk; the simulator
+//! drives the very same driver with a virtual clock, a simulated network and disk.
 
 pub mod ballot;
 pub mod client;
 pub mod config;
+pub mod driver;
 pub mod kv;
 pub mod log;
 pub mod message;
@@ -20,6 +23,7 @@ pub use client::{Client, ClientConfig, ClientError, ClientReady};
 #[cfg(feature = "mutations")]
 pub use config::Mutation;
 pub use config::{Config, ConfigError};
+pub use driver::{Driver, Flush, GROUP_COMMIT_MAX};
 pub use kv::{Applied, ClientId, Command, KvStore, Op, OpResult};
 pub use log::{Durable, Entry, Incarnations, Log, PersistOp, Snapshot, Value};
 pub use message::{coalesce, Dest, Input, Message, Outgoing, Ready, SetTimer, TimerKind};

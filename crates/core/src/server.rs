@@ -102,6 +102,12 @@ struct Leader {
     through: Slot,
     /// Gets waiting to be answered without the log (`Config::read_index`).
     reads: Reads,
+    /// When this leadership began, and when each peer was last heard from: a leader that
+    /// has not heard from a majority within an election timeout steps down (check-quorum),
+    /// or a leader whose inbound path broke would keep followers loyal with its heartbeats
+    /// while nothing commits.
+    since: Duration,
+    heard: BTreeMap<NodeId, Duration>,
 }
 
 /// A leader's gets in waiting. Each needs (1) a majority to confirm, in a round that started
@@ -341,6 +347,14 @@ impl Server {
             // Not a configured peer: a misrouted or forged message must not vote.
             return;
         }
+        if msg_ballot(&msg).is_some_and(|b| b.round > Ballot::MAX_ROUND) {
+            // No honest server gets near this round; a ballot this high would leave no room
+            // to outbid it (`max_round + 1` must never wrap).
+            return;
+        }
+        if let Role::Leader(l) = &mut self.role {
+            l.heard.insert(from, now);
+        }
         match msg {
             Message::Prepare {
                 ballot,
@@ -398,6 +412,10 @@ impl Server {
         match kind {
             TimerKind::Election => self.on_election_timer(now),
             TimerKind::Heartbeat => {
+                if self.lost_quorum(now) {
+                    self.step_down(now);
+                    return;
+                }
                 if let Role::Leader(l) = &self.role {
                     let msg = Message::Heartbeat {
                         ballot: l.ballot,
@@ -472,7 +490,9 @@ impl Server {
                         seq: cmd.seq,
                         result: result.clone(),
                     };
-                    self.send_now(Dest::Client(cmd.client), msg);
+                    // After the sync: the result may come from a slot this very group
+                    // committed, which (with a quorum of one) is not yet durable anywhere.
+                    self.send_after(Dest::Client(cmd.client), msg);
                 }
                 return;
             }
@@ -582,7 +602,9 @@ impl Server {
                 seq: r.cmd.seq,
                 result: crate::kv::OpResult::Value(self.kv.get(key).cloned()),
             };
-            self.send_now(Dest::Client(r.cmd.client), msg);
+            // After the sync: the state read may include writes this group committed, which
+            // with a quorum of one are durable nowhere until then.
+            self.send_after(Dest::Client(r.cmd.client), msg);
         }
     }
 
@@ -608,7 +630,8 @@ impl Server {
     }
 
     fn start_election(&mut self, now: Duration) {
-        let round = self.max_round.max(self.promised.round) + 1;
+        // Rounds above `MAX_ROUND` are refused on arrival, so this cannot overflow.
+        let round = self.max_round.max(self.promised.round).saturating_add(1);
         self.max_round = round;
         let ballot = Ballot::new(round, self.cfg.id);
         let incarnations = self.incarnations.clone();
@@ -646,6 +669,10 @@ impl Server {
         slot: Slot,
         incarnations: Incarnations,
     ) {
+        if ballot.server != from {
+            // A candidate bids only with its own ballots; anything else is forged or confused.
+            return;
+        }
         self.max_round = self.max_round.max(ballot.round);
         // Recorded durably before any promise below leaves, which is what makes a promise
         // from an older incarnation of a rejoined server detectable.
@@ -817,6 +844,8 @@ impl Server {
             prepared_with: c.incarnations,
             through: end,
             reads: Reads::default(),
+            since: now,
+            heard: BTreeMap::new(),
         };
         let mut values = Vec::new();
         for slot in self.commit..end {
@@ -854,6 +883,37 @@ impl Server {
         self.try_commit(now);
     }
 
+    /// Leader: whether fewer than a majority (itself included) have been heard from within
+    /// the last election timeout, after leading for at least that long.
+    fn lost_quorum(&self, now: Duration) -> bool {
+        #[cfg(feature = "mutations")]
+        if self.cfg.mutation == Some(crate::config::Mutation::NoCheckQuorum) {
+            return false;
+        }
+        let Role::Leader(l) = &self.role else {
+            return false;
+        };
+        let window = self.cfg.election_timeout;
+        if now.saturating_sub(l.since) < window {
+            return false;
+        }
+        let heard = l
+            .heard
+            .values()
+            .filter(|t| now.saturating_sub(**t) < window)
+            .count();
+        heard + 1 < self.cfg.quorum()
+    }
+
+    /// Stops leading; the election timer picks the next leader (perhaps this one again, once
+    /// it hears a majority).
+    fn step_down(&mut self, now: Duration) {
+        self.role = Role::Follower;
+        self.leader = None;
+        self.last_leader_contact = Some(now);
+        self.arm_election_timer(self.cfg.election_timeout);
+    }
+
     fn on_nack(&mut self, now: Duration, ballot: Ballot, promised: Ballot) {
         self.max_round = self.max_round.max(promised.round);
         let mine = match &self.role {
@@ -863,10 +923,7 @@ impl Server {
         if ballot == mine && promised > mine {
             // Someone has moved on to a higher ballot: this leadership cannot decide anything
             // more. Stand down and let the election timer pick the next leader.
-            self.role = Role::Follower;
-            self.leader = None;
-            self.last_leader_contact = Some(now);
-            self.arm_election_timer(self.cfg.election_timeout);
+            self.step_down(now);
         }
     }
 
@@ -1395,5 +1452,21 @@ impl Server {
                 "a leader tracks every slot it has not yet seen chosen"
             );
         }
+    }
+}
+
+/// The ballot a peer message is fought in, if it carries one.
+fn msg_ballot(msg: &Message) -> Option<Ballot> {
+    match msg {
+        Message::Prepare { ballot, .. }
+        | Message::Promise { ballot, .. }
+        | Message::Accept { ballot, .. }
+        | Message::Accepted { ballot, .. }
+        | Message::Heartbeat { ballot, .. }
+        | Message::ReadIndex { ballot, .. }
+        | Message::ReadAck { ballot, .. }
+        | Message::Rejoined { ballot, .. } => Some(*ballot),
+        Message::Nack { ballot, promised } => Some((*ballot).max(*promised)),
+        _ => None,
     }
 }

@@ -451,8 +451,20 @@ fn a_follower_that_hears_a_leader_does_not_help_a_challenger() {
     c.elect(1);
     c.settle();
     let ballot = c.server(1).ballot();
-    // Much later: server 2 hears the leader's heartbeat, server 3's copy is lost.
+    // Much later: server 2 hears the leader's heartbeat, server 3's copy is lost. (The leader
+    // has just heard from server 2, so it knows it still has a majority.)
     c.now += Duration::from_secs(10);
+    c.step(
+        1,
+        Input::Message {
+            from: 2,
+            msg: Message::Accepted {
+                ballot,
+                first: 0,
+                count: 0,
+            },
+        },
+    );
     c.fire(1, TimerKind::Heartbeat);
     let hb2 = c.take(|f| f.to == To::Server(2));
     c.drop_all();
@@ -646,5 +658,40 @@ fn a_deposed_leader_does_not_answer_a_get() {
         c.server(1).role(),
         RoleKind::Leader,
         "the refusal deposed it"
+    );
+}
+
+/// Issue 12.4: a leader whose inbound path fails (its outbound still works) must step down,
+/// or its heartbeats keep every follower loyal while nothing commits.
+#[test]
+fn a_leader_that_hears_nobody_steps_down_and_another_is_elected() {
+    let mut c = Cluster::new(3, |_| {});
+    c.elect(1);
+    c.settle();
+    assert_eq!(c.server(1).role(), RoleKind::Leader);
+    // From now on nothing reaches server 1; what it sends still arrives.
+    for _ in 0..5 {
+        c.now += Duration::from_millis(100);
+        c.fire(1, TimerKind::Heartbeat);
+        c.flights.retain(|f| f.to != To::Server(1));
+        c.settle();
+    }
+    assert_eq!(
+        c.server(1).role(),
+        RoleKind::Follower,
+        "a leader that heard no majority for an election timeout stands down"
+    );
+    // Its heartbeats have stopped, so the followers' timers run out and one takes over.
+    c.now += Duration::from_secs(1);
+    c.fire(2, TimerKind::Election);
+    c.flights.retain(|f| f.to != To::Server(1));
+    c.settle();
+    assert_eq!(c.server(2).role(), RoleKind::Leader);
+    c.request(put("c/1", 1, "k", "v"));
+    c.flights.retain(|f| f.to != To::Server(1));
+    c.settle();
+    assert!(
+        c.replies.iter().any(|(_, seq, _)| *seq == 1),
+        "the new leader commits"
     );
 }

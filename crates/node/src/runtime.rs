@@ -1,10 +1,10 @@
 //! The server runtime: one task that owns the protocol core and drives it with real time,
 //! the MQTT connection and the disk.
 //!
-//! For every step it carries out the core's `Ready` in the order the core requires: publish
-//! `send_now`, make `persist` durable, then publish `send_after` (promises, acknowledgements
-//! and replies never leave before what they vouch for is on disk). Timers become deadlines;
-//! the random part of each timeout is drawn here, not in the core.
+//! It decides nothing that can lose data: the [`Driver`] (in `mqpaxos-core`, shared with the
+//! simulator) buffers the steps, orders the flush and keeps the timers; this file steps it
+//! with whatever has arrived, carries out each flush (publish the early messages, one write
+//! and sync, publish the rest) and sleeps until the driver's next deadline.
 //!
 //! Readiness: a server learns the cluster size from its configuration and who is online from
 //! the retained presence topics; it does not stand for election until a majority is online.
@@ -12,13 +12,12 @@
 use crate::chaos::Faults;
 use crate::codec;
 use crate::metrics::{self, Metrics};
-use crate::storage::{FileStorage, MemoryStorage, Storage, StorageError, SyncPolicy};
+use crate::storage::{FileStorage, MemoryStorage, Recovery, Storage, StorageError, SyncPolicy};
 use crate::topics::{server_id, server_user, Parsed, Topics};
 use crate::transport::{BrokerOptions, Connection, Incoming, Session, TransportError};
 use mqpaxos_core::{
-    Config, ConfigError, Dest, Input, Message, NodeId, Outgoing, Ready, RoleKind, Server, TimerKind,
+    Config, ConfigError, Dest, Driver, Flush, Input, Message, NodeId, Outgoing, RoleKind, Server,
 };
-use rand::Rng;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -119,16 +118,28 @@ pub async fn run_server(
     let mut storage: Box<dyn Storage> = match &opts.data_dir {
         Some(dir) => {
             let fs = FileStorage::open(dir, &opts.cluster, id, opts.core.max_sessions, opts.sync)?;
-            if let Some(lost) = fs.repaired_tail {
-                // A crash mid-write tears only what was never synced, but damage to synced
-                // records looks the same, and those may hold a promise or an accept that a
-                // quorum counted. Assume the worst: re-learn before voting.
-                tracing::warn!(
-                    dir = %dir.display(),
-                    bytes = lost,
-                    "the end of the write-ahead log was damaged or cut short; cut back to the last whole record, rejoining without a vote until the peers have brought this server up to date"
-                );
-                rejoin = true;
+            match &fs.recovery {
+                Recovery::Clean => {}
+                Recovery::TornUnsynced { offset, bytes } => {
+                    // Only the last, never-synced group was torn: nothing in it was
+                    // acknowledged, so nothing this server vouched for is lost.
+                    tracing::info!(
+                        dir = %dir.display(),
+                        offset,
+                        bytes,
+                        "cut off a write torn by a crash before its sync"
+                    );
+                }
+                Recovery::LostSynced { offset, why } => {
+                    // Synced records may hold a promise or an accept that a quorum counted:
+                    // re-learn before voting.
+                    tracing::warn!(
+                        dir = %dir.display(),
+                        offset,
+                        "the write-ahead log lost synced records ({why}); cut back to the last whole group, rejoining without a vote until the peers have brought this server up to date"
+                    );
+                    rejoin = true;
+                }
             }
             Box::new(fs)
         }
@@ -164,26 +175,24 @@ pub async fn run_server(
     }
     let (delayed_tx, delayed_rx) = mpsc::unbounded_channel();
     let mut node = Node {
-        server,
+        driver: Driver::new(server, rand::random()),
         storage,
         conn,
         topics,
         metrics,
         me,
         start: Instant::now(),
-        timers: BTreeMap::new(),
         online: BTreeSet::new(),
         arrivals: BTreeMap::new(),
         max_payload: opts.max_payload,
         last_status: None,
-        pending_persist: Vec::new(),
-        pending_now: Vec::new(),
-        pending_after: Vec::new(),
         faults: Faults::default(),
         delayed_tx,
         delayed_rx,
         chaos_rng: rand::SeedableRng::from_entropy(),
     };
+    // Presence tells who is online; until it does, nobody is.
+    node.driver.set_online(0);
     tracing::info!(server = id, servers = opts.core.servers, "server started");
     if let Some(f) = on_ready {
         f(metrics_addr);
@@ -205,26 +214,18 @@ pub async fn run_server(
 }
 
 struct Node {
-    server: Server,
+    driver: Driver,
     storage: Box<dyn Storage>,
     conn: Connection,
     topics: Topics,
     metrics: Arc<Metrics>,
     me: String,
     start: Instant,
-    timers: BTreeMap<TimerKind, Instant>,
     online: BTreeSet<NodeId>,
     /// Leader: when each pending command arrived, for the latency histogram.
     arrivals: BTreeMap<(String, u64), Instant>,
     max_payload: usize,
     last_status: Option<Status>,
-    /// Durable writes of the steps since the last flush.
-    pending_persist: Vec<mqpaxos_core::PersistOp>,
-    /// Messages that may leave before the sync; held until the flush only so that those of
-    /// consecutive steps can be merged into fewer publishes (`mqpaxos_core::coalesce`).
-    pending_now: Vec<Outgoing>,
-    /// Messages that may leave only once `pending_persist` is durable.
-    pending_after: Vec<Outgoing>,
     /// Injected faults (see `chaos`); none unless switched on through the chaos topic.
     faults: Faults,
     /// Messages held back by an injected delay come back through here.
@@ -233,9 +234,6 @@ struct Node {
     chaos_rng: rand::rngs::StdRng,
 }
 
-/// At most this many inputs share one sync.
-const GROUP_COMMIT_MAX: usize = 256;
-
 impl Node {
     async fn run(
         &mut self,
@@ -243,12 +241,12 @@ impl Node {
         status_every: Duration,
     ) -> Result<(), NodeError> {
         tokio::pin!(shutdown);
-        let ready = self.server.start(self.now());
-        self.apply(ready).await?;
+        let now = self.now();
+        self.driver.start(now);
         self.flush().await?;
         let mut status_tick = tokio::time::interval(status_every);
         loop {
-            let next = self.timers.values().min().copied();
+            let next = self.driver.next_deadline().map(|d| self.start + d);
             tokio::select! {
                 _ = &mut shutdown => return self.flush().await,
                 msg = self.conn.incoming.recv() => match msg {
@@ -256,7 +254,7 @@ impl Node {
                         self.on_incoming(m).await?;
                         // Group commit: take whatever else has already arrived, step the core
                         // through all of it, then sync once for the lot.
-                        for _ in 0..GROUP_COMMIT_MAX {
+                        while !self.driver.flush_due() {
                             match self.conn.incoming.try_recv() {
                                 Ok(m) => self.on_incoming(m).await?,
                                 Err(_) => break,
@@ -271,7 +269,10 @@ impl Node {
                     self.flush().await?;
                 }
                 _ = sleep_until(next) => {
-                    self.fire_timers().await?;
+                    let before = self.observed();
+                    let now = self.now();
+                    self.driver.fire_due(now);
+                    self.after_steps(before).await;
                     self.flush().await?;
                 }
                 _ = status_tick.tick() => self.publish_status(true).await,
@@ -283,92 +284,51 @@ impl Node {
         self.start.elapsed()
     }
 
-    async fn fire_timers(&mut self) -> Result<(), NodeError> {
-        let now = Instant::now();
-        let due: Vec<TimerKind> = self
-            .timers
-            .iter()
-            .filter(|(_, at)| **at <= now)
-            .map(|(k, _)| *k)
-            .collect();
-        for kind in due {
-            self.timers.remove(&kind);
-            if kind == TimerKind::Election && self.online.len() < self.server.config().quorum() {
-                // Not ready: standing for election without a majority online only churns
-                // ballots. Look again after another timeout.
-                let after = self.server.config().election_timeout;
-                self.timers.insert(kind, Instant::now() + after);
-                continue;
-            }
-            self.step(Input::Timer(kind)).await?;
-        }
-        Ok(())
+    fn server(&self) -> &Server {
+        self.driver.server()
+    }
+
+    /// What the retained status reports changes with.
+    fn observed(&self) -> (RoleKind, Option<NodeId>, mqpaxos_core::Ballot) {
+        let s = self.server();
+        (s.role(), s.leader(), s.ballot())
     }
 
     async fn step(&mut self, input: Input) -> Result<(), NodeError> {
-        let before = (
-            self.server.role(),
-            self.server.leader(),
-            self.server.ballot(),
-        );
-        let ready = self.server.step(self.now(), input);
-        self.apply(ready).await?;
-        if before
-            != (
-                self.server.role(),
-                self.server.leader(),
-                self.server.ballot(),
-            )
-        {
+        let before = self.observed();
+        let now = self.now();
+        self.driver.step(now, input);
+        self.after_steps(before).await;
+        Ok(())
+    }
+
+    async fn after_steps(&mut self, before: (RoleKind, Option<NodeId>, mqpaxos_core::Ballot)) {
+        let executed = self.driver.take_executed_commands();
+        self.metrics.executed_commands.inc_by(executed);
+        self.metrics.commit_index.set(self.server().commit() as i64);
+        if before != self.observed() {
             self.publish_status(false).await;
         }
-        Ok(())
     }
 
-    async fn apply(&mut self, ready: Ready) -> Result<(), NodeError> {
-        let Ready {
-            send_now,
-            persist,
-            send_after,
-            timers,
-            executed_commands,
-            ..
-        } = ready;
-        // Everything waits for the next flush, which sends what may leave before the disk,
-        // syncs once for every step since the last one, and then sends what depended on it;
-        // messages of all those steps are merged where they can be (batching, for free: the
-        // more that arrived at once, the bigger the batch; an idle server sends at once).
-        self.pending_now.extend(send_now);
-        self.pending_persist.extend(persist);
-        self.pending_after.extend(send_after);
-        let mut rng = rand::thread_rng();
-        for t in timers {
-            let jitter = t.jitter.as_nanos() as u64;
-            let extra = if jitter == 0 {
-                0
-            } else {
-                rng.gen_range(0..=jitter)
-            };
-            let at = Instant::now() + t.after + Duration::from_nanos(extra);
-            self.timers.insert(t.kind, at);
-        }
-        self.metrics.executed_commands.inc_by(executed_commands);
-        self.metrics.commit_index.set(self.server.commit() as i64);
-        Ok(())
-    }
-
-    /// Makes every pending write durable with one sync, then sends what depended on it.
+    /// Carries out what the driver says is due, in its order: the messages that may leave
+    /// before the disk, one sync for every write since the last flush, then what depended on
+    /// those writes.
     async fn flush(&mut self) -> Result<(), NodeError> {
-        for o in mqpaxos_core::coalesce(std::mem::take(&mut self.pending_now)) {
+        let Flush {
+            send_early,
+            persist,
+            send_durable,
+        } = self.driver.flush();
+        for o in send_early {
             self.send(o).await;
         }
-        if !self.pending_persist.is_empty() {
+        if !persist.is_empty() {
             let storage = &mut self.storage;
-            let ops = std::mem::take(&mut self.pending_persist);
             // An fsync blocks; let the runtime move other tasks off this thread meanwhile.
-            tokio::task::block_in_place(|| storage.persist(&ops))?;
+            tokio::task::block_in_place(|| storage.persist(&persist))?;
         }
-        for o in mqpaxos_core::coalesce(std::mem::take(&mut self.pending_after)) {
+        for o in send_durable {
             self.send(o).await;
         }
         Ok(())
@@ -377,8 +337,8 @@ impl Node {
     async fn send(&mut self, o: Outgoing) {
         let kind = o.msg.kind();
         let (topic, peer) = match &o.to {
-            Dest::AllServers => (self.topics.peer_all(self.server.id()), "all".to_string()),
-            Dest::Server(to) => (self.topics.peer(*to, self.server.id()), server_user(*to)),
+            Dest::AllServers => (self.topics.peer_all(self.server().id()), "all".to_string()),
+            Dest::Server(to) => (self.topics.peer(*to, self.server().id()), server_user(*to)),
             Dest::Client(c) => {
                 if let Message::Reply { client, seq, .. } = &o.msg {
                     if let Some(t) = self.arrivals.remove(&(client.clone(), *seq)) {
@@ -419,7 +379,7 @@ impl Node {
         let (topic, payload) = match m {
             Incoming::Connected => {
                 self.metrics.broker_connected.store(true, Ordering::Relaxed);
-                tracing::info!(server = self.server.id(), "connected to the broker");
+                tracing::info!(server = self.server().id(), "connected to the broker");
                 self.publish_status(true).await;
                 return Ok(());
             }
@@ -449,12 +409,12 @@ impl Node {
                 // Presence and status are the broker's business, not the network's.
                 _ => return self.deliver(parsed, payload).await,
             };
-            if from == Some(self.server.id()) {
+            if from == Some(self.server().id()) {
                 return Ok(());
             }
             let copies = self
                 .faults
-                .deliveries(self.server.id(), from, &mut self.chaos_rng);
+                .deliveries(self.server().id(), from, &mut self.chaos_rng);
             if copies.is_empty() {
                 self.metrics.drop_message("chaos");
             }
@@ -479,7 +439,7 @@ impl Node {
     async fn deliver(&mut self, parsed: Option<Parsed>, payload: Vec<u8>) -> Result<(), NodeError> {
         match parsed {
             Some(Parsed::Peer { from, .. }) => {
-                if from == self.server.id() {
+                if from == self.server().id() {
                     // MQTT 3.1.1 echoes our own broadcasts back to us.
                     return Ok(());
                 }
@@ -517,7 +477,7 @@ impl Node {
                     return Ok(());
                 }
                 self.metrics.count("in", "request", "client".to_string());
-                if self.server.role() == RoleKind::Leader {
+                if self.server().role() == RoleKind::Leader {
                     if self.arrivals.len() > 100_000 {
                         self.arrivals.clear();
                     }
@@ -528,11 +488,13 @@ impl Node {
                 self.step(Input::Request(cmd)).await?;
             }
             Some(Parsed::Presence { node }) => {
-                if let Some(id) = server_id(&node).filter(|id| *id <= self.server.config().servers)
+                if let Some(id) =
+                    server_id(&node).filter(|id| *id <= self.server().config().servers)
                 {
                     if payload.as_slice() == b"online" {
                         self.online.insert(id);
-                    } else if id == self.server.id() && self.conn.connected.load(Ordering::Relaxed)
+                    } else if id == self.server().id()
+                        && self.conn.connected.load(Ordering::Relaxed)
                     {
                         // Our own last will, published by the broker for an earlier connection
                         // it noticed dead only after we had reconnected (a lossy link makes
@@ -548,6 +510,7 @@ impl Node {
                         self.online.remove(&id);
                     }
                     self.metrics.servers_online.set(self.online.len() as i64);
+                    self.driver.set_online(self.online.len());
                 }
             }
             Some(Parsed::Chaos) | Some(Parsed::Status { .. }) | Some(Parsed::Reply { .. }) => {}
@@ -558,17 +521,17 @@ impl Node {
 
     fn status(&self) -> Status {
         Status {
-            id: self.server.id(),
-            role: self.server.role().name().to_string(),
-            ballot: self.server.ballot().to_string(),
-            leader: self.server.leader(),
-            commit: self.server.commit(),
-            executed: self.server.executed(),
-            servers: self.server.config().servers,
+            id: self.server().id(),
+            role: self.server().role().name().to_string(),
+            ballot: self.server().ballot().to_string(),
+            leader: self.server().leader(),
+            commit: self.server().commit(),
+            executed: self.server().executed(),
+            servers: self.server().config().servers,
             online: self.online.iter().copied().collect(),
-            keys: self.server.kv().len(),
-            digest: format!("{:016x}", self.server.kv().digest()),
-            rejoining: self.server.rejoining(),
+            keys: self.server().kv().len(),
+            digest: format!("{:016x}", self.server().kv().digest()),
+            rejoining: self.server().rejoining(),
         }
     }
 
@@ -576,13 +539,13 @@ impl Node {
         let s = self.status();
         self.metrics
             .ballot_round
-            .set(self.server.ballot().round as i64);
+            .set(self.server().ballot().round as i64);
         self.metrics
             .leader
-            .set(i64::from(self.server.leader().unwrap_or(0)));
+            .set(i64::from(self.server().leader().unwrap_or(0)));
         self.metrics
             .is_leader
-            .set(i64::from(self.server.role() == RoleKind::Leader));
+            .set(i64::from(self.server().role() == RoleKind::Leader));
         if !force && self.last_status.as_ref() == Some(&s) {
             return;
         }

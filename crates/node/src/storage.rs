@@ -1,19 +1,28 @@
 //! Durable storage for a server's Paxos state: the promised ballot, the accepted log and the
 //! snapshot (`mqpaxos_core::Durable`).
 //!
-//! `FileStorage` keeps a write-ahead log in `<data-dir>/wal`: each record is
-//! `[length: u32 LE][crc32: u32 LE][postcard(PersistOp)]`, written and synced once per
-//! protocol step (every op a step produced shares one fsync). The file is sized in whole
+//! `FileStorage` keeps a write-ahead log in `<data-dir>/wal`. Each flush of the driver (every
+//! op of a group commit, sharing one fsync) is written as one *group*:
+//! `[magic "MQPG"][body length: u32 LE][sequence: u64 LE][crc32 of length, sequence and body:
+//! u32 LE]` followed by the body, the group's records, each
+//! `[length: u32 LE][crc32: u32 LE][postcard(PersistOp)]`. The file is sized in whole
 //! chunks of [`CHUNK`] bytes, and the records are always followed by at least one all-zero
 //! header, which marks the end. That is what makes a file cut short detectable: its length is
 //! no longer a whole number of chunks, or the end marker is missing. (It also means most syncs
 //! do not change the file's size.) When the core takes a snapshot the file is rewritten
 //! compactly (snapshot, promise, incarnations, remaining entries) into `wal.new`, synced, and
 //! renamed over `wal`, so the file stays as small as the live state.
-//! On load, a torn or corrupt record at the very end, or a file cut short, is cut back to the
-//! last whole record and reported, and the server then rejoins before voting (it may have
-//! lost records it had acknowledged); a bad record followed by good ones is corruption, and
-//! loading stops with an error naming the file. `<data-dir>/meta.json` names the cluster and
+//!
+//! Recovery tells a crash from damage (after Protocol-Aware Recovery, FAST '18): a group is
+//! written past the end of the records, where the file holds only zeros, and only the last
+//! group can be unsynced when the process or the power dies. A power loss keeps any subset of
+//! that group's sectors, so a *torn* last group fails its checksum and has at least one
+//! 512-byte block that is still all zeros; it held nothing that was ever acknowledged, and it
+//! is cut off without further ado ([`Recovery::TornUnsynced`]). A last group that fails its
+//! checksum with no zero block, or a file cut short (its length is no longer whole chunks, or
+//! the end marker is gone), lost bytes that had been synced: the server must rejoin before it
+//! votes ([`Recovery::LostSynced`]). A bad group followed by a good one is damage in the
+//! middle, and loading stops with an error naming the file. `<data-dir>/meta.json` names the cluster and
 //! server id the directory belongs to, and a directory of another cluster or server is
 //! refused.
 
@@ -41,6 +50,12 @@ pub enum StorageError {
         offset: u64,
         why: String,
     },
+    #[error(
+        "{path}: another process is using this data directory (is this server already running?)"
+    )]
+    Locked { path: PathBuf },
+    #[error("a write of {bytes} bytes is larger than the log allows")]
+    TooLarge { bytes: usize },
     #[error("{path}: belongs to {found}, not to {expected}")]
     WrongOwner {
         path: PathBuf,
@@ -103,13 +118,15 @@ pub enum SyncPolicy {
 struct Meta {
     cluster: String,
     server: NodeId,
-    /// 2: the log is sized in chunks and ends with a zero header. 0 (absent): an older log
-    /// that simply ends at the end of the file; it is converted on open.
+    /// See [`WAL_FORMAT`].
     #[serde(default)]
     wal_format: u32,
 }
 
-const WAL_FORMAT: u32 = 2;
+/// 3: records grouped per flush (see the module docs). 2: records one after another, sized in
+/// chunks with a zero end marker. 0 (absent): records up to the end of the file. Older formats
+/// are converted on open.
+const WAL_FORMAT: u32 = 3;
 
 /// The write-ahead log in a data directory.
 pub struct FileStorage {
@@ -119,12 +136,36 @@ pub struct FileStorage {
     sync: SyncPolicy,
     /// A mirror of what is on disk, for rewriting the file at a snapshot.
     durable: Durable,
-    /// Set when the end of the log was damaged or missing at load: how many bytes were cut
-    /// off (0 when the file had been cut short). The server must then rejoin.
-    pub repaired_tail: Option<u64>,
-    /// Where the next record goes, and the file's length (a whole number of chunks).
+    /// What loading found at the end of the log.
+    pub recovery: Recovery,
+    /// Where the next group goes, and the file's length (a whole number of chunks).
     end: u64,
     len: u64,
+    /// The next group's sequence number.
+    seq: u64,
+    /// Held for as long as this value lives: one process per data directory.
+    _lock: File,
+}
+
+/// What loading found at the end of the write-ahead log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Recovery {
+    /// The log ended where it should.
+    Clean,
+    /// The last group was torn by a crash during its write (before its sync): it was cut off.
+    /// Nothing in it was ever acknowledged, so nothing acknowledged is lost.
+    TornUnsynced { offset: u64, bytes: u64 },
+    /// Bytes that had been synced are gone (the file was cut short, or the last group is
+    /// damaged in a way a crash cannot cause): the log was cut back to `offset`, and the
+    /// server may have forgotten a promise or an accept it made, so it must rejoin.
+    LostSynced { offset: u64, why: String },
+}
+
+impl Recovery {
+    /// Whether the server must rejoin before it votes.
+    pub fn lost_synced(&self) -> bool {
+        matches!(self, Recovery::LostSynced { .. })
+    }
 }
 
 /// The log file grows in steps of this many bytes (zero-filled, sparse until written).
@@ -136,8 +177,13 @@ fn chunked_len(data: u64) -> u64 {
 }
 
 const HEADER: usize = 8;
-/// No single record may claim more than this; a larger length is corruption, not data.
+/// No single record or group may claim more than this; a larger length is corruption.
 const MAX_RECORD: u32 = 256 * 1024 * 1024;
+
+const GROUP_MAGIC: [u8; 4] = *b"MQPG";
+const GROUP_HEADER: usize = 20;
+/// The unit a crash can leave unwritten (a disk sector).
+const BLOCK: usize = 512;
 
 impl FileStorage {
     /// Opens (or creates) the data directory of server `server` of cluster `cluster`.
@@ -149,6 +195,22 @@ impl FileStorage {
         sync: SyncPolicy,
     ) -> Result<Self, StorageError> {
         fs::create_dir_all(dir).map_err(io(dir))?;
+        let lock_path = dir.join("lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io(&lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(StorageError::Locked {
+                    path: dir.to_path_buf(),
+                })
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(io(&lock_path)(e)),
+        }
         let meta_path = dir.join("meta.json");
         let want = Meta {
             cluster: cluster.to_string(),
@@ -184,7 +246,21 @@ impl FileStorage {
         }
         let wal_path = dir.join("wal");
         let mut durable = Durable::new(max_sessions);
-        let (valid_len, damaged) = replay(&wal_path, &mut durable, format >= WAL_FORMAT)?;
+        let (valid_len, seq, recovery) = if format >= WAL_FORMAT {
+            replay_groups(&wal_path, &mut durable)?
+        } else {
+            let (len, damaged) = replay(&wal_path, &mut durable, format >= 2)?;
+            // An older log cannot tell a torn write from lost synced bytes: assume the worst.
+            let recovery = match damaged {
+                None => Recovery::Clean,
+                Some(_) => Recovery::LostSynced {
+                    offset: len,
+                    why: "the end of a log in an older format was damaged".into(),
+                },
+            };
+            (len, 0, recovery)
+        };
+        let damaged = recovery != Recovery::Clean;
         let wal = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -198,9 +274,11 @@ impl FileStorage {
             wal,
             sync,
             durable,
-            repaired_tail: damaged,
+            recovery,
             end: valid_len,
             len: chunked_len(valid_len),
+            seq,
+            _lock: lock,
         };
         if format < WAL_FORMAT {
             // An older log: rewrite it in today's format, then say so in meta.json.
@@ -214,7 +292,7 @@ impl FileStorage {
             // Cut back to the last whole record (zeros from there on, the end marker) and
             // restore the chunked length; a no-op on a healthy file.
             let actual = s.wal.metadata().map_err(io(&s.wal_path))?.len();
-            if damaged.is_some() || actual != s.len {
+            if damaged || actual != s.len {
                 s.wal.set_len(valid_len).map_err(io(&s.wal_path))?;
                 s.wal.set_len(s.len).map_err(io(&s.wal_path))?;
                 s.wal.sync_all().map_err(io(&s.wal_path))?;
@@ -230,23 +308,25 @@ impl FileStorage {
 
     fn rewrite(&mut self) -> Result<(), StorageError> {
         let tmp = self.dir.join("wal.new");
-        let mut buf = Vec::new();
+        let mut body = Vec::new();
         frame(
-            &mut buf,
+            &mut body,
             &PersistOp::Snapshot(self.durable.snapshot.clone()),
         )?;
         for op in self.durable.meta_ops() {
-            frame(&mut buf, &op)?;
+            frame(&mut body, &op)?;
         }
         for (slot, entry) in self.durable.log.iter_from(0) {
             frame(
-                &mut buf,
+                &mut body,
                 &PersistOp::Accept {
                     slot,
                     entry: entry.clone(),
                 },
             )?;
         }
+        let buf = group(self.seq, &body)?;
+        self.seq += 1;
         let end = buf.len() as u64;
         let len = chunked_len(end);
         {
@@ -277,20 +357,22 @@ impl Storage for FileStorage {
         if ops.is_empty() {
             return Ok(());
         }
-        let mut buf = Vec::new();
+        let mut body = Vec::new();
         let mut snapshot = false;
         for op in ops {
             self.durable.apply(op);
             if matches!(op, PersistOp::Snapshot(_)) {
                 snapshot = true;
             } else {
-                frame(&mut buf, op)?;
+                frame(&mut body, op)?;
             }
         }
         if snapshot {
             // The rewrite holds everything, including this step's other ops.
             return self.rewrite();
         }
+        let buf = group(self.seq, &body)?;
+        self.seq += 1;
         let end = self.end + buf.len() as u64;
         if chunked_len(end) > self.len {
             // Grow by whole chunks, keeping room for the end marker; fdatasync below makes
@@ -321,7 +403,142 @@ fn frame(buf: &mut Vec<u8>, op: &PersistOp) -> Result<(), StorageError> {
     Ok(())
 }
 
-/// Applies every valid record of the file to `durable`. Returns the length of the valid
+/// Frames one flush's records as a group with sequence number `seq`.
+fn group(seq: u64, body: &[u8]) -> Result<Vec<u8>, StorageError> {
+    let len = u32::try_from(body.len())
+        .ok()
+        .filter(|n| *n <= MAX_RECORD)
+        .ok_or_else(|| StorageError::TooLarge { bytes: body.len() })?;
+    let mut buf = Vec::with_capacity(GROUP_HEADER + body.len());
+    buf.extend_from_slice(&GROUP_MAGIC);
+    buf.extend_from_slice(&len.to_le_bytes());
+    buf.extend_from_slice(&seq.to_le_bytes());
+    buf.extend_from_slice(&group_crc(len, seq, body).to_le_bytes());
+    buf.extend_from_slice(body);
+    Ok(buf)
+}
+
+fn group_crc(len: u32, seq: u64, body: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&len.to_le_bytes());
+    h.update(&seq.to_le_bytes());
+    h.update(body);
+    h.finalize()
+}
+
+/// The group at `at`, if one is there whole and valid: its sequence number and body.
+fn group_at(bytes: &[u8], at: usize) -> Option<(u64, &[u8])> {
+    let h = bytes.get(at..at.checked_add(GROUP_HEADER)?)?;
+    if h[0..4] != GROUP_MAGIC {
+        return None;
+    }
+    let len = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
+    let seq = u64::from_le_bytes([h[8], h[9], h[10], h[11], h[12], h[13], h[14], h[15]]);
+    let crc = u32::from_le_bytes([h[16], h[17], h[18], h[19]]);
+    if len > MAX_RECORD {
+        return None;
+    }
+    let body = bytes.get(at + GROUP_HEADER..at + GROUP_HEADER + len as usize)?;
+    (group_crc(len, seq, body) == crc).then_some((seq, body))
+}
+
+/// Whether a valid group numbered at least `min_seq` starts anywhere from `from` on.
+fn valid_group_after(bytes: &[u8], from: usize, min_seq: u64) -> bool {
+    (from..bytes.len().saturating_sub(GROUP_HEADER))
+        .filter(|at| bytes[*at..*at + 4] == GROUP_MAGIC)
+        .any(|at| group_at(bytes, at).is_some_and(|(seq, _)| seq >= min_seq))
+}
+
+/// Whether the bad group at `at` looks torn by a crash: some whole block it touches is still
+/// all zeros, as the file was there before the write.
+fn looks_torn(bytes: &[u8], at: usize) -> bool {
+    let claimed = bytes.get(at + 4..at + 8).map_or(0, |l| {
+        u32::from_le_bytes([l[0], l[1], l[2], l[3]]).min(MAX_RECORD) as usize
+    });
+    let end = (at + GROUP_HEADER + claimed).min(bytes.len());
+    let first = at / BLOCK * BLOCK;
+    (first..end.max(at + 1)).step_by(BLOCK).any(|b| {
+        bytes
+            .get(b..(b + BLOCK).min(bytes.len()))
+            .is_some_and(|blk| blk.iter().all(|x| *x == 0))
+    })
+}
+
+/// Applies every valid group of a log in today's format to `durable`. Returns the length of
+/// the valid prefix, the next group's sequence number, and what was found at the end.
+fn replay_groups(path: &Path, durable: &mut Durable) -> Result<(u64, u64, Recovery), StorageError> {
+    let mut bytes = Vec::new();
+    match File::open(path) {
+        Ok(mut f) => {
+            f.read_to_end(&mut bytes).map_err(io(path))?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, 0, Recovery::Clean)),
+        Err(e) => return Err(io(path)(e)),
+    }
+    let cut_short = !(bytes.len() as u64).is_multiple_of(CHUNK);
+    let corrupt = |offset: usize, why: &str| StorageError::Corrupt {
+        path: path.to_path_buf(),
+        offset: offset as u64,
+        why: why.to_string(),
+    };
+    let mut at = 0usize;
+    let mut next_seq: Option<u64> = None;
+    loop {
+        let min_seq = next_seq.unwrap_or(0);
+        let header = &bytes[at..(at + GROUP_HEADER).min(bytes.len())];
+        let at_end = header.is_empty() || header.iter().all(|b| *b == 0);
+        let valid = if at_end { None } else { group_at(&bytes, at) };
+        let Some((seq, body)) = valid.filter(|(seq, _)| next_seq.is_none_or(|n| *seq == n)) else {
+            // The end of the records: the end marker, a torn last group, or damage.
+            if valid_group_after(&bytes, at + 1, min_seq) {
+                return Err(corrupt(at, "a damaged group with valid groups after it"));
+            }
+            let recovery = if cut_short || (header.is_empty() && at > 0) {
+                Recovery::LostSynced {
+                    offset: at as u64,
+                    why: "the file was cut short: synced records may be missing".into(),
+                }
+            } else if at_end && bytes[at..].iter().all(|b| *b == 0) {
+                Recovery::Clean
+            } else if looks_torn(&bytes, at) || at_end {
+                let tail = bytes[at..]
+                    .iter()
+                    .rposition(|b| *b != 0)
+                    .map_or(0, |p| p + 1);
+                Recovery::TornUnsynced {
+                    offset: at as u64,
+                    bytes: tail as u64,
+                }
+            } else {
+                Recovery::LostSynced {
+                    offset: at as u64,
+                    why: "the last group is damaged and not by a torn write".into(),
+                }
+            };
+            return Ok((at as u64, next_seq.unwrap_or(0), recovery));
+        };
+        let mut r = 0usize;
+        while r < body.len() {
+            let h = body
+                .get(r..r + HEADER)
+                .ok_or_else(|| corrupt(at, "a short record inside a valid group"))?;
+            let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
+            let crc = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
+            let rec = body
+                .get(r + HEADER..r + HEADER + len)
+                .filter(|b| crc32fast::hash(b) == crc)
+                .ok_or_else(|| corrupt(at, "a bad record inside a valid group"))?;
+            let op: PersistOp =
+                postcard::from_bytes(rec).map_err(|e| corrupt(at, &e.to_string()))?;
+            durable.apply(&op);
+            r += HEADER + len;
+        }
+        at += GROUP_HEADER + body.len();
+        next_seq = Some(seq + 1);
+    }
+}
+
+/// Applies every valid record of an older-format file to `durable`. Returns the length of the valid
 /// prefix and, if the end was damaged, how many bytes past it were discarded (0 for a file
 /// cut short). `chunked`: the file is in today's format (see the module docs); otherwise it
 /// is an older log that ends where the file ends.
@@ -487,38 +704,107 @@ mod tests {
         assert!(got.rejoining);
     }
 
-    #[test]
-    fn a_torn_tail_is_cut_off() {
-        let d = tempfile::tempdir().unwrap();
-        let mut s = open(d.path());
+    /// Writes a few small groups, then one large group, and returns where the large one
+    /// starts and ends.
+    fn with_a_big_last_group(dir: &Path) -> (FileStorage, u64, u64) {
+        let mut s = open(dir);
         s.persist(&[PersistOp::Promise(Ballot::new(1, 1))]).unwrap();
         s.persist(&[PersistOp::Accept {
             slot: 0,
             entry: entry(1, "x"),
         }])
         .unwrap();
+        let start = s.log_bytes();
+        let big: Vec<PersistOp> = (1..8)
+            .map(|slot| PersistOp::Accept {
+                slot,
+                entry: entry(1, &"z".repeat(700)),
+            })
+            .collect();
+        s.persist(&big).unwrap();
         let end = s.log_bytes();
+        (s, start, end)
+    }
+
+    /// A power cut during a group's write keeps any subset of its sectors: the group is
+    /// dropped whole, and since it was never synced the server need not rejoin.
+    #[test]
+    fn a_torn_last_group_is_dropped_without_a_rejoin() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(12);
+        for round in 0..40 {
+            let d = tempfile::tempdir().unwrap();
+            let (s, start, end) = with_a_big_last_group(d.path());
+            drop(s);
+            let wal = d.path().join("wal");
+            let mut bytes = fs::read(&wal).unwrap();
+            // Blocks wholly inside the last group, each lost with probability one half (at
+            // least one): they read back as the zeros that were there before.
+            let first = (start as usize).div_ceil(BLOCK);
+            let last = end as usize / BLOCK;
+            let blocks: Vec<usize> = (first..last).collect();
+            assert!(blocks.len() >= 3, "{start}..{end}");
+            let mut lost: Vec<usize> = blocks
+                .iter()
+                .copied()
+                .filter(|_| rng.gen_bool(0.5))
+                .collect();
+            if lost.is_empty() {
+                lost.push(blocks[round % blocks.len()]);
+            }
+            for b in &lost {
+                bytes[b * BLOCK..(b + 1) * BLOCK].fill(0);
+            }
+            fs::write(&wal, &bytes).unwrap();
+            let mut s = open(d.path());
+            assert!(
+                matches!(s.recovery, Recovery::TornUnsynced { offset, .. } if offset == start),
+                "round {round}, lost blocks {lost:?}: {:?}",
+                s.recovery
+            );
+            let got = s.load().unwrap();
+            assert_eq!(got.promised, Ballot::new(1, 1));
+            assert_eq!(got.log.get(0), Some(&entry(1, "x")));
+            assert!(got.log.get(1).is_none(), "the torn group is gone whole");
+            // The file is usable again, and clean at the next start.
+            s.persist(&[PersistOp::Accept {
+                slot: 1,
+                entry: entry(1, "y"),
+            }])
+            .unwrap();
+            drop(s);
+            let s = open(d.path());
+            assert_eq!(s.recovery, Recovery::Clean);
+            assert_eq!(s.durable.log.get(1), Some(&entry(1, "y")));
+        }
+    }
+
+    /// A flipped byte in the last group is not what a crash does: synced bytes were damaged,
+    /// and the server must rejoin.
+    #[test]
+    fn a_damaged_last_group_means_lost_synced_state() {
+        let d = tempfile::tempdir().unwrap();
+        let (s, start, end) = with_a_big_last_group(d.path());
         drop(s);
-        // A crash mid-write: the last record's bytes stop short, zeros after them.
         let wal = d.path().join("wal");
-        let f = OpenOptions::new().write(true).open(&wal).unwrap();
-        f.write_all_at(&[0; 3], end - 3).unwrap();
-        let mut s = open(d.path());
-        assert!(s.repaired_tail.is_some_and(|n| n > 0));
-        let got = s.load().unwrap();
-        assert_eq!(got.promised, Ballot::new(1, 1));
-        assert!(got.log.get(0).is_none(), "the torn accept is gone");
-        // The file is usable again.
-        s.persist(&[PersistOp::Accept {
-            slot: 0,
-            entry: entry(1, "y"),
-        }])
-        .unwrap();
-        drop(s);
-        assert_eq!(
-            open(d.path()).load().unwrap().log.get(0),
-            Some(&entry(1, "y"))
-        );
+        let mut bytes = fs::read(&wal).unwrap();
+        bytes[((start + end) / 2) as usize] ^= 0x40;
+        fs::write(&wal, &bytes).unwrap();
+        let s = open(d.path());
+        assert!(s.recovery.lost_synced(), "{:?}", s.recovery);
+        assert!(s.durable.log.get(0).is_some() && s.durable.log.get(1).is_none());
+    }
+
+    #[test]
+    fn a_second_process_cannot_open_the_same_directory() {
+        let d = tempfile::tempdir().unwrap();
+        let first = open(d.path());
+        let err = FileStorage::open(d.path(), "test", 1, 100, SyncPolicy::Always)
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("already running"), "{err}");
+        drop(first);
+        drop(open(d.path()));
     }
 
     /// Cut exactly at a record boundary, the log is valid but shorter; the chunked length
@@ -545,12 +831,12 @@ mod tests {
             .set_len(ends[2])
             .unwrap();
         let mut s = open(d.path());
-        assert_eq!(s.repaired_tail, Some(0), "the cut is noticed");
+        assert!(s.recovery.lost_synced(), "the cut is noticed");
         assert!(s.load().unwrap().log.get(2).is_some());
         assert!(s.load().unwrap().log.get(3).is_none());
         drop(s);
         // Repaired to a healthy file: the next start is clean.
-        assert_eq!(open(d.path()).repaired_tail, None);
+        assert_eq!(open(d.path()).recovery, Recovery::Clean);
         // Cut at a chunk boundary inside the records: no end marker.
         let mut s = open(d.path());
         let big = "y".repeat(4096);
@@ -570,7 +856,7 @@ mod tests {
             .unwrap()
             .set_len(CHUNK)
             .unwrap();
-        assert!(open(d.path()).repaired_tail.is_some());
+        assert!(open(d.path()).recovery.lost_synced());
     }
 
     /// A data directory written before the chunked format is read and converted.
@@ -594,13 +880,13 @@ mod tests {
         .unwrap();
         fs::write(d.path().join("wal"), &buf).unwrap();
         let mut s = open(d.path());
-        assert_eq!(s.repaired_tail, None);
+        assert_eq!(s.recovery, Recovery::Clean);
         assert_eq!(s.load().unwrap().promised, Ballot::new(4, 2));
         drop(s);
         let meta = fs::read_to_string(d.path().join("meta.json")).unwrap();
         assert!(meta.contains("wal_format"), "{meta}");
         let mut s = open(d.path());
-        assert_eq!(s.repaired_tail, None);
+        assert_eq!(s.recovery, Recovery::Clean);
         assert_eq!(s.load().unwrap().log.get(0), Some(&entry(4, "old")));
     }
 

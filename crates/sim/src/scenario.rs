@@ -80,6 +80,11 @@ pub struct Scenario {
     /// Each server's clock runs at its own rate, up to this fraction off (0.1: 0.9x to 1.1x),
     /// from its own origin. The protocol must not need clocks to agree for safety.
     pub clock_drift: f64,
+    /// After a server's first step since its last flush, up to this long passes before it
+    /// flushes; whatever arrives meanwhile joins the group (the runtime's group commit).
+    pub group_window: Duration,
+    /// How long a sync takes at most; the server takes no input meanwhile.
+    pub sync_time: Duration,
 }
 
 impl Scenario {
@@ -100,6 +105,8 @@ impl Scenario {
             tweak: None,
             unsafe_disk: false,
             clock_drift: 0.0,
+            group_window: Duration::from_micros(500),
+            sync_time: Duration::from_micros(800),
         }
     }
 

@@ -13,8 +13,8 @@ use crate::network::{Addr, NetConfig, Network};
 use crate::scenario::{FaultPlan, Scenario};
 use mqpaxos_check::Event;
 use mqpaxos_core::{
-    Client, ClientConfig, Dest, Durable, Input, Message, NodeId, Op, OpResult, Outgoing, PersistOp,
-    Ready, RoleKind, Server, Slot, TimerKind,
+    Client, ClientConfig, Dest, Driver, Durable, Flush, Input, Message, NodeId, Op, OpResult,
+    Outgoing, PersistOp, RoleKind, Server, Slot,
 };
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -99,9 +99,19 @@ enum Ev {
         to: Addr,
         msg: Message,
     },
-    ServerTimer {
+    /// Server `id`'s driver has a timer due (`gen` tells a superseded wake-up).
+    Wake {
         id: NodeId,
-        kind: TimerKind,
+        gen: u64,
+    },
+    /// Server `id` flushes what its steps since the last flush produced (group commit: every
+    /// input that arrived meanwhile shares the flush).
+    FlushServer {
+        id: NodeId,
+    },
+    /// Server `id`'s sync of its flush returned: its writes are durable.
+    Synced {
+        id: NodeId,
         gen: u64,
     },
     ClientTimer {
@@ -143,15 +153,26 @@ impl Ord for Queued {
 
 /// A server's slot in the simulation and its simulated disk.
 struct SimServer {
-    server: Option<Server>,
+    /// The same driver and core the runtime runs; `None` while crashed.
+    driver: Option<Driver>,
     /// What is on disk: survives a crash.
     durable: Durable,
-    /// Written but not yet synced: a crash keeps only a random prefix of it, as the page
-    /// cache may have written some of it back (a torn record in a real log is dropped, so a
-    /// prefix is exactly what survives).
+    /// The flush being written, not yet synced. A crash keeps all of it or none of it: the
+    /// write-ahead log frames each flush as one checksummed group, and replay drops a torn
+    /// last group whole, whatever subset of its pages reached the disk (`mqpaxos-node`'s
+    /// storage tests check that property on real bytes). With `unsafe_disk`, unsynced flushes
+    /// pile up here and a crash keeps a random prefix of them.
     cache: Vec<PersistOp>,
-    /// Crash in the middle of the next step: after its early messages left and its writes
-    /// reached the page cache, before the sync.
+    /// The messages of the flush being synced: they leave when the sync returns.
+    after_sync: Vec<Outgoing>,
+    /// Which sync is in progress, so a crash cancels its completion.
+    sync_gen: u64,
+    /// Busy syncing until then: what arrives waits, as the runtime's task is blocked.
+    busy_until: Option<Duration>,
+    /// A flush is scheduled.
+    flush_scheduled: bool,
+    /// Crash during the next flush: after its early messages left and its writes reached the
+    /// page cache, before the sync.
     crash_mid_step: bool,
     /// Restart with synced state lost (see `FaultPlan::RandomCrashes::amnesia`).
     damaged: bool,
@@ -162,7 +183,15 @@ struct SimServer {
     origin: Duration,
     /// Frozen until then: what arrives for it waits.
     paused_until: Option<Duration>,
-    timers: BTreeMap<TimerKind, u64>,
+    /// The pending wake-up for the driver's next timer: its generation and server-clock time.
+    wake_gen: u64,
+    wake_at: Option<Duration>,
+}
+
+impl SimServer {
+    fn server(&self) -> Option<&Server> {
+        self.driver.as_ref().map(Driver::server)
+    }
 }
 
 struct SimClient {
@@ -206,7 +235,6 @@ pub struct Simulation {
     violations: Vec<String>,
     server_counts: Vec<Counts>,
     client_counts: Counts,
-    timer_gen: u64,
     healed: bool,
     finished: bool,
     ops_completed: u64,
@@ -226,16 +254,21 @@ impl Simulation {
             .map(|id| {
                 let cfg = sc.server_config(id);
                 SimServer {
-                    server: None,
+                    driver: None,
                     durable: Durable::new(cfg.max_sessions),
                     cache: Vec::new(),
+                    after_sync: Vec::new(),
+                    sync_gen: 0,
+                    busy_until: None,
+                    flush_scheduled: false,
                     crash_mid_step: false,
                     damaged: false,
                     checkpoint: Durable::new(cfg.max_sessions),
                     rate: 1.0,
                     origin: Duration::ZERO,
                     paused_until: None,
-                    timers: BTreeMap::new(),
+                    wake_gen: 0,
+                    wake_at: None,
                 }
             })
             .collect();
@@ -276,7 +309,6 @@ impl Simulation {
             chosen: BTreeMap::new(),
             violations: Vec::new(),
             client_counts: Counts::default(),
-            timer_gen: 0,
             healed: false,
             finished: false,
             ops_completed: 0,
@@ -330,7 +362,7 @@ impl Simulation {
             let states: Vec<String> = self
                 .servers
                 .iter()
-                .filter_map(|s| s.server.as_ref())
+                .filter_map(|s| s.server())
                 .map(|s| {
                     format!(
                         "s{}:{}@{} commit {}",
@@ -503,7 +535,7 @@ impl Simulation {
                     return;
                 };
                 let up: Vec<NodeId> = (1..=self.sc.servers)
-                    .filter(|id| self.servers[*id as usize - 1].server.is_some())
+                    .filter(|id| self.servers[*id as usize - 1].driver.is_some())
                     .collect();
                 let victims: Vec<NodeId> = if self.rng.gen_bool(all_at_once) {
                     up
@@ -578,7 +610,7 @@ impl Simulation {
         let slots_at_start = self
             .servers
             .iter()
-            .filter_map(|s| s.server.as_ref())
+            .filter_map(|s| s.server())
             .map(|s| s.log().end().max(s.commit()))
             .max()
             .unwrap_or(0);
@@ -601,7 +633,7 @@ impl Simulation {
         };
         let window = self.now - w.start;
         for id in &w.minority {
-            if let Some(s) = &self.servers[*id as usize - 1].server {
+            if let Some(s) = self.servers[*id as usize - 1].server() {
                 if w.strict_minority && s.commit() > w.slots_at_start {
                     self.violations.push(format!(
                         "minority server {id} committed up to slot {} during a split that began at {:?} with {} slots in existence",
@@ -628,7 +660,7 @@ impl Simulation {
 
     fn max_commit(&self, ids: &BTreeSet<NodeId>) -> Slot {
         ids.iter()
-            .filter_map(|id| self.servers[*id as usize - 1].server.as_ref())
+            .filter_map(|id| self.servers[*id as usize - 1].server())
             .map(|s| s.commit())
             .max()
             .unwrap_or(0)
@@ -637,35 +669,56 @@ impl Simulation {
     fn current_leader(&self) -> Option<NodeId> {
         self.servers
             .iter()
-            .filter_map(|s| s.server.as_ref())
+            .filter_map(|s| s.server())
             .filter(|s| s.role() == RoleKind::Leader)
             .max_by_key(|s| s.ballot())
             .map(|s| s.id())
     }
 
     fn crash(&mut self, id: NodeId) {
-        let survive = {
-            let n = self.servers[id as usize - 1].cache.len();
-            if n == 0 {
-                0
-            } else {
-                self.rng.gen_range(0..=n)
-            }
+        let unsafe_disk = self.sc.unsafe_disk;
+        let n = self.servers[id as usize - 1].cache.len();
+        // A torn group is dropped whole at replay; without syncs, any prefix of the page
+        // cache may have been written back.
+        let survive = if n == 0 {
+            0
+        } else if unsafe_disk {
+            self.rng.gen_range(0..=n)
+        } else if self.rng.gen_bool(0.5) {
+            n
+        } else {
+            0
         };
         let s = &mut self.servers[id as usize - 1];
         s.crash_mid_step = false;
         for op in s.cache.drain(..).take(survive) {
             s.durable.apply(&op);
         }
-        if s.server.take().is_some() {
-            s.timers.clear();
+        s.after_sync.clear();
+        s.sync_gen += 1;
+        s.busy_until = None;
+        s.flush_scheduled = false;
+        s.wake_gen += 1;
+        s.wake_at = None;
+        if s.driver.take().is_some() {
             self.crashes += 1;
+        }
+        self.update_online();
+    }
+
+    /// What the broker's presence topics would say: every running server is online.
+    fn update_online(&mut self) {
+        let up = self.servers.iter().filter(|s| s.driver.is_some()).count();
+        for s in &mut self.servers {
+            if let Some(d) = s.driver.as_mut() {
+                d.set_online(up);
+            }
         }
     }
 
     fn boot(&mut self, id: NodeId) {
         let i = id as usize - 1;
-        if self.servers[i].server.is_some() {
+        if self.servers[i].driver.is_some() {
             return;
         }
         let cfg = self.sc.server_config(id);
@@ -683,10 +736,12 @@ impl Simulation {
         self.servers[i].checkpoint = self.servers[i].durable.clone();
         let durable = self.servers[i].durable.clone();
         match Server::recover(cfg, durable) {
-            Ok(mut server) => {
-                let ready = server.start(self.clock(id));
-                self.servers[i].server = Some(server);
-                self.apply_ready(id, ready);
+            Ok(server) => {
+                let mut driver = Driver::new(server, self.rng.gen());
+                driver.start(self.clock(id));
+                self.servers[i].driver = Some(driver);
+                self.update_online();
+                self.after_driver(id);
             }
             Err(e) => self
                 .violations
@@ -716,7 +771,7 @@ impl Simulation {
         let mut states = self
             .servers
             .iter()
-            .map(|s| s.server.as_ref().map(|s| (s.commit(), s.kv().digest())));
+            .map(|s| s.server().map(|s| (s.commit(), s.kv().digest())));
         let first = states.next().flatten();
         let converged = first.is_some() && states.all(|s| s == first);
         if clients_done && converged {
@@ -729,7 +784,7 @@ impl Simulation {
     /// Appends a read of every key, from the converged replicas, to the history: a lost
     /// acknowledged write then shows up as a non-linearizable history.
     fn final_reads(&mut self) {
-        let Some(server) = self.servers.iter().find_map(|s| s.server.as_ref()) else {
+        let Some(server) = self.servers.iter().find_map(|s| s.server()) else {
             return;
         };
         let t = self.now + Duration::from_millis(1);
@@ -758,7 +813,11 @@ impl Simulation {
                 to: Addr::Server(id),
                 ..
             }
-            | Ev::ServerTimer { id, .. } => self.servers[*id as usize - 1]
+            | Ev::Wake { id, .. } => {
+                let s = &self.servers[*id as usize - 1];
+                s.paused_until.max(s.busy_until).filter(|t| *t > self.now)
+            }
+            Ev::FlushServer { id } => self.servers[*id as usize - 1]
                 .paused_until
                 .filter(|t| *t > self.now),
             _ => None,
@@ -770,12 +829,20 @@ impl Simulation {
         }
         match ev {
             Ev::Deliver { from, to, msg } => self.deliver(from, to, msg),
-            Ev::ServerTimer { id, kind, gen } => {
-                let s = &self.servers[id as usize - 1];
-                if s.timers.get(&kind) == Some(&gen) {
-                    self.step_server(id, Input::Timer(kind));
+            Ev::Wake { id, gen } => {
+                if self.servers[id as usize - 1].wake_gen == gen {
+                    self.servers[id as usize - 1].wake_at = None;
+                    let clock = self.clock(id);
+                    let was_leader = self.is_leader(id);
+                    if let Some(d) = self.servers[id as usize - 1].driver.as_mut() {
+                        d.fire_due(clock);
+                    }
+                    self.count_election(id, was_leader);
+                    self.after_driver(id);
                 }
             }
+            Ev::FlushServer { id } => self.flush_server(id),
+            Ev::Synced { id, gen } => self.synced(id, gen),
             Ev::ClientTimer { idx, gen } => {
                 if self.clients[idx].timer_gen == gen {
                     let r = self.clients[idx].client.on_timer();
@@ -804,7 +871,7 @@ impl Simulation {
     fn deliver(&mut self, from: Addr, to: Addr, msg: Message) {
         match to {
             Addr::Server(id) => {
-                if self.servers[id as usize - 1].server.is_none() {
+                if self.servers[id as usize - 1].driver.is_none() {
                     return;
                 }
                 self.server_counts[id as usize - 1].received[kind_index(&msg)] += 1;
@@ -827,70 +894,42 @@ impl Simulation {
         }
     }
 
-    fn step_server(&mut self, id: NodeId, input: Input) {
-        let Some(server) = self.servers[id as usize - 1].server.as_mut() else {
-            return;
-        };
-        let was_leader = server.role() == RoleKind::Leader;
-        let s = &self.servers[id as usize - 1];
-        let clock = s.origin + self.now.mul_f64(s.rate);
-        let Some(server) = self.servers[id as usize - 1].server.as_mut() else {
-            return;
-        };
-        let ready = server.step(clock, input);
-        if !was_leader && server.role() == RoleKind::Leader {
+    fn is_leader(&self, id: NodeId) -> bool {
+        self.servers[id as usize - 1]
+            .server()
+            .is_some_and(|s| s.role() == RoleKind::Leader)
+    }
+
+    fn count_election(&mut self, id: NodeId, was_leader: bool) {
+        if !was_leader && self.is_leader(id) {
             self.elections_won += 1;
             self.first_leader_at.get_or_insert(self.now);
         }
-        self.apply_ready(id, ready);
     }
 
-    /// Carries out a step's effects in the order the core requires: early messages, then
-    /// the durable writes, then the messages that depend on them.
-    fn apply_ready(&mut self, id: NodeId, ready: Ready) {
-        let Ready {
-            send_now,
-            persist,
-            send_after,
-            timers,
-            executed,
-            ..
-        } = ready;
-        for o in send_now {
-            self.send(Addr::Server(id), o);
-        }
-        let s = &mut self.servers[id as usize - 1];
-        s.cache.extend(persist);
-        if s.crash_mid_step {
-            // The process dies between the write and the sync: what depends on the write
-            // never leaves.
-            self.crash(id);
+    fn step_server(&mut self, id: NodeId, input: Input) {
+        let clock = self.clock(id);
+        let was_leader = self.is_leader(id);
+        let Some(driver) = self.servers[id as usize - 1].driver.as_mut() else {
             return;
-        }
-        if !self.sc.unsafe_disk {
-            for op in s.cache.drain(..) {
-                s.durable.apply(&op);
-            }
-        }
-        for o in send_after {
-            self.send(Addr::Server(id), o);
-        }
-        for t in timers {
-            self.timer_gen += 1;
-            let gen = self.timer_gen;
-            self.servers[id as usize - 1].timers.insert(t.kind, gen);
-            // Asked for in its own clock's time.
-            let rate = self.servers[id as usize - 1].rate;
-            let after = (t.after + self.rand_duration(t.jitter)).div_f64(rate);
-            self.schedule(
-                after,
-                Ev::ServerTimer {
-                    id,
-                    kind: t.kind,
-                    gen,
-                },
-            );
-        }
+        };
+        driver.step(clock, input);
+        self.count_election(id, was_leader);
+        self.after_driver(id);
+    }
+
+    /// After the driver took input: check what it executed, schedule its flush (soon, so
+    /// that whatever else arrives meanwhile joins the group, as in the runtime) and its next
+    /// timer.
+    fn after_driver(&mut self, id: NodeId) {
+        let i = id as usize - 1;
+        let Some(driver) = self.servers[i].driver.as_mut() else {
+            return;
+        };
+        let executed = driver.take_executed();
+        let pending = driver.has_pending();
+        let due = driver.flush_due();
+        let deadline = driver.next_deadline();
         for (slot, digest) in executed {
             match self.chosen.get(&slot) {
                 Some(d) if *d != digest => self.violations.push(format!(
@@ -902,6 +941,79 @@ impl Simulation {
                 }
             }
         }
+        if pending && !self.servers[i].flush_scheduled {
+            self.servers[i].flush_scheduled = true;
+            let window = if due {
+                Duration::ZERO
+            } else {
+                self.rand_duration(self.sc.group_window)
+            };
+            self.schedule(window, Ev::FlushServer { id });
+        }
+        if deadline != self.servers[i].wake_at {
+            self.servers[i].wake_gen += 1;
+            self.servers[i].wake_at = deadline;
+            if let Some(at) = deadline {
+                let gen = self.servers[i].wake_gen;
+                let s = &self.servers[i];
+                // The deadline is on the server's clock; turn it into virtual time (a hair
+                // late rather than early, so the timer is due when the wake-up comes).
+                let left = at.saturating_sub(self.clock(id));
+                let after = left.div_f64(s.rate) + Duration::from_micros(1);
+                self.schedule(after, Ev::Wake { id, gen });
+            }
+        }
+    }
+
+    /// The runtime's flush: early messages out, the group written, and after the sync (a
+    /// moment later, during which the server takes no input) the messages that depend on it.
+    fn flush_server(&mut self, id: NodeId) {
+        let i = id as usize - 1;
+        self.servers[i].flush_scheduled = false;
+        let Some(driver) = self.servers[i].driver.as_mut() else {
+            return;
+        };
+        let Flush {
+            send_early,
+            persist,
+            send_durable,
+        } = driver.flush();
+        for o in send_early {
+            self.send(Addr::Server(id), o);
+        }
+        let s = &mut self.servers[i];
+        s.cache.extend(persist);
+        s.after_sync.extend(send_durable);
+        if s.crash_mid_step {
+            // The process dies between the write and the sync: what depends on the write
+            // never leaves.
+            self.crash(id);
+            return;
+        }
+        s.sync_gen += 1;
+        let gen = s.sync_gen;
+        let took = self.rand_duration(self.sc.sync_time);
+        self.servers[i].busy_until = Some(self.now + took);
+        self.schedule(took, Ev::Synced { id, gen });
+    }
+
+    fn synced(&mut self, id: NodeId, gen: u64) {
+        let i = id as usize - 1;
+        let s = &mut self.servers[i];
+        if s.sync_gen != gen || s.driver.is_none() {
+            return;
+        }
+        s.busy_until = None;
+        if !self.sc.unsafe_disk {
+            for op in s.cache.drain(..) {
+                s.durable.apply(&op);
+            }
+        }
+        for o in std::mem::take(&mut self.servers[i].after_sync) {
+            self.send(Addr::Server(id), o);
+        }
+        // Input that waited for the sync may have left effects to flush.
+        self.after_driver(id);
     }
 
     fn send(&mut self, from: Addr, o: Outgoing) {
