@@ -4,8 +4,13 @@
 //! A client broadcasts because it cannot know who leads (on MQTT the broadcast is a single
 //! publish). Only the leader answers, but after a leader change, or when a reply is
 //! duplicated, several replies for one command may arrive: the first one that matches the
-//! pending sequence number and fits the operation wins; the rest are ignored. Pure logic; no
-//! IO, no clock.
+//! pending sequence number and fits the operation wins; the rest are ignored.
+//!
+//! Before its first command that changes data, a client opens a session through the log
+//! ([`Op::Open`], see `kv`): its commands then carry the session id `<id>/<slot>` so that they
+//! execute at most once. If the session is forgotten (the table is bounded), the command is
+//! refused with [`OpResult::SessionExpired`], the client forgets the session and reports the
+//! result; the next command opens a new one. Pure logic; no IO, no clock.
 
 use crate::kv::{ClientId, Command, Op, OpResult};
 use crate::message::{Dest, Message, Outgoing};
@@ -55,7 +60,10 @@ pub struct ClientReady {
 
 #[derive(Debug)]
 struct Pending {
+    /// What is on the wire: the caller's command, or the open that must come first.
     cmd: Command,
+    /// The caller's operation, while its session is being opened.
+    waiting: Option<Op>,
 }
 
 /// One sequential client.
@@ -63,6 +71,10 @@ struct Pending {
 pub struct Client {
     id: ClientId,
     cfg: ClientConfig,
+    /// The open session's id, if any.
+    session: Option<ClientId>,
+    /// One counter for opens and commands alike, so a late reply to one is never taken for
+    /// a reply to another.
     next_seq: u64,
     pending: Option<Pending>,
 }
@@ -74,6 +86,7 @@ impl Client {
         Client {
             id: id.into(),
             cfg,
+            session: None,
             next_seq: 1,
             pending: None,
         }
@@ -93,25 +106,61 @@ impl Client {
         if self.pending.is_some() {
             return Err(ClientError::Busy);
         }
-        let cmd = Command {
-            client: self.id.clone(),
-            seq: self.next_seq,
-            op,
+        let needs_session = !matches!(op, Op::Get { .. });
+        let pending = match (&self.session, needs_session) {
+            (None, true) => Pending {
+                cmd: self.command(self.id.clone(), Op::Open),
+                waiting: Some(op),
+            },
+            (session, _) => {
+                let id = session.clone().unwrap_or_else(|| self.id.clone());
+                Pending {
+                    cmd: self.command(id, op),
+                    waiting: None,
+                }
+            }
         };
-        self.next_seq += 1;
-        let ready = self.send(&cmd);
-        self.pending = Some(Pending { cmd });
+        let ready = self.send(&pending.cmd);
+        self.pending = Some(pending);
         Ok(ready)
     }
 
-    /// A reply arrived.
+    /// The session this client's commands run in, once opened.
+    pub fn session(&self) -> Option<&str> {
+        self.session.as_deref()
+    }
+
+    fn command(&mut self, client: ClientId, op: Op) -> Command {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        Command { client, seq, op }
+    }
+
+    /// A reply arrived for `seq`. Returns the result once the caller's command is done; while
+    /// its session is being opened, the open's reply instead sends the command itself.
     pub fn on_reply(&mut self, seq: u64, result: OpResult) -> ClientReady {
         let Some(p) = &self.pending else {
             return ClientReady::default();
         };
         if p.cmd.seq != seq || !fits(&p.cmd.op, &result) {
-            // A repeat of an earlier reply, or one that cannot be an answer to this command.
             return ClientReady::default();
+        }
+        if let (Some(_), OpResult::Opened(slot)) = (&p.waiting, &result) {
+            let session = crate::kv::session_id(&self.id, *slot);
+            self.session = Some(session.clone());
+            let op = self
+                .pending
+                .take()
+                .and_then(|p| p.waiting)
+                .unwrap_or(Op::Open);
+            let cmd = self.command(session, op);
+            let ready = self.send(&cmd);
+            self.pending = Some(Pending { cmd, waiting: None });
+            return ready;
+        }
+        if result == OpResult::SessionExpired {
+            // Forgotten by the servers: the next command opens a new session.
+            self.session = None;
         }
         self.pending = None;
         ClientReady {
@@ -120,7 +169,6 @@ impl Client {
         }
     }
 
-    /// The resend timer fired.
     pub fn on_timer(&mut self) -> ClientReady {
         match &self.pending {
             Some(p) => {
@@ -153,7 +201,12 @@ impl Client {
 fn fits(op: &Op, result: &OpResult) -> bool {
     matches!(
         (op, result),
-        (Op::Get { .. }, OpResult::Value(_))
+        (Op::Open, OpResult::Opened(_))
+            | (
+                Op::Put { .. } | Op::Append { .. } | Op::Delete { .. } | Op::Cas { .. },
+                OpResult::SessionExpired
+            )
+            | (Op::Get { .. }, OpResult::Value(_))
             | (Op::Put { .. } | Op::Append { .. }, OpResult::Done)
             | (Op::Delete { .. }, OpResult::Deleted(_))
             | (Op::Cas { .. }, OpResult::Swapped(_))
@@ -208,6 +261,47 @@ mod tests {
         assert!(matches!(
             r.send.map(|o| o.msg),
             Some(Message::Request(Command { seq: 2, .. }))
+        ));
+    }
+
+    #[test]
+    fn a_write_opens_a_session_first_and_reopens_after_it_expired() {
+        let mut c = Client::new("u/t", ClientConfig::default());
+        let put = Op::Put {
+            key: "k".into(),
+            value: "v".into(),
+        };
+        let r = c.invoke(put.clone()).unwrap();
+        let Some(Message::Request(open)) = r.send.map(|o| o.msg) else {
+            panic!("no request")
+        };
+        assert_eq!((open.client.as_str(), &open.op), ("u/t", &Op::Open));
+        // The open's reply sends the put, in the new session.
+        let r = c.on_reply(open.seq, OpResult::Opened(42));
+        assert_eq!(r.done, None);
+        let Some(Message::Request(cmd)) = r.send.map(|o| o.msg) else {
+            panic!("the put was not sent")
+        };
+        assert_eq!((cmd.client.as_str(), &cmd.op), ("u/t/42", &put));
+        assert_eq!(
+            c.on_reply(cmd.seq, OpResult::Done).done,
+            Some((cmd.seq, OpResult::Done))
+        );
+        // Expired: reported, and the next write opens a new session.
+        let r = c.invoke(put.clone()).unwrap();
+        let Some(Message::Request(cmd)) = r.send.map(|o| o.msg) else {
+            panic!()
+        };
+        assert_eq!(cmd.client, "u/t/42");
+        assert_eq!(
+            c.on_reply(cmd.seq, OpResult::SessionExpired).done,
+            Some((cmd.seq, OpResult::SessionExpired))
+        );
+        assert_eq!(c.session(), None);
+        let r = c.invoke(put).unwrap();
+        assert!(matches!(
+            r.send.map(|o| o.msg),
+            Some(Message::Request(Command { op: Op::Open, .. }))
         ));
     }
 }

@@ -45,6 +45,11 @@ pub struct Flush {
     pub persist: Vec<PersistOp>,
     /// Promises, acknowledgements and replies: only once `persist` is durable.
     pub send_durable: Vec<Outgoing>,
+    /// Slots the steps of this flush executed, with value digests (`Config::trace_chosen`).
+    /// A lone server executes a slot as soon as it accepts it, before the sync; nothing of
+    /// that execution escapes until the sync, and a crash before it undoes it, so a checker
+    /// should count these as executed only once the flush is durable.
+    pub executed: Vec<(Slot, u64)>,
 }
 
 impl Flush {
@@ -97,7 +102,7 @@ pub struct Driver {
     /// How many servers are known to be online (this one included); elections wait for a
     /// majority. `None`: not tracked, always ready.
     online: Option<usize>,
-    /// Slots executed since last taken, with value digests (`Config::trace_chosen`).
+    /// Slots executed since the last flush, with value digests (`Config::trace_chosen`).
     executed: Vec<(Slot, u64)>,
     executed_commands: u64,
 }
@@ -170,6 +175,7 @@ impl Driver {
             send_early: coalesce(early),
             persist,
             send_durable: coalesce(durable),
+            executed: std::mem::take(&mut self.executed),
         }
     }
 
@@ -206,11 +212,6 @@ impl Driver {
     /// How many servers (this one included) are known to be online.
     pub fn set_online(&mut self, servers: usize) {
         self.online = Some(servers);
-    }
-
-    /// Slots executed since the last call, with value digests (`Config::trace_chosen`).
-    pub fn take_executed(&mut self) -> Vec<(Slot, u64)> {
-        std::mem::take(&mut self.executed)
     }
 
     /// Client commands executed since the last call.

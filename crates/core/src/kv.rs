@@ -1,11 +1,20 @@
 //! The replicated key/value state machine and its at-most-once session table.
 //!
 //! Commands are applied in slot order on every replica. Each command carries
-//! `(client id, sequence number)`; the session table remembers the last sequence number and
-//! result per client so that a resent or duplicated command is executed at most once and its
-//! original result is returned again. The table is bounded: past `max_sessions` the client that
-//! was idle longest (by slot) is forgotten, deterministically, so every replica forgets the same
-//! one. Pure data; no IO.
+//! `(session id, sequence number)`; the session table remembers the last sequence number and
+//! result per session so that a resent or duplicated command is executed at most once and its
+//! original result is returned again. The table is bounded: past `max_sessions` the session
+//! that was idle longest (by slot) is forgotten, deterministically, so every replica forgets
+//! the same one.
+//!
+//! Sessions are opened through the log, as Raft's client sessions are: a client sends
+//! [`Op::Open`] under its own id `<user>/<token>` and gets back the slot the open executed in;
+//! its session is then `<user>/<token>/<slot>`, and its commands carry that id. A session id
+//! therefore names one open, ever: an open executed twice (a resend, a delayed copy) opens two
+//! different sessions, never the same one again. So a command whose session is not in the
+//! table (evicted, or never opened) is refused with [`OpResult::SessionExpired`] instead of
+//! being executed as if new, and a retry from a forgotten session can never execute twice.
+//! Gets need no session (executing one twice changes nothing). Pure data; no IO.
 
 use crate::ballot::Slot;
 use serde::{Deserialize, Serialize};
@@ -39,6 +48,8 @@ pub enum Op {
         expected: Option<String>,
         new: String,
     },
+    /// Opens a session (see the module docs); sent under the client's own id, not a session's.
+    Open,
 }
 
 impl Op {
@@ -49,6 +60,7 @@ impl Op {
             | Op::Append { key, .. }
             | Op::Delete { key }
             | Op::Cas { key, .. } => key,
+            Op::Open => "",
         }
     }
 
@@ -60,6 +72,7 @@ impl Op {
             Op::Append { .. } => "append",
             Op::Delete { .. } => "delete",
             Op::Cas { .. } => "cas",
+            Op::Open => "open",
         }
     }
 }
@@ -75,6 +88,11 @@ pub enum OpResult {
     Deleted(bool),
     /// A cas: whether it swapped.
     Swapped(bool),
+    /// An open: the slot it executed in, which names the session (`<client>/<slot>`).
+    Opened(u64),
+    /// The command's session is not (or no longer) in the table: it was not executed, and
+    /// whether an earlier copy of it was is unknown. The client must open a new session.
+    SessionExpired,
 }
 
 /// A client command: what the log orders.
@@ -111,6 +129,13 @@ pub enum Applied {
     Duplicate(OpResult),
     /// Older than the client's last command: the client has moved on, nobody waits for it.
     Stale,
+    /// Not executed (its session is unknown); the result says why.
+    Refused(OpResult),
+}
+
+/// The session id an open by `client` executed in `slot` creates.
+pub fn session_id(client: &str, slot: Slot) -> ClientId {
+    format!("{client}/{slot}")
 }
 
 impl KvStore {
@@ -156,35 +181,52 @@ impl KvStore {
         self.sessions.len()
     }
 
-    /// Applies `cmd`, chosen at `slot`, at most once per `(client, seq)`.
+    /// Applies `cmd`, chosen at `slot`, at most once per `(session, seq)`.
     pub fn apply(&mut self, slot: Slot, cmd: &Command) -> Applied {
-        if let Some(s) = self.sessions.get(&cmd.client) {
-            if cmd.seq == s.seq {
-                return Applied::Duplicate(s.result.clone());
+        if matches!(cmd.op, Op::Open) {
+            let id = session_id(&cmd.client, slot);
+            if self.sessions.contains_key(&id) {
+                // The same open twice in one slot: one session.
+                return Applied::Duplicate(OpResult::Opened(slot));
             }
-            if cmd.seq < s.seq {
-                return Applied::Stale;
+            self.record(id, 0, OpResult::Opened(slot), slot);
+            return Applied::Executed(OpResult::Opened(slot));
+        }
+        match self.sessions.get(&cmd.client) {
+            Some(s) if cmd.seq == s.seq => return Applied::Duplicate(s.result.clone()),
+            Some(s) if cmd.seq < s.seq => return Applied::Stale,
+            Some(_) => {}
+            // A get changes nothing, so it needs no session to be safe to repeat.
+            None if matches!(cmd.op, Op::Get { .. }) => {
+                return Applied::Executed(self.execute(&cmd.op));
             }
+            None => return Applied::Refused(OpResult::SessionExpired),
         }
         let result = self.execute(&cmd.op);
+        self.record(cmd.client.clone(), cmd.seq, result.clone(), slot);
+        Applied::Executed(result)
+    }
+
+    /// Remembers `result` as session `id`'s last, and forgets the longest-idle session past
+    /// the table's bound.
+    fn record(&mut self, id: ClientId, seq: u64, result: OpResult, slot: Slot) {
         if let Some(old) = self.sessions.insert(
-            cmd.client.clone(),
+            id.clone(),
             Session {
-                seq: cmd.seq,
-                result: result.clone(),
+                seq,
+                result,
                 last_slot: slot,
             },
         ) {
-            self.by_age.remove(&(old.last_slot, cmd.client.clone()));
+            self.by_age.remove(&(old.last_slot, id.clone()));
         }
-        self.by_age.insert((slot, cmd.client.clone()));
+        self.by_age.insert((slot, id));
         while self.sessions.len() > self.max_sessions {
             let Some(oldest) = self.by_age.pop_first() else {
                 break;
             };
             self.sessions.remove(&oldest.1);
         }
-        Applied::Executed(result)
     }
 
     fn execute(&mut self, op: &Op) -> OpResult {
@@ -207,6 +249,8 @@ impl KvStore {
                     OpResult::Swapped(false)
                 }
             }
+            // Handled in `apply`; never reaches the data.
+            Op::Open => OpResult::Done,
         }
     }
 
@@ -239,6 +283,15 @@ mod tests {
         }
     }
 
+    /// Opens a session for `client` at `slot`; returns its id.
+    fn open(kv: &mut KvStore, client: &str, slot: Slot) -> String {
+        assert_eq!(
+            kv.apply(slot, &cmd(client, 1, Op::Open)),
+            Applied::Executed(OpResult::Opened(slot))
+        );
+        session_id(client, slot)
+    }
+
     fn put(k: &str, v: &str) -> Op {
         Op::Put {
             key: k.into(),
@@ -249,9 +302,10 @@ mod tests {
     #[test]
     fn operations_do_what_they_say() {
         let mut kv = KvStore::new(10);
+        let a = &open(&mut kv, "u/a", 0);
         let get = |k: &str| Op::Get { key: k.into() };
         assert_eq!(
-            kv.apply(1, &cmd("a", 1, get("x"))),
+            kv.apply(1, &cmd(a, 1, get("x"))),
             Applied::Executed(OpResult::Value(None))
         );
         let app = Op::Append {
@@ -259,7 +313,7 @@ mod tests {
             value: "ab".into(),
         };
         assert_eq!(
-            kv.apply(2, &cmd("a", 2, app)),
+            kv.apply(2, &cmd(a, 2, app)),
             Applied::Executed(OpResult::Done)
         );
         assert_eq!(kv.get("x").map(String::as_str), Some("ab"));
@@ -269,19 +323,19 @@ mod tests {
             new: n.into(),
         };
         assert_eq!(
-            kv.apply(3, &cmd("a", 3, cas(Some("zz"), "q"))),
+            kv.apply(3, &cmd(a, 3, cas(Some("zz"), "q"))),
             Applied::Executed(OpResult::Swapped(false))
         );
         assert_eq!(
-            kv.apply(4, &cmd("a", 4, cas(Some("ab"), "q"))),
+            kv.apply(4, &cmd(a, 4, cas(Some("ab"), "q"))),
             Applied::Executed(OpResult::Swapped(true))
         );
         assert_eq!(
-            kv.apply(5, &cmd("a", 5, Op::Delete { key: "x".into() })),
+            kv.apply(5, &cmd(a, 5, Op::Delete { key: "x".into() })),
             Applied::Executed(OpResult::Deleted(true))
         );
         assert_eq!(
-            kv.apply(6, &cmd("a", 6, cas(None, "n"))),
+            kv.apply(6, &cmd(a, 6, cas(None, "n"))),
             Applied::Executed(OpResult::Swapped(true))
         );
         assert_eq!(kv.get("x").map(String::as_str), Some("n"));
@@ -290,8 +344,9 @@ mod tests {
     #[test]
     fn a_command_executes_at_most_once() {
         let mut kv = KvStore::new(10);
+        let c = &open(&mut kv, "u/c", 0);
         let a = cmd(
-            "c",
+            c,
             1,
             Op::Append {
                 key: "k".into(),
@@ -301,7 +356,7 @@ mod tests {
         assert_eq!(kv.apply(1, &a), Applied::Executed(OpResult::Done));
         assert_eq!(kv.apply(2, &a), Applied::Duplicate(OpResult::Done));
         assert_eq!(
-            kv.apply(3, &cmd("c", 2, put("k", "y"))),
+            kv.apply(3, &cmd(c, 2, put("k", "y"))),
             Applied::Executed(OpResult::Done)
         );
         assert_eq!(kv.apply(4, &a), Applied::Stale);
@@ -311,13 +366,48 @@ mod tests {
     #[test]
     fn session_table_is_bounded_and_forgets_the_longest_idle() {
         let mut kv = KvStore::new(2);
-        kv.apply(1, &cmd("a", 1, put("k", "1")));
-        kv.apply(2, &cmd("b", 1, put("k", "2")));
-        kv.apply(3, &cmd("a", 2, put("k", "3")));
-        kv.apply(4, &cmd("c", 1, put("k", "4")));
+        let a = &open(&mut kv, "u/a", 1);
+        let b = &open(&mut kv, "u/b", 2);
+        kv.apply(3, &cmd(a, 1, put("k", "3")));
+        let c = &open(&mut kv, "u/c", 4);
         assert_eq!(kv.sessions(), 2);
-        assert_eq!(kv.last_seq("b"), None);
-        assert_eq!(kv.last_seq("a"), Some(2));
-        assert_eq!(kv.last_seq("c"), Some(1));
+        assert_eq!(kv.last_seq(b), None);
+        assert_eq!(kv.last_seq(a), Some(1));
+        assert_eq!(kv.last_seq(c), Some(0));
+    }
+
+    /// Issue 12.6: a retry from an evicted session is refused, never executed again; not
+    /// even after its open is replayed, which opens a different session.
+    #[test]
+    fn a_retry_from_a_forgotten_session_is_refused_never_run_twice() {
+        let mut kv = KvStore::new(1);
+        let a = &open(&mut kv, "u/a", 1);
+        let app = cmd(
+            a,
+            1,
+            Op::Append {
+                key: "k".into(),
+                value: "x".into(),
+            },
+        );
+        assert_eq!(kv.apply(2, &app), Applied::Executed(OpResult::Done));
+        open(&mut kv, "u/b", 3);
+        assert_eq!(kv.last_seq(a), None, "evicted");
+        assert_eq!(
+            kv.apply(4, &app),
+            Applied::Refused(OpResult::SessionExpired)
+        );
+        // A delayed copy of a's open runs again: a new session, not a's.
+        assert_eq!(open(&mut kv, "u/a", 5), "u/a/5");
+        assert_eq!(
+            kv.apply(6, &app),
+            Applied::Refused(OpResult::SessionExpired)
+        );
+        assert_eq!(kv.get("k").map(String::as_str), Some("x"));
+        // Gets need no session.
+        assert_eq!(
+            kv.apply(7, &cmd("u/z", 9, Op::Get { key: "k".into() })),
+            Applied::Executed(OpResult::Value(Some("x".into())))
+        );
     }
 }

@@ -1336,7 +1336,7 @@ impl Server {
             };
             l.proposed.remove(&(cmd.client.clone(), cmd.seq));
             let result = match applied {
-                Applied::Executed(r) | Applied::Duplicate(r) => r,
+                Applied::Executed(r) | Applied::Duplicate(r) | Applied::Refused(r) => r,
                 Applied::Stale => continue,
             };
             let msg = Message::Reply {

@@ -8,6 +8,23 @@ use mqpaxos_core::{
 use std::collections::VecDeque;
 use std::time::Duration;
 
+/// A fresh server's durable state with sessions `c/1`..`c/9` already open (as if client
+/// `c` had opened them before the test began), so that the transcripts can use those ids.
+fn fresh(max_sessions: usize) -> Durable {
+    let mut d = Durable::new(max_sessions);
+    for slot in 1..10 {
+        d.snapshot.kv.apply(
+            slot,
+            &Command {
+                client: "c".into(),
+                seq: slot,
+                op: Op::Open,
+            },
+        );
+    }
+    d
+}
+
 /// A message in flight.
 #[derive(Clone, Debug)]
 struct Flight {
@@ -39,8 +56,8 @@ impl Cluster {
         for id in 1..=n {
             let mut cfg = Config::new(id, n);
             tweak(&mut cfg);
-            durable.push(Durable::new(cfg.max_sessions));
-            servers.push(Some(Server::new(cfg).unwrap()));
+            durable.push(fresh(cfg.max_sessions));
+            servers.push(Some(Server::recover(cfg, fresh(100_000)).unwrap()));
         }
         Cluster {
             servers,
@@ -183,7 +200,7 @@ impl Cluster {
     /// would), and lets it start.
     fn restart_amnesiac(&mut self, id: NodeId) {
         let cfg = Config::new(id, self.n());
-        let mut d = Durable::new(cfg.max_sessions);
+        let mut d = fresh(cfg.max_sessions);
         d.rejoining = true;
         self.durable[id as usize - 1] = d.clone();
         let mut s = Server::recover(cfg, d).unwrap();
@@ -284,7 +301,7 @@ fn a_delayed_accepted_from_an_old_ballot_does_not_count() {
     c.settle();
     assert_eq!(c.server(1).role(), RoleKind::Leader);
     // Ballot 1: a command is proposed; server 2's Accepted is delayed, server 3's is lost.
-    c.step(1, Input::Request(put("a", 1, "x", "old")));
+    c.step(1, Input::Request(put("c/1", 1, "x", "old")));
     let acc2 = c.take(|f| f.to == To::Server(2) && matches!(f.msg, Message::Accept { .. }));
     c.drop_all();
     c.deliver(acc2);
@@ -319,9 +336,9 @@ fn a_command_commits_everywhere_and_the_leader_replies_once() {
     c.settle();
     assert_eq!(c.server(2).role(), RoleKind::Leader);
     assert_eq!(c.server(1).leader(), Some(2));
-    c.request(put("a", 1, "k", "v"));
+    c.request(put("c/1", 1, "k", "v"));
     c.settle();
-    assert_eq!(c.replies, vec![("a".into(), 1, OpResult::Done)]);
+    assert_eq!(c.replies, vec![("c/1".into(), 1, OpResult::Done)]);
     // Followers learn the commit point from the next heartbeat.
     c.fire(2, TimerKind::Heartbeat);
     c.settle();
@@ -335,9 +352,9 @@ fn a_resent_command_executes_once_and_gets_its_first_result_again() {
     let mut c = Cluster::new(3, |_| {});
     c.elect(1);
     c.settle();
-    c.request(append("a", 1, "k", "x"));
+    c.request(append("c/1", 1, "k", "x"));
     c.settle();
-    c.request(append("a", 1, "k", "x"));
+    c.request(append("c/1", 1, "k", "x"));
     c.settle();
     c.fire(1, TimerKind::Heartbeat);
     c.settle();
@@ -347,7 +364,7 @@ fn a_resent_command_executes_once_and_gets_its_first_result_again() {
     assert!(c
         .replies
         .iter()
-        .all(|r| r == &("a".into(), 1, OpResult::Done)));
+        .all(|r| r == &("c/1".into(), 1, OpResult::Done)));
 }
 
 #[test]
@@ -356,7 +373,7 @@ fn a_new_leader_reproposes_a_value_that_may_have_been_chosen() {
     c.elect(1);
     c.settle();
     // Server 1 proposes; only server 2 accepts, and its Accepted is lost. Then 1 crashes.
-    c.step(1, Input::Request(put("a", 1, "k", "v")));
+    c.step(1, Input::Request(put("c/1", 1, "k", "v")));
     let acc2 = c.take(|f| f.to == To::Server(2) && matches!(f.msg, Message::Accept { .. }));
     c.drop_all();
     c.deliver(acc2);
@@ -378,7 +395,7 @@ fn a_minority_cannot_commit() {
     c.elect(1);
     c.settle();
     c.cut = vec![3, 4, 5];
-    c.request(put("a", 1, "k", "v"));
+    c.request(put("c/1", 1, "k", "v"));
     c.settle();
     c.fire(1, TimerKind::AcceptResend);
     c.settle();
@@ -400,7 +417,7 @@ fn a_replica_far_behind_is_caught_up_by_snapshot() {
     c.settle();
     c.cut = vec![3];
     for i in 1..=30 {
-        c.request(put("a", i, &format!("k{}", i % 4), &format!("v{i}")));
+        c.request(put("c/1", i, &format!("k{}", i % 4), &format!("v{i}")));
         c.settle();
     }
     assert_eq!(c.server(1).commit(), 30);
@@ -494,7 +511,7 @@ fn a_server_that_lost_its_state_votes_only_after_rejoining() {
     let mut c = Cluster::new(3, |_| {});
     c.elect(1);
     c.settle();
-    c.request(put("a", 1, "k", "v1"));
+    c.request(put("c/1", 1, "k", "v1"));
     c.settle();
     c.crash(2);
     c.restart_amnesiac(2);
@@ -535,7 +552,7 @@ fn a_server_that_lost_its_state_votes_only_after_rejoining() {
     assert!(!c.durable[1].rejoining, "and that is durable");
     // Its vote counts again: with server 3 gone, 1 and 2 decide.
     c.cut = vec![3];
-    c.request(put("a", 2, "k", "v2"));
+    c.request(put("c/1", 2, "k", "v2"));
     c.settle();
     assert_eq!(value(&c, 1, "k").as_deref(), Some("v2"));
     c.fire(1, TimerKind::Heartbeat);
@@ -551,7 +568,7 @@ fn a_promise_from_before_a_rejoin_is_not_counted() {
     let mut c = Cluster::new(5, |_| {});
     c.elect(1);
     c.settle();
-    c.request(put("a", 1, "k", "v0"));
+    c.request(put("c/1", 1, "k", "v0"));
     c.settle();
     // Server 5 is cut off and campaigns again and again; only its last Prepare reaches 2.
     c.now += Duration::from_secs(10);
@@ -611,10 +628,10 @@ fn a_get_is_answered_without_a_log_slot_once_a_majority_confirms() {
     let mut c = Cluster::new(3, |_| {});
     c.elect(1);
     c.settle();
-    c.request(put("a", 1, "k", "v1"));
+    c.request(put("c/1", 1, "k", "v1"));
     c.settle();
     let commit = c.server(1).commit();
-    c.request(get("a", 2, "k"));
+    c.request(get("c/1", 2, "k"));
     assert!(
         c.replies.iter().all(|r| r.1 != 2),
         "not before a majority confirms"
@@ -622,7 +639,7 @@ fn a_get_is_answered_without_a_log_slot_once_a_majority_confirms() {
     c.settle();
     assert!(c
         .replies
-        .contains(&("a".to_string(), 2, OpResult::Value(Some("v1".into())))));
+        .contains(&("c/1".to_string(), 2, OpResult::Value(Some("v1".into())))));
     assert_eq!(c.server(1).commit(), commit, "the get took no slot");
 }
 
@@ -633,24 +650,24 @@ fn a_deposed_leader_does_not_answer_a_get() {
     let mut c = Cluster::new(3, |_| {});
     c.elect(1);
     c.settle();
-    c.request(put("a", 1, "k", "old"));
+    c.request(put("c/1", 1, "k", "old"));
     c.settle();
     c.cut = vec![1];
     c.elect(2);
     c.settle();
-    c.request(put("b", 1, "k", "new"));
+    c.request(put("c/2", 1, "k", "new"));
     c.settle();
     assert_eq!(value(&c, 2, "k").as_deref(), Some("new"));
     assert_eq!(c.server(1).role(), RoleKind::Leader, "1 has not noticed");
     c.cut.clear();
-    c.step(1, Input::Request(get("r", 1, "k")));
+    c.step(1, Input::Request(get("c/3", 1, "k")));
     c.settle();
     c.fire(1, TimerKind::AcceptResend);
     c.settle();
     assert!(
         !c.replies
             .iter()
-            .any(|r| r.0 == "r" && r.2 == OpResult::Value(Some("old".into()))),
+            .any(|r| r.0 == "c/3" && r.2 == OpResult::Value(Some("old".into()))),
         "a stale read: {:?}",
         c.replies
     );

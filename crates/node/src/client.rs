@@ -38,6 +38,8 @@ pub enum ClientError {
     Invalid(String),
     #[error("the server answered with a result of the wrong kind")]
     Unexpected,
+    #[error("the session expired before the command ran (the servers forgot it: too many sessions); the command may or may not have taken effect earlier, and the next command opens a new session")]
+    SessionExpired,
 }
 
 #[derive(Clone, Debug)]
@@ -105,7 +107,8 @@ impl Client {
         let topics = Topics::new(&opts.cluster);
         let s = Session {
             client_id: format!("mqpaxos-{}-{}", opts.broker.user, session),
-            subscriptions: vec![topics.reply(&client_id)],
+            // Replies to its opens come to its own id, those of its sessions below it.
+            subscriptions: vec![topics.reply_filter(&client_id)],
             on_connect: Vec::new(),
             will: None,
         };
@@ -244,11 +247,24 @@ impl Client {
                     else {
                         continue;
                     };
-                    if client != self.client_id {
+                    let ours = client == self.client_id
+                        || client
+                            .strip_prefix(self.client_id.as_str())
+                            .is_some_and(|rest| rest.starts_with('/'));
+                    if !ours {
                         continue;
                     }
-                    if let Some((_, result)) = core.on_reply(seq, result).done {
+                    let r = core.on_reply(seq, result);
+                    if let Some((_, result)) = r.done {
+                        if result == OpResult::SessionExpired {
+                            return Err(ClientError::SessionExpired);
+                        }
                         return Ok(result);
+                    }
+                    if let Some(o) = r.send {
+                        // The session is open: now the command itself.
+                        let _ = publish(conn, &request_topic, &o.msg).await;
+                        resend_at = tokio::time::Instant::now() + self.resend;
                     }
                 }
             }

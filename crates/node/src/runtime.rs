@@ -319,6 +319,7 @@ impl Node {
             send_early,
             persist,
             send_durable,
+            ..
         } = self.driver.flush();
         for o in send_early {
             self.send(o).await;

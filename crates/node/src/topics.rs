@@ -103,6 +103,11 @@ impl Topics {
     pub fn reply(&self, client_id: &str) -> String {
         format!("{}/reply/{client_id}", self.prefix)
     }
+    /// What a client with wire id `<user>/<token>` subscribes to: the replies to its own id
+    /// and to every session it opens (`<user>/<token>/<slot>`).
+    pub fn reply_filter(&self, client_id: &str) -> String {
+        format!("{}/reply/{client_id}/#", self.prefix)
+    }
     pub fn presence(&self, node: &str) -> String {
         format!("{}/presence/{node}", self.prefix)
     }
@@ -143,7 +148,7 @@ impl Topics {
                     })
                 }
             }
-            ["reply", user, session] => Some(Parsed::Reply {
+            ["reply", user, session] | ["reply", user, session, _] => Some(Parsed::Reply {
                 user: (*user).to_string(),
                 session: (*session).to_string(),
             }),

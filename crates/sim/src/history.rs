@@ -11,6 +11,8 @@ fn kind(op: &Op) -> OpKind {
         Op::Append { .. } => OpKind::Append,
         Op::Delete { .. } => OpKind::Delete,
         Op::Cas { .. } => OpKind::Cas,
+        // Never recorded: opens are the client library's business, not the history's.
+        Op::Open => OpKind::Get,
     }
 }
 
@@ -18,7 +20,7 @@ fn kind(op: &Op) -> OpKind {
 pub fn invoke(t: Duration, client: &str, op: &Op) -> Event {
     let e = Event::invoke(t.as_nanos() as u64, client, kind(op), op.key());
     match op {
-        Op::Get { .. } | Op::Delete { .. } => e,
+        Op::Get { .. } | Op::Delete { .. } | Op::Open => e,
         Op::Put { value, .. } | Op::Append { value, .. } => e.with_value(Some(value)),
         Op::Cas { expected, new, .. } => e.with_value(Some(new)).with_expected(expected.as_deref()),
     }
@@ -34,6 +36,16 @@ pub fn ok(t: Duration, client: &str, op: &Op, result: &OpResult) -> Event {
             .with_value(Some(new))
             .with_expected(expected.as_deref())
             .with_result(*s),
+        _ => e,
+    }
+}
+
+/// The event for `op` whose outcome is unknown (it may or may not have taken effect).
+pub fn info(t: Duration, client: &str, op: &Op) -> Event {
+    let e = Event::info(t.as_nanos() as u64, client, kind(op), op.key());
+    match op {
+        Op::Put { value, .. } | Op::Append { value, .. } => e.with_value(Some(value)),
+        Op::Cas { expected, new, .. } => e.with_value(Some(new)).with_expected(expected.as_deref()),
         _ => e,
     }
 }

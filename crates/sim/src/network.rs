@@ -57,15 +57,25 @@ pub struct Network {
     /// When set, servers in different groups cannot talk. Clients reach every server, as in
     /// the seed's experiment where only the servers were split.
     pub groups: Option<Vec<BTreeSet<NodeId>>>,
+    /// One-way cuts: a message from the first to the second is dropped, while the other
+    /// direction works (a half-broken connection, a broker dropping one subscriber's traffic).
+    pub one_way: BTreeSet<(Addr, Addr)>,
 }
 
 impl Network {
     pub fn new(cfg: NetConfig) -> Self {
-        Network { cfg, groups: None }
+        Network {
+            cfg,
+            groups: None,
+            one_way: BTreeSet::new(),
+        }
     }
 
     /// Whether `a` and `b` are on the same side of the current partition.
     pub fn connected(&self, a: Addr, b: Addr) -> bool {
+        if self.one_way.contains(&(a, b)) {
+            return false;
+        }
         let (Addr::Server(x), Addr::Server(y)) = (a, b) else {
             return true;
         };

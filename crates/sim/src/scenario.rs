@@ -48,6 +48,10 @@ pub enum FaultPlan {
         pause_min: Duration,
         pause_max: Duration,
     },
+    /// Every `every`, for `length`: one-way faults. Half the time the leader goes deaf
+    /// (nothing reaches it, from servers or clients, while everything it sends arrives); the
+    /// other half, random one-way server-to-server links and client-to-server links are cut.
+    OneWay { every: Duration, length: Duration },
 }
 
 /// One kind of run. A seed turns it into exactly one run.
@@ -85,6 +89,8 @@ pub struct Scenario {
     pub group_window: Duration,
     /// How long a sync takes at most; the server takes no input meanwhile.
     pub sync_time: Duration,
+    /// The at-most-once table's size, if not the default.
+    pub max_sessions: Option<usize>,
 }
 
 impl Scenario {
@@ -107,6 +113,7 @@ impl Scenario {
             clock_drift: 0.0,
             group_window: Duration::from_micros(500),
             sync_time: Duration::from_micros(800),
+            max_sessions: None,
         }
     }
 
@@ -115,6 +122,9 @@ impl Scenario {
         let mut cfg = Config::new(id, self.servers);
         cfg.snapshot_interval = self.snapshot_interval;
         cfg.trace_chosen = true;
+        if let Some(n) = self.max_sessions {
+            cfg.max_sessions = n;
+        }
         if let Some(tweak) = self.tweak {
             tweak(&mut cfg);
         }
@@ -133,6 +143,10 @@ pub fn all() -> Vec<Scenario> {
         minority(),
         lossy(3),
         lossy(5),
+        power(),
+        one_way(),
+        single(),
+        sessions(),
     ]
 }
 
@@ -273,5 +287,79 @@ pub fn lossy(servers: u32) -> Scenario {
         jitter: Duration::from_millis(29),
         duplicate: 0.1,
     };
+    s
+}
+
+/// Whole-cluster power loss: every server (often all at once) dies, half the time in the
+/// middle of writing a group, which the disk then keeps whole or not at all (a torn group is
+/// dropped at replay), and restarts on its own.
+pub fn power() -> Scenario {
+    let mut s = Scenario::base(
+        "power",
+        "3 servers, 3 clients, 5% loss: power cuts of the whole cluster (sometimes a majority), often mid-write",
+        3,
+    );
+    s.net = NetConfig::mildly_lossy();
+    s.faults = FaultPlan::RandomCrashes {
+        every: Duration::from_millis(600),
+        down_min: Duration::from_millis(20),
+        down_max: Duration::from_millis(800),
+        all_at_once: 0.7,
+        amnesia: 0.0,
+    };
+    s
+}
+
+/// One-way faults: a leader that can send but not receive must give way, and a majority
+/// that can talk must go on committing.
+pub fn one_way() -> Scenario {
+    let mut s = Scenario::base(
+        "one-way",
+        "5 servers, 3 clients, 5% loss: for 3 s at a time the leader goes deaf, or random one-way links (server and client) are cut",
+        5,
+    );
+    s.net = NetConfig::mildly_lossy();
+    s.faults = FaultPlan::OneWay {
+        every: Duration::from_millis(4000),
+        length: Duration::from_millis(3000),
+    };
+    s.safety = Duration::from_secs(14);
+    s
+}
+
+/// A one-server cluster: every answer must wait for its own sync, crashes included.
+pub fn single() -> Scenario {
+    let mut s = Scenario::base(
+        "single",
+        "1 server, 3 clients, 5% loss: it crashes (often mid-write) and restarts",
+        1,
+    );
+    s.net = NetConfig::mildly_lossy();
+    s.faults = FaultPlan::RandomCrashes {
+        every: Duration::from_millis(500),
+        down_min: Duration::from_millis(20),
+        down_max: Duration::from_millis(300),
+        all_at_once: 1.0,
+        amnesia: 0.0,
+    };
+    s
+}
+
+/// A session table of two for five clients: sessions are evicted all the time, and a
+/// retried command of an evicted session must never execute twice.
+pub fn sessions() -> Scenario {
+    let mut s = Scenario::base(
+        "sessions",
+        "3 servers, 5 clients, 20% loss, 10% duplicates, a session table of 2: eviction under retries",
+        3,
+    );
+    s.clients = 5;
+    s.net = NetConfig {
+        loss: 0.2,
+        delay: Duration::from_millis(1),
+        jitter: Duration::from_millis(20),
+        duplicate: 0.1,
+    };
+    s.max_sessions = Some(2);
     s
 }

@@ -90,6 +90,8 @@ enum Fault {
     MinorityStart { minority: usize },
     MinorityEnd,
     PauseLeader,
+    OneWayStart,
+    OneWayEnd,
 }
 
 #[derive(Debug)]
@@ -165,6 +167,8 @@ struct SimServer {
     cache: Vec<PersistOp>,
     /// The messages of the flush being synced: they leave when the sync returns.
     after_sync: Vec<Outgoing>,
+    /// What the flush being synced executed: it counts once the sync returns.
+    executed: Vec<(Slot, u64)>,
     /// Which sync is in progress, so a crash cancels its completion.
     sync_gen: u64,
     /// Busy syncing until then: what arrives waits, as the runtime's task is blocked.
@@ -258,6 +262,7 @@ impl Simulation {
                     durable: Durable::new(cfg.max_sessions),
                     cache: Vec::new(),
                     after_sync: Vec::new(),
+                    executed: Vec::new(),
                     sync_gen: 0,
                     busy_until: None,
                     flush_scheduled: false,
@@ -476,6 +481,14 @@ impl Simulation {
                     t += every;
                 }
             }
+            FaultPlan::OneWay { every, length } => {
+                let mut t = every;
+                while t + length < self.sc.safety {
+                    self.schedule(t, Ev::Fault(Fault::OneWayStart));
+                    self.schedule(t + length, Ev::Fault(Fault::OneWayEnd));
+                    t += every.max(length);
+                }
+            }
             FaultPlan::MinorityPartition {
                 count,
                 minority,
@@ -598,6 +611,35 @@ impl Simulation {
                 self.end_watch();
                 self.net.groups = None;
             }
+            Fault::OneWayStart => {
+                let servers: Vec<Addr> = (1..=self.sc.servers).map(Addr::Server).collect();
+                let clients: Vec<Addr> = (0..self.clients.len()).map(Addr::Client).collect();
+                let leader = self.current_leader();
+                if let (Some(l), true) = (leader, self.rng.gen_bool(0.5)) {
+                    // The leader goes deaf: nothing reaches it, what it sends arrives.
+                    for a in servers.iter().chain(&clients) {
+                        if *a != Addr::Server(l) {
+                            self.net.one_way.insert((*a, Addr::Server(l)));
+                        }
+                    }
+                    let others = (1..=self.sc.servers).filter(|x| *x != l).collect();
+                    self.begin_watch(others, BTreeSet::from([l]), false);
+                } else {
+                    // Random one-way links, each cut with probability 1/4: progress is not
+                    // promised, only safety.
+                    for a in servers.iter().chain(&clients) {
+                        for b in &servers {
+                            if a != b && self.rng.gen_bool(0.25) {
+                                self.net.one_way.insert((*a, *b));
+                            }
+                        }
+                    }
+                }
+            }
+            Fault::OneWayEnd => {
+                self.end_watch();
+                self.net.one_way.clear();
+            }
         }
     }
 
@@ -695,6 +737,7 @@ impl Simulation {
             s.durable.apply(&op);
         }
         s.after_sync.clear();
+        s.executed.clear();
         s.sync_gen += 1;
         s.busy_until = None;
         s.flush_scheduled = false;
@@ -753,6 +796,7 @@ impl Simulation {
         self.end_watch();
         self.healed = true;
         self.net.groups = None;
+        self.net.one_way.clear();
         self.net.cfg = NetConfig::healthy();
         for id in 1..=self.sc.servers {
             self.servers[id as usize - 1].crash_mid_step = false;
@@ -888,6 +932,9 @@ impl Simulation {
                     let r = self.clients[idx].client.on_reply(seq, result);
                     if let Some((_, result)) = r.done {
                         self.client_done(idx, result);
+                    } else if r.send.is_some() {
+                        // The session is open: the command itself goes out now.
+                        self.apply_client(idx, r.send, r.timer);
                     }
                 }
             }
@@ -926,21 +973,9 @@ impl Simulation {
         let Some(driver) = self.servers[i].driver.as_mut() else {
             return;
         };
-        let executed = driver.take_executed();
         let pending = driver.has_pending();
         let due = driver.flush_due();
         let deadline = driver.next_deadline();
-        for (slot, digest) in executed {
-            match self.chosen.get(&slot) {
-                Some(d) if *d != digest => self.violations.push(format!(
-                    "safety: server {id} executed a different value in slot {slot} than another replica"
-                )),
-                Some(_) => {}
-                None => {
-                    self.chosen.insert(slot, digest);
-                }
-            }
-        }
         if pending && !self.servers[i].flush_scheduled {
             self.servers[i].flush_scheduled = true;
             let window = if due {
@@ -977,6 +1012,7 @@ impl Simulation {
             send_early,
             persist,
             send_durable,
+            executed,
         } = driver.flush();
         for o in send_early {
             self.send(Addr::Server(id), o);
@@ -984,6 +1020,7 @@ impl Simulation {
         let s = &mut self.servers[i];
         s.cache.extend(persist);
         s.after_sync.extend(send_durable);
+        s.executed.extend(executed);
         if s.crash_mid_step {
             // The process dies between the write and the sync: what depends on the write
             // never leaves.
@@ -1011,6 +1048,17 @@ impl Simulation {
         }
         for o in std::mem::take(&mut self.servers[i].after_sync) {
             self.send(Addr::Server(id), o);
+        }
+        for (slot, digest) in std::mem::take(&mut self.servers[i].executed) {
+            match self.chosen.get(&slot) {
+                Some(d) if *d != digest => self.violations.push(format!(
+                    "safety: server {id} executed a different value in slot {slot} than another replica"
+                )),
+                Some(_) => {}
+                None => {
+                    self.chosen.insert(slot, digest);
+                }
+            }
         }
         // Input that waited for the sync may have left effects to flush.
         self.after_driver(id);
@@ -1041,9 +1089,15 @@ impl Simulation {
                 .map(Addr::Server)
                 .filter(|a| *a != from)
                 .collect(),
+            // A session's replies go to the client that opened it (`<client>/<slot>`), as the
+            // reply topics of a client's sessions lie below its own.
             Dest::Client(name) => self
                 .client_index
                 .get(name)
+                .or_else(|| {
+                    name.rsplit_once('/')
+                        .and_then(|(base, _)| self.client_index.get(base))
+                })
                 .map(|i| vec![Addr::Client(*i)])
                 .unwrap_or_default(),
         };
@@ -1113,8 +1167,13 @@ impl Simulation {
         let Some(op) = c.current.take() else {
             return;
         };
-        self.history
-            .push(history::ok(self.now, &c.name, &op, &result));
+        if result == OpResult::SessionExpired {
+            // Refused, and whether an earlier copy ran is unknown: indeterminate.
+            self.history.push(history::info(self.now, &c.name, &op));
+        } else {
+            self.history
+                .push(history::ok(self.now, &c.name, &op, &result));
+        }
         self.ops_completed += 1;
         let key = op.key().to_string();
         match (&op, &result) {
