@@ -66,6 +66,9 @@ pub enum Mutation {
     /// A leader never checks that it still hears a majority: one whose inbound path broke
     /// keeps the followers loyal with its heartbeats while nothing commits.
     NoCheckQuorum,
+    /// A server on an empty data directory votes at once, as if the cluster were new, instead
+    /// of rejoining: a lost disk forgets its promises and accepts.
+    TrustEmptyDisk,
     /// The driver lets a flush's early messages leave before a promise in the same flush is
     /// durable: a leader that crashes before the sync can reuse its ballot.
     EarlyBeforePromise,
@@ -156,6 +159,17 @@ impl Config {
             return err("the snapshot interval must be at least 1".into());
         }
         Ok(())
+    }
+
+    /// Whether a server that starts from an empty state may vote at once (only the
+    /// `TrustEmptyDisk` mutation says yes; whoever loads state asks this before deciding to
+    /// rejoin).
+    pub fn trust_empty_disk(&self) -> bool {
+        #[cfg(feature = "mutations")]
+        if self.mutation == Some(Mutation::TrustEmptyDisk) {
+            return true;
+        }
+        false
     }
 
     /// Votes needed for a decision.

@@ -26,7 +26,10 @@
 //!   former self gave is not counted again: every Promise carries the acceptor's incarnation
 //!   table, and a candidate ignores a promise from an older incarnation than it has heard of);
 //!   then re-learns every slot up to the end of that phase 1 before it votes. docs/protocol.md
-//!   argues why this is enough.
+//!   argues why this is enough. Every server started on an empty data directory rejoins this
+//!   way, since it cannot tell a lost disk from a new cluster: in a new cluster there is no
+//!   leader, and a majority of the others, still *pristine* (nothing ever promised or
+//!   accepted), record its incarnation instead.
 
 use crate::ballot::{Ballot, NodeId, Slot};
 use crate::config::{Config, ConfigError};
@@ -137,8 +140,11 @@ struct Read {
 enum Rejoin {
     /// Asking the others which incarnation they know it by.
     Query { answers: BTreeMap<NodeId, u64> },
-    /// Waiting for a leader whose phase 1 was run knowing its new incarnation.
-    Announce,
+    /// Waiting for a leader whose phase 1 was run knowing its new incarnation, or for a
+    /// majority of the others to have recorded that incarnation while still *pristine*
+    /// (never promised, accepted or executed anything: a new cluster, where there is no
+    /// leader to ask). Those acknowledgements are collected here.
+    Announce { pristine: BTreeSet<NodeId> },
     /// Re-learning the chosen slots before `through`.
     CatchUp { through: Slot },
 }
@@ -451,7 +457,7 @@ impl Server {
                 let msg = match &self.rejoin {
                     None | Some(Rejoin::CatchUp { .. }) => return,
                     Some(Rejoin::Query { .. }) => Message::RejoinQuery,
-                    Some(Rejoin::Announce) => Message::Rejoin {
+                    Some(Rejoin::Announce { .. }) => Message::Rejoin {
                         incarnation: self.incarnation(),
                     },
                 };
@@ -1270,12 +1276,26 @@ impl Server {
             server: self.cfg.id,
             incarnation,
         });
-        self.rejoin = Some(Rejoin::Announce);
+        self.rejoin = Some(Rejoin::Announce {
+            pristine: BTreeSet::new(),
+        });
         self.send_after(Dest::AllServers, Message::Rejoin { incarnation });
     }
 
     fn on_rejoin(&mut self, now: Duration, from: NodeId, incarnation: u64) {
         self.learn_incarnations(&Incarnations::from([(from, incarnation)]));
+        if self.pristine() && self.incarnation_of(from) == incarnation {
+            // Nothing was ever decided here, and every promise this server makes from now on
+            // carries the new incarnation (recorded durably before this answer leaves), so
+            // the rejoining server's forgotten votes can never be counted with ours.
+            let msg = Message::Rejoined {
+                incarnation,
+                ballot: Ballot::ZERO,
+                through: 0,
+            };
+            self.send_after(Dest::Server(from), msg);
+            return;
+        }
         let Role::Leader(l) = &self.role else {
             return;
         };
@@ -1302,8 +1322,25 @@ impl Server {
         ballot: Ballot,
         through: Slot,
     ) {
-        if !matches!(self.rejoin, Some(Rejoin::Announce)) || incarnation != self.incarnation() {
+        if !matches!(self.rejoin, Some(Rejoin::Announce { .. }))
+            || incarnation != self.incarnation()
+        {
             // Late, or meant for an earlier attempt of ours.
+            return;
+        }
+        if ballot == Ballot::ZERO {
+            // A pristine server recorded our incarnation. Once a majority of the others has,
+            // every quorum a candidate can gather includes one of them, whose promise tells
+            // the candidate to ignore our former self's; and none of them has accepted
+            // anything, so no value was chosen that we could have forgotten.
+            let quorum = self.cfg.quorum();
+            let Some(Rejoin::Announce { pristine }) = &mut self.rejoin else {
+                return;
+            };
+            pristine.insert(from);
+            if pristine.len() >= quorum {
+                self.finish_rejoin();
+            }
             return;
         }
         // The floor: every ballot below this one has lost a majority, so nothing we forgot
@@ -1318,6 +1355,14 @@ impl Server {
     fn finish_rejoin(&mut self) {
         self.rejoin = None;
         self.persist(PersistOp::Rejoining(false));
+    }
+
+    /// Whether this server has never promised, accepted or executed anything.
+    fn pristine(&self) -> bool {
+        self.promised == Ballot::ZERO
+            && self.commit == 0
+            && self.log.start() == 0
+            && self.log.is_empty()
     }
 
     // ----- execution and snapshots -----

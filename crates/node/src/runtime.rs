@@ -64,6 +64,10 @@ pub struct ServerOptions {
     /// from an old backup): rejoin without voting until the peers have brought it up to date.
     /// A damaged log tail found at start-up sets this by itself.
     pub rejoin: bool,
+    /// The very first start of a new cluster: an empty data directory may vote at once
+    /// without the others confirming (needed only when some servers of a new cluster cannot
+    /// start yet). Never for a server whose data was lost.
+    pub new_cluster: bool,
 }
 
 impl ServerOptions {
@@ -78,6 +82,7 @@ impl ServerOptions {
             status_interval: Duration::from_secs(1),
             max_payload: codec::DEFAULT_MAX_PAYLOAD,
             rejoin: false,
+            new_cluster: false,
         }
     }
 }
@@ -118,6 +123,16 @@ pub async fn run_server(
     let mut storage: Box<dyn Storage> = match &opts.data_dir {
         Some(dir) => {
             let fs = FileStorage::open(dir, &opts.cluster, id, opts.core.max_sessions, opts.sync)?;
+            if fs.empty && !opts.new_cluster && !opts.core.trust_empty_disk() {
+                // A new cluster's first start and a server whose disk was lost look the same
+                // from here; only the second may have made promises a quorum counted. Rejoin:
+                // in a new cluster the other servers, still pristine, confirm it at once.
+                tracing::info!(
+                    dir = %dir.display(),
+                    "empty data directory: joining through the others before voting"
+                );
+                rejoin = true;
+            }
             match &fs.recovery {
                 Recovery::Clean => {}
                 Recovery::TornUnsynced { offset, bytes } => {

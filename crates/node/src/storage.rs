@@ -138,6 +138,8 @@ pub struct FileStorage {
     durable: Durable,
     /// What loading found at the end of the log.
     pub recovery: Recovery,
+    /// The log held no record at all: a new data directory, or one whose contents were lost.
+    pub empty: bool,
     /// Where the next group goes, and the file's length (a whole number of chunks).
     end: u64,
     len: u64,
@@ -195,22 +197,6 @@ impl FileStorage {
         sync: SyncPolicy,
     ) -> Result<Self, StorageError> {
         fs::create_dir_all(dir).map_err(io(dir))?;
-        let lock_path = dir.join("lock");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io(&lock_path))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => {
-                return Err(StorageError::Locked {
-                    path: dir.to_path_buf(),
-                })
-            }
-            Err(fs::TryLockError::Error(e)) => return Err(io(&lock_path)(e)),
-        }
         let meta_path = dir.join("meta.json");
         let want = Meta {
             cluster: cluster.to_string(),
@@ -244,6 +230,23 @@ impl FileStorage {
             }
             Err(e) => return Err(io(&meta_path)(e)),
         }
+        // After the owner check, so a directory of another server is named as such.
+        let lock_path = dir.join("lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io(&lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(StorageError::Locked {
+                    path: dir.to_path_buf(),
+                })
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(io(&lock_path)(e)),
+        }
         let wal_path = dir.join("wal");
         let mut durable = Durable::new(max_sessions);
         let (valid_len, seq, recovery) = if format >= WAL_FORMAT {
@@ -275,6 +278,7 @@ impl FileStorage {
             sync,
             durable,
             recovery,
+            empty: valid_len == 0,
             end: valid_len,
             len: chunked_len(valid_len),
             seq,
@@ -408,7 +412,7 @@ fn group(seq: u64, body: &[u8]) -> Result<Vec<u8>, StorageError> {
     let len = u32::try_from(body.len())
         .ok()
         .filter(|n| *n <= MAX_RECORD)
-        .ok_or_else(|| StorageError::TooLarge { bytes: body.len() })?;
+        .ok_or(StorageError::TooLarge { bytes: body.len() })?;
     let mut buf = Vec::with_capacity(GROUP_HEADER + body.len());
     buf.extend_from_slice(&GROUP_MAGIC);
     buf.extend_from_slice(&len.to_le_bytes());

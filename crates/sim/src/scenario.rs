@@ -21,9 +21,11 @@ pub enum FaultPlan {
     /// Every `every` (plus jitter): crash a random minority of servers (with probability
     /// `all_at_once`, every server), each restarting after a while. Half the crashes strike
     /// between a step's disk write and its sync. With probability `amnesia` a crashed server
-    /// also loses synced state (its disk wiped, or rolled back to what it held when it last
-    /// started, as a log cut at a record boundary would be) and restarts told to rejoin; at
-    /// most one server at a time is in that state, the most the protocol can bear.
+    /// also loses synced state: its disk wiped (it restarts on an empty disk and must find
+    /// out by itself that the cluster has a past), or rolled back to what it held when it
+    /// last started (as a log cut at a group boundary would be, which storage notices: it
+    /// restarts told to rejoin); at most one server at a time is in that state, the most the
+    /// protocol can bear.
     RandomCrashes {
         every: Duration,
         down_min: Duration,

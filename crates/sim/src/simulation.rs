@@ -439,7 +439,11 @@ impl Simulation {
         match self.sc.faults.clone() {
             FaultPlan::None => {}
             FaultPlan::RandomPartitions { count, sizes } => {
-                let span = self.sc.safety / count.max(1) as u32;
+                // The first split comes once the cluster has formed: servers start on empty
+                // disks and rejoin (a new cluster cannot tell itself from lost disks), which
+                // needs more than a bare majority; in a split at birth it could not finish.
+                let warmup = Duration::from_secs(1).min(self.sc.safety / 4);
+                let span = (self.sc.safety - warmup) / count.max(1) as u32;
                 for i in 0..count {
                     let offset = self.rand_duration(span / 5);
                     let mut ids: Vec<NodeId> = (1..=self.sc.servers).collect();
@@ -454,7 +458,7 @@ impl Simulation {
                         groups.push(rest);
                     }
                     self.schedule(
-                        span * i as u32 + offset,
+                        warmup + span * i as u32 + offset,
                         Ev::Fault(Fault::Partition(groups)),
                     );
                 }
@@ -564,10 +568,12 @@ impl Simulation {
                     up.choose_multiple(&mut self.rng, k).copied().collect()
                 };
                 for id in victims {
-                    let others_damaged =
-                        self.servers.iter().enumerate().any(|(i, s)| {
-                            i + 1 != id as usize && (s.damaged || s.durable.rejoining)
-                        });
+                    let others_damaged = self.servers.iter().enumerate().any(|(i, s)| {
+                        i + 1 != id as usize
+                            && (s.damaged
+                                || s.durable.rejoining
+                                || s.server().is_some_and(Server::rejoining))
+                    });
                     if !others_damaged && self.rng.gen_bool(amnesia) {
                         self.servers[id as usize - 1].damaged = true;
                     }
@@ -768,16 +774,26 @@ impl Simulation {
         if self.servers[i].damaged {
             self.servers[i].damaged = false;
             self.amnesias += 1;
-            let mut lost = if self.rng.gen_bool(0.5) {
+            let lost = if self.rng.gen_bool(0.5) {
+                // A wiped or replaced disk: nothing on it says the server must rejoin; it
+                // must find out from the others that the cluster has a past (bootstrap).
                 Durable::new(cfg.max_sessions)
             } else {
-                self.servers[i].checkpoint.clone()
+                // Rolled back (a log cut at a group boundary, an old backup): storage
+                // notices the cut and says so.
+                let mut d = self.servers[i].checkpoint.clone();
+                d.rejoining = true;
+                d
             };
-            lost.rejoining = true;
             self.servers[i].durable = lost;
         }
         self.servers[i].checkpoint = self.servers[i].durable.clone();
-        let durable = self.servers[i].durable.clone();
+        let mut durable = self.servers[i].durable.clone();
+        // As the runtime does with an empty data directory (a new cluster, or a lost disk:
+        // it cannot tell which): rejoin before voting.
+        if !cfg.trust_empty_disk() && durable == Durable::new(cfg.max_sessions) {
+            durable.rejoining = true;
+        }
         match Server::recover(cfg, durable) {
             Ok(server) => {
                 let mut driver = Driver::new(server, self.rng.gen());

@@ -42,6 +42,13 @@ pub struct Args {
     /// start-up does the same by itself.
     #[arg(long, env = "MQPAXOS_REJOIN")]
     pub rejoin: bool,
+    /// The very first start of a new cluster, when not every server can start yet: an empty
+    /// data directory votes at once. Without it, a server on an empty data directory (a new
+    /// cluster, or a lost disk: it cannot tell which) joins through the others first, which
+    /// for a new cluster needs more than a bare majority of them running (all of a 3-server
+    /// cluster). Never use it for a server whose data was lost.
+    #[arg(long, env = "MQPAXOS_NEW_CLUSTER")]
+    pub new_cluster: bool,
     /// How gets are made linearizable: read-index (the leader confirms with a majority that it
     /// still leads, then answers from its state: no log write) or log (a get takes a log slot
     /// like a write).
@@ -92,6 +99,7 @@ pub async fn run(a: Args) -> CmdResult {
     };
     opts.metrics_addr = a.metrics;
     opts.rejoin = a.rejoin;
+    opts.new_cluster = a.new_cluster;
     let id = a.id;
     let on_ready: mqpaxos_node::runtime::OnReady = Box::new(move |metrics| match metrics {
         Some(m) => eprintln!("mqpaxos: server {id} running; metrics on http://{m}/metrics"),
