@@ -151,3 +151,87 @@ fn a_corrupt_data_file_stops_the_server_with_a_clear_error() {
     let o = cluster.cli(&["get", "k19"]);
     assert_eq!(stdout(&o), "v");
 }
+
+/// Issue 12.7, the trace that lost every write at 9d6aa8a: three servers, server 3 down, 20
+/// acknowledged puts on 1 and 2; all stopped; server 2's data directory deleted (a replaced
+/// disk, a pod rescheduled onto an empty volume) and server 2 started, without `--rejoin`,
+/// together with server 3. The two must not form a majority that has forgotten the writes:
+/// server 2 rejoins, which needs server 1; once it is back every write is there.
+#[test]
+fn an_empty_data_directory_never_forms_a_majority_that_forgot_acknowledged_writes() {
+    let broker = Broker::start(Kind::Mosquitto);
+    let mut cluster = Cluster::start(&broker, 3);
+    cluster.leader(Duration::from_secs(20));
+    cluster.kill(3);
+    for i in 0..20 {
+        let o = cluster.cli(&["put", &format!("k{i}"), &format!("v{i}")]);
+        assert!(o.status.success(), "put {i}: {}", stderr(&o));
+    }
+    cluster.kill(1);
+    cluster.kill(2);
+    std::fs::remove_dir_all(cluster.data.path().join("server2")).expect("wipe server 2");
+    cluster.start_server(2);
+    cluster.start_server(3);
+    // Neither may write: server 2 does not vote until it has rejoined, and server 3 alone is
+    // no majority.
+    let o = cluster.cli(&["put", "late", "x", "--timeout", "4s"]);
+    assert!(
+        !o.status.success(),
+        "a majority without the acknowledged writes accepted a new one"
+    );
+    cluster.start_server(1);
+    cluster.leader(Duration::from_secs(30));
+    for i in 0..20 {
+        let o = cluster.cli(&["get", &format!("k{i}"), "--timeout", "20s"]);
+        assert_eq!(stdout(&o), format!("v{i}"), "k{i}: {}", stderr(&o));
+    }
+}
+
+/// Issue 12.8: a second process for a server that is already running is refused, whether it
+/// points at the live data directory (locked) or at another one (noticed on the broker), and
+/// the cluster goes on.
+#[test]
+fn a_second_process_for_a_running_server_is_refused() {
+    let broker = Broker::start(Kind::Mosquitto);
+    let cluster = Cluster::start(&broker, 3);
+    cluster.leader(Duration::from_secs(20));
+    let o = cluster.cli(&["put", "k", "v1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // The same data directory: the lock says no at once.
+    let out = cluster
+        .server_command(1, "server1")
+        .output()
+        .expect("run server");
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(stderr(&out).contains("already running"), "{}", stderr(&out));
+    // Another data directory: the running server's reports give it away.
+    let mut second = cluster
+        .server_command(1, "elsewhere")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run server");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(s) = second.try_wait().expect("wait") {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = second.kill();
+            panic!("a second server 1 kept running");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut err = String::new();
+    use std::io::Read;
+    let _ = second
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err);
+    assert!(!status.success());
+    assert!(err.contains("already running"), "{err}");
+    let o = cluster.cli(&["put", "k", "v2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&cluster.cli(&["get", "k"])), "v2");
+}

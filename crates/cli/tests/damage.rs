@@ -1,7 +1,8 @@
 //! Damaged data files with real processes: 3 servers on Mosquitto under a concurrent
 //! put/append/cas load; again and again one server is killed with SIGKILL, its write-ahead
-//! log (`<data-dir>/wal`, records `[len u32 LE][crc32 u32 LE][postcard(PersistOp)]`, see
-//! `mqpaxos_node::storage`) is damaged in one of several ways, and it is restarted under load.
+//! log (`<data-dir>/wal`, one group per flush: a 20-byte header `["MQPG"][len u32 LE][seq u64
+//! LE][crc32 u32 LE]` and the group's records, see `mqpaxos_node::storage`) is damaged in one
+//! of several ways, and it is restarted under load.
 //!
 //! A server whose log is damaged in the middle must refuse to start, with an error naming the
 //! file; the test then wipes the directory as an operator would and starts it again. Any
@@ -55,7 +56,7 @@ mod expect {
 
     /// Extra flags to start a server on a directory an operator has wiped (or that was lost):
     /// it must re-learn from its peers before it votes, and nothing on disk can tell it so.
-    pub const WIPED_DIR_FLAGS: &[&str] = &["--rejoin"];
+    pub const WIPED_DIR_FLAGS: &[&str] = &[];
 
     /// Extra flags to restart a server whose log may have lost a tail: none, the server
     /// notices the damaged end itself and rejoins.
@@ -85,19 +86,20 @@ mod expect {
     }
 }
 
-/// The start offset and total length of each whole record in a WAL image, in order; stops
-/// at the end marker (an all-zero header: the file is padded with zeros to whole chunks) or
-/// at the first record that does not fit in the file.
+/// The start offset and total length of each whole group in a WAL image, in order; stops at
+/// the end marker (an all-zero header: the file is padded with zeros to whole chunks) or at
+/// the first group that does not fit in the file.
 fn records(bytes: &[u8]) -> Vec<(usize, usize)> {
+    const GROUP_HEADER: usize = 20;
     let mut out = Vec::new();
     let mut at = 0;
-    while let Some(h) = bytes.get(at..at + 8) {
-        let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
-        if h.iter().all(|b| *b == 0) || at + 8 + len > bytes.len() {
+    while let Some(h) = bytes.get(at..at + GROUP_HEADER) {
+        let len = u32::from_le_bytes([h[4], h[5], h[6], h[7]]) as usize;
+        if h.iter().all(|b| *b == 0) || at + GROUP_HEADER + len > bytes.len() {
             break;
         }
-        out.push((at, 8 + len));
-        at += 8 + len;
+        out.push((at, GROUP_HEADER + len));
+        at += GROUP_HEADER + len;
     }
     out
 }
@@ -114,8 +116,8 @@ fn damage(dir: &Path, d: Damage, rng: &mut impl Rng) -> Option<String> {
     let recs = records(&bytes);
     // Where the records end; the zero padding after them is not worth damaging.
     let len = recs.last().map_or(0, |(start, total)| start + total);
-    // A body byte of record `i`: the checksum catches any flip there.
-    let body_byte = |(start, total): (usize, usize)| start + 8 + (total - 8) / 2;
+    // A body byte of group `i`: the checksum catches any flip there.
+    let body_byte = |(start, total): (usize, usize)| start + 20 + (total - 20) / 2;
     match d {
         Damage::TruncateLastQuarter => {
             if len < 16 {
@@ -137,7 +139,7 @@ fn damage(dir: &Path, d: Damage, rng: &mut impl Rng) -> Option<String> {
         }
         Damage::FlipLastRecord => {
             let &last = recs.last()?;
-            if last.1 <= 8 {
+            if last.1 <= 20 {
                 return None;
             }
             let at = body_byte(last);
@@ -151,7 +153,7 @@ fn damage(dir: &Path, d: Damage, rng: &mut impl Rng) -> Option<String> {
                 return None;
             }
             let i = rng.gen_range(0..recs.len() - 1);
-            if recs[i].1 <= 8 {
+            if recs[i].1 <= 20 {
                 return None;
             }
             let at = body_byte(recs[i]);

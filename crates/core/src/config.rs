@@ -69,6 +69,22 @@ pub enum Mutation {
     /// A server on an empty data directory votes at once, as if the cluster were new, instead
     /// of rejoining: a lost disk forgets its promises and accepts.
     TrustEmptyDisk,
+    /// Replies (read-index gets, duplicates answered from the session table) leave before
+    /// the sync: with a quorum of one they can show a write that a crash then erases.
+    ReplyBeforeSync,
+    /// A follower executes what it holds below the leader's commit point whatever ballot it
+    /// was accepted in, not only the leader's: a value from an older ballot that lost.
+    LearnAnyBallot,
+    /// A get joins the read round already under way instead of the next one: that round may
+    /// have been confirmed before the get arrived, and prove nothing about now.
+    ReadJoinsRunningRound,
+    /// Promises from an older incarnation of a rejoined server count: its former self's vote.
+    NoIncarnationFilter,
+    /// Snapshots leave out the session table: a replica that installs one executes retries
+    /// again, or refuses them while the others answer from the table.
+    SnapshotWithoutSessions,
+    /// Catch-up serves every value in the log, not only chosen ones.
+    CatchUpUnchosen,
     /// The driver lets a flush's early messages leave before a promise in the same flush is
     /// durable: a leader that crashes before the sync can reuse its ballot.
     EarlyBeforePromise,
@@ -170,6 +186,12 @@ impl Config {
             return true;
         }
         false
+    }
+
+    /// Whether the deliberate bug `m` is switched on.
+    #[cfg(feature = "mutations")]
+    pub fn mutated(&self, m: Mutation) -> bool {
+        self.mutation == Some(m)
     }
 
     /// Votes needed for a decision.

@@ -254,6 +254,15 @@ impl KvStore {
         }
     }
 
+    /// The data with an empty session table (for the `SnapshotWithoutSessions` mutation).
+    #[cfg(feature = "mutations")]
+    pub fn without_sessions(&self) -> KvStore {
+        KvStore {
+            data: self.data.clone(),
+            ..KvStore::new(self.max_sessions)
+        }
+    }
+
     /// A deterministic digest of the data and sessions, for comparing replicas cheaply.
     pub fn digest(&self) -> u64 {
         let mut h = crate::Fnv::default();

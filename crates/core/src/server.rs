@@ -498,7 +498,7 @@ impl Server {
                     };
                     // After the sync: the result may come from a slot this very group
                     // committed, which (with a quorum of one) is not yet durable anywhere.
-                    self.send_after(Dest::Client(cmd.client), msg);
+                    self.send_reply(Dest::Client(cmd.client), msg);
                 }
                 return;
             }
@@ -513,7 +513,17 @@ impl Server {
             let read = Read {
                 cmd,
                 index: self.commit.max(l.through),
-                round: l.reads.round + 1,
+                round: l.reads.round + {
+                    #[cfg(feature = "mutations")]
+                    let next = u64::from(
+                        !self
+                            .cfg
+                            .mutated(crate::config::Mutation::ReadJoinsRunningRound),
+                    );
+                    #[cfg(not(feature = "mutations"))]
+                    let next = 1;
+                    next
+                },
             };
             l.reads.waiting.push(read);
             if l.reads.confirmed == l.reads.round {
@@ -610,7 +620,7 @@ impl Server {
             };
             // After the sync: the state read may include writes this group committed, which
             // with a quorum of one are durable nowhere until then.
-            self.send_after(Dest::Client(r.cmd.client), msg);
+            self.send_reply(Dest::Client(r.cmd.client), msg);
         }
     }
 
@@ -778,10 +788,18 @@ impl Server {
         // The candidate's own vote makes the majority. A promise from an incarnation older
         // than one heard of since was given by a server that has forgotten it: it counts no
         // more than a promise that was never made.
+        #[cfg(feature = "mutations")]
+        let unfiltered = self
+            .cfg
+            .mutated(crate::config::Mutation::NoIncarnationFilter);
+        #[cfg(not(feature = "mutations"))]
+        let unfiltered = false;
         let current = c
             .promises
             .iter()
-            .filter(|(p, (inc, _))| *inc >= self.incarnations.get(p).copied().unwrap_or(0))
+            .filter(|(p, (inc, _))| {
+                unfiltered || *inc >= self.incarnations.get(p).copied().unwrap_or(0)
+            })
             .count();
         if current + 1 >= self.cfg.quorum() {
             self.become_leader(now);
@@ -818,11 +836,17 @@ impl Server {
                 true
             }
         };
+        #[cfg(feature = "mutations")]
+        let unfiltered = self
+            .cfg
+            .mutated(crate::config::Mutation::NoIncarnationFilter);
+        #[cfg(not(feature = "mutations"))]
+        let unfiltered = false;
         let incarnations = &self.incarnations;
         let reports = c
             .promises
             .into_iter()
-            .filter(|(p, (inc, _))| *inc >= incarnations.get(p).copied().unwrap_or(0))
+            .filter(|(p, (inc, _))| unfiltered || *inc >= incarnations.get(p).copied().unwrap_or(0))
             .flat_map(|(_, (_, accepted))| accepted);
         if reproposes {
             for (slot, entry) in reports {
@@ -1154,7 +1178,11 @@ impl Server {
             let Some(e) = self.log.get(self.commit) else {
                 break;
             };
-            if e.ballot != self.leader_ballot && e.ballot != Ballot::CHOSEN {
+            #[cfg(feature = "mutations")]
+            let any = self.cfg.mutated(crate::config::Mutation::LearnAnyBallot);
+            #[cfg(not(feature = "mutations"))]
+            let any = false;
+            if !any && e.ballot != self.leader_ballot && e.ballot != Ballot::CHOSEN {
                 break;
             }
             let value = e.value.clone();
@@ -1182,7 +1210,15 @@ impl Server {
                 snapshot: Some(self.snapshot_now()),
             }
         } else {
-            let end = self.commit.min(slot + self.cfg.max_catchup as Slot);
+            #[cfg(feature = "mutations")]
+            let limit = if self.cfg.mutated(crate::config::Mutation::CatchUpUnchosen) {
+                self.log.end()
+            } else {
+                self.commit
+            };
+            #[cfg(not(feature = "mutations"))]
+            let limit = self.commit;
+            let end = limit.min(slot + self.cfg.max_catchup as Slot);
             let values: Vec<Value> = (slot..end)
                 .map_while(|s| self.log.get(s).map(|e| e.value.clone()))
                 .collect();
@@ -1394,6 +1430,16 @@ impl Server {
     }
 
     fn snapshot_now(&self) -> Snapshot {
+        #[cfg(feature = "mutations")]
+        if self
+            .cfg
+            .mutated(crate::config::Mutation::SnapshotWithoutSessions)
+        {
+            return Snapshot {
+                next_slot: self.commit,
+                kv: self.kv.without_sessions(),
+            };
+        }
         Snapshot {
             next_slot: self.commit,
             kv: self.kv.clone(),
@@ -1461,6 +1507,16 @@ impl Server {
 
     fn send_now(&mut self, to: Dest, msg: Message) {
         self.ready.send_now.push(Outgoing { to, msg });
+    }
+
+    /// A reply that does not come from executing a slot now: it still waits for the sync.
+    fn send_reply(&mut self, to: Dest, msg: Message) {
+        #[cfg(feature = "mutations")]
+        if self.cfg.mutated(crate::config::Mutation::ReplyBeforeSync) {
+            self.send_now(to, msg);
+            return;
+        }
+        self.send_after(to, msg);
     }
 
     fn send_after(&mut self, to: Dest, msg: Message) {

@@ -38,6 +38,8 @@ pub enum NodeError {
     Storage(#[from] StorageError),
     #[error(transparent)]
     Transport(#[from] TransportError),
+    #[error("server {id} is already running elsewhere (another process reports as server {id} on this cluster); refusing to run twice")]
+    Duplicate { id: NodeId },
     #[error("cannot serve metrics on {addr}: {source}")]
     Metrics {
         addr: SocketAddr,
@@ -105,7 +107,22 @@ pub struct Status {
     /// Not voting yet: re-learning state after it lost some (see `ServerOptions::rejoin`).
     #[serde(default)]
     pub rejoining: bool,
+    /// When this report was published (milliseconds since the Unix epoch), so a reader can
+    /// tell its age. Reports are republished within 20 ms of every change of the commit
+    /// point, and every `status_interval` regardless.
+    #[serde(default)]
+    pub published_ms: u64,
+    /// A random id of the process: a second process running as the same server is noticed
+    /// when its report carries another one.
+    #[serde(default)]
+    pub instance: String,
 }
+
+/// Status reports follow commits at most this often.
+const STATUS_EVERY_COMMIT: Duration = Duration::from_millis(20);
+/// A new process watches its own status topic this long before it takes part, to notice
+/// another process already running as the same server.
+const PROBATION: Duration = Duration::from_millis(1500);
 
 /// Called once the server is up, with the metrics endpoint's address if any.
 pub type OnReady = Box<dyn FnOnce(Option<SocketAddr>) + Send>;
@@ -166,10 +183,19 @@ pub async fn run_server(
     }
     let server = Server::recover(opts.core.clone(), durable)?;
     let topics = Topics::new(&opts.cluster);
-    let mut subscriptions = vec![topics.all_requests(), topics.all_presence(), topics.chaos()];
+    let mut subscriptions = vec![
+        topics.all_requests(),
+        topics.all_presence(),
+        topics.chaos(),
+        topics.status(&me),
+    ];
     subscriptions.extend(topics.peer_filters(id));
+    let instance = format!("{:016x}", rand::random::<u64>());
     let session = Session {
-        client_id: format!("mqpaxos-{}-{me}", opts.cluster),
+        // Unguessable, so nobody can take the server's session over, and two processes that
+        // claim the same server do not kick each other off the broker (they are told apart
+        // by the instance in their status reports instead).
+        client_id: format!("mqpaxos-{}-{me}-{instance}", opts.cluster),
         subscriptions,
         on_connect: vec![(topics.presence(&me), b"online".to_vec())],
         will: Some((topics.presence(&me), b"offline".to_vec())),
@@ -201,6 +227,10 @@ pub async fn run_server(
         arrivals: BTreeMap::new(),
         max_payload: opts.max_payload,
         last_status: None,
+        instance,
+        probation: Some((Instant::now() + PROBATION, false)),
+        status_due: None,
+        last_status_at: None,
         faults: Faults::default(),
         delayed_tx,
         delayed_rx,
@@ -241,6 +271,14 @@ struct Node {
     arrivals: BTreeMap<(String, u64), Instant>,
     max_payload: usize,
     last_status: Option<Status>,
+    /// This process's random id (see `Status::instance`).
+    instance: String,
+    /// Until when this process only watches for another one running as the same server,
+    /// and whether it has seen its own report come back yet.
+    probation: Option<(Instant, bool)>,
+    /// A status report is owed (the commit point moved) at this time.
+    status_due: Option<Instant>,
+    last_status_at: Option<Instant>,
     /// Injected faults (see `chaos`); none unless switched on through the chaos topic.
     faults: Faults,
     /// Messages held back by an injected delay come back through here.
@@ -256,14 +294,30 @@ impl Node {
         status_every: Duration,
     ) -> Result<(), NodeError> {
         tokio::pin!(shutdown);
-        let now = self.now();
-        self.driver.start(now);
-        self.flush().await?;
         let mut status_tick = tokio::time::interval(status_every);
         loop {
-            let next = self.driver.next_deadline().map(|d| self.start + d);
+            let next = if self.probation.is_some() {
+                None
+            } else {
+                self.driver.next_deadline().map(|d| self.start + d)
+            };
+            let probation_ends = self.probation.map(|(until, _)| until);
             tokio::select! {
-                _ = &mut shutdown => return self.flush().await,
+                _ = sleep_until(probation_ends) => {
+                    // Nobody else runs as this server: take part from now on.
+                    self.probation = None;
+                    let now = self.now();
+                    self.driver.start(now);
+                    self.flush().await?;
+                }
+                _ = sleep_until(self.status_due) => {
+                    self.status_due = None;
+                    self.publish_status(false).await;
+                }
+                _ = &mut shutdown => {
+                    tracing::info!(server = self.server().id(), "shutting down");
+                    return self.flush().await;
+                }
                 msg = self.conn.incoming.recv() => match msg {
                     Some(m) => {
                         self.on_incoming(m).await?;
@@ -320,9 +374,32 @@ impl Node {
     async fn after_steps(&mut self, before: (RoleKind, Option<NodeId>, mqpaxos_core::Ballot)) {
         let executed = self.driver.take_executed_commands();
         self.metrics.executed_commands.inc_by(executed);
-        self.metrics.commit_index.set(self.server().commit() as i64);
-        if before != self.observed() {
+        let commit = self.server().commit();
+        self.metrics.commit_index.set(commit as i64);
+        let after = self.observed();
+        if before != after {
+            if before.0 != after.0 || before.1 != after.1 {
+                tracing::info!(
+                    server = self.server().id(),
+                    role = after.0.name(),
+                    leader = ?after.1,
+                    ballot = %after.2,
+                    "role or leader changed"
+                );
+            }
             self.publish_status(false).await;
+        } else if self
+            .last_status
+            .as_ref()
+            .is_some_and(|s| s.commit != commit)
+            && self.status_due.is_none()
+        {
+            // Follow the commit point closely (a status right after a write shows it), but
+            // at most every STATUS_EVERY_COMMIT.
+            let at = self
+                .last_status_at
+                .map_or_else(Instant::now, |t| t + STATUS_EVERY_COMMIT);
+            self.status_due = Some(at);
         }
     }
 
@@ -453,7 +530,16 @@ impl Node {
 
     /// Hands a received message to the core (after any injected fault).
     async fn deliver(&mut self, parsed: Option<Parsed>, payload: Vec<u8>) -> Result<(), NodeError> {
+        if self.probation.is_some()
+            && matches!(parsed, Some(Parsed::Peer { .. } | Parsed::Request { .. }))
+        {
+            // Not taking part yet; Paxos and the clients resend.
+            return Ok(());
+        }
         match parsed {
+            Some(Parsed::Status { node }) if node == self.me => {
+                return self.on_own_status(&payload).await;
+            }
             Some(Parsed::Peer { from, .. }) => {
                 if from == self.server().id() {
                     // MQTT 3.1.1 echoes our own broadcasts back to us.
@@ -548,6 +634,38 @@ impl Node {
             keys: self.server().kv().len(),
             digest: format!("{:016x}", self.server().kv().digest()),
             rejoining: self.server().rejoining(),
+            published_ms: 0,
+            instance: self.instance.clone(),
+        }
+    }
+
+    /// A report on our own status topic: ours coming back, or another process's.
+    async fn on_own_status(&mut self, payload: &[u8]) -> Result<(), NodeError> {
+        let Ok(s) = serde_json::from_slice::<Status>(payload) else {
+            return Ok(());
+        };
+        if s.instance == self.instance {
+            if let Some((_, seen_own)) = &mut self.probation {
+                *seen_own = true;
+            }
+            return Ok(());
+        }
+        match self.probation {
+            // Another process reported after us: it is alive and was here first.
+            Some((_, true)) => Err(NodeError::Duplicate {
+                id: self.server().id(),
+            }),
+            // A report from before we spoke: perhaps a process that has since died.
+            Some((_, false)) => Ok(()),
+            None => {
+                tracing::error!(
+                    server = self.server().id(),
+                    other = %s.instance,
+                    "another process reports as this server; asserting ours (it should stop)"
+                );
+                self.publish_status(true).await;
+                Ok(())
+            }
         }
     }
 
@@ -568,7 +686,12 @@ impl Node {
         if !self.conn.connected.load(Ordering::Relaxed) {
             return;
         }
-        if let Ok(body) = serde_json::to_vec(&s) {
+        let mut stamped = s.clone();
+        stamped.published_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.last_status_at = Some(Instant::now());
+        if let Ok(body) = serde_json::to_vec(&stamped) {
             let topic = self.topics.status(&self.me);
             let _ = self
                 .conn

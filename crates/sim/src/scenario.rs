@@ -93,6 +93,12 @@ pub struct Scenario {
     pub sync_time: Duration,
     /// The at-most-once table's size, if not the default.
     pub max_sessions: Option<usize>,
+    /// Probability that a flush with writes dies between its early messages and its sync
+    /// (the server restarts a moment later); a flush carrying a new promise (a server that
+    /// just won an election) uses `promise_flush_crash` instead. Both only in the safety
+    /// phase.
+    pub flush_crash: f64,
+    pub promise_flush_crash: f64,
 }
 
 impl Scenario {
@@ -116,6 +122,8 @@ impl Scenario {
             group_window: Duration::from_micros(500),
             sync_time: Duration::from_micros(800),
             max_sessions: None,
+            flush_crash: 0.0,
+            promise_flush_crash: 0.0,
         }
     }
 
@@ -149,6 +157,7 @@ pub fn all() -> Vec<Scenario> {
         one_way(),
         single(),
         sessions(),
+        amnesia_fast(),
     ]
 }
 
@@ -309,6 +318,8 @@ pub fn power() -> Scenario {
         all_at_once: 0.7,
         amnesia: 0.0,
     };
+    // New leaders die in the flush that carries their promise, now and then.
+    s.promise_flush_crash = 0.3;
     s
 }
 
@@ -333,17 +344,18 @@ pub fn one_way() -> Scenario {
 pub fn single() -> Scenario {
     let mut s = Scenario::base(
         "single",
-        "1 server, 3 clients, 5% loss: it crashes (often mid-write) and restarts",
+        "1 server, 3 clients, 5% loss: it crashes every second and in 1 of 200 flushes (before the sync), and restarts",
         1,
     );
     s.net = NetConfig::mildly_lossy();
     s.faults = FaultPlan::RandomCrashes {
-        every: Duration::from_millis(500),
+        every: Duration::from_millis(1000),
         down_min: Duration::from_millis(20),
         down_max: Duration::from_millis(300),
         all_at_once: 1.0,
         amnesia: 0.0,
     };
+    s.flush_crash = 0.005;
     s
 }
 
@@ -363,5 +375,70 @@ pub fn sessions() -> Scenario {
         duplicate: 0.1,
     };
     s.max_sessions = Some(2);
+    s
+}
+
+/// Deliberate bugs by name, for `mqpaxos-sim --mutation NAME` (feature `mutations`).
+#[cfg(feature = "mutations")]
+pub mod mutations {
+    use mqpaxos_core::{Config, Mutation};
+
+    macro_rules! table {
+        ($($name:literal => $m:ident),* $(,)?) => {
+            /// Every mutation's name and the tweak that switches it on.
+            pub fn all() -> Vec<(&'static str, fn(&mut Config))> {
+                vec![$(($name, {
+                    fn tweak(c: &mut Config) {
+                        c.mutation = Some(Mutation::$m);
+                    }
+                    tweak as fn(&mut Config)
+                })),*]
+            }
+        };
+    }
+
+    table! {
+        "half-quorum" => HalfQuorum,
+        "skip-reproposal" => SkipReproposal,
+        "trust-lost-state" => TrustLostState,
+        "read-without-quorum" => ReadWithoutQuorum,
+        "no-check-quorum" => NoCheckQuorum,
+        "trust-empty-disk" => TrustEmptyDisk,
+        "reply-before-sync" => ReplyBeforeSync,
+        "learn-any-ballot" => LearnAnyBallot,
+        "read-joins-running-round" => ReadJoinsRunningRound,
+        "no-incarnation-filter" => NoIncarnationFilter,
+        "snapshot-without-sessions" => SnapshotWithoutSessions,
+        "catch-up-unchosen" => CatchUpUnchosen,
+        "early-before-promise" => EarlyBeforePromise,
+    }
+
+    pub fn by_name(name: &str) -> Option<fn(&mut Config)> {
+        all().into_iter().find(|(n, _)| *n == name).map(|(_, f)| f)
+    }
+}
+
+/// Lost disks with old messages still about: servers crash and come back within
+/// milliseconds, most of them wiped, while the network delays, reorders and duplicates
+/// heavily, so a promise or an accept of a server's former self can arrive after it rejoined.
+pub fn amnesia_fast() -> Scenario {
+    let mut s = Scenario::base(
+        "amnesia-fast",
+        "3 servers, 3 clients, 10% loss, 20% duplicates, 1-80 ms delay: quick crashes, most losing the disk, old messages still in flight",
+        3,
+    );
+    s.net = NetConfig {
+        loss: 0.1,
+        delay: Duration::from_millis(1),
+        jitter: Duration::from_millis(80),
+        duplicate: 0.2,
+    };
+    s.faults = FaultPlan::RandomCrashes {
+        every: Duration::from_millis(400),
+        down_min: Duration::from_millis(5),
+        down_max: Duration::from_millis(60),
+        all_at_once: 0.0,
+        amnesia: 0.8,
+    };
     s
 }

@@ -1033,6 +1033,17 @@ impl Simulation {
         for o in send_early {
             self.send(Addr::Server(id), o);
         }
+        let promise = persist.iter().any(|op| matches!(op, PersistOp::Promise(_)));
+        let p = if promise {
+            self.sc.promise_flush_crash
+        } else {
+            self.sc.flush_crash
+        };
+        if !self.healed && !persist.is_empty() && p > 0.0 && self.rng.gen_bool(p) {
+            self.servers[i].crash_mid_step = true;
+            let d = Duration::from_millis(5) + self.rand_duration(Duration::from_millis(200));
+            self.schedule(d, Ev::Fault(Fault::Restart(id)));
+        }
         let s = &mut self.servers[i];
         s.cache.extend(persist);
         s.after_sync.extend(send_durable);

@@ -81,6 +81,31 @@ fn lossy_5() {
 }
 
 #[test]
+fn power() {
+    run("power");
+}
+
+#[test]
+fn one_way() {
+    run("one-way");
+}
+
+#[test]
+fn single() {
+    run("single");
+}
+
+#[test]
+fn sessions() {
+    run("sessions");
+}
+
+#[test]
+fn amnesia_fast() {
+    run("amnesia-fast");
+}
+
+#[test]
 fn one_seed_is_one_run_bit_for_bit() {
     for sc in scenario::all() {
         let a = run_seed(&sc, 42);

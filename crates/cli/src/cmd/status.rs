@@ -42,6 +42,9 @@ struct Row {
     /// The replicated state's digest at `executed`: replicas that executed the same slots
     /// must show the same one, so comparing them checks agreement from outside.
     digest: Option<String>,
+    /// How old the server's report was when read, in milliseconds (reports follow the
+    /// commit point within 20 ms, and are refreshed every second regardless).
+    age_ms: Option<u64>,
 }
 
 pub async fn run(a: Args) -> CmdResult {
@@ -94,6 +97,9 @@ pub async fn run(a: Args) -> CmdResult {
             a.conn.cluster, a.conn.broker
         )));
     }
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
     let rows: Vec<Row> = (1..=n)
         .map(|id| {
             let s = status.get(&id);
@@ -113,6 +119,9 @@ pub async fn run(a: Args) -> CmdResult {
                 commit: s.map(|s| s.commit),
                 executed: s.map(|s| s.executed),
                 digest: s.map(|s| s.digest.clone()),
+                age_ms: s
+                    .filter(|s| s.published_ms > 0)
+                    .map(|s| now_ms.saturating_sub(s.published_ms)),
             }
         })
         .collect();
@@ -123,13 +132,13 @@ pub async fn run(a: Args) -> CmdResult {
         );
     } else {
         println!(
-            "{:<4} {:<7} {:<10} {:<8} {:<7} {:>8} {:>9}",
-            "ID", "ONLINE", "ROLE", "BALLOT", "LEADER", "COMMIT", "EXECUTED"
+            "{:<4} {:<7} {:<10} {:<8} {:<7} {:>8} {:>9} {:>7}",
+            "ID", "ONLINE", "ROLE", "BALLOT", "LEADER", "COMMIT", "EXECUTED", "AGE"
         );
         for r in &rows {
             let dash = || "-".to_string();
             println!(
-                "{:<4} {:<7} {:<10} {:<8} {:<7} {:>8} {:>9}",
+                "{:<4} {:<7} {:<10} {:<8} {:<7} {:>8} {:>9} {:>7}",
                 r.id,
                 if r.online { "yes" } else { "no" },
                 if r.online {
@@ -141,6 +150,8 @@ pub async fn run(a: Args) -> CmdResult {
                 r.leader.map_or_else(dash, |l| l.to_string()),
                 r.commit.map_or_else(dash, |c| c.to_string()),
                 r.executed.map_or_else(dash, |c| c.to_string()),
+                r.age_ms
+                    .map_or_else(dash, |ms| format!("{:.1}s", ms as f64 / 1000.0)),
             );
         }
     }

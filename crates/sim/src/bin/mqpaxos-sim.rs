@@ -40,6 +40,10 @@ struct Args {
     /// Print messages per election and per committed command for 3, 5 and 7 servers.
     #[arg(long)]
     messages: bool,
+    /// Break the protocol on purpose (see docs/simulator.md; needs `--features mutations`),
+    /// or `unsafe-disk` for acknowledgements before the sync.
+    #[arg(long)]
+    mutation: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -54,7 +58,7 @@ fn main() -> ExitCode {
         print!("{}", accounting::markdown_table(&[3, 5, 7]));
         return ExitCode::SUCCESS;
     }
-    let scenarios = if args.scenario == "all" {
+    let mut scenarios = if args.scenario == "all" {
         scenario::all()
     } else {
         match scenario::by_name(&args.scenario) {
@@ -68,6 +72,27 @@ fn main() -> ExitCode {
             }
         }
     };
+    if let Some(name) = &args.mutation {
+        if name == "unsafe-disk" {
+            for sc in &mut scenarios {
+                sc.unsafe_disk = true;
+            }
+        } else {
+            #[cfg(feature = "mutations")]
+            let tweak = scenario::mutations::by_name(name);
+            #[cfg(not(feature = "mutations"))]
+            let tweak: Option<fn(&mut mqpaxos_core::Config)> = None;
+            let Some(tweak) = tweak else {
+                eprintln!(
+                    "mqpaxos-sim: no mutation named {name:?} (the binary needs --features mutations)"
+                );
+                return ExitCode::from(2);
+            };
+            for sc in &mut scenarios {
+                sc.tweak = Some(tweak);
+            }
+        }
+    }
     if let Some(seed) = args.seed {
         let mut failed = false;
         for sc in &scenarios {
