@@ -1,19 +1,20 @@
-//! The reference histories in `shared/testdata/histories` (Porcupine's key/value tests and
-//! Jepsen's etcd register histories): every `-ok` file must be linearizable and every
-//! `-bad` file must not be.
+//! The reference histories in `tests/data/histories` (Porcupine's key/value tests and
+//! Jepsen's etcd register histories; `tests/data/README.md` says where each comes from):
+//! every `-ok` file must be linearizable and every `-bad` file must not be.
+//!
+//! The files are part of the repository. If they are missing the test fails rather than
+//! skips: a checker that is never compared with histories it did not write proves little.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use mqpaxos_check::{check_events, read_file, CheckLimits, CheckOutcome};
 
+/// How many files of each set the repository carries; fewer means some went missing.
+const EXPECTED: [(&str, usize); 2] = [("porcupine-kv-", 6), ("jepsen-etcd-", 52)];
+
 fn histories_dir() -> PathBuf {
-    match std::env::var_os("MQPAXOS_HISTORIES") {
-        Some(dir) => PathBuf::from(dir),
-        None => {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata/histories")
-        }
-    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/histories")
 }
 
 #[test]
@@ -21,8 +22,8 @@ fn reference_histories_get_the_verdict_in_their_name() {
     let dir = histories_dir();
     let listing = std::fs::read_dir(&dir).unwrap_or_else(|e| {
         panic!(
-            "reference histories not found at {} ({e}); they live in shared/testdata/histories \
-             beside the repository, or point MQPAXOS_HISTORIES at them",
+            "reference histories not found at {} ({e}); they are part of the repository \
+             (crates/check/tests/data/histories): restore them with git",
             dir.display()
         )
     });
@@ -32,6 +33,23 @@ fn reference_histories_get_the_verdict_in_their_name() {
         .collect();
     files.sort();
     assert!(!files.is_empty(), "no *.jsonl files in {}", dir.display());
+    for (prefix, want) in EXPECTED {
+        let have = files
+            .iter()
+            .filter(|path| {
+                path.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with(prefix)
+            })
+            .count();
+        assert_eq!(
+            have,
+            want,
+            "{}: expected {want} {prefix}*.jsonl files, found {have}",
+            dir.display()
+        );
+    }
 
     let mut wrong = Vec::new();
     let (mut oks, mut bads) = (0, 0);
