@@ -388,6 +388,14 @@ impl Server {
             Message::Heartbeat { ballot, commit } => {
                 if self.follow(now, from, ballot) {
                     self.learn_commit(commit);
+                    // "I hear you": an idle leader hears nothing else from its followers, and
+                    // without it would step down for want of a quorum (check-quorum).
+                    let ack = Message::Accepted {
+                        ballot,
+                        first: self.commit,
+                        count: 0,
+                    };
+                    self.send_now(Dest::Server(from), ack);
                 }
             }
             Message::ReadIndex { ballot, round } => self.on_read_index(now, from, ballot, round),

@@ -687,11 +687,17 @@ fn a_leader_that_hears_nobody_steps_down_and_another_is_elected() {
     c.settle();
     assert_eq!(c.server(1).role(), RoleKind::Leader);
     // From now on nothing reaches server 1; what it sends still arrives.
+    let deaf = |c: &mut Cluster| {
+        while let Some(f) = c.flights.pop_front() {
+            if f.to != To::Server(1) {
+                c.deliver(f);
+            }
+        }
+    };
     for _ in 0..5 {
         c.now += Duration::from_millis(100);
         c.fire(1, TimerKind::Heartbeat);
-        c.flights.retain(|f| f.to != To::Server(1));
-        c.settle();
+        deaf(&mut c);
     }
     assert_eq!(
         c.server(1).role(),
@@ -701,14 +707,30 @@ fn a_leader_that_hears_nobody_steps_down_and_another_is_elected() {
     // Its heartbeats have stopped, so the followers' timers run out and one takes over.
     c.now += Duration::from_secs(1);
     c.fire(2, TimerKind::Election);
-    c.flights.retain(|f| f.to != To::Server(1));
-    c.settle();
+    deaf(&mut c);
     assert_eq!(c.server(2).role(), RoleKind::Leader);
     c.request(put("c/1", 1, "k", "v"));
-    c.flights.retain(|f| f.to != To::Server(1));
-    c.settle();
+    deaf(&mut c);
     assert!(
         c.replies.iter().any(|(_, seq, _)| *seq == 1),
         "the new leader commits"
     );
+}
+
+/// An idle cluster keeps its leader: followers answer heartbeats, so check-quorum never
+/// fires while a majority can talk (before this, an idle leader stepped down every election
+/// timeout).
+#[test]
+fn an_idle_leader_keeps_leading() {
+    let mut c = Cluster::new(3, |_| {});
+    c.elect(1);
+    c.settle();
+    let ballot = c.server(1).ballot();
+    for _ in 0..50 {
+        c.now += Duration::from_millis(100);
+        c.fire(1, TimerKind::Heartbeat);
+        c.settle();
+    }
+    assert_eq!(c.server(1).role(), RoleKind::Leader);
+    assert_eq!(c.server(1).ballot(), ballot);
 }

@@ -155,3 +155,18 @@ fn scenarios_exercise_their_faults() {
         }
     }
 }
+
+/// Without faults a cluster elects one leader and keeps it: leadership churn (an idle leader
+/// stepping down because its followers never answer heartbeats) passes every safety check,
+/// so it needs a check of its own.
+#[test]
+fn a_calm_cluster_keeps_its_first_leader() {
+    let mut sc = scenario::lossy(5);
+    sc.net = mqpaxos_sim::network::NetConfig::healthy();
+    sc.think = std::time::Duration::from_millis(500);
+    for seed in 0..20 {
+        let r = run_seed(&sc, seed);
+        assert!(r.ok(), "seed {seed}: {:?}", r.violations);
+        assert_eq!(r.elections_won, 1, "seed {seed}: leadership changed hands");
+    }
+}
