@@ -81,6 +81,9 @@ pub enum Message {
         seq: u64,
         result: OpResult,
     },
+    /// A follower's answer to a Heartbeat: "I hear you, leader of `ballot`". It changes
+    /// nothing but lets an idle leader know it still reaches a majority (check-quorum).
+    HeartbeatAck { ballot: Ballot },
 }
 
 impl Message {
@@ -103,11 +106,12 @@ impl Message {
             Message::Rejoined { .. } => "rejoined",
             Message::Request(_) => "request",
             Message::Reply { .. } => "reply",
+            Message::HeartbeatAck { .. } => "heartbeat_ack",
         }
     }
 
     /// All message type names, in a fixed order.
-    pub const KINDS: [&'static str; 16] = [
+    pub const KINDS: [&'static str; 17] = [
         "prepare",
         "promise",
         "accept",
@@ -124,6 +128,7 @@ impl Message {
         "rejoined",
         "request",
         "reply",
+        "heartbeat_ack",
     ];
 }
 
@@ -286,6 +291,11 @@ fn merge(prev: &mut Message, next: &Message) -> bool {
             },
         ) if b1 == b2 && f1.checked_add(*n1) == Some(*f2) => {
             *n1 += n2;
+            true
+        }
+        (Message::HeartbeatAck { ballot: b1 }, Message::HeartbeatAck { ballot: b2 })
+            if b1 == b2 =>
+        {
             true
         }
         (

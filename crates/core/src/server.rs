@@ -390,12 +390,7 @@ impl Server {
                     self.learn_commit(commit);
                     // "I hear you": an idle leader hears nothing else from its followers, and
                     // without it would step down for want of a quorum (check-quorum).
-                    let ack = Message::Accepted {
-                        ballot,
-                        first: self.commit,
-                        count: 0,
-                    };
-                    self.send_now(Dest::Server(from), ack);
+                    self.send_now(Dest::Server(from), Message::HeartbeatAck { ballot });
                 }
             }
             Message::ReadIndex { ballot, round } => self.on_read_index(now, from, ballot, round),
@@ -417,6 +412,8 @@ impl Server {
                 ballot,
                 through,
             } => self.on_rejoined(now, from, incarnation, ballot, through),
+            // Heard (above): that is all it is for.
+            Message::HeartbeatAck { .. } => {}
             // Clients' traffic never arrives as a peer message.
             Message::Request(_) | Message::Reply { .. } => {}
         }
@@ -1574,6 +1571,7 @@ fn msg_ballot(msg: &Message) -> Option<Ballot> {
         | Message::Heartbeat { ballot, .. }
         | Message::ReadIndex { ballot, .. }
         | Message::ReadAck { ballot, .. }
+        | Message::HeartbeatAck { ballot }
         | Message::Rejoined { ballot, .. } => Some(*ballot),
         Message::Nack { ballot, promised } => Some((*ballot).max(*promised)),
         _ => None,

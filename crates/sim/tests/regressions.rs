@@ -64,7 +64,7 @@ fn known_bugs_are_caught_at_their_seeds() {
         ("half quorum", half_quorum, "seed", 0),
         ("skip re-proposal", skip_reproposal, "leader-crash", 0),
         ("trust lost state", trust_lost_state, "amnesia", 10),
-        ("read without quorum", read_without_quorum, "pause", 0),
+        ("read without quorum", read_without_quorum, "pause", 6),
         ("no check-quorum", no_check_quorum, "one-way", 0),
         ("trust an empty disk", trust_empty_disk, "amnesia-fast", 28),
         ("learn any ballot", learn_any_ballot, "minority", 0),
@@ -72,7 +72,7 @@ fn known_bugs_are_caught_at_their_seeds() {
             "read joins a running round",
             read_joins_running_round,
             "pause",
-            2,
+            9,
         ),
         (
             "snapshot without sessions",
