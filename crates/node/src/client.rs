@@ -107,8 +107,8 @@ impl Client {
         let topics = Topics::new(&opts.cluster);
         let s = Session {
             client_id: format!("mqpaxos-{}-{}", opts.broker.user, session),
-            // Replies to its opens come to its own id, those of its sessions below it.
-            subscriptions: vec![topics.reply_filter(&client_id)],
+            // Replies to its opens and to its sessions' commands all come to one topic.
+            subscriptions: vec![topics.reply(&client_id)],
             on_connect: Vec::new(),
             will: None,
         };
