@@ -790,25 +790,33 @@ impl Server {
             return;
         };
         c.promises.insert(from, (promised_as, accepted));
+        let Role::Candidate(c) = &self.role else {
+            return;
+        };
         // The candidate's own vote makes the majority. A promise from an incarnation older
         // than one heard of since was given by a server that has forgotten it: it counts no
         // more than a promise that was never made.
-        #[cfg(feature = "mutations")]
-        let unfiltered = self
-            .cfg
-            .mutated(crate::config::Mutation::NoIncarnationFilter);
-        #[cfg(not(feature = "mutations"))]
-        let unfiltered = false;
         let current = c
             .promises
             .iter()
-            .filter(|(p, (inc, _))| {
-                unfiltered || *inc >= self.incarnations.get(p).copied().unwrap_or(0)
-            })
+            .filter(|(p, (inc, _))| self.promise_counts(**p, *inc))
             .count();
         if current + 1 >= self.cfg.quorum() {
             self.become_leader(now);
         }
+    }
+
+    /// Whether a promise that `server` made as incarnation `incarnation` still counts: not
+    /// if that server has rejoined since (it has forgotten making it).
+    fn promise_counts(&self, server: NodeId, incarnation: u64) -> bool {
+        #[cfg(feature = "mutations")]
+        if self
+            .cfg
+            .mutated(crate::config::Mutation::NoIncarnationFilter)
+        {
+            return true;
+        }
+        incarnation >= self.incarnation_of(server)
     }
 
     fn become_leader(&mut self, now: Duration) {
@@ -841,17 +849,10 @@ impl Server {
                 true
             }
         };
-        #[cfg(feature = "mutations")]
-        let unfiltered = self
-            .cfg
-            .mutated(crate::config::Mutation::NoIncarnationFilter);
-        #[cfg(not(feature = "mutations"))]
-        let unfiltered = false;
-        let incarnations = &self.incarnations;
         let reports = c
             .promises
             .into_iter()
-            .filter(|(p, (inc, _))| unfiltered || *inc >= incarnations.get(p).copied().unwrap_or(0))
+            .filter(|(p, (inc, _))| self.promise_counts(*p, *inc))
             .flat_map(|(_, (_, accepted))| accepted);
         if reproposes {
             for (slot, entry) in reports {
