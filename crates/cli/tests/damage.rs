@@ -283,8 +283,12 @@ fn status_by_id(cluster: &Cluster) -> BTreeMap<u64, serde_json::Value> {
         .collect()
 }
 
-/// Waits (bounded) until server `id` is online, its process alive, and it has executed at
-/// least what the others had executed when it was started: it has re-learned the state.
+/// Waits (bounded) until server `id` is online, its process alive, it has executed at least
+/// what the others had executed when it was started (it has re-learned the state), and it
+/// has finished rejoining. The last matters: a server still rejoining cannot vote, and the
+/// next cycle damaging another server would then leave one voter of three — two disks lost
+/// at once, outside what the cluster promises to survive (the CI failure of seed
+/// 1796030068536532474: cycle 8 wiped server 3 while server 1 was still rejoining).
 fn wait_back(cluster: &mut Cluster, id: u32, limit: Duration) {
     let target = status_by_id(cluster)
         .iter()
@@ -300,7 +304,10 @@ fn wait_back(cluster: &mut Cluster, id: u32, limit: Duration) {
         );
         let st = status_by_id(cluster);
         let me = &st[&u64::from(id)];
-        if me["online"] == true && me["executed"].as_u64().is_some_and(|e| e >= target) {
+        if me["online"] == true
+            && me["role"] != "rejoining"
+            && me["executed"].as_u64().is_some_and(|e| e >= target)
+        {
             return;
         }
         assert!(
