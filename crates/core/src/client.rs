@@ -210,6 +210,7 @@ fn fits(op: &Op, result: &OpResult) -> bool {
             | (Op::Put { .. } | Op::Append { .. }, OpResult::Done)
             | (Op::Delete { .. }, OpResult::Deleted(_))
             | (Op::Cas { .. }, OpResult::Swapped(_))
+            | (_, OpResult::Rejected { .. })
     )
 }
 

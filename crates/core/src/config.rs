@@ -35,6 +35,13 @@ pub struct Config {
     pub max_sessions: usize,
     /// How many chosen values one catch-up message carries at most.
     pub max_catchup: usize,
+    /// The most bytes of slots one Accept, Chosen or Promise carries (at least one slot
+    /// always): at most [`crate::limits::MESSAGE_BUDGET`]. Smaller only to exercise the
+    /// splitting in tests and the simulator.
+    pub message_budget: usize,
+    /// The size of one piece of a snapshot in transfer: at most
+    /// [`crate::limits::SNAPSHOT_CHUNK`]; smaller only in tests and the simulator.
+    pub snapshot_chunk: usize,
     /// Serve gets without writing them to the log: the leader confirms with a majority that it
     /// still leads (one round trip, shared by every get waiting), then answers from its state
     /// once it has executed everything chosen before the get arrived. Off: gets go through the
@@ -118,6 +125,8 @@ impl Config {
             snapshot_interval: 1000,
             max_sessions: 100_000,
             max_catchup: 256,
+            message_budget: crate::limits::MESSAGE_BUDGET,
+            snapshot_chunk: crate::limits::SNAPSHOT_CHUNK,
             read_index: true,
             trace_chosen: false,
             #[cfg(feature = "mutations")]
@@ -170,6 +179,30 @@ impl Config {
             if n == 0 {
                 return err(format!("{name} must be at least 1"));
             }
+        }
+        for (name, n, max) in [
+            (
+                "message budget",
+                self.message_budget,
+                crate::limits::MESSAGE_BUDGET,
+            ),
+            (
+                "snapshot chunk",
+                self.snapshot_chunk,
+                crate::limits::SNAPSHOT_CHUNK,
+            ),
+        ] {
+            if n == 0 || n > max {
+                return err(format!("the {name} must be 1 to {max} bytes, not {n}"));
+            }
+        }
+        if self.window > crate::limits::MAX_WINDOW {
+            return err(format!(
+                "the window must be at most {} slots, not {} (a new leader re-proposes a \
+                 window in one durable write)",
+                crate::limits::MAX_WINDOW,
+                self.window
+            ));
         }
         if self.snapshot_interval == 0 {
             return err("the snapshot interval must be at least 1".into());

@@ -96,6 +96,9 @@ pub struct Driver {
     durable: Vec<Outgoing>,
     /// Steps since the last flush.
     steps: usize,
+    /// Bytes of `persist` (estimated from above), so a group never outgrows what storage
+    /// takes in one write.
+    persist_bytes: usize,
     /// When each armed timer fires, on the caller's clock.
     timers: BTreeMap<TimerKind, Duration>,
     rng: SplitMix,
@@ -116,6 +119,7 @@ impl Driver {
             persist: Vec::new(),
             durable: Vec::new(),
             steps: 0,
+            persist_bytes: 0,
             timers: BTreeMap::new(),
             rng: SplitMix(seed),
             online: None,
@@ -140,10 +144,15 @@ impl Driver {
         self.absorb(now, ready);
     }
 
-    /// Whether the caller should flush before taking more input: enough steps share the
-    /// pending sync.
+    /// Whether the caller should flush before taking more input: enough steps, or enough
+    /// bytes ([`crate::limits::FLUSH_SOFT`]), share the pending sync.
     pub fn flush_due(&self) -> bool {
-        self.steps >= GROUP_COMMIT_MAX
+        self.steps >= GROUP_COMMIT_MAX || self.persist_bytes >= crate::limits::FLUSH_SOFT
+    }
+
+    /// The estimated bytes of the writes waiting for the next flush.
+    pub fn pending_bytes(&self) -> usize {
+        self.persist_bytes
     }
 
     /// Whether anything waits for a flush.
@@ -154,6 +163,7 @@ impl Driver {
     /// Takes everything pending, in the order it must be carried out.
     pub fn flush(&mut self) -> Flush {
         self.steps = 0;
+        self.persist_bytes = 0;
         let persist = std::mem::take(&mut self.persist);
         let mut early = std::mem::take(&mut self.early);
         let mut durable = std::mem::take(&mut self.durable);
@@ -230,6 +240,10 @@ impl Driver {
         } = ready;
         self.steps += 1;
         self.early.extend(send_now);
+        self.persist_bytes += persist
+            .iter()
+            .map(crate::limits::persist_size)
+            .sum::<usize>();
         self.persist.extend(persist);
         self.durable.extend(send_after);
         for t in timers {

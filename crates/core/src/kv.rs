@@ -93,6 +93,35 @@ pub enum OpResult {
     /// The command's session is not (or no longer) in the table: it was not executed, and
     /// whether an earlier copy of it was is unknown. The client must open a new session.
     SessionExpired,
+    /// The command was refused and changed nothing: `code` says why (stable, for programs),
+    /// `message` says it for people.
+    Rejected { code: ErrorCode, message: String },
+}
+
+/// Why a command was refused. The names ([`ErrorCode::name`]) are stable: clients and scripts
+/// may match on them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ErrorCode {
+    /// The key is longer than [`crate::limits::MAX_KEY`].
+    KeyTooLarge,
+    /// A value (or what an append would make of one) is longer than
+    /// [`crate::limits::MAX_VALUE`].
+    ValueTooLarge,
+    /// The client id is not a valid, bounded topic level path.
+    InvalidClientId,
+    /// The leader holds as many waiting commands as it may; retry later.
+    Busy,
+}
+
+impl ErrorCode {
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorCode::KeyTooLarge => "key_too_large",
+            ErrorCode::ValueTooLarge => "value_too_large",
+            ErrorCode::InvalidClientId => "invalid_client_id",
+            ErrorCode::Busy => "busy",
+        }
+    }
 }
 
 /// A client command: what the log orders.
@@ -237,6 +266,20 @@ impl KvStore {
                 OpResult::Done
             }
             Op::Append { key, value } => {
+                let now = self.data.get(key).map_or(0, String::len);
+                if now + value.len() > crate::limits::MAX_VALUE {
+                    // Refused the same way on every replica: values stay readable (a get's
+                    // reply must fit a message) and bounded.
+                    return OpResult::Rejected {
+                        code: ErrorCode::ValueTooLarge,
+                        message: format!(
+                            "appending {} bytes to the {now} of {key:?} would exceed the {} \
+                             allowed",
+                            value.len(),
+                            crate::limits::MAX_VALUE
+                        ),
+                    };
+                }
                 self.data.entry(key.clone()).or_default().push_str(value);
                 OpResult::Done
             }

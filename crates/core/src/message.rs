@@ -3,7 +3,7 @@
 
 use crate::ballot::{Ballot, NodeId, Slot};
 use crate::kv::{ClientId, Command, OpResult};
-use crate::log::{Entry, Incarnations, PersistOp, Snapshot, Value};
+use crate::log::{Entry, Incarnations, PersistOp, Value};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -19,13 +19,18 @@ pub enum Message {
         from: Slot,
         incarnations: Incarnations,
     },
-    /// Phase 1b. `snapshot` is set when the acceptor has truncated past the candidate's `from`.
+    /// Phase 1b: what the acceptor accepted from slot `from` on. Bounded in bytes: when
+    /// `more` is set, the entries stop before that slot and the candidate asks for the rest
+    /// with a Prepare from there; the promise counts once the last part (`more: None`) is in.
+    /// An acceptor that has truncated past the candidate's `from` sends its snapshot
+    /// ([`Message::SnapshotChunk`]) instead, and promises once the candidate has caught up.
     /// `incarnations` is what the acceptor knows, its own entry included: a promise made by an
     /// older incarnation of a server that has since rejoined does not count.
     Promise {
         ballot: Ballot,
+        from: Slot,
         accepted: Vec<(Slot, Entry)>,
-        snapshot: Option<Snapshot>,
+        more: Option<Slot>,
         incarnations: Incarnations,
     },
     /// Phase 2a for the contiguous slots `first..first + values.len()`, with the leader's commit
@@ -52,13 +57,9 @@ pub enum Message {
     ReadAck { ballot: Ballot, round: u64 },
     /// A replica that lags asks for chosen values from slot `from` on.
     CatchUp { from: Slot },
-    /// Chosen values `first..first + values.len()`, preceded by a snapshot when the asker lags
-    /// behind the sender's truncation point.
-    Chosen {
-        first: Slot,
-        values: Vec<Value>,
-        snapshot: Option<Snapshot>,
-    },
+    /// Chosen values `first..first + values.len()` (bounded in bytes). An asker that lags
+    /// behind the sender's truncation point is sent the snapshot instead.
+    Chosen { first: Slot, values: Vec<Value> },
     /// A server that lost durable state asks what incarnation the others know it by.
     RejoinQuery,
     /// The answer: the highest incarnation of the asker this server knows.
@@ -84,6 +85,17 @@ pub enum Message {
     /// A follower's answer to a Heartbeat: "I hear you, leader of `ballot`". It changes
     /// nothing but lets an idle leader know it still reaches a majority (check-quorum).
     HeartbeatAck { ballot: Ballot },
+    /// Bytes `offset..offset + data.len()` of the encoded snapshot of the state before slot
+    /// `next_slot`, which is `total` bytes long. Snapshots grow with the data, so they travel
+    /// in pieces of bounded size, each asked for in turn ([`Message::SnapshotFetch`]).
+    SnapshotChunk {
+        next_slot: Slot,
+        offset: u64,
+        total: u64,
+        data: Vec<u8>,
+    },
+    /// "Send me the snapshot before `next_slot` from byte `offset` on."
+    SnapshotFetch { next_slot: Slot, offset: u64 },
 }
 
 impl Message {
@@ -107,11 +119,13 @@ impl Message {
             Message::Request(_) => "request",
             Message::Reply { .. } => "reply",
             Message::HeartbeatAck { .. } => "heartbeat_ack",
+            Message::SnapshotChunk { .. } => "snapshot_chunk",
+            Message::SnapshotFetch { .. } => "snapshot_fetch",
         }
     }
 
     /// All message type names, in a fixed order.
-    pub const KINDS: [&'static str; 17] = [
+    pub const KINDS: [&'static str; 19] = [
         "prepare",
         "promise",
         "accept",
@@ -129,6 +143,8 @@ impl Message {
         "request",
         "reply",
         "heartbeat_ack",
+        "snapshot_chunk",
+        "snapshot_fetch",
     ];
 }
 

@@ -33,7 +33,7 @@
 
 use crate::ballot::{Ballot, NodeId, Slot};
 use crate::config::{Config, ConfigError};
-use crate::kv::{Applied, ClientId, Command, KvStore};
+use crate::kv::{Applied, ClientId, Command, ErrorCode, KvStore, OpResult};
 use crate::log::{Durable, Entry, Incarnations, Log, PersistOp, Snapshot, Value};
 use crate::message::{Dest, Input, Message, Outgoing, Ready, SetTimer, TimerKind};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -66,6 +66,50 @@ struct Candidate {
     /// What each server that promised reported as accepted, with the incarnation it promised
     /// in.
     promises: BTreeMap<NodeId, (u64, Vec<(Slot, Entry)>)>,
+    /// Promises still arriving in parts: what each server reported so far, and which ranges
+    /// of slots the parts in so far cover (`from` → end; `None`: to the end of its log).
+    partial: BTreeMap<NodeId, Partial>,
+    /// When the last part of a promise arrived: an election whose promises are still coming
+    /// in is not abandoned at its timeout, or with large promises on a lossy network every
+    /// ballot would start over before its parts were in.
+    progress: Option<Duration>,
+}
+
+/// A promise in parts, as far as it has arrived.
+#[derive(Debug, Default)]
+struct Partial {
+    entries: BTreeMap<Slot, Entry>,
+    ranges: BTreeMap<Slot, Option<Slot>>,
+}
+
+impl Partial {
+    /// How far the parts cover without a gap from `base` on: `None` if to the end (the
+    /// promise is whole), else the first slot not covered.
+    fn reach(&self, base: Slot) -> Option<Slot> {
+        let mut reach = base;
+        for (from, end) in &self.ranges {
+            if *from > reach {
+                break;
+            }
+            match end {
+                None => return None,
+                Some(e) => reach = reach.max(*e),
+            }
+        }
+        Some(reach)
+    }
+}
+
+/// A snapshot being received in pieces.
+#[derive(Debug)]
+struct SnapshotIn {
+    next_slot: Slot,
+    total: u64,
+    from: NodeId,
+    data: Vec<u8>,
+    /// Resends of the current fetch without an answer; past a few the transfer is dropped, so
+    /// a sender that died mid-way does not hold the receiver forever.
+    stalls: u32,
 }
 
 #[derive(Debug)]
@@ -94,6 +138,9 @@ struct Leader {
     inflight: BTreeMap<Slot, Inflight>,
     /// Commands waiting for room in the window.
     queue: VecDeque<Command>,
+    /// The bytes of the commands in `queue` and of the gets in `reads` (bounded by
+    /// [`crate::limits::MAX_QUEUED`]).
+    queued_bytes: usize,
     /// Commands proposed or queued and not yet executed, so that a client's resend does not
     /// take a second slot. (A second slot would be harmless, as execution is at most once, but
     /// wasteful.)
@@ -185,6 +232,11 @@ pub struct Server {
     /// Set while this server may not vote because it may have forgotten what it promised or
     /// accepted.
     rejoin: Option<Rejoin>,
+    /// The encoded snapshot this server hands out in pieces, and the slot it was taken before.
+    /// Kept while the log still covers everything after it, so every receiver downloads the
+    /// same bytes however long it takes and a new asker does not restart others' transfers.
+    snapshot_out: Option<(Slot, Vec<u8>)>,
+    snapshot_in: Option<SnapshotIn>,
     ready: Ready,
 }
 
@@ -230,6 +282,8 @@ impl Server {
             rejoin: rejoining.then(|| Rejoin::Query {
                 answers: BTreeMap::new(),
             }),
+            snapshot_out: None,
+            snapshot_in: None,
             ready: Ready::default(),
         };
         // Entries learned as chosen before the crash can be executed again straight away.
@@ -369,10 +423,11 @@ impl Server {
             } => self.on_prepare(now, from, ballot, slot, incarnations),
             Message::Promise {
                 ballot,
+                from: first,
                 accepted,
-                snapshot,
+                more,
                 incarnations,
-            } => self.on_promise(now, from, ballot, accepted, snapshot, incarnations),
+            } => self.on_promise(now, from, ballot, first, accepted, more, incarnations),
             Message::Accept {
                 ballot,
                 first,
@@ -396,11 +451,16 @@ impl Server {
             Message::ReadIndex { ballot, round } => self.on_read_index(now, from, ballot, round),
             Message::ReadAck { ballot, round } => self.on_read_ack(from, ballot, round),
             Message::CatchUp { from: slot } => self.on_catchup(from, slot),
-            Message::Chosen {
-                first,
-                values,
-                snapshot,
-            } => self.on_chosen(first, values, snapshot),
+            Message::Chosen { first, values } => self.on_chosen(first, values),
+            Message::SnapshotChunk {
+                next_slot,
+                offset,
+                total,
+                data,
+            } => self.on_snapshot_chunk(from, next_slot, offset, total, data),
+            Message::SnapshotFetch { next_slot, offset } => {
+                self.on_snapshot_fetch(from, next_slot, offset)
+            }
             Message::RejoinQuery => {
                 let incarnation = self.incarnation_of(from);
                 self.send_now(Dest::Server(from), Message::RejoinInfo { incarnation });
@@ -438,17 +498,26 @@ impl Server {
             }
             TimerKind::PrepareResend => {
                 if let Role::Candidate(c) = &self.role {
-                    let msg = Message::Prepare {
-                        ballot: c.ballot,
-                        from: self.commit,
-                        incarnations: c.incarnations.clone(),
-                    };
-                    let missing: Vec<NodeId> = self
+                    // Servers whose promise is in parts are asked from where they stopped.
+                    let missing: Vec<(NodeId, Message)> = self
                         .peers()
                         .filter(|p| !c.promises.contains_key(p))
+                        .map(|p| {
+                            let from = c
+                                .partial
+                                .get(&p)
+                                .and_then(|part| part.reach(self.commit))
+                                .unwrap_or(self.commit);
+                            let msg = Message::Prepare {
+                                ballot: c.ballot,
+                                from,
+                                incarnations: c.incarnations.clone(),
+                            };
+                            (p, msg)
+                        })
                         .collect();
-                    for p in missing {
-                        self.send_now(Dest::Server(p), msg.clone());
+                    for (p, msg) in missing {
+                        self.send_now(Dest::Server(p), msg);
                     }
                     self.set_timer(
                         TimerKind::PrepareResend,
@@ -475,6 +544,9 @@ impl Server {
             }
             TimerKind::CatchUpResend => {
                 self.catchup_armed = false;
+                if self.resend_snapshot_fetch() {
+                    return;
+                }
                 if self.commit < self.leader_commit && !matches!(self.role, Role::Leader(_)) {
                     if let Some(leader) = self.leader {
                         self.send_now(Dest::Server(leader), Message::CatchUp { from: self.commit });
@@ -491,6 +563,18 @@ impl Server {
         let Role::Leader(l) = &mut self.role else {
             return;
         };
+        if let Some(refusal) = crate::limits::check_command(&cmd) {
+            if crate::limits::client_id_problem(&cmd.client).is_none() {
+                let msg = Message::Reply {
+                    client: cmd.client.clone(),
+                    seq: cmd.seq,
+                    result: refusal,
+                };
+                self.send_reply(Dest::Client(cmd.client), msg);
+            }
+            // A client id that is no valid topic cannot be answered at all: dropped.
+            return;
+        }
         match self.kv.last_seq(&cmd.client) {
             Some(last) if cmd.seq < last => return,
             Some(last) if cmd.seq == last => {
@@ -509,9 +593,29 @@ impl Server {
             }
             _ => {}
         }
-        if !l.proposed.insert((cmd.client.clone(), cmd.seq)) {
+        if l.proposed.contains(&(cmd.client.clone(), cmd.seq)) {
             return;
         }
+        let size = crate::limits::command_size(&cmd);
+        if l.queued_bytes + size > crate::limits::MAX_QUEUED {
+            // Back-pressure in bytes: the queue, not the clients, decides how much memory a
+            // leader holds.
+            let msg = Message::Reply {
+                client: cmd.client.clone(),
+                seq: cmd.seq,
+                result: OpResult::Rejected {
+                    code: ErrorCode::Busy,
+                    message: format!(
+                        "the leader holds {} bytes of waiting commands; retry later",
+                        l.queued_bytes
+                    ),
+                },
+            };
+            self.send_reply(Dest::Client(cmd.client), msg);
+            return;
+        }
+        l.proposed.insert((cmd.client.clone(), cmd.seq));
+        l.queued_bytes += size;
         if self.cfg.read_index && matches!(cmd.op, crate::kv::Op::Get { .. }) {
             // A later round, not one already under way: that one may have been confirmed by
             // followers before the get arrived, and so prove nothing about now.
@@ -613,6 +717,9 @@ impl Server {
         l.reads.waiting = waiting;
         for r in &ready {
             l.proposed.remove(&(r.cmd.client.clone(), r.cmd.seq));
+            l.queued_bytes = l
+                .queued_bytes
+                .saturating_sub(crate::limits::command_size(&r.cmd));
         }
         for r in ready {
             let crate::kv::Op::Get { key } = &r.cmd.op else {
@@ -637,8 +744,15 @@ impl Server {
             self.arm_election_timer(self.cfg.election_timeout);
             return;
         }
-        match self.role {
+        match &self.role {
             Role::Leader(_) => {}
+            Role::Candidate(Candidate {
+                progress: Some(t), ..
+            }) if now < *t + self.cfg.election_timeout => {
+                // Parts of promises are still arriving: give them time.
+                let left = *t + self.cfg.election_timeout - now;
+                self.arm_election_timer(left);
+            }
             Role::Candidate(_) => self.start_election(now),
             Role::Follower => match self.last_leader_contact {
                 Some(t) if now < t + self.cfg.election_timeout => {
@@ -660,6 +774,8 @@ impl Server {
             ballot,
             incarnations: incarnations.clone(),
             promises: BTreeMap::new(),
+            partial: BTreeMap::new(),
+            progress: None,
         });
         self.leader = None;
         if self.cfg.quorum() <= 1 {
@@ -729,67 +845,97 @@ impl Server {
             self.last_leader_contact = Some(now);
             self.arm_election_timer(self.cfg.election_timeout);
         }
-        // ballot == promised: a first promise or a resent Prepare; the answer is the same.
-        let (accepted, snapshot) = self.promise_contents(slot);
-        self.send_after(
-            Dest::Server(from),
-            Message::Promise {
-                ballot,
-                accepted,
-                snapshot,
-                incarnations: self.incarnations.clone(),
-            },
-        );
-    }
-
-    /// What to report to a candidate that knows every slot before `from`.
-    fn promise_contents(&self, from: Slot) -> (Vec<(Slot, Entry)>, Option<Snapshot>) {
-        if from < self.log.start() {
-            // Slots the candidate lacks were truncated here: hand over the state instead.
-            let accepted = self
-                .log
-                .iter_from(self.commit)
-                .map(|(s, e)| (s, e.clone()))
-                .collect();
-            (accepted, Some(self.snapshot_now()))
-        } else {
-            let accepted = self
-                .log
-                .iter_from(from)
-                .map(|(s, e)| (s, e.clone()))
-                .collect();
-            (accepted, None)
+        // ballot == promised: a first promise, a resent Prepare or one asking for the next
+        // part; the answer is the same for the same `from`.
+        if slot < self.log.start() {
+            // Slots the candidate lacks were truncated here: it gets the state first, and
+            // the promise when it asks again from its new commit point.
+            self.send_snapshot(from, true);
+            return;
+        }
+        // Every part at once (one round trip, not one per part); each names the range it
+        // covers, so the candidate can tell when it has them all.
+        for (first, accepted, more) in self.promise_parts(slot) {
+            self.send_after(
+                Dest::Server(from),
+                Message::Promise {
+                    ballot,
+                    from: first,
+                    accepted,
+                    more,
+                    incarnations: self.incarnations.clone(),
+                },
+            );
         }
     }
 
+    /// What to report to a candidate that knows every slot before `from`: the accepted
+    /// entries from there, in parts of at most `message_budget` bytes (at least one entry
+    /// each), with the slot each part starts at and the slot the next one starts at.
+    fn promise_parts(&self, from: Slot) -> Vec<(Slot, Vec<(Slot, Entry)>, Option<Slot>)> {
+        let mut parts = Vec::new();
+        let mut first = from;
+        let mut accepted = Vec::new();
+        let mut bytes = 0;
+        for (slot, e) in self.log.iter_from(from) {
+            let n = crate::limits::entry_size(e);
+            if !accepted.is_empty() && bytes + n > self.cfg.message_budget {
+                parts.push((first, std::mem::take(&mut accepted), Some(slot)));
+                first = slot;
+                bytes = 0;
+            }
+            bytes += n;
+            accepted.push((slot, e.clone()));
+        }
+        parts.push((first, accepted, None));
+        parts
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn on_promise(
         &mut self,
         now: Duration,
         from: NodeId,
         ballot: Ballot,
+        first: Slot,
         accepted: Vec<(Slot, Entry)>,
-        snapshot: Option<Snapshot>,
+        more: Option<Slot>,
         incarnations: Incarnations,
     ) {
         let Role::Candidate(c) = &self.role else {
             return;
         };
-        if c.ballot != ballot {
+        if c.ballot != ballot || c.promises.contains_key(&from) {
             // A promise for another round, perhaps delayed from an earlier one: it was made
-            // under different conditions and must never count for this round.
+            // under different conditions and must never count for this round. (Or a copy of
+            // one already counted.)
             return;
         }
         let promised_as = incarnations.get(&from).copied().unwrap_or(0);
         self.learn_incarnations(&incarnations);
-        if let Some(s) = snapshot {
-            if s.next_slot > self.commit {
-                self.install_snapshot(s);
-            }
-        }
+        let commit = self.commit;
         let Role::Candidate(c) = &mut self.role else {
             return;
         };
-        c.promises.insert(from, (promised_as, accepted));
+        if more.is_some_and(|n| n <= first) {
+            // A part that claims to end before it starts: not one we can count.
+            return;
+        }
+        // The parts (sent all at once, arriving in any order, some perhaps lost and asked for
+        // again on the resend timer) count once they join up without a gap from our commit
+        // point to the end, or an accepted value could go unreported.
+        let part = c.partial.entry(from).or_default();
+        part.entries.extend(accepted);
+        part.ranges.insert(first, more);
+        c.progress = Some(now);
+        if part.reach(commit).is_some() {
+            return;
+        }
+        let Some(part) = c.partial.remove(&from) else {
+            return;
+        };
+        c.promises
+            .insert(from, (promised_as, part.entries.into_iter().collect()));
         let Role::Candidate(c) = &self.role else {
             return;
         };
@@ -876,6 +1022,7 @@ impl Server {
             next_slot: end,
             inflight: BTreeMap::new(),
             queue: VecDeque::new(),
+            queued_bytes: 0,
             proposed: BTreeSet::new(),
             prepared_with: c.incarnations,
             through: end,
@@ -1074,8 +1221,24 @@ impl Server {
         let first = l.next_slot;
         let mut values = Vec::new();
         while l.inflight.len() < self.cfg.window && !l.queue.is_empty() {
-            let n = l.queue.len().min(self.cfg.max_batch);
-            let value: Value = l.queue.drain(..n).collect();
+            // At most `max_batch` commands and `MAX_SLOT` bytes, at least one command (which
+            // always fits: requests are checked against `MAX_COMMAND` on arrival).
+            let mut value: Value = Vec::new();
+            let mut bytes = 0;
+            while value.len() < self.cfg.max_batch {
+                let Some(next) = l.queue.front() else {
+                    break;
+                };
+                let n = crate::limits::command_size(next);
+                if !value.is_empty() && bytes + n > crate::limits::MAX_SLOT {
+                    break;
+                }
+                bytes += n;
+                if let Some(cmd) = l.queue.pop_front() {
+                    value.push(cmd);
+                }
+            }
+            l.queued_bytes = l.queued_bytes.saturating_sub(bytes);
             let slot = l.next_slot;
             l.next_slot += 1;
             l.inflight
@@ -1097,23 +1260,31 @@ impl Server {
         self.try_commit(now);
     }
 
-    /// Sends Accepts for consecutive slots from `first`, at most `max_batch` slots a message.
+    /// Sends Accepts for consecutive slots from `first`, at most `max_batch` slots and
+    /// `message_budget` bytes a message.
     fn send_accepts(&mut self, ballot: Ballot, first: Slot, values: Vec<Value>) {
         let mut slot = first;
-        let mut values = values.into_iter().peekable();
-        while values.peek().is_some() {
-            let chunk: Vec<Value> = values.by_ref().take(self.cfg.max_batch).collect();
-            let n = chunk.len() as Slot;
-            self.send_now(
-                Dest::AllServers,
-                Message::Accept {
-                    ballot,
-                    first: slot,
-                    values: chunk,
-                    commit: self.commit,
-                },
-            );
-            slot += n;
+        let runs = crate::limits::chunk_by_size(
+            values,
+            self.cfg.message_budget,
+            crate::limits::value_size,
+        );
+        for run in runs {
+            let mut run = run.into_iter().peekable();
+            while run.peek().is_some() {
+                let chunk: Vec<Value> = run.by_ref().take(self.cfg.max_batch).collect();
+                let n = chunk.len() as Slot;
+                self.send_now(
+                    Dest::AllServers,
+                    Message::Accept {
+                        ballot,
+                        first: slot,
+                        values: chunk,
+                        commit: self.commit,
+                    },
+                );
+                slot += n;
+            }
         }
     }
 
@@ -1210,11 +1381,8 @@ impl Server {
             return;
         }
         let msg = if slot < self.log.start() {
-            Message::Chosen {
-                first: self.commit,
-                values: Vec::new(),
-                snapshot: Some(self.snapshot_now()),
-            }
+            self.send_snapshot(from, false);
+            return;
         } else {
             #[cfg(feature = "mutations")]
             let limit = if self.cfg.mutated(crate::config::Mutation::CatchUpUnchosen) {
@@ -1225,27 +1393,29 @@ impl Server {
             #[cfg(not(feature = "mutations"))]
             let limit = self.commit;
             let end = limit.min(slot + self.cfg.max_catchup as Slot);
+            // Bounded in bytes as well as slots (at least one slot, always).
+            let mut bytes = 0;
             let values: Vec<Value> = (slot..end)
-                .map_while(|s| self.log.get(s).map(|e| e.value.clone()))
+                .map_while(|s| self.log.get(s))
+                .take_while(|e| {
+                    let first = bytes == 0;
+                    bytes += crate::limits::value_size(&e.value);
+                    first || bytes <= self.cfg.message_budget
+                })
+                .map(|e| e.value.clone())
                 .collect();
             Message::Chosen {
                 first: slot,
                 values,
-                snapshot: None,
             }
         };
         self.send_now(Dest::Server(from), msg);
     }
 
-    fn on_chosen(&mut self, first: Slot, values: Vec<Value>, snapshot: Option<Snapshot>) {
+    fn on_chosen(&mut self, first: Slot, values: Vec<Value>) {
         if matches!(self.role, Role::Leader(_)) {
             // A leader knows every chosen value from its phase 1.
             return;
-        }
-        if let Some(s) = snapshot {
-            if s.next_slot > self.commit {
-                self.install_snapshot(s);
-            }
         }
         let mut advanced = false;
         for (i, value) in values.into_iter().enumerate() {
@@ -1459,6 +1629,151 @@ impl Server {
         let snapshot = self.snapshot_now();
         self.log.truncate_before(self.commit);
         self.persist(PersistOp::Snapshot(snapshot));
+        if self
+            .snapshot_out
+            .as_ref()
+            .is_some_and(|(slot, _)| *slot < self.log.start())
+        {
+            // Receivers of it could no longer catch up from our log; free the memory.
+            self.snapshot_out = None;
+        }
+    }
+
+    // ----- snapshots in transfer -----
+
+    /// Sends `to` the first piece of this server's snapshot (after the sync if `after_sync`:
+    /// it answers a Prepare whose promise must be durable first).
+    fn send_snapshot(&mut self, to: NodeId, after_sync: bool) {
+        let usable = self
+            .snapshot_out
+            .as_ref()
+            .is_some_and(|(slot, _)| *slot >= self.log.start() && *slot <= self.commit);
+        if !usable {
+            let snapshot = self.snapshot_now();
+            match crate::encode_snapshot(&snapshot) {
+                Some(bytes) => self.snapshot_out = Some((snapshot.next_slot, bytes)),
+                None => return,
+            }
+        }
+        if let Some(msg) = self.snapshot_chunk(0) {
+            if after_sync {
+                self.send_after(Dest::Server(to), msg);
+            } else {
+                self.send_now(Dest::Server(to), msg);
+            }
+        }
+    }
+
+    /// The piece of the snapshot being handed out that starts at `offset`.
+    fn snapshot_chunk(&self, offset: u64) -> Option<Message> {
+        let (next_slot, bytes) = self.snapshot_out.as_ref()?;
+        let start = usize::try_from(offset).ok().filter(|o| *o <= bytes.len())?;
+        let end = bytes.len().min(start + self.cfg.snapshot_chunk);
+        Some(Message::SnapshotChunk {
+            next_slot: *next_slot,
+            offset,
+            total: bytes.len() as u64,
+            data: bytes[start..end].to_vec(),
+        })
+    }
+
+    fn on_snapshot_fetch(&mut self, from: NodeId, next_slot: Slot, offset: u64) {
+        match &self.snapshot_out {
+            Some((slot, _)) if *slot == next_slot => {
+                if let Some(msg) = self.snapshot_chunk(offset) {
+                    self.send_now(Dest::Server(from), msg);
+                }
+            }
+            // That snapshot is gone (the log moved past it): start over with a current one.
+            _ if next_slot < self.commit => self.send_snapshot(from, false),
+            _ => {}
+        }
+    }
+
+    fn on_snapshot_chunk(
+        &mut self,
+        from: NodeId,
+        next_slot: Slot,
+        offset: u64,
+        total: u64,
+        data: Vec<u8>,
+    ) {
+        if next_slot <= self.commit || matches!(self.role, Role::Leader(_)) {
+            return;
+        }
+        let fits = |have: u64| offset == have && offset.saturating_add(data.len() as u64) <= total;
+        match &mut self.snapshot_in {
+            Some(t) if t.next_slot == next_slot && t.total == total => {
+                if !fits(t.data.len() as u64) {
+                    // A copy or a piece out of order: the fetch timer asks again.
+                    return;
+                }
+                t.data.extend_from_slice(&data);
+                t.stalls = 0;
+            }
+            // A transfer under way is kept unless this one is newer: two senders must not
+            // keep restarting each other's transfers.
+            Some(t) if t.next_slot >= next_slot => return,
+            _ => {
+                if !fits(0) {
+                    return;
+                }
+                self.snapshot_in = Some(SnapshotIn {
+                    next_slot,
+                    total,
+                    from,
+                    data,
+                    stalls: 0,
+                });
+            }
+        }
+        let Some(t) = &self.snapshot_in else {
+            return;
+        };
+        if (t.data.len() as u64) < total {
+            let msg = Message::SnapshotFetch {
+                next_slot,
+                offset: t.data.len() as u64,
+            };
+            let to = t.from;
+            self.send_now(Dest::Server(to), msg);
+            self.arm_catchup();
+            return;
+        }
+        let Some(t) = self.snapshot_in.take() else {
+            return;
+        };
+        match crate::decode_snapshot(&t.data) {
+            Some(s) if s.next_slot == next_slot => {
+                self.install_snapshot(s);
+                self.learn_commit(self.leader_commit);
+            }
+            // Garbage from a peer: nothing installed; asking again starts over.
+            _ => {}
+        }
+    }
+
+    /// On the catch-up timer: asks again for the piece of a snapshot that has not come.
+    /// Returns whether a transfer is under way (then it, not the log, is what to catch up).
+    fn resend_snapshot_fetch(&mut self) -> bool {
+        let Some(t) = &mut self.snapshot_in else {
+            return false;
+        };
+        if t.next_slot <= self.commit || t.stalls >= 8 {
+            // Done by other means, or the sender stopped answering: drop it, so that a
+            // snapshot from anyone can start a new transfer.
+            self.snapshot_in = None;
+            return false;
+        }
+        t.stalls += 1;
+        let msg = Message::SnapshotFetch {
+            next_slot: t.next_slot,
+            offset: t.data.len() as u64,
+        };
+        let to = t.from;
+        self.send_now(Dest::Server(to), msg);
+        self.arm_catchup();
+        true
     }
 
     fn install_snapshot(&mut self, s: Snapshot) {

@@ -720,3 +720,293 @@ fn an_idle_leader_keeps_leading() {
     assert_eq!(c.server(1).role(), RoleKind::Leader);
     assert_eq!(c.server(1).ballot(), ballot);
 }
+
+// ----- issue 12.3 and 13.2: bounded in bytes -----
+
+/// The encoded size of a message, as the wire codec measures it (postcard), plus its
+/// version byte.
+fn wire_size(msg: &Message) -> usize {
+    postcard::to_allocvec(msg).expect("encodes").len() + 1
+}
+
+/// Every message in flight fits the wire's limit.
+fn all_fit(c: &Cluster) {
+    for f in &c.flights {
+        let n = wire_size(&f.msg);
+        assert!(
+            n < mqpaxos_core::limits::MAX_MESSAGE,
+            "a {} of {n} bytes",
+            f.msg.kind()
+        );
+    }
+}
+
+#[test]
+fn an_oversized_request_is_refused_with_a_code_and_never_enters_the_log() {
+    use mqpaxos_core::ErrorCode;
+    let mut c = Cluster::new(3, |_| {});
+    c.elect(1);
+    c.settle();
+    let big = "x".repeat(mqpaxos_core::limits::MAX_VALUE + 1);
+    c.request(put("c/1", 1, "k", &big));
+    c.request(put("c/2", 1, &"k".repeat(2000), "v"));
+    let mut bad_id = put("c/3", 1, "k", "v");
+    bad_id.client = "c/3\0".into();
+    c.request(bad_id);
+    c.settle();
+    let codes: Vec<_> = c
+        .replies
+        .iter()
+        .map(|(who, _, r)| match r {
+            OpResult::Rejected { code, .. } => (who.clone(), *code),
+            other => panic!("{who}: {other:?}"),
+        })
+        .collect();
+    // The NUL id cannot be answered (it names no valid topic): dropped, nothing else.
+    assert_eq!(
+        codes,
+        vec![
+            ("c/1".into(), ErrorCode::ValueTooLarge),
+            ("c/2".into(), ErrorCode::KeyTooLarge)
+        ]
+    );
+    assert_eq!(c.server(1).commit(), 0, "nothing was proposed");
+    assert!(c.server(1).log().is_empty());
+}
+
+#[test]
+fn appends_cannot_grow_a_value_past_the_limit_and_the_key_stays_readable() {
+    let mut c = Cluster::new(3, |_| {});
+    c.elect(1);
+    c.settle();
+    let mib = "a".repeat(mqpaxos_core::limits::MAX_VALUE);
+    c.request(append("c/1", 1, "k", &mib));
+    c.settle();
+    c.request(append("c/1", 2, "k", "b"));
+    c.settle();
+    all_fit(&c);
+    assert_eq!(c.replies[0].2, OpResult::Done);
+    assert!(
+        matches!(&c.replies[1].2, OpResult::Rejected { code, .. } if *code == mqpaxos_core::ErrorCode::ValueTooLarge),
+        "{:?}",
+        c.replies[1].2
+    );
+    c.fire(1, TimerKind::Heartbeat);
+    c.settle();
+    for id in 1..=3 {
+        assert_eq!(value(&c, id, "k").map(|v| v.len()), Some(mib.len()));
+    }
+    // A retry of the refused append gets the same refusal, not a second try.
+    c.request(append("c/1", 2, "k", "b"));
+    c.settle();
+    assert_eq!(c.replies[2], c.replies[1]);
+}
+
+#[test]
+fn a_full_leader_queue_answers_busy_and_holds_no_more() {
+    use mqpaxos_core::limits::{MAX_QUEUED, MAX_VALUE};
+    let mut c = Cluster::new(3, |_| {});
+    c.elect(1);
+    c.settle();
+    // Followers cut off: nothing commits, so the window fills, then the queue.
+    c.cut = vec![2, 3];
+    let v = "v".repeat(MAX_VALUE);
+    let (mut busy, mut sent) = (0, 0);
+    for i in 1..=9 {
+        for seq in 1..=40u64 {
+            c.step(1, Input::Request(put(&format!("c/{i}"), seq, "k", &v)));
+            sent += 1;
+            // The Accepts go nowhere; the replies are all busy refusals.
+            for f in c.flights.drain(..) {
+                if let Message::Reply {
+                    result: OpResult::Rejected { code, .. },
+                    ..
+                } = &f.msg
+                {
+                    assert_eq!(*code, mqpaxos_core::ErrorCode::Busy);
+                    busy += 1;
+                }
+            }
+        }
+    }
+    assert!(busy > 0 && busy < sent, "{busy} of {sent} refused as busy");
+    assert!(
+        c.server(1).queued() * MAX_VALUE <= MAX_QUEUED,
+        "{} commands of 1 MiB wait",
+        c.server(1).queued()
+    );
+}
+
+/// A promise larger than one message comes in parts; the election completes, and the new
+/// leader re-proposes every value the parts reported.
+#[test]
+fn a_promise_too_large_for_one_message_comes_in_parts() {
+    let tiny = |cfg: &mut Config| cfg.message_budget = 200;
+    let mut c = Cluster::new(3, tiny);
+    c.elect(1);
+    c.settle();
+    // Server 1 proposes 10 values; only server 2 accepts them; then 1 dies.
+    for i in 1..=9u64 {
+        c.step(
+            1,
+            Input::Request(put(&format!("c/{i}"), 1, &format!("k{i}"), &"v".repeat(60))),
+        );
+    }
+    let to2: Vec<Flight> = c
+        .flights
+        .iter()
+        .filter(|f| f.to == To::Server(2) && matches!(f.msg, Message::Accept { .. }))
+        .cloned()
+        .collect();
+    c.drop_all();
+    for f in to2 {
+        c.deliver(f);
+    }
+    c.drop_all();
+    c.crash(1);
+    c.elect(3);
+    // Server 2's promise does not fit 200 bytes: it comes in parts, each asked for in turn.
+    let mut parts = 0;
+    let mut budget = 10_000;
+    while let Some(f) = c.flights.pop_front() {
+        if f.from == 2 && matches!(f.msg, Message::Promise { more: Some(_), .. }) {
+            parts += 1;
+        }
+        c.deliver(f);
+        budget -= 1;
+        assert!(budget > 0);
+    }
+    assert!(parts >= 2, "the promise came in {parts} partial parts");
+    c.settle();
+    assert_eq!(c.server(3).role(), RoleKind::Leader);
+    c.fire(3, TimerKind::Heartbeat);
+    c.settle();
+    for i in 1..=9u64 {
+        assert_eq!(
+            value(&c, 3, &format!("k{i}")).map(|v| v.len()),
+            Some(60),
+            "k{i} was re-proposed from the promise's parts"
+        );
+    }
+}
+
+/// A promise whose last part never comes does not count: a candidate with only part of a
+/// server's report could miss a value that was chosen.
+#[test]
+fn a_promise_missing_its_last_part_does_not_count() {
+    let tiny = |cfg: &mut Config| cfg.message_budget = 200;
+    let mut c = Cluster::new(3, tiny);
+    c.elect(1);
+    c.settle();
+    for i in 1..=9u64 {
+        c.step(
+            1,
+            Input::Request(put(&format!("c/{i}"), 1, &format!("k{i}"), &"v".repeat(60))),
+        );
+    }
+    let to2: Vec<Flight> = c
+        .flights
+        .iter()
+        .filter(|f| f.to == To::Server(2) && matches!(f.msg, Message::Accept { .. }))
+        .cloned()
+        .collect();
+    c.drop_all();
+    for f in to2 {
+        c.deliver(f);
+    }
+    c.drop_all();
+    c.crash(1);
+    c.elect(3);
+    // Only the first part of server 2's promise arrives; every later message is lost.
+    let prepare = c.take(|f| f.to == To::Server(2) && matches!(f.msg, Message::Prepare { .. }));
+    c.drop_all();
+    c.deliver(prepare);
+    let first = c.take(|f| f.from == 2 && matches!(f.msg, Message::Promise { more: Some(_), .. }));
+    c.drop_all();
+    c.deliver(first);
+    c.drop_all();
+    assert_eq!(c.server(3).role(), RoleKind::Candidate);
+}
+
+/// Issue 12.3: a snapshot larger than one message reaches a lagging replica in pieces.
+#[test]
+fn a_snapshot_larger_than_a_message_travels_in_pieces() {
+    let cfg = |cfg: &mut Config| {
+        cfg.snapshot_interval = 5;
+        cfg.snapshot_chunk = 1000;
+    };
+    let mut c = Cluster::new(3, cfg);
+    c.elect(1);
+    c.settle();
+    c.cut = vec![3];
+    for i in 1..=30 {
+        c.request(put("c/1", i, &format!("k{i}"), &"v".repeat(200)));
+        c.settle();
+    }
+    c.cut.clear();
+    c.fire(1, TimerKind::Heartbeat);
+    c.settle();
+    c.now += Duration::from_secs(1);
+    c.fire(3, TimerKind::CatchUpResend);
+    // Count the pieces as they go.
+    let mut pieces = 0;
+    let mut budget = 10_000;
+    while let Some(f) = c.flights.pop_front() {
+        if let Message::SnapshotChunk { data, total, .. } = &f.msg {
+            assert!(data.len() <= 1000);
+            assert!(*total > 5000, "the snapshot is larger than a piece");
+            pieces += 1;
+        }
+        c.deliver(f);
+        budget -= 1;
+        assert!(budget > 0);
+    }
+    assert!(pieces >= 6, "{pieces} pieces");
+    assert_eq!(c.server(3).commit(), 30);
+    assert_eq!(c.server(3).kv(), c.server(1).kv());
+}
+
+/// A lost piece is asked for again when the catch-up timer fires; the transfer resumes where
+/// it stopped.
+#[test]
+fn a_lost_snapshot_piece_is_asked_for_again() {
+    let cfg = |cfg: &mut Config| {
+        cfg.snapshot_interval = 5;
+        cfg.snapshot_chunk = 1000;
+    };
+    let mut c = Cluster::new(3, cfg);
+    c.elect(1);
+    c.settle();
+    c.cut = vec![3];
+    for i in 1..=30 {
+        c.request(put("c/1", i, &format!("k{i}"), &"v".repeat(200)));
+        c.settle();
+    }
+    c.cut.clear();
+    c.fire(1, TimerKind::Heartbeat);
+    c.settle();
+    c.now += Duration::from_secs(1);
+    c.fire(3, TimerKind::CatchUpResend);
+    // Deliver until the third piece, then lose it.
+    let mut seen = 0;
+    while let Some(f) = c.flights.pop_front() {
+        if matches!(f.msg, Message::SnapshotChunk { .. }) {
+            seen += 1;
+            if seen == 3 {
+                break;
+            }
+        }
+        c.deliver(f);
+    }
+    c.drop_all();
+    assert!(c.server(3).commit() < 30);
+    c.now += Duration::from_secs(1);
+    c.fire(3, TimerKind::CatchUpResend);
+    let fetch = c.take(|f| {
+        f.from == 3 && matches!(f.msg, Message::SnapshotFetch { offset, .. } if offset == 2000)
+    });
+    c.deliver(fetch);
+    c.settle();
+    assert_eq!(c.server(3).commit(), 30);
+    assert_eq!(c.server(3).kv(), c.server(1).kv());
+}

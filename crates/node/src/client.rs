@@ -21,10 +21,10 @@ use std::time::Duration;
 use thiserror::Error;
 use tokio::sync::Mutex;
 
-/// The largest key accepted, in bytes.
-pub const MAX_KEY: usize = 1024;
-/// The largest value accepted, in bytes.
-pub const MAX_VALUE: usize = 1024 * 1024;
+/// The largest key accepted, in bytes (the servers enforce it too).
+pub const MAX_KEY: usize = mqpaxos_core::limits::MAX_KEY;
+/// The largest value accepted, in bytes (the servers enforce it too).
+pub const MAX_VALUE: usize = mqpaxos_core::limits::MAX_VALUE;
 
 #[derive(Debug, Error)]
 pub enum ClientError {
@@ -40,6 +40,13 @@ pub enum ClientError {
     Unexpected,
     #[error("the session expired before the command ran (the servers forgot it: too many sessions); the command may or may not have taken effect earlier, and the next command opens a new session")]
     SessionExpired,
+    /// The servers refused the command; it changed nothing. `code` is stable
+    /// ([`mqpaxos_core::ErrorCode::name`]).
+    #[error("refused by the cluster ({}): {message}", code.name())]
+    Rejected {
+        code: mqpaxos_core::ErrorCode,
+        message: String,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -258,6 +265,9 @@ impl Client {
                     if let Some((_, result)) = r.done {
                         if result == OpResult::SessionExpired {
                             return Err(ClientError::SessionExpired);
+                        }
+                        if let OpResult::Rejected { code, message } = result {
+                            return Err(ClientError::Rejected { code, message });
                         }
                         return Ok(result);
                     }

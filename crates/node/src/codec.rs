@@ -8,11 +8,12 @@ use thiserror::Error;
 
 /// The only encoding this build speaks. A future change to `Message` that is not
 /// wire-compatible must bump it, so old and new nodes reject rather than misread each other.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 
-/// The largest payload accepted or produced by default. Snapshots travel in messages, so this
-/// also bounds the state a lagging replica can be sent in one piece.
-pub const DEFAULT_MAX_PAYLOAD: usize = 16 * 1024 * 1024;
+/// The largest payload accepted or produced by default: the core keeps every message it makes
+/// below it whatever clients send and however large the state (see `mqpaxos_core::limits`;
+/// snapshots travel in pieces).
+pub const DEFAULT_MAX_PAYLOAD: usize = mqpaxos_core::limits::MAX_MESSAGE;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum CodecError {
@@ -103,8 +104,27 @@ mod tests {
                         value: vec![cmd.clone()],
                     },
                 )],
-                snapshot: None,
+                from: 10,
+                more: Some(12),
                 incarnations: Default::default(),
+            },
+            Message::SnapshotChunk {
+                next_slot: 40,
+                offset: 0,
+                total: 3,
+                data: vec![1, 2, 3],
+            },
+            Message::SnapshotFetch {
+                next_slot: 40,
+                offset: 3,
+            },
+            Message::Reply {
+                client: "u/a/1".into(),
+                seq: 2,
+                result: mqpaxos_core::OpResult::Rejected {
+                    code: mqpaxos_core::ErrorCode::Busy,
+                    message: "busy".into(),
+                },
             },
             Message::Accept {
                 ballot: Ballot::new(3, 2),

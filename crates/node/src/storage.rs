@@ -180,7 +180,7 @@ fn chunked_len(data: u64) -> u64 {
 
 const HEADER: usize = 8;
 /// No single record or group may claim more than this; a larger length is corruption.
-const MAX_RECORD: u32 = 256 * 1024 * 1024;
+const MAX_RECORD: u32 = mqpaxos_core::limits::MAX_FLUSH as u32;
 
 const GROUP_MAGIC: [u8; 4] = *b"MQPG";
 const GROUP_HEADER: usize = 20;

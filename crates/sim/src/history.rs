@@ -49,3 +49,8 @@ pub fn info(t: Duration, client: &str, op: &Op) -> Event {
         _ => e,
     }
 }
+
+/// The event for `op` that the servers refused: it did not take effect.
+pub fn fail(t: Duration, client: &str, op: &Op) -> Event {
+    Event::fail(t.as_nanos() as u64, client, kind(op), op.key())
+}

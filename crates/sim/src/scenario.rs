@@ -99,6 +99,13 @@ pub struct Scenario {
     /// phase.
     pub flush_crash: f64,
     pub promise_flush_crash: f64,
+    /// The servers' `message_budget` and `snapshot_chunk`: small by default, so that
+    /// promises, accepts and catch-up come in several parts and snapshots in several pieces in
+    /// every run, as they do in production once values and state are large.
+    pub message_budget: usize,
+    pub snapshot_chunk: usize,
+    /// Values are padded to a random length up to this many bytes (0: short values).
+    pub value_size: usize,
 }
 
 impl Scenario {
@@ -124,6 +131,9 @@ impl Scenario {
             max_sessions: None,
             flush_crash: 0.0,
             promise_flush_crash: 0.0,
+            message_budget: 300,
+            snapshot_chunk: 32,
+            value_size: 0,
         }
     }
 
@@ -132,6 +142,8 @@ impl Scenario {
         let mut cfg = Config::new(id, self.servers);
         cfg.snapshot_interval = self.snapshot_interval;
         cfg.trace_chosen = true;
+        cfg.message_budget = self.message_budget;
+        cfg.snapshot_chunk = self.snapshot_chunk;
         if let Some(n) = self.max_sessions {
             cfg.max_sessions = n;
         }
@@ -158,6 +170,7 @@ pub fn all() -> Vec<Scenario> {
         single(),
         sessions(),
         amnesia_fast(),
+        large(),
     ]
 }
 
@@ -356,6 +369,34 @@ pub fn single() -> Scenario {
         amnesia: 0.0,
     };
     s.flush_crash = 0.005;
+    s
+}
+
+/// Values up to the client limit (1 MiB) with the production byte limits: slots, accepts,
+/// promises and catch-up split by bytes, snapshots of several MiB travel in pieces, appends
+/// past the limit are refused; every message is sized with the wire's encoding against its
+/// limit. Crashes (some wiping a disk) force promises and snapshot transfers of large state.
+pub fn large() -> Scenario {
+    let mut s = Scenario::base(
+        "large",
+        "3 servers, 3 clients, 8 keys, values up to 1 MiB, 5% loss: crashes (some wiping a disk) every 700 ms",
+        3,
+    );
+    s.keys = 8;
+    s.net = NetConfig::mildly_lossy();
+    s.faults = FaultPlan::RandomCrashes {
+        every: Duration::from_millis(700),
+        down_min: Duration::from_millis(50),
+        down_max: Duration::from_millis(600),
+        all_at_once: 0.1,
+        amnesia: 0.3,
+    };
+    s.safety = Duration::from_secs(4);
+    s.think = Duration::from_millis(30);
+    s.snapshot_interval = 20;
+    s.message_budget = mqpaxos_core::limits::MESSAGE_BUDGET;
+    s.snapshot_chunk = mqpaxos_core::limits::SNAPSHOT_CHUNK;
+    s.value_size = mqpaxos_core::limits::MAX_VALUE;
     s
 }
 

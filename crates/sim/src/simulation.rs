@@ -66,6 +66,8 @@ pub struct RunReport {
     pub amnesias: u64,
     /// Messages that carried a snapshot to a lagging replica or candidate.
     pub snapshots_sent: u64,
+    /// Promises that did not fit one message (bounded in bytes) and came in parts.
+    pub promise_parts: u64,
     /// Per server (index = id - 1).
     pub server_counts: Vec<Counts>,
     pub client_counts: Counts,
@@ -246,6 +248,7 @@ pub struct Simulation {
     crashes: u64,
     amnesias: u64,
     snapshots_sent: u64,
+    promise_parts: u64,
     watch: Option<Watch>,
     /// The first time a leader was elected, and how many commands had completed then: for
     /// message accounting.
@@ -321,6 +324,7 @@ impl Simulation {
             crashes: 0,
             amnesias: 0,
             snapshots_sent: 0,
+            promise_parts: 0,
             watch: None,
             first_leader_at: None,
         }
@@ -408,6 +412,7 @@ impl Simulation {
             crashes: self.crashes,
             amnesias: self.amnesias,
             snapshots_sent: self.snapshots_sent,
+            promise_parts: self.promise_parts,
             server_counts: self.server_counts,
             client_counts: self.client_counts,
             history: self.history,
@@ -1030,6 +1035,13 @@ impl Simulation {
             send_durable,
             executed,
         } = driver.flush();
+        let bytes: usize = persist.iter().map(mqpaxos_core::limits::persist_size).sum();
+        if bytes > mqpaxos_core::limits::MAX_FLUSH {
+            // The real storage refuses such a group, and its server stops.
+            self.violations.push(format!(
+                "liveness: server {id} flushed {bytes} bytes, more than storage takes at once"
+            ));
+        }
         for o in send_early {
             self.send(Addr::Server(id), o);
         }
@@ -1093,17 +1105,27 @@ impl Simulation {
 
     fn send(&mut self, from: Addr, o: Outgoing) {
         let k = kind_index(&o.msg);
-        if matches!(
-            o.msg,
-            Message::Chosen {
-                snapshot: Some(_),
-                ..
-            } | Message::Promise {
-                snapshot: Some(_),
-                ..
-            }
-        ) {
+        if matches!(o.msg, Message::SnapshotChunk { offset: 0, .. }) {
             self.snapshots_sent += 1;
+        }
+        if matches!(o.msg, Message::Promise { more: Some(_), .. }) {
+            self.promise_parts += 1;
+        }
+        // The wire's limit, measured with the wire's encoding: a message over it would be
+        // dropped by every runtime, forever (issue 12.3), so here it is a failure.
+        if carries_data(&o.msg) {
+            match postcard::to_allocvec(&o.msg) {
+                Ok(bytes) if bytes.len() < mqpaxos_core::limits::MAX_MESSAGE => {}
+                Ok(bytes) => self.violations.push(format!(
+                    "liveness: a {} message of {} bytes exceeds the wire's limit of {}",
+                    o.msg.kind(),
+                    bytes.len(),
+                    mqpaxos_core::limits::MAX_MESSAGE
+                )),
+                Err(e) => self
+                    .violations
+                    .push(format!("a {} message does not encode: {e}", o.msg.kind())),
+            }
         }
         match from {
             Addr::Server(id) => self.server_counts[id as usize - 1].sent[k] += 1,
@@ -1170,7 +1192,20 @@ impl Simulation {
         let key = format!("k{}", self.rng.gen_range(0..self.sc.keys));
         let c = &mut self.clients[idx];
         c.counter += 1;
-        let value = format!("{}-{}", c.name, c.counter);
+        let mut value = format!("{}-{}", c.name, c.counter);
+        if self.sc.value_size > 0 {
+            // Large values: unique prefix (the checker tells writes apart by value), then
+            // filler up to a random length; half of them near the limit.
+            let len = if self.rng.gen_bool(0.5) {
+                self.rng.gen_range(0..=self.sc.value_size)
+            } else {
+                self.rng
+                    .gen_range(self.sc.value_size / 2..=self.sc.value_size)
+            };
+            let pad = len.saturating_sub(value.len() + 1);
+            value.push(':');
+            value.push_str(&"x".repeat(pad));
+        }
         let roll: u32 = self.rng.gen_range(0..100);
         match roll {
             0..=34 => Op::Get { key },
@@ -1197,6 +1232,9 @@ impl Simulation {
         if result == OpResult::SessionExpired {
             // Refused, and whether an earlier copy ran is unknown: indeterminate.
             self.history.push(history::info(self.now, &c.name, &op));
+        } else if matches!(result, OpResult::Rejected { .. }) {
+            // Refused by the servers, which promise it changed nothing.
+            self.history.push(history::fail(self.now, &c.name, &op));
         } else {
             self.history
                 .push(history::ok(self.now, &c.name, &op, &result));
@@ -1234,4 +1272,17 @@ impl Simulation {
             self.schedule(after, Ev::ClientTimer { idx, gen });
         }
     }
+}
+
+/// Messages whose size depends on what clients wrote (the others are a few bytes).
+fn carries_data(msg: &Message) -> bool {
+    matches!(
+        msg,
+        Message::Promise { .. }
+            | Message::Accept { .. }
+            | Message::Chosen { .. }
+            | Message::SnapshotChunk { .. }
+            | Message::Request(_)
+            | Message::Reply { .. }
+    )
 }

@@ -62,29 +62,29 @@ type Case = (&'static str, fn(&mut Config), &'static str, u64);
 fn known_bugs_are_caught_at_their_seeds() {
     let cases: &[Case] = &[
         ("half quorum", half_quorum, "seed", 0),
-        ("skip re-proposal", skip_reproposal, "leader-crash", 0),
-        ("trust lost state", trust_lost_state, "amnesia", 10),
-        ("read without quorum", read_without_quorum, "pause", 6),
+        ("skip re-proposal", skip_reproposal, "leader-crash", 1),
+        ("trust lost state", trust_lost_state, "amnesia", 24),
+        ("read without quorum", read_without_quorum, "pause", 17),
         ("no check-quorum", no_check_quorum, "one-way", 0),
-        ("trust an empty disk", trust_empty_disk, "amnesia-fast", 28),
+        ("trust an empty disk", trust_empty_disk, "amnesia-fast", 4),
         ("learn any ballot", learn_any_ballot, "minority", 0),
         (
             "read joins a running round",
             read_joins_running_round,
             "pause",
-            9,
+            27,
         ),
         (
             "snapshot without sessions",
             snapshot_without_sessions,
             "sessions",
-            2,
+            3,
         ),
         (
             "catch-up of unchosen values",
             catch_up_unchosen,
             "minority",
-            3,
+            2,
         ),
     ];
     for (what, tweak, name, seed) in cases {

@@ -52,6 +52,12 @@ pub fn client_failure(e: ClientError) -> Failure {
         | ClientError::Transport(TransportError::Closed) => 3,
         ClientError::Invalid(_) | ClientError::Transport(TransportError::BadUrl { .. }) => 2,
         ClientError::Transport(TransportError::CaFile { .. }) => 2,
+        // Busy is the cluster's state, not the input's: like unavailable, worth a retry.
+        ClientError::Rejected {
+            code: mqpaxos_core::ErrorCode::Busy,
+            ..
+        } => 3,
+        ClientError::Rejected { .. } => 2,
         _ => 4,
     };
     fail(code, e.to_string())
