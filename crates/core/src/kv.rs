@@ -3,9 +3,11 @@
 //! Commands are applied in slot order on every replica. Each command carries
 //! `(session id, sequence number)`; the session table remembers the last sequence number and
 //! result per session so that a resent or duplicated command is executed at most once and its
-//! original result is returned again. The table is bounded: past `max_sessions` the session
-//! that was idle longest (by slot) is forgotten, deterministically, so every replica forgets
-//! the same one.
+//! original result is returned again. The table is bounded: past `max_sessions` a session is
+//! forgotten, deterministically, so every replica forgets the same one: the longest idle (by
+//! slot) session **of the user with the most sessions**, so that a tenant opening sessions
+//! without end only ever evicts its own, never another user's (the user is a session id's
+//! first topic level, which the servers check against the broker's login).
 //!
 //! Sessions are opened through the log, as Raft's client sessions are: a client sends
 //! [`Op::Open`] under its own id `<user>/<token>` and gets back the slot the open executed in;
@@ -147,7 +149,65 @@ pub struct KvStore {
     /// `(last_slot, client)` for eviction of the longest-idle session.
     by_age: BTreeSet<(Slot, ClientId)>,
     max_sessions: usize,
+    /// Who owns how many sessions, rebuilt from `sessions` when first needed (not stored:
+    /// snapshots and the log keep their format).
+    #[serde(skip)]
+    users: Lazy,
 }
+
+/// The sessions of each user, by age, and the users by how many sessions they hold.
+#[derive(Clone, Debug, Default)]
+struct UserIndex {
+    by_user: BTreeMap<String, BTreeSet<(Slot, ClientId)>>,
+    by_count: BTreeSet<(usize, String)>,
+}
+
+impl UserIndex {
+    fn user(id: &str) -> &str {
+        id.split('/').next().unwrap_or(id)
+    }
+
+    fn add(&mut self, slot: Slot, id: &ClientId) {
+        let user = Self::user(id).to_string();
+        let set = self.by_user.entry(user.clone()).or_default();
+        self.by_count.remove(&(set.len(), user.clone()));
+        set.insert((slot, id.clone()));
+        self.by_count.insert((set.len(), user));
+    }
+
+    fn remove(&mut self, slot: Slot, id: &ClientId) {
+        let user = Self::user(id).to_string();
+        let Some(set) = self.by_user.get_mut(&user) else {
+            return;
+        };
+        self.by_count.remove(&(set.len(), user.clone()));
+        set.remove(&(slot, id.clone()));
+        if set.is_empty() {
+            self.by_user.remove(&user);
+        } else {
+            self.by_count.insert((set.len(), user));
+        }
+    }
+
+    /// The longest idle session of the user holding the most (ties: the greatest name).
+    fn victim(&self) -> Option<(Slot, ClientId)> {
+        let (_, user) = self.by_count.last()?;
+        self.by_user.get(user)?.first().cloned()
+    }
+}
+
+/// A derived index that equality ignores (two stores with the same sessions are the same
+/// whether or not one has built it).
+#[derive(Clone, Debug, Default)]
+struct Lazy(Option<UserIndex>);
+
+impl PartialEq for Lazy {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Lazy {}
 
 /// The outcome of applying one command.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -174,6 +234,7 @@ impl KvStore {
             sessions: BTreeMap::new(),
             by_age: BTreeSet::new(),
             max_sessions: max_sessions.max(1),
+            users: Lazy::default(),
         }
     }
 
@@ -239,6 +300,14 @@ impl KvStore {
     /// Remembers `result` as session `id`'s last, and forgets the longest-idle session past
     /// the table's bound.
     fn record(&mut self, id: ClientId, seq: u64, result: OpResult, slot: Slot) {
+        let sessions = &self.sessions;
+        let users = self.users.0.get_or_insert_with(|| {
+            let mut index = UserIndex::default();
+            for (id, s) in sessions {
+                index.add(s.last_slot, id);
+            }
+            index
+        });
         if let Some(old) = self.sessions.insert(
             id.clone(),
             Session {
@@ -248,13 +317,17 @@ impl KvStore {
             },
         ) {
             self.by_age.remove(&(old.last_slot, id.clone()));
+            users.remove(old.last_slot, &id);
         }
+        users.add(slot, &id);
         self.by_age.insert((slot, id));
         while self.sessions.len() > self.max_sessions {
-            let Some(oldest) = self.by_age.pop_first() else {
+            let Some((slot, victim)) = users.victim() else {
                 break;
             };
-            self.sessions.remove(&oldest.1);
+            users.remove(slot, &victim);
+            self.by_age.remove(&(slot, victim.clone()));
+            self.sessions.remove(&victim);
         }
     }
 
@@ -426,6 +499,36 @@ mod tests {
         assert_eq!(kv.last_seq(b), None);
         assert_eq!(kv.last_seq(a), Some(1));
         assert_eq!(kv.last_seq(c), Some(0));
+    }
+
+    /// Issue 13.6: a user opening sessions without end evicts only its own.
+    #[test]
+    fn one_user_flooding_sessions_evicts_only_its_own() {
+        let mut kv = KvStore::new(4);
+        let honest = &open(&mut kv, "alice/a", 1);
+        kv.apply(2, &cmd(honest, 1, put("k", "1")));
+        for slot in 3..200 {
+            open(&mut kv, &format!("mallory/m{slot}"), slot);
+        }
+        assert_eq!(kv.sessions(), 4);
+        assert_eq!(
+            kv.last_seq(honest),
+            Some(1),
+            "alice's session survives the flood"
+        );
+        // Equal shares: the longest idle of the user holding most goes first.
+        let bob = &open(&mut kv, "bob/b", 300);
+        assert_eq!(kv.last_seq(bob), Some(0));
+        assert_eq!(kv.last_seq(honest), Some(1));
+        // A store rebuilt from its serialized form (a snapshot) evicts the same way.
+        let copy: KvStore = postcard::from_bytes(&postcard::to_allocvec(&kv).unwrap()).unwrap();
+        let mut a = kv.clone();
+        let mut b = copy;
+        open(&mut a, "mallory/z", 400);
+        open(&mut b, "mallory/z", 400);
+        assert_eq!(a, b);
+        assert_eq!(a.digest(), b.digest());
+        assert_eq!(a.last_seq(honest), Some(1));
     }
 
     /// Issue 12.6: a retry from an evicted session is refused, never executed again; not

@@ -134,6 +134,20 @@ pub async fn run_server(
     on_ready: Option<OnReady>,
 ) -> Result<(), NodeError> {
     opts.core.validate()?;
+    if std::env::var("MQPAXOS_FAULT_TEAR_WAL").as_deref() == Ok("1") {
+        // Fault injection for the power-loss test: SIGUSR1 makes the next WAL group be
+        // written torn, and the process die, as a power cut in mid-write would.
+        let mut usr1 =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()).map_err(
+                |e| NodeError::Config(ConfigError(format!("cannot watch SIGUSR1: {e}"))),
+            )?;
+        tracing::warn!("fault injection armed: SIGUSR1 tears the next WAL write");
+        tokio::spawn(async move {
+            while usr1.recv().await.is_some() {
+                crate::storage::tear_next_group();
+            }
+        });
+    }
     let id = opts.core.id;
     let me = server_user(id);
     let mut rejoin = opts.rejoin;

@@ -32,7 +32,19 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use thiserror::Error;
+
+/// Fault injection for power-loss tests: when set, the next group is written torn (some of
+/// its 512-byte blocks, never all, and no sync) and the process aborts at once, as a power
+/// cut in the middle of a write leaves it. Only set through [`tear_next_group`], which the
+/// runtime calls on SIGUSR1 when `MQPAXOS_FAULT_TEAR_WAL=1` (see `docs/storage.md`).
+static TEAR_NEXT_GROUP: AtomicBool = AtomicBool::new(false);
+
+/// Arms the fault above.
+pub fn tear_next_group() {
+    TEAR_NEXT_GROUP.store(true, Ordering::SeqCst);
+}
 
 #[derive(Debug, Error)]
 pub enum StorageError {
@@ -352,6 +364,44 @@ impl FileStorage {
     }
 }
 
+impl FileStorage {
+    /// The fault of [`TEAR_NEXT_GROUP`]: writes a pseudo-random subset of `buf`'s 512-byte
+    /// blocks (file-aligned, as a disk writes sectors; at least one left out) where the
+    /// group belongs, without a sync, and aborts.
+    fn write_torn_and_die(&self, buf: &[u8]) -> ! {
+        let start = self.end;
+        let end = start + buf.len() as u64;
+        let blocks: Vec<u64> = (start / BLOCK as u64..end.div_ceil(BLOCK as u64)).collect();
+        let mut x = self.seq ^ 0x9e37_79b9_7f4a_7c15;
+        let mut keep: Vec<bool> = blocks
+            .iter()
+            .map(|_| {
+                x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                (x >> 33) & 1 == 0
+            })
+            .collect();
+        if keep.iter().all(|k| *k) {
+            if let Some(last) = keep.last_mut() {
+                *last = false;
+            }
+        }
+        for (b, k) in blocks.iter().zip(keep) {
+            if !k {
+                continue;
+            }
+            let from = (b * BLOCK as u64).max(start);
+            let to = ((b + 1) * BLOCK as u64).min(end);
+            let piece = &buf[(from - start) as usize..(to - start) as usize];
+            let _ = self.wal.write_all_at(piece, from);
+        }
+        tracing::error!(
+            wal = %self.wal_path.display(),
+            "fault injection: a group written torn at byte {start}; aborting as a power cut would"
+        );
+        std::process::abort()
+    }
+}
+
 impl Storage for FileStorage {
     fn load(&mut self) -> Result<Durable, StorageError> {
         Ok(self.durable.clone())
@@ -383,6 +433,9 @@ impl Storage for FileStorage {
             // the new length durable with the records.
             self.len = chunked_len(end);
             self.wal.set_len(self.len).map_err(io(&self.wal_path))?;
+        }
+        if TEAR_NEXT_GROUP.load(Ordering::SeqCst) {
+            self.write_torn_and_die(&buf);
         }
         self.wal
             .write_all_at(&buf, self.end)

@@ -212,6 +212,28 @@ impl Cluster {
         }
     }
 
+    /// Server `id`'s process id, while it runs.
+    pub fn pid(&self, id: u32) -> Option<u32> {
+        self.servers[id as usize - 1].as_ref().map(Child::id)
+    }
+
+    /// Waits (at most `limit`) for server `id`'s process to exit by itself and returns how it
+    /// ended; `None` if it is still running (it is left running) or was never started.
+    pub fn wait_exit(&mut self, id: u32, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let child = self.servers[id as usize - 1].as_mut()?;
+            if let Ok(Some(status)) = child.try_wait() {
+                self.servers[id as usize - 1] = None;
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Whether server `id`'s process is still running (false once it has exited, or if it
     /// was never started).
     pub fn is_running(&mut self, id: u32) -> bool {
