@@ -6,6 +6,11 @@
 //! Refusals map onto what a 3.1.1 client sees from Mosquitto: CONNACK "bad user name or
 //! password" (4) or "not authorized" (5), a SUBACK failure (0x80), and for a refused PUBLISH
 //! an ordinary PUBACK with the message dropped.
+//!
+//! A password check is deliberately slow (PBKDF2, see `password.rs`), so it runs on the
+//! blocking pool, never on the tasks that route messages, and at most [`FileAuth::hashing`]
+//! checks run at once: a flood of CONNECTs then queues up behind that limit instead of taking
+//! every core from the connections already established.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -15,6 +20,7 @@ use std::sync::Arc;
 use mqtt5::broker::auth::{AuthProvider, AuthResult};
 use mqtt5::packet::connect::ConnectPacket;
 use mqtt5::protocol::v5::reason_codes::ReasonCode;
+use tokio::sync::Semaphore;
 
 use crate::acl::Acl;
 use crate::password::PasswordFile;
@@ -22,15 +28,24 @@ use crate::password::PasswordFile;
 /// Who may connect and what each may do, from the broker's configuration.
 pub(crate) struct FileAuth {
     /// `None`: no password file, so any user name is taken at its word.
-    pub passwords: Option<PasswordFile>,
+    pub passwords: Option<Arc<PasswordFile>>,
     /// Only consulted when there is a password file.
     pub allow_anonymous: bool,
     /// `None`: no ACL file, so everything is allowed.
     pub acl: Option<Arc<Acl>>,
+    /// Password checks allowed to run at once.
+    pub hashing: Arc<Semaphore>,
+}
+
+/// How many password checks may run at once: all cores but one, so routing keeps a core.
+pub(crate) fn hashing_slots() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get().saturating_sub(1))
+        .max(1)
 }
 
 impl FileAuth {
-    fn check_connect(&self, connect: &ConnectPacket) -> AuthResult {
+    async fn check_connect(&self, connect: &ConnectPacket) -> AuthResult {
         let Some(passwords) = &self.passwords else {
             // Without a password file the user name is still what `%u` ACL patterns use.
             return match &connect.username {
@@ -41,10 +56,28 @@ impl FileAuth {
         match (&connect.username, &connect.password) {
             (None, _) if self.allow_anonymous => AuthResult::success(),
             (None, _) => AuthResult::fail(ReasonCode::NotAuthorized),
-            (Some(user), Some(password)) if passwords.verify(user, password) => {
-                AuthResult::success_with_user(user.clone())
-            }
-            (Some(user), _) => {
+            (Some(user), password) => {
+                // A missing password is refused, but only after the same work as a wrong
+                // one, so that timing says nothing about which users exist.
+                let given = password.is_some();
+                let password = password.clone().unwrap_or_default();
+                let ok = match self.hashing.clone().acquire_owned().await {
+                    Ok(permit) => {
+                        let (file, name) = (passwords.clone(), user.clone());
+                        tokio::task::spawn_blocking(move || {
+                            let ok = file.verify(&name, &password);
+                            drop(permit);
+                            ok
+                        })
+                        .await
+                        .unwrap_or(false)
+                    }
+                    // Closed only when the broker is going away.
+                    Err(_) => false,
+                };
+                if ok && given {
+                    return AuthResult::success_with_user(user.clone());
+                }
                 tracing::info!(
                     user = %user,
                     client_id = %connect.client_id,
@@ -63,8 +96,7 @@ impl AuthProvider for FileAuth {
         connect: &'a ConnectPacket,
         _client_addr: SocketAddr,
     ) -> Pin<Box<dyn Future<Output = mqtt5::Result<AuthResult>> + Send + 'a>> {
-        let result = self.check_connect(connect);
-        Box::pin(async move { Ok(result) })
+        Box::pin(async move { Ok(self.check_connect(connect).await) })
     }
 
     fn authorize_publish<'a>(

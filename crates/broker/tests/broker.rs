@@ -364,10 +364,12 @@ async fn bad_files_are_reported_with_file_and_line() {
     );
     assert!(text.contains(&pw.display().to_string()), "{text}");
 
+    let good_pw = common::write_password_file(dir.path(), common::USERS);
     let acl = dir.path().join("bad.acl");
     std::fs::write(&acl, "user a\ntopic read ok/#\ntopic sometimes x\n").unwrap();
     let err = Broker::start(BrokerConfig {
         listen: loopback0(),
+        password_file: Some(good_pw.clone()),
         acl_file: Some(acl.clone()),
         ..BrokerConfig::default()
     })
@@ -383,6 +385,7 @@ async fn bad_files_are_reported_with_file_and_line() {
     let missing = dir.path().join("missing.acl");
     let err = Broker::start(BrokerConfig {
         listen: loopback0(),
+        password_file: Some(good_pw),
         acl_file: Some(missing.clone()),
         ..BrokerConfig::default()
     })
