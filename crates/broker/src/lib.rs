@@ -241,7 +241,10 @@ impl Broker {
             allow_anonymous: cfg.allow_anonymous,
             acl: acl.map(Arc::new),
             hashing: Arc::new(tokio::sync::Semaphore::new(auth::hashing_slots())),
+            owners: auth::SessionOwners::default(),
         };
+        let mut engine_cfg = engine_config(&cfg);
+        engine_cfg.event_handler = Some(Arc::new(auth.owners.clone()));
         if cfg.tls.is_some() {
             // The engine builds its TLS configuration with rustls' process-wide provider;
             // choose ring (the one the whole tree uses) unless one is installed already, or
@@ -253,7 +256,7 @@ impl Broker {
             listen: cfg.listen,
             message,
         };
-        let engine = MqttBroker::with_config(engine_config(&cfg))
+        let engine = MqttBroker::with_config(engine_cfg)
             .await
             .map_err(|e| start_error(e.to_string()))?;
         let local_addr = engine

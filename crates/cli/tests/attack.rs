@@ -499,3 +499,53 @@ fn tls_on_the_built_in_broker() {
         stderr(&untrusted)
     );
 }
+
+/// Attack 3 (session takeover): the random part of a server's MQTT client id is the
+/// `instance` of its public status report, so a client can build the id and connect with
+/// it again and again, each time taking the server's session over (22,850 takeovers in 7 s
+/// in issue 13). The built-in broker binds a connected client id to its user: every attempt
+/// is refused and the cluster keeps committing. (Mosquitto has no such binding: there the
+/// defence must be an id that is not published.)
+#[cfg(feature = "embedded-broker")]
+#[test]
+fn a_client_cannot_take_a_servers_session_over_on_the_built_in_broker() {
+    let broker = Broker::start(Kind::Embedded);
+    let cluster = Cluster::start(&broker, 3);
+    let leader = cluster.leader(Duration::from_secs(30));
+    let rt = rt();
+    // The leader's retained status report, as any client may read it.
+    let report = rt.block_on(retained(
+        broker.port,
+        "client1",
+        &format!("mqpaxos/{}/status/server{leader}", cluster.cluster),
+        1,
+    ));
+    assert_eq!(report.len(), 1);
+    let me: serde_json::Value = serde_json::from_slice(&report[0].1).expect("status JSON");
+    let instance = me["instance"].as_str().expect("an instance").to_string();
+    let id = format!("mqpaxos-{}-server{leader}-{instance}", cluster.cluster);
+    let refused = rt.block_on(async {
+        let mut refused = 0;
+        for _ in 0..50 {
+            let mut o = MqttOptions::new(&id, "127.0.0.1", broker.port);
+            o.set_credentials("client1", PASSWORD);
+            let (_client, mut events) = AsyncClient::new(o, 10);
+            let answer = tokio::time::timeout(Duration::from_secs(10), async {
+                loop {
+                    match events.poll().await {
+                        Ok(Event::Incoming(Packet::ConnAck(_))) => return false,
+                        Ok(_) => {}
+                        Err(_) => return true,
+                    }
+                }
+            })
+            .await
+            .expect("an answer to CONNECT");
+            refused += usize::from(answer);
+        }
+        refused
+    });
+    assert_eq!(refused, 50, "takeovers allowed: {}", 50 - refused);
+    keeps_committing(&cluster, "after-takeover-attempts", 3);
+    assert_eq!(cluster.leader(Duration::from_secs(10)), leader);
+}
