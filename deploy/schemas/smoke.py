@@ -28,6 +28,9 @@ import urllib.request
 
 import yaml
 
+# Every user's password on the smoke test's broker.
+SMOKE_PASSWORD = "smoke-test-password"
+
 
 def free_port():
     with socket.socket() as s:
@@ -72,9 +75,20 @@ def main():
         os.mkdir(bindir)
         os.symlink(binary, os.path.join(bindir, "mqpaxos"))
         path = bindir + ":/usr/local/bin:/usr/bin:/bin"
+        # The ACL for the overlay's cluster name, and a password file (the built-in broker
+        # refuses an ACL without one): every server and the client with one test password.
+        cluster = env_of(sts["spec"]["template"]["spec"]["containers"][0]).get("MQPAXOS_CLUSTER", "default")
+        client_user = next(e["value"] for e in client["spec"]["template"]["spec"]["containers"][0]["env"]
+                           if e["name"] == "MQPAXOS_USER")
         acl = os.path.join(tmp, "acl.conf")
         with open(acl, "w") as f:
-            subprocess.run([binary, "acl", "--format", "mosquitto", "--servers", str(servers)], stdout=f, check=True)
+            subprocess.run([binary, "acl", "--format", "mosquitto", "--servers", str(servers), "--cluster", cluster],
+                           stdout=f, check=True)
+        passwd = os.path.join(tmp, "passwd")
+        for u in ["server%d" % (k + 1) for k in range(servers)] + [client_user]:
+            subprocess.run([binary, "broker", "--password-file", passwd, "--add-user", u],
+                           env={"PATH": path, "MQPAXOS_PASSWORD": SMOKE_PASSWORD}, check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         port = free_port()
         broker_url = "mqtt://127.0.0.1:%d" % port
 
@@ -84,14 +98,14 @@ def main():
             return p
 
         try:
-            start([binary, "broker", "--listen", "127.0.0.1:%d" % port, "--acl-file", acl], {"PATH": path}, os.path.join(tmp, "broker.log"))
+            start([binary, "broker", "--listen", "127.0.0.1:%d" % port, "--password-file", passwd, "--acl-file", acl], {"PATH": path}, os.path.join(tmp, "broker.log"))
             c = sts["spec"]["template"]["spec"]["containers"][0]
             script = c["args"][0].replace("/etc/mqpaxos/passwords", os.path.join(tmp, "passwords"))
             os.mkdir(os.path.join(tmp, "passwords"))
             metrics = []
             for k in range(servers):
                 with open(os.path.join(tmp, "passwords", "server%d" % (k + 1)), "w") as f:
-                    f.write("unused-by-this-broker\n")
+                    f.write(SMOKE_PASSWORD + "\n")
                 env = env_of(c)
                 mport = free_port()
                 metrics.append(mport)
@@ -108,7 +122,7 @@ def main():
             cc = client["spec"]["template"]["spec"]["containers"][0]
             env = env_of(cc)
             user = next(e["value"] for e in cc["env"] if e["name"] == "MQPAXOS_USER")
-            env.update(PATH=path, MQPAXOS_BROKER=broker_url, MQPAXOS_USER=user, MQPAXOS_PASSWORD="unused-by-this-broker",
+            env.update(PATH=path, MQPAXOS_BROKER=broker_url, MQPAXOS_USER=user, MQPAXOS_PASSWORD=SMOKE_PASSWORD,
                        BENCH_DURATION="2s")
             log = os.path.join(tmp, "client.log")
             cp = start(cc["command"] + [cc["args"][0]], env, log)
@@ -132,7 +146,8 @@ def main():
                 problems.append("the client's shell did not stop within 3 s of SIGTERM")
 
             st = subprocess.run([binary, "status", "--json", "--broker", broker_url, "--cluster", env["MQPAXOS_CLUSTER"],
-                                 "--servers", str(servers), "--user", "client1"], capture_output=True, text=True, timeout=20)
+                                 "--servers", str(servers), "--user", client_user], capture_output=True, text=True, timeout=20,
+                                env=dict(os.environ, MQPAXOS_PASSWORD=SMOKE_PASSWORD))
             try:
                 rows = json.loads(st.stdout)
                 if sum(1 for r in rows if r.get("online")) != servers or not any(r.get("role") == "leader" for r in rows):

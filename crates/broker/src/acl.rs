@@ -370,11 +370,15 @@ mod tests {
         assert!(!a.can_read(c1, id, "mqpaxos/main/reply/client2/s1"));
         assert!(!a.can_read(c2, id, "mqpaxos/main/reply/client1/s1"));
 
-        // presence/ and status/: each writes its own, everyone named reads.
+        // presence/ and status/: each server writes its own, everyone named reads; clients
+        // write neither (servers read them, retained).
         for user in [s1, s2, c1, c2] {
             let name = user.unwrap();
-            assert!(a.can_publish(user, id, &format!("mqpaxos/main/presence/{name}")));
-            assert!(a.can_publish(user, id, &format!("mqpaxos/main/status/{name}")));
+            let server = name.starts_with("server");
+            let own_presence = format!("mqpaxos/main/presence/{name}");
+            let own_status = format!("mqpaxos/main/status/{name}");
+            assert_eq!(a.can_publish(user, id, &own_presence), server, "{name}");
+            assert_eq!(a.can_publish(user, id, &own_status), server, "{name}");
             assert!(a.can_subscribe(user, id, "mqpaxos/main/presence/+"));
             assert!(a.can_subscribe(user, id, "mqpaxos/main/status/+"));
             assert!(a.can_subscribe(user, id, "mqpaxos/+/status/+"));
@@ -408,11 +412,24 @@ mod tests {
         }
         let a = Acl::load(&path).unwrap();
         let id = "id";
-        assert!(a.can_publish(Some("server1"), id, "mqpaxos/c/peer/all/server1"));
-        assert!(!a.can_publish(Some("client1"), id, "mqpaxos/c/peer/all/client1"));
-        assert!(!a.can_publish(Some("server2"), id, "mqpaxos/c/peer/all/server1"));
-        assert!(a.can_subscribe(Some("client1"), id, "mqpaxos/c/reply/client1/#"));
-        assert!(!a.can_subscribe(Some("client1"), id, "mqpaxos/c/reply/client2/#"));
+        let (s1, s2, c1) = (Some("server1"), Some("server2"), Some("client1"));
+        let op = Some("operator");
+        assert!(a.can_publish(s1, id, "mqpaxos/default/peer/all/server1"));
+        assert!(!a.can_publish(c1, id, "mqpaxos/default/peer/all/client1"));
+        assert!(!a.can_publish(s2, id, "mqpaxos/default/peer/all/server1"));
+        assert!(a.can_subscribe(c1, id, "mqpaxos/default/reply/client1/#"));
+        assert!(!a.can_subscribe(c1, id, "mqpaxos/default/reply/client2/#"));
+        // Retained topics servers read: servers (each its own) and the operator only.
+        assert!(a.can_publish(s1, id, "mqpaxos/default/presence/server1"));
+        assert!(!a.can_publish(c1, id, "mqpaxos/default/presence/client1"));
+        assert!(!a.can_publish(c1, id, "mqpaxos/default/status/client1"));
+        assert!(!a.can_publish(c1, id, "mqpaxos/default/chaos"));
+        assert!(!a.can_publish(s1, id, "mqpaxos/default/chaos"));
+        assert!(a.can_publish(op, id, "mqpaxos/default/chaos"));
+        // Rules name their cluster: nothing anywhere else.
+        assert!(!a.can_publish(s1, id, "mqpaxos/other/peer/all/server1"));
+        assert!(!a.can_publish(c1, id, "mqpaxos/other/request/client1"));
+        assert!(!a.can_subscribe(s1, id, "mqpaxos/+/request/+"));
     }
 
     #[test]

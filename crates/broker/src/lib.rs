@@ -36,14 +36,52 @@ use mqtt5::broker::{BrokerShutdownHandle, MqttBroker};
 use tokio::task::JoinHandle;
 
 pub use acl::Acl;
-pub use password::{hash_password, PasswordFile, PBKDF2_ITERATIONS};
+pub use password::{
+    hash_password, hash_password_with, readable_by_others, PasswordFile, MAX_PBKDF2_ITERATIONS,
+    PBKDF2_ITERATIONS,
+};
+
+/// The largest MQTT packet the broker accepts, by default: what an mqpaxos node accepts
+/// (16 MiB of payload plus 1 KiB for the topic and headers; `mqpaxos-node`'s
+/// `transport::MAX_PACKET_SIZE`, which a test in the `mqpaxos` crate holds equal). A larger
+/// packet would be routed to nodes whose client drops the whole connection on it, and a
+/// retained one would do so again on every reconnect. The broker measures the whole packet
+/// and rumqttc only what follows the fixed header, so a packet the broker lets through is
+/// always a few bytes under the node's limit, even with a packet id added on the way out.
+pub const MAX_PACKET_SIZE: usize = 16 * 1024 * 1024 + 1024;
+
+/// The largest retained payload accepted by default. mqpaxos retains only presence
+/// (`online`), status reports (a few hundred bytes) and fault settings; a larger retained
+/// publish is refused whole (not delivered, not kept), so nobody can park a big message that
+/// every reconnecting node receives again.
+pub const MAX_RETAINED_PAYLOAD: usize = 64 * 1024;
+
+/// The most retained messages kept by default (each at most [`MAX_RETAINED_PAYLOAD`]):
+/// with the generated ACL a user can retain on a handful of topics only, so this bounds
+/// what users without one could pile up.
+pub const MAX_RETAINED_MESSAGES: usize = 10_000;
+
+/// A TLS listener: certificate chain and private key, PEM files.
+#[derive(Clone, Debug)]
+pub struct TlsListener {
+    /// Address to listen on; port 0 picks a free port (see [`Broker::tls_local_addr`]).
+    pub listen: SocketAddr,
+    /// The broker's certificate chain (PEM), leaf first.
+    pub cert_file: PathBuf,
+    /// Its private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+}
 
 /// How to run the broker. `BrokerConfig::default()` listens on 127.0.0.1:1883 with no
-/// password or ACL file: anyone on this machine may connect and do anything.
+/// password or ACL file: anyone on this machine may connect and do anything. Off loopback
+/// a password file is required (see [`BrokerError::Unprotected`]).
 #[derive(Clone, Debug)]
 pub struct BrokerConfig {
-    /// Address to listen on; port 0 picks a free port (see [`Broker::local_addr`]).
+    /// Address of the plain-TCP listener; port 0 picks a free port (see
+    /// [`Broker::local_addr`]).
     pub listen: SocketAddr,
+    /// A TLS listener beside the plain one.
+    pub tls: Option<TlsListener>,
     /// Mosquitto-format password file. `None`: no authentication; a user name a client
     /// sends is still taken at its word for the ACL's `%u`.
     pub password_file: Option<PathBuf>,
@@ -52,9 +90,15 @@ pub struct BrokerConfig {
     /// With a password file, whether clients that send no user name may connect (Mosquitto's
     /// `allow_anonymous`, which 2.0 also defaults to false). Ignored without a password file.
     pub allow_anonymous: bool,
-    /// Largest MQTT packet accepted, in bytes. The default is MQTT's own limit (256 MiB), as
-    /// in Mosquitto: the clients' own limits are the ones that matter.
+    /// Largest MQTT packet accepted, in bytes ([`MAX_PACKET_SIZE`] by default). A client
+    /// that sends a larger one is disconnected and its packet goes nowhere.
     pub max_packet_size: usize,
+    /// Largest retained payload accepted ([`MAX_RETAINED_PAYLOAD`]); a larger retained
+    /// publish is refused whole. 0 means no limit.
+    pub max_retained_payload: usize,
+    /// Most retained messages kept ([`MAX_RETAINED_MESSAGES`]); a retained publish on a new
+    /// topic past it is refused. 0 means no limit.
+    pub max_retained_messages: usize,
     /// Most messages held for one client that is offline or behind (Mosquitto's
     /// `max_queued_messages`); past it the oldest are dropped, with a warning in the log.
     /// 0 means no limit, the default: Paxos traffic is QoS 1 and must not vanish in a burst.
@@ -71,10 +115,13 @@ impl Default for BrokerConfig {
     fn default() -> Self {
         BrokerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            tls: None,
             password_file: None,
             acl_file: None,
             allow_anonymous: false,
-            max_packet_size: 268_435_455,
+            max_packet_size: MAX_PACKET_SIZE,
+            max_retained_payload: MAX_RETAINED_PAYLOAD,
+            max_retained_messages: MAX_RETAINED_MESSAGES,
             max_queued_messages: 0,
             max_queued_bytes: 1 << 30,
             max_clients: 10_000,
@@ -115,6 +162,24 @@ pub enum BrokerError {
         /// What is wrong with it.
         message: String,
     },
+    /// A listener off loopback without a password file: anyone who can reach the address
+    /// could read every message and pose as any user, a server included.
+    #[error(
+        "refusing to listen on {listen} without a password file: anyone who can reach it could \
+         read all traffic and pose as any server. Give --password-file (Mosquitto format; \
+         `mqpaxos broker --password-file FILE --add-user USER` adds a user), or listen on 127.0.0.1"
+    )]
+    Unprotected {
+        /// The non-loopback address.
+        listen: SocketAddr,
+    },
+    /// An ACL file without a password file: the ACL would trust whatever user name a client
+    /// claims.
+    #[error(
+        "an ACL file without a password file protects nothing: any client may claim any user \
+         name. Give --password-file as well"
+    )]
+    AclWithoutPasswords,
     /// The broker could not listen on the address (in use, no permission, bad address) or
     /// rejected its configuration.
     #[error("cannot start the MQTT broker on {listen}: {message}")]
@@ -133,6 +198,7 @@ pub enum BrokerError {
 /// but without waiting for the port to be released.
 pub struct Broker {
     local_addr: SocketAddr,
+    tls_local_addr: Option<SocketAddr>,
     shutdown: BrokerShutdownHandle,
     task: Option<JoinHandle<mqtt5::Result<()>>>,
 }
@@ -150,6 +216,17 @@ impl Broker {
     /// returns once the broker accepts connections. Must be called inside a Tokio runtime
     /// (either flavor; the broker runs on spawned tasks).
     pub async fn start(cfg: BrokerConfig) -> Result<Broker, BrokerError> {
+        if cfg.password_file.is_none() {
+            if cfg.acl_file.is_some() {
+                return Err(BrokerError::AclWithoutPasswords);
+            }
+            let listeners = std::iter::once(cfg.listen).chain(cfg.tls.iter().map(|t| t.listen));
+            for listen in listeners {
+                if !listen.ip().is_loopback() {
+                    return Err(BrokerError::Unprotected { listen });
+                }
+            }
+        }
         let passwords = cfg
             .password_file
             .as_deref()
@@ -160,21 +237,39 @@ impl Broker {
             tracing::info!(users = p.len(), "password file loaded");
         }
         let auth = auth::FileAuth {
-            passwords,
+            passwords: passwords.map(Arc::new),
             allow_anonymous: cfg.allow_anonymous,
             acl: acl.map(Arc::new),
+            hashing: Arc::new(tokio::sync::Semaphore::new(auth::hashing_slots())),
+            owners: auth::SessionOwners::default(),
         };
+        let mut engine_cfg = engine_config(&cfg);
+        engine_cfg.event_handler = Some(Arc::new(auth.owners.clone()));
+        if cfg.tls.is_some() {
+            // The engine builds its TLS configuration with rustls' process-wide provider;
+            // choose ring (the one the whole tree uses) unless one is installed already, or
+            // rustls would refuse to pick when another dependency enables a second provider.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
 
         let start_error = |message: String| BrokerError::Start {
             listen: cfg.listen,
             message,
         };
-        let engine = MqttBroker::with_config(engine_config(&cfg))
+        let engine = MqttBroker::with_config(engine_cfg)
             .await
             .map_err(|e| start_error(e.to_string()))?;
         let local_addr = engine
             .local_addr()
             .ok_or_else(|| start_error("no TCP listener was bound".to_string()))?;
+        let tls_local_addr = match &cfg.tls {
+            Some(_) => Some(
+                engine
+                    .tls_local_addr()
+                    .ok_or_else(|| start_error("no TLS listener was bound".to_string()))?,
+            ),
+            None => None,
+        };
         let mut engine = engine.with_auth_provider(Arc::new(auth));
         let mut ready = engine.ready_receiver();
         let shutdown = engine.shutdown_handle();
@@ -190,9 +285,10 @@ impl Broker {
             };
             return Err(start_error(why));
         }
-        tracing::info!(%local_addr, "MQTT broker listening");
+        tracing::info!(%local_addr, ?tls_local_addr, "MQTT broker listening");
         Ok(Broker {
             local_addr,
+            tls_local_addr,
             shutdown,
             task: Some(task),
         })
@@ -201,6 +297,11 @@ impl Broker {
     /// The address the broker listens on (with the real port when 0 was configured).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The TLS listener's address, if there is one (with the real port when 0 was configured).
+    pub fn tls_local_addr(&self) -> Option<SocketAddr> {
+        self.tls_local_addr
     }
 
     /// Disconnects every client, stops accepting, and waits until the listening socket is
@@ -240,6 +341,14 @@ fn engine_config(cfg: &BrokerConfig) -> EngineConfig {
         .with_bind_address(cfg.listen)
         .with_max_clients(cfg.max_clients)
         .with_max_packet_size(cfg.max_packet_size);
+    engine.max_retained_message_size = cfg.max_retained_payload;
+    engine.max_retained_messages = cfg.max_retained_messages;
+    if let Some(tls) = &cfg.tls {
+        engine = engine.with_tls(
+            mqtt5::broker::config::TlsConfig::new(tls.cert_file.clone(), tls.key_file.clone())
+                .with_bind_address(tls.listen),
+        );
+    }
     // Retained messages and sessions live in memory: the Paxos state is in the servers'
     // own storage, and the default file storage would write into the working directory.
     engine.storage_config = StorageConfig {

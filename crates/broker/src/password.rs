@@ -2,9 +2,15 @@
 //!
 //! One file must serve both the embedded broker and Mosquitto, so the format is exactly what
 //! `mosquitto_passwd` writes: one `user:hash` a line, the hash being
-//! `$7$<iterations>$<salt, base64>$<PBKDF2-HMAC-SHA512, base64>` (Mosquitto 2.0's default,
-//! 101 iterations, 12-byte salt, 64-byte hash) or the older `$6$<salt>$<SHA-512(password ‖ salt)>`
-//! that Mosquitto 1.x wrote and 2.0 still reads. Lines starting with `#` and blank lines are
+//! `$7$<iterations>$<salt, base64>$<PBKDF2-HMAC-SHA512, base64>` (12-byte salt, 64-byte hash;
+//! the count each line carries is the one used to check it, so lines written by
+//! `mosquitto_passwd` 2.0 at 101 iterations and ours at [`PBKDF2_ITERATIONS`] both work) or
+//! the older `$6$<salt>$<SHA-512(password ‖ salt)>` that Mosquitto 1.x wrote and 2.0 still
+//! reads.
+//!
+//! Checking a password costs the same whether or not the user exists: an unknown user is
+//! checked against a dummy hash with the file's usual iteration count, so connection times
+//! do not tell which user names are real. Lines starting with `#` and blank lines are
 //! skipped, as Mosquitto does; anything else that is not a valid entry is an error naming the
 //! file and line, where Mosquitto would only log and drop the entry, because a silently
 //! missing user is much harder to diagnose than a broker that refuses to start.
@@ -21,9 +27,14 @@ use subtle::ConstantTimeEq;
 
 use crate::BrokerError;
 
-/// Iterations `hash_password` uses: what `mosquitto_passwd` 2.0 writes by default, so files
-/// written by either tool look alike.
-pub const PBKDF2_ITERATIONS: u32 = 101;
+/// Iterations `hash_password` uses: OWASP's recommendation for PBKDF2-HMAC-SHA512 (2023).
+/// Mosquitto 2.0's `mosquitto_passwd` writes 101, which a GPU tries billions of times a
+/// second against a stolen file; the count is stored in each line, so Mosquitto reads ours.
+/// The price is paid on every CONNECT: see `docs/security.md` for the measured cost.
+pub const PBKDF2_ITERATIONS: u32 = 210_000;
+/// Above this a `$7$` line is refused when the file is read: at ~1 µs an iteration one
+/// connection would cost the broker seconds of CPU, a typo (or a hostile file) worth catching.
+pub const MAX_PBKDF2_ITERATIONS: u32 = 10_000_000;
 const SALT_LEN: usize = 12;
 const HASH_LEN: usize = 64;
 
@@ -76,9 +87,44 @@ impl StoredHash {
 }
 
 /// The users of one password file and their password hashes.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct PasswordFile {
     users: HashMap<String, StoredHash>,
+    /// Checked for a user the file does not name, so that costs what a real check does.
+    dummy: StoredHash,
+}
+
+impl Default for PasswordFile {
+    fn default() -> Self {
+        PasswordFile {
+            users: HashMap::new(),
+            dummy: dummy_hash(PBKDF2_ITERATIONS),
+        }
+    }
+}
+
+/// A hash no password matches (its salt and hash are zeros, and PBKDF2 output is never all
+/// zeros in practice), costing `iterations` like a real line.
+fn dummy_hash(iterations: u32) -> StoredHash {
+    StoredHash::Pbkdf2Sha512 {
+        iterations: NonZeroU32::new(iterations).unwrap_or(NonZeroU32::MIN),
+        salt: vec![0; SALT_LEN],
+        hash: vec![0; HASH_LEN],
+    }
+}
+
+/// Whether a file's mode lets anyone but its owner read it (Unix; elsewhere: no).
+pub fn readable_by_others(path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o077 != 0)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        false
+    }
 }
 
 impl std::fmt::Debug for PasswordFile {
@@ -93,8 +139,17 @@ impl std::fmt::Debug for PasswordFile {
 }
 
 impl PasswordFile {
-    /// Reads and parses a password file.
+    /// Reads and parses a password file; warns (in the log) when others than its owner may
+    /// read it, as Mosquitto does: the hashes are offline-crackable.
     pub fn load(path: &Path) -> Result<Self, BrokerError> {
+        if readable_by_others(path) {
+            tracing::warn!(
+                "password file {} is readable by its group or by others; make it private: \
+                 chmod 600 {}",
+                path.display(),
+                path.display()
+            );
+        }
         let text = std::fs::read_to_string(path).map_err(|source| BrokerError::ReadFile {
             kind: "password",
             path: path.to_path_buf(),
@@ -106,6 +161,8 @@ impl PasswordFile {
     /// Parses the text of a password file; `path` only names it in errors.
     pub fn parse(path: &Path, text: &str) -> Result<Self, BrokerError> {
         let mut users = HashMap::new();
+        // How many lines use each iteration count: the most common one prices the dummy.
+        let mut counts: HashMap<u32, usize> = HashMap::new();
         for (index, raw) in text.lines().enumerate() {
             let line = index + 1;
             let err = |message: String| BrokerError::PasswordFile {
@@ -128,18 +185,33 @@ impl PasswordFile {
                 return Err(err("empty user name".to_string()));
             }
             let stored = parse_hash(hash.trim()).map_err(|m| err(format!("user {user:?}: {m}")))?;
+            if let StoredHash::Pbkdf2Sha512 { iterations, .. } = &stored {
+                *counts.entry(iterations.get()).or_default() += 1;
+            }
             if users.insert(user.to_string(), stored).is_some() {
                 return Err(err(format!("user {user:?} appears twice")));
             }
         }
-        Ok(PasswordFile { users })
+        let usual = counts
+            .into_iter()
+            .max_by_key(|(iterations, n)| (*n, *iterations))
+            .map_or(PBKDF2_ITERATIONS, |(iterations, _)| iterations);
+        Ok(PasswordFile {
+            users,
+            dummy: dummy_hash(usual),
+        })
     }
 
-    /// Whether `user` is in the file and `password` is its password.
+    /// Whether `user` is in the file and `password` is its password. An unknown user costs a
+    /// check against the dummy hash, so the time taken does not say whether the user exists.
     pub fn verify(&self, user: &str, password: &[u8]) -> bool {
-        self.users
-            .get(user)
-            .is_some_and(|stored| stored.verify(password))
+        match self.users.get(user) {
+            Some(stored) => stored.verify(password),
+            None => {
+                let _ = self.dummy.verify(password);
+                false
+            }
+        }
     }
 
     /// Whether the file names `user`.
@@ -188,6 +260,12 @@ fn parse_hash(text: &str) -> Result<StoredHash, String> {
                 .ok()
                 .and_then(NonZeroU32::new)
                 .ok_or_else(|| format!("bad iteration count {iterations:?} in `$7$` hash"))?;
+            if iterations.get() > MAX_PBKDF2_ITERATIONS {
+                return Err(format!(
+                    "iteration count {iterations} is above {MAX_PBKDF2_ITERATIONS}: every \
+                     connection would cost seconds of CPU"
+                ));
+            }
             Ok(StoredHash::Pbkdf2Sha512 {
                 iterations,
                 salt: decode("salt", salt)?,
@@ -213,16 +291,21 @@ fn parse_hash(text: &str) -> Result<StoredHash, String> {
     }
 }
 
-/// Hashes `password` the way `mosquitto_passwd` 2.0 does, giving the part after `user:` of a
-/// password-file line: `$7$101$<salt>$<hash>` (PBKDF2-HMAC-SHA512, fresh 12-byte salt).
+/// Hashes `password` in `mosquitto_passwd`'s format, giving the part after `user:` of a
+/// password-file line: `$7$210000$<salt>$<hash>` (PBKDF2-HMAC-SHA512, fresh 12-byte salt).
 pub fn hash_password(password: &str) -> String {
+    hash_password_with(password, PBKDF2_ITERATIONS)
+}
+
+/// [`hash_password`] with another iteration count (tests; files for slow machines).
+pub fn hash_password_with(password: &str, iterations: u32) -> String {
     let mut salt = [0u8; SALT_LEN];
     // The system RNG failing means no secure randomness is left on this machine at all;
     // hashing with a predictable salt instead would be silently weak.
     ring::rand::SystemRandom::new()
         .fill(&mut salt)
         .expect("the operating system's random number generator failed");
-    hash_with_salt(password, &salt, PBKDF2_ITERATIONS)
+    hash_with_salt(password, &salt, iterations)
 }
 
 fn hash_with_salt(password: &str, salt: &[u8], iterations: u32) -> String {
@@ -285,7 +368,7 @@ mod tests {
         let a = hash_password("hunter2");
         let b = hash_password("hunter2");
         assert_ne!(a, b, "fresh salt each time");
-        assert!(a.starts_with("$7$101$"));
+        assert!(a.starts_with("$7$210000$"));
         let pw = file(&format!("u:{a}\n")).unwrap();
         assert!(pw.verify("u", b"hunter2"));
         assert!(!pw.verify("u", b"hunter3"));
@@ -345,6 +428,58 @@ mod tests {
 
         let e = error_of(&format!(":{h}"));
         assert!(e.contains("empty user"), "{e}");
+    }
+
+    #[test]
+    fn the_stored_iteration_count_is_the_one_used() {
+        // Same password and salt, two counts: each line verifies with its own count only.
+        let salt = [7u8; SALT_LEN];
+        let fast = hash_with_salt("pw", &salt, 1000);
+        let slow = hash_with_salt("pw", &salt, 2000);
+        assert_ne!(fast, slow);
+        let pw = file(&format!("a:{fast}\nb:{slow}\n")).unwrap();
+        assert!(pw.verify("a", b"pw") && pw.verify("b", b"pw"));
+        // A line whose count was tampered with no longer matches.
+        let forged = slow.replacen("$2000$", "$1000$", 1);
+        let pw = file(&format!("c:{forged}\n")).unwrap();
+        assert!(!pw.verify("c", b"pw"));
+        let e = error_of("a:$7$10000001$AAAA$AAAA");
+        assert!(e.contains("above"), "{e}");
+    }
+
+    #[test]
+    fn unknown_users_are_checked_against_a_dummy_of_the_usual_cost() {
+        let h = hash_password_with("x", 3000);
+        let pw = file(&format!("a:{h}\nb:{h}\n{MOSQUITTO_7}\n")).unwrap();
+        match &pw.dummy {
+            StoredHash::Pbkdf2Sha512 { iterations, .. } => assert_eq!(iterations.get(), 3000),
+            StoredHash::SaltedSha512 { .. } => panic!("the dummy is PBKDF2"),
+        }
+        assert!(!pw.verify("nobody", b"x"));
+        assert!(!pw.verify("nobody", b""));
+        let empty = file("").unwrap();
+        match &empty.dummy {
+            StoredHash::Pbkdf2Sha512 { iterations, .. } => {
+                assert_eq!(iterations.get(), PBKDF2_ITERATIONS)
+            }
+            StoredHash::SaltedSha512 { .. } => panic!("the dummy is PBKDF2"),
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_file_others_can_read_is_noticed() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("mqpaxos-pw-mode-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("passwd");
+        std::fs::write(&path, format!("a:{}\n", hash_password_with("x", 10))).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(readable_by_others(&path));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(!readable_by_others(&path));
+        assert!(PasswordFile::load(&path).unwrap().verify("a", b"x"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -364,10 +364,12 @@ async fn bad_files_are_reported_with_file_and_line() {
     );
     assert!(text.contains(&pw.display().to_string()), "{text}");
 
+    let good_pw = common::write_password_file(dir.path(), common::USERS);
     let acl = dir.path().join("bad.acl");
     std::fs::write(&acl, "user a\ntopic read ok/#\ntopic sometimes x\n").unwrap();
     let err = Broker::start(BrokerConfig {
         listen: loopback0(),
+        password_file: Some(good_pw.clone()),
         acl_file: Some(acl.clone()),
         ..BrokerConfig::default()
     })
@@ -383,6 +385,7 @@ async fn bad_files_are_reported_with_file_and_line() {
     let missing = dir.path().join("missing.acl");
     let err = Broker::start(BrokerConfig {
         listen: loopback0(),
+        password_file: Some(good_pw),
         acl_file: Some(missing.clone()),
         ..BrokerConfig::default()
     })
@@ -393,4 +396,60 @@ async fn bad_files_are_reported_with_file_and_line() {
         "{err:?}"
     );
     assert!(err.to_string().contains("missing.acl"), "{err}");
+}
+
+/// A client id belongs to the user connected under it: another user's CONNECT with that id
+/// is refused instead of taking the session over (MQTT's default), while the same user may
+/// take its own session over, and the id is free again once its holder has gone.
+#[tokio::test]
+async fn a_client_id_in_use_cannot_be_taken_over_by_another_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = secured(&dir).await;
+    let addr = broker.local_addr();
+    let id = "mqpaxos-main-server1-0123456789abcdef";
+    let login = |user: &str| Opts {
+        client_id: id.to_string(),
+        ..Opts::user(user)
+    };
+    let mut server = connect(addr, login("server1")).await;
+    server
+        .subscribe_ok("mqpaxos/main/peer/server1/+", QoS::AtLeastOnce)
+        .await;
+    // client1 knows the id (say, from a status report): refused, the server stays on.
+    let refused = try_connect(addr, login("client1")).await.err();
+    assert_eq!(refused, Some(ConnectReturnCode::NotAuthorized));
+    let peer = connect(addr, Opts::user("server2")).await;
+    peer.publish(
+        "mqpaxos/main/peer/server1/server2",
+        QoS::AtLeastOnce,
+        false,
+        b"still here",
+    )
+    .await;
+    expect_next(
+        &mut server,
+        "mqpaxos/main/peer/server1/server2",
+        b"still here",
+    )
+    .await;
+    // The same user takes its own session over (a reconnect).
+    let again = connect(addr, login("server1")).await;
+    server.wait_closed().await;
+    drop(again);
+    // Once nobody holds the id, anyone may use it. (The broker notices the dropped socket
+    // when its event loop ends; retry within the bounded wait.)
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match try_connect(addr, login("client1")).await {
+            Ok(_) => break,
+            Err(code) => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "still refused: {code:?}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+    stop(broker).await;
 }

@@ -107,6 +107,7 @@ fn short_chaos_run_on_the_embedded_broker() {
 
 #[test]
 fn short_chaos_run_on_mosquitto() {
-    let b = Broker::start(Kind::Mosquitto);
+    // `mqpaxos chaos --seed 11` names its cluster chaos11.
+    let b = Broker::start_for(Kind::Mosquitto, "chaos11");
     short_run(Some(&b));
 }

@@ -1,10 +1,18 @@
 //! The broker ACL that the topic layout needs, generated from the code so that the files
 //! operators install (Mosquitto, EMQX) cannot drift from the topics the nodes really use.
 //!
-//! Rules for everyone (with the user name substituted): publish only your own presence,
-//! status and requests; read everyone's presence and status and only your own replies.
-//! Rules for server `i` only: read every request, publish replies, publish Paxos messages
-//! under its own name, read the broadcasts and its own inbox, read the chaos switches.
+//! Least privilege, per cluster (every rule names its cluster: no `+` for it, so the users
+//! of one cluster cannot write into another's topics; see `docs/security.md` for what
+//! server users shared between clusters still can):
+//! - every user: publish its own requests, read its own replies, read the presence and
+//!   status of the servers (for `mqpaxos status`). Nothing retained that a server reads:
+//!   presence and status are written by servers only, so no client can park a message that
+//!   every server receives on every reconnect.
+//! - server `i` only: its own presence and status, read every request, publish replies,
+//!   publish Paxos messages under its own name, read the broadcasts and its own inbox, and
+//!   read the fault-injection switches (it subscribes only when started with
+//!   `--allow-fault-injection`).
+//! - the [`OPERATOR`] only: publish the fault-injection switches.
 
 use std::fmt::Write;
 
@@ -33,59 +41,80 @@ pub struct Rule {
 
 const USER: &str = "{user}";
 
-/// The user that may publish fault-injection settings.
+/// The administrator user: the only one that may publish fault-injection settings.
 pub const OPERATOR: &str = "operator";
 
-/// Every rule, for servers `server1..=server{servers}`.
-pub fn rules(servers: u32) -> Vec<Rule> {
-    let all = |access, filter: &str| Rule {
-        who: Who::Everyone,
-        access,
-        filter: filter.replace("{u}", USER),
-    };
-    let mut r = vec![
-        all(Access::Publish, "mqpaxos/+/presence/{u}"),
-        all(Access::Publish, "mqpaxos/+/status/{u}"),
-        all(Access::Read, "mqpaxos/+/presence/+"),
-        all(Access::Read, "mqpaxos/+/status/+"),
-        all(Access::Publish, "mqpaxos/+/request/{u}"),
-        all(Access::Read, "mqpaxos/+/reply/{u}/#"),
-    ];
-    // The operator switches fault injection on and off (`mqpaxos chaos`).
-    r.push(Rule {
-        who: Who::User(OPERATOR.into()),
-        access: Access::Publish,
-        filter: "mqpaxos/+/chaos".into(),
-    });
+/// Whether `cluster` can be written into an ACL file as it is: letters, digits, `-`, `_`
+/// and `.` only, so that no character means something to Mosquitto (`%u`, spaces) or EMQX
+/// (`${username}`, quotes) or to MQTT (`+`, `#`, `/`).
+pub fn valid_cluster(cluster: &str) -> bool {
+    !cluster.is_empty()
+        && cluster.len() <= 128
+        && cluster
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// Every rule, for clusters `clusters` with servers `server1..=server{servers}`, ordered by
+/// who they are for (everyone first, then the operator, then each server).
+pub fn rules(clusters: &[String], servers: u32) -> Vec<Rule> {
+    let mut r = Vec::new();
+    for c in clusters {
+        let all = |access, filter: &str| Rule {
+            who: Who::Everyone,
+            access,
+            filter: format!("mqpaxos/{c}/{}", filter.replace("{u}", USER)),
+        };
+        r.push(all(Access::Publish, "request/{u}"));
+        r.push(all(Access::Read, "reply/{u}/#"));
+        r.push(all(Access::Read, "presence/+"));
+        r.push(all(Access::Read, "status/+"));
+    }
+    for c in clusters {
+        r.push(Rule {
+            who: Who::User(OPERATOR.into()),
+            access: Access::Publish,
+            filter: format!("mqpaxos/{c}/chaos"),
+        });
+    }
     for i in 1..=servers {
         let s = crate::topics::server_user(i);
-        let one = |access, filter: String| Rule {
-            who: Who::User(s.clone()),
-            access,
-            filter,
-        };
-        r.push(one(Access::Read, "mqpaxos/+/request/+".into()));
-        r.push(one(Access::Publish, "mqpaxos/+/reply/#".into()));
-        r.push(one(Access::Publish, format!("mqpaxos/+/peer/+/{s}")));
-        r.push(one(Access::Read, "mqpaxos/+/peer/all/+".into()));
-        r.push(one(Access::Read, format!("mqpaxos/+/peer/{s}/+")));
-        r.push(one(Access::Read, "mqpaxos/+/chaos".into()));
+        for c in clusters {
+            let one = |access, filter: String| Rule {
+                who: Who::User(s.clone()),
+                access,
+                filter: format!("mqpaxos/{c}/{filter}"),
+            };
+            r.push(one(Access::Publish, format!("presence/{s}")));
+            r.push(one(Access::Publish, format!("status/{s}")));
+            r.push(one(Access::Read, "request/+".into()));
+            r.push(one(Access::Publish, "reply/#".into()));
+            r.push(one(Access::Publish, format!("peer/+/{s}")));
+            r.push(one(Access::Read, "peer/all/+".into()));
+            r.push(one(Access::Read, format!("peer/{s}/+")));
+            r.push(one(Access::Read, "chaos".into()));
+        }
     }
     r
 }
 
 /// Mosquitto's `acl_file` syntax (the built-in broker reads it too).
-pub fn mosquitto(servers: u32) -> String {
-    let mut out = String::from(
+pub fn mosquitto(clusters: &[String], servers: u32) -> String {
+    let mut out = format!(
         "# mqpaxos topic ACL, in Mosquitto's syntax; the built-in broker reads the same file.\n\
-         # Generated by `mqpaxos acl --format mosquitto`; do not edit. %u is the user name.\n\
-         # Everyone: own presence, status and requests; everyone's presence and status; own replies.\n",
+         # Generated by `mqpaxos acl --format mosquitto --servers {servers}{}`; do not edit.\n\
+         # %u is the user name.\n\
+         # Everyone: own requests, own replies; read the servers' presence and status.\n",
+        clusters
+            .iter()
+            .map(|c| format!(" --cluster {c}"))
+            .collect::<String>()
     );
     let access = |a| match a {
         Access::Read => "read",
         Access::Publish => "write",
     };
-    let rules = rules(servers);
+    let rules = rules(clusters, servers);
     for r in rules.iter().filter(|r| r.who == Who::Everyone) {
         let _ = writeln!(
             out,
@@ -95,7 +124,8 @@ pub fn mosquitto(servers: u32) -> String {
         );
     }
     out.push_str(
-        "# Only servers read commands, answer clients and speak Paxos, each under its own name.\n",
+        "# Only the operator injects faults; only servers write presence and status, read\n\
+         # commands, answer clients and speak Paxos, each under its own name.\n",
     );
     let mut current: Option<&str> = None;
     for r in &rules {
@@ -110,12 +140,16 @@ pub fn mosquitto(servers: u32) -> String {
 }
 
 /// EMQX 5 file authorization rules (`acl.conf`, Erlang terms), ending in deny-all.
-pub fn emqx(servers: u32) -> String {
-    let mut out = String::from(
+pub fn emqx(clusters: &[String], servers: u32) -> String {
+    let mut out = format!(
         "%% mqpaxos topic ACL for EMQX 5 (file authorization source).\n\
-         %% Generated by `mqpaxos acl --format emqx`; do not edit.\n",
+         %% Generated by `mqpaxos acl --format emqx --servers {servers}{}`; do not edit.\n",
+        clusters
+            .iter()
+            .map(|c| format!(" --cluster {c}"))
+            .collect::<String>()
     );
-    for r in rules(servers) {
+    for r in rules(clusters, servers) {
         let who = match &r.who {
             Who::Everyone => "all".to_string(),
             Who::User(u) => format!("{{username, \"{u}\"}}"),
@@ -176,11 +210,15 @@ mod tests {
     use super::*;
     use crate::topics::Topics;
 
+    fn prod() -> Vec<String> {
+        vec!["prod".to_string()]
+    }
+
     /// Every topic the code publishes or subscribes to is allowed for the node that uses it,
-    /// and what would let one node pose as another is refused.
+    /// and what would let one node pose as another, or reach another cluster, is refused.
     #[test]
     fn the_acl_fits_the_topics_the_code_uses() {
-        let r = rules(3);
+        let r = rules(&prod(), 3);
         let t = Topics::new("prod");
         let (s1, s2) = ("server1", "server2");
         // Servers.
@@ -191,6 +229,7 @@ mod tests {
         }
         assert!(allows(&r, s1, Access::Read, &t.all_requests()));
         assert!(allows(&r, s1, Access::Read, &t.all_presence()));
+        assert!(allows(&r, s1, Access::Read, &t.status(s1)));
         assert!(allows(&r, s1, Access::Read, &t.chaos()));
         assert!(allows(&r, s1, Access::Publish, &t.reply("client7/abc")));
         assert!(allows(&r, s1, Access::Publish, &t.presence(s1)));
@@ -201,6 +240,9 @@ mod tests {
         assert!(allows(&r, c, Access::Read, &t.reply(&format!("{c}/abc"))));
         assert!(allows(&r, c, Access::Read, &t.all_status()));
         assert!(allows(&r, c, Access::Read, &t.all_presence()));
+        // The operator.
+        assert!(allows(&r, OPERATOR, Access::Publish, &t.chaos()));
+        assert!(allows(&r, OPERATOR, Access::Read, &t.all_status()));
         // Posing and spying.
         assert!(
             !allows(&r, s1, Access::Publish, &t.peer_all(2)),
@@ -210,6 +252,8 @@ mod tests {
             !allows(&r, s1, Access::Read, &t.peer_filters(2)[1]),
             "another's inbox"
         );
+        assert!(!allows(&r, s1, Access::Publish, &t.presence(s2)));
+        assert!(!allows(&r, s1, Access::Publish, &t.status(s2)));
         assert!(
             !allows(&r, c, Access::Publish, &t.peer_all(1)),
             "client as server"
@@ -226,28 +270,55 @@ mod tests {
         assert!(!allows(&r, c, Access::Read, &t.reply("client8/abc")));
         assert!(!allows(&r, c, Access::Read, "mqpaxos/prod/reply/#"));
         assert!(!allows(&r, c, Access::Publish, &t.reply("client8/abc")));
+        // Retained topics servers read: servers only.
         assert!(!allows(&r, c, Access::Publish, &t.presence(s2)));
+        assert!(!allows(&r, c, Access::Publish, &t.presence(c)));
+        assert!(!allows(&r, c, Access::Publish, &t.status(c)));
+        assert!(!allows(&r, c, Access::Publish, &t.status(s1)));
+        // Fault injection: the operator only, servers read it.
+        assert!(!allows(&r, c, Access::Publish, &t.chaos()));
+        assert!(!allows(&r, s1, Access::Publish, &t.chaos()));
         assert!(
             !allows(&r, "server4", Access::Publish, &t.peer_all(4)),
             "not configured"
         );
+        // Another cluster on the same broker.
+        let other = Topics::new("staging");
+        assert!(!allows(&r, c, Access::Publish, &other.request(c)));
+        assert!(!allows(&r, s1, Access::Publish, &other.peer_all(1)));
+        assert!(!allows(&r, s1, Access::Read, &other.all_requests()));
+        assert!(!allows(&r, OPERATOR, Access::Publish, &other.chaos()));
+        assert!(!allows(&r, s1, Access::Read, "mqpaxos/+/request/+"));
     }
 
     #[test]
     fn both_renderings_carry_every_rule() {
-        let m = mosquitto(2);
-        assert!(m.contains("pattern write mqpaxos/+/request/%u"));
-        assert!(m.contains("user server2\ntopic read mqpaxos/+/request/+"));
-        let e = emqx(2);
-        assert!(e.contains("{allow, all, publish, [\"mqpaxos/+/request/${username}\"]}."));
+        let clusters = vec!["a".to_string(), "b-2".to_string()];
+        let m = mosquitto(&clusters, 2);
+        assert!(m.contains("pattern write mqpaxos/a/request/%u"));
+        assert!(m.contains("pattern write mqpaxos/b-2/request/%u"));
+        assert!(m.contains("user server2\ntopic write mqpaxos/a/presence/server2"));
+        assert!(!m.contains("mqpaxos/+"), "no rule spans clusters");
+        // One section per user, even with two clusters.
+        assert_eq!(m.matches("user server1\n").count(), 1);
+        let e = emqx(&clusters, 2);
+        assert!(e.contains("{allow, all, publish, [\"mqpaxos/a/request/${username}\"]}."));
         assert!(e.contains(
-            "{allow, {username, \"server2\"}, publish, [\"mqpaxos/+/peer/+/server2\"]}."
+            "{allow, {username, \"server2\"}, publish, [\"mqpaxos/b-2/peer/+/server2\"]}."
         ));
         assert!(e.trim_end().ends_with("{deny, all}."));
         assert_eq!(
             e.lines().filter(|l| l.starts_with("{allow")).count(),
-            rules(2).len()
+            rules(&clusters, 2).len()
         );
+    }
+
+    #[test]
+    fn cluster_names_that_would_change_a_rule_are_refused() {
+        assert!(valid_cluster("prod-1.eu_west"));
+        for bad in ["", "a b", "%u", "${username}", "a\"b", "a/b", "+", "#", "é"] {
+            assert!(!valid_cluster(bad), "{bad:?}");
+        }
     }
 
     /// The committed Mosquitto ACL is exactly what the code generates.
@@ -260,8 +331,8 @@ mod tests {
         let committed = std::fs::read_to_string(path).expect("deploy/mosquitto/acl.conf exists");
         assert_eq!(
             committed,
-            mosquitto(9),
-            "regenerate with: mqpaxos acl --format mosquitto --servers 9 > deploy/mosquitto/acl.conf"
+            mosquitto(&["default".to_string()], 9),
+            "regenerate with: mqpaxos acl --format mosquitto --servers 9 --cluster default > deploy/mosquitto/acl.conf"
         );
     }
 }

@@ -15,6 +15,31 @@ use rumqttc::{
 };
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+
+/// The largest MQTT packet a node accepts or sends: the codec's largest payload plus 1 KiB
+/// for the topic and headers. rumqttc drops the whole connection on a larger incoming
+/// packet, so a broker must never deliver one: the built-in broker's limit
+/// (`mqpaxos_broker::MAX_PACKET_SIZE`) is held to this by a test, and the shipped Mosquitto
+/// and EMQX settings say the same (`docs/operations.md`).
+pub const MAX_PACKET_SIZE: usize = crate::codec::DEFAULT_MAX_PAYLOAD + 1024;
+
+/// Whether this process may subscribe to a cluster's fault-injection (`chaos`) topic.
+/// Off unless a server is started with `--allow-fault-injection`: a server that never
+/// subscribes cannot be made to drop or delay messages by whoever can publish there (on a
+/// broker without the generated ACL, anyone). Process-wide because it is a property of
+/// how the process was started; each `mqpaxos server` is its own process.
+static FAULT_INJECTION: AtomicBool = AtomicBool::new(false);
+
+/// Lets (or stops) this process's connections subscribe to fault-injection topics.
+pub fn allow_fault_injection(allowed: bool) {
+    FAULT_INJECTION.store(allowed, Ordering::Relaxed);
+}
+
+/// Whether `filter` is a cluster's fault-injection topic, `mqpaxos/<cluster>/chaos`.
+fn is_chaos_topic(filter: &str) -> bool {
+    let levels: Vec<&str> = filter.split('/').collect();
+    matches!(levels.as_slice(), ["mqpaxos", _, "chaos"])
+}
 use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
@@ -167,13 +192,14 @@ impl Connection {
         wait: Option<Duration>,
     ) -> Result<Connection, TransportError> {
         let addr = parse_url(&opts.url)?;
+        let mut session = session;
+        if !FAULT_INJECTION.load(Ordering::Relaxed) {
+            session.subscriptions.retain(|f| !is_chaos_topic(f));
+        }
         let mut mo = MqttOptions::new(session.client_id.clone(), addr.host.clone(), addr.port);
         mo.set_keep_alive(opts.keep_alive.max(Duration::from_secs(1)));
         mo.set_clean_session(true);
-        mo.set_max_packet_size(
-            crate::codec::DEFAULT_MAX_PAYLOAD + 1024,
-            crate::codec::DEFAULT_MAX_PAYLOAD + 1024,
-        );
+        mo.set_max_packet_size(MAX_PACKET_SIZE, MAX_PACKET_SIZE);
         mo.set_credentials(opts.user.clone(), opts.password.clone().unwrap_or_default());
         if let Some((topic, payload)) = &session.will {
             mo.set_last_will(LastWill::new(
@@ -360,6 +386,15 @@ async fn drive(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chaos_topics_are_recognised() {
+        assert!(is_chaos_topic("mqpaxos/prod/chaos"));
+        assert!(is_chaos_topic(&crate::topics::Topics::new("x").chaos()));
+        assert!(!is_chaos_topic("mqpaxos/prod/status/server1"));
+        assert!(!is_chaos_topic("other/prod/chaos"));
+        assert!(!is_chaos_topic("mqpaxos/chaos"));
+    }
 
     #[test]
     fn urls_parse_or_say_why_not() {

@@ -317,6 +317,10 @@ pub async fn acl_scenario(addr: SocketAddr) {
         ("client1", "peer/server1/server2"),
         ("client1", "request/client2"),
         ("client1", "presence/server1"),
+        // Clients write no retained topic that servers read, not even under their own name.
+        ("client1", "presence/client1"),
+        ("client1", "status/client1"),
+        ("client2", "status/client2"),
         // Clients do not write replies, not even to themselves.
         ("client1", "reply/client2/s1"),
         ("client2", "reply/client2/s1"),
@@ -352,9 +356,9 @@ pub async fn acl_scenario(addr: SocketAddr) {
     expect_next(&mut client1, &t("reply/client1/s1"), b"for client1").await;
     expect_next(&mut client2, &t("reply/client2/s1"), b"for client2").await;
 
-    // Each user writes its own status and presence, and listed users read them.
-    client2.publish_acked(&t("status/client2"), b"ok").await;
-    expect_next(&mut client2, &t("status/client2"), b"ok").await;
+    // Each server writes its own status and presence, and listed users read them.
+    server1.publish_acked(&t("status/server1"), b"ok").await;
+    expect_next(&mut client2, &t("status/server1"), b"ok").await;
     server1
         .publish_acked(&t("presence/server1"), b"online")
         .await;

@@ -12,15 +12,36 @@ pub struct Args {
     /// Servers server1..serverN get server rights.
     #[arg(long, env = "MQPAXOS_SERVERS", default_value_t = 9)]
     pub servers: u32,
+    /// The cluster(s) the rules are for; repeat for several clusters on one broker. Every
+    /// rule names its cluster, so nobody gets rights in a cluster not listed here.
+    #[arg(
+        long,
+        env = "MQPAXOS_CLUSTER",
+        default_value = "default",
+        value_delimiter = ','
+    )]
+    pub cluster: Vec<String>,
 }
 
 pub async fn run(a: Args) -> CmdResult {
     if a.servers == 0 || a.servers > mqpaxos_core::Config::MAX_SERVERS {
         return Err(fail(2, "--servers must be 1 to 255"));
     }
+    if let Some(bad) = a
+        .cluster
+        .iter()
+        .find(|c| !mqpaxos_node::acl::valid_cluster(c))
+    {
+        return Err(fail(
+            2,
+            format!(
+                "cluster name {bad:?} cannot go into an ACL: use letters, digits, '-', '_' and '.'"
+            ),
+        ));
+    }
     let text = match a.format.as_str() {
-        "emqx" => mqpaxos_node::acl::emqx(a.servers),
-        _ => mqpaxos_node::acl::mosquitto(a.servers),
+        "emqx" => mqpaxos_node::acl::emqx(&a.cluster, a.servers),
+        _ => mqpaxos_node::acl::mosquitto(&a.cluster, a.servers),
     };
     print!("{text}");
     Ok(ExitCode::SUCCESS)

@@ -223,6 +223,8 @@ pub async fn run(a: Args) -> CmdResult {
             .arg("server")
             .args(["--id", &id.to_string(), "--servers", &a.servers.to_string()])
             .args(["--broker", &server_url, "--cluster", &cluster])
+            // The run's faults come through the chaos topic, which servers ignore without it.
+            .arg("--allow-fault-injection")
             .arg("--data-dir")
             .arg(data.join(format!("server{id}")))
             .args(["--metrics", &metrics.to_string()])
@@ -240,7 +242,7 @@ pub async fn run(a: Args) -> CmdResult {
     // An observer that keeps the latest status and presence of every server.
     let observed: Arc<Observed> = Arc::default();
     let mut observer = Connection::open(
-        &broker("operator"),
+        &broker(mqpaxos_node::acl::OPERATOR),
         Session {
             client_id: format!("mqpaxos-chaos-observer-{seed}"),
             subscriptions: vec![topics.all_status(), topics.all_presence()],

@@ -1,6 +1,11 @@
 //! `mqpaxos cluster up`: the one-command local cluster: the built-in broker plus N server
 //! processes, stopped together on Ctrl-C. [`LocalCluster`] is the same thing as a library
 //! piece, so `mqpaxos bench` can start its own cluster exactly as `cluster up` does.
+//!
+//! On loopback the broker takes anyone on this machine, as a development tool should. On any
+//! other address it never runs open: the first start makes a password for each server, for
+//! `client1` and for the `operator`, under `<data-dir>/<cluster>/credentials/` (readable by
+//! this user only), and the broker enforces them with the generated ACL.
 
 use super::{fail, stop_signal, CmdResult, Failure};
 use mqpaxos_broker::{Broker, BrokerConfig};
@@ -66,6 +71,76 @@ pub struct LocalCluster {
     exe: PathBuf,
     /// `mqtt://host:port` of the broker.
     pub url: String,
+    /// Off loopback: the directory of generated passwords (`<user>.password`).
+    pub credentials: Option<PathBuf>,
+}
+
+/// The users a protected local cluster gets passwords for.
+fn cluster_users(servers: u32) -> Vec<String> {
+    let mut users: Vec<String> = (1..=servers)
+        .map(mqpaxos_node::topics::server_user)
+        .collect();
+    users.push("client1".to_string());
+    users.push(mqpaxos_node::acl::OPERATOR.to_string());
+    users
+}
+
+/// Makes (or reuses) a password per user under `dir`, and writes the broker's password
+/// file and ACL from them. Returns (password file, ACL file).
+fn make_credentials(
+    dir: &std::path::Path,
+    spec: &ClusterSpec,
+) -> Result<(PathBuf, PathBuf), Failure> {
+    let bad =
+        |what: &str, e: std::io::Error| fail(4, format!("cannot {what} {}: {e}", dir.display()));
+    std::fs::create_dir_all(dir).map_err(|e| bad("create", e))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| bad("restrict", e))?;
+    }
+    let mut users = cluster_users(spec.servers);
+    // Users added by hand: a `<name>.password` file dropped into the directory.
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(user) = name.strip_suffix(".password") {
+                if mqpaxos_node::topics::valid_level(user)
+                    && !user.contains([':', ' ', '%'])
+                    && !users.iter().any(|u| u == user)
+                {
+                    users.push(user.to_string());
+                }
+            }
+        }
+    }
+    let mut passwd = String::new();
+    for user in users {
+        let file = dir.join(format!("{user}.password"));
+        let password = match std::fs::read_to_string(&file) {
+            Ok(p) if !p.trim().is_empty() => p.trim().to_string(),
+            _ => {
+                // 128 random bits from the OS-seeded CSPRNG, as hex: nothing to quote.
+                let p: String = rand::random::<[u8; 16]>()
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect();
+                super::broker::write_private(&file, format!("{p}\n").as_bytes())?;
+                p
+            }
+        };
+        passwd.push_str(&format!(
+            "{user}:{}\n",
+            mqpaxos_broker::hash_password(&password)
+        ));
+    }
+    let passwd_file = dir.join("passwd");
+    super::broker::write_private(&passwd_file, passwd.as_bytes())?;
+    let acl_file = dir.join("acl.conf");
+    let acl = mqpaxos_node::acl::mosquitto(std::slice::from_ref(&spec.cluster), spec.servers);
+    super::broker::write_private(&acl_file, acl.as_bytes())?;
+    Ok((passwd_file, acl_file))
 }
 
 impl LocalCluster {
@@ -79,13 +154,41 @@ impl LocalCluster {
                 ),
             ));
         }
-        let broker = Broker::start(BrokerConfig {
+        let mut config = BrokerConfig {
             listen: spec.listen,
             ..BrokerConfig::default()
-        })
-        .await
-        .map_err(|e| fail(2, e.to_string()))?;
-        let url = format!("mqtt://{}", broker.local_addr());
+        };
+        let credentials = if spec.listen.ip().is_loopback() {
+            None
+        } else {
+            if !mqpaxos_node::acl::valid_cluster(&spec.cluster) {
+                return Err(fail(
+                    2,
+                    format!(
+                        "cluster name {:?} cannot go into an ACL: use letters, digits, '-', '_' and '.'",
+                        spec.cluster
+                    ),
+                ));
+            }
+            let dir = spec.data_dir.join(&spec.cluster).join("credentials");
+            let (passwd, acl) = make_credentials(&dir, spec)?;
+            config.password_file = Some(passwd);
+            config.acl_file = Some(acl);
+            Some(dir)
+        };
+        let broker = Broker::start(config)
+            .await
+            .map_err(|e| fail(2, e.to_string()))?;
+        // Listening on every address (0.0.0.0 or ::), the servers here still connect over
+        // loopback.
+        let mut local = broker.local_addr();
+        if local.ip().is_unspecified() {
+            local.set_ip(match local {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        let url = format!("mqtt://{local}");
         let exe = match std::env::current_exe() {
             Ok(exe) => exe,
             Err(e) => {
@@ -99,6 +202,7 @@ impl LocalCluster {
             spec: spec.clone(),
             exe,
             url,
+            credentials,
         };
         for id in 1..=spec.servers {
             if let Err(e) = cluster.spawn(id) {
@@ -136,6 +240,10 @@ impl LocalCluster {
         }
         if let Some(Some(addr)) = spec.metrics.get(id as usize - 1) {
             cmd.args(["--metrics", &addr.to_string()]);
+        }
+        if let Some(dir) = &self.credentials {
+            cmd.arg("--password-file")
+                .arg(dir.join(format!("server{id}.password")));
         }
         cmd.args(&spec.server_args);
         let child = cmd
@@ -202,6 +310,19 @@ pub async fn run(a: Args) -> CmdResult {
     }
     if a.cluster != "default" {
         flags.push_str(&format!(" --cluster {}", a.cluster));
+    }
+    if let Some(dir) = &cluster.credentials {
+        flags.push_str(&format!(
+            " --user client1 --password-file {}",
+            dir.join("client1.password").display()
+        ));
+        eprintln!(
+            "mqpaxos: {} is not loopback, so the broker requires passwords: one per server, \
+             client1 and operator, in {} (another client: write its password to \
+             NAME.password there and restart)",
+            a.listen,
+            dir.display()
+        );
     }
     eprintln!(
         "mqpaxos: local cluster {:?} is up: broker {url}, {} servers, data in {}\n\

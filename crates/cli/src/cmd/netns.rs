@@ -339,7 +339,13 @@ impl Lab {
         {
             let text: String = users
                 .iter()
-                .map(|u| format!("{u}:{}\n", mqpaxos_broker::hash_password(&self.password)))
+                // The run's throwaway password never leaves its namespaces: a low count keeps
+                // reconnect storms under kernel loss about Paxos, not about PBKDF2 (at the
+                // default 210,000 iterations every connection costs the broker ~0.16 s).
+                .map(|u| {
+                    let hash = mqpaxos_broker::hash_password_with(&self.password, 1000);
+                    format!("{u}:{hash}\n")
+                })
                 .collect();
             std::fs::write(&passwd, text).map_err(|e| format!("cannot write passwd: {e}"))?;
         }
@@ -353,7 +359,7 @@ impl Lab {
         }
         let acl = format!(
             "{}\n# The bridge between the run's two brokers.\nuser {BRIDGE_USER}\ntopic readwrite mqpaxos/#\n",
-            mqpaxos_node::acl::mosquitto(plan.servers)
+            mqpaxos_node::acl::mosquitto(&[format!("chaos{}", plan.seed)], plan.servers)
         );
         std::fs::write(self.dir.join("acl.conf"), acl).map_err(|e| format!("cannot write acl: {e}"))
     }

@@ -61,6 +61,10 @@ pub struct Args {
     /// Most slots the leader has proposed and not yet seen chosen (the pipeline).
     #[arg(long, env = "MQPAXOS_WINDOW", default_value_t = 64)]
     pub window: usize,
+    /// Obey the cluster's fault-injection topic (`mqpaxos chaos` sets this). Without it the
+    /// server never subscribes there, so nobody can make it drop or delay messages.
+    #[arg(long, env = "MQPAXOS_ALLOW_FAULT_INJECTION")]
+    pub allow_fault_injection: bool,
 }
 
 pub async fn run(a: Args) -> CmdResult {
@@ -80,6 +84,10 @@ pub async fn run(a: Args) -> CmdResult {
             ),
         ));
     }
+    if a.allow_fault_injection {
+        eprintln!("mqpaxos: fault injection allowed: this server obeys the cluster's chaos topic");
+    }
+    mqpaxos_node::transport::allow_fault_injection(a.allow_fault_injection);
     let user = mqpaxos_node::topics::server_user(a.id);
     let mut opts = ServerOptions::new(&a.conn.cluster, a.conn.broker_options(&user)?, core);
     mqpaxos_node::transport::parse_url(&a.conn.broker).map_err(|e| fail(2, e.to_string()))?;

@@ -6,7 +6,7 @@
 #![allow(dead_code)]
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -39,21 +39,33 @@ pub enum Kind {
 }
 
 /// A broker with users server1..9 and client1..9 (all with [`PASSWORD`]) and the
-/// production ACL.
+/// production ACL, generated for one cluster (`cluster`: the one [`Cluster::start`] uses).
 pub struct Broker {
     pub kind: Kind,
     pub port: u16,
     pub dir: tempfile::TempDir,
+    pub cluster: String,
     child: Option<Child>,
 }
 
-pub fn acl_file() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/mosquitto/acl.conf")
-}
+/// The shipped Mosquitto settings that matter to mqpaxos (deploy/mosquitto/mosquitto.conf).
+pub const MOSQUITTO_LIMITS: &str = "max_packet_size 16778240\nmessage_size_limit 16777216\n";
 
 impl Broker {
     pub fn start(kind: Kind) -> Broker {
+        Self::start_for(kind, &format!("t{}", free_port()))
+    }
+
+    /// A broker whose ACL gives rights in cluster `cluster` only.
+    pub fn start_for(kind: Kind, cluster: &str) -> Broker {
         let dir = tempfile::tempdir().expect("temp dir");
+        let acl = Command::new(BIN)
+            .args(["acl", "--format", "mosquitto", "--servers", "9"])
+            .args(["--cluster", cluster])
+            .output()
+            .expect("run mqpaxos acl");
+        assert!(acl.status.success(), "mqpaxos acl failed");
+        std::fs::write(dir.path().join("acl.conf"), &acl.stdout).expect("write acl.conf");
         let passwd = dir.path().join("passwd");
         std::fs::write(&passwd, "").expect("write password file");
         let mut users: Vec<String> = (1..=9)
@@ -76,6 +88,7 @@ impl Broker {
             kind,
             port: free_port(),
             dir,
+            cluster: cluster.to_string(),
             child: None,
         };
         b.launch();
@@ -86,17 +99,22 @@ impl Broker {
         format!("mqtt://127.0.0.1:{}", self.port)
     }
 
+    pub fn acl_file(&self) -> PathBuf {
+        self.dir.path().join("acl.conf")
+    }
+
     fn launch(&mut self) {
         let passwd = self.dir.path().join("passwd");
+        let acl_file = self.acl_file();
         let child = match self.kind {
             Kind::Mosquitto => {
                 let conf = self.dir.path().join("mosquitto.conf");
                 let mut c = format!(
                     "listener {} 127.0.0.1\nallow_anonymous false\npassword_file {}\nacl_file {}\n\
-                     set_tcp_nodelay true\nmax_queued_messages 0\npersistence false\nlog_dest stderr\nlog_type error\n",
+                     set_tcp_nodelay true\nmax_queued_messages 0\npersistence false\nlog_dest stderr\nlog_type error\n{MOSQUITTO_LIMITS}",
                     self.port,
                     passwd.display(),
-                    acl_file().display()
+                    acl_file.display()
                 );
                 // SAFETY: geteuid has no preconditions.
                 if unsafe { libc::geteuid() } == 0 {
@@ -116,7 +134,7 @@ impl Broker {
                 .arg("--password-file")
                 .arg(&passwd)
                 .arg("--acl-file")
-                .arg(acl_file())
+                .arg(&acl_file)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
@@ -160,7 +178,7 @@ impl Cluster {
         let mut c = Cluster {
             n,
             url: broker.url(),
-            cluster: format!("t{}", free_port()),
+            cluster: broker.cluster.clone(),
             data: tempfile::tempdir().expect("temp dir"),
             servers: (0..n).map(|_| None).collect(),
         };
