@@ -500,12 +500,13 @@ fn tls_on_the_built_in_broker() {
     );
 }
 
-/// Attack 3 (session takeover): the random part of a server's MQTT client id is the
-/// `instance` of its public status report, so a client can build the id and connect with
-/// it again and again, each time taking the server's session over (22,850 takeovers in 7 s
-/// in issue 13). The built-in broker binds a connected client id to its user: every attempt
-/// is refused and the cluster keeps committing. (Mosquitto has no such binding: there the
-/// defence must be an id that is not published.)
+/// Attack 3 (session takeover): at 9d6aa8a a server's MQTT client id was
+/// `mqpaxos-<cluster>-server<i>`, and later it ended in the `instance` of the server's
+/// public status report, so a client could build it and connect with it again and again,
+/// each time taking the server's session over (22,850 takeovers in 7 s in issue 13). Now the
+/// id ends in a secret of its own, never published, and the built-in broker also binds a
+/// connected client id to its user. A client connecting 50 times with the id it can build
+/// from what it reads takes nothing over: the leader stays leader and the cluster commits.
 #[cfg(feature = "embedded-broker")]
 #[test]
 fn a_client_cannot_take_a_servers_session_over_on_the_built_in_broker() {
@@ -545,7 +546,7 @@ fn a_client_cannot_take_a_servers_session_over_on_the_built_in_broker() {
         }
         refused
     });
-    assert_eq!(refused, 50, "takeovers allowed: {}", 50 - refused);
+    eprintln!("{refused} of 50 connects with the guessed id refused");
     keeps_committing(&cluster, "after-takeover-attempts", 3);
     assert_eq!(cluster.leader(Duration::from_secs(10)), leader);
 }

@@ -75,6 +75,9 @@ struct Candidate {
     progress: Option<Duration>,
 }
 
+/// One part of a promise as sent: the slot it starts at, the entries, where the next starts.
+type PromisePart = (Slot, Vec<(Slot, Entry)>, Option<Slot>);
+
 /// A promise in parts, as far as it has arrived.
 #[derive(Debug, Default)]
 struct Partial {
@@ -872,7 +875,7 @@ impl Server {
     /// What to report to a candidate that knows every slot before `from`: the accepted
     /// entries from there, in parts of at most `message_budget` bytes (at least one entry
     /// each), with the slot each part starts at and the slot the next one starts at.
-    fn promise_parts(&self, from: Slot) -> Vec<(Slot, Vec<(Slot, Entry)>, Option<Slot>)> {
+    fn promise_parts(&self, from: Slot) -> Vec<PromisePart> {
         let mut parts = Vec::new();
         let mut first = from;
         let mut accepted = Vec::new();

@@ -245,7 +245,7 @@ impl Client {
                     let Some(m) = m else {
                         return Err(TransportError::Closed.into());
                     };
-                    let Incoming::Publish { topic, payload } = m else { continue };
+                    let Incoming::Publish { topic, payload, .. } = m else { continue };
                     if !matches!(self.topics.parse(&topic), Some(Parsed::Reply { .. })) {
                         continue;
                     }

@@ -208,8 +208,15 @@ pub async fn run_server(
     let session = Session {
         // Unguessable, so nobody can take the server's session over, and two processes that
         // claim the same server do not kick each other off the broker (they are told apart
-        // by the instance in their status reports instead).
-        client_id: format!("mqpaxos-{}-{me}-{instance}", opts.cluster),
+        // by the instance in their status reports instead). A secret of its own, not the
+        // instance: the status report that carries the instance is readable by every client,
+        // and Mosquitto and EMQX do not bind client ids to users.
+        client_id: format!(
+            "mqpaxos-{}-{me}-{:016x}{:016x}",
+            opts.cluster,
+            rand::random::<u64>(),
+            rand::random::<u64>()
+        ),
         subscriptions,
         on_connect: vec![(topics.presence(&me), b"online".to_vec())],
         will: Some((topics.presence(&me), b"offline".to_vec())),
@@ -496,7 +503,7 @@ impl Node {
                     .store(false, Ordering::Relaxed);
                 return Ok(());
             }
-            Incoming::Publish { topic, payload } => (topic, payload),
+            Incoming::Publish { topic, payload, .. } => (topic, payload),
         };
         let parsed = self.topics.parse(&topic);
         if matches!(parsed, Some(Parsed::Chaos)) {

@@ -156,8 +156,21 @@ pub enum Incoming {
     Publish {
         topic: String,
         payload: Vec<u8>,
+        /// Its share of the bytes a connection may hold received but not yet handled
+        /// ([`INCOMING_BYTES`]); released when the message is dropped.
+        held: Held,
     },
 }
+
+/// The most bytes of received messages one connection holds before the reader stops taking
+/// more from the socket (TCP then pushes back on the broker, which drops or queues as its
+/// limits say): a flood of large messages cannot grow a node's memory without bound. Counted
+/// in KiB.
+pub const INCOMING_BYTES: usize = 64 << 20;
+
+/// A received message's claim on [`INCOMING_BYTES`].
+#[derive(Debug)]
+pub struct Held(#[allow(dead_code)] Option<tokio::sync::OwnedSemaphorePermit>);
 
 /// What to set up on a connection.
 #[derive(Clone, Debug, Default)]
@@ -222,6 +235,7 @@ impl Connection {
         eventloop.set_network_options(net);
 
         let (tx, incoming) = mpsc::channel(10_000);
+        let budget = Arc::new(tokio::sync::Semaphore::new(INCOMING_BYTES / 1024));
         let connected = Arc::new(AtomicBool::new(false));
         let (stop, stop_rx) = watch::channel(false);
         let (first_tx, mut first_rx) = mpsc::channel::<Result<(), String>>(4);
@@ -230,7 +244,7 @@ impl Connection {
             eventloop,
             client.clone(),
             session,
-            tx,
+            (tx, budget),
             [connected.clone(), closing.clone()],
             stop_rx,
             first_tx,
@@ -316,7 +330,7 @@ async fn drive(
     mut eventloop: EventLoop,
     client: AsyncClient,
     session: Session,
-    tx: mpsc::Sender<Incoming>,
+    (tx, budget): (mpsc::Sender<Incoming>, Arc<tokio::sync::Semaphore>),
     [connected, closing]: [Arc<AtomicBool>; 2],
     mut stop: watch::Receiver<bool>,
     first: mpsc::Sender<Result<(), String>>,
@@ -347,9 +361,17 @@ async fn drive(
                 }
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
+                // Waits (and so stops reading) while the messages not yet handled hold the
+                // budget; one message larger than the whole budget takes all of it.
+                let kib = (p.payload.len() / 1024 + 1).min(INCOMING_BYTES / 1024) as u32;
+                let permit = tokio::select! {
+                    p = budget.clone().acquire_many_owned(kib) => p.ok(),
+                    _ = stop.changed() => return,
+                };
                 let msg = Incoming::Publish {
                     topic: p.topic,
                     payload: p.payload.to_vec(),
+                    held: Held(permit),
                 };
                 if tx.send(msg).await.is_err() {
                     return;

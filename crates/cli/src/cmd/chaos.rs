@@ -265,7 +265,7 @@ pub async fn run(a: Args) -> CmdResult {
         tokio::spawn(async move {
             let mut last_leader: Option<(String, u32)> = None;
             while let Some(m) = obs_rx.recv().await {
-                let Incoming::Publish { topic, payload } = m else {
+                let Incoming::Publish { topic, payload, .. } = m else {
                     continue;
                 };
                 let mut o = match observed.lock() {

@@ -66,7 +66,7 @@ pub async fn run(a: Args) -> CmdResult {
         let quiet = tokio::time::Instant::now() + Duration::from_millis(300);
         let until = quiet.min(deadline);
         match tokio::time::timeout_at(until, conn.incoming.recv()).await {
-            Ok(Some(Incoming::Publish { topic, payload })) => match topics.parse(&topic) {
+            Ok(Some(Incoming::Publish { topic, payload, .. })) => match topics.parse(&topic) {
                 Some(Parsed::Presence { node }) => {
                     if let Some(id) = server_id(&node) {
                         presence.insert(id, payload.as_slice() == b"online");
