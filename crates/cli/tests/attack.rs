@@ -550,3 +550,223 @@ fn a_client_cannot_take_a_servers_session_over_on_the_built_in_broker() {
     keeps_committing(&cluster, "after-takeover-attempts", 3);
     assert_eq!(cluster.leader(Duration::from_secs(10)), leader);
 }
+
+// ----- attacks on the servers themselves (issue 13, items 2, 4 and 6) -----
+
+/// Publishes raw requests as client1 (the way the mqpaxos client never would) and collects
+/// the replies to `reply_id` for up to `wait`.
+async fn raw_requests(
+    port: u16,
+    cluster: &str,
+    cmds: Vec<mqpaxos_core::Command>,
+    reply_id: &str,
+    wait: Duration,
+) -> Vec<mqpaxos_core::OpResult> {
+    let topics = mqpaxos_node::topics::Topics::new(cluster);
+    let mut o = MqttOptions::new(format!("attacker-{}", rand_suffix()), "127.0.0.1", port);
+    o.set_credentials("client1", PASSWORD);
+    o.set_max_packet_size(64 << 20, 64 << 20);
+    o.set_keep_alive(Duration::from_secs(30));
+    let (client, mut events) = AsyncClient::new(o, 100);
+    wait_connack(&mut events).await;
+    client
+        .subscribe(topics.reply(reply_id), QoS::AtMostOnce)
+        .await
+        .expect("subscribe");
+    let request = topics.request("client1");
+    let n = cmds.len();
+    for cmd in cmds {
+        let payload = mqpaxos_node::codec::encode(
+            &mqpaxos_core::Message::Request(cmd),
+            mqpaxos_node::codec::DEFAULT_MAX_PAYLOAD,
+        )
+        .expect("encodable");
+        client
+            .publish(request.clone(), QoS::AtMostOnce, false, payload)
+            .await
+            .expect("queue the publish");
+    }
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + wait;
+    while out.len() < n {
+        match tokio::time::timeout_at(deadline, events.poll()).await {
+            Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
+                if let Ok(mqpaxos_core::Message::Reply { result, .. }) = mqpaxos_node::codec::decode(
+                    &p.payload,
+                    mqpaxos_node::codec::DEFAULT_MAX_PAYLOAD,
+                ) {
+                    out.push(result);
+                }
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => panic!("the attacker lost its connection: {e}"),
+            Err(_) => break,
+        }
+    }
+    let _ = client.disconnect().await;
+    out
+}
+
+/// Peak resident memory of a process, from /proc (VmHWM), in MiB.
+fn peak_rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb / 1024)
+        .expect("VmHWM")
+}
+
+/// Attack 2: requests past the limits. At 9d6aa8a one 16 MiB request stopped every later
+/// write, 17 appends of 1 MiB made a key unreadable, and 40 requests of 15 MiB grew the
+/// servers to 2.4 / 1.1 / 4.5 GiB (the pod limit is 512 MiB). Now each is refused with a
+/// code, nothing enters the log, the servers' peak memory stays far below the pod limit,
+/// and the cluster keeps committing.
+#[cfg(feature = "embedded-broker")]
+#[test]
+fn oversized_requests_are_refused_and_memory_stays_bounded() {
+    use mqpaxos_core::{Command, ErrorCode, Op, OpResult};
+    let broker = Broker::start(Kind::Embedded);
+    let cluster = Cluster::start(&broker, 3);
+    cluster.leader(Duration::from_secs(30));
+    keeps_committing(&cluster, "before", 1);
+    let rt = rt();
+    let big = "x".repeat(15 << 20);
+    let cmds: Vec<Command> = (1..=40)
+        .map(|seq| Command {
+            client: "client1/atk/1".into(),
+            seq,
+            op: Op::Put {
+                key: "k".into(),
+                value: big.clone(),
+            },
+        })
+        .collect();
+    let replies = rt.block_on(raw_requests(
+        broker.port,
+        &cluster.cluster,
+        cmds,
+        "client1/atk/1",
+        Duration::from_secs(60),
+    ));
+    let refused = replies
+        .iter()
+        .filter(
+            |r| matches!(r, OpResult::Rejected { code, .. } if *code == ErrorCode::ValueTooLarge),
+        )
+        .count();
+    assert!(
+        refused >= 1 && refused == replies.len(),
+        "{refused} of {} replies refused as too large: {:?}",
+        replies.len(),
+        replies.first()
+    );
+    let peaks: Vec<u64> = (1..=3)
+        .map(|id| peak_rss_mib(cluster.pid(id).expect("running")))
+        .collect();
+    eprintln!("40 requests of 15 MiB: {refused} refusals seen, servers' peak RSS {peaks:?} MiB");
+    for (i, p) in peaks.iter().enumerate() {
+        assert!(*p < 512, "server {} peaked at {p} MiB", i + 1);
+    }
+    // Appends cannot grow a value past 1 MiB, and the key stays readable.
+    let mib = "a".repeat(1 << 20);
+    let o = cluster.cli(&["append", "grow", &mib[..100_000]]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut refusals = 0;
+    for _ in 0..11 {
+        let o = cluster.cli(&["append", "grow", &mib[..100_000]]);
+        if o.status.code() == Some(2) && stderr(&o).contains("value_too_large") {
+            refusals += 1;
+        }
+    }
+    assert_eq!(refusals, 1, "the append past 1 MiB is refused, once");
+    let o = cluster.cli(&["get", "grow"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).len(), 1_000_000);
+    keeps_committing(&cluster, "after-size-attack", 3);
+}
+
+/// Attack 4: crafted client ids. At 9d6aa8a a NUL made the broker reject the leader's reply
+/// and disconnect it, and a 65,536-byte id overflowed the reply topic; duplicates made the
+/// leader resend the poisoned reply again and again. Now such a request is dropped (it names
+/// no topic to answer on), and nothing else happens: the same leader, no server restarted.
+#[cfg(feature = "embedded-broker")]
+#[test]
+fn crafted_client_ids_are_dropped_and_the_leader_stays() {
+    use mqpaxos_core::{Command, Op};
+    let broker = Broker::start(Kind::Embedded);
+    let mut cluster = Cluster::start(&broker, 3);
+    let leader = cluster.leader(Duration::from_secs(30));
+    let rt = rt();
+    let mut cmds = Vec::new();
+    for seq in 1..=50u64 {
+        for client in [
+            "client1/nul\0/1".to_string(),
+            format!("client1/{}", "l".repeat(65_536)),
+            "client1/+/#".to_string(),
+            "client1//1".to_string(),
+        ] {
+            cmds.push(Command {
+                client,
+                seq,
+                op: Op::Get { key: "k".into() },
+            });
+        }
+    }
+    let replies = rt.block_on(raw_requests(
+        broker.port,
+        &cluster.cluster,
+        cmds,
+        "client1/nul",
+        Duration::from_secs(3),
+    ));
+    assert!(
+        replies.is_empty(),
+        "answers to ids that name no topic: {replies:?}"
+    );
+    keeps_committing(&cluster, "after-crafted-ids", 3);
+    assert_eq!(cluster.leader(Duration::from_secs(10)), leader);
+    for id in 1..=3 {
+        assert!(cluster.is_running(id), "server {id} died");
+    }
+}
+
+/// Attack 6: one tenant evicting another's sessions. At 9d6aa8a the session table was shared
+/// by all users and bounded by count: 111k sessions from client1 evicted client2's, whose
+/// retried append then ran twice. Now the table evicts the longest idle session of the user
+/// holding the most: client1 opening 120 sessions on a table of 40 evicts only its own, and
+/// client2's session still works.
+#[cfg(feature = "embedded-broker")]
+#[test]
+fn one_tenant_cannot_evict_anothers_session() {
+    let broker = Broker::start(Kind::Embedded);
+    let cluster = Cluster::start_with(&broker, 3, &["--max-sessions", "40"]);
+    cluster.leader(Duration::from_secs(30));
+    let rt = rt();
+    let honest = rt
+        .block_on(mqpaxos::Client::connect(cluster.client_options("client2")))
+        .expect("connect client2");
+    rt.block_on(honest.append("log", "a"))
+        .expect("first append");
+    let flood = rt.block_on(async {
+        let mut opened = 0;
+        for _ in 0..120 {
+            let c = mqpaxos::Client::connect(cluster.client_options("client1"))
+                .await
+                .expect("connect client1");
+            // The first write opens a session through the log.
+            c.put("flood", "x").await.expect("flood put");
+            c.close().await;
+            opened += 1;
+        }
+        opened
+    });
+    // client2's session was not evicted: its next append runs (no "session expired").
+    rt.block_on(honest.append("log", "b"))
+        .expect("client2's session survived the flood");
+    let v = rt.block_on(honest.get("log")).expect("get");
+    assert_eq!(v.as_deref(), Some("ab"));
+    rt.block_on(honest.close());
+    eprintln!("client1 opened {flood} sessions on a table of 40; client2's session survived");
+}

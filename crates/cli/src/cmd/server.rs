@@ -58,9 +58,15 @@ pub struct Args {
     /// pipeline window is full, so an idle leader never waits to fill a batch.
     #[arg(long, env = "MQPAXOS_MAX_BATCH", default_value_t = 64)]
     pub max_batch: usize,
-    /// Most slots the leader has proposed and not yet seen chosen (the pipeline).
+    /// Most slots the leader has proposed and not yet seen chosen (the pipeline), at most 64.
     #[arg(long, env = "MQPAXOS_WINDOW", default_value_t = 64)]
     pub window: usize,
+    /// How many client sessions the at-most-once table remembers. Past it, the longest idle
+    /// session of the user holding the most is forgotten (so one tenant never evicts
+    /// another's); a command from a forgotten session is refused, never run twice. Every
+    /// server of a cluster must use the same value.
+    #[arg(long, env = "MQPAXOS_MAX_SESSIONS", default_value_t = 100_000)]
+    pub max_sessions: usize,
     /// Obey the cluster's fault-injection topic (`mqpaxos chaos` sets this). Without it the
     /// server never subscribes there, so nobody can make it drop or delay messages.
     #[arg(long, env = "MQPAXOS_ALLOW_FAULT_INJECTION")]
@@ -74,6 +80,7 @@ pub async fn run(a: Args) -> CmdResult {
     core.read_index = a.reads == "read-index";
     core.max_batch = a.max_batch;
     core.window = a.window;
+    core.max_sessions = a.max_sessions;
     core.validate().map_err(|e| fail(2, e.to_string()))?;
     if !mqpaxos_node::topics::valid_level(&a.conn.cluster) {
         return Err(fail(

@@ -175,6 +175,11 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn start(broker: &Broker, n: u32) -> Cluster {
+        Self::start_with(broker, n, &[])
+    }
+
+    /// Starts `n` servers, each with the extra flags `extra`.
+    pub fn start_with(broker: &Broker, n: u32, extra: &[&str]) -> Cluster {
         let mut c = Cluster {
             n,
             url: broker.url(),
@@ -183,7 +188,7 @@ impl Cluster {
             servers: (0..n).map(|_| None).collect(),
         };
         for id in 1..=n {
-            c.start_server(id);
+            c.start_server_with(id, extra);
         }
         c
     }
