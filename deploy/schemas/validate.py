@@ -9,7 +9,10 @@ Every object is checked against a schema, and an object without one is an error:
 Then the rules a schema cannot state: names and labels, selectors that match their pod
 templates, what the Chaos Mesh and EMQX webhooks refuse, and the rules of this deployment
 (cluster size agreeing everywhere, every referenced ConfigMap and Secret existing, the chaos
-experiments selecting pods that the 7-server overlay really has).
+experiments selecting pods that the 7-server overlay really has) and its security rules: a
+server pod references its own password Secret only, servers and clients connect with mqtts://
+and a mounted CA, EMQX serves TLS only, every namespace has a default-deny NetworkPolicy and
+only the monitoring namespace may reach the server pods.
 
 Input: files of YAML documents, each in a named set (an overlay, the chaos experiments, ...).
 Output: one line per problem, then a summary line; exit status 1 if anything is invalid.
