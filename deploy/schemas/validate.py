@@ -968,6 +968,13 @@ def _metrics_open(objs):
         p["spec"]["ingress"].append({"ports": [{"port": 9101}]})
 
 
+def _server_wrong_id(objs):
+    sts = server_statefulsets(objs)[1]
+    for e in sts["spec"]["template"]["spec"]["containers"][0]["env"]:
+        if e["name"] == "MQPAXOS_ID":
+            e["value"] = "1"
+
+
 def _emqx_plain_listener(objs):
     e = _kind(objs, "EMQX")[0]
     e["spec"]["config"]["data"] = e["spec"]["config"]["data"].replace("listeners.tcp.default.enable = false", "listeners.tcp.default.enable = true")
@@ -980,6 +987,7 @@ OVERLAY_MUTANTS = [
     ("an mqtt:// broker URL in a client's env", _client_plaintext, [r"container bench: MQPAXOS_BROKER 'mqtt://[^']*' is not TLS"]),
     ("the namespace without its default-deny NetworkPolicy", _no_default_deny, [r"no default-deny NetworkPolicy"]),
     ("the metrics open to the namespace and to anyone", _metrics_open, [r"lets \{\"podSelector\": \{\}\} into the server pods", r"lets anyone into the server pods"]),
+    ("server2's StatefulSet starting server 1", _server_wrong_id, [r"MQPAXOS_ID is '1', the StatefulSet is server 2's"]),
     ("EMQX's plain TCP listener on", _emqx_plain_listener, [r"listeners\.tcp\.default is enabled"]),
 ]
 
