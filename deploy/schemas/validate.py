@@ -9,7 +9,10 @@ Every object is checked against a schema, and an object without one is an error:
 Then the rules a schema cannot state: names and labels, selectors that match their pod
 templates, what the Chaos Mesh and EMQX webhooks refuse, and the rules of this deployment
 (cluster size agreeing everywhere, every referenced ConfigMap and Secret existing, the chaos
-experiments selecting pods that the 7-server overlay really has).
+experiments selecting pods that the 7-server overlay really has) and its security rules: a
+server pod references its own password Secret only, servers and clients connect with mqtts://
+and a mounted CA, EMQX serves TLS only, every namespace has a default-deny NetworkPolicy and
+only the monitoring namespace may reach the server pods.
 
 Input: files of YAML documents, each in a named set (an overlay, the chaos experiments, ...).
 Output: one line per problem, then a summary line; exit status 1 if anything is invalid.
@@ -345,6 +348,95 @@ def env_value(container, name):
 # Rules of this deployment
 
 
+def server_statefulsets(objs):
+    """The StatefulSets whose pods are mqpaxos servers, by name."""
+    out = []
+    for o in objs:
+        if o.get("kind") != "StatefulSet":
+            continue
+        tl = ((o.get("spec") or {}).get("template") or {}).get("metadata", {}).get("labels") or {}
+        if all(tl.get(k) == v for k, v in SERVER_LABELS.items()):
+            out.append(o)
+    return sorted(out, key=lambda o: o["metadata"]["name"])
+
+
+def effective_env(container, cm_data):
+    """A container's environment as its ConfigMaps (envFrom) and literal env values make it,
+    with $(VAR) references expanded as the kubelet does."""
+    env = {}
+    for e in container.get("envFrom") or []:
+        if "configMapRef" in e:
+            env.update(cm_data.get(e["configMapRef"]["name"], {}))
+    for e in container.get("env") or []:
+        if "value" in e:
+            env[e["name"]] = re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), e["value"])
+        else:
+            env.pop(e["name"], None)
+    return env
+
+
+def secret_refs(pod):
+    """Every Secret a pod spec names: volumes (also projected), env and envFrom."""
+    names = set()
+    for v in pod.get("volumes") or []:
+        for src in [v] + ((v.get("projected") or {}).get("sources") or []):
+            if "secret" in src:
+                names.add(src["secret"].get("secretName") or src["secret"].get("name"))
+    for c in (pod.get("containers") or []) + (pod.get("initContainers") or []):
+        for e in c.get("envFrom") or []:
+            if "secretRef" in e:
+                names.add(e["secretRef"]["name"])
+        for e in c.get("env") or []:
+            ref = (e.get("valueFrom") or {}).get("secretKeyRef")
+            if ref:
+                names.add(ref["name"])
+    return names
+
+
+def selects(selector, labels):
+    """Whether a LabelSelector (matchLabels and matchExpressions) selects these labels."""
+    for k, v in (selector.get("matchLabels") or {}).items():
+        if labels.get(k) != v:
+            return False
+    for e in selector.get("matchExpressions") or []:
+        k, op, vals = e["key"], e["operator"], e.get("values") or []
+        if (op == "In" and labels.get(k) not in vals) or (op == "NotIn" and labels.get(k) in vals) or \
+           (op == "Exists" and k not in labels) or (op == "DoesNotExist" and k in labels):
+            return False
+    return True
+
+
+MONITORING_NAMESPACE = {"kubernetes.io/metadata.name": "monitoring"}
+
+
+def check_network_policies(ck, where, objs):
+    """Every namespace of the overlay has a default-deny NetworkPolicy (all pods, Ingress and
+    Egress, no rule), and the servers' pods admit ingress from the monitoring namespace only."""
+    namespaces = {o["metadata"]["name"] for o in objs if o.get("kind") == "Namespace"}
+    namespaces |= {(o.get("metadata") or {}).get("namespace") for o in objs if o.get("kind") not in ("Namespace",)} - {None}
+    policies = [o for o in objs if o.get("kind") == "NetworkPolicy"]
+    for ns in sorted(namespaces):
+        deny = [p for p in policies if p["metadata"].get("namespace") == ns and not (p["spec"].get("podSelector") or {})
+                and {"Ingress", "Egress"} <= set(p["spec"].get("policyTypes") or [])
+                and not p["spec"].get("ingress") and not p["spec"].get("egress")]
+        if not deny:
+            ck.bad(where, {"kind": "Namespace", "metadata": {"name": ns}}, "no default-deny NetworkPolicy (podSelector {}, policyTypes Ingress and Egress, no rules) in the namespace")
+    server_pods = [((o["spec"].get("template") or {}).get("metadata") or {}).get("labels") or {} for o in server_statefulsets(objs)]
+    for p in policies:
+        sel = p["spec"].get("podSelector") or {}
+        if not any(selects(sel, labels) for labels in server_pods):
+            continue
+        for rule in p["spec"].get("ingress") or []:
+            peers = rule.get("from")
+            if not peers:
+                ck.bad(where, p, "lets anyone into the server pods: only the monitoring namespace may reach them")
+                continue
+            for peer in peers:
+                if "ipBlock" in peer or (peer.get("namespaceSelector") or {}).get("matchLabels") != MONITORING_NAMESPACE or \
+                   (peer["namespaceSelector"].get("matchExpressions")):
+                    ck.bad(where, p, "lets %s into the server pods: only the monitoring namespace (%s) may reach them" % (json.dumps(peer, sort_keys=True), MONITORING_NAMESPACE))
+
+
 def check_overlay(ck, where, objs, servers, secrets):
     secret_names = None if secrets is None else set(secrets)
     by_kind = {}
@@ -360,54 +452,91 @@ def check_overlay(ck, where, objs, servers, secrets):
         ck.bad(where, {"kind": kind, "metadata": {"name": name}}, "missing")
         return None
 
-    sts = one("StatefulSet", "mqpaxos")
     pdb = one("PodDisruptionBudget", "mqpaxos")
     emqx = one("EMQX", "emqx")
-    if sts:
+    cm_data = {o["metadata"]["name"]: (o.get("data") or {}) for o in by_kind.get("ConfigMap", [])}
+    # The servers: one StatefulSet per server, mqpaxos-server1..N, one pod each.
+    servers_sts = server_statefulsets(objs)
+    got = [o["metadata"]["name"] for o in servers_sts]
+    want = ["mqpaxos-server%d" % i for i in range(1, servers + 1)]
+    if sorted(got) != sorted(want):
+        ck.bad(where, {"kind": "StatefulSet", "metadata": {"name": "mqpaxos-server*"}}, "the server StatefulSets are %s, the overlay is for %d servers (%s)" % (sorted(got), servers, want))
+    for sts in servers_sts:
         spec = sts["spec"]
-        if spec.get("replicas") != servers:
-            ck.bad(where, sts, "replicas is %s, the overlay is for %d servers" % (spec.get("replicas"), servers))
-        if spec.get("podManagementPolicy") != "Parallel":
-            ck.bad(where, sts, "podManagementPolicy must be Parallel")
+        name = sts["metadata"]["name"]
+        m = re.fullmatch(r"mqpaxos-server(\d+)", name)
+        own = int(m.group(1)) if m else None
+        if spec.get("replicas", 1) != 1:
+            ck.bad(where, sts, "replicas is %s: a server's StatefulSet runs exactly one pod" % spec.get("replicas"))
+        sel = (spec.get("selector") or {}).get("matchLabels") or {}
+        if own is not None and sel.get("app.kubernetes.io/instance") != "server%d" % own:
+            ck.bad(where, sts, "spec.selector must include app.kubernetes.io/instance=server%d, or the servers' StatefulSets select each other's pods" % own)
         svc = one("Service", spec.get("serviceName"))
         if svc and svc["spec"].get("clusterIP") != "None":
             ck.bad(where, svc, "the StatefulSet's governing Service must be headless")
         pod = spec["template"]["spec"]
         c = pod["containers"][0]
+        env = effective_env(c, cm_data)
+        if own is not None and env.get("MQPAXOS_ID") != str(own):
+            ck.bad(where, sts, "MQPAXOS_ID is %r, the StatefulSet is server %d's" % (env.get("MQPAXOS_ID"), own))
         cms = [e["configMapRef"]["name"] for e in c.get("envFrom") or [] if "configMapRef" in e]
-        cfg = [o for o in by_kind.get("ConfigMap", []) if o["metadata"]["name"] in cms and "MQPAXOS_SERVERS" in (o.get("data") or {})]
+        cfg = [n for n in cms if "MQPAXOS_SERVERS" in cm_data.get(n, {})]
         if len(cfg) != 1:
             ck.bad(where, sts, "exactly one ConfigMap in envFrom must set MQPAXOS_SERVERS (found %d)" % len(cfg))
-        else:
-            data = cfg[0]["data"]
-            if data["MQPAXOS_SERVERS"] != str(servers):
-                ck.bad(where, cfg[0], "MQPAXOS_SERVERS is %s, the overlay is for %d servers" % (data["MQPAXOS_SERVERS"], servers))
-            broker = data.get("MQPAXOS_BROKER", "")
-            if emqx and not re.match(r"^mqtts?://%s-listeners(\.[a-z0-9.-]+)?:\d+$" % re.escape(emqx["metadata"]["name"]), broker):
-                ck.bad(where, cfg[0], "MQPAXOS_BROKER %r does not name the EMQX listeners Service" % broker)
+        elif cm_data[cfg[0]]["MQPAXOS_SERVERS"] != str(servers):
+            ck.bad(where, {"kind": "ConfigMap", "metadata": {"name": cfg[0]}}, "MQPAXOS_SERVERS is %s, the overlay is for %d servers" % (cm_data[cfg[0]]["MQPAXOS_SERVERS"], servers))
+        if env.get("MQPAXOS_METRICS", "").startswith(("0.0.0.0:", "[::]:")):
+            ck.bad(where, sts, "MQPAXOS_METRICS %s binds every address: bind the pod's own (POD_IP)" % env["MQPAXOS_METRICS"])
         for probe, path in (("readinessProbe", "/health"),):
-            got = ((c.get(probe) or {}).get("httpGet") or {}).get("path")
-            if got != path:
-                ck.bad(where, sts, "%s must GET %s (got %r)" % (probe, path, got))
-        ann = sts["spec"]["template"]["metadata"].get("annotations") or {}
+            got_path = ((c.get(probe) or {}).get("httpGet") or {}).get("path")
+            if got_path != path:
+                ck.bad(where, sts, "%s must GET %s (got %r)" % (probe, path, got_path))
+        ann = spec["template"]["metadata"].get("annotations") or {}
         ports = {p.get("containerPort") for p in c.get("ports") or []}
         if ann.get("prometheus.io/scrape") != "true" or int(ann.get("prometheus.io/port", "0")) not in ports:
             ck.bad(where, sts, "the pod template needs prometheus.io/scrape and a prometheus.io/port the container exposes")
-        srcs = []
-        for v in pod.get("volumes") or []:
-            for s in ((v.get("projected") or {}).get("sources") or []):
-                if "secret" in s:
-                    srcs.append((s["secret"]["name"], [i.get("path") for i in s["secret"].get("items") or []]))
-        want = [("mqpaxos-server%d" % i, ["server%d" % i]) for i in range(1, servers + 1)]
-        if srcs != want:
-            ck.bad(where, sts, "the passwords volume must project mqpaxos-server1..%d as server1..%d (got %s)" % (servers, servers, [s for s, _ in srcs]))
+        # A server pod may reference its own server Secret only (and no client's).
+        refs = secret_refs(pod)
+        for n in sorted(refs):
+            if re.fullmatch(r"mqpaxos-(server|client)\d+", n) and n != "mqpaxos-server%s" % own:
+                ck.bad(where, sts, "the pod references Secret %s, another user's password: a server pod may mount its own (mqpaxos-server%s) only" % (n, own))
+        if "mqpaxos-server%s" % own not in refs:
+            ck.bad(where, sts, "the pod does not mount its own Secret mqpaxos-server%s" % own)
         if pdb:
-            if pdb["spec"].get("minAvailable") != majority:
-                ck.bad(where, pdb, "minAvailable is %s, a majority of %d is %d" % (pdb["spec"].get("minAvailable"), servers, majority))
-            tl = sts["spec"]["template"]["metadata"]["labels"]
+            tl = spec["template"]["metadata"]["labels"]
             for k, v in (pdb["spec"].get("selector") or {}).get("matchLabels", {}).items():
                 if tl.get(k) != v:
-                    ck.bad(where, pdb, "selector %s=%s does not select the servers" % (k, v))
+                    ck.bad(where, pdb, "selector %s=%s does not select server pod %s-0" % (k, v, name))
+    if pdb and pdb["spec"].get("minAvailable") != majority:
+        ck.bad(where, pdb, "minAvailable is %s, a majority of %d is %d" % (pdb["spec"].get("minAvailable"), servers, majority))
+    # Servers and clients reach the broker over TLS only, trusting a CA file they mount.
+    for o in objs:
+        for pod in pod_specs(o):
+            tl = ((o["spec"].get("template") or {}).get("metadata") or {}).get("labels") or {}
+            if tl.get("app.kubernetes.io/name") != "mqpaxos":
+                continue
+            mounts = {}
+            vols = {v["name"]: v for v in pod.get("volumes") or []}
+            for c in (pod.get("containers") or []) + (pod.get("initContainers") or []):
+                env = effective_env(c, cm_data)
+                broker = env.get("MQPAXOS_BROKER")
+                if broker is None:
+                    ck.bad(where, o, "container %s: no MQPAXOS_BROKER" % c["name"])
+                    continue
+                if not broker.startswith("mqtts://"):
+                    ck.bad(where, o, "container %s: MQPAXOS_BROKER %r is not TLS: servers and clients must use mqtts://" % (c["name"], broker))
+                if emqx and not re.match(r"^mqtts?://%s-listeners(\.[a-z0-9.-]+)?:\d+$" % re.escape(emqx["metadata"]["name"]), broker):
+                    ck.bad(where, o, "container %s: MQPAXOS_BROKER %r does not name the EMQX listeners Service" % (c["name"], broker))
+                ca = env.get("MQPAXOS_CA_FILE")
+                mounted = {m["mountPath"].rstrip("/"): vols.get(m["name"]) for m in c.get("volumeMounts") or []}
+                d, _, key = (ca or "").rpartition("/")
+                v = mounted.get(d)
+                paths = [i.get("path") for i in ((v or {}).get("secret") or {}).get("items") or []]
+                if not ca:
+                    ck.bad(where, o, "container %s: no MQPAXOS_CA_FILE: trust the CA of make-secrets (Secret mqpaxos-ca)" % c["name"])
+                elif v is None or "secret" not in v or (v["secret"].get("items") and key not in paths):
+                    ck.bad(where, o, "container %s: MQPAXOS_CA_FILE %s is not a file of a mounted Secret" % (c["name"], ca))
+    check_network_policies(ck, where, objs)
     if emqx:
         check_emqx(ck, where, emqx, by_kind, names, secrets)
     # Every ConfigMap and Secret a pod or EMQX names must exist (Secrets: made by make-secrets).
@@ -450,9 +579,10 @@ def check_overlay(ck, where, objs, servers, secrets):
 
 
 def check_scripts(ck, where, objs, servers):
-    """The shell scripts in the pod specs: all must parse (sh -n), and the servers' entry point
-    must turn pod ordinal K into server K+1 with its own password file, and refuse an ordinal
-    beyond MQPAXOS_SERVERS. It runs here with a stand-in for the mqpaxos binary."""
+    """The shell scripts in the pod specs: all must parse (sh -n), and each server's entry point
+    must run `mqpaxos server` as its own server id with its own password file and metrics on the
+    pod's IP (v4 and v6), and refuse to start as a server beyond MQPAXOS_SERVERS. It runs here
+    with a stand-in for the mqpaxos binary and the environment the pod spec gives."""
     import shutil
     import subprocess
     import tempfile
@@ -461,6 +591,8 @@ def check_scripts(ck, where, objs, servers):
     if sh is None:
         ck.bad(where, {"kind": "?", "metadata": {"name": "?"}}, "no sh to check the pod scripts with")
         return
+    cm_data = {o["metadata"]["name"]: (o.get("data") or {}) for o in objs if o.get("kind") == "ConfigMap"}
+    servers_sts = server_statefulsets(objs)
     for o in objs:
         for pod in pod_specs(o):
             for c in pod.get("containers") or []:
@@ -471,22 +603,28 @@ def check_scripts(ck, where, objs, servers):
                 if r.returncode != 0:
                     ck.bad(where, o, "container %s: the shell script does not parse: %s" % (c["name"], r.stderr.strip()))
                     continue
-                if o.get("kind") != "StatefulSet":
+                if o not in servers_sts:
                     continue
+                own = (effective_env(c, cm_data)).get("MQPAXOS_ID")
                 with tempfile.TemporaryDirectory() as tmp:
                     fake = os.path.join(tmp, "mqpaxos")
                     with open(fake, "w") as f:
-                        f.write('#!/bin/sh\necho "$* id=$MQPAXOS_ID password=$MQPAXOS_PASSWORD_FILE"\n')
+                        f.write('#!/bin/sh\necho "$* id=$MQPAXOS_ID password=$MQPAXOS_PASSWORD_FILE metrics=$MQPAXOS_METRICS"\n')
                     os.chmod(fake, 0o755)
-                    for ordinal in range(servers + 1):
-                        env = {"PATH": tmp + ":/usr/bin:/bin", "POD_NAME": "%s-%d" % (o["metadata"]["name"], ordinal),
-                               "MQPAXOS_SERVERS": str(servers), "MQPAXOS_DATA_DIR": os.path.join(tmp, "data")}
+                    cases = [("10.1.2.3", servers, "10.1.2.3"), ("fd00::7", servers, "[fd00::7]"), ("10.1.2.3", int(own or 1) - 1, None)]
+                    for ip, size, host in cases:
+                        env = effective_env(c, cm_data)
+                        env.update({"PATH": tmp + ":/usr/bin:/bin", "POD_IP": ip, "MQPAXOS_SERVERS": str(size),
+                                    "MQPAXOS_DATA_DIR": os.path.join(tmp, "data")})
+                        env = {k: v for k, v in env.items() if "$(" not in v}
                         r = subprocess.run([sh, "-c", cmd[2]], env=env, capture_output=True, text=True, timeout=10)
-                        want = "server id=%d password=/etc/mqpaxos/passwords/server%d" % (ordinal + 1, ordinal + 1)
-                        if ordinal < servers and (r.returncode != 0 or r.stdout.strip() != want):
-                            ck.bad(where, o, "pod %s: the entry point ran %r (status %d), not %r" % (env["POD_NAME"], r.stdout.strip() or r.stderr.strip(), r.returncode, want))
-                        if ordinal == servers and r.returncode == 0:
-                            ck.bad(where, o, "pod %s: the entry point did not refuse an ordinal past %d servers" % (env["POD_NAME"], servers))
+                        if host is None:
+                            if r.returncode == 0:
+                                ck.bad(where, o, "the entry point of server %s did not refuse to start with MQPAXOS_SERVERS=%d" % (own, size))
+                            continue
+                        want = "server id=%s password=/etc/mqpaxos/password/password metrics=%s:9101" % (own, host)
+                        if r.returncode != 0 or r.stdout.strip() != want:
+                            ck.bad(where, o, "pod %s-0 (POD_IP %s): the entry point ran %r (status %d), not %r" % (o["metadata"]["name"], ip, r.stdout.strip() or r.stderr.strip(), r.returncode, want))
 
 
 def check_emqx(ck, where, emqx, by_kind, names, secrets):
@@ -556,6 +694,34 @@ def check_emqx(ck, where, emqx, by_kind, names, secrets):
     m = re.fullmatch(r"(\d+)(KB|MB|GB)", max_packet)
     if not m or int(m.group(1)) * {"KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30}[m.group(2)] < 16 << 20:
         ck.bad(where, emqx, "mqtt.max_packet_size %s is below mqpaxos' 16 MiB payload limit" % max_packet)
+    # MQTT over TLS only: the ssl listener on 8883 with a certificate and key from a mounted
+    # Secret of make-secrets; every plain listener (tcp, ws) off.
+    listeners = conf.get("listeners", {}) or {}
+    for kind in ("tcp", "ws"):
+        for lname, l in (listeners.get(kind, {}) or {}).items():
+            if l.get("enable", True):
+                ck.bad(where, emqx, "listeners.%s.%s is enabled: plain MQTT would carry passwords in the clear (set enable = false)" % (kind, lname))
+    ssl = (listeners.get("ssl", {}) or {}).get("default", None)
+    if not ssl or not ssl.get("enable", True):
+        ck.bad(where, emqx, "listeners.ssl.default must be enabled: servers and clients connect with mqtts://")
+    else:
+        if not str(ssl.get("bind", "0.0.0.0:8883")).endswith(":8883"):
+            ck.bad(where, emqx, "listeners.ssl.default.bind %s is not port 8883 (the port MQPAXOS_BROKER and the NetworkPolicy name)" % ssl.get("bind"))
+        opts = ssl.get("ssl_options", {}) or {}
+        for field in ("certfile", "keyfile"):
+            path = opts.get(field, None)
+            if not path:
+                ck.bad(where, emqx, "listeners.ssl.default.ssl_options.%s is not set: EMQX would serve its built-in test certificate" % field)
+                continue
+            f = mounted_file(path, "ssl_options." + field)
+            if f and f[0] != "Secret":
+                ck.bad(where, emqx, "ssl_options.%s must come from a Secret, not a %s" % (field, f[0]))
+            elif f and secrets is not None:
+                sec = secrets.get(f[1])
+                if sec is None:
+                    ck.bad(where, emqx, "ssl_options.%s: Secret %s is not made by make-secrets" % (field, f[1]))
+                elif f[2] not in (sec.get("stringData") or {}) and f[2] not in (sec.get("data") or {}):
+                    ck.bad(where, emqx, "ssl_options.%s: Secret %s has no key %s" % (field, f[1], f[2]))
     for e in core.get("env") or []:
         ref = (e.get("valueFrom") or {}).get("secretKeyRef")
         if ref and secrets is not None and ref["name"] not in secrets:
@@ -569,14 +735,15 @@ def check_emqx(ck, where, emqx, by_kind, names, secrets):
 
 def check_chaos(ck, where, objs, overlay_objs):
     """The experiments must select pods that the overlay (7 servers) really creates."""
-    sts = next((o for o in overlay_objs if o.get("kind") == "StatefulSet" and o["metadata"]["name"] == "mqpaxos"), None)
+    servers_sts = server_statefulsets(overlay_objs)
     emqx = next((o for o in overlay_objs if o.get("kind") == "EMQX"), None)
-    if not sts or not emqx:
-        ck.bad(where, {"kind": "?", "metadata": {"name": "?"}}, "the overlay to check the experiments against has no StatefulSet mqpaxos or EMQX")
+    if not servers_sts or not emqx:
+        ck.bad(where, {"kind": "?", "metadata": {"name": "?"}}, "the overlay to check the experiments against has no server StatefulSets or no EMQX")
         return
-    ns = sts["metadata"].get("namespace")
-    pods = {"%s-%d" % (sts["metadata"]["name"], k) for k in range(sts["spec"]["replicas"])}
-    server_labels = sts["spec"]["template"]["metadata"]["labels"]
+    ns = servers_sts[0]["metadata"].get("namespace")
+    pods = {"%s-%d" % (o["metadata"]["name"], k) for o in servers_sts for k in range(o["spec"].get("replicas", 1))}
+    server_labels = dict(SERVER_LABELS)
+    n_servers = len(pods)
     emqx_labels = {"apps.emqx.io/instance": emqx["metadata"]["name"]}
     emqx_labels.update(((emqx["spec"].get("coreTemplate") or {}).get("metadata") or {}).get("labels") or {})
 
@@ -600,12 +767,12 @@ def check_chaos(ck, where, objs, overlay_objs):
             selects(spec["target"].get("selector") or {}, emqx_labels, obj, at + " target")
         if spec.get("action") == "partition" and spec.get("mode") == "fixed":
             n = int(spec.get("value", "0"))
-            if not (0 < n < sts["spec"]["replicas"] / 2):
-                ck.bad(where, obj, "%s: cutting %d of %d servers off the broker leaves the rest without a majority (or cuts nobody off)" % (at, n, sts["spec"]["replicas"]))
+            if not (0 < n < n_servers / 2):
+                ck.bad(where, obj, "%s: cutting %d of %d servers off the broker leaves the rest without a majority (or cuts nobody off)" % (at, n, n_servers))
         if spec.get("action") == "partition" and (spec.get("selector") or {}).get("pods"):
             cut = sum(len(v) for v in spec["selector"]["pods"].values())
-            if not (0 < cut < sts["spec"]["replicas"] / 2):
-                ck.bad(where, obj, "%s: cutting %d of %d servers off is not a minority" % (at, cut, sts["spec"]["replicas"]))
+            if not (0 < cut < n_servers / 2):
+                ck.bad(where, obj, "%s: cutting %d of %d servers off is not a minority" % (at, cut, n_servers))
 
     for o in objs:
         if o.get("kind") == "NetworkChaos":
@@ -758,6 +925,73 @@ GOOD = [
 ]
 
 
+# --------------------------------------------------------------------------------------
+# Self-test of the deployment's rules: broken variants of a rendered overlay (the largest),
+# each with the complaints (regular expressions) it must draw.
+
+
+def _kind(objs, kind, name=None):
+    return [o for o in objs if o.get("kind") == kind and (name is None or o["metadata"]["name"] == name)]
+
+
+def _one_server_too_few(objs):
+    last = server_statefulsets(objs)[-1]
+    for o in _kind(objs, "PodDisruptionBudget"):
+        o["spec"]["minAvailable"] = 1
+    return [o for o in objs if o is not last]
+
+
+def _server_mounts_another(objs):
+    sts = server_statefulsets(objs)[1]
+    sts["spec"]["template"]["spec"]["volumes"].append(
+        {"name": "other", "projected": {"sources": [{"secret": {"name": "mqpaxos-server1", "items": [{"key": "password", "path": "server1"}]}}]}})
+
+
+def _broker_plaintext(objs):
+    for o in _kind(objs, "ConfigMap"):
+        if "MQPAXOS_BROKER" in (o.get("data") or {}):
+            o["data"]["MQPAXOS_BROKER"] = "mqtt://emqx-listeners:1883"
+
+
+def _client_plaintext(objs):
+    d = _kind(objs, "Deployment", "mqpaxos-client1")[0]
+    d["spec"]["template"]["spec"]["containers"][0]["env"].append({"name": "MQPAXOS_BROKER", "value": "mqtt://emqx-listeners:1883"})
+
+
+def _no_default_deny(objs):
+    return [o for o in objs if not (o.get("kind") == "NetworkPolicy" and o["metadata"]["name"] == "default-deny")]
+
+
+def _metrics_open(objs):
+    for p in _kind(objs, "NetworkPolicy", "mqpaxos-metrics"):
+        p["spec"]["ingress"][0]["from"].append({"podSelector": {}})
+        p["spec"]["ingress"].append({"ports": [{"port": 9101}]})
+
+
+def _server_wrong_id(objs):
+    sts = server_statefulsets(objs)[1]
+    for e in sts["spec"]["template"]["spec"]["containers"][0]["env"]:
+        if e["name"] == "MQPAXOS_ID":
+            e["value"] = "1"
+
+
+def _emqx_plain_listener(objs):
+    e = _kind(objs, "EMQX")[0]
+    e["spec"]["config"]["data"] = e["spec"]["config"]["data"].replace("listeners.tcp.default.enable = false", "listeners.tcp.default.enable = true")
+
+
+OVERLAY_MUTANTS = [
+    ("one server StatefulSet too few and a minority PDB", _one_server_too_few, [r"the server StatefulSets are", r"minAvailable is 1"]),
+    ("a server pod that also mounts server1's Secret", _server_mounts_another, [r"references Secret mqpaxos-server1, another user's password"]),
+    ("an mqtt:// broker URL in the ConfigMap", _broker_plaintext, [r"MQPAXOS_BROKER 'mqtt://emqx-listeners:1883' is not TLS"]),
+    ("an mqtt:// broker URL in a client's env", _client_plaintext, [r"container bench: MQPAXOS_BROKER 'mqtt://[^']*' is not TLS"]),
+    ("the namespace without its default-deny NetworkPolicy", _no_default_deny, [r"no default-deny NetworkPolicy"]),
+    ("the metrics open to the namespace and to anyone", _metrics_open, [r"lets \{\"podSelector\": \{\}\} into the server pods", r"lets anyone into the server pods"]),
+    ("server2's StatefulSet starting server 1", _server_wrong_id, [r"MQPAXOS_ID is '1', the StatefulSet is server 2's"]),
+    ("EMQX's plain TCP listener on", _emqx_plain_listener, [r"listeners\.tcp\.default is enabled"]),
+]
+
+
 def self_test(crds, kube_versions):
     failures = []
     for what, text, reason in BROKEN:
@@ -833,22 +1067,23 @@ def main():
         ck.objects(name, objs)
         count += len(objs)
     if a.self_test and a.overlay:
-        # The deployment's own rules must bite too: a 7-server overlay whose StatefulSet runs 6
-        # servers and whose PodDisruptionBudget allows losing the majority is refused.
+        # The deployment's own rules must bite too: each mutant of the largest overlay must be
+        # refused for the reason given.
         name, _, servers = a.overlay[-1].split("=")
-        mutant = copy.deepcopy(rendered[name])
-        for o in mutant:
-            if o.get("kind") == "StatefulSet":
-                o["spec"]["replicas"] -= 1
-            if o.get("kind") == "PodDisruptionBudget":
-                o["spec"]["minAvailable"] = 1
-        probe = Checker(crds, a.kube_version)
-        check_overlay(probe, "self-test", mutant, int(servers), secret_names)
-        found = " ".join(m for _, _, m in probe.problems)
-        if "replicas is" not in found or "minAvailable is 1" not in found:
-            print("SELF-TEST FAILED (the deployment rules do not catch a wrong size): %s" % found)
+        failures = []
+        for what, mutate, reason in OVERLAY_MUTANTS:
+            mutant = copy.deepcopy(rendered[name])
+            mutant = mutate(mutant) or mutant
+            probe = Checker(crds, a.kube_version)
+            check_overlay(probe, "self-test", mutant, int(servers), secret_names)
+            found = [m for _, _, m in probe.problems]
+            if not all(any(re.search(r, m) for m in found) for r in reason):
+                failures.append("%s was not refused for %s (problems: %s)" % (what, reason, found))
+        if failures:
+            for f in failures:
+                print("SELF-TEST FAILED (the deployment rules do not catch what they must): " + f)
             return 1
-        print("self-test: a %s overlay with one server too few and a minority PDB is refused" % name)
+        print("self-test: %d broken variants of the %s overlay refused for the right reason" % (len(OVERLAY_MUTANTS), name))
     if a.chaos:
         path, overlay = a.chaos.split("=")
         check_chaos(ck, "chaos-mesh", load(path), rendered.get(overlay, []))
