@@ -567,7 +567,8 @@ async fn raw_requests(
     o.set_credentials("client1", PASSWORD);
     o.set_max_packet_size(64 << 20, 64 << 20);
     o.set_keep_alive(Duration::from_secs(30));
-    let (client, mut events) = AsyncClient::new(o, 100);
+    // Room for every publish: nothing polls the event loop until they are all queued.
+    let (client, mut events) = AsyncClient::new(o, cmds.len() + 16);
     wait_connack(&mut events).await;
     client
         .subscribe(topics.reply(reply_id), QoS::AtMostOnce)
@@ -680,7 +681,11 @@ fn oversized_requests_are_refused_and_memory_stays_bounded() {
             refusals += 1;
         }
     }
-    assert_eq!(refusals, 1, "the append past 1 MiB is refused, once");
+    // Ten appends make 1,000,000 bytes; the eleventh and twelfth would pass 1 MiB.
+    assert_eq!(
+        refusals, 2,
+        "every append past 1 MiB is refused, and only those"
+    );
     let o = cluster.cli(&["get", "grow"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stdout(&o).len(), 1_000_000);
