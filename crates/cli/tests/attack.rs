@@ -775,3 +775,69 @@ fn one_tenant_cannot_evict_anothers_session() {
     rt.block_on(honest.close());
     eprintln!("client1 opened {flood} sessions on a table of 40; client2's session survived");
 }
+
+/// Attack 9: a holder of a server's credential. At 9d6aa8a a Prepare or Nack with round
+/// `u64::MAX` made `max_round + 1` wrap, so no election could succeed again, and a Prepare
+/// naming another server as its candidate was taken at its word. Now rounds above
+/// `u64::MAX / 4` and Prepares whose ballot names someone else are dropped: the cluster keeps
+/// committing, and after the leader is killed a new one is elected.
+#[cfg(feature = "embedded-broker")]
+#[test]
+fn a_stolen_server_credential_cannot_wedge_elections() {
+    use mqpaxos_core::{Ballot, Message};
+    let broker = Broker::start(Kind::Embedded);
+    let mut cluster = Cluster::start(&broker, 3);
+    let leader = cluster.leader(Duration::from_secs(30));
+    let thief = if leader == 2 { 3 } else { 2 };
+    let topics = mqpaxos_node::topics::Topics::new(&cluster.cluster);
+    let rt = rt();
+    rt.block_on(async {
+        let mut o = MqttOptions::new(format!("thief-{}", rand_suffix()), "127.0.0.1", broker.port);
+        o.set_credentials(format!("server{thief}"), PASSWORD);
+        let (client, mut events) = AsyncClient::new(o, 64);
+        wait_connack(&mut events).await;
+        let huge = Ballot::new(u64::MAX, thief);
+        let forged = Ballot::new(1_000, leader);
+        let msgs = [
+            Message::Prepare {
+                ballot: huge,
+                from: 0,
+                incarnations: Default::default(),
+            },
+            Message::Nack {
+                ballot: Ballot::new(1, leader),
+                promised: huge,
+            },
+            // A Prepare that claims the leader as its candidate, sent by someone else.
+            Message::Prepare {
+                ballot: forged,
+                from: 0,
+                incarnations: Default::default(),
+            },
+        ];
+        for _ in 0..5 {
+            for m in &msgs {
+                let payload =
+                    mqpaxos_node::codec::encode(m, mqpaxos_node::codec::DEFAULT_MAX_PAYLOAD)
+                        .expect("encodable");
+                client
+                    .publish(topics.peer_all(thief), QoS::AtMostOnce, false, payload)
+                    .await
+                    .expect("publish");
+            }
+        }
+        // Let the event loop send them.
+        let _ = tokio::time::timeout(Duration::from_millis(500), async {
+            loop {
+                let _ = events.poll().await;
+            }
+        })
+        .await;
+        let _ = client.disconnect().await;
+    });
+    keeps_committing(&cluster, "after-huge-ballots", 3);
+    cluster.kill(leader);
+    let next = cluster.leader(Duration::from_secs(30));
+    assert_ne!(next, leader);
+    keeps_committing(&cluster, "after-a-new-election", 3);
+}
