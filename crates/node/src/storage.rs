@@ -138,7 +138,7 @@ struct Meta {
 /// 3: records grouped per flush (see the module docs). 2: records one after another, sized in
 /// chunks with a zero end marker. 0 (absent): records up to the end of the file. Older formats
 /// are converted on open.
-const WAL_FORMAT: u32 = 3;
+pub const WAL_FORMAT: u32 = 3;
 
 /// The write-ahead log in a data directory.
 pub struct FileStorage {
@@ -261,20 +261,8 @@ impl FileStorage {
         }
         let wal_path = dir.join("wal");
         let mut durable = Durable::new(max_sessions);
-        let (valid_len, seq, recovery) = if format >= WAL_FORMAT {
-            replay_groups(&wal_path, &mut durable)?
-        } else {
-            let (len, damaged) = replay(&wal_path, &mut durable, format >= 2)?;
-            // An older log cannot tell a torn write from lost synced bytes: assume the worst.
-            let recovery = match damaged {
-                None => Recovery::Clean,
-                Some(_) => Recovery::LostSynced {
-                    offset: len,
-                    why: "the end of a log in an older format was damaged".into(),
-                },
-            };
-            (len, 0, recovery)
-        };
+        let bytes = read_wal(&wal_path)?;
+        let (valid_len, seq, recovery) = replay_log(&wal_path, &bytes, format, &mut durable)?;
         let damaged = recovery != Recovery::Clean;
         let wal = OpenOptions::new()
             .create(true)
@@ -521,17 +509,67 @@ fn looks_torn(bytes: &[u8], at: usize) -> bool {
     })
 }
 
-/// Applies every valid group of a log in today's format to `durable`. Returns the length of
-/// the valid prefix, the next group's sequence number, and what was found at the end.
-fn replay_groups(path: &Path, durable: &mut Durable) -> Result<(u64, u64, Recovery), StorageError> {
+/// The bytes of the log at `path`; none when there is no file yet. (Both replays treat an
+/// empty log exactly as a missing one: a new log, clean.)
+fn read_wal(path: &Path) -> Result<Vec<u8>, StorageError> {
     let mut bytes = Vec::new();
     match File::open(path) {
         Ok(mut f) => {
             f.read_to_end(&mut bytes).map_err(io(path))?;
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, 0, Recovery::Clean)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(io(path)(e)),
     }
+    Ok(bytes)
+}
+
+/// Replays the log `bytes` (the whole file), written in WAL format `format` (from meta.json),
+/// into `durable`. Returns the length of the valid prefix, the next group's sequence number,
+/// and what was found at the end. `path` only names the file in errors.
+fn replay_log(
+    path: &Path,
+    bytes: &[u8],
+    format: u32,
+    durable: &mut Durable,
+) -> Result<(u64, u64, Recovery), StorageError> {
+    if format >= WAL_FORMAT {
+        return replay_groups(path, bytes, durable);
+    }
+    let (len, damaged) = replay(path, bytes, durable, format >= 2)?;
+    // An older log cannot tell a torn write from lost synced bytes: assume the worst.
+    let recovery = match damaged {
+        None => Recovery::Clean,
+        Some(_) => Recovery::LostSynced {
+            offset: len,
+            why: "the end of a log in an older format was damaged".into(),
+        },
+    };
+    Ok((len, 0, recovery))
+}
+
+/// Replays `bytes` as the whole write-ahead log of a data directory whose `meta.json` gives
+/// WAL format `wal_format` ([`WAL_FORMAT`] today; 0 and 2 are the older formats), by the
+/// same code [`FileStorage::open`] runs, without the file system: the state recovered and
+/// what was found at the end. Damage that refuses a start is the same
+/// [`StorageError::Corrupt`] (naming the file `<bytes>`). For fuzzing (`fuzz/`): the log is
+/// read from disk, so whatever bytes it holds must give a state or an error, never a panic.
+pub fn replay_wal_bytes(
+    bytes: &[u8],
+    wal_format: u32,
+    max_sessions: usize,
+) -> Result<(Durable, Recovery), StorageError> {
+    let mut durable = Durable::new(max_sessions);
+    let (_, _, recovery) = replay_log(Path::new("<bytes>"), bytes, wal_format, &mut durable)?;
+    Ok((durable, recovery))
+}
+
+/// Applies every valid group of a log in today's format to `durable`. Returns the length of
+/// the valid prefix, the next group's sequence number, and what was found at the end.
+fn replay_groups(
+    path: &Path,
+    bytes: &[u8],
+    durable: &mut Durable,
+) -> Result<(u64, u64, Recovery), StorageError> {
     let cut_short = !(bytes.len() as u64).is_multiple_of(CHUNK);
     let corrupt = |offset: usize, why: &str| StorageError::Corrupt {
         path: path.to_path_buf(),
@@ -544,10 +582,10 @@ fn replay_groups(path: &Path, durable: &mut Durable) -> Result<(u64, u64, Recove
         let min_seq = next_seq.unwrap_or(0);
         let header = &bytes[at..(at + GROUP_HEADER).min(bytes.len())];
         let at_end = header.is_empty() || header.iter().all(|b| *b == 0);
-        let valid = if at_end { None } else { group_at(&bytes, at) };
+        let valid = if at_end { None } else { group_at(bytes, at) };
         let Some((seq, body)) = valid.filter(|(seq, _)| next_seq.is_none_or(|n| *seq == n)) else {
             // The end of the records: the end marker, a torn last group, or damage.
-            if valid_group_after(&bytes, at + 1, min_seq) {
+            if valid_group_after(bytes, at + 1, min_seq) {
                 return Err(corrupt(at, "a damaged group with valid groups after it"));
             }
             let recovery = if cut_short || (header.is_empty() && at > 0) {
@@ -557,7 +595,7 @@ fn replay_groups(path: &Path, durable: &mut Durable) -> Result<(u64, u64, Recove
                 }
             } else if at_end && bytes[at..].iter().all(|b| *b == 0) {
                 Recovery::Clean
-            } else if looks_torn(&bytes, at) || at_end {
+            } else if looks_torn(bytes, at) || at_end {
                 let tail = bytes[at..]
                     .iter()
                     .rposition(|b| *b != 0)
@@ -601,17 +639,10 @@ fn replay_groups(path: &Path, durable: &mut Durable) -> Result<(u64, u64, Recove
 /// is an older log that ends where the file ends.
 fn replay(
     path: &Path,
+    bytes: &[u8],
     durable: &mut Durable,
     chunked: bool,
 ) -> Result<(u64, Option<u64>), StorageError> {
-    let mut bytes = Vec::new();
-    match File::open(path) {
-        Ok(mut f) => {
-            f.read_to_end(&mut bytes).map_err(io(path))?;
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, None)),
-        Err(e) => return Err(io(path)(e)),
-    }
     let cut_short = chunked && !(bytes.len() as u64).is_multiple_of(CHUNK);
     let mut at = 0usize;
     while at < bytes.len() {
@@ -621,7 +652,7 @@ fn replay(
                 .all(|b| *b == 0)
         {
             // The end marker. Zeros where records should be are damage, though.
-            if valid_record_after(&bytes, at + 1) {
+            if valid_record_after(bytes, at + 1) {
                 return Err(StorageError::Corrupt {
                     path: path.to_path_buf(),
                     offset: at as u64,
@@ -657,7 +688,7 @@ fn replay(
             Err((offset, why)) => {
                 // Only the last record can be torn by a crash; if any valid record follows,
                 // this is damage in the middle.
-                if valid_record_after(&bytes, at + 1) {
+                if valid_record_after(bytes, at + 1) {
                     return Err(StorageError::Corrupt {
                         path: path.to_path_buf(),
                         offset,
@@ -982,5 +1013,65 @@ mod tests {
             .err()
             .unwrap();
         assert!(err.to_string().contains("cluster"), "{err}");
+    }
+
+    /// `replay_wal_bytes` (what the fuzz target drives) recovers what `open` recovers, from a
+    /// healthy log, a cut one, a torn one, one damaged in the middle and an older format.
+    #[test]
+    fn replaying_bytes_agrees_with_open() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = open(d.path());
+        s.persist(&[PersistOp::Promise(Ballot::new(3, 1))]).unwrap();
+        for slot in 0..5 {
+            s.persist(&[PersistOp::Accept {
+                slot,
+                entry: entry(3, &format!("v{slot}")),
+            }])
+            .unwrap();
+        }
+        let end = s.log_bytes() as usize;
+        drop(s);
+        let wal = d.path().join("wal");
+        let healthy = fs::read(&wal).unwrap();
+        let mut torn = healthy.clone();
+        torn[end..end + 30].copy_from_slice(&healthy[..30]);
+        let mut middle = healthy.clone();
+        middle[12] ^= 0xff;
+        for (what, bytes) in [
+            ("healthy", healthy.clone()),
+            ("cut short", healthy[..end - 3].to_vec()),
+            ("torn", torn),
+            ("damaged in the middle", middle),
+        ] {
+            fs::write(&wal, &bytes).unwrap();
+            let replayed = replay_wal_bytes(&bytes, WAL_FORMAT, 100);
+            match FileStorage::open(d.path(), "test", 1, 100, SyncPolicy::Always) {
+                Ok(mut s) => {
+                    let (durable, recovery) = replayed.unwrap();
+                    assert_eq!(durable, s.load().unwrap(), "{what}");
+                    assert_eq!(recovery, s.recovery, "{what}");
+                }
+                Err(e) => {
+                    let err = replayed.err().unwrap().to_string();
+                    assert_eq!(
+                        err.replace("<bytes>", &wal.display().to_string()),
+                        e.to_string()
+                    );
+                }
+            }
+        }
+        let mut old = Vec::new();
+        frame(&mut old, &PersistOp::Promise(Ballot::new(4, 2))).unwrap();
+        let (durable, recovery) = replay_wal_bytes(&old, 0, 100).unwrap();
+        assert_eq!(
+            (durable.promised, recovery),
+            (Ballot::new(4, 2), Recovery::Clean)
+        );
+        let (_, recovery) = replay_wal_bytes(&old[..old.len() - 1], 0, 100).unwrap();
+        assert!(recovery.lost_synced());
+        assert_eq!(
+            replay_wal_bytes(&[], WAL_FORMAT, 100).unwrap(),
+            (Durable::new(100), Recovery::Clean)
+        );
     }
 }
