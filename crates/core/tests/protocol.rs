@@ -837,15 +837,14 @@ fn a_full_leader_queue_answers_busy_and_holds_no_more() {
     );
 }
 
-/// A promise larger than one message comes in parts; the election completes, and the new
-/// leader re-proposes every value the parts reported.
-#[test]
-fn a_promise_too_large_for_one_message_comes_in_parts() {
+/// A 200-byte message budget; server 1 led and proposed nine 60-byte values that only
+/// server 2 accepted, then died; server 3 stands for election. Server 2's promise has to
+/// report all nine, and they do not fit one message.
+fn only_server_2_holds_nine_values() -> Cluster {
     let tiny = |cfg: &mut Config| cfg.message_budget = 200;
     let mut c = Cluster::new(3, tiny);
     c.elect(1);
     c.settle();
-    // Server 1 proposes 10 values; only server 2 accepts them; then 1 dies.
     for i in 1..=9u64 {
         c.step(
             1,
@@ -865,7 +864,15 @@ fn a_promise_too_large_for_one_message_comes_in_parts() {
     c.drop_all();
     c.crash(1);
     c.elect(3);
-    // Server 2's promise does not fit 200 bytes: it comes in parts, each asked for in turn.
+    c
+}
+
+/// A promise larger than one message comes in parts; the election completes, and the new
+/// leader re-proposes every value the parts reported.
+#[test]
+fn a_promise_too_large_for_one_message_comes_in_parts() {
+    let mut c = only_server_2_holds_nine_values();
+    // Server 2's promise does not fit 200 bytes: it comes in parts, all sent at once.
     let mut parts = 0;
     let mut budget = 10_000;
     while let Some(f) = c.flights.pop_front() {
@@ -894,29 +901,7 @@ fn a_promise_too_large_for_one_message_comes_in_parts() {
 /// server's report could miss a value that was chosen.
 #[test]
 fn a_promise_missing_its_last_part_does_not_count() {
-    let tiny = |cfg: &mut Config| cfg.message_budget = 200;
-    let mut c = Cluster::new(3, tiny);
-    c.elect(1);
-    c.settle();
-    for i in 1..=9u64 {
-        c.step(
-            1,
-            Input::Request(put(&format!("c/{i}"), 1, &format!("k{i}"), &"v".repeat(60))),
-        );
-    }
-    let to2: Vec<Flight> = c
-        .flights
-        .iter()
-        .filter(|f| f.to == To::Server(2) && matches!(f.msg, Message::Accept { .. }))
-        .cloned()
-        .collect();
-    c.drop_all();
-    for f in to2 {
-        c.deliver(f);
-    }
-    c.drop_all();
-    c.crash(1);
-    c.elect(3);
+    let mut c = only_server_2_holds_nine_values();
     // Only the first part of server 2's promise arrives; every later message is lost.
     let prepare = c.take(|f| f.to == To::Server(2) && matches!(f.msg, Message::Prepare { .. }));
     c.drop_all();
@@ -928,9 +913,9 @@ fn a_promise_missing_its_last_part_does_not_count() {
     assert_eq!(c.server(3).role(), RoleKind::Candidate);
 }
 
-/// Issue 12.3: a snapshot larger than one message reaches a lagging replica in pieces.
-#[test]
-fn a_snapshot_larger_than_a_message_travels_in_pieces() {
+/// Snapshots every 5 slots, pieces of 1000 bytes: server 3 was cut off for 30 puts of 200
+/// bytes, so the leader has truncated past it, and it has just asked to catch up.
+fn server_3_asks_for_a_snapshot_of_many_pieces() -> Cluster {
     let cfg = |cfg: &mut Config| {
         cfg.snapshot_interval = 5;
         cfg.snapshot_chunk = 1000;
@@ -948,6 +933,13 @@ fn a_snapshot_larger_than_a_message_travels_in_pieces() {
     c.settle();
     c.now += Duration::from_secs(1);
     c.fire(3, TimerKind::CatchUpResend);
+    c
+}
+
+/// Issue 12.3: a snapshot larger than one message reaches a lagging replica in pieces.
+#[test]
+fn a_snapshot_larger_than_a_message_travels_in_pieces() {
+    let mut c = server_3_asks_for_a_snapshot_of_many_pieces();
     // Count the pieces as they go.
     let mut pieces = 0;
     let mut budget = 10_000;
@@ -970,23 +962,7 @@ fn a_snapshot_larger_than_a_message_travels_in_pieces() {
 /// it stopped.
 #[test]
 fn a_lost_snapshot_piece_is_asked_for_again() {
-    let cfg = |cfg: &mut Config| {
-        cfg.snapshot_interval = 5;
-        cfg.snapshot_chunk = 1000;
-    };
-    let mut c = Cluster::new(3, cfg);
-    c.elect(1);
-    c.settle();
-    c.cut = vec![3];
-    for i in 1..=30 {
-        c.request(put("c/1", i, &format!("k{i}"), &"v".repeat(200)));
-        c.settle();
-    }
-    c.cut.clear();
-    c.fire(1, TimerKind::Heartbeat);
-    c.settle();
-    c.now += Duration::from_secs(1);
-    c.fire(3, TimerKind::CatchUpResend);
+    let mut c = server_3_asks_for_a_snapshot_of_many_pieces();
     // Deliver until the third piece, then lose it.
     let mut seen = 0;
     while let Some(f) = c.flights.pop_front() {
