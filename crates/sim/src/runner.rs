@@ -20,6 +20,8 @@ pub struct BatchReport {
     pub ops_completed: u64,
     pub wall: Duration,
     pub virtual_time: Duration,
+    /// Summed over the seeds (see [`RunReport::ballots_reused`]).
+    pub ballots_reused: u64,
 }
 
 impl BatchReport {
@@ -35,7 +37,7 @@ pub fn run_seeds(sc: &Scenario, first: u64, count: u64, threads: usize) -> Batch
     let next = AtomicU64::new(first);
     let end = first + count;
     let failures = Mutex::new(Vec::new());
-    let totals = Mutex::new((0u64, Duration::ZERO));
+    let totals = Mutex::new((0u64, Duration::ZERO, 0u64));
     std::thread::scope(|s| {
         for _ in 0..threads.max(1) {
             s.spawn(|| loop {
@@ -47,6 +49,7 @@ pub fn run_seeds(sc: &Scenario, first: u64, count: u64, threads: usize) -> Batch
                 if let Ok(mut t) = totals.lock() {
                     t.0 += r.ops_completed;
                     t.1 += r.virtual_time;
+                    t.2 += r.ballots_reused;
                 }
                 if !r.ok() {
                     r.history.clear();
@@ -59,7 +62,7 @@ pub fn run_seeds(sc: &Scenario, first: u64, count: u64, threads: usize) -> Batch
     });
     let mut failures = failures.into_inner().unwrap_or_default();
     failures.sort_by_key(|r| r.seed);
-    let (ops_completed, virtual_time) = totals.into_inner().unwrap_or_default();
+    let (ops_completed, virtual_time, ballots_reused) = totals.into_inner().unwrap_or_default();
     BatchReport {
         scenario: sc.name.to_string(),
         seeds: count,
@@ -67,6 +70,7 @@ pub fn run_seeds(sc: &Scenario, first: u64, count: u64, threads: usize) -> Batch
         ops_completed,
         wall: started.elapsed(),
         virtual_time,
+        ballots_reused,
     }
 }
 

@@ -166,6 +166,7 @@ pub fn all() -> Vec<Scenario> {
         lossy(3),
         lossy(5),
         power(),
+        power_lossy(),
         one_way(),
         single(),
         sessions(),
@@ -333,6 +334,36 @@ pub fn power() -> Scenario {
     };
     // New leaders die in the flush that carries their promise, now and then.
     s.promise_flush_crash = 0.3;
+    s
+}
+
+/// Power cuts on a bad network: new leaders die in the flush that carries their promise, come
+/// back at once and often win the same ballot again (their promise of it never reached the
+/// disk), while loss, duplicates and reordering let the messages of the dead incarnation
+/// race those of the new one. The interleaving in which anything sent before its promise is
+/// durable gets two values chosen in one slot.
+pub fn power_lossy() -> Scenario {
+    let mut s = Scenario::base(
+        "power-lossy",
+        "3 servers, 5 clients, 25% loss, 10% duplicates, 1-30 ms delay: power cuts, new leaders dying mid-flush",
+        3,
+    );
+    s.clients = 5;
+    s.think = Duration::from_millis(5);
+    s.net = NetConfig {
+        loss: 0.25,
+        delay: Duration::from_millis(1),
+        jitter: Duration::from_millis(29),
+        duplicate: 0.1,
+    };
+    s.faults = FaultPlan::RandomCrashes {
+        every: Duration::from_millis(600),
+        down_min: Duration::from_millis(1),
+        down_max: Duration::from_millis(50),
+        all_at_once: 0.3,
+        amnesia: 0.0,
+    };
+    s.promise_flush_crash = 0.5;
     s
 }
 

@@ -52,6 +52,8 @@ mutation!(learn_any_ballot, LearnAnyBallot);
 mutation!(read_joins_running_round, ReadJoinsRunningRound);
 mutation!(snapshot_without_sessions, SnapshotWithoutSessions);
 mutation!(catch_up_unchosen, CatchUpUnchosen);
+mutation!(early_before_promise, EarlyBeforePromise);
+mutation!(reply_before_sync, ReplyBeforeSync);
 
 /// What a bug is, how to switch it on, the scenario and the seed that catches it.
 type Case = (&'static str, fn(&mut Config), &'static str, u64);
@@ -86,6 +88,13 @@ fn known_bugs_are_caught_at_their_seeds() {
             "minority",
             2,
         ),
+        (
+            "early messages before the promise",
+            early_before_promise,
+            "power",
+            0,
+        ),
+        ("replies before the sync", reply_before_sync, "single", 0),
     ];
     for (what, tweak, name, seed) in cases {
         let mut sc = scenario::by_name(name).expect("scenario exists");

@@ -145,14 +145,15 @@ fn main() -> ExitCode {
     for sc in &scenarios {
         let b = run_seeds(sc, args.first_seed, args.seeds, threads);
         println!(
-            "scenario {}: {} seeds, {} failed, {} ops, {:.1} s wall, {:.1} seeds/s, {:.0} s virtual",
+            "scenario {}: {} seeds, {} failed, {} ops, {:.1} s wall, {:.1} seeds/s, {:.0} s virtual, {} ballots reused",
             b.scenario,
             b.seeds,
             b.failures.len(),
             b.ops_completed,
             b.wall.as_secs_f64(),
             b.seeds_per_second(),
-            b.virtual_time.as_secs_f64()
+            b.virtual_time.as_secs_f64(),
+            b.ballots_reused
         );
         for r in &b.failures {
             println!(
