@@ -56,6 +56,23 @@ fn concurrent_clients(kind: Kind, n: u32) {
                             break;
                         }
                     }
+                    // The same counter on revisions, as etcd clients do with mod_revision.
+                    let mut tries = 0;
+                    loop {
+                        tries += 1;
+                        assert!(tries < 1000, "cas on revision never succeeded");
+                        let (_, entry) = client.read("rcounter").await.expect("read");
+                        let (n, rev) = entry.map_or((0, 0), |e| {
+                            (e.value.parse::<u64>().expect("a number"), e.modified)
+                        });
+                        if client
+                            .cas_revision("rcounter", rev, &(n + 1).to_string())
+                            .await
+                            .expect("cas on revision")
+                        {
+                            break;
+                        }
+                    }
                 }
                 client.close().await;
             }));
@@ -72,6 +89,15 @@ fn concurrent_clients(kind: Kind, n: u32) {
             Some(total.to_string()),
             "every cas increment counted once"
         );
+        let (store, entry) = client.read("rcounter").await.expect("read");
+        let entry = entry.expect("rcounter exists");
+        assert_eq!(
+            entry.value,
+            total.to_string(),
+            "every increment counted once"
+        );
+        assert_eq!(entry.version, total, "one change per increment");
+        assert!(entry.create < entry.modified && entry.modified <= store);
         let log = client.get("log").await.expect("get").expect("log exists");
         let entries: Vec<&str> = log.split(';').filter(|s| !s.is_empty()).collect();
         let unique: BTreeSet<&str> = entries.iter().copied().collect();

@@ -106,7 +106,7 @@ impl Client {
         if self.pending.is_some() {
             return Err(ClientError::Busy);
         }
-        let needs_session = !matches!(op, Op::Get { .. });
+        let needs_session = !op.is_read();
         let pending = match (&self.session, needs_session) {
             (None, true) => Pending {
                 cmd: self.command(self.id.clone(), Op::Open),
@@ -203,13 +203,21 @@ fn fits(op: &Op, result: &OpResult) -> bool {
         (op, result),
         (Op::Open, OpResult::Opened(_))
             | (
-                Op::Put { .. } | Op::Append { .. } | Op::Delete { .. } | Op::Cas { .. },
+                Op::Put { .. }
+                    | Op::Append { .. }
+                    | Op::Delete { .. }
+                    | Op::Cas { .. }
+                    | Op::CasRevision { .. },
                 OpResult::SessionExpired
             )
             | (Op::Get { .. }, OpResult::Value(_))
+            | (Op::Read { .. }, OpResult::Entry { .. })
             | (Op::Put { .. } | Op::Append { .. }, OpResult::Done)
             | (Op::Delete { .. }, OpResult::Deleted(_))
-            | (Op::Cas { .. }, OpResult::Swapped(_))
+            | (
+                Op::Cas { .. } | Op::CasRevision { .. },
+                OpResult::Swapped(_)
+            )
             | (_, OpResult::Rejected { .. })
     )
 }

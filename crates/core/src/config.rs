@@ -196,6 +196,14 @@ impl Config {
                 return err(format!("the {name} must be 1 to {max} bytes, not {n}"));
             }
         }
+        if self.max_batch > crate::limits::MAX_BATCH {
+            return err(format!(
+                "max batch must be at most {} commands, not {} (each command of a slot gets \
+                 its own revision)",
+                crate::limits::MAX_BATCH,
+                self.max_batch
+            ));
+        }
         if self.window > crate::limits::MAX_WINDOW {
             return err(format!(
                 "the window must be at most {} slots, not {} (a new leader re-proposes a \

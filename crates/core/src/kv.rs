@@ -16,7 +16,14 @@
 //! different sessions, never the same one again. So a command whose session is not in the
 //! table (evicted, or never opened) is refused with [`OpResult::SessionExpired`] instead of
 //! being executed as if new, and a retry from a forgotten session can never execute twice.
-//! Gets need no session (executing one twice changes nothing). Pure data; no IO.
+//! Gets need no session (executing one twice changes nothing).
+//!
+//! **Revisions**, as etcd keeps them: every change gets a revision from its place in the log,
+//! [`revision_at`]`(slot, index)`, so revisions only grow, every change has its own, and the
+//! slot of any revision is known without an index (`revision / 1000 - 1`). Each key carries
+//! the revision that created it, the one that last changed it and how many changes it has had
+//! since it was created ([`Record`]); [`Op::Read`] returns them, and [`Op::CasRevision`]
+//! swaps only if the key's last change is the one the client saw. Pure data; no IO.
 
 use crate::ballot::Slot;
 use serde::{Deserialize, Serialize};
@@ -52,6 +59,22 @@ pub enum Op {
     },
     /// Opens a session (see the module docs); sent under the client's own id, not a session's.
     Open,
+    /// A get that also returns the key's revisions and the store's ([`OpResult::Entry`]).
+    Read {
+        key: String,
+    },
+    /// Swaps in `new` if the key's last change has revision `revision` (0: the key is absent),
+    /// as etcd's transaction on `mod_revision` does.
+    CasRevision {
+        key: String,
+        revision: u64,
+        new: String,
+    },
+    /// A command chosen before sessions were opened through the log (WAL formats 0 and 2),
+    /// executed as it was then: a client id not yet in the table starts its session. Storage
+    /// wraps the commands of such logs in it when it converts them, the same way on every
+    /// replica; clients may not send it.
+    Legacy(Box<Op>),
 }
 
 impl Op {
@@ -61,9 +84,17 @@ impl Op {
             | Op::Put { key, .. }
             | Op::Append { key, .. }
             | Op::Delete { key }
-            | Op::Cas { key, .. } => key,
+            | Op::Cas { key, .. }
+            | Op::Read { key }
+            | Op::CasRevision { key, .. } => key,
+            Op::Legacy(op) => op.key(),
             Op::Open => "",
         }
+    }
+
+    /// Whether it only reads (it needs no session and may be served by the read index).
+    pub fn is_read(&self) -> bool {
+        matches!(self, Op::Get { .. } | Op::Read { .. })
     }
 
     /// Short lowercase name, as used in histories and metrics.
@@ -75,6 +106,9 @@ impl Op {
             Op::Delete { .. } => "delete",
             Op::Cas { .. } => "cas",
             Op::Open => "open",
+            Op::Read { .. } => "read",
+            Op::CasRevision { .. } => "cas_revision",
+            Op::Legacy(_) => "legacy",
         }
     }
 }
@@ -98,6 +132,45 @@ pub enum OpResult {
     /// The command was refused and changed nothing: `code` says why (stable, for programs),
     /// `message` says it for people.
     Rejected { code: ErrorCode, message: String },
+    /// A read: the key's value and revisions (`None`: no such key), and the store's revision
+    /// (its last change's) when it was read.
+    Entry {
+        revision: u64,
+        entry: Option<Record>,
+    },
+}
+
+/// How many revisions each slot has room for: more than the commands a slot can hold
+/// ([`crate::limits::MAX_BATCH`]).
+pub const REVISIONS_PER_SLOT: u64 = 1000;
+
+/// The revision of the `index`-th command of `slot`. Never below [`REVISIONS_PER_SLOT`]:
+/// smaller numbers are free for "absent" (0) and "kept before revisions were" (1).
+pub fn revision_at(slot: Slot, index: usize) -> u64 {
+    let index = (index as u64).min(REVISIONS_PER_SLOT - 1);
+    slot.saturating_add(1)
+        .saturating_mul(REVISIONS_PER_SLOT)
+        .saturating_add(index)
+}
+
+/// The slot a revision was made in (the first slot for the small reserved ones).
+pub fn slot_of_revision(revision: u64) -> Slot {
+    (revision / REVISIONS_PER_SLOT).saturating_sub(1)
+}
+
+/// The revision given to keys carried over from a store that kept no revisions.
+pub const REVISION_BEFORE_RECORDS: u64 = 1;
+
+/// A key's value and its history in revisions.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Record {
+    pub value: String,
+    /// The revision of the change that created the key (since it last did not exist).
+    pub create: u64,
+    /// The revision of the key's last change.
+    pub modified: u64,
+    /// Changes since creation, counting the creation (1 for a new key).
+    pub version: u64,
 }
 
 /// Why a command was refused. The names ([`ErrorCode::name`]) are stable: clients and scripts
@@ -113,6 +186,8 @@ pub enum ErrorCode {
     InvalidClientId,
     /// The leader holds as many waiting commands as it may; retry later.
     Busy,
+    /// An operation clients may not send.
+    InvalidOp,
 }
 
 impl ErrorCode {
@@ -122,6 +197,7 @@ impl ErrorCode {
             ErrorCode::ValueTooLarge => "value_too_large",
             ErrorCode::InvalidClientId => "invalid_client_id",
             ErrorCode::Busy => "busy",
+            ErrorCode::InvalidOp => "invalid_op",
         }
     }
 }
@@ -144,11 +220,13 @@ struct Session {
 /// The state machine: data plus the session table. Cloned whole into snapshots.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KvStore {
-    data: BTreeMap<String, String>,
+    data: BTreeMap<String, Record>,
     sessions: BTreeMap<ClientId, Session>,
     /// `(last_slot, client)` for eviction of the longest-idle session.
     by_age: BTreeSet<(Slot, ClientId)>,
     max_sessions: usize,
+    /// The revision of the last change (0: none yet).
+    revision: u64,
     /// Who owns how many sessions, rebuilt from `sessions` when first needed (not stored:
     /// snapshots and the log keep their format).
     #[serde(skip)]
@@ -196,6 +274,47 @@ impl UserIndex {
     }
 }
 
+/// The store as servers kept it before revisions (WAL formats up to 3): read from old data
+/// directories and converted ([`KvStore::from`]), every key getting revision
+/// [`REVISION_BEFORE_RECORDS`] and version 1.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LegacyKvStore {
+    data: BTreeMap<String, String>,
+    sessions: BTreeMap<ClientId, Session>,
+    by_age: BTreeSet<(Slot, ClientId)>,
+    max_sessions: usize,
+}
+
+impl From<LegacyKvStore> for KvStore {
+    fn from(old: LegacyKvStore) -> KvStore {
+        let data = old
+            .data
+            .into_iter()
+            .map(|(k, value)| {
+                let r = Record {
+                    value,
+                    create: REVISION_BEFORE_RECORDS,
+                    modified: REVISION_BEFORE_RECORDS,
+                    version: 1,
+                };
+                (k, r)
+            })
+            .collect::<BTreeMap<_, _>>();
+        KvStore {
+            revision: if data.is_empty() {
+                0
+            } else {
+                REVISION_BEFORE_RECORDS
+            },
+            data,
+            sessions: old.sessions,
+            by_age: old.by_age,
+            max_sessions: old.max_sessions.max(1),
+            users: Lazy::default(),
+        }
+    }
+}
+
 /// A derived index that equality ignores (two stores with the same sessions are the same
 /// whether or not one has built it).
 #[derive(Clone, Debug, Default)]
@@ -234,8 +353,19 @@ impl KvStore {
             sessions: BTreeMap::new(),
             by_age: BTreeSet::new(),
             max_sessions: max_sessions.max(1),
+            revision: 0,
             users: Lazy::default(),
         }
+    }
+
+    /// The store's revision: its last change's (0 if it never changed).
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    /// A key's value with its revisions.
+    pub fn entry(&self, key: &str) -> Option<&Record> {
+        self.data.get(key)
     }
 
     /// The last sequence number executed for `client`, if it is remembered.
@@ -252,7 +382,7 @@ impl KvStore {
     }
 
     pub fn get(&self, key: &str) -> Option<&String> {
-        self.data.get(key)
+        self.data.get(key).map(|r| &r.value)
     }
 
     pub fn len(&self) -> usize {
@@ -264,15 +394,33 @@ impl KvStore {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&String, &String)> {
-        self.data.iter()
+        self.data.iter().map(|(k, r)| (k, &r.value))
     }
 
     pub fn sessions(&self) -> usize {
         self.sessions.len()
     }
 
-    /// Applies `cmd`, chosen at `slot`, at most once per `(session, seq)`.
+    /// Applies `cmd`, the first command chosen at `slot` (see [`KvStore::apply_nth`]).
     pub fn apply(&mut self, slot: Slot, cmd: &Command) -> Applied {
+        self.apply_nth(slot, 0, cmd)
+    }
+
+    /// Applies `cmd`, the `index`-th command chosen at `slot`, at most once per
+    /// `(session, seq)`; a change it makes gets revision [`revision_at`]`(slot, index)`.
+    pub fn apply_nth(&mut self, slot: Slot, index: usize, cmd: &Command) -> Applied {
+        let revision = revision_at(slot, index);
+        if let Op::Legacy(op) = &cmd.op {
+            // As before sessions were opened: an unknown id starts one.
+            match self.sessions.get(&cmd.client) {
+                Some(s) if cmd.seq == s.seq => return Applied::Duplicate(s.result.clone()),
+                Some(s) if cmd.seq < s.seq => return Applied::Stale,
+                _ => {}
+            }
+            let result = self.execute(op, revision);
+            self.record(cmd.client.clone(), cmd.seq, result.clone(), slot);
+            return Applied::Executed(result);
+        }
         if matches!(cmd.op, Op::Open) {
             let id = session_id(&cmd.client, slot);
             if self.sessions.contains_key(&id) {
@@ -287,12 +435,12 @@ impl KvStore {
             Some(s) if cmd.seq < s.seq => return Applied::Stale,
             Some(_) => {}
             // A get changes nothing, so it needs no session to be safe to repeat.
-            None if matches!(cmd.op, Op::Get { .. }) => {
-                return Applied::Executed(self.execute(&cmd.op));
+            None if cmd.op.is_read() => {
+                return Applied::Executed(self.execute(&cmd.op, revision));
             }
             None => return Applied::Refused(OpResult::SessionExpired),
         }
-        let result = self.execute(&cmd.op);
+        let result = self.execute(&cmd.op, revision);
         self.record(cmd.client.clone(), cmd.seq, result.clone(), slot);
         Applied::Executed(result)
     }
@@ -331,15 +479,50 @@ impl KvStore {
         }
     }
 
-    fn execute(&mut self, op: &Op) -> OpResult {
+    /// What a read returns now.
+    pub fn read(&self, op: &Op) -> Option<OpResult> {
         match op {
-            Op::Get { key } => OpResult::Value(self.data.get(key).cloned()),
+            Op::Get { key } => Some(OpResult::Value(self.get(key).cloned())),
+            Op::Read { key } => Some(OpResult::Entry {
+                revision: self.revision,
+                entry: self.data.get(key).cloned(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// Sets `key` to `value` as the change of revision `revision`.
+    fn write(&mut self, key: &str, value: String, revision: u64) {
+        match self.data.get_mut(key) {
+            Some(r) => {
+                r.value = value;
+                r.modified = revision;
+                r.version += 1;
+            }
+            None => {
+                self.data.insert(
+                    key.to_string(),
+                    Record {
+                        value,
+                        create: revision,
+                        modified: revision,
+                        version: 1,
+                    },
+                );
+            }
+        }
+        self.revision = self.revision.max(revision);
+    }
+
+    fn execute(&mut self, op: &Op, revision: u64) -> OpResult {
+        match op {
+            Op::Get { .. } | Op::Read { .. } => self.read(op).unwrap_or(OpResult::Value(None)),
             Op::Put { key, value } => {
-                self.data.insert(key.clone(), value.clone());
+                self.write(key, value.clone(), revision);
                 OpResult::Done
             }
             Op::Append { key, value } => {
-                let now = self.data.get(key).map_or(0, String::len);
+                let now = self.get(key).map_or(0, String::len);
                 if now + value.len() > crate::limits::MAX_VALUE {
                     // Refused the same way on every replica: values stay readable (a get's
                     // reply must fit a message) and bounded.
@@ -353,20 +536,41 @@ impl KvStore {
                         ),
                     };
                 }
-                self.data.entry(key.clone()).or_default().push_str(value);
+                let mut now = self.get(key).cloned().unwrap_or_default();
+                now.push_str(value);
+                self.write(key, now, revision);
                 OpResult::Done
             }
-            Op::Delete { key } => OpResult::Deleted(self.data.remove(key).is_some()),
+            Op::Delete { key } => {
+                let existed = self.data.remove(key).is_some();
+                if existed {
+                    self.revision = self.revision.max(revision);
+                }
+                OpResult::Deleted(existed)
+            }
             Op::Cas { key, expected, new } => {
-                if self.data.get(key) == expected.as_ref() {
-                    self.data.insert(key.clone(), new.clone());
+                if self.get(key) == expected.as_ref() {
+                    self.write(key, new.clone(), revision);
                     OpResult::Swapped(true)
                 } else {
                     OpResult::Swapped(false)
                 }
             }
-            // Handled in `apply`; never reaches the data.
-            Op::Open => OpResult::Done,
+            Op::CasRevision {
+                key,
+                revision: want,
+                new,
+            } => {
+                let have = self.data.get(key).map_or(0, |r| r.modified);
+                if have == *want {
+                    self.write(key, new.clone(), revision);
+                    OpResult::Swapped(true)
+                } else {
+                    OpResult::Swapped(false)
+                }
+            }
+            // Handled in `apply_nth`; never reach the data.
+            Op::Open | Op::Legacy(_) => OpResult::Done,
         }
     }
 
@@ -375,6 +579,7 @@ impl KvStore {
     pub fn without_sessions(&self) -> KvStore {
         KvStore {
             data: self.data.clone(),
+            revision: self.revision,
             ..KvStore::new(self.max_sessions)
         }
     }
@@ -382,12 +587,16 @@ impl KvStore {
     /// A deterministic digest of the data and sessions, for comparing replicas cheaply.
     pub fn digest(&self) -> u64 {
         let mut h = crate::Fnv::default();
-        for (k, v) in &self.data {
+        for (k, r) in &self.data {
             h.write(k.as_bytes());
             h.write(&[0xff]);
-            h.write(v.as_bytes());
+            h.write(r.value.as_bytes());
             h.write(&[0xfe]);
+            for n in [r.create, r.modified, r.version] {
+                h.write(&n.to_le_bytes());
+            }
         }
+        h.write(&self.revision.to_le_bytes());
         for (c, s) in &self.sessions {
             h.write(c.as_bytes());
             h.write(&s.seq.to_le_bytes());
@@ -564,5 +773,139 @@ mod tests {
             kv.apply(7, &cmd("u/z", 9, Op::Get { key: "k".into() })),
             Applied::Executed(OpResult::Value(Some("x".into())))
         );
+    }
+
+    fn read(kv: &mut KvStore, slot: Slot, key: &str) -> (u64, Option<Record>) {
+        match kv.apply(slot, &cmd("u/r", 1, Op::Read { key: key.into() })) {
+            Applied::Executed(OpResult::Entry { revision, entry }) => (revision, entry),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Revisions as etcd keeps them: from the log position, growing, per key create, modify
+    /// and version; a delete ends a key's life and a new put starts another.
+    #[test]
+    fn every_change_gets_the_next_revision() {
+        let mut kv = KvStore::new(10);
+        let a = &open(&mut kv, "u/a", 0);
+        assert_eq!(read(&mut kv, 1, "k"), (0, None));
+        // Two commands in slot 2: two revisions.
+        kv.apply_nth(2, 0, &cmd(a, 1, put("k", "1")));
+        kv.apply_nth(2, 1, &cmd(a, 2, put("k", "2")));
+        let (rev, e) = read(&mut kv, 3, "k");
+        let e = e.unwrap();
+        assert_eq!(rev, revision_at(2, 1));
+        assert_eq!(
+            (e.create, e.modified, e.version),
+            (revision_at(2, 0), rev, 2)
+        );
+        assert_eq!(e.value, "2");
+        assert_eq!(slot_of_revision(rev), 2);
+        // A refused change (cas that fails) and a delete of nothing change no revision.
+        let cas = |v: &str| Op::Cas {
+            key: "k".into(),
+            expected: Some(v.into()),
+            new: "x".into(),
+        };
+        kv.apply(4, &cmd(a, 3, cas("nope")));
+        kv.apply(5, &cmd(a, 4, Op::Delete { key: "zz".into() }));
+        assert_eq!(kv.revision(), revision_at(2, 1));
+        // Append is a change.
+        kv.apply(
+            6,
+            &cmd(
+                a,
+                5,
+                Op::Append {
+                    key: "k".into(),
+                    value: "+".into(),
+                },
+            ),
+        );
+        assert_eq!(kv.entry("k").unwrap().version, 3);
+        assert_eq!(kv.entry("k").unwrap().modified, revision_at(6, 0));
+        // Delete, then put again: a new life.
+        kv.apply(7, &cmd(a, 6, Op::Delete { key: "k".into() }));
+        assert_eq!(kv.revision(), revision_at(7, 0));
+        kv.apply(8, &cmd(a, 7, put("k", "again")));
+        let e = kv.entry("k").unwrap();
+        assert_eq!(
+            (e.create, e.modified, e.version),
+            (revision_at(8, 0), revision_at(8, 0), 1)
+        );
+    }
+
+    #[test]
+    fn cas_on_a_revision_swaps_only_if_the_key_last_changed_there() {
+        let mut kv = KvStore::new(10);
+        let a = &open(&mut kv, "u/a", 0);
+        let casr = |rev: u64, new: &str| Op::CasRevision {
+            key: "k".into(),
+            revision: rev,
+            new: new.into(),
+        };
+        // 0: only while the key is absent.
+        assert_eq!(
+            kv.apply(1, &cmd(a, 1, casr(0, "first"))),
+            Applied::Executed(OpResult::Swapped(true))
+        );
+        assert_eq!(
+            kv.apply(2, &cmd(a, 2, casr(0, "again"))),
+            Applied::Executed(OpResult::Swapped(false))
+        );
+        let seen = kv.entry("k").unwrap().modified;
+        assert_eq!(seen, revision_at(1, 0));
+        // Another writer gets in first: the old revision no longer matches.
+        kv.apply(3, &cmd(a, 3, put("k", "other")));
+        assert_eq!(
+            kv.apply(4, &cmd(a, 4, casr(seen, "mine"))),
+            Applied::Executed(OpResult::Swapped(false))
+        );
+        let now = kv.entry("k").unwrap().modified;
+        assert_eq!(
+            kv.apply(5, &cmd(a, 5, casr(now, "mine"))),
+            Applied::Executed(OpResult::Swapped(true))
+        );
+        assert_eq!(kv.get("k").map(String::as_str), Some("mine"));
+    }
+
+    /// Old logs' commands (wrapped in `Op::Legacy` by storage) run as they did before
+    /// sessions were opened: an unknown id starts a session, a repeat is a duplicate.
+    #[test]
+    fn legacy_commands_run_as_they_did() {
+        let mut kv = KvStore::new(10);
+        let legacy = |seq, op| cmd("client/abc", seq, Op::Legacy(Box::new(op)));
+        assert_eq!(
+            kv.apply(1, &legacy(1, put("k", "v"))),
+            Applied::Executed(OpResult::Done)
+        );
+        assert_eq!(
+            kv.apply(2, &legacy(1, put("k", "w"))),
+            Applied::Duplicate(OpResult::Done)
+        );
+        assert_eq!(kv.get("k").map(String::as_str), Some("v"));
+        // The same command without the wrapper, from a never-opened session: refused.
+        assert_eq!(
+            kv.apply(3, &cmd("client/abc2", 1, put("k", "x"))),
+            Applied::Refused(OpResult::SessionExpired)
+        );
+    }
+
+    #[test]
+    fn an_old_store_converts_with_placeholder_revisions() {
+        let mut old = LegacyKvStore {
+            data: BTreeMap::new(),
+            sessions: BTreeMap::new(),
+            by_age: BTreeSet::new(),
+            max_sessions: 5,
+        };
+        old.data.insert("k".into(), "v".into());
+        let bytes = postcard::to_allocvec(&old).unwrap();
+        let back: LegacyKvStore = postcard::from_bytes(&bytes).unwrap();
+        let kv: KvStore = back.into();
+        let e = kv.entry("k").unwrap();
+        assert_eq!(e.value, "v");
+        assert_eq!((e.create, e.modified, e.version), (1, 1, 1));
+        assert_eq!(kv.revision(), REVISION_BEFORE_RECORDS);
     }
 }

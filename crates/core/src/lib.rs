@@ -82,25 +82,38 @@ pub fn value_digest(value: &Value) -> u64 {
     for cmd in value {
         h.write(cmd.client.as_bytes());
         h.write(&cmd.seq.to_le_bytes());
-        // Every field, each ended by a byte no UTF-8 string holds, so that no two different
-        // ops hash the same bytes. (Not `Debug` text: escaping a 1 MiB value costs far more.)
-        h.write(cmd.op.name().as_bytes());
-        let fields: [Option<&str>; 3] = match &cmd.op {
-            Op::Get { key } | Op::Delete { key } => [Some(key), None, None],
-            Op::Put { key, value } | Op::Append { key, value } => [Some(key), Some(value), None],
-            Op::Cas { key, expected, new } => [Some(key), Some(new), expected.as_deref()],
-            Op::Open => [None, None, None],
-        };
-        for f in fields {
-            match f {
-                Some(f) => {
-                    h.write(f.as_bytes());
-                    h.write(&[0xff]);
-                }
-                None => h.write(&[0xfe]),
-            }
-        }
+        digest_op(&mut h, &cmd.op);
     }
     h.write(&(value.len() as u64).to_le_bytes());
     h.finish()
+}
+
+fn digest_op(h: &mut Fnv, op: &Op) {
+    // Every field, each ended by a byte no UTF-8 string holds, so that no two different ops
+    // hash the same bytes. (Not `Debug` text: escaping a 1 MiB value costs far more.)
+    h.write(op.name().as_bytes());
+    let fields: [Option<&str>; 3] = match op {
+        Op::Get { key } | Op::Delete { key } | Op::Read { key } => [Some(key), None, None],
+        // The revision is hashed below, after the fields.
+        Op::CasRevision { key, new, .. } => [Some(key), Some(new), None],
+        Op::Put { key, value } | Op::Append { key, value } => [Some(key), Some(value), None],
+        Op::Cas { key, expected, new } => [Some(key), Some(new), expected.as_deref()],
+        Op::Open => [None, None, None],
+        Op::Legacy(inner) => {
+            digest_op(h, inner);
+            return;
+        }
+    };
+    for f in fields {
+        match f {
+            Some(f) => {
+                h.write(f.as_bytes());
+                h.write(&[0xff]);
+            }
+            None => h.write(&[0xfe]),
+        }
+    }
+    if let Op::CasRevision { revision, .. } = op {
+        h.write(&revision.to_le_bytes());
+    }
 }

@@ -55,6 +55,11 @@ const _: () = assert!(FLUSH_SOFT + MAX_WINDOW * MAX_SLOT + MESSAGE_BUDGET + MAX_
 /// to a window of slots in one step, which must fit one flush.
 pub const MAX_WINDOW: usize = 64;
 
+/// The most commands one slot may hold (`Config::max_batch`): each gets its own revision, and
+/// a slot has room for [`crate::kv::REVISIONS_PER_SLOT`] of them.
+pub const MAX_BATCH: usize = 999;
+const _: () = assert!((MAX_BATCH as u64) < crate::kv::REVISIONS_PER_SLOT);
+
 /// An upper bound on a durable write's encoded size (snapshots excluded: storage writes them
 /// apart, by rewriting its log).
 pub fn persist_size(op: &crate::log::PersistOp) -> usize {
@@ -72,15 +77,20 @@ fn string(s: &str) -> usize {
 
 /// An upper bound on `cmd`'s encoded size.
 pub fn command_size(cmd: &Command) -> usize {
-    let op = match &cmd.op {
-        Op::Get { key } | Op::Delete { key } => string(key),
+    string(&cmd.client) + 10 + 5 + op_size(&cmd.op)
+}
+
+fn op_size(op: &Op) -> usize {
+    match op {
+        Op::Get { key } | Op::Delete { key } | Op::Read { key } => string(key),
+        Op::CasRevision { key, new, .. } => string(key) + 10 + string(new),
         Op::Put { key, value } | Op::Append { key, value } => string(key) + string(value),
         Op::Cas { key, expected, new } => {
             string(key) + expected.as_deref().map_or(1, |e| 1 + string(e)) + string(new)
         }
         Op::Open => 0,
-    };
-    string(&cmd.client) + 10 + 5 + op
+        Op::Legacy(op) => 1 + op_size(op),
+    }
 }
 
 /// An upper bound on a slot's encoded size.
@@ -110,10 +120,17 @@ pub fn check_command(cmd: &Command) -> Option<OpResult> {
             ),
         );
     }
+    if matches!(cmd.op, Op::Legacy(_)) {
+        return reject(
+            ErrorCode::InvalidOp,
+            "legacy commands come only from converted logs".into(),
+        );
+    }
     let values: &[Option<&str>] = match &cmd.op {
         Op::Put { value, .. } | Op::Append { value, .. } => &[Some(value)],
         Op::Cas { expected, new, .. } => &[expected.as_deref(), Some(new)],
-        Op::Get { .. } | Op::Delete { .. } | Op::Open => &[],
+        Op::CasRevision { new, .. } => &[Some(new)],
+        Op::Get { .. } | Op::Delete { .. } | Op::Open | Op::Read { .. } | Op::Legacy(_) => &[],
     };
     for v in values.iter().flatten() {
         if v.len() > MAX_VALUE {

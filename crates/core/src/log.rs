@@ -129,6 +129,65 @@ pub enum PersistOp {
     Rejoining(bool),
 }
 
+/// Records as servers wrote them before keys carried revisions (WAL formats up to 3): the
+/// same shapes but for the store inside snapshots. Storage reads old data directories with
+/// these and converts them ([`legacy::PersistOp::upgrade`]).
+pub mod legacy {
+    use super::{Ballot, Entry, NodeId, Slot};
+    use crate::kv::LegacyKvStore;
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Clone, Debug, Serialize, Deserialize)]
+    pub enum PersistOp {
+        Promise(Ballot),
+        Accept { slot: Slot, entry: Entry },
+        Snapshot(Snapshot),
+        Incarnation { server: NodeId, incarnation: u64 },
+        Rejoining(bool),
+    }
+
+    #[derive(Clone, Debug, Serialize, Deserialize)]
+    pub struct Snapshot {
+        pub next_slot: Slot,
+        pub kv: LegacyKvStore,
+    }
+
+    impl PersistOp {
+        /// Today's record for an old one. `before_sessions`: the log predates sessions opened
+        /// through the log (WAL formats 0 and 2), so its commands are wrapped in
+        /// [`crate::kv::Op::Legacy`] to execute as they did then.
+        pub fn upgrade(self, before_sessions: bool) -> super::PersistOp {
+            match self {
+                PersistOp::Promise(b) => super::PersistOp::Promise(b),
+                PersistOp::Accept { slot, mut entry } => {
+                    if before_sessions {
+                        for cmd in &mut entry.value {
+                            let op = std::mem::replace(&mut cmd.op, crate::kv::Op::Open);
+                            cmd.op = match op {
+                                already @ crate::kv::Op::Legacy(_) => already,
+                                op => crate::kv::Op::Legacy(Box::new(op)),
+                            };
+                        }
+                    }
+                    super::PersistOp::Accept { slot, entry }
+                }
+                PersistOp::Snapshot(s) => super::PersistOp::Snapshot(super::Snapshot {
+                    next_slot: s.next_slot,
+                    kv: s.kv.into(),
+                }),
+                PersistOp::Incarnation {
+                    server,
+                    incarnation,
+                } => super::PersistOp::Incarnation {
+                    server,
+                    incarnation,
+                },
+                PersistOp::Rejoining(on) => super::PersistOp::Rejoining(on),
+            }
+        }
+    }
+}
+
 /// The state that must survive a crash.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Durable {

@@ -337,19 +337,7 @@ fn values_bytes(values: &[Value]) -> usize {
     values
         .iter()
         .flatten()
-        .map(|c| {
-            let op = match &c.op {
-                crate::kv::Op::Get { key } | crate::kv::Op::Delete { key } => key.len(),
-                crate::kv::Op::Open => 0,
-                crate::kv::Op::Put { key, value } | crate::kv::Op::Append { key, value } => {
-                    key.len() + value.len()
-                }
-                crate::kv::Op::Cas { key, expected, new } => {
-                    key.len() + expected.as_ref().map_or(0, String::len) + new.len()
-                }
-            };
-            c.client.len() + op + 32
-        })
+        .map(|c| crate::limits::command_size(c) + 16)
         .sum::<usize>()
         + values.len() * 8
 }

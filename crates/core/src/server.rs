@@ -619,7 +619,7 @@ impl Server {
         }
         l.proposed.insert((cmd.client.clone(), cmd.seq));
         l.queued_bytes += size;
-        if self.cfg.read_index && matches!(cmd.op, crate::kv::Op::Get { .. }) {
+        if self.cfg.read_index && cmd.op.is_read() {
             // A later round, not one already under way: that one may have been confirmed by
             // followers before the get arrived, and so prove nothing about now.
             let read = Read {
@@ -725,13 +725,13 @@ impl Server {
                 .saturating_sub(crate::limits::command_size(&r.cmd));
         }
         for r in ready {
-            let crate::kv::Op::Get { key } = &r.cmd.op else {
+            let Some(result) = self.kv.read(&r.cmd.op) else {
                 continue;
             };
             let msg = Message::Reply {
                 client: r.cmd.client.clone(),
                 seq: r.cmd.seq,
-                result: crate::kv::OpResult::Value(self.kv.get(key).cloned()),
+                result,
             };
             // After the sync: the state read may include writes this group committed, which
             // with a quorum of one are durable nowhere until then.
@@ -1586,8 +1586,8 @@ impl Server {
         if self.cfg.trace_chosen {
             self.ready.executed.push((slot, crate::value_digest(value)));
         }
-        for cmd in value {
-            let applied = self.kv.apply(slot, cmd);
+        for (index, cmd) in value.iter().enumerate() {
+            let applied = self.kv.apply_nth(slot, index, cmd);
             if matches!(applied, Applied::Executed(_)) {
                 self.ready.executed_commands += 1;
             }

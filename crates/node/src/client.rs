@@ -211,6 +211,39 @@ impl Client {
         }
     }
 
+    /// `key`'s value with its revisions (`None`: no such key), and the store's revision when
+    /// it was read. Linearizable, as `get` is.
+    pub async fn read(
+        &self,
+        key: &str,
+    ) -> Result<(u64, Option<mqpaxos_core::kv::Record>), ClientError> {
+        check(key, None)?;
+        match self.execute(Op::Read { key: key.into() }).await? {
+            OpResult::Entry { revision, entry } => Ok((revision, entry)),
+            _ => Err(ClientError::Unexpected),
+        }
+    }
+
+    /// Sets `key` to `new` if its last change has revision `revision` (0: if it does not
+    /// exist); returns whether it did.
+    pub async fn cas_revision(
+        &self,
+        key: &str,
+        revision: u64,
+        new: &str,
+    ) -> Result<bool, ClientError> {
+        check(key, Some(new))?;
+        let op = Op::CasRevision {
+            key: key.into(),
+            revision,
+            new: new.into(),
+        };
+        match self.execute(op).await? {
+            OpResult::Swapped(s) => Ok(s),
+            _ => Err(ClientError::Unexpected),
+        }
+    }
+
     /// Runs one command to completion or timeout.
     pub async fn execute(&self, op: Op) -> Result<OpResult, ClientError> {
         let mut inner = self.inner.lock().await;

@@ -8,7 +8,7 @@ use thiserror::Error;
 
 /// The only encoding this build speaks. A future change to `Message` that is not
 /// wire-compatible must bump it, so old and new nodes reject rather than misread each other.
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 
 /// The largest payload accepted or produced by default: the core keeps every message it makes
 /// below it whatever clients send and however large the state (see `mqpaxos_core::limits`;

@@ -135,10 +135,26 @@ struct Meta {
     wal_format: u32,
 }
 
-/// 3: records grouped per flush (see the module docs). 2: records one after another, sized in
-/// chunks with a zero end marker. 0 (absent): records up to the end of the file. Older formats
-/// are converted on open.
-pub const WAL_FORMAT: u32 = 3;
+/// 4: as 3, and keys in snapshots carry their revisions. 3: records grouped per flush (see the
+/// module docs). 2: records one after another, sized in chunks with a zero end marker. 0
+/// (absent): records up to the end of the file. Older formats are converted on open; a newer
+/// one is refused.
+pub const WAL_FORMAT: u32 = 4;
+
+/// The first format whose records carry revisions; older records are read with
+/// [`mqpaxos_core::log::legacy`] and converted.
+const REVISIONS_FORMAT: u32 = 4;
+
+/// Decodes one record of a log written in WAL format `format`.
+fn decode_record(rec: &[u8], format: u32) -> Result<PersistOp, postcard::Error> {
+    if format >= REVISIONS_FORMAT {
+        postcard::from_bytes(rec)
+    } else {
+        // Formats 0 and 2 also predate sessions opened through the log.
+        postcard::from_bytes::<mqpaxos_core::log::legacy::PersistOp>(rec)
+            .map(|op| op.upgrade(format < 3))
+    }
+}
 
 /// The write-ahead log in a data directory.
 pub struct FileStorage {
@@ -225,6 +241,16 @@ impl FileStorage {
                         why: e.to_string(),
                     })?;
                 format = found.wal_format;
+                if format > WAL_FORMAT {
+                    return Err(StorageError::Corrupt {
+                        path: meta_path,
+                        offset: 0,
+                        why: format!(
+                            "the log is in format {format}, written by a newer mqpaxos (this \
+                             one reads formats up to {WAL_FORMAT})"
+                        ),
+                    });
+                }
                 if (&found.cluster, found.server) != (&want.cluster, want.server) {
                     return Err(StorageError::WrongOwner {
                         path: meta_path,
@@ -532,8 +558,8 @@ fn replay_log(
     format: u32,
     durable: &mut Durable,
 ) -> Result<(u64, u64, Recovery), StorageError> {
-    if format >= WAL_FORMAT {
-        return replay_groups(path, bytes, durable);
+    if format >= 3 {
+        return replay_groups(path, bytes, durable, format);
     }
     let (len, damaged) = replay(path, bytes, durable, format >= 2)?;
     // An older log cannot tell a torn write from lost synced bytes: assume the worst.
@@ -569,6 +595,7 @@ fn replay_groups(
     path: &Path,
     bytes: &[u8],
     durable: &mut Durable,
+    format: u32,
 ) -> Result<(u64, u64, Recovery), StorageError> {
     let cut_short = !(bytes.len() as u64).is_multiple_of(CHUNK);
     let corrupt = |offset: usize, why: &str| StorageError::Corrupt {
@@ -623,8 +650,7 @@ fn replay_groups(
                 .get(r + HEADER..r + HEADER + len)
                 .filter(|b| crc32fast::hash(b) == crc)
                 .ok_or_else(|| corrupt(at, "a bad record inside a valid group"))?;
-            let op: PersistOp =
-                postcard::from_bytes(rec).map_err(|e| corrupt(at, &e.to_string()))?;
+            let op = decode_record(rec, format).map_err(|e| corrupt(at, &e.to_string()))?;
             durable.apply(&op);
             r += HEADER + len;
         }
@@ -677,7 +703,8 @@ fn replay(
             if crc32fast::hash(body) != crc {
                 return Err(bad("checksum mismatch"));
             }
-            let op: PersistOp = postcard::from_bytes(body).map_err(|e| bad(&e.to_string()))?;
+            // Formats 0 and 2 predate revisions.
+            let op = decode_record(body, 0).map_err(|e| bad(&e.to_string()))?;
             Ok((op, HEADER + len as usize))
         })();
         match outcome {
@@ -975,7 +1002,13 @@ mod tests {
         assert!(meta.contains("wal_format"), "{meta}");
         let mut s = open(d.path());
         assert_eq!(s.recovery, Recovery::Clean);
-        assert_eq!(s.load().unwrap().log.get(0), Some(&entry(4, "old")));
+        // A log this old predates sessions opened through the log: its commands run as they
+        // did then (crates/node/tests/old_data.rs opens real old data directories).
+        let mut old = entry(4, "old");
+        for cmd in &mut old.value {
+            cmd.op = Op::Legacy(Box::new(cmd.op.clone()));
+        }
+        assert_eq!(s.load().unwrap().log.get(0), Some(&old));
     }
 
     #[test]

@@ -4,13 +4,40 @@ use mqpaxos_check::{Event, OpKind};
 use mqpaxos_core::{Op, OpResult};
 use std::time::Duration;
 
+/// The op as the history records it: the checker models values, not revisions, so a read is
+/// a get, and a cas on a revision is a cas on the value the client saw with that revision
+/// (`seen`: what it read at that revision). Every value the simulator writes is unique, so
+/// "the key's last change is revision R" holds exactly when "the key holds the value it held
+/// at R": the translation loses nothing.
+pub fn recorded(op: &Op, seen: Option<&Option<String>>) -> Op {
+    match op {
+        Op::Read { key } => Op::Get { key: key.clone() },
+        Op::CasRevision { key, new, .. } => Op::Cas {
+            key: key.clone(),
+            expected: seen.cloned().flatten(),
+            new: new.clone(),
+        },
+        Op::Legacy(op) => recorded(op, seen),
+        op => op.clone(),
+    }
+}
+
+/// A result as the history records it (see [`recorded`]).
+pub fn recorded_result(result: &OpResult) -> OpResult {
+    match result {
+        OpResult::Entry { entry, .. } => OpResult::Value(entry.as_ref().map(|r| r.value.clone())),
+        r => r.clone(),
+    }
+}
+
 fn kind(op: &Op) -> OpKind {
     match op {
-        Op::Get { .. } => OpKind::Get,
+        Op::Get { .. } | Op::Read { .. } => OpKind::Get,
         Op::Put { .. } => OpKind::Put,
         Op::Append { .. } => OpKind::Append,
         Op::Delete { .. } => OpKind::Delete,
-        Op::Cas { .. } => OpKind::Cas,
+        Op::Cas { .. } | Op::CasRevision { .. } => OpKind::Cas,
+        Op::Legacy(op) => kind(op),
         // Never recorded: opens are the client library's business, not the history's.
         Op::Open => OpKind::Get,
     }
@@ -20,9 +47,10 @@ fn kind(op: &Op) -> OpKind {
 pub fn invoke(t: Duration, client: &str, op: &Op) -> Event {
     let e = Event::invoke(t.as_nanos() as u64, client, kind(op), op.key());
     match op {
-        Op::Get { .. } | Op::Delete { .. } | Op::Open => e,
         Op::Put { value, .. } | Op::Append { value, .. } => e.with_value(Some(value)),
         Op::Cas { expected, new, .. } => e.with_value(Some(new)).with_expected(expected.as_deref()),
+        // Recorded as a get and a cas on values (see `recorded`).
+        _ => e,
     }
 }
 

@@ -218,6 +218,11 @@ struct SimClient {
     counter: u64,
     /// The last value this client saw for each key, to make its cas attempts plausible.
     seen: BTreeMap<String, Option<String>>,
+    /// The last value and revision a read returned for each key (0: absent), for cas on
+    /// revisions.
+    seen_revision: BTreeMap<String, (Option<String>, u64)>,
+    /// The current op as the history records it (see `history::recorded`).
+    recorded: Option<Op>,
 }
 
 /// A split in force, being watched for the scenario's checks.
@@ -301,6 +306,8 @@ impl Simulation {
                     done: false,
                     counter: 0,
                     seen: BTreeMap::new(),
+                    seen_revision: BTreeMap::new(),
+                    recorded: None,
                 }
             })
             .collect();
@@ -1267,7 +1274,14 @@ impl Simulation {
         let Ok(r) = c.client.invoke(op.clone()) else {
             return;
         };
-        self.history.push(history::invoke(self.now, &c.name, &op));
+        let seen = match &op {
+            Op::CasRevision { key, .. } => c.seen_revision.get(key).map(|(v, _)| v),
+            _ => None,
+        };
+        let recorded = history::recorded(&op, seen);
+        self.history
+            .push(history::invoke(self.now, &c.name, &recorded));
+        c.recorded = Some(recorded);
         c.current = Some(op);
         self.apply_client(idx, r.send, r.timer);
     }
@@ -1291,10 +1305,17 @@ impl Simulation {
             value.push_str(&"x".repeat(pad));
         }
         let roll: u32 = self.rng.gen_range(0..100);
+        let seen_revision = self.clients[idx].seen_revision.get(&key).map(|(_, r)| *r);
         match roll {
-            0..=34 => Op::Get { key },
+            0..=24 => Op::Get { key },
+            25..=34 => Op::Read { key },
             35..=59 => Op::Put { key, value },
             60..=69 => Op::Append { key, value },
+            70..=79 if seen_revision.is_some() => Op::CasRevision {
+                key,
+                revision: seen_revision.unwrap_or(0),
+                new: value,
+            },
             70..=89 => {
                 let seen = self.clients[idx].seen.get(&key).cloned().unwrap_or(None);
                 let expected = if self.rng.gen_bool(0.8) { seen } else { None };
@@ -1310,9 +1331,16 @@ impl Simulation {
 
     fn client_done(&mut self, idx: usize, result: OpResult) {
         let c = &mut self.clients[idx];
-        let Some(op) = c.current.take() else {
+        let Some(real) = c.current.take() else {
             return;
         };
+        if let (Op::Read { key }, OpResult::Entry { entry, .. }) = (&real, &result) {
+            let seen = entry.as_ref().map(|r| (Some(r.value.clone()), r.modified));
+            c.seen_revision
+                .insert(key.clone(), seen.unwrap_or((None, 0)));
+        }
+        let op = c.recorded.take().unwrap_or_else(|| real.clone());
+        let result = history::recorded_result(&result);
         if result == OpResult::SessionExpired {
             // Refused, and whether an earlier copy ran is unknown: indeterminate.
             self.history.push(history::info(self.now, &c.name, &op));
