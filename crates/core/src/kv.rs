@@ -70,11 +70,13 @@ pub enum Op {
         revision: u64,
         new: String,
     },
-    /// A command chosen before sessions were opened through the log (WAL formats 0 and 2),
-    /// executed as it was then: a client id not yet in the table starts its session. Storage
-    /// wraps the commands of such logs in it when it converts them, the same way on every
-    /// replica; clients may not send it.
-    Legacy(Box<Op>),
+    /// `op` without opening a session first: a client id not yet in the table starts its
+    /// session, so the command runs at most once per `(client id, seq)` while the table
+    /// remembers the id (after that a retry would run again). For requests that carry their
+    /// own unique id instead of a session (the JSON API), and for the commands of logs from
+    /// before sessions were opened through the log (WAL formats 0 and 2), which storage wraps
+    /// in it when it converts them so they run as they did then.
+    Once(Box<Op>),
 }
 
 impl Op {
@@ -87,7 +89,7 @@ impl Op {
             | Op::Cas { key, .. }
             | Op::Read { key }
             | Op::CasRevision { key, .. } => key,
-            Op::Legacy(op) => op.key(),
+            Op::Once(op) => op.key(),
             Op::Open => "",
         }
     }
@@ -108,7 +110,7 @@ impl Op {
             Op::Open => "open",
             Op::Read { .. } => "read",
             Op::CasRevision { .. } => "cas_revision",
-            Op::Legacy(_) => "legacy",
+            Op::Once(_) => "once",
         }
     }
 }
@@ -410,8 +412,8 @@ impl KvStore {
     /// `(session, seq)`; a change it makes gets revision [`revision_at`]`(slot, index)`.
     pub fn apply_nth(&mut self, slot: Slot, index: usize, cmd: &Command) -> Applied {
         let revision = revision_at(slot, index);
-        if let Op::Legacy(op) = &cmd.op {
-            // As before sessions were opened: an unknown id starts one.
+        if let Op::Once(op) = &cmd.op {
+            // No open needed: an unknown id starts a session.
             match self.sessions.get(&cmd.client) {
                 Some(s) if cmd.seq == s.seq => return Applied::Duplicate(s.result.clone()),
                 Some(s) if cmd.seq < s.seq => return Applied::Stale,
@@ -570,7 +572,7 @@ impl KvStore {
                 }
             }
             // Handled in `apply_nth`; never reach the data.
-            Op::Open | Op::Legacy(_) => OpResult::Done,
+            Op::Open | Op::Once(_) => OpResult::Done,
         }
     }
 
@@ -869,12 +871,13 @@ mod tests {
         assert_eq!(kv.get("k").map(String::as_str), Some("mine"));
     }
 
-    /// Old logs' commands (wrapped in `Op::Legacy` by storage) run as they did before
-    /// sessions were opened: an unknown id starts a session, a repeat is a duplicate.
+    /// Commands without a session (old logs' commands, wrapped by storage; JSON requests
+    /// without one) run as commands did before sessions were opened: an unknown id starts a
+    /// session, a repeat is a duplicate.
     #[test]
     fn legacy_commands_run_as_they_did() {
         let mut kv = KvStore::new(10);
-        let legacy = |seq, op| cmd("client/abc", seq, Op::Legacy(Box::new(op)));
+        let legacy = |seq, op| cmd("client/abc", seq, Op::Once(Box::new(op)));
         assert_eq!(
             kv.apply(1, &legacy(1, put("k", "v"))),
             Applied::Executed(OpResult::Done)

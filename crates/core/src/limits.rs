@@ -89,7 +89,7 @@ fn op_size(op: &Op) -> usize {
             string(key) + expected.as_deref().map_or(1, |e| 1 + string(e)) + string(new)
         }
         Op::Open => 0,
-        Op::Legacy(op) => 1 + op_size(op),
+        Op::Once(op) => 1 + op_size(op),
     }
 }
 
@@ -120,17 +120,23 @@ pub fn check_command(cmd: &Command) -> Option<OpResult> {
             ),
         );
     }
-    if matches!(cmd.op, Op::Legacy(_)) {
-        return reject(
-            ErrorCode::InvalidOp,
-            "legacy commands come only from converted logs".into(),
-        );
+    if let Op::Once(inner) = &cmd.op {
+        if matches!(**inner, Op::Open | Op::Once(_)) || inner.is_read() {
+            return reject(
+                ErrorCode::InvalidOp,
+                format!("{} cannot run as a once-only command", inner.name()),
+            );
+        }
     }
-    let values: &[Option<&str>] = match &cmd.op {
+    let op = match &cmd.op {
+        Op::Once(inner) => inner,
+        op => op,
+    };
+    let values: &[Option<&str>] = match op {
         Op::Put { value, .. } | Op::Append { value, .. } => &[Some(value)],
         Op::Cas { expected, new, .. } => &[expected.as_deref(), Some(new)],
         Op::CasRevision { new, .. } => &[Some(new)],
-        Op::Get { .. } | Op::Delete { .. } | Op::Open | Op::Read { .. } | Op::Legacy(_) => &[],
+        Op::Get { .. } | Op::Delete { .. } | Op::Open | Op::Read { .. } | Op::Once(_) => &[],
     };
     for v in values.iter().flatten() {
         if v.len() > MAX_VALUE {

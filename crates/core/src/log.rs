@@ -155,7 +155,7 @@ pub mod legacy {
     impl PersistOp {
         /// Today's record for an old one. `before_sessions`: the log predates sessions opened
         /// through the log (WAL formats 0 and 2), so its commands are wrapped in
-        /// [`crate::kv::Op::Legacy`] to execute as they did then.
+        /// [`crate::kv::Op::Once`] to execute as they did then.
         pub fn upgrade(self, before_sessions: bool) -> super::PersistOp {
             match self {
                 PersistOp::Promise(b) => super::PersistOp::Promise(b),
@@ -164,8 +164,8 @@ pub mod legacy {
                         for cmd in &mut entry.value {
                             let op = std::mem::replace(&mut cmd.op, crate::kv::Op::Open);
                             cmd.op = match op {
-                                already @ crate::kv::Op::Legacy(_) => already,
-                                op => crate::kv::Op::Legacy(Box::new(op)),
+                                already @ crate::kv::Op::Once(_) => already,
+                                op => crate::kv::Op::Once(Box::new(op)),
                             };
                         }
                     }

@@ -4,8 +4,8 @@
 //! Least privilege, per cluster (every rule names its cluster: no `+` for it, so the users
 //! of one cluster cannot write into another's topics; see `docs/security.md` for what
 //! server users shared between clusters still can):
-//! - every user: publish its own requests, read its own replies, read the presence and
-//!   status of the servers (for `mqpaxos status`). Nothing retained that a server reads:
+//! - every user: publish its own requests (postcard and JSON), read its own replies, read the
+//!   presence and status of the servers (for `mqpaxos status`). Nothing retained that a server reads:
 //!   presence and status are written by servers only, so no client can park a message that
 //!   every server receives on every reconnect.
 //! - server `i` only: its own presence and status, read every request, publish replies,
@@ -67,6 +67,8 @@ pub fn rules(clusters: &[String], servers: u32) -> Vec<Rule> {
         };
         r.push(all(Access::Publish, "request/{u}"));
         r.push(all(Access::Read, "reply/{u}/#"));
+        r.push(all(Access::Publish, "json/request/{u}"));
+        r.push(all(Access::Read, "json/reply/{u}/#"));
         r.push(all(Access::Read, "presence/+"));
         r.push(all(Access::Read, "status/+"));
     }
@@ -89,6 +91,8 @@ pub fn rules(clusters: &[String], servers: u32) -> Vec<Rule> {
             r.push(one(Access::Publish, format!("status/{s}")));
             r.push(one(Access::Read, "request/+".into()));
             r.push(one(Access::Publish, "reply/#".into()));
+            r.push(one(Access::Read, "json/request/+".into()));
+            r.push(one(Access::Publish, "json/reply/#".into()));
             r.push(one(Access::Publish, format!("peer/+/{s}")));
             r.push(one(Access::Read, "peer/all/+".into()));
             r.push(one(Access::Read, format!("peer/{s}/+")));

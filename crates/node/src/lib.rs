@@ -12,6 +12,7 @@ pub mod acl;
 pub mod chaos;
 pub mod client;
 pub mod codec;
+pub mod json;
 pub mod metrics;
 pub mod runtime;
 pub mod storage;

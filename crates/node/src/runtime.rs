@@ -48,6 +48,9 @@ pub enum NodeError {
     },
 }
 
+
+/// How many JSON requests a server remembers the answer topic of (about 1 KiB each at most).
+const JSON_WAITING_MAX: usize = 65_536;
 /// Everything a server needs to run.
 #[derive(Clone, Debug)]
 pub struct ServerOptions {
@@ -199,6 +202,7 @@ pub async fn run_server(
     let topics = Topics::new(&opts.cluster);
     let mut subscriptions = vec![
         topics.all_requests(),
+        topics.all_json_requests(),
         topics.all_presence(),
         topics.chaos(),
         topics.status(&me),
@@ -246,6 +250,9 @@ pub async fn run_server(
         start: Instant::now(),
         online: BTreeSet::new(),
         arrivals: BTreeMap::new(),
+        json_waiting: BTreeMap::new(),
+        json_order: BTreeMap::new(),
+        json_next: 0,
         max_payload: opts.max_payload,
         last_status: None,
         instance,
@@ -290,6 +297,13 @@ struct Node {
     online: BTreeSet<NodeId>,
     /// Leader: when each pending command arrived, for the latency histogram.
     arrivals: BTreeMap<(String, u64), Instant>,
+    /// Commands that came as JSON requests, by `(client id, seq)`: their replies go back as
+    /// JSON to the topic the request named, with its id. Every server keeps them, so a
+    /// follower that becomes leader answers too. Bounded: the oldest are forgotten (their
+    /// clients retry, and a retry is answered from the session table).
+    json_waiting: BTreeMap<(String, u64), (u64, crate::json::Accepted)>,
+    json_order: BTreeMap<u64, (String, u64)>,
+    json_next: u64,
     max_payload: usize,
     last_status: Option<Status>,
     /// This process's random id (see `Status::instance`).
@@ -449,6 +463,19 @@ impl Node {
     }
 
     async fn send(&mut self, o: Outgoing) {
+        if let (Dest::Client(_), Message::Reply { client, seq, result }) = (&o.to, &o.msg) {
+            if let Some((order, a)) = self.json_waiting.remove(&(client.clone(), *seq)) {
+                self.json_order.remove(&order);
+                if let Some(t) = self.arrivals.remove(&(client.clone(), *seq)) {
+                    self.metrics
+                        .command_latency
+                        .observe(t.elapsed().as_secs_f64());
+                }
+                let payload = crate::json::reply(&a.id, &a.cmd, result);
+                self.publish_json(a.reply_to, payload);
+                return;
+            }
+        }
         let kind = o.msg.kind();
         let (topic, peer) = match &o.to {
             Dest::AllServers => (self.topics.peer_all(self.server().id()), "all".to_string()),
@@ -489,6 +516,67 @@ impl Node {
         }
     }
 
+    fn publish_json(&mut self, topic: String, payload: Vec<u8>) {
+        if !self.conn.connected.load(Ordering::Relaxed) {
+            self.metrics.drop_message("offline");
+            return;
+        }
+        if self
+            .conn
+            .client
+            .try_publish(topic, rumqttc::QoS::AtMostOnce, false, payload)
+            .is_ok()
+        {
+            self.metrics.count("out", "json_reply", "client".to_string());
+        } else {
+            self.metrics.drop_message("backlog");
+        }
+    }
+
+    /// A JSON request (see [`crate::json`]): parsed, remembered for its answer, and handed to
+    /// the core as the same command a Rust client would send.
+    async fn on_json_request(&mut self, user: String, payload: &[u8]) -> Result<(), NodeError> {
+        let leader = self.server().role() == RoleKind::Leader;
+        let accepted = match crate::json::parse(payload, &user, &self.topics.json_reply_prefix())
+        {
+            Ok(a) => a,
+            Err(refused) => {
+                self.metrics.drop_message("bad_json");
+                // Only the leader answers, or every server would.
+                if let (true, Some(topic)) = (leader, refused.reply_to) {
+                    let id = refused.id.unwrap_or_default();
+                    let body =
+                        crate::json::error(&id, crate::json::BAD_REQUEST, &refused.message);
+                    self.publish_json(topic, body);
+                }
+                return Ok(());
+            }
+        };
+        self.metrics
+            .count("in", "json_request", "client".to_string());
+        let key = (accepted.cmd.client.clone(), accepted.cmd.seq);
+        if leader {
+            if self.arrivals.len() > 100_000 {
+                self.arrivals.clear();
+            }
+            self.arrivals.entry(key.clone()).or_insert_with(Instant::now);
+        }
+        let cmd = accepted.cmd.clone();
+        let order = self.json_next;
+        self.json_next += 1;
+        if let Some((old, _)) = self.json_waiting.insert(key.clone(), (order, accepted)) {
+            self.json_order.remove(&old);
+        }
+        self.json_order.insert(order, key);
+        while self.json_waiting.len() > JSON_WAITING_MAX {
+            let Some((_, oldest)) = self.json_order.pop_first() else {
+                break;
+            };
+            self.json_waiting.remove(&oldest);
+        }
+        self.step(Input::Request(cmd)).await
+    }
+
     async fn on_incoming(&mut self, m: Incoming) -> Result<(), NodeError> {
         let (topic, payload) = match m {
             Incoming::Connected => {
@@ -519,7 +607,7 @@ impl Node {
         if !self.faults.is_none() {
             let from = match parsed {
                 Some(Parsed::Peer { from, .. }) => Some(from),
-                Some(Parsed::Request { .. }) => None,
+                Some(Parsed::Request { .. } | Parsed::JsonRequest { .. }) => None,
                 // Presence and status are the broker's business, not the network's.
                 _ => return self.deliver(parsed, payload).await,
             };
@@ -552,7 +640,7 @@ impl Node {
     /// Hands a received message to the core (after any injected fault).
     async fn deliver(&mut self, parsed: Option<Parsed>, payload: Vec<u8>) -> Result<(), NodeError> {
         if self.probation.is_some()
-            && matches!(parsed, Some(Parsed::Peer { .. } | Parsed::Request { .. }))
+            && matches!(parsed, Some(Parsed::Peer { .. } | Parsed::Request { .. } | Parsed::JsonRequest { .. }))
         {
             // Not taking part yet; Paxos and the clients resend.
             return Ok(());
@@ -579,6 +667,9 @@ impl Node {
                 }
                 self.metrics.count("in", msg.kind(), server_user(from));
                 self.step(Input::Message { from, msg }).await?;
+            }
+            Some(Parsed::JsonRequest { user }) => {
+                return self.on_json_request(user, &payload).await;
             }
             Some(Parsed::Request { user }) => {
                 let cmd = match codec::decode(&payload, self.max_payload) {

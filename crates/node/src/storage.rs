@@ -1006,7 +1006,7 @@ mod tests {
         // did then (crates/node/tests/old_data.rs opens real old data directories).
         let mut old = entry(4, "old");
         for cmd in &mut old.value {
-            cmd.op = Op::Legacy(Box::new(cmd.op.clone()));
+            cmd.op = Op::Once(Box::new(cmd.op.clone()));
         }
         assert_eq!(s.load().unwrap().log.get(0), Some(&old));
     }

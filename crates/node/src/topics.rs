@@ -11,6 +11,8 @@
 //! | `presence/<node>` | each node: retained `online`, `offline` as last will | anyone |
 //! | `status/<server>` | each server: retained JSON status | `mqpaxos status` |
 //! | `chaos` | the operator: fault injection switches | every node |
+//! | `json/request/<user>` | any MQTT client, JSON (see [`crate::json`]) | every server (`json/request/+`) |
+//! | `json/reply/<user>[/...]` | the leader, to the topic the request named | that user's clients |
 //!
 //! Server user names are `server<id>`; a client's session id on the wire is
 //! `<user>/<session>`, so servers can check that a request's client id matches the user
@@ -46,6 +48,9 @@ pub enum Parsed {
         node: String,
     },
     Chaos,
+    JsonRequest {
+        user: String,
+    },
 }
 
 /// The MQTT user name of server `id`.
@@ -125,6 +130,16 @@ impl Topics {
     pub fn chaos(&self) -> String {
         format!("{}/chaos", self.prefix)
     }
+    pub fn json_request(&self, user: &str) -> String {
+        format!("{}/json/request/{user}", self.prefix)
+    }
+    pub fn all_json_requests(&self) -> String {
+        format!("{}/json/request/+", self.prefix)
+    }
+    /// Every JSON reply topic starts with this and the requesting user's name.
+    pub fn json_reply_prefix(&self) -> String {
+        format!("{}/json/reply/", self.prefix)
+    }
 
     /// Classifies an incoming topic; `None` for anything outside this layout.
     pub fn parse(&self, topic: &str) -> Option<Parsed> {
@@ -161,6 +176,9 @@ impl Topics {
                 node: (*node).to_string(),
             }),
             ["chaos"] => Some(Parsed::Chaos),
+            ["json", "request", user] => Some(Parsed::JsonRequest {
+                user: (*user).to_string(),
+            }),
             _ => None,
         }
     }

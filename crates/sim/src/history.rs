@@ -17,7 +17,7 @@ pub fn recorded(op: &Op, seen: Option<&Option<String>>) -> Op {
             expected: seen.cloned().flatten(),
             new: new.clone(),
         },
-        Op::Legacy(op) => recorded(op, seen),
+        Op::Once(op) => recorded(op, seen),
         op => op.clone(),
     }
 }
@@ -37,7 +37,7 @@ fn kind(op: &Op) -> OpKind {
         Op::Append { .. } => OpKind::Append,
         Op::Delete { .. } => OpKind::Delete,
         Op::Cas { .. } | Op::CasRevision { .. } => OpKind::Cas,
-        Op::Legacy(op) => kind(op),
+        Op::Once(op) => kind(op),
         // Never recorded: opens are the client library's business, not the history's.
         Op::Open => OpKind::Get,
     }

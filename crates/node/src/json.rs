@@ -1,0 +1,380 @@
+//! The JSON request API: any MQTT client (`mosquitto_pub`, paho, Node-RED) can use the store
+//! by publishing a JSON request on `mqpaxos/<cluster>/json/request/<user>` and reading the
+//! answer on a reply topic under `mqpaxos/<cluster>/json/reply/<user>/` that it names in the
+//! request (`reply_to`). The same servers, the same log and the same commands as the Rust
+//! client's postcard requests, so the same guarantees; only the encoding differs.
+//!
+//! Requests (fields by operation; unknown fields are refused so a typo is an error, not a
+//! silently different request):
+//!
+//! | `op` | fields | result fields |
+//! |---|---|---|
+//! | `get` | `key` | `found`, and if found `value`, `create_revision`, `mod_revision`, `version`; always `revision` (the store's) |
+//! | `put`, `append` | `key`, `value` | - |
+//! | `delete` | `key` | `deleted` |
+//! | `cas` | `key`, `value` (the new one), and one of `expected` (the value now), `absent: true`, `revision` (the key's `mod_revision` now; 0: absent) | `swapped` |
+//! | `open` | - | `session` |
+//!
+//! Every request carries `id` (a string of 1-64 letters, digits, `-`, `_`, `.`; echoed in the
+//! reply) and `reply_to`. Writes are at most once: with `session` (from `open`) and `seq`
+//! (1, 2, ... per session), exactly as the Rust client's; without them, per request id (the
+//! user's ids must then be unique; a retry with the same id gets the first answer while the
+//! servers' session table remembers it). Replies: `{"id", "ok": true, ...}` or
+//! `{"id", "ok": false, "error": {"code", "message"}}` with a stable code.
+
+use mqpaxos_core::{Command, Op, OpResult};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+/// The largest JSON request taken: a value of the largest size, escaped, and the rest.
+pub const MAX_JSON_REQUEST: usize = 2 * mqpaxos_core::limits::MAX_VALUE + 64 * 1024;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Request {
+    id: String,
+    op: String,
+    reply_to: String,
+    key: Option<String>,
+    value: Option<String>,
+    expected: Option<String>,
+    #[serde(default)]
+    absent: bool,
+    revision: Option<u64>,
+    session: Option<String>,
+    seq: Option<u64>,
+}
+
+/// A request turned into a command, with where and how to answer it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Accepted {
+    pub cmd: Command,
+    pub reply_to: String,
+    pub id: String,
+}
+
+/// A request that cannot be taken; answered (if it named a usable reply topic) with
+/// `bad_request`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refused {
+    pub reply_to: Option<String>,
+    pub id: Option<String>,
+    pub message: String,
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// Parses a request that `user` published (the broker authenticated the user; it is the last
+/// level of the request topic). `reply_prefix` is `mqpaxos/<cluster>/json/reply/`: a reply
+/// topic must lie under `<reply_prefix><user>`, so nobody can make the servers publish into
+/// another user's topics.
+pub fn parse(payload: &[u8], user: &str, reply_prefix: &str) -> Result<Accepted, Refused> {
+    let refuse = |reply_to: Option<String>, id: Option<String>, message: String| Refused {
+        reply_to,
+        id,
+        message,
+    };
+    if payload.len() > MAX_JSON_REQUEST {
+        return Err(refuse(
+            None,
+            None,
+            format!(
+                "a request of {} bytes; at most {MAX_JSON_REQUEST} are taken",
+                payload.len()
+            ),
+        ));
+    }
+    let r: Request = match serde_json::from_slice(payload) {
+        Ok(r) => r,
+        Err(e) => {
+            // Answer if the reply topic and id can still be read: a client deserves to know
+            // why its request went nowhere.
+            let loose: Option<Map<String, Value>> = serde_json::from_slice(payload).ok();
+            let field = |name: &str| {
+                loose
+                    .as_ref()
+                    .and_then(|m| m.get(name))
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            };
+            let reply_to = field("reply_to").filter(|t| reply_allowed(t, user, reply_prefix));
+            return Err(refuse(reply_to, field("id"), format!("bad request: {e}")));
+        }
+    };
+    if !reply_allowed(&r.reply_to, user, reply_prefix) {
+        return Err(refuse(
+            None,
+            None,
+            format!("reply_to must lie under {reply_prefix}{user}/"),
+        ));
+    }
+    let bad = |message: String| refuse(Some(r.reply_to.clone()), Some(r.id.clone()), message);
+    if !valid_id(&r.id) {
+        return Err(bad(
+            "id must be 1-64 letters, digits, '-', '_' or '.'".into(),
+        ));
+    }
+    let key = || {
+        r.key
+            .clone()
+            .ok_or_else(|| bad(format!("{} needs a key", r.op)))
+    };
+    let value = || {
+        r.value
+            .clone()
+            .ok_or_else(|| bad(format!("{} needs a value", r.op)))
+    };
+    let op = match r.op.as_str() {
+        "get" => Op::Read { key: key()? },
+        "put" => Op::Put {
+            key: key()?,
+            value: value()?,
+        },
+        "append" => Op::Append {
+            key: key()?,
+            value: value()?,
+        },
+        "delete" => Op::Delete { key: key()? },
+        "cas" => {
+            let (key, new) = (key()?, value()?);
+            match (&r.expected, r.absent, r.revision) {
+                (Some(e), false, None) => Op::Cas {
+                    key,
+                    expected: Some(e.clone()),
+                    new,
+                },
+                (None, true, None) => Op::Cas {
+                    key,
+                    expected: None,
+                    new,
+                },
+                (None, false, Some(revision)) => Op::CasRevision { key, revision, new },
+                _ => {
+                    return Err(bad(
+                        "cas needs exactly one of expected, absent: true, revision".into(),
+                    ))
+                }
+            }
+        }
+        "open" => Op::Open,
+        other => {
+            return Err(bad(format!(
+                "unknown op {other:?} (get, put, append, delete, cas, open)"
+            )))
+        }
+    };
+    let cmd = match (&r.session, r.seq, &op) {
+        (_, _, Op::Open) => Command {
+            client: format!("{user}/json-{}", r.id),
+            seq: 1,
+            op,
+        },
+        (Some(session), Some(seq), _) if seq > 0 => {
+            if !session.starts_with(&format!("{user}/")) {
+                return Err(bad(format!("session must be one of {user}'s")));
+            }
+            Command {
+                client: session.clone(),
+                seq,
+                op,
+            }
+        }
+        (None, None, op) if op.is_read() => Command {
+            client: format!("{user}/json/{}", r.id),
+            seq: 1,
+            op: op.clone(),
+        },
+        // At most once per request id: the id is the session (see the module docs).
+        (None, None, _) => Command {
+            client: format!("{user}/json/{}", r.id),
+            seq: 1,
+            op: Op::Once(Box::new(op)),
+        },
+        _ => {
+            return Err(bad(
+                "session and seq (from 1) come together, or neither".into(),
+            ))
+        }
+    };
+    Ok(Accepted {
+        cmd,
+        reply_to: r.reply_to,
+        id: r.id,
+    })
+}
+
+fn reply_allowed(topic: &str, user: &str, reply_prefix: &str) -> bool {
+    let Some(rest) = topic
+        .strip_prefix(reply_prefix)
+        .and_then(|t| t.strip_prefix(user))
+    else {
+        return false;
+    };
+    (rest.is_empty() || rest.starts_with('/'))
+        && topic.len() <= 512
+        && !topic.contains(['+', '#', '\0'])
+}
+
+/// The JSON answer to request `id` whose command `cmd` returned `result`.
+pub fn reply(id: &str, cmd: &Command, result: &OpResult) -> Vec<u8> {
+    let mut out = Map::new();
+    out.insert("id".into(), json!(id));
+    match result {
+        OpResult::Rejected { code, message } => return error(id, code.name(), message),
+        OpResult::SessionExpired => {
+            return error(
+                id,
+                "session_expired",
+                "the session is not (or no longer) known: open a new one; whether this \
+                 command ran is unknown",
+            )
+        }
+        OpResult::Value(v) => {
+            out.insert("found".into(), json!(v.is_some()));
+            if let Some(v) = v {
+                out.insert("value".into(), json!(v));
+            }
+        }
+        OpResult::Entry { revision, entry } => {
+            out.insert("found".into(), json!(entry.is_some()));
+            if let Some(e) = entry {
+                out.insert("value".into(), json!(e.value));
+                out.insert("create_revision".into(), json!(e.create));
+                out.insert("mod_revision".into(), json!(e.modified));
+                out.insert("version".into(), json!(e.version));
+            }
+            out.insert("revision".into(), json!(revision));
+        }
+        OpResult::Done => {}
+        OpResult::Deleted(d) => {
+            out.insert("deleted".into(), json!(d));
+        }
+        OpResult::Swapped(s) => {
+            out.insert("swapped".into(), json!(s));
+        }
+        OpResult::Opened(slot) => {
+            let session = mqpaxos_core::kv::session_id(&cmd.client, *slot);
+            out.insert("session".into(), json!(session));
+        }
+    }
+    out.insert("ok".into(), json!(true));
+    serde_json::to_vec(&Value::Object(out)).unwrap_or_default()
+}
+
+/// An error answer. `code` is stable: programs may match on it.
+pub fn error(id: &str, code: &str, message: &str) -> Vec<u8> {
+    let v = json!({
+        "id": id,
+        "ok": false,
+        "error": {"code": code, "message": message},
+    });
+    serde_json::to_vec(&v).unwrap_or_default()
+}
+
+/// The code of a request that could not be understood.
+pub const BAD_REQUEST: &str = "bad_request";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mqpaxos_core::ErrorCode;
+
+    const P: &str = "mqpaxos/c/json/reply/";
+
+    fn req(s: &str) -> Result<Accepted, Refused> {
+        parse(s.as_bytes(), "alice", P)
+    }
+
+    #[test]
+    fn requests_become_commands() {
+        let a = req(r#"{"id":"1","op":"put","key":"k","value":"v","reply_to":"mqpaxos/c/json/reply/alice"}"#)
+            .unwrap();
+        assert_eq!(a.cmd.client, "alice/json/1");
+        assert!(matches!(&a.cmd.op, Op::Once(op) if matches!(**op, Op::Put { .. })));
+        let a = req(r#"{"id":"2","op":"get","key":"k","reply_to":"mqpaxos/c/json/reply/alice/x"}"#)
+            .unwrap();
+        assert_eq!(a.cmd.op, Op::Read { key: "k".into() });
+        let a = req(r#"{"id":"3","op":"cas","key":"k","value":"n","revision":7,"reply_to":"mqpaxos/c/json/reply/alice","session":"alice/json-s/4","seq":2}"#)
+            .unwrap();
+        assert_eq!(a.cmd.client, "alice/json-s/4");
+        assert_eq!(a.cmd.seq, 2);
+        assert_eq!(
+            a.cmd.op,
+            Op::CasRevision {
+                key: "k".into(),
+                revision: 7,
+                new: "n".into()
+            }
+        );
+        let a = req(r#"{"id":"s","op":"open","reply_to":"mqpaxos/c/json/reply/alice"}"#).unwrap();
+        assert_eq!(a.cmd.op, Op::Open);
+        let out = reply("s", &a.cmd, &OpResult::Opened(12));
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["session"], "alice/json-s/12");
+        assert_eq!(v["ok"], true);
+    }
+
+    #[test]
+    fn bad_requests_are_refused_with_a_reason() {
+        // Another user's reply topic: not answered at all.
+        let e = req(r#"{"id":"1","op":"get","key":"k","reply_to":"mqpaxos/c/json/reply/bob"}"#)
+            .unwrap_err();
+        assert_eq!(e.reply_to, None);
+        let e = req(r#"{"id":"1","op":"get","key":"k","reply_to":"mqpaxos/c/json/reply/alicex"}"#)
+            .unwrap_err();
+        assert_eq!(e.reply_to, None);
+        // A typo in a field name: answered, naming it.
+        let e = req(r#"{"id":"1","op":"get","kye":"k","reply_to":"mqpaxos/c/json/reply/alice"}"#)
+            .unwrap_err();
+        assert!(e.message.contains("kye"), "{}", e.message);
+        assert_eq!(e.reply_to.as_deref(), Some("mqpaxos/c/json/reply/alice"));
+        for bad in [
+            r#"{"id":"1","op":"cas","key":"k","value":"n","reply_to":"mqpaxos/c/json/reply/alice"}"#,
+            r#"{"id":"a/b","op":"get","key":"k","reply_to":"mqpaxos/c/json/reply/alice"}"#,
+            r#"{"id":"1","op":"frob","key":"k","reply_to":"mqpaxos/c/json/reply/alice"}"#,
+            r#"{"id":"1","op":"put","key":"k","reply_to":"mqpaxos/c/json/reply/alice"}"#,
+            r#"{"id":"1","op":"put","key":"k","value":"v","session":"bob/x/1","seq":1,"reply_to":"mqpaxos/c/json/reply/alice"}"#,
+            r#"{"id":"1","op":"put","key":"k","value":"v","seq":1,"reply_to":"mqpaxos/c/json/reply/alice"}"#,
+        ] {
+            let e = req(bad).unwrap_err();
+            assert!(e.reply_to.is_some(), "{bad}");
+        }
+        assert!(parse(&vec![b' '; MAX_JSON_REQUEST + 1], "alice", P).is_err());
+    }
+
+    #[test]
+    fn replies_carry_revisions_and_stable_error_codes() {
+        let cmd = Command {
+            client: "alice/json/1".into(),
+            seq: 1,
+            op: Op::Read { key: "k".into() },
+        };
+        let r = OpResult::Entry {
+            revision: 9000,
+            entry: Some(mqpaxos_core::kv::Record {
+                value: "v".into(),
+                create: 2000,
+                modified: 8000,
+                version: 3,
+            }),
+        };
+        let v: Value = serde_json::from_slice(&reply("1", &cmd, &r)).unwrap();
+        assert_eq!(v["mod_revision"], 8000);
+        assert_eq!(v["create_revision"], 2000);
+        assert_eq!(v["version"], 3);
+        assert_eq!(v["revision"], 9000);
+        let r = OpResult::Rejected {
+            code: ErrorCode::KeyTooLarge,
+            message: "big".into(),
+        };
+        let v: Value = serde_json::from_slice(&reply("1", &cmd, &r)).unwrap();
+        assert_eq!(v["ok"], false);
+        assert_eq!(v["error"]["code"], "key_too_large");
+    }
+}
