@@ -207,7 +207,11 @@ mod tests {
         let mut vars = BTreeSet::new();
         let mut bad = Vec::new();
         walk(&Cli::command(), "mqpaxos", &mut vars, &mut bad);
-        assert!(bad.is_empty(), "flags off the MQPAXOS_<FLAG> rule:\n{}", bad.join("\n"));
+        assert!(
+            bad.is_empty(),
+            "flags off the MQPAXOS_<FLAG> rule:\n{}",
+            bad.join("\n")
+        );
         assert!(vars.len() > 50, "the walk found only {vars:?}");
         let docs = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -226,7 +230,13 @@ mod tests {
 
     #[test]
     fn log_levels_are_checked() {
-        for good in [None, Some(""), Some("info"), Some("WARN"), Some("warn,mqpaxos_node=debug")] {
+        for good in [
+            None,
+            Some(""),
+            Some("info"),
+            Some("WARN"),
+            Some("warn,mqpaxos_node=debug"),
+        ] {
             assert!(log_filter(good).is_ok(), "{good:?}");
         }
         for bad in ["verbose", "info,mqpaxos_node=loud", "inf"] {

@@ -335,7 +335,10 @@ mod tests {
         let ballot = d.server().ballot();
         assert_eq!(
             f.notes,
-            vec![Note::ElectionStarted { ballot }, Note::ElectionWon { ballot }]
+            vec![
+                Note::ElectionStarted { ballot },
+                Note::ElectionWon { ballot }
+            ]
         );
         assert_eq!(d.server().quorum_until(), Some(Duration::MAX));
         assert!(d.flush().notes.is_empty(), "notes are handed out once");

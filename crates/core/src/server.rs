@@ -441,7 +441,11 @@ impl Server {
                 heard.sort_unstable_by(|a, b| b.cmp(a));
                 // The others-th most recent peer heard from, at best; never before the
                 // election that made it leader.
-                let at = heard.get(others - 1).copied().unwrap_or(l.since).max(l.since);
+                let at = heard
+                    .get(others - 1)
+                    .copied()
+                    .unwrap_or(l.since)
+                    .max(l.since);
                 Some(at.saturating_add(window))
             }
         }

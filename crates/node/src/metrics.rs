@@ -75,7 +75,10 @@ impl HealthState {
         let window = self.election_timeout;
         match &self.broker {
             BrokerLink::Refused(why) => {
-                return (false, format!("not ready: the broker refused the login: {why}"))
+                return (
+                    false,
+                    format!("not ready: the broker refused the login: {why}"),
+                )
             }
             BrokerLink::Unreachable(why) => {
                 return (false, format!("not ready: broker unreachable: {why}"))

@@ -552,10 +552,12 @@ impl Node {
         let commit = s.commit();
         let moved = self.last_commit.is_some_and(|c| c != commit);
         self.last_commit = Some(commit);
-        let far = Instant::now() + Duration::from_secs(365 * 86_400);
+        // The probe reads std's clock; `start` is the same instant on tokio's.
+        let start = self.start.into_std();
+        let far = std::time::Instant::now() + Duration::from_secs(365 * 86_400);
         let until = s
             .quorum_until()
-            .map(|d| self.start.checked_add(d).unwrap_or(far).min(far));
+            .map(|d| start.checked_add(d).unwrap_or(far).min(far));
         let (role, leader, rejoining) = (s.role().name(), s.leader(), s.rejoining());
         self.metrics.update_health(|h| {
             h.role = role;
@@ -563,7 +565,7 @@ impl Node {
             h.rejoining = rejoining;
             h.quorum_until = until;
             if moved {
-                h.last_commit = Instant::now();
+                h.last_commit = std::time::Instant::now();
             }
         });
     }
@@ -791,10 +793,11 @@ impl Node {
         }
         self.queries.1 += 1;
         let commit = self.server().commit();
-        let bytes = match self.bytes {
+        let cached = self.bytes;
+        let bytes = match cached {
             Some((at, b)) if at == commit => b,
             _ => {
-                let b = self
+                let b: u64 = self
                     .server()
                     .kv()
                     .iter()
@@ -817,7 +820,7 @@ impl Node {
     }
 
     fn status(&self) -> Status {
-        let (ready, health) = self.metrics.health().readiness(Instant::now());
+        let (ready, health) = self.metrics.health().readiness(std::time::Instant::now());
         Status {
             id: self.server().id(),
             role: self.server().role().name().to_string(),

@@ -44,7 +44,12 @@ pub struct Args {
     #[arg(long, env = "MQPAXOS_PARTITIONS", default_value_t = 5)]
     pub partitions: usize,
     /// Group sizes of each split (must add up to --servers).
-    #[arg(long, env = "MQPAXOS_GROUPS", default_value = "4,3", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "MQPAXOS_GROUPS",
+        default_value = "4,3",
+        value_delimiter = ','
+    )]
     pub groups: Vec<usize>,
     /// How long the faults last.
     #[arg(long, env = "MQPAXOS_DURATION", default_value = "60s", value_parser = parse_duration)]

@@ -25,7 +25,7 @@ pub async fn run(a: Args) -> CmdResult {
     opts.broker = c.conn.broker_options(&c.user)?;
     opts.cluster = c.conn.cluster.clone();
     opts.timeout = c.timeout;
-    let unhealthy = |e| {
+    let unhealthy = |e: mqpaxos_node::ClientError| {
         let f = client_failure(e);
         fail(f.code, format!("unhealthy: {}", f.message))
     };

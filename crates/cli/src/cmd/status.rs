@@ -97,9 +97,13 @@ pub async fn run(a: Args) -> CmdResult {
     let mut answers: BTreeMap<u32, Status> = BTreeMap::new();
     let deadline = tokio::time::Instant::now() + a.wait;
     loop {
-        let known = a
-            .servers
-            .or_else(|| retained.values().chain(answers.values()).map(|s| s.servers).max());
+        let known = a.servers.or_else(|| {
+            retained
+                .values()
+                .chain(answers.values())
+                .map(|s| s.servers)
+                .max()
+        });
         if known.is_some_and(|n| answers.len() >= n as usize) {
             break;
         }
@@ -134,7 +138,13 @@ pub async fn run(a: Args) -> CmdResult {
     conn.close().await;
     let n = a
         .servers
-        .or_else(|| retained.values().chain(answers.values()).map(|s| s.servers).max())
+        .or_else(|| {
+            retained
+                .values()
+                .chain(answers.values())
+                .map(|s| s.servers)
+                .max()
+        })
         .or_else(|| presence.keys().max().copied())
         .unwrap_or(0);
     if n == 0 {
@@ -205,8 +215,19 @@ pub async fn run(a: Args) -> CmdResult {
 fn print_table(rows: &[Row]) {
     println!(
         "{:<3} {:<6} {:<6} {:<10} {:<7} {:<6} {:>7} {:>8} {:>7} {:>9} {:>6} {:<8} {:>6}",
-        "ID", "ONLINE", "ANSWER", "ROLE", "BALLOT", "LEADER", "COMMIT", "EXECUTED", "KEYS",
-        "BYTES", "LOG", "VERSION", "AGE"
+        "ID",
+        "ONLINE",
+        "ANSWER",
+        "ROLE",
+        "BALLOT",
+        "LEADER",
+        "COMMIT",
+        "EXECUTED",
+        "KEYS",
+        "BYTES",
+        "LOG",
+        "VERSION",
+        "AGE"
     );
     let dash = || "-".to_string();
     let yes = |b: bool| if b { "yes" } else { "no" };

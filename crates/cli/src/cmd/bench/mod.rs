@@ -75,7 +75,12 @@ pub struct Args {
     #[arg(long, env = "MQPAXOS_PIDS", value_delimiter = ',')]
     pub pids: Vec<u32>,
     /// Closed loop: concurrent clients; one step per value.
-    #[arg(long, env = "MQPAXOS_CLIENTS", default_value = "1,16,64,256", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "MQPAXOS_CLIENTS",
+        default_value = "1,16,64,256",
+        value_delimiter = ','
+    )]
     pub clients: Vec<usize>,
     /// Open loop: commands per second over all clients; one step per value (each step uses
     /// --connections clients).
