@@ -95,6 +95,7 @@ pub async fn run(a: Args) -> CmdResult {
     let mut presence: BTreeMap<u32, bool> = BTreeMap::new();
     let mut retained: BTreeMap<u32, Status> = BTreeMap::new();
     let mut answers: BTreeMap<u32, Status> = BTreeMap::new();
+    let mut arrived: BTreeMap<u32, u64> = BTreeMap::new();
     let deadline = tokio::time::Instant::now() + a.wait;
     loop {
         let known = a.servers.or_else(|| {
@@ -111,6 +112,8 @@ pub async fn run(a: Args) -> CmdResult {
             Ok(Some(Incoming::Publish { topic, payload, .. })) => {
                 if topic == reply_topic {
                     if let Ok(s) = serde_json::from_slice::<Status>(&payload) {
+                        // How old it was on arrival, not after the wait for the others.
+                        arrived.insert(s.id, unix_ms().saturating_sub(s.published_ms));
                         answers.insert(s.id, s);
                     }
                     continue;
@@ -153,9 +156,7 @@ pub async fn run(a: Args) -> CmdResult {
             a.conn.cluster, a.conn.broker
         )));
     }
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+    let now_ms = unix_ms();
     let rows: Vec<Row> = (1..=n)
         .map(|id| {
             let answer = answers.get(&id);
@@ -184,9 +185,10 @@ pub async fn run(a: Args) -> CmdResult {
                 ready: s.filter(|s| !s.health.is_empty()).map(|s| s.ready),
                 health: s.map(|s| s.health.clone()).filter(|h| !h.is_empty()),
                 digest: s.map(|s| s.digest.clone()),
-                age_ms: s
-                    .filter(|s| s.published_ms > 0)
-                    .map(|s| now_ms.saturating_sub(s.published_ms)),
+                age_ms: arrived.get(&id).copied().or_else(|| {
+                    s.filter(|s| s.published_ms > 0)
+                        .map(|s| now_ms.saturating_sub(s.published_ms))
+                }),
             }
         })
         .collect();
@@ -260,6 +262,12 @@ fn print_table(rows: &[Row]) {
             println!("server {}: {h}", r.id);
         }
     }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn rand_id() -> u64 {
