@@ -48,14 +48,42 @@ enum Command {
     Acl(cmd::acl::Args),
     /// Measure throughput and latency: own local cluster, a running one, or (feature compare) etcd/NATS.
     Bench(cmd::bench::Args),
-    /// Show each server: online, ballot, leader, commit and execute positions.
+    /// Ask each server now: role, ballot, leader, positions, data size, version, health (exit 3
+    /// unless a majority answers).
     Status(cmd::status::Args),
+    /// A linearizable read through the cluster and its latency (exit 3 if it fails).
+    Health(cmd::health::Args),
     /// A local cluster: the built-in broker and N servers.
     #[cfg(feature = "embedded-broker")]
     Cluster(cmd::cluster::Args),
     /// Measure failover: kill -9 the leader again and again, time until the next write commits.
     #[cfg(feature = "embedded-broker")]
     Failover(cmd::failover::Args),
+}
+
+const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// The log filter from `MQPAXOS_LOG`: a level (`info`), or comma-separated `target=level`
+/// directives (`info,mqpaxos_node=debug`). tracing's own parser takes any bare word as a
+/// target name, so a misspelt level would silently log nothing: every directive must name a
+/// known level.
+fn log_filter(spec: Option<&str>) -> Result<tracing_subscriber::EnvFilter, String> {
+    let Some(spec) = spec.map(str::trim).filter(|s| !s.is_empty()) else {
+        return Ok(tracing_subscriber::EnvFilter::new("warn,mqtt5=error"));
+    };
+    let bad = |why: String| {
+        format!(
+            "MQPAXOS_LOG={spec:?}: {why} (use one of {}, or target=level directives separated by commas)",
+            LEVELS.join(", ")
+        )
+    };
+    for directive in spec.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let level = directive.rsplit_once('=').map_or(directive, |(_, l)| l);
+        if !LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+            return Err(bad(format!("unknown level {level:?}")));
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(spec).map_err(|e| bad(e.to_string()))
 }
 
 fn main() -> ExitCode {
@@ -91,10 +119,19 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MQPAXOS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,mqtt5=error"));
+    let filter = match log_filter(std::env::var("MQPAXOS_LOG").ok().as_deref()) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("mqpaxos: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // Colour only for a person at a terminal: a file or a log collector gets plain text.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr)
         .init();
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -118,6 +155,7 @@ fn main() -> ExitCode {
             Command::Delete(a) => cmd::kv::delete(a).await,
             Command::Cas(a) => cmd::kv::cas(a).await,
             Command::Status(a) => cmd::status::run(a).await,
+            Command::Health(a) => cmd::health::run(a).await,
             Command::Bench(a) => cmd::bench::run(a).await,
             Command::Acl(a) => cmd::acl::run(a).await,
             Command::Chaos(a) => cmd::chaos::run(a).await,
@@ -132,6 +170,78 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("mqpaxos: {}", e.message);
             ExitCode::from(e.code)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+    use std::collections::BTreeSet;
+
+    /// Every flag's variable, and the flags that break the rule, over the whole command tree.
+    fn walk(cmd: &clap::Command, path: &str, vars: &mut BTreeSet<String>, bad: &mut Vec<String>) {
+        for a in cmd.get_arguments() {
+            let Some(long) = a.get_long() else { continue };
+            if long == "help" || long == "version" {
+                continue;
+            }
+            let want = format!("MQPAXOS_{}", long.to_uppercase().replace('-', "_"));
+            match a.get_env().map(|e| e.to_string_lossy().into_owned()) {
+                Some(env) if env == want => {
+                    vars.insert(env);
+                }
+                other => bad.push(format!("{path} --{long}: {other:?}, not {want}")),
+            }
+        }
+        for s in cmd.get_subcommands() {
+            walk(s, &format!("{path} {}", s.get_name()), vars, bad);
+        }
+    }
+
+    /// One rule for every environment variable: flag `--foo-bar` is `MQPAXOS_FOO_BAR`, in
+    /// every command, and docs/operations.md lists every one of them.
+    #[test]
+    fn every_flag_has_the_variable_its_name_says_and_the_docs_list_it() {
+        let mut vars = BTreeSet::new();
+        let mut bad = Vec::new();
+        walk(&Cli::command(), "mqpaxos", &mut vars, &mut bad);
+        assert!(
+            bad.is_empty(),
+            "flags off the MQPAXOS_<FLAG> rule:\n{}",
+            bad.join("\n")
+        );
+        assert!(vars.len() > 50, "the walk found only {vars:?}");
+        let docs = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../docs/operations.md"
+        ))
+        .expect("docs/operations.md");
+        let missing: Vec<&String> = vars
+            .iter()
+            .filter(|v| !docs.contains(&format!("`{v}`")))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "docs/operations.md does not list {missing:?}"
+        );
+    }
+
+    #[test]
+    fn log_levels_are_checked() {
+        for good in [
+            None,
+            Some(""),
+            Some("info"),
+            Some("WARN"),
+            Some("warn,mqpaxos_node=debug"),
+        ] {
+            assert!(log_filter(good).is_ok(), "{good:?}");
+        }
+        for bad in ["verbose", "info,mqpaxos_node=loud", "inf"] {
+            let e = log_filter(Some(bad)).expect_err(bad);
+            assert!(e.contains("unknown level"), "{e}");
         }
     }
 }

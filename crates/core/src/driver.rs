@@ -27,6 +27,7 @@
 use crate::ballot::Slot;
 use crate::log::PersistOp;
 use crate::message::{coalesce, Input, Outgoing, Ready, TimerKind};
+use crate::note::Note;
 use crate::server::Server;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -50,6 +51,8 @@ pub struct Flush {
     /// that execution escapes until the sync, and a crash before it undoes it, so a checker
     /// should count these as executed only once the flush is durable.
     pub executed: Vec<(Slot, u64)>,
+    /// What the steps of this flush noted for the log ([`crate::note`]); changes nothing.
+    pub notes: Vec<Note>,
 }
 
 impl Flush {
@@ -108,6 +111,8 @@ pub struct Driver {
     /// Slots executed since the last flush, with value digests (`Config::trace_chosen`).
     executed: Vec<(Slot, u64)>,
     executed_commands: u64,
+    /// Notes since the last flush; handed out with it, so they never pile up.
+    notes: Vec<Note>,
 }
 
 impl Driver {
@@ -125,6 +130,7 @@ impl Driver {
             online: None,
             executed: Vec::new(),
             executed_commands: 0,
+            notes: Vec::new(),
         }
     }
 
@@ -186,6 +192,7 @@ impl Driver {
             persist,
             send_durable: coalesce(durable),
             executed: std::mem::take(&mut self.executed),
+            notes: std::mem::take(&mut self.notes),
         }
     }
 
@@ -237,6 +244,7 @@ impl Driver {
             timers,
             executed,
             executed_commands,
+            notes,
         } = ready;
         self.steps += 1;
         self.early.extend(send_now);
@@ -260,6 +268,7 @@ impl Driver {
         }
         self.executed.extend(executed);
         self.executed_commands += executed_commands;
+        self.notes.extend(notes);
     }
 }
 
@@ -314,6 +323,52 @@ mod tests {
             .send_durable
             .iter()
             .any(|o| matches!(o.to, Dest::Client(_)) && matches!(o.msg, Message::Reply { .. })));
+    }
+
+    #[test]
+    fn a_lone_server_notes_its_election_and_holds_its_quorum() {
+        let mut d = driver(1, 1);
+        assert_eq!(d.server().quorum_until(), None);
+        let t = d.next_deadline().unwrap();
+        d.fire_due(t);
+        let f = d.flush();
+        let ballot = d.server().ballot();
+        assert_eq!(
+            f.notes,
+            vec![
+                Note::ElectionStarted { ballot },
+                Note::ElectionWon { ballot }
+            ]
+        );
+        assert_eq!(d.server().quorum_until(), Some(Duration::MAX));
+        assert!(d.flush().notes.is_empty(), "notes are handed out once");
+    }
+
+    #[test]
+    fn a_candidate_without_a_majority_notes_the_lost_election_and_has_no_quorum() {
+        let mut d = driver(1, 3);
+        let mut notes = Vec::new();
+        for _ in 0..100 {
+            let t = d.next_deadline().unwrap();
+            d.fire_due(t);
+            notes.extend(d.flush().notes);
+            assert_eq!(d.server().quorum_until(), None);
+            if notes.len() >= 3 {
+                break;
+            }
+        }
+        let Some(Note::ElectionStarted { ballot: first }) = notes.first().cloned() else {
+            panic!("{notes:?}");
+        };
+        assert_eq!(
+            notes.get(1),
+            Some(&Note::ElectionLost {
+                ballot: first,
+                why: crate::LostWhy::NoMajority
+            }),
+            "{notes:?}"
+        );
+        assert!(matches!(notes.get(2), Some(Note::ElectionStarted { ballot }) if *ballot > first));
     }
 
     #[test]

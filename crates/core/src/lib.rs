@@ -17,6 +17,7 @@ pub mod kv;
 pub mod limits;
 pub mod log;
 pub mod message;
+pub mod note;
 pub mod server;
 
 pub use ballot::{Ballot, NodeId, Slot};
@@ -28,6 +29,7 @@ pub use driver::{Driver, Flush, GROUP_COMMIT_MAX};
 pub use kv::{Applied, ClientId, Command, ErrorCode, KvStore, Op, OpResult};
 pub use log::{Durable, Entry, Incarnations, Log, PersistOp, Snapshot, Value};
 pub use message::{coalesce, Dest, Input, Message, Outgoing, Ready, SetTimer, TimerKind};
+pub use note::{LostWhy, Note};
 pub use server::{RoleKind, Server};
 
 /// After FNV-1a: a tiny, stable hash, so digests agree across runs, builds and machines (std's

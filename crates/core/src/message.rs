@@ -220,6 +220,8 @@ pub struct Ready {
     pub executed: Vec<(Slot, u64)>,
     /// Client commands executed in this step (duplicates and no-ops not counted).
     pub executed_commands: u64,
+    /// What happened that an operator wants in the log (see [`crate::note`]).
+    pub notes: Vec<crate::note::Note>,
 }
 
 impl Ready {

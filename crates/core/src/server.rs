@@ -36,6 +36,7 @@ use crate::config::{Config, ConfigError};
 use crate::kv::{Applied, ClientId, Command, ErrorCode, KvStore, OpResult};
 use crate::log::{Durable, Entry, Incarnations, Log, PersistOp, Snapshot, Value};
 use crate::message::{Dest, Input, Message, Outgoing, Ready, SetTimer, TimerKind};
+use crate::note::{LostWhy, Note};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
@@ -306,9 +307,16 @@ impl Server {
         if self.rejoin.is_some() {
             // Durable first, so a crash during the rejoin resumes it instead of voting.
             self.persist(PersistOp::Rejoining(true));
+            self.ready.notes.push(Note::RejoinStarted {
+                incarnation: self.incarnation(),
+            });
             if self.cfg.servers == 1 {
                 // Nobody to re-learn from: the lone server's state is the whole truth.
                 self.finish_rejoin();
+                self.ready.notes.push(Note::RejoinFinished {
+                    incarnation: self.incarnation(),
+                    commit: self.commit,
+                });
             } else {
                 self.send_after(Dest::AllServers, Message::RejoinQuery);
                 self.set_timer(
@@ -323,6 +331,8 @@ impl Server {
 
     /// Feeds one input at time `now` (any monotonic clock; only differences matter).
     pub fn step(&mut self, now: Duration, input: Input) -> Ready {
+        let before = self.seen();
+        let timer = matches!(input, Input::Timer(_));
         match input {
             Input::Message { from, msg } => self.on_message(now, from, msg),
             Input::Request(cmd) => self.on_request(now, cmd),
@@ -332,7 +342,113 @@ impl Server {
             self.finish_rejoin();
         }
         self.check_invariants();
+        self.note_changes(before, timer);
         std::mem::take(&mut self.ready)
+    }
+
+    /// What the notes of a step are worked out from: the role (with its ballot while
+    /// standing or leading), the leader followed and whether it is rejoining.
+    fn seen(&self) -> (RoleKind, Ballot, Option<NodeId>, bool) {
+        let ballot = match &self.role {
+            Role::Candidate(c) => c.ballot,
+            Role::Leader(l) => l.ballot,
+            Role::Follower => self.promised,
+        };
+        (self.role(), ballot, self.leader(), self.rejoin.is_some())
+    }
+
+    /// Notes what a step changed, from the state before and after it rather than inside each
+    /// handler, so no transition can be missed. A leader or candidate that loses its role on
+    /// a timer lost it for want of a majority; on a message, to a higher ballot.
+    fn note_changes(&mut self, before: (RoleKind, Ballot, Option<NodeId>, bool), timer: bool) {
+        let (role0, ballot0, leader0, rejoining0) = before;
+        let (role1, ballot1, leader1, rejoining1) = self.seen();
+        let why = if timer {
+            LostWhy::NoMajority
+        } else {
+            LostWhy::HigherBallot
+        };
+        let mut notes = Vec::new();
+        match (role0, role1) {
+            (RoleKind::Candidate, RoleKind::Candidate) if ballot0 != ballot1 => {
+                notes.push(Note::ElectionLost {
+                    ballot: ballot0,
+                    why,
+                });
+                notes.push(Note::ElectionStarted { ballot: ballot1 });
+            }
+            (RoleKind::Candidate, RoleKind::Leader) => {
+                notes.push(Note::ElectionWon { ballot: ballot1 })
+            }
+            (RoleKind::Candidate, RoleKind::Follower) => notes.push(Note::ElectionLost {
+                ballot: ballot0,
+                why,
+            }),
+            (RoleKind::Leader, RoleKind::Leader) => {}
+            (RoleKind::Leader, _) => notes.push(Note::SteppedDown {
+                ballot: ballot0,
+                why,
+            }),
+            (RoleKind::Follower, RoleKind::Leader) => {
+                // A lone server's election is won within the step that starts it.
+                notes.push(Note::ElectionStarted { ballot: ballot1 });
+                notes.push(Note::ElectionWon { ballot: ballot1 });
+            }
+            (_, RoleKind::Candidate) if role0 != RoleKind::Candidate => {
+                notes.push(Note::ElectionStarted { ballot: ballot1 })
+            }
+            _ => {}
+        }
+        if leader0 != leader1 && !(role1 == RoleKind::Leader && role0 != RoleKind::Leader) {
+            // (Winning an election says who leads already.)
+            notes.push(Note::LeaderChanged {
+                leader: leader1,
+                ballot: ballot1,
+            });
+        }
+        if rejoining0 && !rejoining1 {
+            notes.push(Note::RejoinFinished {
+                incarnation: self.incarnation(),
+                commit: self.commit,
+            });
+        }
+        self.ready.notes.extend(notes);
+    }
+
+    /// Until when, on the caller's clock, this server knows itself part of a quorum that can
+    /// commit: a leader until an election timeout after the last time it had heard from a
+    /// majority (itself included; its election counts as hearing from the majority that
+    /// promised), a follower until an election timeout after its leader last spoke (a leader
+    /// that loses its majority steps down and stops speaking). `None` while it stands for
+    /// election, knows no leader or is rejoining. Pure: the caller compares it with its clock.
+    pub fn quorum_until(&self) -> Option<Duration> {
+        if self.rejoin.is_some() {
+            return None;
+        }
+        let window = self.cfg.election_timeout;
+        match &self.role {
+            Role::Candidate(_) => None,
+            Role::Follower => {
+                self.leader?;
+                self.last_leader_contact.map(|t| t.saturating_add(window))
+            }
+            Role::Leader(l) => {
+                let others = self.cfg.quorum().saturating_sub(1);
+                if others == 0 {
+                    return Some(Duration::MAX);
+                }
+                let mut heard: Vec<Duration> = l.heard.values().copied().collect();
+                heard.sort_unstable_by(|a, b| b.cmp(a));
+                // The others-th most recent peer heard from, at best; never before the
+                // election that made it leader.
+                let at = heard
+                    .get(others - 1)
+                    .copied()
+                    .unwrap_or(l.since)
+                    .max(l.since);
+                Some(at.saturating_add(window))
+            }
+        }
     }
 
     // ----- accessors for status, metrics and tests -----
@@ -1748,7 +1864,12 @@ impl Server {
         };
         match crate::decode_snapshot(&t.data) {
             Some(s) if s.next_slot == next_slot => {
+                let next_slot = s.next_slot;
                 self.install_snapshot(s);
+                self.ready.notes.push(Note::SnapshotInstalled {
+                    from: t.from,
+                    next_slot,
+                });
                 self.learn_commit(self.leader_commit);
             }
             // Garbage from a peer: nothing installed; asking again starts over.

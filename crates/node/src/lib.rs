@@ -22,6 +22,6 @@ pub mod transport;
 pub use client::{Client, ClientError, ClientOptions};
 /// The MQTT client crate, for callers that publish directly (e.g. fault settings).
 pub use rumqttc;
-pub use runtime::{run_server, NodeError, ServerOptions, Status};
+pub use runtime::{run_server, NodeError, ServerOptions, Status, StatusQuery};
 pub use storage::SyncPolicy;
 pub use transport::{BrokerOptions, TransportError};

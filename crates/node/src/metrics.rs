@@ -1,5 +1,11 @@
 //! A server's Prometheus metrics and the HTTP endpoint that serves them (`/metrics`) with a
-//! liveness probe (`/health`).
+//! readiness probe (`/health`).
+//!
+//! Readiness means "part of a quorum that can commit": a leader that has heard from a
+//! majority within the election timeout, or a follower that has heard its leader within it.
+//! The runtime keeps a [`HealthState`] up to date after every step; the probe and the gauges
+//! that depend on time (quorum, seconds since the last commit) are worked out from it when
+//! asked, so they are never staler than the last step.
 
 use axum::http::StatusCode;
 use axum::routing::get;
@@ -12,8 +18,103 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Where a server stands with its broker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BrokerLink {
+    /// Not yet accepted by the broker (no attempt has failed yet).
+    Connecting,
+    Connected,
+    /// The last attempt failed, or the connection was lost: why.
+    Unreachable(String),
+    /// The broker refused the login (bad user name or password, not authorized).
+    Refused(String),
+}
+
+/// What the probe and the time-dependent gauges are worked out from.
+#[derive(Clone, Debug)]
+pub struct HealthState {
+    pub broker: BrokerLink,
+    /// `leader`, `follower` or `candidate`.
+    pub role: &'static str,
+    pub leader: Option<u32>,
+    pub rejoining: bool,
+    /// Until when this server is part of a quorum that can commit
+    /// (`mqpaxos_core::Server::quorum_until`, on the runtime's clock).
+    pub quorum_until: Option<Instant>,
+    /// When the commit index last moved here (or the server started).
+    pub last_commit: Instant,
+    pub election_timeout: Duration,
+}
+
+impl HealthState {
+    pub fn new(election_timeout: Duration) -> Self {
+        HealthState {
+            broker: BrokerLink::Connecting,
+            role: "follower",
+            leader: None,
+            rejoining: false,
+            quorum_until: None,
+            last_commit: Instant::now(),
+            election_timeout,
+        }
+    }
+
+    /// Whether this server is in a quorum that can commit at `now`.
+    pub fn quorum(&self, now: Instant) -> bool {
+        self.broker == BrokerLink::Connected
+            && !self.rejoining
+            && self.quorum_until.is_some_and(|t| now < t)
+    }
+
+    /// Ready or not, and the reason in one line.
+    pub fn readiness(&self, now: Instant) -> (bool, String) {
+        let window = self.election_timeout;
+        match &self.broker {
+            BrokerLink::Refused(why) => {
+                return (
+                    false,
+                    format!("not ready: the broker refused the login: {why}"),
+                )
+            }
+            BrokerLink::Unreachable(why) => {
+                return (false, format!("not ready: broker unreachable: {why}"))
+            }
+            BrokerLink::Connecting => {
+                return (false, "not ready: connecting to the broker".to_string())
+            }
+            BrokerLink::Connected => {}
+        }
+        if self.rejoining {
+            return (
+                false,
+                "not ready: rejoining (re-learning state from the other servers; not voting)"
+                    .to_string(),
+            );
+        }
+        let quorum = self.quorum(now);
+        let text = match (self.role, quorum, self.leader) {
+            ("leader", true, _) => {
+                format!("ready: leader, a majority heard within the election timeout ({window:?})")
+            }
+            ("leader", false, _) => format!(
+                "not ready: leader without a majority heard within the election timeout ({window:?})"
+            ),
+            (_, true, Some(l)) => format!(
+                "ready: following leader {l}, heard within the election timeout ({window:?})"
+            ),
+            ("candidate", _, _) => "not ready: election under way, no leader".to_string(),
+            (_, _, Some(l)) => format!(
+                "not ready: leader {l} not heard within the election timeout ({window:?})"
+            ),
+            (_, _, None) => "not ready: no leader known".to_string(),
+        };
+        (quorum, text)
+    }
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MessageLabels {
@@ -43,7 +144,11 @@ pub struct Metrics {
     pub executed_commands: Counter,
     pub command_latency: Histogram,
     pub servers_online: Gauge,
-    pub broker_connected: Arc<AtomicBool>,
+    quorum: Gauge,
+    rejoining: Gauge,
+    broker_connected: Gauge,
+    last_commit_age: Gauge<f64, AtomicU64>,
+    pub health: Mutex<HealthState>,
 }
 
 impl Default for Metrics {
@@ -105,6 +210,30 @@ impl Metrics {
             "Servers whose presence is online",
             servers_online.clone(),
         );
+        let quorum = Gauge::default();
+        registry.register(
+            "quorum",
+            "1 while this server is part of a quorum that can commit (what /health calls ready)",
+            quorum.clone(),
+        );
+        let rejoining = Gauge::default();
+        registry.register(
+            "rejoining",
+            "1 while this server re-learns lost state and does not vote",
+            rejoining.clone(),
+        );
+        let broker_connected = Gauge::default();
+        registry.register(
+            "broker_connected",
+            "1 while the broker has accepted this server's connection",
+            broker_connected.clone(),
+        );
+        let last_commit_age = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "last_commit_age_seconds",
+            "Seconds since the commit index last moved here (grows on an idle cluster)",
+            last_commit_age.clone(),
+        );
         Metrics {
             registry,
             messages,
@@ -116,7 +245,11 @@ impl Metrics {
             executed_commands,
             command_latency,
             servers_online,
-            broker_connected: Arc::new(AtomicBool::new(false)),
+            quorum,
+            rejoining,
+            broker_connected,
+            last_commit_age,
+            health: Mutex::new(HealthState::new(Duration::from_millis(300))),
         }
     }
 
@@ -134,8 +267,32 @@ impl Metrics {
         self.dropped.get_or_create(&DropLabels { reason }).inc();
     }
 
+    /// A copy of the health state (a poisoned lock still holds the last state written).
+    pub fn health(&self) -> HealthState {
+        match self.health.lock() {
+            Ok(h) => h.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Changes the health state.
+    pub fn update_health(&self, f: impl FnOnce(&mut HealthState)) {
+        match self.health.lock() {
+            Ok(mut h) => f(&mut h),
+            Err(p) => f(&mut p.into_inner()),
+        }
+    }
+
     /// The text exposition format.
     pub fn render(&self) -> String {
+        let h = self.health();
+        let now = Instant::now();
+        self.quorum.set(i64::from(h.quorum(now)));
+        self.rejoining.set(i64::from(h.rejoining));
+        self.broker_connected
+            .set(i64::from(h.broker == BrokerLink::Connected));
+        self.last_commit_age
+            .set(now.saturating_duration_since(h.last_commit).as_secs_f64());
         let mut out = String::new();
         if encode(&mut out, &self.registry).is_err() {
             out.clear();
@@ -169,14 +326,13 @@ pub async fn serve(
         .route(
             "/health",
             get(move || {
-                let up = metrics.broker_connected.load(Ordering::Relaxed);
-                async move {
-                    if up {
-                        (StatusCode::OK, "ok\n")
-                    } else {
-                        (StatusCode::SERVICE_UNAVAILABLE, "broker unreachable\n")
-                    }
-                }
+                let (ready, why) = metrics.health().readiness(Instant::now());
+                let code = if ready {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                async move { (code, format!("{why}\n")) }
             }),
         );
     let task = tokio::spawn(async move {

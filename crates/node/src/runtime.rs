@@ -11,12 +11,13 @@
 
 use crate::chaos::Faults;
 use crate::codec;
-use crate::metrics::{self, Metrics};
+use crate::metrics::{self, BrokerLink, Metrics};
 use crate::storage::{FileStorage, MemoryStorage, Recovery, Storage, StorageError, SyncPolicy};
 use crate::topics::{server_id, server_user, Parsed, Topics};
 use crate::transport::{BrokerOptions, Connection, Incoming, Session, TransportError};
 use mqpaxos_core::{
-    Config, ConfigError, Dest, Driver, Flush, Input, Message, NodeId, Outgoing, RoleKind, Server,
+    Config, ConfigError, Dest, Driver, Flush, Input, Message, NodeId, Note, Outgoing, RoleKind,
+    Server,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -119,7 +120,49 @@ pub struct Status {
     /// when its report carries another one.
     #[serde(default)]
     pub instance: String,
+    /// The server's build (`mqpaxos-node`'s version).
+    #[serde(default)]
+    pub version: String,
+    /// Bytes of keys and values in the state machine (filled in answers to a status query;
+    /// 0 in the retained report, which is refreshed too often to count them).
+    #[serde(default)]
+    pub bytes: u64,
+    /// Log entries kept since the last snapshot.
+    #[serde(default)]
+    pub log: u64,
+    /// Part of a quorum that can commit (what `/health` calls ready), and why or why not.
+    #[serde(default)]
+    pub ready: bool,
+    #[serde(default)]
+    pub health: String,
 }
+
+/// A question to every server, published on the asker's own `request/<user>` topic: "what is
+/// your status now?". Each server answers with its [`Status`] on
+/// `reply/<user>/<reply_to>`, so only the asker reads the answers and no broker ACL needs a
+/// new rule. JSON, so its first byte (`{`) is never the codec's version byte: a command can
+/// never be taken for a query, nor the other way round.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StatusQuery {
+    /// The last level of the reply topic (a topic level of at most 64 bytes).
+    pub status_to: String,
+}
+
+impl StatusQuery {
+    pub fn parse(payload: &[u8]) -> Option<StatusQuery> {
+        if payload.first() != Some(&b'{') || payload.len() > 256 {
+            return None;
+        }
+        serde_json::from_slice::<StatusQuery>(payload)
+            .ok()
+            .filter(|q| q.status_to.len() <= 64 && crate::topics::valid_level(&q.status_to))
+    }
+}
+
+/// At most this many status queries are answered per second; the rest are dropped
+/// (`mqpaxos_dropped_messages_total{reason="backlog"}`), so a client cannot make a server
+/// count its data over and over.
+const STATUS_QUERIES_PER_SECOND: u32 = 20;
 
 /// Status reports follow commits at most this often.
 const STATUS_EVERY_COMMIT: Duration = Duration::from_millis(20);
@@ -229,7 +272,7 @@ pub async fn run_server(
     broker.user = me.clone();
     let conn = Connection::open(&broker, session, None).await?;
     let metrics = Arc::new(Metrics::new());
-    metrics.broker_connected.store(false, Ordering::Relaxed);
+    metrics.update_health(|h| h.election_timeout = opts.core.election_timeout);
     let mut http = None;
     let mut metrics_addr = None;
     if let Some(addr) = opts.metrics_addr {
@@ -263,13 +306,20 @@ pub async fn run_server(
         delayed_tx,
         delayed_rx,
         chaos_rng: rand::SeedableRng::from_entropy(),
+        on_ready: on_ready.map(|f| (f, metrics_addr)),
+        broker_url: broker.url.clone(),
+        last_commit: None,
+        bytes: None,
+        queries: (Instant::now(), 0),
     };
     // Presence tells who is online; until it does, nobody is.
     node.driver.set_online(0);
-    tracing::info!(server = id, servers = opts.core.servers, "server started");
-    if let Some(f) = on_ready {
-        f(metrics_addr);
-    }
+    tracing::info!(
+        server = id,
+        servers = opts.core.servers,
+        broker = %broker.url,
+        "server started; connecting to the broker"
+    );
     let result = node.run(shutdown, opts.status_interval).await;
     if let Some(task) = http {
         task.abort();
@@ -283,6 +333,10 @@ pub async fn run_server(
         .await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     conn.close().await;
+    match &result {
+        Ok(()) => tracing::info!(server = id, "stopped"),
+        Err(e) => tracing::info!(server = id, error = %e, "stopped"),
+    }
     result
 }
 
@@ -320,6 +374,15 @@ struct Node {
     delayed_tx: mpsc::UnboundedSender<(Option<Parsed>, Vec<u8>)>,
     delayed_rx: mpsc::UnboundedReceiver<(Option<Parsed>, Vec<u8>)>,
     chaos_rng: rand::rngs::StdRng,
+    /// Called when the broker first accepts the server (so "running" means connected).
+    on_ready: Option<(OnReady, Option<SocketAddr>)>,
+    broker_url: String,
+    /// The commit index last seen, for the seconds-since-last-commit gauge.
+    last_commit: Option<u64>,
+    /// Bytes of the state machine, counted at this commit index (counting walks every key).
+    bytes: Option<(u64, u64)>,
+    /// Status queries answered in the second that started at this instant.
+    queries: (Instant, u32),
 }
 
 impl Node {
@@ -413,15 +476,6 @@ impl Node {
         self.metrics.commit_index.set(commit as i64);
         let after = self.observed();
         if before != after {
-            if before.0 != after.0 || before.1 != after.1 {
-                tracing::info!(
-                    server = self.server().id(),
-                    role = after.0.name(),
-                    leader = ?after.1,
-                    ballot = %after.2,
-                    "role or leader changed"
-                );
-            }
             self.publish_status(false).await;
         } else if self
             .last_status
@@ -446,8 +500,13 @@ impl Node {
             send_early,
             persist,
             send_durable,
+            notes,
             ..
         } = self.driver.flush();
+        for note in notes {
+            self.log_note(note);
+        }
+        self.update_health();
         for o in send_early {
             self.send(o).await;
         }
@@ -460,6 +519,69 @@ impl Node {
             self.send(o).await;
         }
         Ok(())
+    }
+
+    /// Writes what the core noted at info: what an operator follows in the log.
+    fn log_note(&self, note: Note) {
+        let server = self.server().id();
+        match note {
+            Note::ElectionStarted { ballot } => {
+                tracing::info!(server, %ballot, "election started")
+            }
+            Note::ElectionWon { ballot } => {
+                tracing::info!(server, %ballot, "election won: leading")
+            }
+            Note::ElectionLost { ballot, why } => {
+                tracing::info!(server, %ballot, why = why.text(), "election lost")
+            }
+            Note::SteppedDown { ballot, why } => {
+                tracing::info!(server, %ballot, why = why.text(), "stepped down as leader")
+            }
+            Note::LeaderChanged {
+                leader: Some(leader),
+                ballot,
+            } => tracing::info!(server, leader, %ballot, "leader changed"),
+            Note::LeaderChanged {
+                leader: None,
+                ballot,
+            } => tracing::info!(server, %ballot, "no leader known"),
+            Note::RejoinStarted { incarnation } => tracing::info!(
+                server,
+                incarnation,
+                "rejoin started: not voting until the other servers have brought this one up to date"
+            ),
+            Note::RejoinFinished {
+                incarnation,
+                commit,
+            } => tracing::info!(server, incarnation, commit, "rejoin finished: voting again"),
+            Note::SnapshotInstalled { from, next_slot } => {
+                tracing::info!(server, from, next_slot, "snapshot installed")
+            }
+        }
+    }
+
+    /// Brings what `/health` and the gauges read up to date with the core.
+    fn update_health(&mut self) {
+        let s = self.driver.server();
+        let commit = s.commit();
+        let moved = self.last_commit.is_some_and(|c| c != commit);
+        self.last_commit = Some(commit);
+        // The probe reads std's clock; `start` is the same instant on tokio's.
+        let start = self.start.into_std();
+        let far = std::time::Instant::now() + Duration::from_secs(365 * 86_400);
+        let until = s
+            .quorum_until()
+            .map(|d| start.checked_add(d).unwrap_or(far).min(far));
+        let (role, leader, rejoining) = (s.role().name(), s.leader(), s.rejoining());
+        self.metrics.update_health(|h| {
+            h.role = role;
+            h.leader = leader;
+            h.rejoining = rejoining;
+            h.quorum_until = until;
+            if moved {
+                h.last_commit = std::time::Instant::now();
+            }
+        });
     }
 
     async fn send(&mut self, o: Outgoing) {
@@ -580,16 +702,28 @@ impl Node {
     async fn on_incoming(&mut self, m: Incoming) -> Result<(), NodeError> {
         let (topic, payload) = match m {
             Incoming::Connected => {
-                self.metrics.broker_connected.store(true, Ordering::Relaxed);
+                self.metrics
+                    .update_health(|h| h.broker = BrokerLink::Connected);
                 tracing::info!(server = self.server().id(), "connected to the broker");
+                if let Some((f, addr)) = self.on_ready.take() {
+                    f(addr);
+                }
                 self.publish_status(true).await;
                 return Ok(());
             }
-            Incoming::Disconnected(_) => {
+            Incoming::Disconnected(why) => {
                 self.metrics
-                    .broker_connected
-                    .store(false, Ordering::Relaxed);
+                    .update_health(|h| h.broker = BrokerLink::Unreachable(why));
                 return Ok(());
+            }
+            Incoming::Refused(why) => {
+                self.metrics
+                    .update_health(|h| h.broker = BrokerLink::Refused(why.clone()));
+                return Err(TransportError::Refused {
+                    url: self.broker_url.clone(),
+                    why,
+                }
+                .into());
             }
             Incoming::Publish { topic, payload, .. } => (topic, payload),
         };
@@ -672,6 +806,10 @@ impl Node {
                 return self.on_json_request(user, &payload).await;
             }
             Some(Parsed::Request { user }) => {
+                if let Some(q) = StatusQuery::parse(&payload) {
+                    self.answer_status_query(&user, &q.status_to);
+                    return Ok(());
+                }
                 let cmd = match codec::decode(&payload, self.max_payload) {
                     Ok(Message::Request(cmd)) => cmd,
                     Ok(_) => {
@@ -733,7 +871,47 @@ impl Node {
         Ok(())
     }
 
+    /// Answers a status query on the asker's own reply topic, with what this server knows
+    /// now.
+    fn answer_status_query(&mut self, user: &str, to: &str) {
+        let now = Instant::now();
+        if now.duration_since(self.queries.0) >= Duration::from_secs(1) {
+            self.queries = (now, 0);
+        }
+        if self.queries.1 >= STATUS_QUERIES_PER_SECOND {
+            self.metrics.drop_message("backlog");
+            return;
+        }
+        self.queries.1 += 1;
+        let commit = self.server().commit();
+        let cached = self.bytes;
+        let bytes = match cached {
+            Some((at, b)) if at == commit => b,
+            _ => {
+                let b: u64 = self
+                    .server()
+                    .kv()
+                    .iter()
+                    .map(|(k, v)| (k.len() + v.len()) as u64)
+                    .sum();
+                self.bytes = Some((commit, b));
+                b
+            }
+        };
+        let mut s = self.status();
+        s.bytes = bytes;
+        s.published_ms = unix_ms();
+        if let Ok(body) = serde_json::to_vec(&s) {
+            let topic = self.topics.reply(&format!("{user}/{to}"));
+            let _ = self
+                .conn
+                .client
+                .try_publish(topic, rumqttc::QoS::AtMostOnce, false, body);
+        }
+    }
+
     fn status(&self) -> Status {
+        let (ready, health) = self.metrics.health().readiness(std::time::Instant::now());
         Status {
             id: self.server().id(),
             role: self.server().role().name().to_string(),
@@ -748,6 +926,11 @@ impl Node {
             rejoining: self.server().rejoining(),
             published_ms: 0,
             instance: self.instance.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            bytes: 0,
+            log: self.server().log().len() as u64,
+            ready,
+            health,
         }
     }
 
@@ -799,9 +982,7 @@ impl Node {
             return;
         }
         let mut stamped = s.clone();
-        stamped.published_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        stamped.published_ms = unix_ms();
         self.last_status_at = Some(Instant::now());
         if let Ok(body) = serde_json::to_vec(&stamped) {
             let topic = self.topics.status(&self.me);
@@ -812,6 +993,12 @@ impl Node {
         }
         self.last_status = Some(s);
     }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 async fn sleep_until(at: Option<Instant>) {

@@ -151,8 +151,11 @@ fn tls_config(ca_file: Option<&PathBuf>) -> Result<TlsConfiguration, TransportEr
 pub enum Incoming {
     /// (Re)connected, subscriptions restored.
     Connected,
-    /// Lost the broker; reconnecting.
+    /// Lost the broker, or could not reach it; reconnecting.
     Disconnected(String),
+    /// The broker refused the login (bad user name or password, not authorized). Retrying
+    /// cannot fix that, so the connection stops trying.
+    Refused(String),
     Publish {
         topic: String,
         payload: Vec<u8>,
@@ -240,13 +243,16 @@ impl Connection {
         let (stop, stop_rx) = watch::channel(false);
         let (first_tx, mut first_rx) = mpsc::channel::<Result<(), String>>(4);
         let closing = Arc::new(AtomicBool::new(false));
+        // A caller that waits reports the outcome itself; one that does not (a server) has
+        // only the log to say why it is not connected, so every failed attempt goes there.
+        let loud = wait.is_none().then(|| opts.url.clone());
         let task = tokio::spawn(drive(
             eventloop,
             client.clone(),
             session,
             (tx, budget),
             [connected.clone(), closing.clone()],
-            stop_rx,
+            (stop_rx, loud),
             first_tx,
         ));
         let conn = Connection {
@@ -315,6 +321,14 @@ impl Connection {
     }
 }
 
+/// Whether a refusal is about who we are, which no retry can change.
+fn refusal_is_final(code: ConnectReturnCode) -> bool {
+    matches!(
+        code,
+        ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized
+    )
+}
+
 fn refused_reason(code: ConnectReturnCode) -> &'static str {
     match code {
         ConnectReturnCode::BadUserNamePassword => "bad user name or password",
@@ -332,7 +346,7 @@ async fn drive(
     session: Session,
     (tx, budget): (mpsc::Sender<Incoming>, Arc<tokio::sync::Semaphore>),
     [connected, closing]: [Arc<AtomicBool>; 2],
-    mut stop: watch::Receiver<bool>,
+    (mut stop, loud): (watch::Receiver<bool>, Option<String>),
     first: mpsc::Sender<Result<(), String>>,
 ) {
     let mut backoff = Duration::from_millis(50);
@@ -391,8 +405,23 @@ async fn drive(
                     other => other.to_string(),
                 };
                 let _ = first.try_send(Err(why.clone()));
+                if let ConnectionError::ConnectionRefused(code) = &e {
+                    if refusal_is_final(*code) {
+                        // Said once, by whoever reads `Refused` (a server ends with it).
+                        let _ = tx.try_send(Incoming::Refused(refused_reason(*code).to_string()));
+                        return;
+                    }
+                }
                 if was {
                     tracing::warn!(error = %why, "lost the broker; reconnecting");
+                    let _ = tx.try_send(Incoming::Disconnected(why));
+                } else if let Some(url) = &loud {
+                    tracing::warn!(
+                        broker = %url,
+                        error = %why,
+                        retry_in = ?backoff,
+                        "cannot connect to the broker"
+                    );
                     let _ = tx.try_send(Incoming::Disconnected(why));
                 }
                 tokio::select! {

@@ -1075,6 +1075,7 @@ impl Simulation {
             persist,
             send_durable,
             executed,
+            ..
         } = driver.flush();
         let bytes: usize = persist.iter().map(mqpaxos_core::limits::persist_size).sum();
         if bytes > mqpaxos_core::limits::MAX_FLUSH {

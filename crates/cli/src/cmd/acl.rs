@@ -7,7 +7,7 @@ use std::process::ExitCode;
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// mosquitto (also read by the built-in broker) or emqx (EMQX 5 file authorization).
-    #[arg(long, default_value = "mosquitto", value_parser = ["mosquitto", "emqx"])]
+    #[arg(long, env = "MQPAXOS_FORMAT", default_value = "mosquitto", value_parser = ["mosquitto", "emqx"])]
     pub format: String,
     /// Servers server1..serverN get server rights.
     #[arg(long, env = "MQPAXOS_SERVERS", default_value_t = 9)]

@@ -15,8 +15,9 @@ pub struct Args {
     #[arg(long, env = "MQPAXOS_LISTEN", default_value = "127.0.0.1:1883")]
     pub listen: SocketAddr,
     /// Mosquitto-format password file (`mosquitto_passwd`, or `--add-user`); without it
-    /// anyone may connect, which is refused off loopback.
-    #[arg(long, env = "MQPAXOS_BROKER_PASSWORD_FILE")]
+    /// anyone may connect, which is refused off loopback. (MQPAXOS_BROKER_PASSWORD_FILE, its
+    /// old variable, still works, with a warning.)
+    #[arg(long, env = "MQPAXOS_PASSWORD_FILE")]
     pub password_file: Option<PathBuf>,
     /// Mosquitto-format ACL file (`mqpaxos acl`); needs --password-file, or any client could
     /// claim any user name.
@@ -33,13 +34,26 @@ pub struct Args {
     pub tls_listen: SocketAddr,
     /// Instead of running a broker: add (or replace) this user in --password-file, with the
     /// password from MQPAXOS_PASSWORD or else the first line of standard input, and exit.
-    #[arg(long, requires = "password_file")]
+    #[arg(long, env = "MQPAXOS_ADD_USER")]
     pub add_user: Option<String>,
 }
 
-pub async fn run(a: Args) -> CmdResult {
-    if let (Some(user), Some(file)) = (&a.add_user, &a.password_file) {
-        return add_user(file, user);
+/// The variable that named the password file before every variable followed its flag.
+const OLD_PASSWORD_FILE_VAR: &str = "MQPAXOS_BROKER_PASSWORD_FILE";
+
+pub async fn run(mut a: Args) -> CmdResult {
+    if a.password_file.is_none() {
+        if let Some(old) = std::env::var_os(OLD_PASSWORD_FILE_VAR).filter(|v| !v.is_empty()) {
+            eprintln!(
+                "mqpaxos: warning: {OLD_PASSWORD_FILE_VAR} is deprecated; set MQPAXOS_PASSWORD_FILE (the --password-file flag's variable)"
+            );
+            a.password_file = Some(PathBuf::from(old));
+        }
+    }
+    match (&a.add_user, &a.password_file) {
+        (Some(user), Some(file)) => return add_user(file, user),
+        (Some(_), None) => return Err(fail(2, "--add-user needs --password-file")),
+        _ => {}
     }
     let tls = match (a.tls_cert, a.tls_key) {
         (Some(cert_file), Some(key_file)) => Some(TlsListener {

@@ -27,49 +27,54 @@ use tokio::process::{Child, Command};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    #[arg(long, default_value_t = 7)]
+    #[arg(long, env = "MQPAXOS_SERVERS", default_value_t = 7)]
     pub servers: u32,
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, env = "MQPAXOS_CLIENTS", default_value_t = 5)]
     pub clients: usize,
     /// Probability that a message is lost.
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(long, env = "MQPAXOS_LOSS", default_value_t = 0.2)]
     pub loss: f64,
     /// Delay added to every message.
-    #[arg(long, default_value = "10ms", value_parser = parse_duration)]
+    #[arg(long, env = "MQPAXOS_DELAY", default_value = "10ms", value_parser = parse_duration)]
     pub delay: Duration,
     /// Probability that a message is delivered twice.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, env = "MQPAXOS_DUPLICATE", default_value_t = 0.0)]
     pub duplicate: f64,
     /// How many times the servers are split at random.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, env = "MQPAXOS_PARTITIONS", default_value_t = 5)]
     pub partitions: usize,
     /// Group sizes of each split (must add up to --servers).
-    #[arg(long, default_value = "4,3", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "MQPAXOS_GROUPS",
+        default_value = "4,3",
+        value_delimiter = ','
+    )]
     pub groups: Vec<usize>,
     /// How long the faults last.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, env = "MQPAXOS_DURATION", default_value = "60s", value_parser = parse_duration)]
     pub duration: Duration,
     /// Seed for the choice of splits and client operations (default: random).
-    #[arg(long)]
+    #[arg(long, env = "MQPAXOS_SEED")]
     pub seed: Option<u64>,
     /// Use this broker instead of starting the built-in one.
-    #[arg(long)]
+    #[arg(long, env = "MQPAXOS_BROKER")]
     pub broker: Option<String>,
     /// Write history.jsonl, summary.json, timeseries.json and the charts here.
-    #[arg(long)]
+    #[arg(long, env = "MQPAXOS_OUT")]
     pub out: Option<PathBuf>,
     /// Keys the clients work on.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, env = "MQPAXOS_KEYS", default_value_t = 5)]
     pub keys: usize,
     /// A client gives up on an operation after this long (its outcome is then unknown).
-    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    #[arg(long, env = "MQPAXOS_OP_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
     pub op_timeout: Duration,
     /// Make loss and splits with the kernel: each server in its own network namespace,
     /// iptables rules on the links (root only; see docs/chaos.md).
-    #[arg(long, conflicts_with = "broker")]
+    #[arg(long, env = "MQPAXOS_NETNS", conflicts_with = "broker")]
     pub netns: bool,
     /// With --netns: one broker, or two bridged brokers whose link the splits cut.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2), requires = "netns")]
+    #[arg(long, env = "MQPAXOS_BROKERS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2), requires = "netns")]
     pub brokers: u8,
 }
 

@@ -22,19 +22,19 @@ use std::time::{Duration, Instant};
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Servers in the cluster.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, env = "MQPAXOS_SERVERS", default_value_t = 3)]
     pub servers: u32,
     /// How many times the leader is killed.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, env = "MQPAXOS_KILLS", default_value_t = 20)]
     pub kills: usize,
     /// Quiet time before each kill, once the cluster has a leader and every server is up.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, env = "MQPAXOS_SETTLE", default_value = "1s", value_parser = parse_duration)]
     pub settle: Duration,
     /// The client resends an unanswered command after this long (its share of the failover).
-    #[arg(long, default_value = "200ms", value_parser = parse_duration)]
+    #[arg(long, env = "MQPAXOS_RESEND", default_value = "200ms", value_parser = parse_duration)]
     pub resend: Duration,
     /// Write the results here as JSON.
-    #[arg(long)]
+    #[arg(long, env = "MQPAXOS_JSON")]
     pub json: Option<PathBuf>,
 }
 

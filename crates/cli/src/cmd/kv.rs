@@ -39,7 +39,7 @@ pub struct CasArgs {
     pub expected: String,
     pub new: String,
     /// Expect KEY to be absent instead of EXPECTED.
-    #[arg(long)]
+    #[arg(long, env = "MQPAXOS_ABSENT")]
     pub absent: bool,
     #[command(flatten)]
     pub client: ClientArgs,

@@ -10,6 +10,7 @@ pub mod charts;
 pub mod cluster;
 #[cfg(feature = "embedded-broker")]
 pub mod failover;
+pub mod health;
 pub mod kv;
 pub mod netns;
 pub mod server;

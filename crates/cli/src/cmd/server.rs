@@ -123,6 +123,10 @@ pub async fn run(a: Args) -> CmdResult {
     match run_server(opts, stop_signal(), Some(on_ready)).await {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e @ (NodeError::Config(_) | NodeError::Metrics { .. })) => Err(fail(2, e.to_string())),
+        // A refused login will not fix itself: like bad input, it needs the operator.
+        Err(e @ NodeError::Transport(mqpaxos_node::TransportError::Refused { .. })) => {
+            Err(fail(2, e.to_string()))
+        }
         Err(e @ NodeError::Transport(_)) => Err(fail(3, e.to_string())),
         Err(e) => Err(fail(4, e.to_string())),
     }

@@ -1,11 +1,14 @@
-//! `mqpaxos status`: what every server last said about itself (retained `status/` and
-//! `presence/` topics), as a table or JSON.
+//! `mqpaxos status`: asks every server for its status at the moment it runs (a query on the
+//! asker's own request topic, answered on its own reply topic), and shows what each answered
+//! (role, ballot, leader, positions, data size, version, health), falling back to the
+//! retained `status/` report, marked as not answering, for a server that did not answer.
+//! Exits non-zero when fewer than a majority of the servers answer.
 
 use super::kv::client_failure;
 use super::{fail, parse_duration, CmdResult, ConnArgs};
 use mqpaxos_node::topics::{server_id, Parsed, Topics};
 use mqpaxos_node::transport::{Connection, Incoming, Session};
-use mqpaxos_node::Status;
+use mqpaxos_node::{Status, StatusQuery};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -18,9 +21,9 @@ pub struct Args {
     /// How many servers the cluster has (default: as the servers report).
     #[arg(long, env = "MQPAXOS_SERVERS")]
     pub servers: Option<u32>,
-    /// Print JSON: an array of objects with id, online, role, ballot, leader, commit, executed,
-    /// digest.
-    #[arg(long)]
+    /// Print JSON: an array of objects with id, online, answered, role, ballot, leader,
+    /// commit, executed, keys, bytes, log, version, ready, health, digest, age_ms.
+    #[arg(long, env = "MQPAXOS_JSON")]
     pub json: bool,
     /// The MQTT user name to connect as.
     #[arg(long, env = "MQPAXOS_USER", default_value = "client")]
@@ -28,59 +31,109 @@ pub struct Args {
     /// Give up connecting after this long.
     #[arg(long, env = "MQPAXOS_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub timeout: Duration,
+    /// How long to wait for the servers' answers (it stops early once every server has
+    /// answered).
+    #[arg(long, env = "MQPAXOS_WAIT", default_value = "1s", value_parser = parse_duration)]
+    pub wait: Duration,
 }
 
 #[derive(Serialize, Debug)]
 struct Row {
     id: u32,
     online: bool,
+    /// Whether the server answered this query; if not, the rest comes from its retained
+    /// report (as old as `age_ms` says).
+    answered: bool,
     role: Option<String>,
     ballot: Option<String>,
     leader: Option<u32>,
     commit: Option<u64>,
     executed: Option<u64>,
+    keys: Option<usize>,
+    /// Bytes of keys and values (answers only).
+    bytes: Option<u64>,
+    /// Log entries kept since the last snapshot.
+    log: Option<u64>,
+    version: Option<String>,
+    /// Part of a quorum that can commit, as the server's `/health` says, and why.
+    ready: Option<bool>,
+    health: Option<String>,
     /// The replicated state's digest at `executed`: replicas that executed the same slots
     /// must show the same one, so comparing them checks agreement from outside.
     digest: Option<String>,
-    /// How old the server's report was when read, in milliseconds (reports follow the
-    /// commit point within 20 ms, and are refreshed every second regardless).
+    /// How old the answer (or, without one, the retained report) was when shown, in
+    /// milliseconds.
     age_ms: Option<u64>,
 }
 
 pub async fn run(a: Args) -> CmdResult {
     let topics = Topics::new(&a.conn.cluster);
+    let nonce = format!("status-{:016x}", rand_id());
+    let reply_topic = topics.reply(&format!("{}/{nonce}", a.user));
     let session = Session {
         client_id: format!("mqpaxos-status-{:016x}", rand_id()),
-        subscriptions: vec![topics.all_presence(), topics.all_status()],
+        subscriptions: vec![
+            topics.all_presence(),
+            topics.all_status(),
+            reply_topic.clone(),
+        ],
         on_connect: Vec::new(),
         will: None,
     };
     let mut conn = Connection::open(&a.conn.broker_options(&a.user)?, session, Some(a.timeout))
         .await
         .map_err(|e| client_failure(e.into()))?;
+    // The subscriptions went out before the broker's ConnAck was handed over, so the broker
+    // has them before this query.
+    let query = serde_json::to_vec(&StatusQuery {
+        status_to: nonce.clone(),
+    })
+    .map_err(|e| fail(4, e.to_string()))?;
+    conn.publish(topics.request(&a.user), query)
+        .await
+        .map_err(|e| client_failure(e.into()))?;
     let mut presence: BTreeMap<u32, bool> = BTreeMap::new();
-    let mut status: BTreeMap<u32, Status> = BTreeMap::new();
-    // Retained messages arrive right after subscribing; stop once they have gone quiet.
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(1500);
+    let mut retained: BTreeMap<u32, Status> = BTreeMap::new();
+    let mut answers: BTreeMap<u32, Status> = BTreeMap::new();
+    let mut arrived: BTreeMap<u32, u64> = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + a.wait;
     loop {
-        let quiet = tokio::time::Instant::now() + Duration::from_millis(300);
-        let until = quiet.min(deadline);
-        match tokio::time::timeout_at(until, conn.incoming.recv()).await {
-            Ok(Some(Incoming::Publish { topic, payload, .. })) => match topics.parse(&topic) {
-                Some(Parsed::Presence { node }) => {
-                    if let Some(id) = server_id(&node) {
-                        presence.insert(id, payload.as_slice() == b"online");
+        let known = a.servers.or_else(|| {
+            retained
+                .values()
+                .chain(answers.values())
+                .map(|s| s.servers)
+                .max()
+        });
+        if known.is_some_and(|n| answers.len() >= n as usize) {
+            break;
+        }
+        match tokio::time::timeout_at(deadline, conn.incoming.recv()).await {
+            Ok(Some(Incoming::Publish { topic, payload, .. })) => {
+                if topic == reply_topic {
+                    if let Ok(s) = serde_json::from_slice::<Status>(&payload) {
+                        // How old it was on arrival, not after the wait for the others.
+                        arrived.insert(s.id, unix_ms().saturating_sub(s.published_ms));
+                        answers.insert(s.id, s);
                     }
+                    continue;
                 }
-                Some(Parsed::Status { node }) => {
-                    if let (Some(id), Ok(s)) =
-                        (server_id(&node), serde_json::from_slice::<Status>(&payload))
-                    {
-                        status.insert(id, s);
+                match topics.parse(&topic) {
+                    Some(Parsed::Presence { node }) => {
+                        if let Some(id) = server_id(&node) {
+                            presence.insert(id, payload.as_slice() == b"online");
+                        }
                     }
+                    Some(Parsed::Status { node }) => {
+                        if let (Some(id), Ok(s)) =
+                            (server_id(&node), serde_json::from_slice::<Status>(&payload))
+                        {
+                            retained.insert(id, s);
+                        }
+                    }
+                    _ => {}
                 }
-                _ => {}
-            },
+            }
             Ok(Some(_)) => {}
             Ok(None) | Err(_) => break,
         }
@@ -88,7 +141,13 @@ pub async fn run(a: Args) -> CmdResult {
     conn.close().await;
     let n = a
         .servers
-        .or_else(|| status.values().map(|s| s.servers).max())
+        .or_else(|| {
+            retained
+                .values()
+                .chain(answers.values())
+                .map(|s| s.servers)
+                .max()
+        })
         .or_else(|| presence.keys().max().copied())
         .unwrap_or(0);
     if n == 0 {
@@ -97,15 +156,16 @@ pub async fn run(a: Args) -> CmdResult {
             a.conn.cluster, a.conn.broker
         )));
     }
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+    let now_ms = unix_ms();
     let rows: Vec<Row> = (1..=n)
         .map(|id| {
-            let s = status.get(&id);
+            let answer = answers.get(&id);
+            let s = answer.or_else(|| retained.get(&id));
             Row {
                 id,
-                online: presence.get(&id).copied().unwrap_or(false),
+                // An answer is proof of life even before its presence arrives.
+                online: answer.is_some() || presence.get(&id).copied().unwrap_or(false),
+                answered: answer.is_some(),
                 // A rejoining server is a follower that does not vote yet: say so.
                 role: s.map(|s| {
                     if s.rejoining {
@@ -118,10 +178,17 @@ pub async fn run(a: Args) -> CmdResult {
                 leader: s.and_then(|s| s.leader),
                 commit: s.map(|s| s.commit),
                 executed: s.map(|s| s.executed),
+                keys: s.map(|s| s.keys),
+                bytes: answer.map(|s| s.bytes),
+                log: s.map(|s| s.log),
+                version: s.map(|s| s.version.clone()).filter(|v| !v.is_empty()),
+                ready: s.filter(|s| !s.health.is_empty()).map(|s| s.ready),
+                health: s.map(|s| s.health.clone()).filter(|h| !h.is_empty()),
                 digest: s.map(|s| s.digest.clone()),
-                age_ms: s
-                    .filter(|s| s.published_ms > 0)
-                    .map(|s| now_ms.saturating_sub(s.published_ms)),
+                age_ms: arrived.get(&id).copied().or_else(|| {
+                    s.filter(|s| s.published_ms > 0)
+                        .map(|s| now_ms.saturating_sub(s.published_ms))
+                }),
             }
         })
         .collect();
@@ -131,31 +198,76 @@ pub async fn run(a: Args) -> CmdResult {
             serde_json::to_string_pretty(&rows).unwrap_or_default()
         );
     } else {
-        println!(
-            "{:<4} {:<7} {:<10} {:<8} {:<7} {:>8} {:>9} {:>7}",
-            "ID", "ONLINE", "ROLE", "BALLOT", "LEADER", "COMMIT", "EXECUTED", "AGE"
-        );
-        for r in &rows {
-            let dash = || "-".to_string();
-            println!(
-                "{:<4} {:<7} {:<10} {:<8} {:<7} {:>8} {:>9} {:>7}",
-                r.id,
-                if r.online { "yes" } else { "no" },
-                if r.online {
-                    r.role.clone().unwrap_or_else(dash)
-                } else {
-                    dash()
-                },
-                r.ballot.clone().unwrap_or_else(dash),
-                r.leader.map_or_else(dash, |l| l.to_string()),
-                r.commit.map_or_else(dash, |c| c.to_string()),
-                r.executed.map_or_else(dash, |c| c.to_string()),
-                r.age_ms
-                    .map_or_else(dash, |ms| format!("{:.1}s", ms as f64 / 1000.0)),
-            );
-        }
+        print_table(&rows);
+    }
+    let quorum = n as usize / 2 + 1;
+    if answers.len() < quorum {
+        return Err(fail(
+            3,
+            format!(
+                "only {} of {n} servers answered within {:?} (a quorum is {quorum})",
+                answers.len(),
+                a.wait
+            ),
+        ));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_table(rows: &[Row]) {
+    println!(
+        "{:<3} {:<6} {:<6} {:<10} {:<7} {:<6} {:>7} {:>8} {:>7} {:>9} {:>6} {:<8} {:>6}",
+        "ID",
+        "ONLINE",
+        "ANSWER",
+        "ROLE",
+        "BALLOT",
+        "LEADER",
+        "COMMIT",
+        "EXECUTED",
+        "KEYS",
+        "BYTES",
+        "LOG",
+        "VERSION",
+        "AGE"
+    );
+    let dash = || "-".to_string();
+    let yes = |b: bool| if b { "yes" } else { "no" };
+    for r in rows {
+        println!(
+            "{:<3} {:<6} {:<6} {:<10} {:<7} {:<6} {:>7} {:>8} {:>7} {:>9} {:>6} {:<8} {:>6}",
+            r.id,
+            yes(r.online),
+            yes(r.answered),
+            if r.online || r.answered {
+                r.role.clone().unwrap_or_else(dash)
+            } else {
+                dash()
+            },
+            r.ballot.clone().unwrap_or_else(dash),
+            r.leader.map_or_else(dash, |l| l.to_string()),
+            r.commit.map_or_else(dash, |c| c.to_string()),
+            r.executed.map_or_else(dash, |c| c.to_string()),
+            r.keys.map_or_else(dash, |c| c.to_string()),
+            r.bytes.map_or_else(dash, |c| c.to_string()),
+            r.log.map_or_else(dash, |c| c.to_string()),
+            r.version.clone().unwrap_or_else(dash),
+            r.age_ms
+                .map_or_else(dash, |ms| format!("{:.1}s", ms as f64 / 1000.0)),
+        );
+    }
+    // Why each answering server is or is not ready (its /health line).
+    for r in rows.iter().filter(|r| r.answered) {
+        if let Some(h) = &r.health {
+            println!("server {}: {h}", r.id);
+        }
+    }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn rand_id() -> u64 {

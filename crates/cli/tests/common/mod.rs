@@ -283,14 +283,16 @@ impl Cluster {
             .expect("run mqpaxos")
     }
 
+    /// What `mqpaxos status --json` shows. Its exit code is not checked: it is 3 whenever
+    /// fewer than a majority answer, which many tests bring about on purpose.
     pub fn status(&self) -> Vec<serde_json::Value> {
         let out = self.cli(&["status", "--json", "--servers", &self.n.to_string()]);
-        assert!(
-            out.status.success(),
-            "status failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).expect("status --json prints JSON")
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "status --json printed no JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
     }
 
     /// Waits until an online server reports itself leader, and returns its id.

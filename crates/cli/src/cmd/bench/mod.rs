@@ -54,87 +54,92 @@ pub struct Args {
     #[arg(long, env = "MQPAXOS_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub timeout: Duration,
     /// Own cluster: how many servers.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, env = "MQPAXOS_SERVERS", default_value_t = 3)]
     pub servers: u32,
     /// A flag for every server of the bench's own cluster, e.g. `--server-arg=--reads=log` or
     /// `--server-arg=--max-batch=1` (repeatable): to measure what a feature gains.
-    #[arg(long, allow_hyphen_values = true)]
+    #[arg(long, env = "MQPAXOS_SERVER_ARG", allow_hyphen_values = true)]
     pub server_arg: Vec<String>,
     /// Own cluster: fsync policy of the servers.
-    #[arg(long, default_value = "always", value_parser = ["always", "never"])]
+    #[arg(long, env = "MQPAXOS_SYNC", default_value = "always", value_parser = ["always", "never"])]
     pub sync: String,
     /// Own cluster: parent of the servers' data directories (default: a new temporary
     /// directory, removed afterwards).
-    #[arg(long)]
+    #[arg(long, env = "MQPAXOS_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// A running cluster's metrics endpoints (host:port,...), to count publishes per command.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, env = "MQPAXOS_METRICS", value_delimiter = ',')]
     pub metrics: Vec<String>,
     /// Processes on this machine whose CPU and memory to report (pid,...); own cluster: its
     /// servers.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, env = "MQPAXOS_PIDS", value_delimiter = ',')]
     pub pids: Vec<u32>,
     /// Closed loop: concurrent clients; one step per value.
-    #[arg(long, default_value = "1,16,64,256", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "MQPAXOS_CLIENTS",
+        default_value = "1,16,64,256",
+        value_delimiter = ','
+    )]
     pub clients: Vec<usize>,
     /// Open loop: commands per second over all clients; one step per value (each step uses
     /// --connections clients).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, env = "MQPAXOS_RATE", value_delimiter = ',')]
     pub rate: Vec<f64>,
     /// Open loop: how many clients share the rate.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, env = "MQPAXOS_CONNECTIONS", default_value_t = 64)]
     pub connections: usize,
     /// Operation mix as weights, e.g. put=80,get=10,cas=10.
-    #[arg(long, default_value = "put=100", value_parser = parse_mix)]
+    #[arg(long, env = "MQPAXOS_MIX", default_value = "put=100", value_parser = parse_mix)]
     pub mix: Mix,
     /// How many distinct keys the load touches (chosen uniformly).
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, env = "MQPAXOS_KEYS", default_value_t = 1000)]
     pub keys: usize,
     /// Size of each value in bytes.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, env = "MQPAXOS_VALUE_SIZE", default_value_t = 100)]
     pub value_size: usize,
     /// Measured time per step.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "MQPAXOS_DURATION", default_value = "10s", value_parser = parse_duration)]
     pub duration: Duration,
     /// Unmeasured time at the start of each step ("0s" for none).
-    #[arg(long, default_value = "2s", value_parser = parse_warmup)]
+    #[arg(long, env = "MQPAXOS_WARMUP", default_value = "2s", value_parser = parse_warmup)]
     pub warmup: Duration,
     /// Also write the results as JSON to this file ("-": standard output, instead of the
     /// table).
-    #[arg(long)]
+    #[arg(long, env = "MQPAXOS_JSON")]
     pub json: Option<PathBuf>,
     /// The name of this run in reports (default: the target's name).
-    #[arg(long)]
+    #[arg(long, env = "MQPAXOS_LABEL")]
     pub label: Option<String>,
     /// What to write under "version" in the JSON (e.g. the etcd version).
-    #[arg(long)]
+    #[arg(long, env = "MQPAXOS_SYSTEM_VERSION")]
     pub system_version: Option<String>,
     /// What to load: this mqpaxos (own or running cluster), etcd or NATS JetStream KV.
     #[cfg(feature = "compare")]
-    #[arg(long, default_value = "mqpaxos", value_parser = ["mqpaxos", "etcd", "nats"])]
+    #[arg(long, env = "MQPAXOS_TARGET", default_value = "mqpaxos", value_parser = ["mqpaxos", "etcd", "nats"])]
     pub target: String,
     /// etcd or NATS endpoints (host:port,...).
     #[cfg(feature = "compare")]
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, env = "MQPAXOS_ENDPOINTS", value_delimiter = ',')]
     pub endpoints: Vec<String>,
     /// NATS: the KV bucket (created with 3 replicas if missing).
     #[cfg(feature = "compare")]
-    #[arg(long, default_value = "bench")]
+    #[arg(long, env = "MQPAXOS_BUCKET", default_value = "bench")]
     pub bucket: String,
     /// NATS: replicas of a bucket the bench creates.
     #[cfg(feature = "compare")]
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, env = "MQPAXOS_REPLICAS", default_value_t = 3)]
     pub replicas: usize,
     /// Instead of a run: read every *.json in this directory and write the performance
     /// document (--doc) and its charts (--img-dir).
     #[cfg(feature = "compare")]
-    #[arg(long)]
+    #[arg(long, env = "MQPAXOS_REPORT")]
     pub report: Option<PathBuf>,
     #[cfg(feature = "compare")]
-    #[arg(long, default_value = "docs/performance.md")]
+    #[arg(long, env = "MQPAXOS_DOC", default_value = "docs/performance.md")]
     pub doc: PathBuf,
     #[cfg(feature = "compare")]
-    #[arg(long, default_value = "docs/img")]
+    #[arg(long, env = "MQPAXOS_IMG_DIR", default_value = "docs/img")]
     pub img_dir: PathBuf,
 }
 
