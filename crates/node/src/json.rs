@@ -117,7 +117,7 @@ pub fn parse(payload: &[u8], user: &str, reply_prefix: &str) -> Result<Accepted,
     let bad = |message: String| refuse(Some(r.reply_to.clone()), Some(r.id.clone()), message);
     if !valid_id(&r.id) {
         return Err(bad(
-            "id must be 1-64 letters, digits, '-', '_' or '.'".into(),
+            "id must be 1-64 letters, digits, '-', '_' or '.'".into()
         ));
     }
     let key = || {
@@ -198,7 +198,7 @@ pub fn parse(payload: &[u8], user: &str, reply_prefix: &str) -> Result<Accepted,
         },
         _ => {
             return Err(bad(
-                "session and seq (from 1) come together, or neither".into(),
+                "session and seq (from 1) come together, or neither".into()
             ))
         }
     };

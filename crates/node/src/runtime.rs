@@ -49,7 +49,6 @@ pub enum NodeError {
     },
 }
 
-
 /// How many JSON requests a server remembers the answer topic of (about 1 KiB each at most).
 const JSON_WAITING_MAX: usize = 65_536;
 /// Everything a server needs to run.
@@ -585,7 +584,15 @@ impl Node {
     }
 
     async fn send(&mut self, o: Outgoing) {
-        if let (Dest::Client(_), Message::Reply { client, seq, result }) = (&o.to, &o.msg) {
+        if let (
+            Dest::Client(_),
+            Message::Reply {
+                client,
+                seq,
+                result,
+            },
+        ) = (&o.to, &o.msg)
+        {
             if let Some((order, a)) = self.json_waiting.remove(&(client.clone(), *seq)) {
                 self.json_order.remove(&order);
                 if let Some(t) = self.arrivals.remove(&(client.clone(), *seq)) {
@@ -649,7 +656,8 @@ impl Node {
             .try_publish(topic, rumqttc::QoS::AtMostOnce, false, payload)
             .is_ok()
         {
-            self.metrics.count("out", "json_reply", "client".to_string());
+            self.metrics
+                .count("out", "json_reply", "client".to_string());
         } else {
             self.metrics.drop_message("backlog");
         }
@@ -659,16 +667,14 @@ impl Node {
     /// the core as the same command a Rust client would send.
     async fn on_json_request(&mut self, user: String, payload: &[u8]) -> Result<(), NodeError> {
         let leader = self.server().role() == RoleKind::Leader;
-        let accepted = match crate::json::parse(payload, &user, &self.topics.json_reply_prefix())
-        {
+        let accepted = match crate::json::parse(payload, &user, &self.topics.json_reply_prefix()) {
             Ok(a) => a,
             Err(refused) => {
                 self.metrics.drop_message("bad_json");
                 // Only the leader answers, or every server would.
                 if let (true, Some(topic)) = (leader, refused.reply_to) {
                     let id = refused.id.unwrap_or_default();
-                    let body =
-                        crate::json::error(&id, crate::json::BAD_REQUEST, &refused.message);
+                    let body = crate::json::error(&id, crate::json::BAD_REQUEST, &refused.message);
                     self.publish_json(topic, body);
                 }
                 return Ok(());
@@ -681,7 +687,9 @@ impl Node {
             if self.arrivals.len() > 100_000 {
                 self.arrivals.clear();
             }
-            self.arrivals.entry(key.clone()).or_insert_with(Instant::now);
+            self.arrivals
+                .entry(key.clone())
+                .or_insert_with(Instant::now);
         }
         let cmd = accepted.cmd.clone();
         let order = self.json_next;
@@ -774,7 +782,10 @@ impl Node {
     /// Hands a received message to the core (after any injected fault).
     async fn deliver(&mut self, parsed: Option<Parsed>, payload: Vec<u8>) -> Result<(), NodeError> {
         if self.probation.is_some()
-            && matches!(parsed, Some(Parsed::Peer { .. } | Parsed::Request { .. } | Parsed::JsonRequest { .. }))
+            && matches!(
+                parsed,
+                Some(Parsed::Peer { .. } | Parsed::Request { .. } | Parsed::JsonRequest { .. })
+            )
         {
             // Not taking part yet; Paxos and the clients resend.
             return Ok(());

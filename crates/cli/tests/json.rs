@@ -1,0 +1,152 @@
+//! The JSON API from clients that are not ours: the README's `mosquitto_pub`/`mosquitto_sub`
+//! (MQTT 3.1.1) and `mosquitto_rr` (MQTT 5) block, run as it is written (only the port
+//! changed) against `mqpaxos cluster up`, and the answers checked.
+
+mod common;
+
+use common::*;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Up(Child);
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The README's JSON example, between the marker comment and the end of its code block.
+fn readme_block() -> String {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
+        .expect("README.md");
+    let start = readme
+        .find("<!-- json-example")
+        .expect("the README has the JSON example");
+    let rest = &readme[start..];
+    let code = rest.find("```sh\n").expect("a sh block") + "```sh\n".len();
+    let end = rest[code..].find("```").expect("the block ends");
+    rest[code..code + end].to_string()
+}
+
+fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .filter_map(|l| l.find('{').map(|i| &l[i..]))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect()
+}
+
+#[test]
+fn the_readme_mosquitto_examples_work_verbatim() {
+    for tool in ["mosquitto_pub", "mosquitto_sub", "mosquitto_rr"] {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .expect("sh");
+        // CI installs mosquitto-clients (scripts/install-deps): missing is a failure there.
+        assert!(found.status.success(), "{tool} is not installed");
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let up = Up(Command::new(BIN)
+        .args([
+            "cluster",
+            "up",
+            "--servers",
+            "3",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("cluster up"));
+    wait_listening(port);
+    // Wait for a leader: a put through our own client.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let o = Command::new(BIN)
+            .args(["put", "ready", "yes", "--timeout", "2s", "--broker"])
+            .arg(format!("mqtt://127.0.0.1:{port}"))
+            .output()
+            .expect("put");
+        if o.status.success() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no leader: {}", stderr(&o));
+    }
+    let script = readme_block().replace("-p 1883", &format!("-p {port}"));
+    assert!(script.contains(&format!("-p {port}")), "{script}");
+    let out = Command::new("bash")
+        .args(["-c", &format!("set -e\n{script}")])
+        .output()
+        .expect("bash");
+    let text = stdout(&out);
+    assert!(
+        out.status.success(),
+        "the README block failed:\n{text}\n{}",
+        stderr(&out)
+    );
+    let replies = json_lines(&text);
+    let by_id = |id: &str| {
+        replies
+            .iter()
+            .find(|r| r["id"] == id)
+            .unwrap_or_else(|| panic!("no reply {id} in {text}"))
+    };
+    assert_eq!(by_id("1")["ok"], true);
+    let got = by_id("2");
+    assert_eq!(got["value"], "hello");
+    assert_eq!(got["version"], 1);
+    let created = got["create_revision"].as_u64().expect("a revision");
+    assert_eq!(got["mod_revision"].as_u64(), Some(created));
+    assert_eq!(by_id("3")["swapped"], true);
+    let after = by_id("4");
+    assert_eq!(after["value"], "hi");
+    assert_eq!(after["version"], 2);
+    assert_eq!(after["create_revision"].as_u64(), Some(created));
+    assert!(after["mod_revision"].as_u64() > Some(created));
+    assert!(after["revision"].as_u64() >= after["mod_revision"].as_u64());
+
+    // A cas on the revision just read wins once, then loses to its own change.
+    let rev = after["mod_revision"].as_u64().expect("a revision");
+    let rr = |id: &str, body: &str| {
+        let o = Command::new("mosquitto_rr")
+            .args(["-V", "5", "-p", &port.to_string(), "-u", "alice"])
+            .args(["-t", "mqpaxos/default/json/request/alice"])
+            .args(["-e", "mqpaxos/default/json/reply/alice/t", "-W", "10", "-m"])
+            .arg(format!(
+                "{{\"id\":\"{id}\",{body},\"reply_to\":\"mqpaxos/default/json/reply/alice/t\"}}"
+            ))
+            .output()
+            .expect("mosquitto_rr");
+        assert!(o.status.success(), "{}", stderr(&o));
+        json_lines(&stdout(&o)).remove(0)
+    };
+    let body = format!("\"op\":\"cas\",\"key\":\"greeting\",\"revision\":{rev},\"value\":\"x\"");
+    assert_eq!(rr("5", &body)["swapped"], true);
+    assert_eq!(rr("6", &body)["swapped"], false);
+    // The same request id again: the first answer, not a second execution.
+    assert_eq!(rr("5", &body)["swapped"], true);
+    // Errors have stable codes.
+    let e = rr("7", "\"op\":\"put\",\"key\":\"k\"");
+    assert_eq!(e["ok"], false);
+    assert_eq!(e["error"]["code"], "bad_request");
+    let big = "k".repeat(2000);
+    let e = rr("8", &format!("\"op\":\"get\",\"key\":\"{big}\""));
+    assert_eq!(e["error"]["code"], "key_too_large");
+    // Sessions: open, then numbered commands.
+    let s = rr("9", "\"op\":\"open\"");
+    let session = s["session"].as_str().expect("a session").to_string();
+    let body = format!(
+        "\"op\":\"append\",\"key\":\"log\",\"value\":\"a\",\"session\":\"{session}\",\"seq\":1"
+    );
+    assert_eq!(rr("10", &body)["ok"], true);
+    assert_eq!(rr("11", &body)["ok"], true, "a retry");
+    let log = rr("12", "\"op\":\"get\",\"key\":\"log\"");
+    assert_eq!(log["value"], "a", "the retried append ran once");
+    drop(up);
+}
