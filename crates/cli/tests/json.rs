@@ -38,7 +38,7 @@ fn json_lines(text: &str) -> Vec<serde_json::Value> {
 }
 
 #[test]
-fn the_readme_mosquitto_examples_work_verbatim() {
+fn the_readme_mosquitto_and_python_examples_work() {
     for tool in ["mosquitto_pub", "mosquitto_sub", "mosquitto_rr"] {
         let found = Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
@@ -148,5 +148,28 @@ fn the_readme_mosquitto_examples_work_verbatim() {
     assert_eq!(rr("11", &body)["ok"], true, "a retry");
     let log = rr("12", "\"op\":\"get\",\"key\":\"log\"");
     assert_eq!(log["value"], "a", "the retried append ran once");
+
+    // The README's Python example, with whichever interpreter has paho-mqtt.
+    let python = ["python3", "/usr/bin/python3"]
+        .into_iter()
+        .find(|p| {
+            Command::new(p)
+                .args(["-c", "import paho.mqtt.client"])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .expect("paho-mqtt is installed (scripts/install-deps installs python3-paho-mqtt)");
+    let o = Command::new(python)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/json/counter.py"
+        ))
+        .args(["127.0.0.1", &port.to_string()])
+        .output()
+        .expect("python");
+    assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
+    let last = json_lines(&stdout(&o)).pop().expect("answers");
+    assert_eq!(last["value"], "5");
+    assert_eq!(last["version"], 6);
     drop(up);
 }
