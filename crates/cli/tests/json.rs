@@ -91,6 +91,16 @@ fn the_readme_mosquitto_and_python_examples_work() {
         stderr(&out)
     );
     let replies = json_lines(&text);
+    // Every message of this test, for the schema check at the end.
+    let mut seen: Vec<String> = script
+        .split("-m '")
+        .skip(1)
+        .filter_map(|rest| {
+            rest.split_once('\'')
+                .map(|(body, _)| format!("request {body}"))
+        })
+        .collect();
+    seen.extend(replies.iter().map(|r| format!("reply {r}")));
     let by_id = |id: &str| {
         replies
             .iter()
@@ -113,18 +123,22 @@ fn the_readme_mosquitto_and_python_examples_work() {
 
     // A cas on the revision just read wins once, then loses to its own change.
     let rev = after["mod_revision"].as_u64().expect("a revision");
-    let rr = |id: &str, body: &str| {
+    let mut rr = |id: &str, body: &str| {
+        let request = format!(
+            "{{\"id\":\"{id}\",{body},\"reply_to\":\"mqpaxos/default/json/reply/alice/t\"}}"
+        );
+        seen.push(format!("request {request}"));
         let o = Command::new("mosquitto_rr")
             .args(["-V", "5", "-p", &port.to_string(), "-u", "alice"])
             .args(["-t", "mqpaxos/default/json/request/alice"])
             .args(["-e", "mqpaxos/default/json/reply/alice/t", "-W", "10", "-m"])
-            .arg(format!(
-                "{{\"id\":\"{id}\",{body},\"reply_to\":\"mqpaxos/default/json/reply/alice/t\"}}"
-            ))
+            .arg(&request)
             .output()
             .expect("mosquitto_rr");
         assert!(o.status.success(), "{}", stderr(&o));
-        json_lines(&stdout(&o)).remove(0)
+        let answer = json_lines(&stdout(&o)).remove(0);
+        seen.push(format!("reply {answer}"));
+        answer
     };
     let body = format!("\"op\":\"cas\",\"key\":\"greeting\",\"revision\":{rev},\"value\":\"x\"");
     assert_eq!(rr("5", &body)["swapped"], true);
@@ -168,8 +182,41 @@ fn the_readme_mosquitto_and_python_examples_work() {
         .output()
         .expect("python");
     assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
-    let last = json_lines(&stdout(&o)).pop().expect("answers");
+    let answers = json_lines(&stdout(&o));
+    seen.extend(answers.iter().map(|r| format!("reply {r}")));
+    let last = answers.last().expect("answers");
     assert_eq!(last["value"], "5");
     assert_eq!(last["version"], 6);
     drop(up);
+
+    // Every request and answer above, against the schemas of docs/asyncapi/ (the bad
+    // requests the test sent on purpose aside: they are meant not to fit).
+    let file = dir.path().join("messages.txt");
+    let good: Vec<&String> = seen
+        .iter()
+        .filter(|m| {
+            m.starts_with("reply") || !(m.contains("\"id\":\"7\"") || m.contains("\"id\":\"8\""))
+        })
+        .collect();
+    std::fs::write(
+        &file,
+        good.iter().map(|m| format!("{m}\n")).collect::<String>(),
+    )
+    .expect("write");
+    let o = Command::new("bash")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../scripts/check-api"
+        ))
+        .arg("--messages")
+        .arg(&file)
+        .output()
+        .expect("check-api");
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains(&format!("{} messages valid", good.len())),
+        "{}",
+        stdout(&o)
+    );
+    assert!(good.len() >= 30, "{} messages", good.len());
 }
