@@ -114,6 +114,9 @@ pub struct Args {
     /// What to write under "version" in the JSON (e.g. the etcd version).
     #[arg(long, env = "MQPAXOS_SYSTEM_VERSION")]
     pub system_version: Option<String>,
+    /// How to talk to mqpaxos: its Rust client (postcard) or the JSON API (docs/api.md).
+    #[arg(long, env = "MQPAXOS_API", default_value = "postcard", value_parser = ["postcard", "json"])]
+    pub api: String,
     /// What to load: this mqpaxos (own or running cluster), etcd or NATS JetStream KV.
     #[cfg(feature = "compare")]
     #[arg(long, env = "MQPAXOS_TARGET", default_value = "mqpaxos", value_parser = ["mqpaxos", "etcd", "nats"])]
@@ -394,7 +397,11 @@ fn make_target(a: &Args, broker: &str) -> Result<Target, Failure> {
     };
     opts.cluster = a.cluster.clone();
     opts.timeout = a.timeout;
-    Ok(Target::Mqpaxos(opts))
+    Ok(if a.api == "json" {
+        Target::MqpaxosJson(opts)
+    } else {
+        Target::Mqpaxos(opts)
+    })
 }
 
 async fn bench(a: &Args, target: &Target, observed: &Observed, own: bool) -> CmdResult {

@@ -9,6 +9,8 @@ use mqpaxos_node::{Client, ClientOptions};
 #[derive(Clone, Debug)]
 pub enum Target {
     Mqpaxos(ClientOptions),
+    /// The same cluster through the JSON API, as a client that is not ours would use it.
+    MqpaxosJson(ClientOptions),
     #[cfg(feature = "compare")]
     Etcd(Vec<String>),
     #[cfg(feature = "compare")]
@@ -19,6 +21,7 @@ impl Target {
     pub fn name(&self) -> &'static str {
         match self {
             Target::Mqpaxos(_) => "mqpaxos",
+            Target::MqpaxosJson(_) => "mqpaxos-json",
             #[cfg(feature = "compare")]
             Target::Etcd(_) => "etcd",
             #[cfg(feature = "compare")]
@@ -32,6 +35,9 @@ impl Target {
                 .await
                 .map(|c| Conn::Mqpaxos(Box::new(c)))
                 .map_err(|e| e.to_string()),
+            Target::MqpaxosJson(opts) => JsonConn::connect(opts)
+                .await
+                .map(|c| Conn::Json(Box::new(c))),
             #[cfg(feature = "compare")]
             Target::Etcd(endpoints) => super::compare::connect_etcd(endpoints)
                 .await
@@ -45,6 +51,7 @@ impl Target {
 /// One connection, one command at a time.
 pub enum Conn {
     Mqpaxos(Box<Client>),
+    Json(Box<JsonConn>),
     #[cfg(feature = "compare")]
     Etcd(Box<super::compare::EtcdConn>),
     #[cfg(feature = "compare")]
@@ -63,6 +70,7 @@ impl Conn {
                 OpKind::Cas => c.cas(key, Some(value), value).await.map(|_| ()),
             }
             .map_err(|e| e.to_string()),
+            Conn::Json(c) => c.run(op, key, value).await,
             #[cfg(feature = "compare")]
             Conn::Etcd(c) => c.run(op, key, value).await,
             #[cfg(feature = "compare")]
@@ -73,10 +81,106 @@ impl Conn {
     pub async fn close(self) {
         match self {
             Conn::Mqpaxos(c) => (*c).close().await,
+            Conn::Json(c) => c.conn.close().await,
             #[cfg(feature = "compare")]
             Conn::Etcd(_) => {}
             #[cfg(feature = "compare")]
             Conn::Nats(_) => {}
+        }
+    }
+}
+
+/// A JSON API client made of nothing but an MQTT connection, as `mosquitto_pub` or paho
+/// would be: one JSON request per command on `json/request/<user>`, the answer awaited on its
+/// own reply topic, resent with the same id until answered (the servers run an id once).
+pub struct JsonConn {
+    conn: mqpaxos_node::transport::Connection,
+    request: String,
+    reply_to: String,
+    prefix: String,
+    next: u64,
+    timeout: std::time::Duration,
+    resend: std::time::Duration,
+}
+
+impl JsonConn {
+    async fn connect(opts: &ClientOptions) -> Result<JsonConn, String> {
+        use mqpaxos_node::topics::Topics;
+        let user = &opts.broker.user;
+        let me = format!("{:016x}", rand::random::<u64>());
+        let topics = Topics::new(&opts.cluster);
+        let reply_to = format!("{}{user}/{me}", topics.json_reply_prefix());
+        let session = mqpaxos_node::transport::Session {
+            client_id: format!("bench-json-{user}-{me}"),
+            subscriptions: vec![reply_to.clone()],
+            on_connect: Vec::new(),
+            will: None,
+        };
+        let conn =
+            mqpaxos_node::transport::Connection::open(&opts.broker, session, Some(opts.timeout))
+                .await
+                .map_err(|e| e.to_string())?;
+        Ok(JsonConn {
+            conn,
+            request: topics.json_request(user),
+            reply_to,
+            prefix: me,
+            next: 0,
+            timeout: opts.timeout,
+            resend: opts.resend,
+        })
+    }
+
+    async fn run(&mut self, op: OpKind, key: &str, value: &str) -> Result<(), String> {
+        use mqpaxos_node::transport::Incoming;
+        self.next += 1;
+        let id = format!("{}-{}", self.prefix, self.next);
+        let body = match op {
+            OpKind::Put => serde_json::json!({
+                "id": id, "op": "put", "key": key, "value": value, "reply_to": self.reply_to,
+            }),
+            OpKind::Get => serde_json::json!({
+                "id": id, "op": "get", "key": key, "reply_to": self.reply_to,
+            }),
+            OpKind::Cas => serde_json::json!({
+                "id": id, "op": "cas", "key": key, "expected": value, "value": value,
+                "reply_to": self.reply_to,
+            }),
+        };
+        let body = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        loop {
+            self.conn
+                .publish(self.request.clone(), body.clone())
+                .await
+                .map_err(|e| e.to_string())?;
+            let resend_at = (tokio::time::Instant::now() + self.resend).min(deadline);
+            loop {
+                let m = tokio::select! {
+                    _ = tokio::time::sleep_until(resend_at) => break,
+                    m = self.conn.incoming.recv() => m,
+                };
+                let Some(Incoming::Publish { payload, .. }) = m else {
+                    if m.is_none() {
+                        return Err("the broker connection closed".into());
+                    }
+                    continue;
+                };
+                let Ok(answer) = serde_json::from_slice::<serde_json::Value>(&payload) else {
+                    continue;
+                };
+                if answer["id"] != id.as_str() {
+                    continue;
+                }
+                return if answer["ok"] == true {
+                    Ok(())
+                } else {
+                    Err(format!("refused: {}", answer["error"]))
+                };
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(format!("no answer within {:?}", self.timeout));
+            }
         }
     }
 }
