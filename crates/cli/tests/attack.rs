@@ -312,7 +312,11 @@ fn open_listeners_are_refused() {
     assert!(stderr(&o).contains("--password-file"), "{}", stderr(&o));
     let dir = tempfile::tempdir().expect("temp dir");
     let acl = dir.path().join("acl.conf");
-    std::fs::write(&acl, mqpaxos_node::acl::mosquitto(&["x".to_string()], 3)).expect("acl");
+    std::fs::write(
+        &acl,
+        mqpaxos_node::acl::mosquitto(&["x".to_string()], 3, &[]),
+    )
+    .expect("acl");
     let o = Command::new(BIN)
         .args(["broker", "--listen", "127.0.0.1:0", "--acl-file"])
         .arg(&acl)

@@ -106,7 +106,7 @@ impl Client {
         if self.pending.is_some() {
             return Err(ClientError::Busy);
         }
-        let needs_session = !matches!(op, Op::Get { .. });
+        let needs_session = !matches!(op, Op::Get { .. } | Op::SnapshotPiece { .. });
         let pending = match (&self.session, needs_session) {
             (None, true) => Pending {
                 cmd: self.command(self.id.clone(), Op::Open),
@@ -210,6 +210,7 @@ fn fits(op: &Op, result: &OpResult) -> bool {
             | (Op::Put { .. } | Op::Append { .. }, OpResult::Done)
             | (Op::Delete { .. }, OpResult::Deleted(_))
             | (Op::Cas { .. }, OpResult::Swapped(_))
+            | (Op::SnapshotPiece { .. }, OpResult::SnapshotPiece { .. })
             | (_, OpResult::Rejected { .. })
     )
 }

@@ -52,6 +52,15 @@ pub enum Op {
     },
     /// Opens a session (see the module docs); sent under the client's own id, not a session's.
     Open,
+    /// A piece of a point-in-time copy of the whole state, for backups (`mqpaxos snapshot
+    /// save`). `at: None` asks for a new copy: the leader takes it at a commit point it has
+    /// confirmed with a quorum (as for a read-index get), so the copy is linearizable. `at:
+    /// Some(slot)` with `offset` asks for the rest of the copy taken at `slot`. Never enters
+    /// the log; needs no session (it changes nothing).
+    SnapshotPiece {
+        at: Option<Slot>,
+        offset: u64,
+    },
 }
 
 impl Op {
@@ -62,7 +71,7 @@ impl Op {
             | Op::Append { key, .. }
             | Op::Delete { key }
             | Op::Cas { key, .. } => key,
-            Op::Open => "",
+            Op::Open | Op::SnapshotPiece { .. } => "",
         }
     }
 
@@ -75,6 +84,7 @@ impl Op {
             Op::Delete { .. } => "delete",
             Op::Cas { .. } => "cas",
             Op::Open => "open",
+            Op::SnapshotPiece { .. } => "snapshot",
         }
     }
 }
@@ -92,6 +102,15 @@ pub enum OpResult {
     Swapped(bool),
     /// An open: the slot it executed in, which names the session (`<client>/<slot>`).
     Opened(u64),
+    /// A piece of the encoded snapshot (`mqpaxos_core::encode_snapshot`) taken before
+    /// `next_slot`: bytes `offset..offset + data.len()` of `total`. A piece of another copy
+    /// than the one asked for starts at offset 0: the earlier copy is gone, start over.
+    SnapshotPiece {
+        next_slot: Slot,
+        offset: u64,
+        total: u64,
+        data: Vec<u8>,
+    },
     /// The command's session is not (or no longer) in the table: it was not executed, and
     /// whether an earlier copy of it was is unknown. The client must open a new session.
     SessionExpired,
@@ -287,7 +306,7 @@ impl KvStore {
             Some(s) if cmd.seq < s.seq => return Applied::Stale,
             Some(_) => {}
             // A get changes nothing, so it needs no session to be safe to repeat.
-            None if matches!(cmd.op, Op::Get { .. }) => {
+            None if matches!(cmd.op, Op::Get { .. } | Op::SnapshotPiece { .. }) => {
                 return Applied::Executed(self.execute(&cmd.op));
             }
             None => return Applied::Refused(OpResult::SessionExpired),
@@ -367,11 +386,14 @@ impl KvStore {
             }
             // Handled in `apply`; never reaches the data.
             Op::Open => OpResult::Done,
+            // Served by the leader outside the log; were one ever chosen, every replica
+            // answers the same nothing.
+            Op::SnapshotPiece { .. } => OpResult::Done,
         }
     }
 
-    /// The data with an empty session table (for the `SnapshotWithoutSessions` mutation).
-    #[cfg(feature = "mutations")]
+    /// The data with an empty session table (a restored backup; the `SnapshotWithoutSessions`
+    /// mutation).
     pub fn without_sessions(&self) -> KvStore {
         KvStore {
             data: self.data.clone(),

@@ -89,7 +89,7 @@ pub fn value_digest(value: &Value) -> u64 {
             Op::Get { key } | Op::Delete { key } => [Some(key), None, None],
             Op::Put { key, value } | Op::Append { key, value } => [Some(key), Some(value), None],
             Op::Cas { key, expected, new } => [Some(key), Some(new), expected.as_deref()],
-            Op::Open => [None, None, None],
+            Op::Open | Op::SnapshotPiece { .. } => [None, None, None],
         };
         for f in fields {
             match f {

@@ -79,6 +79,7 @@ pub fn command_size(cmd: &Command) -> usize {
             string(key) + expected.as_deref().map_or(1, |e| 1 + string(e)) + string(new)
         }
         Op::Open => 0,
+        Op::SnapshotPiece { .. } => 20,
     };
     string(&cmd.client) + 10 + 5 + op
 }
@@ -113,7 +114,7 @@ pub fn check_command(cmd: &Command) -> Option<OpResult> {
     let values: &[Option<&str>] = match &cmd.op {
         Op::Put { value, .. } | Op::Append { value, .. } => &[Some(value)],
         Op::Cas { expected, new, .. } => &[expected.as_deref(), Some(new)],
-        Op::Get { .. } | Op::Delete { .. } | Op::Open => &[],
+        Op::Get { .. } | Op::Delete { .. } | Op::Open | Op::SnapshotPiece { .. } => &[],
     };
     for v in values.iter().flatten() {
         if v.len() > MAX_VALUE {

@@ -339,7 +339,7 @@ fn values_bytes(values: &[Value]) -> usize {
         .map(|c| {
             let op = match &c.op {
                 crate::kv::Op::Get { key } | crate::kv::Op::Delete { key } => key.len(),
-                crate::kv::Op::Open => 0,
+                crate::kv::Op::Open | crate::kv::Op::SnapshotPiece { .. } => 0,
                 crate::kv::Op::Put { key, value } | crate::kv::Op::Append { key, value } => {
                     key.len() + value.len()
                 }

@@ -12,7 +12,7 @@ fn kind(op: &Op) -> OpKind {
         Op::Delete { .. } => OpKind::Delete,
         Op::Cas { .. } => OpKind::Cas,
         // Never recorded: opens are the client library's business, not the history's.
-        Op::Open => OpKind::Get,
+        Op::Open | Op::SnapshotPiece { .. } => OpKind::Get,
     }
 }
 
@@ -20,7 +20,7 @@ fn kind(op: &Op) -> OpKind {
 pub fn invoke(t: Duration, client: &str, op: &Op) -> Event {
     let e = Event::invoke(t.as_nanos() as u64, client, kind(op), op.key());
     match op {
-        Op::Get { .. } | Op::Delete { .. } | Op::Open => e,
+        Op::Get { .. } | Op::Delete { .. } | Op::Open | Op::SnapshotPiece { .. } => e,
         Op::Put { value, .. } | Op::Append { value, .. } => e.with_value(Some(value)),
         Op::Cas { expected, new, .. } => e.with_value(Some(new)).with_expected(expected.as_deref()),
     }

@@ -267,6 +267,11 @@ impl Cluster {
 
     /// Runs the CLI against this cluster as user `client1`.
     pub fn cli(&self, args: &[&str]) -> Output {
+        self.cli_as("client1", args)
+    }
+
+    /// Runs the CLI against this cluster as `user`.
+    pub fn cli_as(&self, user: &str, args: &[&str]) -> Output {
         Command::new(BIN)
             .args(args)
             .args([
@@ -275,7 +280,7 @@ impl Cluster {
                 "--cluster",
                 &self.cluster,
                 "--user",
-                "client1",
+                user,
             ])
             .env("MQPAXOS_PASSWORD", PASSWORD)
             .stdin(Stdio::null())
@@ -284,7 +289,11 @@ impl Cluster {
     }
 
     pub fn status(&self) -> Vec<serde_json::Value> {
-        let out = self.cli(&["status", "--json", "--servers", &self.n.to_string()]);
+        // As the operator: the ACL lets plain clients read no presence or status.
+        let out = self.cli_as(
+            "operator",
+            &["status", "--json", "--servers", &self.n.to_string()],
+        );
         assert!(
             out.status.success(),
             "status failed: {}",
