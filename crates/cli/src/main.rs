@@ -40,8 +40,11 @@ enum Command {
     Append(cmd::kv::PutArgs),
     /// Delete a key (exit 1 if it did not exist).
     Delete(cmd::kv::KeyArgs),
-    /// Compare and swap: set KEY to NEW if its value is EXPECTED (exit 1 if not).
+    /// Compare and swap: set KEY to NEW if its value is EXPECTED, or with --absent if KEY
+    /// does not exist (exit 1 if not swapped).
     Cas(cmd::kv::CasArgs),
+    /// Backups: save a consistent copy of the state, check a file, restore a data directory.
+    Snapshot(cmd::snapshot::Args),
     /// The seed's experiment on real processes: faults, partitions, and a verdict.
     Chaos(cmd::chaos::Args),
     /// Print the broker ACL (Mosquitto or EMQX) that the topic layout needs.
@@ -156,6 +159,7 @@ fn main() -> ExitCode {
             Command::Cas(a) => cmd::kv::cas(a).await,
             Command::Status(a) => cmd::status::run(a).await,
             Command::Health(a) => cmd::health::run(a).await,
+            Command::Snapshot(a) => cmd::snapshot::run(a).await,
             Command::Bench(a) => cmd::bench::run(a).await,
             Command::Acl(a) => cmd::acl::run(a).await,
             Command::Chaos(a) => cmd::chaos::run(a).await,

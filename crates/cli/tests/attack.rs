@@ -312,7 +312,11 @@ fn open_listeners_are_refused() {
     assert!(stderr(&o).contains("--password-file"), "{}", stderr(&o));
     let dir = tempfile::tempdir().expect("temp dir");
     let acl = dir.path().join("acl.conf");
-    std::fs::write(&acl, mqpaxos_node::acl::mosquitto(&["x".to_string()], 3)).expect("acl");
+    std::fs::write(
+        &acl,
+        mqpaxos_node::acl::mosquitto(&["x".to_string()], 3, &[]),
+    )
+    .expect("acl");
     let o = Command::new(BIN)
         .args(["broker", "--listen", "127.0.0.1:0", "--acl-file"])
         .arg(&acl)
@@ -514,10 +518,11 @@ fn a_client_cannot_take_a_servers_session_over_on_the_built_in_broker() {
     let cluster = Cluster::start(&broker, 3);
     let leader = cluster.leader(Duration::from_secs(30));
     let rt = rt();
-    // The leader's retained status report, as any client may read it.
+    // The leader's retained status report, as a user allowed to read it sees it (plain
+    // clients no longer may; a monitoring user named with `mqpaxos acl --reader` may).
     let report = rt.block_on(retained(
         broker.port,
-        "client1",
+        "operator",
         &format!("mqpaxos/{}/status/server{leader}", cluster.cluster),
         1,
     ));

@@ -150,10 +150,10 @@ fn readiness_and_metrics() {
 
 /// `mqtts://` with a CA file: Mosquitto with a TLS listener and a certificate signed by a
 /// CA made for the test.
-#[test]
-fn tls_with_a_ca_file() {
-    let d = tempfile::tempdir().expect("temp dir");
-    let p = |f: &str| d.path().join(f).to_string_lossy().into_owned();
+/// A CA (`ca.crt`, `ca.key`) and a certificate for localhost and 127.0.0.1 signed by it
+/// (`srv.crt`, `srv.key`) in `dir`, made with openssl as docs/operations.md says.
+fn make_tls_certs(dir: &std::path::Path) {
+    let p = |f: &str| dir.join(f).to_string_lossy().into_owned();
     let ssl = |args: &[&str]| {
         let ok = Command::new("openssl")
             .args(args)
@@ -191,7 +191,7 @@ fn tls_with_a_ca_file() {
         &p("srv.csr"),
     ]);
     std::fs::write(
-        d.path().join("ext"),
+        dir.join("ext"),
         "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
     )
     .expect("ext");
@@ -212,6 +212,13 @@ fn tls_with_a_ca_file() {
         "-out",
         &p("srv.crt"),
     ]);
+}
+
+#[test]
+fn tls_with_a_ca_file() {
+    let d = tempfile::tempdir().expect("temp dir");
+    let p = |f: &str| d.path().join(f).to_string_lossy().into_owned();
+    make_tls_certs(d.path());
     let port = free_port();
     let conf = format!(
         "listener {port} 127.0.0.1\nallow_anonymous true\ncafile {}\ncertfile {}\nkeyfile {}\n\
@@ -286,4 +293,262 @@ fn tls_with_a_ca_file() {
         "the refusal names the certificate: {}",
         stderr(&o)
     );
+}
+
+/// The CLI against `cluster`, as client1, with `input` on standard input.
+fn cli_with_stdin(cluster: &Cluster, args: &[&str], input: &[u8]) -> std::process::Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .args(["--broker", &cluster.url, "--cluster", &cluster.cluster])
+        .args(["--user", "client1", "--timeout", "20s"])
+        .env("MQPAXOS_PASSWORD", PASSWORD)
+        .env_remove("MQPAXOS_CONFIG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run mqpaxos");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input)
+        .expect("write stdin");
+    child.wait_with_output().expect("wait")
+}
+
+/// Values from a file or standard input (byte for byte, past what a command line takes),
+/// and `cas KEY --absent NEW` without a dummy EXPECTED.
+#[test]
+fn values_from_files_and_stdin_and_cas_on_an_absent_key() {
+    let broker = Broker::start(Kind::Embedded);
+    let cluster = Cluster::start(&broker, 1);
+    cluster.leader(Duration::from_secs(30));
+    let d = tempfile::tempdir().expect("temp dir");
+    let p = |f: &str| d.path().join(f).to_string_lossy().into_owned();
+
+    // 600 KB with a trailing newline: over the ~128 KiB a single argument may hold.
+    let big = format!("{}\n", "x".repeat(600_000));
+    std::fs::write(p("big"), &big).expect("write");
+    let o = cluster.cli(&["put", "big", "--file", &p("big")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = cluster.cli(&["get", "big"]);
+    // `get` prints the value and a newline: the value's own newline was kept.
+    assert_eq!(o.stdout.len(), big.len() + 1);
+
+    let o = cli_with_stdin(&cluster, &["put", "piped", "--file", "-"], b"from stdin");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&cluster.cli(&["get", "piped"])), "from stdin");
+    let o = cli_with_stdin(&cluster, &["append", "piped", "--file", "-"], b"+more");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&cluster.cli(&["get", "piped"])), "from stdin+more");
+
+    // cas on an absent key: no dummy argument; a second time it is no longer absent.
+    let o = cluster.cli(&["cas", "fresh", "--absent", "one"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = cluster.cli(&["cas", "fresh", "--absent", "two"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    std::fs::write(p("three"), "three").expect("write");
+    let o = cluster.cli(&["cas", "fresh", "one", "--file", &p("three")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&cluster.cli(&["get", "fresh"])), "three");
+    let o = cli_with_stdin(
+        &cluster,
+        &["cas", "other", "--absent", "--file", "-"],
+        b"new",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&cluster.cli(&["get", "other"])), "new");
+
+    // Usage mistakes: one line, exit 2, nothing sent.
+    for args in [
+        vec!["cas", "fresh", "--absent", "a", "b"],
+        vec!["cas", "fresh", "only-one"],
+        vec!["put", "k", "v", "--file", "f"],
+        vec!["put", "k"],
+    ] {
+        let o = cluster.cli(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        one_line(&o);
+    }
+    std::fs::write(p("binary"), [0xff, 0xfe, 0x00]).expect("write");
+    let o = cluster.cli(&["put", "k", "--file", &p("binary")]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(one_line(&o).contains("not UTF-8"));
+    let o = cluster.cli(&["put", "k", "--file", &p("missing")]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(one_line(&o).contains("missing"));
+}
+
+/// Nothing listening on the broker's port is said at once, not after the whole timeout;
+/// a CA file given with a plain mqtt:// URL is warned about.
+#[test]
+fn a_refused_connection_fails_at_once_and_tls_options_on_plain_mqtt_are_warned_about() {
+    let port = free_port(); // nothing listens there
+    let url = format!("mqtt://127.0.0.1:{port}");
+    let started = Instant::now();
+    let o = run(&["get", "k", "--broker", &url, "--timeout", "60s"]);
+    let took = started.elapsed();
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let e = one_line(&o);
+    assert!(e.contains("connection refused") && e.contains(&url), "{e}");
+    // Behaviour, not speed: "at once" means well short of the 60 s it would otherwise wait.
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+
+    let o = run(&[
+        "get",
+        "k",
+        "--broker",
+        &url,
+        "--ca-file",
+        "/nonexistent/ca.pem",
+        "--timeout",
+        "2s",
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.lines()
+            .next()
+            .is_some_and(|l| l.contains("warning: --ca-file") && l.contains("not TLS")),
+        "{e}"
+    );
+}
+
+/// deploy/mosquitto/mosquitto.conf as shipped (only its paths and ports moved into a temporary
+/// directory), with the shipped ACL, run as user mosquitto: Mosquitto drops root for it
+/// before it reads the key and the password file, so this proves the files' ownership and
+/// modes that docs/operations.md gives. A server and a client over mqtts:// through it; and
+/// Mosquitto says nothing at warning level about the configuration or the ACL.
+#[test]
+fn mosquitto_from_the_shipped_configuration_as_user_mosquitto_with_tls() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        // Only root can start Mosquitto so that it switches to its own user. CI runs as root:
+        // there a skip would hide a broken configuration.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "this test must run as root in CI (it starts Mosquitto as user mosquitto)"
+        );
+        eprintln!("skipped: not root, so Mosquitto cannot switch to user mosquitto");
+        return;
+    }
+    let d = tempfile::tempdir().expect("temp dir");
+    let root = d.path();
+    let p = |f: &str| root.join(f).to_string_lossy().into_owned();
+    let sh = |cmd: &str, args: &[&str]| {
+        let ok = Command::new(cmd)
+            .args(args)
+            .status()
+            .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+        assert!(ok.success(), "{cmd} {args:?}");
+    };
+    // The temporary directory is 0700 root: Mosquitto's user must be able to walk into it.
+    sh("chmod", &["0755", &p("")]);
+    std::fs::create_dir(root.join("certs")).expect("certs dir");
+    make_tls_certs(&root.join("certs"));
+    std::fs::rename(root.join("certs/srv.crt"), root.join("certs/server.crt")).expect("mv");
+    std::fs::rename(root.join("certs/srv.key"), root.join("certs/server.key")).expect("mv");
+    std::fs::write(root.join("mqpaxos.passwd"), "").expect("passwd");
+    for user in ["server1", "client1"] {
+        sh(
+            "mosquitto_passwd",
+            &["-b", &p("mqpaxos.passwd"), user, PASSWORD],
+        );
+    }
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/mosquitto/");
+    std::fs::copy(format!("{shipped}acl.conf"), root.join("mqpaxos.acl")).expect("acl");
+    // Owned by mosquitto, readable by nobody else: what docs/operations.md installs.
+    for f in ["certs/server.key", "mqpaxos.passwd"] {
+        sh("chown", &["mosquitto:mosquitto", &p(f)]);
+        sh("chmod", &["0600", &p(f)]);
+    }
+    sh("chmod", &["0755", &p("certs")]);
+    sh(
+        "chmod",
+        &["0644", &p("certs/server.crt"), &p("mqpaxos.acl")],
+    );
+
+    let conf = std::fs::read_to_string(format!("{shipped}mosquitto.conf")).expect("conf");
+    assert!(
+        !conf.contains("\nuser root"),
+        "the shipped file runs as root"
+    );
+    let (plain, tls) = (free_port(), free_port());
+    let mut moved = conf.replace("/etc/mosquitto/", &format!("{}/", p("")));
+    for (from, to) in [
+        (
+            "\nlistener 1883 127.0.0.1\n",
+            format!("\nlistener {plain} 127.0.0.1\n"),
+        ),
+        ("\nlistener 8883\n", format!("\nlistener {tls} 127.0.0.1\n")),
+    ] {
+        assert!(moved.contains(from), "the shipped file has {from:?}");
+        moved = moved.replace(from, &to);
+    }
+    std::fs::write(root.join("mosquitto.conf"), moved).expect("conf");
+    let log = std::fs::File::create(root.join("mosquitto.log")).expect("log");
+    let mut mosq = Command::new("mosquitto")
+        .args(["-c", &p("mosquitto.conf")])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("mosquitto is installed");
+    wait_listening(tls);
+    let uid = |status: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with("Uid:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .map(str::to_string)
+    };
+    let running = std::fs::read_to_string(format!("/proc/{}/status", mosq.id())).expect("proc");
+    let mosquitto_uid = Command::new("id")
+        .args(["-u", "mosquitto"])
+        .output()
+        .expect("id");
+    assert_eq!(
+        uid(&running),
+        Some(
+            String::from_utf8_lossy(&mosquitto_uid.stdout)
+                .trim()
+                .to_string()
+        ),
+        "Mosquitto runs as user mosquitto"
+    );
+
+    let url = format!("mqtts://localhost:{tls}");
+    let mut server = Command::new(BIN)
+        .args(["server", "--id", "1", "--servers", "1", "--in-memory"])
+        .args(["--broker", &url, "--ca-file", &p("certs/ca.crt")])
+        .env("MQPAXOS_PASSWORD", PASSWORD)
+        .env_remove("MQPAXOS_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("server");
+    let client = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .args(["--broker", &url, "--ca-file", &p("certs/ca.crt")])
+            .args(["--user", "client1", "--timeout", "20s"])
+            .env("MQPAXOS_PASSWORD", PASSWORD)
+            .env_remove("MQPAXOS_CONFIG")
+            .output()
+            .expect("client")
+    };
+    let put = client(&["put", "k", "over-mqtts"]);
+    let get = client(&["get", "k"]);
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = mosq.kill();
+    let _ = mosq.wait();
+    let log = std::fs::read_to_string(root.join("mosquitto.log")).unwrap_or_default();
+    assert!(put.status.success(), "put: {}\n{log}", stderr(&put));
+    assert_eq!(stdout(&get), "over-mqtts", "{}\n{log}", stderr(&get));
+    // Configuration and ACL problems are "Warning:" lines at start. (OpenSSL's "unexpected
+    // eof" lines are this test's port probe and clients that close without a TLS goodbye.)
+    assert!(!log.contains("Warning"), "Mosquitto warned:\n{log}");
+    assert!(!log.contains("does not contain '%c' or '%u'"), "{log}");
+    assert!(log.contains("running"), "{log}");
 }

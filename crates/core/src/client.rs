@@ -218,6 +218,7 @@ fn fits(op: &Op, result: &OpResult) -> bool {
                 Op::Cas { .. } | Op::CasRevision { .. },
                 OpResult::Swapped(_)
             )
+            | (Op::SnapshotPiece { .. }, OpResult::SnapshotPiece { .. })
             | (_, OpResult::Rejected { .. })
     )
 }

@@ -77,6 +77,15 @@ pub enum Op {
     /// before sessions were opened through the log (WAL formats 0 and 2), which storage wraps
     /// in it when it converts them so they run as they did then.
     Once(Box<Op>),
+    /// A piece of a point-in-time copy of the whole state, for backups (`mqpaxos snapshot
+    /// save`). `at: None` asks for a new copy: the leader takes it at a commit point it has
+    /// confirmed with a quorum (as for a read-index get), so the copy is linearizable. `at:
+    /// Some(slot)` with `offset` asks for the rest of the copy taken at `slot`. Never enters
+    /// the log; needs no session (it changes nothing).
+    SnapshotPiece {
+        at: Option<Slot>,
+        offset: u64,
+    },
 }
 
 impl Op {
@@ -90,13 +99,17 @@ impl Op {
             | Op::Read { key }
             | Op::CasRevision { key, .. } => key,
             Op::Once(op) => op.key(),
-            Op::Open => "",
+            Op::Open | Op::SnapshotPiece { .. } => "",
         }
     }
 
-    /// Whether it only reads (it needs no session and may be served by the read index).
+    /// Whether it only reads (it needs no session and may be served by the read index; a
+    /// backup piece always is).
     pub fn is_read(&self) -> bool {
-        matches!(self, Op::Get { .. } | Op::Read { .. })
+        matches!(
+            self,
+            Op::Get { .. } | Op::Read { .. } | Op::SnapshotPiece { .. }
+        )
     }
 
     /// Short lowercase name, as used in histories and metrics.
@@ -111,6 +124,7 @@ impl Op {
             Op::Read { .. } => "read",
             Op::CasRevision { .. } => "cas_revision",
             Op::Once(_) => "once",
+            Op::SnapshotPiece { .. } => "snapshot",
         }
     }
 }
@@ -128,6 +142,15 @@ pub enum OpResult {
     Swapped(bool),
     /// An open: the slot it executed in, which names the session (`<client>/<slot>`).
     Opened(u64),
+    /// A piece of the encoded snapshot (`mqpaxos_core::encode_snapshot`) taken before
+    /// `next_slot`: bytes `offset..offset + data.len()` of `total`. A piece of another copy
+    /// than the one asked for starts at offset 0: the earlier copy is gone, start over.
+    SnapshotPiece {
+        next_slot: Slot,
+        offset: u64,
+        total: u64,
+        data: Vec<u8>,
+    },
     /// The command's session is not (or no longer) in the table: it was not executed, and
     /// whether an earlier copy of it was is unknown. The client must open a new session.
     SessionExpired,
@@ -573,11 +596,14 @@ impl KvStore {
             }
             // Handled in `apply_nth`; never reach the data.
             Op::Open | Op::Once(_) => OpResult::Done,
+            // Served by the leader outside the log; were one ever chosen, every replica
+            // answers the same nothing.
+            Op::SnapshotPiece { .. } => OpResult::Done,
         }
     }
 
-    /// The data with an empty session table (for the `SnapshotWithoutSessions` mutation).
-    #[cfg(feature = "mutations")]
+    /// The data with an empty session table (a restored backup; the `SnapshotWithoutSessions`
+    /// mutation).
     pub fn without_sessions(&self) -> KvStore {
         KvStore {
             data: self.data.clone(),

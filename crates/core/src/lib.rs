@@ -100,7 +100,7 @@ fn digest_op(h: &mut Fnv, op: &Op) {
         Op::CasRevision { key, new, .. } => [Some(key), Some(new), None],
         Op::Put { key, value } | Op::Append { key, value } => [Some(key), Some(value), None],
         Op::Cas { key, expected, new } => [Some(key), Some(new), expected.as_deref()],
-        Op::Open => [None, None, None],
+        Op::Open | Op::SnapshotPiece { .. } => [None, None, None],
         Op::Once(inner) => {
             digest_op(h, inner);
             return;

@@ -90,6 +90,7 @@ fn op_size(op: &Op) -> usize {
         }
         Op::Open => 0,
         Op::Once(op) => 1 + op_size(op),
+        Op::SnapshotPiece { .. } => 20,
     }
 }
 
@@ -136,7 +137,12 @@ pub fn check_command(cmd: &Command) -> Option<OpResult> {
         Op::Put { value, .. } | Op::Append { value, .. } => &[Some(value)],
         Op::Cas { expected, new, .. } => &[expected.as_deref(), Some(new)],
         Op::CasRevision { new, .. } => &[Some(new)],
-        Op::Get { .. } | Op::Delete { .. } | Op::Open | Op::Read { .. } | Op::Once(_) => &[],
+        Op::Get { .. }
+        | Op::Delete { .. }
+        | Op::Open
+        | Op::Read { .. }
+        | Op::Once(_)
+        | Op::SnapshotPiece { .. } => &[],
     };
     for v in values.iter().flatten() {
         if v.len() > MAX_VALUE {

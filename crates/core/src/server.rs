@@ -241,6 +241,11 @@ pub struct Server {
     /// same bytes however long it takes and a new asker does not restart others' transfers.
     snapshot_out: Option<(Slot, Vec<u8>)>,
     snapshot_in: Option<SnapshotIn>,
+    /// The encoded copy handed out to a client for a backup (`Op::SnapshotPiece`), and the
+    /// slot it was taken before. Apart from `snapshot_out`, so that a backup and a peer's
+    /// catch-up do not restart each other's transfers; kept after its last piece, so that a
+    /// late resend of that request costs a copy of a piece, not a new encoding of the state.
+    backup_out: Option<(Slot, Vec<u8>)>,
     ready: Ready,
 }
 
@@ -288,6 +293,7 @@ impl Server {
             }),
             snapshot_out: None,
             snapshot_in: None,
+            backup_out: None,
             ready: Ready::default(),
         };
         // Entries learned as chosen before the crash can be executed again straight away.
@@ -735,7 +741,12 @@ impl Server {
         }
         l.proposed.insert((cmd.client.clone(), cmd.seq));
         l.queued_bytes += size;
-        if self.cfg.read_index && cmd.op.is_read() {
+        // A backup copy is always taken at a quorum-confirmed commit point, whatever
+        // `read_index` says: it must not go through the log (it would be a slot holding the
+        // whole state's worth of reply on every replica).
+        let read = matches!(cmd.op, crate::kv::Op::SnapshotPiece { .. })
+            || (self.cfg.read_index && cmd.op.is_read());
+        if read {
             // A later round, not one already under way: that one may have been confirmed by
             // followers before the get arrived, and so prove nothing about now.
             let read = Read {
@@ -841,8 +852,12 @@ impl Server {
                 .saturating_sub(crate::limits::command_size(&r.cmd));
         }
         for r in ready {
-            let Some(result) = self.kv.read(&r.cmd.op) else {
-                continue;
+            let result = match &r.cmd.op {
+                crate::kv::Op::SnapshotPiece { at, offset } => self.backup_piece(*at, *offset),
+                op => match self.kv.read(op) {
+                    Some(result) => result,
+                    None => continue,
+                },
             };
             let msg = Message::Reply {
                 client: r.cmd.client.clone(),
@@ -852,6 +867,45 @@ impl Server {
             // After the sync: the state read may include writes this group committed, which
             // with a quorum of one are durable nowhere until then.
             self.send_reply(Dest::Client(r.cmd.client), msg);
+        }
+    }
+
+    /// The piece at `offset` of the backup copy taken before slot `at`, or, if that copy is
+    /// not the one held (`at: None`, another leader took it, another backup replaced it), the
+    /// first piece of a new copy taken now. Called only once a read round confirmed this
+    /// server still leads and the commit point is at least where it was when the request
+    /// came, so a new copy holds every write acknowledged before the request.
+    fn backup_piece(&mut self, at: Option<Slot>, offset: u64) -> OpResult {
+        let held = matches!(&self.backup_out, Some((slot, _)) if Some(*slot) == at);
+        let offset = if held {
+            offset
+        } else {
+            let snapshot = self.snapshot_now();
+            match crate::encode_snapshot(&snapshot) {
+                Some(bytes) => self.backup_out = Some((snapshot.next_slot, bytes)),
+                None => {
+                    return OpResult::Rejected {
+                        code: ErrorCode::Busy,
+                        message: "the state could not be encoded; retry later".into(),
+                    }
+                }
+            }
+            0
+        };
+        let Some((next_slot, bytes)) = &self.backup_out else {
+            return OpResult::Done;
+        };
+        // An offset past the end is the client's mistake: the copy from its start again.
+        let start = usize::try_from(offset)
+            .ok()
+            .filter(|o| *o <= bytes.len())
+            .unwrap_or(0);
+        let end = bytes.len().min(start + self.cfg.snapshot_chunk);
+        OpResult::SnapshotPiece {
+            next_slot: *next_slot,
+            offset: start as u64,
+            total: bytes.len() as u64,
+            data: bytes[start..end].to_vec(),
         }
     }
 

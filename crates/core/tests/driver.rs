@@ -316,3 +316,113 @@ fn a_lone_server_answers_nothing_before_the_sync() {
         f.send_durable
     );
 }
+
+/// A backup copy (`Op::SnapshotPiece`) is taken only once a majority has confirmed the
+/// leader in a read round, comes in pieces of `snapshot_chunk` bytes that all belong to one
+/// commit point even while writes go on, and holds that point's state.
+#[test]
+fn a_backup_copy_waits_for_a_quorum_and_its_pieces_form_one_point_in_time() {
+    let mut c = Cluster::new(3, |cfg| {
+        cfg.snapshot_chunk = 16;
+        // Gets through the log: the backup's read round must not depend on read-index gets.
+        cfg.read_index = false;
+    });
+    c.elect(1);
+    c.settle();
+    assert_eq!(c.server(1).role(), RoleKind::Leader);
+    let open = Command {
+        client: "c/t".into(),
+        seq: 1,
+        op: Op::Open,
+    };
+    c.step(1, Input::Request(open));
+    c.flush(1);
+    c.settle();
+    let Some((_, _, OpResult::Opened(slot))) = c.replies.pop() else {
+        panic!("the session opened: {:?}", c.replies);
+    };
+    let session = format!("c/t/{slot}");
+    let write = |seq: u64, v: &str| Command {
+        client: session.clone(),
+        seq,
+        op: Op::Put {
+            key: "k".into(),
+            value: v.into(),
+        },
+    };
+    c.step(1, Input::Request(write(1, "before the backup")));
+    c.flush(1);
+    c.settle();
+    c.replies.clear();
+
+    let piece = |seq: u64, at: Option<u64>, offset: u64| Command {
+        client: "b/1".into(),
+        seq,
+        op: Op::SnapshotPiece { at, offset },
+    };
+    // The followers do not answer: no copy, however long the leader waits.
+    c.step(1, Input::Request(piece(1, None, 0)));
+    c.flush(1);
+    c.flights.clear();
+    assert!(
+        c.replies.is_empty(),
+        "answered without a quorum: {:?}",
+        c.replies
+    );
+    c.now += Duration::from_secs(1);
+    c.step(1, Input::Timer(TimerKind::AcceptResend));
+    c.flush(1);
+    c.settle();
+    let Some((
+        _,
+        1,
+        OpResult::SnapshotPiece {
+            next_slot,
+            offset: 0,
+            total,
+            data,
+        },
+    )) = c.replies.pop()
+    else {
+        panic!("the first piece: {:?}", c.replies);
+    };
+    assert!(data.len() <= 16 && (total as usize) > data.len());
+    let mut bytes = data;
+    // A write between pieces is not in the copy.
+    c.step(1, Input::Request(write(2, "after the backup")));
+    c.flush(1);
+    c.settle();
+    c.replies.clear();
+    let mut seq = 1;
+    while (bytes.len() as u64) < total {
+        seq += 1;
+        c.step(
+            1,
+            Input::Request(piece(seq, Some(next_slot), bytes.len() as u64)),
+        );
+        c.flush(1);
+        c.settle();
+        let Some((
+            _,
+            s,
+            OpResult::SnapshotPiece {
+                next_slot: at,
+                offset,
+                data,
+                ..
+            },
+        )) = c.replies.pop()
+        else {
+            panic!("piece {seq}: {:?}", c.replies);
+        };
+        assert_eq!((s, at, offset), (seq, next_slot, bytes.len() as u64));
+        bytes.extend_from_slice(&data);
+    }
+    let copy = mqpaxos_core::decode_snapshot(&bytes).expect("the pieces form a snapshot");
+    assert_eq!(copy.next_slot, next_slot);
+    assert_eq!(
+        copy.kv.get("k").map(String::as_str),
+        Some("before the backup")
+    );
+    assert_eq!(value(&c, 1).as_deref(), Some("after the backup"));
+}

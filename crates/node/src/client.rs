@@ -245,6 +245,55 @@ impl Client {
     }
 
     /// Runs one command to completion or timeout.
+    /// A linearizable point-in-time copy of the whole state: the slot it was taken before
+    /// and the encoded snapshot (`mqpaxos_core::decode_snapshot` reads it). It comes in
+    /// pieces, each within this client's timeout; if the leader changes (or another backup
+    /// replaces the copy) mid-way, the copy starts over at a newer point, at most 5 times.
+    pub async fn snapshot(&self) -> Result<(u64, Vec<u8>), ClientError> {
+        let mut restarts = 0;
+        let mut at: Option<u64> = None;
+        let mut data: Vec<u8> = Vec::new();
+        loop {
+            let op = Op::SnapshotPiece {
+                at,
+                offset: data.len() as u64,
+            };
+            let OpResult::SnapshotPiece {
+                next_slot,
+                offset,
+                total,
+                data: piece,
+            } = self.execute(op).await?
+            else {
+                return Err(ClientError::Unexpected);
+            };
+            if at != Some(next_slot) || offset != data.len() as u64 {
+                if offset != 0 {
+                    return Err(ClientError::Unexpected);
+                }
+                if at.is_some() {
+                    restarts += 1;
+                    if restarts > 5 {
+                        return Err(ClientError::Invalid(
+                            "the cluster's copy kept changing (leader changes, or other \
+                             backups running at the same time); try again"
+                                .into(),
+                        ));
+                    }
+                }
+                at = Some(next_slot);
+                data.clear();
+            }
+            if piece.is_empty() && (data.len() as u64) < total {
+                return Err(ClientError::Unexpected);
+            }
+            data.extend_from_slice(&piece);
+            if data.len() as u64 >= total {
+                return Ok((next_slot, data));
+            }
+        }
+    }
+
     pub async fn execute(&self, op: Op) -> Result<OpResult, ClientError> {
         let mut inner = self.inner.lock().await;
         let Inner { conn, core } = &mut *inner;

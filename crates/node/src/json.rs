@@ -262,6 +262,10 @@ pub fn reply(id: &str, cmd: &Command, result: &OpResult) -> Vec<u8> {
             let session = mqpaxos_core::kv::session_id(&cmd.client, *slot);
             out.insert("session".into(), json!(session));
         }
+        // Backups go through the Rust client only (no JSON request asks for one).
+        OpResult::SnapshotPiece { .. } => {
+            return error(id, "invalid_op", "backups are not part of the JSON API")
+        }
     }
     out.insert("ok".into(), json!(true));
     serde_json::to_vec(&Value::Object(out)).unwrap_or_default()

@@ -4,11 +4,13 @@
 //! - `topics`: the topic layout;
 //! - `codec`: the versioned binary wire format;
 //! - `storage`: durable Paxos state (write-ahead log with checksums);
+//! - `backup`: backup files and restoring a data directory from one;
 //! - `runtime`: the server task that drives the core;
 //! - `client`: the async client library;
 //! - `metrics`: Prometheus metrics and the `/health` probe.
 
 pub mod acl;
+pub mod backup;
 pub mod chaos;
 pub mod client;
 pub mod codec;

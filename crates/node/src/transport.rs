@@ -60,6 +60,9 @@ pub enum TransportError {
     },
     #[error("the broker at {url} refused the connection: {why}")]
     Refused { url: String, why: String },
+    /// Nothing accepts connections there (ECONNREFUSED): waiting would not change that.
+    #[error("cannot reach the broker at {url}: connection refused (is a broker running and listening on that host and port?)")]
+    NotListening { url: String },
     #[error("the connection to the broker is closed")]
     Closed,
 }
@@ -278,6 +281,12 @@ impl Connection {
                         why: e.trim_start_matches("refused:").trim().to_string(),
                     });
                 }
+                Ok(Some(Err(e))) if e.starts_with(NOT_LISTENING) => {
+                    conn.close().await;
+                    return Err(TransportError::NotListening {
+                        url: opts.url.clone(),
+                    });
+                }
                 Ok(Some(Err(e))) => last = e,
                 Ok(None) => return Err(TransportError::Closed),
                 Err(_) => {
@@ -328,6 +337,9 @@ fn refusal_is_final(code: ConnectReturnCode) -> bool {
         ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized
     )
 }
+/// How `drive` tells `open` that the TCP connection itself was refused: a caller waiting
+/// for the broker is told at once, since nobody is there to answer within any timeout.
+const NOT_LISTENING: &str = "not listening:";
 
 fn refused_reason(code: ConnectReturnCode) -> &'static str {
     match code {
@@ -401,6 +413,11 @@ async fn drive(
                 let why = match &e {
                     ConnectionError::ConnectionRefused(code) => {
                         format!("refused: {}", refused_reason(*code))
+                    }
+                    ConnectionError::Io(io)
+                        if io.kind() == std::io::ErrorKind::ConnectionRefused =>
+                    {
+                        format!("{NOT_LISTENING} {io}")
                     }
                     other => other.to_string(),
                 };

@@ -21,6 +21,11 @@ pub struct Args {
         value_delimiter = ','
     )]
     pub cluster: Vec<String>,
+    /// Extra users that may read the servers' presence and status (`mqpaxos status`, a
+    /// monitoring user); repeat or separate with commas. The servers and `operator` always
+    /// may; other users may not.
+    #[arg(long, env = "MQPAXOS_READER", value_delimiter = ',')]
+    pub reader: Vec<String>,
 }
 
 pub async fn run(a: Args) -> CmdResult {
@@ -39,9 +44,21 @@ pub async fn run(a: Args) -> CmdResult {
             ),
         ));
     }
+    if let Some(bad) = a
+        .reader
+        .iter()
+        .find(|r| !mqpaxos_node::acl::valid_cluster(r))
+    {
+        return Err(fail(
+            2,
+            format!(
+                "user name {bad:?} cannot go into an ACL: use letters, digits, '-', '_' and '.'"
+            ),
+        ));
+    }
     let text = match a.format.as_str() {
-        "emqx" => mqpaxos_node::acl::emqx(&a.cluster, a.servers),
-        _ => mqpaxos_node::acl::mosquitto(&a.cluster, a.servers),
+        "emqx" => mqpaxos_node::acl::emqx(&a.cluster, a.servers, &a.reader),
+        _ => mqpaxos_node::acl::mosquitto(&a.cluster, a.servers, &a.reader),
     };
     print!("{text}");
     Ok(ExitCode::SUCCESS)

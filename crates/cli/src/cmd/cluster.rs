@@ -138,7 +138,12 @@ fn make_credentials(
     let passwd_file = dir.join("passwd");
     super::broker::write_private(&passwd_file, passwd.as_bytes())?;
     let acl_file = dir.join("acl.conf");
-    let acl = mqpaxos_node::acl::mosquitto(std::slice::from_ref(&spec.cluster), spec.servers);
+    let acl = mqpaxos_node::acl::mosquitto(
+        std::slice::from_ref(&spec.cluster),
+        spec.servers,
+        // The client it prints the flags for also runs `mqpaxos status`.
+        &["client1".to_string()],
+    );
     super::broker::write_private(&acl_file, acl.as_bytes())?;
     Ok((passwd_file, acl_file))
 }

@@ -14,6 +14,7 @@ pub mod health;
 pub mod kv;
 pub mod netns;
 pub mod server;
+pub mod snapshot;
 pub mod status;
 
 use std::process::ExitCode;
@@ -55,6 +56,17 @@ pub struct ConnArgs {
 
 impl ConnArgs {
     pub fn broker_options(&self, user: &str) -> Result<mqpaxos_node::BrokerOptions, Failure> {
+        if let Some(ca) = &self.ca_file {
+            if mqpaxos_node::transport::parse_url(&self.broker).is_ok_and(|a| !a.tls) {
+                // Said, not refused: the same settings file may serve a TLS and a plain
+                // broker, but a silently ignored CA hides an unencrypted connection.
+                eprintln!(
+                    "mqpaxos: warning: --ca-file {} is ignored: {} is not TLS (use mqtts:// to encrypt)",
+                    ca.display(),
+                    self.broker
+                );
+            }
+        }
         Ok(mqpaxos_node::BrokerOptions {
             url: self.broker.clone(),
             user: user.to_string(),

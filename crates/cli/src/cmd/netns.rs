@@ -359,7 +359,7 @@ impl Lab {
         }
         let acl = format!(
             "{}\n# The bridge between the run's two brokers.\nuser {BRIDGE_USER}\ntopic readwrite mqpaxos/#\n",
-            mqpaxos_node::acl::mosquitto(&[format!("chaos{}", plan.seed)], plan.servers)
+            mqpaxos_node::acl::mosquitto(&[format!("chaos{}", plan.seed)], plan.servers, &[])
         );
         std::fs::write(self.dir.join("acl.conf"), acl).map_err(|e| format!("cannot write acl: {e}"))
     }
