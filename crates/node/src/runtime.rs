@@ -350,10 +350,10 @@ struct Node {
     online: BTreeSet<NodeId>,
     /// Leader: when each pending command arrived, for the latency histogram.
     arrivals: BTreeMap<(String, u64), Instant>,
-    /// Commands that came as JSON requests, by `(client id, seq)`: their replies go back as
-    /// JSON to the topic the request named, with its id. Every server keeps them, so a
-    /// follower that becomes leader answers too. Bounded: the oldest are forgotten (their
-    /// clients retry, and a retry is answered from the session table).
+    /// Commands that came as JSON requests to this server as leader, by `(client id, seq)`:
+    /// their replies go back as JSON to the topic the request named, with its id. Bounded:
+    /// the oldest are forgotten (their clients retry, and a retry is answered from the session
+    /// table).
     json_waiting: BTreeMap<(String, u64), (u64, crate::json::Accepted)>,
     json_order: BTreeMap<u64, (String, u64)>,
     json_next: u64,
@@ -666,7 +666,13 @@ impl Node {
     /// A JSON request (see [`crate::json`]): parsed, remembered for its answer, and handed to
     /// the core as the same command a Rust client would send.
     async fn on_json_request(&mut self, user: String, payload: &[u8]) -> Result<(), NodeError> {
-        let leader = self.server().role() == RoleKind::Leader;
+        if self.server().role() != RoleKind::Leader {
+            // Only a leader acts on requests (the core drops them elsewhere), so the others
+            // need not even parse them; a client whose leader changes resends with the same
+            // id (or seq), and the new leader answers that.
+            return Ok(());
+        }
+        let leader = true;
         let accepted = match crate::json::parse(payload, &user, &self.topics.json_reply_prefix()) {
             Ok(a) => a,
             Err(refused) => {

@@ -33,7 +33,7 @@ pub struct PutArgs {
     pub value: Option<String>,
     /// Read the value from this file instead (`-`: standard input), byte for byte: a
     /// trailing newline is part of the value. Values over ~128 KiB cannot be arguments.
-    #[arg(long, value_name = "F")]
+    #[arg(long, env = "MQPAXOS_FILE", value_name = "F")]
     pub file: Option<PathBuf>,
     #[command(flatten)]
     pub client: ClientArgs,
@@ -60,7 +60,7 @@ pub struct CasArgs {
     #[arg(long, env = "MQPAXOS_ABSENT")]
     pub absent: bool,
     /// Read NEW from this file (`-`: standard input), byte for byte.
-    #[arg(long, value_name = "F")]
+    #[arg(long, env = "MQPAXOS_FILE", value_name = "F")]
     pub file: Option<PathBuf>,
     #[command(flatten)]
     pub client: ClientArgs,

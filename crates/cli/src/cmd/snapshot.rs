@@ -25,7 +25,7 @@ pub enum Action {
     Status {
         file: PathBuf,
         /// Print the file's header as JSON.
-        #[arg(long)]
+        #[arg(long, env = "MQPAXOS_JSON")]
         json: bool,
     },
     /// Write a new data directory for one server of a new cluster from FILE.
@@ -33,14 +33,14 @@ pub enum Action {
         file: PathBuf,
         /// The server this directory is for (restore every server of the new cluster from
         /// the same file).
-        #[arg(long)]
+        #[arg(long, env = "MQPAXOS_ID")]
         id: u32,
         /// The new directory (default: ./mqpaxos-data/<cluster>/server<id>, as `mqpaxos
         /// server`); it must not exist or be empty.
-        #[arg(long)]
+        #[arg(long, env = "MQPAXOS_DATA_DIR")]
         data_dir: Option<PathBuf>,
         /// The new cluster's name (default: the one the backup was taken from).
-        #[arg(long)]
+        #[arg(long, env = "MQPAXOS_CLUSTER")]
         cluster: Option<String>,
     },
 }

@@ -99,6 +99,7 @@ pub struct JsonConn {
     reply_to: String,
     prefix: String,
     next: u64,
+    session: Option<String>,
     timeout: std::time::Duration,
     resend: std::time::Duration,
 }
@@ -120,33 +121,49 @@ impl JsonConn {
             mqpaxos_node::transport::Connection::open(&opts.broker, session, Some(opts.timeout))
                 .await
                 .map_err(|e| e.to_string())?;
-        Ok(JsonConn {
+        let mut c = JsonConn {
             conn,
             request: topics.json_request(user),
             reply_to,
             prefix: me,
             next: 0,
+            session: None,
             timeout: opts.timeout,
             resend: opts.resend,
-        })
+        };
+        // A session, as the Rust client has: each write is then at most once by its number,
+        // and the servers keep one entry for this connection instead of one per request id.
+        let opened = c.call(serde_json::json!({"op": "open"})).await?;
+        c.session = opened["session"].as_str().map(str::to_string);
+        if c.session.is_none() {
+            return Err(format!("open returned no session: {opened}"));
+        }
+        Ok(c)
     }
 
     async fn run(&mut self, op: OpKind, key: &str, value: &str) -> Result<(), String> {
+        let body = match op {
+            OpKind::Put => serde_json::json!({"op": "put", "key": key, "value": value}),
+            OpKind::Get => serde_json::json!({"op": "get", "key": key}),
+            OpKind::Cas => {
+                serde_json::json!({"op": "cas", "key": key, "expected": value, "value": value})
+            }
+        };
+        self.call(body).await.map(|_| ())
+    }
+
+    /// Sends `body` (an object) with an id, the reply topic and the session's next number,
+    /// and waits for its answer.
+    async fn call(&mut self, mut body: serde_json::Value) -> Result<serde_json::Value, String> {
         use mqpaxos_node::transport::Incoming;
         self.next += 1;
         let id = format!("{}-{}", self.prefix, self.next);
-        let body = match op {
-            OpKind::Put => serde_json::json!({
-                "id": id, "op": "put", "key": key, "value": value, "reply_to": self.reply_to,
-            }),
-            OpKind::Get => serde_json::json!({
-                "id": id, "op": "get", "key": key, "reply_to": self.reply_to,
-            }),
-            OpKind::Cas => serde_json::json!({
-                "id": id, "op": "cas", "key": key, "expected": value, "value": value,
-                "reply_to": self.reply_to,
-            }),
-        };
+        body["id"] = id.clone().into();
+        body["reply_to"] = self.reply_to.clone().into();
+        if let Some(s) = &self.session {
+            body["session"] = s.clone().into();
+            body["seq"] = self.next.into();
+        }
         let body = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
         let deadline = tokio::time::Instant::now() + self.timeout;
         loop {
@@ -173,7 +190,7 @@ impl JsonConn {
                     continue;
                 }
                 return if answer["ok"] == true {
-                    Ok(())
+                    Ok(answer)
                 } else {
                     Err(format!("refused: {}", answer["error"]))
                 };
