@@ -40,9 +40,10 @@ def free_port():
         return s.getsockname()[1]
 
 
-def http(url, timeout=1.0):
+def http(url, timeout=1.0, token=None):
+    req = urllib.request.Request(url, headers={"Authorization": "Bearer " + token} if token else {})
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
             return r.status, r.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, ""
@@ -92,7 +93,8 @@ def main():
         os.symlink(binary, os.path.join(bindir, "mqpaxos"))
         path = bindir + ":/usr/local/bin:/usr/bin:/bin"
         # The ACL for the overlay's cluster name, and a password file (the built-in broker
-        # refuses an ACL without one): every server and the client with one test password.
+        # refuses an ACL without one): every server (user <cluster>-server<i>) and the client
+        # with one test password.
         cluster = env_of(sts_all[0]["spec"]["template"]["spec"]["containers"][0]).get("MQPAXOS_CLUSTER", "default")
         client_user = next(e["value"] for e in client["spec"]["template"]["spec"]["containers"][0]["env"]
                            if e["name"] == "MQPAXOS_USER")
@@ -101,7 +103,7 @@ def main():
             subprocess.run([binary, "acl", "--format", "mosquitto", "--servers", str(servers), "--cluster", cluster],
                            stdout=f, check=True)
         passwd = os.path.join(tmp, "passwd")
-        for u in ["server%d" % (k + 1) for k in range(servers)] + [client_user]:
+        for u in ["%s-server%d" % (cluster, k + 1) for k in range(servers)] + [client_user]:
             subprocess.run([binary, "broker", "--password-file", passwd, "--add-user", u],
                            env={"PATH": path, "MQPAXOS_PASSWORD": SMOKE_PASSWORD}, check=True,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -133,6 +135,11 @@ def main():
                    "--tls-cert", cert, "--tls-key", key, "--tls-listen", "127.0.0.1:%d" % tls_port],
                   {"PATH": path}, os.path.join(tmp, "broker.log"))
             metrics = []
+            # The metrics token, when the manifests give the servers one (as make-secrets does).
+            token = "smoke-metrics-token"
+            token_file = os.path.join(tmp, "metrics-token")
+            with open(token_file, "w") as f:
+                f.write(token + "\n")
             for k, sts in enumerate(sts_all):
                 c = sts["spec"]["template"]["spec"]["containers"][0]
                 env = env_of(c)
@@ -145,6 +152,8 @@ def main():
                            MQPAXOS_BROKER=broker_url, MQPAXOS_PASSWORD_FILE=pwfile, MQPAXOS_DATA_DIR=os.path.join(tmp, "data%d" % k))
                 if "MQPAXOS_CA_FILE" in env:
                     env["MQPAXOS_CA_FILE"] = ca
+                if "MQPAXOS_METRICS_TOKEN_FILE" in env:
+                    env["MQPAXOS_METRICS_TOKEN_FILE"] = token_file
                 start(c["command"] + [c["args"][0]], env, os.path.join(tmp, "server%d.log" % (k + 1)))
             deadline = time.time() + 20
             while time.time() < deadline and not all(http("http://127.0.0.1:%d/health" % m)[0] == 200 for m in metrics):
@@ -191,7 +200,18 @@ def main():
             except ValueError:
                 problems.append("mqpaxos status --json printed no JSON: %s %s" % (st.stdout.strip(), st.stderr.strip()))
 
-            _, text = http("http://127.0.0.1:%d/metrics" % metrics[0])
+            protected = "MQPAXOS_METRICS_TOKEN_FILE" in env_of(sts_all[0]["spec"]["template"]["spec"]["containers"][0])
+            if protected:
+                code, _ = http("http://127.0.0.1:%d/metrics" % metrics[0])
+                if code != 401:
+                    problems.append("/metrics without the token answered %s, not 401" % code)
+                for probe in ("/health", "/live"):
+                    code, _ = http("http://127.0.0.1:%d%s" % (metrics[0], probe))
+                    if code != 200:
+                        problems.append("%s (a probe, no token) answered %s, not 200" % (probe, code))
+            code, text = http("http://127.0.0.1:%d/metrics" % metrics[0], token=token if protected else None)
+            if code != 200:
+                problems.append("/metrics with the token answered %s, not 200" % code)
             served = set(re.findall(r"^# TYPE (\w+)", text, re.M)) | set(re.findall(r"^(\w+)[{ ]", text, re.M))
             dash = json.load(open(a.dashboard))
             used = {m for p in dash["panels"] for t in p.get("targets", []) for m in re.findall(r"\bmqpaxos_\w+", t.get("expr", ""))}

@@ -487,14 +487,24 @@ def check_overlay(ck, where, objs, servers, secrets):
             ck.bad(where, {"kind": "ConfigMap", "metadata": {"name": cfg[0]}}, "MQPAXOS_SERVERS is %s, the overlay is for %d servers" % (cm_data[cfg[0]]["MQPAXOS_SERVERS"], servers))
         if env.get("MQPAXOS_METRICS", "").startswith(("0.0.0.0:", "[::]:")):
             ck.bad(where, sts, "MQPAXOS_METRICS %s binds every address: bind the pod's own (POD_IP)" % env["MQPAXOS_METRICS"])
-        for probe, path in (("readinessProbe", "/health"),):
+        for probe, path in (("readinessProbe", "/health"), ("livenessProbe", "/live"), ("startupProbe", "/live")):
             got_path = ((c.get(probe) or {}).get("httpGet") or {}).get("path")
             if got_path != path:
-                ck.bad(where, sts, "%s must GET %s (got %r)" % (probe, path, got_path))
+                ck.bad(where, sts, "%s must GET %s (got %r): a probe carries no metrics token" % (probe, path, got_path))
+        # /metrics needs a bearer token: a file of a mounted Secret made by make-secrets.
+        token = env.get("MQPAXOS_METRICS_TOKEN_FILE")
+        vols = {v["name"]: v for v in pod.get("volumes") or []}
+        mounted = {m["mountPath"].rstrip("/"): vols.get(m["name"]) for m in c.get("volumeMounts") or []}
+        tv = mounted.get((token or "").rpartition("/")[0])
+        if not token:
+            ck.bad(where, sts, "no MQPAXOS_METRICS_TOKEN_FILE: the metrics would need no credentials")
+        elif tv is None or "secret" not in tv:
+            ck.bad(where, sts, "MQPAXOS_METRICS_TOKEN_FILE %s is not a file of a mounted Secret" % token)
+        elif secrets is not None and tv["secret"].get("secretName") not in secrets:
+            ck.bad(where, sts, "MQPAXOS_METRICS_TOKEN_FILE: Secret %s is not made by make-secrets" % tv["secret"].get("secretName"))
         ann = spec["template"]["metadata"].get("annotations") or {}
-        ports = {p.get("containerPort") for p in c.get("ports") or []}
-        if ann.get("prometheus.io/scrape") != "true" or int(ann.get("prometheus.io/port", "0")) not in ports:
-            ck.bad(where, sts, "the pod template needs prometheus.io/scrape and a prometheus.io/port the container exposes")
+        if ann.get("prometheus.io/scrape") == "true":
+            ck.bad(where, sts, "prometheus.io/scrape: the annotation-driven job sends no token and would get 401 (Prometheus has its own job, deploy/grafana/prometheus-values.yaml)")
         # A server pod may reference its own server Secret only (and no client's).
         refs = secret_refs(pod)
         for n in sorted(refs):
@@ -627,6 +637,101 @@ def check_scripts(ck, where, objs, servers):
                             ck.bad(where, o, "pod %s-0 (POD_IP %s): the entry point ran %r (status %d), not %r" % (o["metadata"]["name"], ip, r.stdout.strip() or r.stderr.strip(), r.returncode, want))
 
 
+def secret_file_ok(ck, where, emqx, f, what, secrets):
+    """f, a (kind, name, key) of mounted_file, is a key of a Secret of make-secrets."""
+    if not f:
+        return
+    if f[0] != "Secret":
+        ck.bad(where, emqx, "%s must come from a Secret, not a %s" % (what, f[0]))
+    elif secrets is not None:
+        sec = secrets.get(f[1])
+        if sec is None:
+            ck.bad(where, emqx, "%s: Secret %s is not made by make-secrets" % (what, f[1]))
+        elif f[2] not in (sec.get("stringData") or {}) and f[2] not in (sec.get("data") or {}):
+            ck.bad(where, emqx, "%s: Secret %s has no key %s" % (what, f[1], f[2]))
+
+
+def check_emqx_cluster_tls(ck, where, emqx, core, conf, mounted_file, by_kind, secrets):
+    """The EMQX nodes' own traffic is TLS with mutual verification: the Erlang distribution
+    (cluster.proto_dist = inet_tls, set where bin/emqx reads it at boot: the environment;
+    its options file from a mounted ConfigMap naming a certificate, key and CA of a Secret,
+    verify_peer on both sides, a client certificate required) and the cluster RPC (gen_rpc:
+    rpc.driver = ssl with certificate, key and CA from a Secret; its ssl driver verifies the
+    peer and requires a client certificate by itself)."""
+    env = {e["name"]: e.get("value") for e in core.get("env") or []}
+    proto = env.get("EMQX_CLUSTER__PROTO_DIST") or str(conf.get("cluster.proto_dist", "inet_tcp"))
+    if proto not in ("inet_tls", "inet6_tls"):
+        ck.bad(where, emqx, "cluster.proto_dist is %s: the Erlang distribution between EMQX nodes is not TLS (set EMQX_CLUSTER__PROTO_DIST=inet_tls)" % proto)
+    optfile = env.get("EMQX_SSL_DIST_OPTFILE")
+    if not optfile:
+        ck.bad(where, emqx, "no EMQX_SSL_DIST_OPTFILE: the distribution would use EMQX's own etc/ssl_dist.conf (its test certificates)")
+    else:
+        f = mounted_file(optfile, "EMQX_SSL_DIST_OPTFILE")
+        if f and f[0] != "ConfigMap":
+            ck.bad(where, emqx, "EMQX_SSL_DIST_OPTFILE should come from the generated ConfigMap, not a %s" % f[0])
+        elif f:
+            cm = next((o for o in by_kind.get("ConfigMap", []) if o["metadata"]["name"] == f[1]), None)
+            text = ((cm or {}).get("data") or {}).get(f[2])
+            if text is None:
+                ck.bad(where, emqx, "EMQX_SSL_DIST_OPTFILE: ConfigMap %s with key %s is not in the overlay" % (f[1], f[2]))
+            else:
+                body = re.sub(r"%[^\n]*", "", text)
+                sides = {m.group(1): m.start() for m in re.finditer(r"\{\s*(server|client)\s*,", body)}
+                if set(sides) != {"server", "client"}:
+                    ck.bad(where, emqx, "ssl_dist.conf needs a server and a client entry")
+                else:
+                    first, second = sorted(sides, key=sides.get)
+                    part = {first: body[sides[first]:sides[second]], second: body[sides[second]:]}
+                    for side, opts in part.items():
+                        if not re.search(r"\{\s*verify\s*,\s*verify_peer\s*\}", opts):
+                            ck.bad(where, emqx, "ssl_dist.conf: the %s entry does not verify_peer: any node could join" % side)
+                        for field in ("certfile", "keyfile", "cacertfile"):
+                            m = re.search(r"\{\s*%s\s*,\s*\"([^\"]+)\"\s*\}" % field, opts)
+                            if not m:
+                                ck.bad(where, emqx, "ssl_dist.conf: the %s entry has no %s" % (side, field))
+                            else:
+                                secret_file_ok(ck, where, emqx, mounted_file(m.group(1), "ssl_dist.conf %s %s" % (side, field)), "ssl_dist.conf %s %s" % (side, field), secrets)
+                    if not re.search(r"\{\s*fail_if_no_peer_cert\s*,\s*true\s*\}", part["server"]):
+                        ck.bad(where, emqx, "ssl_dist.conf: the server entry does not set fail_if_no_peer_cert: a node without a certificate could connect")
+    rpc = conf.get("rpc", {}) or {}
+    if str(rpc.get("driver", "tcp")) != "ssl":
+        ck.bad(where, emqx, "rpc.driver is %s: the cluster RPC between EMQX nodes (message forwarding) is not TLS" % rpc.get("driver", "tcp"))
+    else:
+        for field in ("certfile", "keyfile", "cacertfile"):
+            path = rpc.get(field, None)
+            if not path:
+                ck.bad(where, emqx, "rpc.%s is not set" % field)
+            else:
+                secret_file_ok(ck, where, emqx, mounted_file(path, "rpc." + field), "rpc." + field, secrets)
+
+
+def check_acl_users(ck, where, emqx, by_kind, secrets):
+    """The users the EMQX ACL gives rights to are the users make-secrets gives passwords to,
+    and a server user names the cluster (`<MQPAXOS_CLUSTER>-server<i>`, as `mqpaxos acl`
+    writes it): a bare `server<i>` would be shared by every cluster on the broker."""
+    cluster = None
+    for o in by_kind.get("ConfigMap", []):
+        cluster = cluster or (o.get("data") or {}).get("MQPAXOS_CLUSTER")
+    acl = next((d.get("acl.conf") for o in by_kind.get("ConfigMap", []) for d in [o.get("data") or {}] if "acl.conf" in d), None)
+    if acl is None or cluster is None:
+        return
+    acl_users = set(re.findall(r"\{username,\s*\"([^\"]+)\"\}", acl))
+    for u in sorted(acl_users):
+        m = re.fullmatch(r"(.*?)-?(server\d+)", u)
+        if m and m.group(1) != cluster:
+            ck.bad(where, emqx, "the ACL gives server rights to user %s: server users must be %s-%s (the cluster's name in it)" % (u, cluster, m.group(2)))
+    sec = (secrets or {}).get("emqx-users")
+    if sec is None:
+        return
+    csv = (sec.get("stringData") or {}).get("users.csv", "")
+    csv_users = {line.split(",")[0] for line in csv.strip().splitlines()[1:] if line.strip()}
+    for u in sorted(acl_users - csv_users - {"operator"}):
+        ck.bad(where, emqx, "the ACL names user %s, which make-secrets gives no password (emqx-users)" % u)
+    for u in sorted(csv_users):
+        if re.fullmatch(r".*server\d+", u) and u not in acl_users:
+            ck.bad(where, emqx, "make-secrets makes server user %s, which the ACL gives no server rights" % u)
+
+
 def check_emqx(ck, where, emqx, by_kind, names, secrets):
     """EMQX: at least 2 cores; its configuration parses as HOCON and names the mounted files:
     the built-in database's bootstrap file (a key of the emqx-users Secret) and the file
@@ -726,6 +831,8 @@ def check_emqx(ck, where, emqx, by_kind, names, secrets):
         ref = (e.get("valueFrom") or {}).get("secretKeyRef")
         if ref and secrets is not None and ref["name"] not in secrets:
             ck.bad(where, emqx, "env %s: Secret %s is not made by make-secrets" % (e["name"], ref["name"]))
+    check_emqx_cluster_tls(ck, where, emqx, core, conf, mounted_file, by_kind, secrets)
+    check_acl_users(ck, where, emqx, by_kind, secrets)
     for v in core.get("extraVolumes") or []:
         if "configMap" in v and ("ConfigMap", v["configMap"]["name"]) not in names:
             ck.bad(where, emqx, "extraVolumes %s: ConfigMap %s is not in the overlay" % (v["name"], v["configMap"]["name"]))
@@ -980,6 +1087,35 @@ def _emqx_plain_listener(objs):
     e["spec"]["config"]["data"] = e["spec"]["config"]["data"].replace("listeners.tcp.default.enable = false", "listeners.tcp.default.enable = true")
 
 
+def _emqx_dist_plain(objs):
+    e = _kind(objs, "EMQX")[0]
+    env = e["spec"]["coreTemplate"]["spec"]["env"]
+    e["spec"]["coreTemplate"]["spec"]["env"] = [x for x in env if x["name"] != "EMQX_CLUSTER__PROTO_DIST"]
+
+
+def _emqx_dist_unverified(objs):
+    for o in _kind(objs, "ConfigMap"):
+        if "ssl_dist.conf" in (o.get("data") or {}):
+            o["data"]["ssl_dist.conf"] = o["data"]["ssl_dist.conf"].replace("verify_peer", "verify_none")
+
+
+def _emqx_rpc_plain(objs):
+    e = _kind(objs, "EMQX")[0]
+    e["spec"]["config"]["data"] = e["spec"]["config"]["data"].replace("driver = ssl", "driver = tcp")
+
+
+def _metrics_no_token(objs):
+    for sts in server_statefulsets(objs):
+        c = sts["spec"]["template"]["spec"]["containers"][0]
+        c["env"] = [e for e in c["env"] if e["name"] != "MQPAXOS_METRICS_TOKEN_FILE"]
+
+
+def _acl_shared_server_users(objs):
+    for o in _kind(objs, "ConfigMap"):
+        if "acl.conf" in (o.get("data") or {}):
+            o["data"]["acl.conf"] = re.sub(r'\{username, "[^"]*-(server\d+)"\}', r'{username, "\1"}', o["data"]["acl.conf"])
+
+
 OVERLAY_MUTANTS = [
     ("one server StatefulSet too few and a minority PDB", _one_server_too_few, [r"the server StatefulSets are", r"minAvailable is 1"]),
     ("a server pod that also mounts server1's Secret", _server_mounts_another, [r"references Secret mqpaxos-server1, another user's password"]),
@@ -989,6 +1125,11 @@ OVERLAY_MUTANTS = [
     ("the metrics open to the namespace and to anyone", _metrics_open, [r"lets \{\"podSelector\": \{\}\} into the server pods", r"lets anyone into the server pods"]),
     ("server2's StatefulSet starting server 1", _server_wrong_id, [r"MQPAXOS_ID is '1', the StatefulSet is server 2's"]),
     ("EMQX's plain TCP listener on", _emqx_plain_listener, [r"listeners\.tcp\.default is enabled"]),
+    ("the Erlang distribution between EMQX nodes over plain TCP", _emqx_dist_plain, [r"cluster\.proto_dist is inet_tcp"]),
+    ("the distribution's TLS without peer verification", _emqx_dist_unverified, [r"the server entry does not verify_peer", r"the client entry does not verify_peer"]),
+    ("the cluster RPC over plain TCP", _emqx_rpc_plain, [r"rpc\.driver is tcp"]),
+    ("the servers' metrics without a token", _metrics_no_token, [r"no MQPAXOS_METRICS_TOKEN_FILE"]),
+    ("server users shared by every cluster (server<i>)", _acl_shared_server_users, [r"server users must be mqpaxos-server1", r"make-secrets makes server user mqpaxos-server1, which the ACL gives no server rights"]),
 ]
 
 

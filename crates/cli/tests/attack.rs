@@ -180,7 +180,7 @@ fn oversized_retained(kind: Kind) {
     // Nothing was kept for a reconnecting server to receive again.
     let kept = rt.block_on(retained(
         broker.port,
-        "server9",
+        &format!("{c}-server9"),
         &format!("mqpaxos/{c}/request/+"),
         1,
     ));
@@ -262,7 +262,7 @@ fn client_writes_what_servers_trust(kind: Kind) {
     // Nothing the client sent is retained on the chaos topic.
     let chaos = rt.block_on(retained(
         broker.port,
-        "server9",
+        &format!("{c}-server9"),
         &format!("mqpaxos/{c}/chaos"),
         1,
     ));
@@ -280,7 +280,7 @@ fn client_writes_what_servers_trust(kind: Kind) {
     assert_eq!(outcome, Outcome::Acked);
     let chaos = rt.block_on(retained(
         broker.port,
-        "server9",
+        &format!("{c}-server9"),
         &format!("mqpaxos/{c}/chaos"),
         1,
     ));
@@ -301,6 +301,112 @@ fn a_client_cannot_write_what_servers_trust_on_mosquitto() {
 /// Attack 5 (defaults): an open broker on a routable address, an ACL that trusts any
 /// claimed name. Both are refused with a line that says what to do.
 #[cfg(feature = "embedded-broker")]
+/// Attack 7, for servers: two clusters on one broker, one ACL for both. A server
+/// credential of cluster A (`A-server1`) tries what only B's servers may: B's presence,
+/// status and peer topics under the same server id, and B's replies. Before, both clusters'
+/// servers were user `server1` with one password, and it could; now the user names the
+/// cluster, and B's servers neither see it nor lose their place.
+fn one_clusters_server_credential_in_another(kind: Kind) {
+    let b = format!("b{}", free_port());
+    let a = format!("a{}", free_port());
+    let broker = Broker::start_for_clusters(kind, &[&b, &a]);
+    let cluster = Cluster::start(&broker, 3);
+    cluster.leader(Duration::from_secs(30));
+    let rt = rt();
+    let thief = format!("{a}-server1");
+    // The credential is good: in its own cluster it writes a server's presence.
+    let own = rt.block_on(attack(
+        broker.port,
+        &thief,
+        &format!("mqpaxos/{a}/presence/server1"),
+        true,
+        b"online".to_vec(),
+    ));
+    assert_eq!(own, Outcome::Acked, "{kind:?}: in its own cluster");
+    let kept = rt.block_on(retained(
+        broker.port,
+        "operator",
+        &format!("mqpaxos/{a}/presence/server1"),
+        1,
+    ));
+    assert_eq!(kept.len(), 1, "{kind:?}: A-server1 writes A's presence");
+    let forged: Vec<(String, &[u8])> = vec![
+        (format!("mqpaxos/{b}/presence/server1"), b"offline"),
+        (format!("mqpaxos/{b}/presence/server2"), b"offline"),
+        (format!("mqpaxos/{b}/status/server1"), b"{\"id\":1}"),
+        (format!("mqpaxos/{b}/peer/all/server1"), b"\x01junk"),
+        (format!("mqpaxos/{b}/peer/server2/server1"), b"\x01junk"),
+        (format!("mqpaxos/{b}/reply/client1/x"), b"\x01junk"),
+    ];
+    for (topic, payload) in &forged {
+        let outcome = rt.block_on(attack(broker.port, &thief, topic, true, payload.to_vec()));
+        // The built-in broker acknowledges and drops; Mosquitto may close the connection.
+        assert!(
+            kind == Kind::Embedded && outcome == Outcome::Acked || kind == Kind::Mosquitto,
+            "{kind:?} {topic}: {outcome:?}"
+        );
+    }
+    // B's servers' retained presence and status are still their own.
+    let presence = rt.block_on(retained(
+        broker.port,
+        "operator",
+        &format!("mqpaxos/{b}/presence/+"),
+        3,
+    ));
+    assert_eq!(presence.len(), 3, "{presence:?}");
+    for (topic, payload) in &presence {
+        assert_eq!(payload, b"online", "{kind:?} {topic}");
+    }
+    let status = rt.block_on(retained(
+        broker.port,
+        "operator",
+        &format!("mqpaxos/{b}/status/server1"),
+        1,
+    ));
+    assert_eq!(status.len(), 1);
+    let s: serde_json::Value = serde_json::from_slice(&status[0].1).expect("a real status");
+    assert_eq!(s["id"], 1, "{kind:?}");
+    // Nor may it read what only B's servers read: B's requests and peer traffic never
+    // reach it (the built-in broker drops the subscription; Mosquitto grants it and
+    // delivers nothing). Heartbeats flow ten times a second, requests on every put.
+    let seen = rt.block_on(async {
+        let mut o = MqttOptions::new(format!("spy-{}", rand_suffix()), "127.0.0.1", broker.port);
+        o.set_credentials(thief.clone(), PASSWORD);
+        let (client, mut events) = AsyncClient::new(o, 64);
+        wait_connack(&mut events).await;
+        for f in [
+            format!("mqpaxos/{b}/peer/all/+"),
+            format!("mqpaxos/{b}/request/+"),
+        ] {
+            client
+                .subscribe(f, QoS::AtMostOnce)
+                .await
+                .expect("subscribe");
+        }
+        let mut seen = 0;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while let Ok(Ok(e)) = tokio::time::timeout_at(deadline, events.poll()).await {
+            if let Event::Incoming(Packet::Publish(_)) = e {
+                seen += 1;
+            }
+        }
+        let _ = client.disconnect().await;
+        seen
+    });
+    assert_eq!(seen, 0, "{kind:?}: A's server read B's traffic");
+    keeps_committing(&cluster, "after-cross-cluster", 3);
+}
+
+#[test]
+fn one_clusters_server_credential_is_refused_in_another_on_the_built_in_broker() {
+    one_clusters_server_credential_in_another(Kind::Embedded);
+}
+
+#[test]
+fn one_clusters_server_credential_is_refused_in_another_on_mosquitto() {
+    one_clusters_server_credential_in_another(Kind::Mosquitto);
+}
+
 #[test]
 fn open_listeners_are_refused() {
     let o = Command::new(BIN)
@@ -374,7 +480,7 @@ fn cluster_up_off_loopback_makes_and_enforces_passwords() {
         for f in [
             "passwd",
             "client1.password",
-            "server1.password",
+            "open-server1.password",
             "operator.password",
         ] {
             let mode = std::fs::metadata(creds.join(f))
@@ -798,7 +904,7 @@ fn a_stolen_server_credential_cannot_wedge_elections() {
     let rt = rt();
     rt.block_on(async {
         let mut o = MqttOptions::new(format!("thief-{}", rand_suffix()), "127.0.0.1", broker.port);
-        o.set_credentials(format!("server{thief}"), PASSWORD);
+        o.set_credentials(format!("{}-server{thief}", cluster.cluster), PASSWORD);
         let (client, mut events) = AsyncClient::new(o, 64);
         wait_connack(&mut events).await;
         let huge = Ballot::new(u64::MAX, thief);

@@ -216,7 +216,7 @@ fn acl_is_enforced(kind: Kind) {
     };
     // Heartbeats flow ten times a second: a server sees one, a client sees none.
     let peer = format!("mqpaxos/{}/peer/all/+", cluster.cluster);
-    let as_server = sub("server2", &peer);
+    let as_server = sub(&format!("{}-server2", cluster.cluster), &peer);
     assert!(!as_server.stdout.is_empty(), "a server reads peer traffic");
     let as_client = sub("client1", &peer);
     assert!(

@@ -2,8 +2,8 @@
 //! operators install (Mosquitto, EMQX) cannot drift from the topics the nodes really use.
 //!
 //! Least privilege, per cluster (every rule names its cluster: no `+` for it, so the users
-//! of one cluster cannot write into another's topics; see `docs/security.md` for what
-//! server users shared between clusters still can):
+//! of one cluster cannot write into another's topics, and a server's user name names its
+//! cluster too, `<cluster>-server<i>`, so no server credential is valid in two clusters):
 //! - every user: publish its own requests (postcard and JSON) and read its own replies (`%u`
 //!   rules).
 //! - the servers, the [`OPERATOR`] and any extra readers named (monitoring users): read the
@@ -13,7 +13,8 @@
 //!   inner state. Nothing retained that a server reads is writable by clients: presence and
 //!   status are written by servers only, so no client can park a message that every server
 //!   receives on every reconnect.
-//! - server `i` only: its own presence and status, read every request, publish replies,
+//! - server `i` (user `<cluster>-server<i>`) only: its own presence and status, read every
+//!   request, publish replies,
 //!   publish Paxos messages under its own name, read the broadcasts and its own inbox, and
 //!   read the fault-injection switches (it subscribes only when started with
 //!   `--allow-fault-injection`).
@@ -60,9 +61,10 @@ pub fn valid_cluster(cluster: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
-/// Every rule, for clusters `clusters` with servers `server1..=server{servers}` and the
-/// extra users `readers` that may read presence and status, ordered by who they are for
-/// (everyone first, then the operator, then the readers, then each server).
+/// Every rule, for clusters `clusters` with servers `server1..=server{servers}` (users
+/// `<cluster>-server<i>`) and the extra users `readers` that may read presence and status,
+/// ordered by who they are for (everyone first, then the operator, then the readers, then
+/// each cluster's servers).
 pub fn rules(clusters: &[String], servers: u32, readers: &[String]) -> Vec<Rule> {
     let mut r = Vec::new();
     for c in clusters {
@@ -93,7 +95,10 @@ pub fn rules(clusters: &[String], servers: u32, readers: &[String]) -> Vec<Rule>
         });
         observe(&mut r, OPERATOR, c);
     }
-    let servers_users: Vec<String> = (1..=servers).map(crate::topics::server_user).collect();
+    let servers_users: Vec<String> = clusters
+        .iter()
+        .flat_map(|c| (1..=servers).map(move |i| crate::topics::server_user(c, i)))
+        .collect();
     for reader in readers {
         if reader == OPERATOR || servers_users.contains(reader) {
             continue;
@@ -102,10 +107,15 @@ pub fn rules(clusters: &[String], servers: u32, readers: &[String]) -> Vec<Rule>
             observe(&mut r, reader, c);
         }
     }
-    for s in &servers_users {
-        for c in clusters {
+    for c in clusters {
+        for i in 1..=servers {
+            // The user names the cluster (`<cluster>-server<i>`) and the topics name the
+            // server (`server<i>`): a broker has one password per user name, so only a user
+            // per cluster keeps one cluster's server credential out of another's topics.
+            let user = crate::topics::server_user(c, i);
+            let s = crate::topics::server_name(i);
             let one = |access, filter: String| Rule {
-                who: Who::User(s.clone()),
+                who: Who::User(user.clone()),
                 access,
                 filter: format!("mqpaxos/{c}/{filter}"),
             };
@@ -119,7 +129,7 @@ pub fn rules(clusters: &[String], servers: u32, readers: &[String]) -> Vec<Rule>
             r.push(one(Access::Read, "peer/all/+".into()));
             r.push(one(Access::Read, format!("peer/{s}/+")));
             r.push(one(Access::Read, "chaos".into()));
-            observe(&mut r, s, c);
+            observe(&mut r, &user, c);
         }
     }
     r
@@ -249,7 +259,9 @@ mod tests {
     fn the_acl_fits_the_topics_the_code_uses() {
         let r = rules(&prod(), 3, &["grafana".to_string()]);
         let t = Topics::new("prod");
-        let (s1, s2) = ("server1", "server2");
+        // Servers log in as <cluster>-server<i> and are server<i> in topics.
+        let (s1, s2) = ("prod-server1", "prod-server2");
+        let (n1, n2) = ("server1", "server2");
         // Servers.
         assert!(allows(&r, s1, Access::Publish, &t.peer_all(1)));
         assert!(allows(&r, s1, Access::Publish, &t.peer(2, 1)));
@@ -258,11 +270,11 @@ mod tests {
         }
         assert!(allows(&r, s1, Access::Read, &t.all_requests()));
         assert!(allows(&r, s1, Access::Read, &t.all_presence()));
-        assert!(allows(&r, s1, Access::Read, &t.status(s1)));
+        assert!(allows(&r, s1, Access::Read, &t.status(n1)));
         assert!(allows(&r, s1, Access::Read, &t.chaos()));
         assert!(allows(&r, s1, Access::Publish, &t.reply("client7/abc")));
-        assert!(allows(&r, s1, Access::Publish, &t.presence(s1)));
-        assert!(allows(&r, s1, Access::Publish, &t.status(s1)));
+        assert!(allows(&r, s1, Access::Publish, &t.presence(n1)));
+        assert!(allows(&r, s1, Access::Publish, &t.status(n1)));
         // Clients.
         let c = "client7";
         assert!(allows(&r, c, Access::Publish, &t.request(c)));
@@ -290,8 +302,10 @@ mod tests {
             !allows(&r, s1, Access::Read, &t.peer_filters(2)[1]),
             "another's inbox"
         );
-        assert!(!allows(&r, s1, Access::Publish, &t.presence(s2)));
-        assert!(!allows(&r, s1, Access::Publish, &t.status(s2)));
+        assert!(!allows(&r, s1, Access::Publish, &t.presence(n2)));
+        assert!(!allows(&r, s2, Access::Publish, &t.presence(n1)));
+        assert!(allows(&r, s2, Access::Publish, &t.presence(n2)));
+        assert!(!allows(&r, s1, Access::Publish, &t.status(n2)));
         assert!(
             !allows(&r, c, Access::Publish, &t.peer_all(1)),
             "client as server"
@@ -309,17 +323,20 @@ mod tests {
         assert!(!allows(&r, c, Access::Read, "mqpaxos/prod/reply/#"));
         assert!(!allows(&r, c, Access::Publish, &t.reply("client8/abc")));
         // Retained topics servers read: servers only.
-        assert!(!allows(&r, c, Access::Publish, &t.presence(s2)));
+        assert!(!allows(&r, c, Access::Publish, &t.presence(n2)));
         assert!(!allows(&r, c, Access::Publish, &t.presence(c)));
         assert!(!allows(&r, c, Access::Publish, &t.status(c)));
-        assert!(!allows(&r, c, Access::Publish, &t.status(s1)));
+        assert!(!allows(&r, c, Access::Publish, &t.status(n1)));
         // Fault injection: the operator only, servers read it.
         assert!(!allows(&r, c, Access::Publish, &t.chaos()));
         assert!(!allows(&r, s1, Access::Publish, &t.chaos()));
         assert!(
-            !allows(&r, "server4", Access::Publish, &t.peer_all(4)),
+            !allows(&r, "prod-server4", Access::Publish, &t.peer_all(4)),
             "not configured"
         );
+        // The bare node name is no user.
+        assert!(!allows(&r, n1, Access::Publish, &t.peer_all(1)));
+        assert!(!allows(&r, n1, Access::Publish, &t.presence(n1)));
         // Another cluster on the same broker.
         let other = Topics::new("staging");
         assert!(!allows(&r, c, Access::Publish, &other.request(c)));
@@ -335,10 +352,12 @@ mod tests {
         let m = mosquitto(&clusters, 2, &[]);
         assert!(m.contains("pattern write mqpaxos/a/request/%u"));
         assert!(m.contains("pattern write mqpaxos/b-2/request/%u"));
-        assert!(m.contains("user server2\ntopic write mqpaxos/a/presence/server2"));
+        assert!(m.contains("user a-server2\ntopic write mqpaxos/a/presence/server2"));
+        assert!(m.contains("user b-2-server2\ntopic write mqpaxos/b-2/presence/server2"));
         assert!(!m.contains("mqpaxos/+"), "no rule spans clusters");
-        // One section per user, even with two clusters.
-        assert_eq!(m.matches("user server1\n").count(), 1);
+        // One section per user, and no server user shared by the two clusters.
+        assert_eq!(m.matches("user a-server1\n").count(), 1);
+        assert!(!m.contains("user server1\n"));
         // Mosquitto warns at every start about a pattern with neither %u nor %c.
         for line in m.lines().filter(|l| l.starts_with("pattern ")) {
             assert!(line.contains("%u") || line.contains("%c"), "{line}");
@@ -346,13 +365,42 @@ mod tests {
         let e = emqx(&clusters, 2, &[]);
         assert!(e.contains("{allow, all, publish, [\"mqpaxos/a/request/${username}\"]}."));
         assert!(e.contains(
-            "{allow, {username, \"server2\"}, publish, [\"mqpaxos/b-2/peer/+/server2\"]}."
+            "{allow, {username, \"b-2-server2\"}, publish, [\"mqpaxos/b-2/peer/+/server2\"]}."
         ));
         assert!(e.trim_end().ends_with("{deny, all}."));
         assert_eq!(
             e.lines().filter(|l| l.starts_with("{allow")).count(),
             rules(&clusters, 2, &[]).len()
         );
+    }
+
+    /// Two clusters on one broker, one ACL: a server credential of cluster A has no right in
+    /// cluster B, not even for the server with the same id (issue 13: server user names
+    /// used to be `server<i>` in every cluster, one password for both).
+    #[test]
+    fn a_server_credential_of_one_cluster_is_refused_in_another() {
+        let r = rules(&["a".to_string(), "b".to_string()], 3, &[]);
+        let (a, b) = (Topics::new("a"), Topics::new("b"));
+        for i in 1..=3 {
+            let user = crate::topics::server_user("a", i);
+            let n = crate::topics::server_name(i);
+            assert!(allows(&r, &user, Access::Publish, &a.peer_all(i)));
+            assert!(allows(&r, &user, Access::Publish, &a.presence(&n)));
+            assert!(
+                !allows(&r, &user, Access::Publish, &b.peer_all(i)),
+                "{user}"
+            );
+            assert!(!allows(&r, &user, Access::Publish, &b.peer(2, i)), "{user}");
+            assert!(!allows(&r, &user, Access::Publish, &b.presence(&n)));
+            assert!(!allows(&r, &user, Access::Publish, &b.status(&n)));
+            assert!(!allows(&r, &user, Access::Publish, &b.reply("client1/x")));
+            assert!(!allows(&r, &user, Access::Read, &b.all_requests()));
+            assert!(!allows(&r, &user, Access::Read, &b.peer_filters(i)[0]));
+            assert!(!allows(&r, &user, Access::Read, &b.peer_filters(i)[1]));
+            // What any user may do in B (its own requests) stays open: a server credential
+            // of A is an ordinary client there, under its own name.
+            assert!(allows(&r, &user, Access::Publish, &b.request(&user)));
+        }
     }
 
     #[test]

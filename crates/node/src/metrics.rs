@@ -1,5 +1,11 @@
 //! A server's Prometheus metrics and the HTTP endpoint that serves them (`/metrics`) with a
-//! readiness probe (`/health`).
+//! readiness probe (`/health`) and a liveness probe (`/live`).
+//!
+//! With a bearer token ([`HttpAccess::token`]), `/metrics` answers only a request carrying
+//! `Authorization: Bearer <token>` (compared in constant time) and 401 to anything else;
+//! `/health` too when [`HttpAccess::protect_health`] says so. `/live` always answers `ok`:
+//! it says nothing but "the process serves HTTP", which a kubelet must be able to ask
+//! without a credential.
 //!
 //! Readiness means "part of a quorum that can commit": a leader that has heard from a
 //! majority within the election timeout, or a follower that has heard its leader within it.
@@ -7,7 +13,8 @@
 //! that depend on time (quorum, seconds since the last commit) are worked out from it when
 //! asked, so they are never staler than the last step.
 
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use prometheus_client::encoding::text::encode;
@@ -21,6 +28,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use subtle::ConstantTimeEq;
 
 /// Where a server stands with its broker.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -301,44 +309,204 @@ impl Metrics {
     }
 }
 
-/// Serves `/metrics` and `/health` on `addr` until the task is dropped. Returns the bound
-/// address (port 0 picks a free one).
+/// Who may read the HTTP endpoint.
+#[derive(Clone, Debug, Default)]
+pub struct HttpAccess {
+    /// The bearer token `/metrics` requires; `None`: no credential (a network policy, or
+    /// loopback, is then the only protection).
+    pub token: Option<String>,
+    /// `/health` requires the token too. Off by default: readiness probes (the kubelet)
+    /// carry no credential, and `/health` says only "connected to the broker or not".
+    pub protect_health: bool,
+}
+
+impl HttpAccess {
+    /// Whether `headers` carry the token (always, when there is none).
+    fn admits(&self, headers: &HeaderMap) -> bool {
+        let Some(token) = &self.token else {
+            return true;
+        };
+        // `Bearer <token>`; the scheme's case does not matter (RFC 9110, 11.1).
+        let Some(given) = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .and_then(|(scheme, t)| scheme.eq_ignore_ascii_case("bearer").then_some(t))
+        else {
+            return false;
+        };
+        // Constant time, so response times do not reveal how much of a guess was right (only
+        // whether its length was: the token's length is no secret worth keeping).
+        given.trim().as_bytes().ct_eq(token.as_bytes()).into()
+    }
+}
+
+/// Reads a bearer token from `path`: its text, without surrounding whitespace (a trailing
+/// newline, as `echo` and Kubernetes Secrets written by hand leave, is no part of it).
+pub fn read_token(path: &std::path::Path) -> std::io::Result<String> {
+    let token = std::fs::read_to_string(path)?.trim().to_string();
+    if token.is_empty() || token.contains(|c: char| c.is_whitespace() || c.is_control()) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "the token must be one word, printable, not empty",
+        ));
+    }
+    Ok(token)
+}
+
+fn unauthorized() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        "this endpoint needs Authorization: Bearer <token>\n",
+    )
+        .into_response()
+}
+
+/// Serves `/metrics`, `/health` and `/live` on `addr` until the task is dropped, as `access`
+/// allows. Returns the bound address (port 0 picks a free one).
 pub async fn serve(
     addr: SocketAddr,
     metrics: Arc<Metrics>,
+    access: HttpAccess,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    let m1 = metrics.clone();
+    let access = Arc::new(access);
+    let (m1, a1, a2) = (metrics.clone(), access.clone(), access);
     let app = Router::new()
         .route(
             "/metrics",
-            get(move || {
-                let m = m1.clone();
+            get(move |headers: HeaderMap| {
+                let (m, a) = (m1.clone(), a1.clone());
                 async move {
+                    if !a.admits(&headers) {
+                        return unauthorized();
+                    }
                     (
-                        [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
+                        [(
+                            header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
                         m.render(),
                     )
+                        .into_response()
                 }
             }),
         )
         .route(
             "/health",
-            get(move || {
+            get(move |headers: HeaderMap| {
                 let (ready, why) = metrics.health().readiness(Instant::now());
-                let code = if ready {
-                    StatusCode::OK
-                } else {
-                    StatusCode::SERVICE_UNAVAILABLE
-                };
-                async move { (code, format!("{why}\n")) }
+                let a = a2.clone();
+                async move {
+                    if a.protect_health && !a.admits(&headers) {
+                        return unauthorized();
+                    }
+                    let code = if ready {
+                        StatusCode::OK
+                    } else {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    };
+                    (code, format!("{why}\n")).into_response()
+                }
             }),
-        );
+        )
+        // Liveness: "the process answers HTTP". Deliberately not /health (a server cut off
+        // from the broker is alive) nor /metrics (which may need a token the kubelet lacks).
+        .route("/live", get(|| async { "ok\n" }));
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::warn!(error = %e, "metrics endpoint stopped");
         }
     });
     Ok((local, task))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// The status code of `GET path` with `extra` header lines.
+    async fn get_status(addr: SocketAddr, path: &str, extra: &str) -> u16 {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n{extra}Connection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap()
+    }
+
+    async fn start(access: HttpAccess) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+        let m = Arc::new(Metrics::new());
+        // A ready server: connected, leading a majority heard just now.
+        m.update_health(|h| {
+            h.broker = BrokerLink::Connected;
+            h.role = "leader";
+            h.quorum_until = Some(Instant::now() + Duration::from_secs(3600));
+        });
+        serve("127.0.0.1:0".parse().unwrap(), m, access)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn with_a_token_metrics_need_it_and_probes_stay_open() {
+        let (addr, task) = start(HttpAccess {
+            token: Some("s3cret-token".into()),
+            protect_health: false,
+        })
+        .await;
+        assert_eq!(get_status(addr, "/metrics", "").await, 401);
+        let wrong = "Authorization: Bearer s3cret-tokem\r\n";
+        assert_eq!(get_status(addr, "/metrics", wrong).await, 401);
+        let prefix = "Authorization: Bearer s3cret\r\n";
+        assert_eq!(get_status(addr, "/metrics", prefix).await, 401);
+        let basic = "Authorization: Basic s3cret-token\r\n";
+        assert_eq!(get_status(addr, "/metrics", basic).await, 401);
+        let right = "Authorization: Bearer s3cret-token\r\n";
+        assert_eq!(get_status(addr, "/metrics", right).await, 200);
+        let lower = "authorization: bearer s3cret-token\r\n";
+        assert_eq!(get_status(addr, "/metrics", lower).await, 200);
+        assert_eq!(get_status(addr, "/health", "").await, 200);
+        assert_eq!(get_status(addr, "/live", "").await, 200);
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn health_can_need_the_token_too() {
+        let (addr, task) = start(HttpAccess {
+            token: Some("t".into()),
+            protect_health: true,
+        })
+        .await;
+        assert_eq!(get_status(addr, "/health", "").await, 401);
+        assert_eq!(
+            get_status(addr, "/health", "Authorization: Bearer t\r\n").await,
+            200
+        );
+        assert_eq!(get_status(addr, "/live", "").await, 200);
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn without_a_token_everything_is_open() {
+        let (addr, task) = start(HttpAccess::default()).await;
+        assert_eq!(get_status(addr, "/metrics", "").await, 200);
+        assert_eq!(get_status(addr, "/health", "").await, 200);
+        task.abort();
+    }
+
+    #[test]
+    fn a_token_file_is_one_trimmed_word() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("token");
+        std::fs::write(&p, "abc123\n").unwrap();
+        assert_eq!(read_token(&p).unwrap(), "abc123");
+        for bad in ["", "  \n", "two words"] {
+            std::fs::write(&p, bad).unwrap();
+            assert!(read_token(&p).is_err(), "{bad:?}");
+        }
+    }
 }

@@ -13,7 +13,7 @@ use crate::chaos::Faults;
 use crate::codec;
 use crate::metrics::{self, BrokerLink, Metrics};
 use crate::storage::{FileStorage, MemoryStorage, Recovery, Storage, StorageError, SyncPolicy};
-use crate::topics::{server_id, server_user, Parsed, Topics};
+use crate::topics::{server_id, server_name, server_user, Parsed, Topics};
 use crate::transport::{BrokerOptions, Connection, Incoming, Session, TransportError};
 use mqpaxos_core::{
     Config, ConfigError, Dest, Driver, Flush, Input, Message, NodeId, Note, Outgoing, RoleKind,
@@ -62,6 +62,9 @@ pub struct ServerOptions {
     pub data_dir: Option<PathBuf>,
     pub sync: SyncPolicy,
     pub metrics_addr: Option<SocketAddr>,
+    /// Who may read the metrics endpoint (a bearer token for `/metrics`, optionally
+    /// `/health`).
+    pub metrics_access: metrics::HttpAccess,
     /// How often the retained status is refreshed.
     pub status_interval: Duration,
     pub max_payload: usize,
@@ -84,6 +87,7 @@ impl ServerOptions {
             data_dir: None,
             sync: SyncPolicy::Always,
             metrics_addr: None,
+            metrics_access: metrics::HttpAccess::default(),
             status_interval: Duration::from_secs(1),
             max_payload: codec::DEFAULT_MAX_PAYLOAD,
             rejoin: false,
@@ -194,7 +198,7 @@ pub async fn run_server(
         });
     }
     let id = opts.core.id;
-    let me = server_user(id);
+    let me = server_name(id);
     let mut rejoin = opts.rejoin;
     let mut storage: Box<dyn Storage> = match &opts.data_dir {
         Some(dir) => {
@@ -268,14 +272,16 @@ pub async fn run_server(
         will: Some((topics.presence(&me), b"offline".to_vec())),
     };
     let mut broker = opts.broker.clone();
-    broker.user = me.clone();
+    // The broker user names the cluster too (`<cluster>-server<id>`), so the ACL can keep
+    // this credential out of every other cluster's topics.
+    broker.user = server_user(&opts.cluster, id);
     let conn = Connection::open(&broker, session, None).await?;
     let metrics = Arc::new(Metrics::new());
     metrics.update_health(|h| h.election_timeout = opts.core.election_timeout);
     let mut http = None;
     let mut metrics_addr = None;
     if let Some(addr) = opts.metrics_addr {
-        let (bound, task) = metrics::serve(addr, metrics.clone())
+        let (bound, task) = metrics::serve(addr, metrics.clone(), opts.metrics_access.clone())
             .await
             .map_err(|source| NodeError::Metrics { addr, source })?;
         metrics_addr = Some(bound);
@@ -608,7 +614,7 @@ impl Node {
         let kind = o.msg.kind();
         let (topic, peer) = match &o.to {
             Dest::AllServers => (self.topics.peer_all(self.server().id()), "all".to_string()),
-            Dest::Server(to) => (self.topics.peer(*to, self.server().id()), server_user(*to)),
+            Dest::Server(to) => (self.topics.peer(*to, self.server().id()), server_name(*to)),
             Dest::Client(c) => {
                 if let Message::Reply { client, seq, .. } = &o.msg {
                     if let Some(t) = self.arrivals.remove(&(client.clone(), *seq)) {
@@ -816,7 +822,7 @@ impl Node {
                     self.metrics.drop_message("forged");
                     return Ok(());
                 }
-                self.metrics.count("in", msg.kind(), server_user(from));
+                self.metrics.count("in", msg.kind(), server_name(from));
                 self.step(Input::Message { from, msg }).await?;
             }
             Some(Parsed::JsonRequest { user }) => {

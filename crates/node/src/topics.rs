@@ -14,9 +14,11 @@
 //! | `json/request/<user>` | any MQTT client, JSON (see [`crate::json`]) | every server (`json/request/+`) |
 //! | `json/reply/<user>[/...]` | the leader, to the topic the request named | that user's clients |
 //!
-//! Server user names are `server<id>`; a client's session id on the wire is
-//! `<user>/<session>`, so servers can check that a request's client id matches the user
-//! name in its topic.
+//! A server is `server<id>` in topics (its node name), and logs in to the broker as
+//! `<cluster>-server<id>` ([`server_user`]): one broker keeps one password per user name, so
+//! a name shared by the servers of two clusters would let one cluster's server credential
+//! write into the other's topics. A client's session id on the wire is `<user>/<session>`,
+//! so servers can check that a request's client id matches the user name in its topic.
 
 use mqpaxos_core::NodeId;
 
@@ -53,9 +55,19 @@ pub enum Parsed {
     },
 }
 
-/// The MQTT user name of server `id`.
-pub fn server_user(id: NodeId) -> String {
+/// Server `id`'s name in topics, in metrics and in its data directory: `server<id>`.
+pub fn server_name(id: NodeId) -> String {
     format!("server{id}")
+}
+
+/// The MQTT user name server `id` of `cluster` logs in with: `<cluster>-server<id>`.
+///
+/// It names the cluster so that the ACL can confine each server credential to its own
+/// cluster's topics. The mapping is one-to-one: the id is the digits after the last
+/// `-server`, and the cluster everything before it, so no two (cluster, id) pairs share a
+/// name whatever `-` the cluster names hold.
+pub fn server_user(cluster: &str, id: NodeId) -> String {
+    format!("{cluster}-{}", server_name(id))
 }
 
 /// The server id in a user name like `server3`.
@@ -87,21 +99,21 @@ impl Topics {
         format!("{}/request/+", self.prefix)
     }
     pub fn peer_all(&self, from: NodeId) -> String {
-        format!("{}/peer/all/{}", self.prefix, server_user(from))
+        format!("{}/peer/all/{}", self.prefix, server_name(from))
     }
     pub fn peer(&self, to: NodeId, from: NodeId) -> String {
         format!(
             "{}/peer/{}/{}",
             self.prefix,
-            server_user(to),
-            server_user(from)
+            server_name(to),
+            server_name(from)
         )
     }
     /// What server `id` subscribes to for peer traffic.
     pub fn peer_filters(&self, id: NodeId) -> [String; 2] {
         [
             format!("{}/peer/all/+", self.prefix),
-            format!("{}/peer/{}/+", self.prefix, server_user(id)),
+            format!("{}/peer/{}/+", self.prefix, server_name(id)),
         ]
     }
     /// The reply topic of a wire client id `<user>/<token>`, and of every session it opens
@@ -224,6 +236,25 @@ mod tests {
         assert_eq!(t.parse("mqpaxos/other/request/x"), None);
         assert_eq!(t.parse("mqpaxos/prod/peer/all/client1"), None);
         assert_eq!(t.parse("mqpaxos/prod/peer/all/server01"), None);
+    }
+
+    #[test]
+    fn server_user_names_carry_the_cluster_and_never_collide() {
+        assert_eq!(server_user("prod", 3), "prod-server3");
+        // Cluster names may hold `-` and even `-server`: still one name per (cluster, id).
+        let mut seen = std::collections::HashSet::new();
+        for c in [
+            "a",
+            "a-server1",
+            "a-server",
+            "a-",
+            "server1",
+            "a-server1-server1",
+        ] {
+            for id in [1, 2, 11] {
+                assert!(seen.insert(server_user(c, id)), "{c} {id}");
+            }
+        }
     }
 
     #[test]

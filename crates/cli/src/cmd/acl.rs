@@ -9,7 +9,7 @@ pub struct Args {
     /// mosquitto (also read by the built-in broker) or emqx (EMQX 5 file authorization).
     #[arg(long, env = "MQPAXOS_FORMAT", default_value = "mosquitto", value_parser = ["mosquitto", "emqx"])]
     pub format: String,
-    /// Servers server1..serverN get server rights.
+    /// Servers 1..=N of each cluster get server rights, as users <cluster>-server<i>.
     #[arg(long, env = "MQPAXOS_SERVERS", default_value_t = 9)]
     pub servers: u32,
     /// The cluster(s) the rules are for; repeat for several clusters on one broker. Every

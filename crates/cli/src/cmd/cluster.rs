@@ -75,10 +75,11 @@ pub struct LocalCluster {
     pub credentials: Option<PathBuf>,
 }
 
-/// The users a protected local cluster gets passwords for.
-fn cluster_users(servers: u32) -> Vec<String> {
+/// The users a protected local cluster gets passwords for: its servers
+/// (`<cluster>-server<i>`), client1 and the operator.
+fn cluster_users(cluster: &str, servers: u32) -> Vec<String> {
     let mut users: Vec<String> = (1..=servers)
-        .map(mqpaxos_node::topics::server_user)
+        .map(|i| mqpaxos_node::topics::server_user(cluster, i))
         .collect();
     users.push("client1".to_string());
     users.push(mqpaxos_node::acl::OPERATOR.to_string());
@@ -100,7 +101,7 @@ fn make_credentials(
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
             .map_err(|e| bad("restrict", e))?;
     }
-    let mut users = cluster_users(spec.servers);
+    let mut users = cluster_users(&spec.cluster, spec.servers);
     // Users added by hand: a `<name>.password` file dropped into the directory.
     if let Ok(entries) = std::fs::read_dir(dir) {
         for e in entries.flatten() {
@@ -247,8 +248,9 @@ impl LocalCluster {
             cmd.args(["--metrics", &addr.to_string()]);
         }
         if let Some(dir) = &self.credentials {
+            let user = mqpaxos_node::topics::server_user(&spec.cluster, id);
             cmd.arg("--password-file")
-                .arg(dir.join(format!("server{id}.password")));
+                .arg(dir.join(format!("{user}.password")));
         }
         cmd.args(&spec.server_args);
         let child = cmd

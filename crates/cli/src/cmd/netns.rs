@@ -328,7 +328,11 @@ impl Lab {
     fn write_auth(&self, plan: &Plan) -> Result<(), String> {
         std::fs::create_dir_all(&self.dir)
             .map_err(|e| format!("cannot create {}: {e}", self.dir.display()))?;
-        let mut users: Vec<String> = (1..=plan.servers).map(|i| format!("server{i}")).collect();
+        // The cluster is named after the seed (`chaos<seed>`), and so are its server users.
+        let cluster = format!("chaos{}", plan.seed);
+        let mut users: Vec<String> = (1..=plan.servers)
+            .map(|i| mqpaxos_node::topics::server_user(&cluster, i))
+            .collect();
         users.extend((0..=plan.clients).map(|i| format!("client{i}")));
         users.extend([
             mqpaxos_node::acl::OPERATOR.to_string(),
@@ -359,7 +363,7 @@ impl Lab {
         }
         let acl = format!(
             "{}\n# The bridge between the run's two brokers.\nuser {BRIDGE_USER}\ntopic readwrite mqpaxos/#\n",
-            mqpaxos_node::acl::mosquitto(&[format!("chaos{}", plan.seed)], plan.servers, &[])
+            mqpaxos_node::acl::mosquitto(&[cluster], plan.servers, &[])
         );
         std::fs::write(self.dir.join("acl.conf"), acl).map_err(|e| format!("cannot write acl: {e}"))
     }

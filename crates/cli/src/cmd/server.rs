@@ -10,7 +10,7 @@ use std::time::Duration;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// This server's id, 1..=N (it connects as MQTT user server<id>).
+    /// This server's id, 1..=N (it connects as MQTT user <cluster>-server<id>).
     #[arg(long, env = "MQPAXOS_ID")]
     pub id: u32,
     /// How many servers the cluster has.
@@ -30,6 +30,19 @@ pub struct Args {
     /// Serve Prometheus metrics and /health on this address (e.g. 127.0.0.1:9101).
     #[arg(long, env = "MQPAXOS_METRICS")]
     pub metrics: Option<SocketAddr>,
+    /// File holding a bearer token: /metrics then answers only requests with
+    /// `Authorization: Bearer <token>` (401 otherwise). /health and /live stay open for
+    /// probes unless --metrics-protect-health.
+    #[arg(long, env = "MQPAXOS_METRICS_TOKEN_FILE", requires = "metrics")]
+    pub metrics_token_file: Option<PathBuf>,
+    /// /health needs the metrics token too (/live, which says only "the process answers",
+    /// never does).
+    #[arg(
+        long,
+        env = "MQPAXOS_METRICS_PROTECT_HEALTH",
+        requires = "metrics_token_file"
+    )]
+    pub metrics_protect_health: bool,
     /// How often the leader sends a heartbeat.
     #[arg(long, env = "MQPAXOS_HEARTBEAT", default_value = "100ms", value_parser = parse_duration)]
     pub heartbeat: Duration,
@@ -95,7 +108,7 @@ pub async fn run(a: Args) -> CmdResult {
         eprintln!("mqpaxos: fault injection allowed: this server obeys the cluster's chaos topic");
     }
     mqpaxos_node::transport::allow_fault_injection(a.allow_fault_injection);
-    let user = mqpaxos_node::topics::server_user(a.id);
+    let user = mqpaxos_node::topics::server_user(&a.conn.cluster, a.id);
     let mut opts = ServerOptions::new(&a.conn.cluster, a.conn.broker_options(&user)?, core);
     mqpaxos_node::transport::parse_url(&a.conn.broker).map_err(|e| fail(2, e.to_string()))?;
     opts.data_dir = if a.in_memory {
@@ -104,7 +117,7 @@ pub async fn run(a: Args) -> CmdResult {
         Some(a.data_dir.unwrap_or_else(|| {
             PathBuf::from("mqpaxos-data")
                 .join(&a.conn.cluster)
-                .join(&user)
+                .join(mqpaxos_node::topics::server_name(a.id))
         }))
     };
     opts.sync = if a.sync == "never" {
@@ -113,6 +126,26 @@ pub async fn run(a: Args) -> CmdResult {
         SyncPolicy::Always
     };
     opts.metrics_addr = a.metrics;
+    if let Some(path) = &a.metrics_token_file {
+        let token = mqpaxos_node::metrics::read_token(path).map_err(|e| {
+            fail(
+                2,
+                format!("cannot read metrics token file {}: {e}", path.display()),
+            )
+        })?;
+        opts.metrics_access = mqpaxos_node::metrics::HttpAccess {
+            token: Some(token),
+            protect_health: a.metrics_protect_health,
+        };
+    } else if let Some(addr) = a.metrics.filter(|m| !m.ip().is_loopback()) {
+        // Not refused: a network policy may be what guards it (docs/security.md). But the
+        // metrics name peers and clients and count their traffic, for anyone who can reach
+        // the address.
+        eprintln!(
+            "mqpaxos: warning: metrics on {addr}, off loopback, need no credentials: anyone \
+             who can reach it reads them; give a token with --metrics-token-file FILE"
+        );
+    }
     opts.rejoin = a.rejoin;
     opts.new_cluster = a.new_cluster;
     let id = a.id;

@@ -131,7 +131,7 @@ fn restore(
     if id == 0 {
         return Err(fail(2, "--id must be 1 or more"));
     }
-    let user = mqpaxos_node::topics::server_user(id);
+    let user = mqpaxos_node::topics::server_name(id);
     let dir = data_dir.unwrap_or_else(|| PathBuf::from("mqpaxos-data").join(&cluster).join(user));
     // The session table's bound travels in the snapshot; this only sizes an empty store.
     backup::restore(&b, &dir, &cluster, id, 100_000).map_err(backup_failure)?;

@@ -38,8 +38,9 @@ pub enum Kind {
     Embedded,
 }
 
-/// A broker with users server1..9 and client1..9 (all with [`PASSWORD`]) and the
-/// production ACL, generated for one cluster (`cluster`: the one [`Cluster::start`] uses).
+/// A broker with users `<cluster>-server1..9` and client1..9 (all with [`PASSWORD`]) and the
+/// production ACL, generated for one cluster (`cluster`: the one [`Cluster::start`] uses), or
+/// for several ([`Broker::start_for_clusters`]).
 pub struct Broker {
     pub kind: Kind,
     pub port: u16,
@@ -58,19 +59,27 @@ impl Broker {
 
     /// A broker whose ACL gives rights in cluster `cluster` only.
     pub fn start_for(kind: Kind, cluster: &str) -> Broker {
+        Self::start_for_clusters(kind, &[cluster])
+    }
+
+    /// A broker whose ACL (one file, as one `mqpaxos acl` prints it) gives rights in each of
+    /// `clusters`, with server users for each; [`Cluster::start`] uses the first.
+    pub fn start_for_clusters(kind: Kind, clusters: &[&str]) -> Broker {
+        let cluster = clusters[0];
         let dir = tempfile::tempdir().expect("temp dir");
         let acl = Command::new(BIN)
             .args(["acl", "--format", "mosquitto", "--servers", "9"])
-            .args(["--cluster", cluster])
+            .args(clusters.iter().flat_map(|c| ["--cluster", c]))
             .output()
             .expect("run mqpaxos acl");
         assert!(acl.status.success(), "mqpaxos acl failed");
         std::fs::write(dir.path().join("acl.conf"), &acl.stdout).expect("write acl.conf");
         let passwd = dir.path().join("passwd");
         std::fs::write(&passwd, "").expect("write password file");
-        let mut users: Vec<String> = (1..=9)
-            .flat_map(|i| [format!("server{i}"), format!("client{i}")])
-            .collect();
+        let mut users: Vec<String> = (1..=9).map(|i| format!("client{i}")).collect();
+        for c in clusters {
+            users.extend((1..=9).map(|i| format!("{c}-server{i}")));
+        }
         users.extend(["client0".to_string(), "operator".to_string()]);
         {
             for user in users {
