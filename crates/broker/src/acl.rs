@@ -412,7 +412,12 @@ mod tests {
         }
         let a = Acl::load(&path).unwrap();
         let id = "id";
-        let (s1, s2, c1) = (Some("server1"), Some("server2"), Some("client1"));
+        // Server users name their cluster (`default-server<i>`); topics name the server.
+        let (s1, s2, c1) = (
+            Some("default-server1"),
+            Some("default-server2"),
+            Some("client1"),
+        );
         let op = Some("operator");
         assert!(a.can_publish(s1, id, "mqpaxos/default/peer/all/server1"));
         assert!(!a.can_publish(c1, id, "mqpaxos/default/peer/all/client1"));

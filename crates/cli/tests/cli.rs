@@ -450,7 +450,8 @@ fn mosquitto_from_the_shipped_configuration_as_user_mosquitto_with_tls() {
     std::fs::rename(root.join("certs/srv.crt"), root.join("certs/server.crt")).expect("mv");
     std::fs::rename(root.join("certs/srv.key"), root.join("certs/server.key")).expect("mv");
     std::fs::write(root.join("mqpaxos.passwd"), "").expect("passwd");
-    for user in ["server1", "client1"] {
+    // The shipped ACL is for cluster `default`: its server users are `default-server<i>`.
+    for user in ["default-server1", "client1"] {
         sh(
             "mosquitto_passwd",
             &["-b", &p("mqpaxos.passwd"), user, PASSWORD],
