@@ -221,8 +221,9 @@ fn reply_allowed(topic: &str, user: &str, reply_prefix: &str) -> bool {
         && !topic.contains(['+', '#', '\0'])
 }
 
-/// The JSON answer to request `id` whose command `cmd` returned `result`.
-pub fn reply(id: &str, cmd: &Command, result: &OpResult) -> Vec<u8> {
+/// The JSON answer to request `id` whose command, sent under client id `client`, returned
+/// `result`.
+pub fn reply(id: &str, client: &str, result: &OpResult) -> Vec<u8> {
     let mut out = Map::new();
     out.insert("id".into(), json!(id));
     match result {
@@ -259,7 +260,7 @@ pub fn reply(id: &str, cmd: &Command, result: &OpResult) -> Vec<u8> {
             out.insert("swapped".into(), json!(s));
         }
         OpResult::Opened(slot) => {
-            let session = mqpaxos_core::kv::session_id(&cmd.client, *slot);
+            let session = mqpaxos_core::kv::session_id(client, *slot);
             out.insert("session".into(), json!(session));
         }
         // Backups go through the Rust client only (no JSON request asks for one).
@@ -318,7 +319,7 @@ mod tests {
         );
         let a = req(r#"{"id":"s","op":"open","reply_to":"mqpaxos/c/json/reply/alice"}"#).unwrap();
         assert_eq!(a.cmd.op, Op::Open);
-        let out = reply("s", &a.cmd, &OpResult::Opened(12));
+        let out = reply("s", &a.cmd.client, &OpResult::Opened(12));
         let v: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["session"], "alice/json-s/12");
         assert_eq!(v["ok"], true);
@@ -368,7 +369,7 @@ mod tests {
                 version: 3,
             }),
         };
-        let v: Value = serde_json::from_slice(&reply("1", &cmd, &r)).unwrap();
+        let v: Value = serde_json::from_slice(&reply("1", &cmd.client, &r)).unwrap();
         assert_eq!(v["mod_revision"], 8000);
         assert_eq!(v["create_revision"], 2000);
         assert_eq!(v["version"], 3);
@@ -377,7 +378,7 @@ mod tests {
             code: ErrorCode::KeyTooLarge,
             message: "big".into(),
         };
-        let v: Value = serde_json::from_slice(&reply("1", &cmd, &r)).unwrap();
+        let v: Value = serde_json::from_slice(&reply("1", &cmd.client, &r)).unwrap();
         assert_eq!(v["ok"], false);
         assert_eq!(v["error"]["code"], "key_too_large");
     }

@@ -49,6 +49,11 @@ pub enum NodeError {
     },
 }
 
+/// Where and under which id to answer a JSON request.
+struct JsonReturn {
+    id: String,
+    reply_to: String,
+}
 /// How many JSON requests a server remembers the answer topic of (about 1 KiB each at most).
 const JSON_WAITING_MAX: usize = 65_536;
 /// Everything a server needs to run.
@@ -360,7 +365,10 @@ struct Node {
     /// their replies go back as JSON to the topic the request named, with its id. Bounded:
     /// the oldest are forgotten (their clients retry, and a retry is answered from the session
     /// table).
-    json_waiting: BTreeMap<(String, u64), (u64, crate::json::Accepted)>,
+    /// Only the id and the reply topic are kept (at most 64 + 512 bytes), never the command:
+    /// requests the core drops without an answer (stale sequence numbers) stay here until
+    /// evicted, so keeping their values could pin gigabytes.
+    json_waiting: BTreeMap<(String, u64), (u64, JsonReturn)>,
     json_order: BTreeMap<u64, (String, u64)>,
     json_next: u64,
     max_payload: usize,
@@ -606,7 +614,7 @@ impl Node {
                         .command_latency
                         .observe(t.elapsed().as_secs_f64());
                 }
-                let payload = crate::json::reply(&a.id, &a.cmd, result);
+                let payload = crate::json::reply(&a.id, client, result);
                 self.publish_json(a.reply_to, payload);
                 return;
             }
@@ -703,10 +711,11 @@ impl Node {
                 .entry(key.clone())
                 .or_insert_with(Instant::now);
         }
-        let cmd = accepted.cmd.clone();
+        let crate::json::Accepted { cmd, reply_to, id } = accepted;
         let order = self.json_next;
         self.json_next += 1;
-        if let Some((old, _)) = self.json_waiting.insert(key.clone(), (order, accepted)) {
+        let back = JsonReturn { id, reply_to };
+        if let Some((old, _)) = self.json_waiting.insert(key.clone(), (order, back)) {
             self.json_order.remove(&old);
         }
         self.json_order.insert(order, key);
