@@ -34,15 +34,18 @@ enum Command {
     Server(cmd::server::Args),
     /// Set a key.
     Put(cmd::kv::PutArgs),
-    /// Print a key's value (exit 1 if it does not exist).
-    Get(cmd::kv::KeyArgs),
+    /// Print a key's value, or with -o json its revisions too (exit 1 if it does not exist).
+    Get(cmd::kv::GetArgs),
     /// Append to a key's value (a missing key counts as empty).
     Append(cmd::kv::PutArgs),
     /// Delete a key (exit 1 if it did not exist).
     Delete(cmd::kv::KeyArgs),
-    /// Compare and swap: set KEY to NEW if its value is EXPECTED, or with --absent if KEY
-    /// does not exist (exit 1 if not swapped).
+    /// Compare and swap: set KEY to NEW if its value is EXPECTED, with --absent if KEY does
+    /// not exist, with --revision REV if its last change is REV (exit 1 if not swapped).
     Cas(cmd::kv::CasArgs),
+    /// Print every change of KEY (or of the keys under a prefix) as it is committed, in
+    /// revision order, resuming by itself across failover, as `etcdctl watch` does.
+    Watch(cmd::kv::WatchArgs),
     /// Backups: save a consistent copy of the state, check a file, restore a data directory.
     Snapshot(cmd::snapshot::Args),
     /// The seed's experiment on real processes: faults, partitions, and a verdict.
@@ -157,6 +160,7 @@ fn main() -> ExitCode {
             Command::Append(a) => cmd::kv::append(a).await,
             Command::Delete(a) => cmd::kv::delete(a).await,
             Command::Cas(a) => cmd::kv::cas(a).await,
+            Command::Watch(a) => cmd::kv::watch(a).await,
             Command::Status(a) => cmd::status::run(a).await,
             Command::Health(a) => cmd::health::run(a).await,
             Command::Snapshot(a) => cmd::snapshot::run(a).await,

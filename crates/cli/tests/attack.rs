@@ -420,7 +420,7 @@ fn open_listeners_are_refused() {
     let acl = dir.path().join("acl.conf");
     std::fs::write(
         &acl,
-        mqpaxos_node::acl::mosquitto(&["x".to_string()], 3, &[]),
+        mqpaxos_node::acl::mosquitto(&["x".to_string()], 3, &[], &[]),
     )
     .expect("acl");
     let o = Command::new(BIN)

@@ -219,6 +219,10 @@ fn fits(op: &Op, result: &OpResult) -> bool {
                 OpResult::Swapped(_)
             )
             | (Op::SnapshotPiece { .. }, OpResult::SnapshotPiece { .. })
+            | (
+                Op::Changes { .. },
+                OpResult::Changes { .. } | OpResult::Compacted { .. }
+            )
             | (_, OpResult::Rejected { .. })
     )
 }

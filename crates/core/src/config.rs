@@ -47,6 +47,9 @@ pub struct Config {
     /// once it has executed everything chosen before the get arrived. Off: gets go through the
     /// log like writes.
     pub read_index: bool,
+    /// How many bytes of recent changes each server keeps for watchers that missed events
+    /// ([`crate::watch::History`]); older ones are answered "compacted".
+    pub history_bytes: usize,
     /// Report a digest of every executed slot in [`crate::Ready::executed`] (for the simulator).
     pub trace_chosen: bool,
     /// A deliberately broken protocol, for showing that the simulator catches bugs.
@@ -128,6 +131,7 @@ impl Config {
             message_budget: crate::limits::MESSAGE_BUDGET,
             snapshot_chunk: crate::limits::SNAPSHOT_CHUNK,
             read_index: true,
+            history_bytes: 32 << 20,
             trace_chosen: false,
             #[cfg(feature = "mutations")]
             mutation: None,

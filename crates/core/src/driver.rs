@@ -53,11 +53,17 @@ pub struct Flush {
     pub executed: Vec<(Slot, u64)>,
     /// What the steps of this flush noted for the log ([`crate::note`]); changes nothing.
     pub notes: Vec<Note>,
+    /// Changes executed as leader, in revision order, for watchers: published with
+    /// `send_durable` (a lone server's changes are durable only after the sync).
+    pub changes: Vec<crate::watch::Change>,
 }
 
 impl Flush {
     pub fn is_empty(&self) -> bool {
-        self.send_early.is_empty() && self.persist.is_empty() && self.send_durable.is_empty()
+        self.send_early.is_empty()
+            && self.persist.is_empty()
+            && self.send_durable.is_empty()
+            && self.changes.is_empty()
     }
 
     /// Every message in the order it leaves.
@@ -113,6 +119,7 @@ pub struct Driver {
     executed_commands: u64,
     /// Notes since the last flush; handed out with it, so they never pile up.
     notes: Vec<Note>,
+    changes: Vec<crate::watch::Change>,
 }
 
 impl Driver {
@@ -131,6 +138,7 @@ impl Driver {
             executed: Vec::new(),
             executed_commands: 0,
             notes: Vec::new(),
+            changes: Vec::new(),
         }
     }
 
@@ -163,7 +171,10 @@ impl Driver {
 
     /// Whether anything waits for a flush.
     pub fn has_pending(&self) -> bool {
-        !(self.early.is_empty() && self.persist.is_empty() && self.durable.is_empty())
+        !(self.early.is_empty()
+            && self.persist.is_empty()
+            && self.durable.is_empty()
+            && self.changes.is_empty())
     }
 
     /// Takes everything pending, in the order it must be carried out.
@@ -193,6 +204,7 @@ impl Driver {
             send_durable: coalesce(durable),
             executed: std::mem::take(&mut self.executed),
             notes: std::mem::take(&mut self.notes),
+            changes: std::mem::take(&mut self.changes),
         }
     }
 
@@ -245,6 +257,7 @@ impl Driver {
             executed,
             executed_commands,
             notes,
+            changes,
         } = ready;
         self.steps += 1;
         self.early.extend(send_now);
@@ -269,6 +282,7 @@ impl Driver {
         self.executed.extend(executed);
         self.executed_commands += executed_commands;
         self.notes.extend(notes);
+        self.changes.extend(changes);
     }
 }
 

@@ -86,6 +86,14 @@ pub enum Op {
         at: Option<Slot>,
         offset: u64,
     },
+    /// The changes of `key` (with `prefix`: of every key starting with it) from revision
+    /// `from` on, from the leader's recent history ([`crate::watch`]), for watchers that
+    /// missed events. A read: served by the leader at a quorum-confirmed point, never logged.
+    Changes {
+        key: String,
+        prefix: bool,
+        from: u64,
+    },
 }
 
 impl Op {
@@ -97,7 +105,8 @@ impl Op {
             | Op::Delete { key }
             | Op::Cas { key, .. }
             | Op::Read { key }
-            | Op::CasRevision { key, .. } => key,
+            | Op::CasRevision { key, .. }
+            | Op::Changes { key, .. } => key,
             Op::Once(op) => op.key(),
             Op::Open | Op::SnapshotPiece { .. } => "",
         }
@@ -108,7 +117,7 @@ impl Op {
     pub fn is_read(&self) -> bool {
         matches!(
             self,
-            Op::Get { .. } | Op::Read { .. } | Op::SnapshotPiece { .. }
+            Op::Get { .. } | Op::Read { .. } | Op::SnapshotPiece { .. } | Op::Changes { .. }
         )
     }
 
@@ -125,6 +134,7 @@ impl Op {
             Op::CasRevision { .. } => "cas_revision",
             Op::Once(_) => "once",
             Op::SnapshotPiece { .. } => "snapshot",
+            Op::Changes { .. } => "changes",
         }
     }
 }
@@ -163,6 +173,16 @@ pub enum OpResult {
         revision: u64,
         entry: Option<Record>,
     },
+    /// Changes since a revision ([`Op::Changes`]): every matching change up to the store's
+    /// `revision` when read, oldest first, unless `more` says the answer was cut (ask again
+    /// from the last one's revision + 1).
+    Changes {
+        revision: u64,
+        changes: Vec<crate::watch::Change>,
+        more: bool,
+    },
+    /// The changes asked for are no longer held: only those after revision `floor` are.
+    Compacted { floor: u64 },
 }
 
 /// How many revisions each slot has room for: more than the commands a slot can hold
@@ -599,6 +619,12 @@ impl KvStore {
             // Served by the leader outside the log; were one ever chosen, every replica
             // answers the same nothing.
             Op::SnapshotPiece { .. } => OpResult::Done,
+            // Only the leader's history can answer; a logged one (never sent by the
+            // servers' own clients) gets the same refusal on every replica.
+            Op::Changes { .. } => OpResult::Rejected {
+                code: ErrorCode::InvalidOp,
+                message: "changes are served outside the log".into(),
+            },
         }
     }
 

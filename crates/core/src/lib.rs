@@ -19,6 +19,7 @@ pub mod log;
 pub mod message;
 pub mod note;
 pub mod server;
+pub mod watch;
 
 pub use ballot::{Ballot, NodeId, Slot};
 pub use client::{Client, ClientConfig, ClientError, ClientReady};
@@ -31,6 +32,7 @@ pub use log::{Durable, Entry, Incarnations, Log, PersistOp, Snapshot, Value};
 pub use message::{coalesce, Dest, Input, Message, Outgoing, Ready, SetTimer, TimerKind};
 pub use note::{LostWhy, Note};
 pub use server::{RoleKind, Server};
+pub use watch::{Change, ChangeKind, History};
 
 /// After FNV-1a: a tiny, stable hash, so digests agree across runs, builds and machines (std's
 /// hasher is randomly keyed).
@@ -96,6 +98,8 @@ fn digest_op(h: &mut Fnv, op: &Op) {
     h.write(op.name().as_bytes());
     let fields: [Option<&str>; 3] = match op {
         Op::Get { key } | Op::Delete { key } | Op::Read { key } => [Some(key), None, None],
+        // The prefix flag and revision are hashed below, after the fields.
+        Op::Changes { key, .. } => [Some(key), None, None],
         // The revision is hashed below, after the fields.
         Op::CasRevision { key, new, .. } => [Some(key), Some(new), None],
         Op::Put { key, value } | Op::Append { key, value } => [Some(key), Some(value), None],
@@ -114,6 +118,10 @@ fn digest_op(h: &mut Fnv, op: &Op) {
             }
             None => h.write(&[0xfe]),
         }
+    }
+    if let Op::Changes { prefix, from, .. } = op {
+        h.write(&[u8::from(*prefix)]);
+        h.write(&from.to_le_bytes());
     }
     if let Op::CasRevision { revision, .. } = op {
         h.write(&revision.to_le_bytes());

@@ -91,6 +91,7 @@ fn op_size(op: &Op) -> usize {
         Op::Open => 0,
         Op::Once(op) => 1 + op_size(op),
         Op::SnapshotPiece { .. } => 20,
+        Op::Changes { key, .. } => string(key) + 11,
     }
 }
 
@@ -142,7 +143,8 @@ pub fn check_command(cmd: &Command) -> Option<OpResult> {
         | Op::Open
         | Op::Read { .. }
         | Op::Once(_)
-        | Op::SnapshotPiece { .. } => &[],
+        | Op::SnapshotPiece { .. }
+        | Op::Changes { .. } => &[],
     };
     for v in values.iter().flatten() {
         if v.len() > MAX_VALUE {

@@ -222,6 +222,9 @@ pub struct Ready {
     pub executed_commands: u64,
     /// What happened that an operator wants in the log (see [`crate::note`]).
     pub notes: Vec<crate::note::Note>,
+    /// Changes this server executed as leader, in revision order, for watchers: to be
+    /// published once the step's writes are durable.
+    pub changes: Vec<crate::watch::Change>,
 }
 
 impl Ready {

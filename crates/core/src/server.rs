@@ -37,6 +37,7 @@ use crate::kv::{Applied, ClientId, Command, ErrorCode, KvStore, OpResult};
 use crate::log::{Durable, Entry, Incarnations, Log, PersistOp, Snapshot, Value};
 use crate::message::{Dest, Input, Message, Outgoing, Ready, SetTimer, TimerKind};
 use crate::note::{LostWhy, Note};
+use crate::watch::{Change, ChangeKind, History};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
@@ -246,6 +247,8 @@ pub struct Server {
     /// catch-up do not restart each other's transfers; kept after its last piece, so that a
     /// late resend of that request costs a copy of a piece, not a new encoding of the state.
     backup_out: Option<(Slot, Vec<u8>)>,
+    /// Recent changes, for watchers that missed events ([`crate::watch`]).
+    history: History,
     ready: Ready,
 }
 
@@ -274,6 +277,7 @@ impl Server {
             .filter(|b| *b != Ballot::CHOSEN)
             .map(|b| b.round)
             .fold(promised.round, u64::max);
+        let history = History::new(snapshot.kv.revision(), cfg.history_bytes);
         let mut s = Server {
             cfg,
             promised,
@@ -294,6 +298,7 @@ impl Server {
             snapshot_out: None,
             snapshot_in: None,
             backup_out: None,
+            history,
             ready: Ready::default(),
         };
         // Entries learned as chosen before the crash can be executed again straight away.
@@ -744,8 +749,10 @@ impl Server {
         // A backup copy is always taken at a quorum-confirmed commit point, whatever
         // `read_index` says: it must not go through the log (it would be a slot holding the
         // whole state's worth of reply on every replica).
-        let read = matches!(cmd.op, crate::kv::Op::SnapshotPiece { .. })
-            || (self.cfg.read_index && cmd.op.is_read());
+        let read = matches!(
+            cmd.op,
+            crate::kv::Op::SnapshotPiece { .. } | crate::kv::Op::Changes { .. }
+        ) || (self.cfg.read_index && cmd.op.is_read());
         if read {
             // A later round, not one already under way: that one may have been confirmed by
             // followers before the get arrived, and so prove nothing about now.
@@ -854,6 +861,9 @@ impl Server {
         for r in ready {
             let result = match &r.cmd.op {
                 crate::kv::Op::SnapshotPiece { at, offset } => self.backup_piece(*at, *offset),
+                crate::kv::Op::Changes { key, prefix, from } => {
+                    self.changes_since(key, *prefix, *from)
+                }
                 op => match self.kv.read(op) {
                     Some(result) => result,
                     None => continue,
@@ -1757,9 +1767,18 @@ impl Server {
             self.ready.executed.push((slot, crate::value_digest(value)));
         }
         for (index, cmd) in value.iter().enumerate() {
+            let (store_before, key_before) = (
+                self.kv.revision(),
+                self.kv.entry(cmd.op.key()).map_or(0, |r| r.modified),
+            );
             let applied = self.kv.apply_nth(slot, index, cmd);
             if matches!(applied, Applied::Executed(_)) {
                 self.ready.executed_commands += 1;
+            }
+            if self.kv.revision() != store_before {
+                // Every change raises the store's revision to its own (revisions only grow),
+                // so a changed revision is exactly a changed key: this command's.
+                self.record_change(cmd.op.key(), key_before, store_before);
             }
             let Role::Leader(l) = &mut self.role else {
                 continue;
@@ -1775,6 +1794,47 @@ impl Server {
                 result,
             };
             self.send_after(Dest::Client(cmd.client.clone()), msg);
+        }
+    }
+
+    /// Keeps the change just made to `key` in the history and, as leader, hands it out for
+    /// watchers.
+    fn record_change(&mut self, key: &str, prev_revision: u64, prev_store_revision: u64) {
+        let kind = match self.kv.entry(key) {
+            Some(r) => ChangeKind::Put {
+                value: r.value.clone(),
+                create: r.create,
+                version: r.version,
+            },
+            None => ChangeKind::Delete,
+        };
+        let change = Change {
+            revision: self.kv.revision(),
+            key: key.to_string(),
+            kind,
+            prev_revision,
+            prev_store_revision,
+        };
+        if matches!(self.role, Role::Leader(_)) {
+            self.ready.changes.push(change.clone());
+        }
+        self.history.push(change);
+    }
+
+    /// The recent changes this server holds for watchers.
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+
+    /// The answer to [`crate::kv::Op::Changes`], from the history.
+    fn changes_since(&self, key: &str, prefix: bool, from: u64) -> OpResult {
+        match self.history.since(key, prefix, from) {
+            Ok((changes, more)) => OpResult::Changes {
+                revision: self.kv.revision(),
+                changes,
+                more,
+            },
+            Err(c) => OpResult::Compacted { floor: c.floor },
         }
     }
 
@@ -1957,6 +2017,7 @@ impl Server {
     fn install_snapshot(&mut self, s: Snapshot) {
         debug_assert!(s.next_slot > self.commit);
         self.kv = s.kv.clone();
+        self.history.reset(self.kv.revision());
         self.commit = s.next_slot;
         self.log.truncate_before(s.next_slot);
         self.persist(PersistOp::Snapshot(s));

@@ -47,6 +47,19 @@ pub enum ClientError {
         code: mqpaxos_core::ErrorCode,
         message: String,
     },
+    /// The changes asked for are no longer held: only those after revision `floor` are.
+    #[error("the changes asked for are compacted: the servers hold only those after revision {floor}; read the keys anew and watch from there")]
+    Compacted { floor: u64 },
+}
+
+/// An answer to [`Client::changes`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Changes {
+    /// The store's revision when read: with `more` false, every change asked for up to it.
+    pub revision: u64,
+    pub changes: Vec<mqpaxos_core::Change>,
+    /// Cut short: ask again from the last change's revision + 1.
+    pub more: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -244,7 +257,45 @@ impl Client {
         }
     }
 
-    /// Runs one command to completion or timeout.
+    /// The changes of `key` (with `prefix`: of every key starting with it; an empty prefix is
+    /// every key) from revision `from` on, from the leader's recent history.
+    pub async fn changes(
+        &self,
+        key: &str,
+        prefix: bool,
+        from: u64,
+    ) -> Result<Changes, ClientError> {
+        if !(prefix && key.is_empty()) {
+            check(key, None)?;
+        }
+        let op = Op::Changes {
+            key: key.into(),
+            prefix,
+            from,
+        };
+        match self.execute(op).await? {
+            OpResult::Changes {
+                revision,
+                changes,
+                more,
+            } => Ok(Changes {
+                revision,
+                changes,
+                more,
+            }),
+            OpResult::Compacted { floor } => Err(ClientError::Compacted { floor }),
+            _ => Err(ClientError::Unexpected),
+        }
+    }
+
+    /// The store's revision now (linearizable).
+    pub async fn revision(&self) -> Result<u64, ClientError> {
+        match self.execute(Op::Read { key: String::new() }).await? {
+            OpResult::Entry { revision, .. } => Ok(revision),
+            _ => Err(ClientError::Unexpected),
+        }
+    }
+
     /// A linearizable point-in-time copy of the whole state: the slot it was taken before
     /// and the encoded snapshot (`mqpaxos_core::decode_snapshot` reads it). It comes in
     /// pieces, each within this client's timeout; if the leader changes (or another backup
@@ -361,6 +412,11 @@ impl Client {
                 }
             }
         }
+    }
+
+    /// The cluster's topic names.
+    pub fn topics(&self) -> &Topics {
+        &self.topics
     }
 
     /// Disconnects cleanly.

@@ -14,6 +14,7 @@
 //! | `delete` | `key` | `deleted` |
 //! | `cas` | `key`, `value` (the new one), and one of `expected` (the value now), `absent: true`, `revision` (the key's `mod_revision` now; 0: absent) | `swapped` |
 //! | `open` | - | `session` |
+//! | `changes` | `key`, `from` (a revision, from 1), optionally `prefix: true` | `revision`, `changes` (watch events), `more`; or the error `compacted` with `compact_revision` |
 //!
 //! Every request carries `id` (a string of 1-64 letters, digits, `-`, `_`, `.`; echoed in the
 //! reply) and `reply_to`. Writes are at most once: with `session` (from `open`) and `seq`
@@ -22,7 +23,7 @@
 //! servers' session table remembers it). Replies: `{"id", "ok": true, ...}` or
 //! `{"id", "ok": false, "error": {"code", "message"}}` with a stable code.
 
-use mqpaxos_core::{Command, Op, OpResult};
+use mqpaxos_core::{Change, ChangeKind, Command, Op, OpResult};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -41,6 +42,9 @@ struct Request {
     #[serde(default)]
     absent: bool,
     revision: Option<u64>,
+    #[serde(default)]
+    prefix: bool,
+    from: Option<u64>,
     session: Option<String>,
     seq: Option<u64>,
 }
@@ -163,12 +167,26 @@ pub fn parse(payload: &[u8], user: &str, reply_prefix: &str) -> Result<Accepted,
             }
         }
         "open" => Op::Open,
+        "changes" => match r.from {
+            Some(from) if from >= 1 => Op::Changes {
+                key: key()?,
+                prefix: r.prefix,
+                from,
+            },
+            _ => return Err(bad("changes needs from, a revision from 1".into())),
+        },
         other => {
             return Err(bad(format!(
-                "unknown op {other:?} (get, put, append, delete, cas, open)"
+                "unknown op {other:?} (get, put, append, delete, cas, open, changes)"
             )))
         }
     };
+    if r.prefix && !matches!(op, Op::Changes { .. }) {
+        return Err(bad("prefix belongs to changes only".into()));
+    }
+    if r.from.is_some() && !matches!(op, Op::Changes { .. }) {
+        return Err(bad("from belongs to changes only".into()));
+    }
     let cmd = match (&r.session, r.seq, &op) {
         (_, _, Op::Open) => Command {
             client: format!("{user}/json-{}", r.id),
@@ -263,6 +281,31 @@ pub fn reply(id: &str, client: &str, result: &OpResult) -> Vec<u8> {
             let session = mqpaxos_core::kv::session_id(client, *slot);
             out.insert("session".into(), json!(session));
         }
+        OpResult::Changes {
+            revision,
+            changes,
+            more,
+        } => {
+            out.insert("revision".into(), json!(revision));
+            let events: Vec<Value> = changes.iter().map(event).collect();
+            out.insert("changes".into(), Value::Array(events));
+            out.insert("more".into(), json!(more));
+        }
+        OpResult::Compacted { floor } => {
+            let v = json!({
+                "id": id,
+                "ok": false,
+                "error": {
+                    "code": COMPACTED,
+                    "message": format!(
+                        "the changes asked for are no longer held: only those after revision \
+                         {floor} are; read the key anew and watch from its revision"
+                    ),
+                    "compact_revision": floor,
+                },
+            });
+            return serde_json::to_vec(&v).unwrap_or_default();
+        }
         // Backups go through the Rust client only (no JSON request asks for one).
         OpResult::SnapshotPiece { .. } => {
             return error(id, "invalid_op", "backups are not part of the JSON API")
@@ -284,6 +327,88 @@ pub fn error(id: &str, code: &str, message: &str) -> Vec<u8> {
 
 /// The code of a request that could not be understood.
 pub const BAD_REQUEST: &str = "bad_request";
+
+/// The code of a `changes` request for history the servers no longer hold.
+pub const COMPACTED: &str = "compacted";
+
+/// A change as watchers receive it (on the watch topics and in `changes` answers).
+pub fn event(c: &Change) -> Value {
+    let mut out = Map::new();
+    out.insert("revision".into(), json!(c.revision));
+    match &c.kind {
+        ChangeKind::Put {
+            value,
+            create,
+            version,
+        } => {
+            out.insert("op".into(), json!("put"));
+            out.insert("key".into(), json!(c.key));
+            out.insert("value".into(), json!(value));
+            out.insert("create_revision".into(), json!(create));
+            out.insert("version".into(), json!(version));
+        }
+        ChangeKind::Delete => {
+            out.insert("op".into(), json!("delete"));
+            out.insert("key".into(), json!(c.key));
+        }
+    }
+    out.insert("prev_revision".into(), json!(c.prev_revision));
+    out.insert("prev_store_revision".into(), json!(c.prev_store_revision));
+    Value::Object(out)
+}
+
+/// The retained view of a key after `c` (see [`crate::topics::Topics::view`]): the key's
+/// value and revisions, or nothing (an empty retained message clears the view) for a delete.
+pub fn view(c: &Change) -> Vec<u8> {
+    match &c.kind {
+        ChangeKind::Put {
+            value,
+            create,
+            version,
+        } => serde_json::to_vec(&json!({
+            "key": c.key,
+            "value": value,
+            "create_revision": create,
+            "mod_revision": c.revision,
+            "version": version,
+        }))
+        .unwrap_or_default(),
+        ChangeKind::Delete => Vec::new(),
+    }
+}
+
+/// A watch event read back (the Rust client's watcher); `None` if it is not one.
+pub fn parse_event(payload: &[u8]) -> Option<Change> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct E {
+        revision: u64,
+        op: String,
+        key: String,
+        value: Option<String>,
+        create_revision: Option<u64>,
+        version: Option<u64>,
+        prev_revision: u64,
+        prev_store_revision: u64,
+    }
+    let e: E = serde_json::from_slice(payload).ok()?;
+    let kind = match (e.op.as_str(), e.value, e.create_revision, e.version) {
+        ("put", Some(value), Some(create), Some(version)) => ChangeKind::Put {
+            value,
+            create,
+            version,
+        },
+        ("delete", None, None, None) => ChangeKind::Delete,
+        _ => return None,
+    };
+    Some(Change {
+        revision: e.revision,
+        key: e.key,
+        kind,
+        prev_revision: e.prev_revision,
+        prev_store_revision: e.prev_store_revision,
+    })
+}
 
 #[cfg(test)]
 mod tests {

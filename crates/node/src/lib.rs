@@ -7,7 +7,9 @@
 //! - `backup`: backup files and restoring a data directory from one;
 //! - `runtime`: the server task that drives the core;
 //! - `client`: the async client library;
-//! - `metrics`: Prometheus metrics and the `/health` probe.
+//! - `metrics`: Prometheus metrics and the `/health` probe;
+//! - `json`: the JSON request API and the watch event format;
+//! - `watch`: following the changes of keys, gap-free ([`watch::Watcher`]).
 
 pub mod acl;
 pub mod backup;
@@ -20,8 +22,9 @@ pub mod runtime;
 pub mod storage;
 pub mod topics;
 pub mod transport;
+pub mod watch;
 
-pub use client::{Client, ClientError, ClientOptions};
+pub use client::{Changes, Client, ClientError, ClientOptions};
 /// The MQTT client crate, for callers that publish directly (e.g. fault settings).
 pub use rumqttc;
 pub use runtime::{run_server, NodeError, ServerOptions, Status, StatusQuery};

@@ -81,6 +81,12 @@ pub struct ServerOptions {
     /// without the others confirming (needed only when some servers of a new cluster cannot
     /// start yet). Never for a server whose data was lost.
     pub new_cluster: bool,
+    /// Publish every change this server commits as leader on `watch/<key>`
+    /// ([`crate::topics`]), for watchers.
+    pub watch: bool,
+    /// Keys under these prefixes also get a retained view: their current value on
+    /// `view/<key>`, cleared when they are deleted.
+    pub view_prefixes: Vec<String>,
 }
 
 impl ServerOptions {
@@ -97,6 +103,8 @@ impl ServerOptions {
             max_payload: codec::DEFAULT_MAX_PAYLOAD,
             rejoin: false,
             new_cluster: false,
+            watch: true,
+            view_prefixes: Vec::new(),
         }
     }
 }
@@ -306,6 +314,8 @@ pub async fn run_server(
         json_waiting: BTreeMap::new(),
         json_order: BTreeMap::new(),
         json_next: 0,
+        watch: opts.watch,
+        view_prefixes: opts.view_prefixes.clone(),
         max_payload: opts.max_payload,
         last_status: None,
         instance,
@@ -371,6 +381,9 @@ struct Node {
     json_waiting: BTreeMap<(String, u64), (u64, JsonReturn)>,
     json_order: BTreeMap<u64, (String, u64)>,
     json_next: u64,
+    /// See [`ServerOptions::watch`] and [`ServerOptions::view_prefixes`].
+    watch: bool,
+    view_prefixes: Vec<String>,
     max_payload: usize,
     last_status: Option<Status>,
     /// This process's random id (see `Status::instance`).
@@ -514,6 +527,7 @@ impl Node {
             persist,
             send_durable,
             notes,
+            changes,
             ..
         } = self.driver.flush();
         for note in notes {
@@ -531,7 +545,54 @@ impl Node {
         for o in send_durable {
             self.send(o).await;
         }
+        for c in &changes {
+            self.publish_change(c);
+        }
         Ok(())
+    }
+
+    /// Publishes a change committed as leader: the watch event, and the retained view if the
+    /// key is under a viewed prefix. Watch events go at QoS 0, like the protocol's own
+    /// messages: a watcher finds a lost one from the next event's `prev_store_revision`
+    /// and asks for the changes since, so a broker acknowledgement per change would cost
+    /// more than it saves. The view is retained QoS 1: what a device finds on subscribing
+    /// must be there.
+    fn publish_change(&mut self, c: &mqpaxos_core::Change) {
+        let viewed = self
+            .view_prefixes
+            .iter()
+            .any(|p| c.key.starts_with(p.as_str()));
+        if !self.watch && !viewed {
+            return;
+        }
+        if !self.conn.connected.load(Ordering::Relaxed) {
+            self.metrics.drop_message("offline");
+            return;
+        }
+        if self.watch {
+            let body = serde_json::to_vec(&crate::json::event(c)).unwrap_or_default();
+            let topic = self.topics.watch(&c.key);
+            match self
+                .conn
+                .client
+                .try_publish(topic, rumqttc::QoS::AtMostOnce, false, body)
+            {
+                Ok(()) => self.metrics.count("out", "watch", "watchers".to_string()),
+                Err(_) => self.metrics.drop_message("backlog"),
+            }
+        }
+        if viewed {
+            let topic = self.topics.view(&c.key);
+            match self.conn.client.try_publish(
+                topic,
+                rumqttc::QoS::AtLeastOnce,
+                true,
+                crate::json::view(c),
+            ) {
+                Ok(()) => self.metrics.count("out", "view", "watchers".to_string()),
+                Err(_) => self.metrics.drop_message("backlog"),
+            }
+        }
     }
 
     /// Writes what the core noted at info: what an operator follows in the log.

@@ -13,6 +13,12 @@
 //! | `chaos` | the operator: fault injection switches | every node |
 //! | `json/request/<user>` | any MQTT client, JSON (see [`crate::json`]) | every server (`json/request/+`) |
 //! | `json/reply/<user>[/...]` | the leader, to the topic the request named | that user's clients |
+//! | `watch/<key>` | the leader: every committed change of the key ([`crate::json::event`]) | watchers (`watch/<prefix>#`) |
+//! | `view/<key>` | the leader, retained: the key's value, for prefixes servers are told to ([`crate::json::view`]) | anyone allowed |
+//!
+//! A key becomes topic levels as it is (its `/` separate levels, so `watch/config/#` selects
+//! every key starting `config/`), except for the characters MQTT gives a meaning to in a
+//! topic, which are percent-encoded ([`encode_key`]): `%`, `+`, `#` and NUL.
 //!
 //! A server is `server<id>` in topics (its node name), and logs in to the broker as
 //! `<cluster>-server<id>` ([`server_user`]): one broker keeps one password per user name, so
@@ -77,6 +83,27 @@ pub fn server_id(user: &str) -> Option<NodeId> {
         return None;
     }
     n.parse().ok()
+}
+
+/// `key` as topic levels: every other character as it is, but these percent-encoded (their
+/// UTF-8 bytes): `%` itself; `+` and `#` (no published topic may hold a wildcard); control
+/// characters and Unicode non-characters (Mosquitto drops the connection of a client that
+/// publishes a topic holding one, and the leader publishes every key's changes).
+pub fn encode_key(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for c in key.chars() {
+        let cp = u32::from(c);
+        let noncharacter = (0xFDD0..=0xFDEF).contains(&cp) || cp & 0xFFFE == 0xFFFE;
+        if matches!(c, '%' | '+' | '#') || c.is_control() || noncharacter {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Whether `s` can be one topic level: MQTT forbids wildcards in published topics, and a
@@ -151,6 +178,26 @@ impl Topics {
     /// Every JSON reply topic starts with this and the requesting user's name.
     pub fn json_reply_prefix(&self) -> String {
         format!("{}/json/reply/", self.prefix)
+    }
+    /// Where the changes of `key` are published.
+    pub fn watch(&self, key: &str) -> String {
+        format!("{}/watch/{}", self.prefix, encode_key(key))
+    }
+    /// The filter that selects the watch events of `key`, or with `prefix` of every key
+    /// starting with it. A prefix that ends inside a topic level (`conf` of `config/a`) needs
+    /// the whole store's events, filtered by the watcher: MQTT wildcards match whole levels.
+    pub fn watch_filter(&self, key: &str, prefix: bool) -> String {
+        if !prefix {
+            return self.watch(key);
+        }
+        match key.rfind('/') {
+            Some(i) => format!("{}/watch/{}/#", self.prefix, encode_key(&key[..i])),
+            None => format!("{}/watch/#", self.prefix),
+        }
+    }
+    /// Where the retained view of `key` is kept.
+    pub fn view(&self, key: &str) -> String {
+        format!("{}/view/{}", self.prefix, encode_key(key))
     }
 
     /// Classifies an incoming topic; `None` for anything outside this layout.
@@ -255,6 +302,26 @@ mod tests {
                 assert!(seen.insert(server_user(c, id)), "{c} {id}");
             }
         }
+    }
+
+    #[test]
+    fn keys_become_topics_without_wildcards() {
+        let t = Topics::new("c");
+        assert_eq!(t.watch("config/a"), "mqpaxos/c/watch/config/a");
+        assert_eq!(t.watch("50%+#\0"), "mqpaxos/c/watch/50%25%2B%23%00");
+        assert_eq!(
+            t.watch("a\nb\u{7f}\u{85}é"),
+            "mqpaxos/c/watch/a%0Ab%7F%C2%85é"
+        );
+        assert_eq!(
+            t.watch("\u{fffe}\u{fdd0}"),
+            "mqpaxos/c/watch/%EF%BF%BE%EF%B7%90"
+        );
+        assert_eq!(t.watch_filter("config/", true), "mqpaxos/c/watch/config/#");
+        assert_eq!(t.watch_filter("config/a", true), "mqpaxos/c/watch/config/#");
+        assert_eq!(t.watch_filter("conf", true), "mqpaxos/c/watch/#");
+        assert_eq!(t.watch_filter("a+b", false), "mqpaxos/c/watch/a%2Bb");
+        assert_eq!(t.view("k"), "mqpaxos/c/view/k");
     }
 
     #[test]

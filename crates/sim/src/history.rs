@@ -39,7 +39,7 @@ fn kind(op: &Op) -> OpKind {
         Op::Cas { .. } | Op::CasRevision { .. } => OpKind::Cas,
         Op::Once(op) => kind(op),
         // Never recorded: opens are the client library's business, not the history's.
-        Op::Open | Op::SnapshotPiece { .. } => OpKind::Get,
+        Op::Open | Op::SnapshotPiece { .. } | Op::Changes { .. } => OpKind::Get,
     }
 }
 

@@ -26,6 +26,11 @@ pub struct Args {
     /// may; other users may not.
     #[arg(long, env = "MQPAXOS_READER", value_delimiter = ',')]
     pub reader: Vec<String>,
+    /// USER:PREFIX: USER may read the watch events and the retained view of the keys under
+    /// PREFIX (whole levels, e.g. `dash:config`; `dash:` for every key); repeat or separate
+    /// with commas. Only these users may.
+    #[arg(long, env = "MQPAXOS_WATCH_READER", value_delimiter = ',')]
+    pub watch_reader: Vec<String>,
 }
 
 pub async fn run(a: Args) -> CmdResult {
@@ -56,9 +61,15 @@ pub async fn run(a: Args) -> CmdResult {
             ),
         ));
     }
+    let watchers = a
+        .watch_reader
+        .iter()
+        .map(|w| mqpaxos_node::acl::WatchGrant::parse(w))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| fail(2, format!("--watch-reader {e}")))?;
     let text = match a.format.as_str() {
-        "emqx" => mqpaxos_node::acl::emqx(&a.cluster, a.servers, &a.reader),
-        _ => mqpaxos_node::acl::mosquitto(&a.cluster, a.servers, &a.reader),
+        "emqx" => mqpaxos_node::acl::emqx(&a.cluster, a.servers, &a.reader, &watchers),
+        _ => mqpaxos_node::acl::mosquitto(&a.cluster, a.servers, &a.reader, &watchers),
     };
     print!("{text}");
     Ok(ExitCode::SUCCESS)

@@ -142,8 +142,12 @@ fn make_credentials(
     let acl = mqpaxos_node::acl::mosquitto(
         std::slice::from_ref(&spec.cluster),
         spec.servers,
-        // The client it prints the flags for also runs `mqpaxos status`.
+        // The client it prints the flags for also runs `mqpaxos status` and `mqpaxos watch`.
         &["client1".to_string()],
+        &[mqpaxos_node::acl::WatchGrant {
+            user: "client1".into(),
+            prefix: String::new(),
+        }],
     );
     super::broker::write_private(&acl_file, acl.as_bytes())?;
     Ok((passwd_file, acl_file))

@@ -363,7 +363,7 @@ impl Lab {
         }
         let acl = format!(
             "{}\n# The bridge between the run's two brokers.\nuser {BRIDGE_USER}\ntopic readwrite mqpaxos/#\n",
-            mqpaxos_node::acl::mosquitto(&[cluster], plan.servers, &[])
+            mqpaxos_node::acl::mosquitto(&[cluster], plan.servers, &[], &[])
         );
         std::fs::write(self.dir.join("acl.conf"), acl).map_err(|e| format!("cannot write acl: {e}"))
     }

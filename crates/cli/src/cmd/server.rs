@@ -84,6 +84,19 @@ pub struct Args {
     /// server never subscribes there, so nobody can make it drop or delay messages.
     #[arg(long, env = "MQPAXOS_ALLOW_FAULT_INJECTION")]
     pub allow_fault_injection: bool,
+    /// Do not publish changes on the watch topics (`mqpaxos watch` then works only from the
+    /// history, by polling). For a store nobody watches, it saves a publish per change.
+    #[arg(long, env = "MQPAXOS_NO_WATCH")]
+    pub no_watch: bool,
+    /// Keep a retained view of the keys under this prefix: each key's current value as a
+    /// retained message on mqpaxos/<cluster>/view/<key>, cleared when the key is deleted.
+    /// Repeat or separate with commas; an empty prefix views every key.
+    #[arg(long, env = "MQPAXOS_VIEW_PREFIX", value_delimiter = ',')]
+    pub view_prefix: Vec<String>,
+    /// MiB of recent changes each server keeps for watchers that missed events; a watcher
+    /// further behind is told its changes were compacted.
+    #[arg(long, env = "MQPAXOS_WATCH_HISTORY_MIB", default_value_t = 32)]
+    pub watch_history_mib: usize,
 }
 
 pub async fn run(a: Args) -> CmdResult {
@@ -94,6 +107,7 @@ pub async fn run(a: Args) -> CmdResult {
     core.max_batch = a.max_batch;
     core.window = a.window;
     core.max_sessions = a.max_sessions;
+    core.history_bytes = a.watch_history_mib.saturating_mul(1 << 20);
     core.validate().map_err(|e| fail(2, e.to_string()))?;
     if !mqpaxos_node::topics::valid_level(&a.conn.cluster) {
         return Err(fail(
@@ -148,6 +162,8 @@ pub async fn run(a: Args) -> CmdResult {
     }
     opts.rejoin = a.rejoin;
     opts.new_cluster = a.new_cluster;
+    opts.watch = !a.no_watch;
+    opts.view_prefixes = a.view_prefix;
     let id = a.id;
     let on_ready: mqpaxos_node::runtime::OnReady = Box::new(move |metrics| match metrics {
         Some(m) => eprintln!("mqpaxos: server {id} running; metrics on http://{m}/metrics"),
