@@ -442,6 +442,19 @@ impl KvStore {
         self.data.iter().map(|(k, r)| (k, &r.value))
     }
 
+    /// The keys starting with `prefix`, in order, with their records.
+    pub fn scan_prefix<'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> impl Iterator<Item = (&'a String, &'a Record)> {
+        self.data
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
+            .take_while(move |(k, _)| k.starts_with(prefix))
+    }
+
     pub fn sessions(&self) -> usize {
         self.sessions.len()
     }

@@ -115,6 +115,11 @@ impl History {
         self.bytes
     }
 
+    /// The changes held, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = &Change> {
+        self.changes.iter()
+    }
+
     /// Forgets everything: the store jumped to revision `floor` without its changes (an
     /// installed snapshot).
     pub fn reset(&mut self, floor: u64) {

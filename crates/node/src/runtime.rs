@@ -316,6 +316,7 @@ pub async fn run_server(
         json_next: 0,
         watch: opts.watch,
         view_prefixes: opts.view_prefixes.clone(),
+        view_refresh_due: false,
         max_payload: opts.max_payload,
         last_status: None,
         instance,
@@ -384,6 +385,8 @@ struct Node {
     /// See [`ServerOptions::watch`] and [`ServerOptions::view_prefixes`].
     watch: bool,
     view_prefixes: Vec<String>,
+    /// Became leader: republish the view at the next flush ([`Node::refresh_view`]).
+    view_refresh_due: bool,
     max_payload: usize,
     last_status: Option<Status>,
     /// This process's random id (see `Status::instance`).
@@ -501,6 +504,9 @@ impl Node {
         let commit = self.server().commit();
         self.metrics.commit_index.set(commit as i64);
         let after = self.observed();
+        if before.0 != RoleKind::Leader && after.0 == RoleKind::Leader {
+            self.view_refresh_due = true;
+        }
         if before != after {
             self.publish_status(false).await;
         } else if self
@@ -548,7 +554,65 @@ impl Node {
         for c in &changes {
             self.publish_change(c);
         }
+        if self.view_refresh_due && self.server().role() == RoleKind::Leader {
+            self.view_refresh_due = false;
+            self.refresh_view();
+        }
         Ok(())
+    }
+
+    /// Republishes the retained view of every viewed key, and clears the views of keys the
+    /// history saw deleted, when this server becomes leader: the last leader may have died
+    /// between a change and its view message, which would otherwise stay stale until the key
+    /// next changes. Sent after the changes published so far, on the same connection, so no
+    /// older value can land after a newer one.
+    fn refresh_view(&mut self) {
+        if self.view_prefixes.is_empty() || !self.conn.connected.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut out: Vec<(String, Vec<u8>)> = Vec::new();
+        let kv = self.driver.server().kv();
+        for p in &self.view_prefixes {
+            for (key, r) in kv.scan_prefix(p) {
+                let c = mqpaxos_core::Change {
+                    revision: r.modified,
+                    key: key.clone(),
+                    kind: mqpaxos_core::ChangeKind::Put {
+                        value: r.value.clone(),
+                        create: r.create,
+                        version: r.version,
+                    },
+                    prev_revision: 0,
+                    prev_store_revision: 0,
+                };
+                out.push((self.topics.view(key), crate::json::view(&c)));
+            }
+        }
+        let deleted: BTreeSet<&String> = self
+            .driver
+            .server()
+            .history()
+            .iter()
+            .filter(|c| c.kind == mqpaxos_core::ChangeKind::Delete)
+            .map(|c| &c.key)
+            .filter(|k| kv.entry(k).is_none())
+            .filter(|k| self.view_prefixes.iter().any(|p| k.starts_with(p.as_str())))
+            .collect();
+        out.extend(
+            deleted
+                .into_iter()
+                .map(|k| (self.topics.view(k), Vec::new())),
+        );
+        for (topic, body) in out {
+            match self
+                .conn
+                .client
+                .try_publish(topic, rumqttc::QoS::AtLeastOnce, true, body)
+            {
+                Ok(()) => self.metrics.count("out", "view", "watchers".to_string()),
+                Err(_) => self.metrics.drop_message("backlog"),
+            }
+        }
     }
 
     /// Publishes a change committed as leader: the watch event, and the retained view if the
@@ -569,7 +633,13 @@ impl Node {
             self.metrics.drop_message("offline");
             return;
         }
-        if self.watch {
+        // Injected loss drops watch events too (on their way out: watchers are no servers
+        // and obey no fault settings), so tests see watchers fill real gaps.
+        let lost = self.faults.loss > 0.0
+            && rand::Rng::gen_bool(&mut self.chaos_rng, self.faults.loss.min(1.0));
+        if self.watch && lost {
+            self.metrics.drop_message("chaos");
+        } else if self.watch {
             let body = serde_json::to_vec(&crate::json::event(c)).unwrap_or_default();
             let topic = self.topics.watch(&c.key);
             match self

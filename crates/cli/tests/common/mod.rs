@@ -69,6 +69,8 @@ impl Broker {
         let dir = tempfile::tempdir().expect("temp dir");
         let acl = Command::new(BIN)
             .args(["acl", "--format", "mosquitto", "--servers", "9"])
+            // client1 may watch every key (the watch tests).
+            .args(["--watch-reader", "client1:"])
             .args(clusters.iter().flat_map(|c| ["--cluster", c]))
             .output()
             .expect("run mqpaxos acl");
