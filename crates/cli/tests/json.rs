@@ -18,12 +18,12 @@ impl Drop for Up {
 }
 
 /// The README's JSON example, between the marker comment and the end of its code block.
-fn readme_block() -> String {
+fn readme_block(marker: &str) -> String {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
         .expect("README.md");
     let start = readme
-        .find("<!-- json-example")
-        .expect("the README has the JSON example");
+        .find(&format!("<!-- {marker}"))
+        .unwrap_or_else(|| panic!("the README has the {marker} block"));
     let rest = &readme[start..];
     let code = rest.find("```sh\n").expect("a sh block") + "```sh\n".len();
     let end = rest[code..].find("```").expect("the block ends");
@@ -78,7 +78,7 @@ fn the_readme_mosquitto_and_python_examples_work() {
         }
         assert!(Instant::now() < deadline, "no leader: {}", stderr(&o));
     }
-    let script = readme_block().replace("-p 1883", &format!("-p {port}"));
+    let script = readme_block("json-example").replace("-p 1883", &format!("-p {port}"));
     assert!(script.contains(&format!("-p {port}")), "{script}");
     let out = Command::new("bash")
         .args(["-c", &format!("set -e\n{script}")])
@@ -187,6 +187,100 @@ fn the_readme_mosquitto_and_python_examples_work() {
     let last = answers.last().expect("answers");
     assert_eq!(last["value"], "5");
     assert_eq!(last["version"], 6);
+    // The README's watch block: an event as a put commits, then the key's changes (asked
+    // for with MQTT 5's response topic, no reply_to).
+    let script = readme_block("watch-example").replace("-p 1883", &format!("-p {port}"));
+    let bin_dir = std::path::Path::new(BIN).parent().expect("a directory");
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new("bash")
+        .args(["-c", &format!("set -e\n{script}")])
+        .env("PATH", path)
+        .env("MQPAXOS_BROKER", format!("mqtt://127.0.0.1:{port}"))
+        .output()
+        .expect("bash");
+    let text = stdout(&out);
+    assert!(
+        out.status.success(),
+        "the watch block failed:\n{text}\n{}",
+        stderr(&out)
+    );
+    let lines = json_lines(&text);
+    assert_eq!(lines.len(), 2, "{text}");
+    let event = &lines[0];
+    assert_eq!(event["op"], "put");
+    assert_eq!(event["key"], "greeting");
+    assert_eq!(event["value"], "bonjour");
+    let changes = &lines[1];
+    assert_eq!(changes["id"], "20", "{text}");
+    assert_eq!(changes["more"], false);
+    let all = changes["changes"].as_array().expect("changes");
+    assert_eq!(all.last(), Some(event), "the history ends with the event");
+    assert!(all.len() >= 3, "{all:?}");
+    seen.push(format!("event {event}"));
+    seen.extend(all.iter().map(|e| format!("event {e}")));
+    seen.push(format!("reply {changes}"));
+    seen.extend(
+        script
+            .split("-m '")
+            .skip(1)
+            .filter_map(|rest| rest.split_once('\'').map(|(b, _)| format!("request {b}"))),
+    );
+    // MQTT 5 without reply_to: the answer goes to the response topic and carries the
+    // request's correlation data back.
+    let sub = Command::new("mosquitto_sub")
+        .args(["-V", "5", "-p", &port.to_string(), "-u", "bob"])
+        .args([
+            "-t",
+            "mqpaxos/default/json/reply/bob/#",
+            "-F",
+            "%D|%t|%p",
+            "-C",
+            "1",
+            "-W",
+            "10",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("mosquitto_sub");
+    std::thread::sleep(Duration::from_millis(500));
+    let request = r#"{"id":"c1","op":"get","key":"greeting"}"#;
+    let o = Command::new("mosquitto_pub")
+        .args(["-V", "5", "-p", &port.to_string(), "-u", "bob"])
+        .args(["-t", "mqpaxos/default/json/request/bob"])
+        .args([
+            "-D",
+            "publish",
+            "response-topic",
+            "mqpaxos/default/json/reply/bob/x",
+        ])
+        .args([
+            "-D",
+            "publish",
+            "correlation-data",
+            "corr-77",
+            "-m",
+            request,
+        ])
+        .output()
+        .expect("mosquitto_pub");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let got = sub.wait_with_output().expect("mosquitto_sub");
+    let line = stdout(&got);
+    let mut parts = line.trim().splitn(3, '|');
+    assert_eq!(parts.next(), Some("corr-77"), "{line}");
+    assert_eq!(
+        parts.next(),
+        Some("mqpaxos/default/json/reply/bob/x"),
+        "{line}"
+    );
+    let answer: serde_json::Value = serde_json::from_str(parts.next().unwrap_or("")).expect("JSON");
+    assert_eq!(answer["value"], "bonjour");
+    seen.push(format!("request {request}"));
+    seen.push(format!("reply {answer}"));
     drop(up);
 
     // Every request and answer above, against the schemas of docs/asyncapi/ (the bad

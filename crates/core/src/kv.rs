@@ -488,14 +488,15 @@ impl KvStore {
             self.record(id, 0, OpResult::Opened(slot), slot);
             return Applied::Executed(OpResult::Opened(slot));
         }
+        if cmd.op.is_read() {
+            // A get changes nothing, so it needs no session to be safe to repeat, and is never
+            // answered with a remembered result (the id's last command may have been a write).
+            return Applied::Executed(self.execute(&cmd.op, revision));
+        }
         match self.sessions.get(&cmd.client) {
             Some(s) if cmd.seq == s.seq => return Applied::Duplicate(s.result.clone()),
             Some(s) if cmd.seq < s.seq => return Applied::Stale,
             Some(_) => {}
-            // A get changes nothing, so it needs no session to be safe to repeat.
-            None if cmd.op.is_read() => {
-                return Applied::Executed(self.execute(&cmd.op, revision));
-            }
             None => return Applied::Refused(OpResult::SessionExpired),
         }
         let result = self.execute(&cmd.op, revision);
@@ -698,6 +699,21 @@ mod tests {
             key: k.into(),
             value: v.into(),
         }
+    }
+
+    #[test]
+    fn a_read_is_never_answered_with_a_remembered_write() {
+        let mut kv = KvStore::new(10);
+        let once = Op::Once(Box::new(put("k", "v")));
+        assert_eq!(
+            kv.apply(1, &cmd("u/json/5", 1, once)),
+            Applied::Executed(OpResult::Done)
+        );
+        // The same id and seq, now a get (a JSON client reusing a request id).
+        assert_eq!(
+            kv.apply(2, &cmd("u/json/5", 1, Op::Get { key: "k".into() })),
+            Applied::Executed(OpResult::Value(Some("v".into())))
+        );
     }
 
     #[test]

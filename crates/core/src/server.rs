@@ -705,7 +705,14 @@ impl Server {
             // A client id that is no valid topic cannot be answered at all: dropped.
             return;
         }
-        match self.kv.last_seq(&cmd.client) {
+        // Reads change nothing, so they need no at-most-once bookkeeping: a read under an id
+        // whose last command was a write must not be answered with that write's result.
+        let last_seq = if cmd.op.is_read() {
+            None
+        } else {
+            self.kv.last_seq(&cmd.client)
+        };
+        match last_seq {
             Some(last) if cmd.seq < last => return,
             Some(last) if cmd.seq == last => {
                 // Executed already: the reply was lost, so send the remembered result again.

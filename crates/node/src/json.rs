@@ -17,7 +17,9 @@
 //! | `changes` | `key`, `from` (a revision, from 1), optionally `prefix: true` | `revision`, `changes` (watch events), `more`; or the error `compacted` with `compact_revision` |
 //!
 //! Every request carries `id` (a string of 1-64 letters, digits, `-`, `_`, `.`; echoed in the
-//! reply) and `reply_to`. Writes are at most once: with `session` (from `open`) and `seq`
+//! reply) and says where the answer goes: `reply_to` in the request, or (MQTT 5) the
+//! publish's response topic, in which case the answer carries the request's correlation data
+//! ([`crate::transport5`]); `reply_to` wins when both are given. Writes are at most once: with `session` (from `open`) and `seq`
 //! (1, 2, ... per session), exactly as the Rust client's; without them, per request id (the
 //! user's ids must then be unique; a retry with the same id gets the first answer while the
 //! servers' session table remembers it). Replies: `{"id", "ok": true, ...}` or
@@ -35,7 +37,7 @@ pub const MAX_JSON_REQUEST: usize = 2 * mqpaxos_core::limits::MAX_VALUE + 64 * 1
 struct Request {
     id: String,
     op: String,
-    reply_to: String,
+    reply_to: Option<String>,
     key: Option<String>,
     value: Option<String>,
     expected: Option<String>,
@@ -78,7 +80,12 @@ fn valid_id(id: &str) -> bool {
 /// level of the request topic). `reply_prefix` is `mqpaxos/<cluster>/json/reply/`: a reply
 /// topic must lie under `<reply_prefix><user>`, so nobody can make the servers publish into
 /// another user's topics.
-pub fn parse(payload: &[u8], user: &str, reply_prefix: &str) -> Result<Accepted, Refused> {
+pub fn parse(
+    payload: &[u8],
+    user: &str,
+    reply_prefix: &str,
+    response_topic: Option<&str>,
+) -> Result<Accepted, Refused> {
     let refuse = |reply_to: Option<String>, id: Option<String>, message: String| Refused {
         reply_to,
         id,
@@ -107,18 +114,27 @@ pub fn parse(payload: &[u8], user: &str, reply_prefix: &str) -> Result<Accepted,
                     .and_then(Value::as_str)
                     .map(str::to_string)
             };
-            let reply_to = field("reply_to").filter(|t| reply_allowed(t, user, reply_prefix));
+            let reply_to = field("reply_to")
+                .or(response_topic.map(str::to_string))
+                .filter(|t| reply_allowed(t, user, reply_prefix));
             return Err(refuse(reply_to, field("id"), format!("bad request: {e}")));
         }
     };
-    if !reply_allowed(&r.reply_to, user, reply_prefix) {
+    let Some(reply_to) = r.reply_to.clone().or(response_topic.map(str::to_string)) else {
+        return Err(refuse(
+            None,
+            None,
+            "reply_to (or an MQTT 5 response topic) is required".into(),
+        ));
+    };
+    if !reply_allowed(&reply_to, user, reply_prefix) {
         return Err(refuse(
             None,
             None,
             format!("reply_to must lie under {reply_prefix}{user}/"),
         ));
     }
-    let bad = |message: String| refuse(Some(r.reply_to.clone()), Some(r.id.clone()), message);
+    let bad = |message: String| refuse(Some(reply_to.clone()), Some(r.id.clone()), message);
     if !valid_id(&r.id) {
         return Err(bad(
             "id must be 1-64 letters, digits, '-', '_' or '.'".into()
@@ -222,7 +238,7 @@ pub fn parse(payload: &[u8], user: &str, reply_prefix: &str) -> Result<Accepted,
     };
     Ok(Accepted {
         cmd,
-        reply_to: r.reply_to,
+        reply_to,
         id: r.id,
     })
 }
@@ -418,7 +434,7 @@ mod tests {
     const P: &str = "mqpaxos/c/json/reply/";
 
     fn req(s: &str) -> Result<Accepted, Refused> {
-        parse(s.as_bytes(), "alice", P)
+        parse(s.as_bytes(), "alice", P, None)
     }
 
     #[test]
@@ -451,6 +467,20 @@ mod tests {
     }
 
     #[test]
+    fn an_mqtt5_response_topic_stands_in_for_reply_to() {
+        let body = br#"{"id":"1","op":"get","key":"k"}"#;
+        let a = parse(body, "alice", P, Some("mqpaxos/c/json/reply/alice/r")).unwrap();
+        assert_eq!(a.reply_to, "mqpaxos/c/json/reply/alice/r");
+        // Another user's topic is refused from the property as from the field.
+        let e = parse(body, "alice", P, Some("mqpaxos/c/json/reply/bob")).unwrap_err();
+        assert_eq!(e.reply_to, None);
+        // The field wins over the property.
+        let body = br#"{"id":"1","op":"get","key":"k","reply_to":"mqpaxos/c/json/reply/alice/f"}"#;
+        let a = parse(body, "alice", P, Some("mqpaxos/c/json/reply/alice/r")).unwrap();
+        assert_eq!(a.reply_to, "mqpaxos/c/json/reply/alice/f");
+    }
+
+    #[test]
     fn bad_requests_are_refused_with_a_reason() {
         // Another user's reply topic: not answered at all.
         let e = req(r#"{"id":"1","op":"get","key":"k","reply_to":"mqpaxos/c/json/reply/bob"}"#)
@@ -475,7 +505,10 @@ mod tests {
             let e = req(bad).unwrap_err();
             assert!(e.reply_to.is_some(), "{bad}");
         }
-        assert!(parse(&vec![b' '; MAX_JSON_REQUEST + 1], "alice", P).is_err());
+        assert!(parse(&vec![b' '; MAX_JSON_REQUEST + 1], "alice", P, None).is_err());
+        // No reply topic at all: nobody to answer.
+        let e = req(r#"{"id":"1","op":"get","key":"k"}"#).unwrap_err();
+        assert_eq!(e.reply_to, None);
     }
 
     #[test]

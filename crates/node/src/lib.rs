@@ -22,6 +22,7 @@ pub mod runtime;
 pub mod storage;
 pub mod topics;
 pub mod transport;
+pub mod transport5;
 pub mod watch;
 
 pub use client::{Changes, Client, ClientError, ClientOptions};

@@ -13,7 +13,7 @@ use crate::chaos::Faults;
 use crate::codec;
 use crate::metrics::{self, BrokerLink, Metrics};
 use crate::storage::{FileStorage, MemoryStorage, Recovery, Storage, StorageError, SyncPolicy};
-use crate::topics::{server_id, server_name, server_user, Parsed, Topics};
+use crate::topics::{server_id, server_name, server_user, Parsed, Topics, V5Reply};
 use crate::transport::{BrokerOptions, Connection, Incoming, Session, TransportError};
 use mqpaxos_core::{
     Config, ConfigError, Dest, Driver, Flush, Input, Message, NodeId, Note, Outgoing, RoleKind,
@@ -53,6 +53,8 @@ pub enum NodeError {
 struct JsonReturn {
     id: String,
     reply_to: String,
+    /// An MQTT 5 request's correlation data, carried back on the answer.
+    correlation: Option<Vec<u8>>,
 }
 /// How many JSON requests a server remembers the answer topic of (about 1 KiB each at most).
 const JSON_WAITING_MAX: usize = 65_536;
@@ -261,25 +263,26 @@ pub async fn run_server(
     let topics = Topics::new(&opts.cluster);
     let mut subscriptions = vec![
         topics.all_requests(),
-        topics.all_json_requests(),
+        // Not the JSON requests: they come on the MQTT 5 connection (`transport5`).
         topics.all_presence(),
         topics.chaos(),
         topics.status(&me),
     ];
     subscriptions.extend(topics.peer_filters(id));
     let instance = format!("{:016x}", rand::random::<u64>());
+    let client_id = format!(
+        "mqpaxos-{}-{me}-{:016x}{:016x}",
+        opts.cluster,
+        rand::random::<u64>(),
+        rand::random::<u64>()
+    );
     let session = Session {
         // Unguessable, so nobody can take the server's session over, and two processes that
         // claim the same server do not kick each other off the broker (they are told apart
         // by the instance in their status reports instead). A secret of its own, not the
         // instance: the status report that carries the instance is readable by every client,
         // and Mosquitto and EMQX do not bind client ids to users.
-        client_id: format!(
-            "mqpaxos-{}-{me}-{:016x}{:016x}",
-            opts.cluster,
-            rand::random::<u64>(),
-            rand::random::<u64>()
-        ),
+        client_id: client_id.clone(),
         subscriptions,
         on_connect: vec![(topics.presence(&me), b"online".to_vec())],
         will: Some((topics.presence(&me), b"offline".to_vec())),
@@ -289,6 +292,11 @@ pub async fn run_server(
     // this credential out of every other cluster's topics.
     broker.user = server_user(&opts.cluster, id);
     let conn = Connection::open(&broker, session, None).await?;
+    let conn5 = crate::transport5::Connection5::open(
+        &broker,
+        format!("{client_id}-json"),
+        vec![topics.all_json_requests()],
+    )?;
     let metrics = Arc::new(Metrics::new());
     metrics.update_health(|h| h.election_timeout = opts.core.election_timeout);
     let mut http = None;
@@ -311,6 +319,7 @@ pub async fn run_server(
         start: Instant::now(),
         online: BTreeSet::new(),
         arrivals: BTreeMap::new(),
+        conn5,
         json_waiting: BTreeMap::new(),
         json_order: BTreeMap::new(),
         json_next: 0,
@@ -346,8 +355,13 @@ pub async fn run_server(
         task.abort();
     }
     let Node {
-        conn, topics, me, ..
+        conn,
+        conn5,
+        topics,
+        me,
+        ..
     } = node;
+    conn5.close().await;
     // Say goodbye explicitly: a clean disconnect does not trigger the last will.
     let _ = conn
         .publish_retained(topics.presence(&me), b"offline".to_vec())
@@ -380,6 +394,8 @@ struct Node {
     /// requests the core drops without an answer (stale sequence numbers) stay here until
     /// evicted, so keeping their values could pin gigabytes.
     json_waiting: BTreeMap<(String, u64), (u64, JsonReturn)>,
+    /// The MQTT 5 connection JSON requests arrive and are answered on.
+    conn5: crate::transport5::Connection5,
     json_order: BTreeMap<u64, (String, u64)>,
     json_next: u64,
     /// See [`ServerOptions::watch`] and [`ServerOptions::view_prefixes`].
@@ -460,6 +476,16 @@ impl Node {
                     }
                     None => return Err(TransportError::Closed.into()),
                 },
+                Some(r) = self.conn5.incoming.recv() => {
+                    self.on_json5(r).await?;
+                    while !self.driver.flush_due() {
+                        match self.conn5.incoming.try_recv() {
+                            Ok(r) => self.on_json5(r).await?,
+                            Err(_) => break,
+                        }
+                    }
+                    self.flush().await?;
+                }
                 Some((parsed, payload)) = self.delayed_rx.recv() => {
                     self.deliver(parsed, payload).await?;
                     self.flush().await?;
@@ -746,7 +772,7 @@ impl Node {
                         .observe(t.elapsed().as_secs_f64());
                 }
                 let payload = crate::json::reply(&a.id, client, result);
-                self.publish_json(a.reply_to, payload);
+                self.publish_json(a.reply_to, payload, a.correlation);
                 return;
             }
         }
@@ -790,17 +816,9 @@ impl Node {
         }
     }
 
-    fn publish_json(&mut self, topic: String, payload: Vec<u8>) {
-        if !self.conn.connected.load(Ordering::Relaxed) {
-            self.metrics.drop_message("offline");
-            return;
-        }
-        if self
-            .conn
-            .client
-            .try_publish(topic, rumqttc::QoS::AtMostOnce, false, payload)
-            .is_ok()
-        {
+    /// A JSON answer, on the MQTT 5 connection the request came on.
+    fn publish_json(&mut self, topic: String, payload: Vec<u8>, correlation: Option<Vec<u8>>) {
+        if self.conn5.try_publish(topic, payload, correlation) {
             self.metrics
                 .count("out", "json_reply", "client".to_string());
         } else {
@@ -810,7 +828,12 @@ impl Node {
 
     /// A JSON request (see [`crate::json`]): parsed, remembered for its answer, and handed to
     /// the core as the same command a Rust client would send.
-    async fn on_json_request(&mut self, user: String, payload: &[u8]) -> Result<(), NodeError> {
+    async fn on_json_request(
+        &mut self,
+        user: String,
+        v5: Option<Box<V5Reply>>,
+        payload: &[u8],
+    ) -> Result<(), NodeError> {
         if self.server().role() != RoleKind::Leader {
             // Only a leader acts on requests (the core drops them elsewhere), so the others
             // need not even parse them; a client whose leader changes resends with the same
@@ -818,7 +841,41 @@ impl Node {
             return Ok(());
         }
         let leader = true;
-        let accepted = match crate::json::parse(payload, &user, &self.topics.json_reply_prefix()) {
+        let (response_topic, mut correlation) = match v5 {
+            Some(v) => (v.response_topic, v.correlation),
+            None => (None, None),
+        };
+        let oversized = correlation
+            .as_ref()
+            .is_some_and(|c| c.len() > crate::transport5::MAX_CORRELATION);
+        let parsed = if oversized {
+            // Answered (without the correlation data it cannot carry) so the client knows.
+            correlation = None;
+            crate::json::parse(
+                payload,
+                &user,
+                &self.topics.json_reply_prefix(),
+                response_topic.as_deref(),
+            )
+            .and_then(|a| {
+                Err(crate::json::Refused {
+                    reply_to: Some(a.reply_to),
+                    id: Some(a.id),
+                    message: format!(
+                        "correlation data of over {} bytes is refused",
+                        crate::transport5::MAX_CORRELATION
+                    ),
+                })
+            })
+        } else {
+            crate::json::parse(
+                payload,
+                &user,
+                &self.topics.json_reply_prefix(),
+                response_topic.as_deref(),
+            )
+        };
+        let accepted = match parsed {
             Ok(a) => a,
             Err(refused) => {
                 self.metrics.drop_message("bad_json");
@@ -826,7 +883,7 @@ impl Node {
                 if let (true, Some(topic)) = (leader, refused.reply_to) {
                     let id = refused.id.unwrap_or_default();
                     let body = crate::json::error(&id, crate::json::BAD_REQUEST, &refused.message);
-                    self.publish_json(topic, body);
+                    self.publish_json(topic, body, correlation);
                 }
                 return Ok(());
             }
@@ -845,7 +902,11 @@ impl Node {
         let crate::json::Accepted { cmd, reply_to, id } = accepted;
         let order = self.json_next;
         self.json_next += 1;
-        let back = JsonReturn { id, reply_to };
+        let back = JsonReturn {
+            id,
+            reply_to,
+            correlation,
+        };
         if let Some((old, _)) = self.json_waiting.insert(key.clone(), (order, back)) {
             self.json_order.remove(&old);
         }
@@ -888,6 +949,39 @@ impl Node {
             Incoming::Publish { topic, payload, .. } => (topic, payload),
         };
         let parsed = self.topics.parse(&topic);
+        self.on_message(parsed, payload).await
+    }
+
+    /// A JSON request from the MQTT 5 connection: the same path as every message, with its
+    /// answer properties.
+    async fn on_json5(&mut self, r: crate::transport5::Request) -> Result<(), NodeError> {
+        let crate::transport5::Request {
+            topic,
+            payload,
+            response_topic,
+            correlation,
+            held: _held,
+        } = r;
+        let parsed = match self.topics.parse(&topic) {
+            Some(Parsed::JsonRequest { user, .. }) => Some(Parsed::JsonRequest {
+                user,
+                v5: Some(Box::new(V5Reply {
+                    response_topic,
+                    correlation,
+                })),
+            }),
+            // Nothing else is subscribed there.
+            _ => return Ok(()),
+        };
+        self.on_message(parsed, payload).await
+    }
+
+    /// A message, through the injected faults if any, then to [`Node::deliver`].
+    async fn on_message(
+        &mut self,
+        parsed: Option<Parsed>,
+        payload: Vec<u8>,
+    ) -> Result<(), NodeError> {
         if matches!(parsed, Some(Parsed::Chaos)) {
             match Faults::parse(&payload) {
                 Ok(f) => {
@@ -965,8 +1059,8 @@ impl Node {
                 self.metrics.count("in", msg.kind(), server_name(from));
                 self.step(Input::Message { from, msg }).await?;
             }
-            Some(Parsed::JsonRequest { user }) => {
-                return self.on_json_request(user, &payload).await;
+            Some(Parsed::JsonRequest { user, v5 }) => {
+                return self.on_json_request(user, v5, &payload).await;
             }
             Some(Parsed::Request { user }) => {
                 if let Some(q) = StatusQuery::parse(&payload) {

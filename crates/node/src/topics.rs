@@ -58,7 +58,17 @@ pub enum Parsed {
     Chaos,
     JsonRequest {
         user: String,
+        /// Where and with what an MQTT 5 client wants the answer: the publish's response
+        /// topic and correlation data ([`crate::transport5`]); never set by [`Topics::parse`].
+        v5: Option<Box<V5Reply>>,
     },
+}
+
+/// An MQTT 5 request's answer properties.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct V5Reply {
+    pub response_topic: Option<String>,
+    pub correlation: Option<Vec<u8>>,
 }
 
 /// Server `id`'s name in topics, in metrics and in its data directory: `server<id>`.
@@ -237,6 +247,7 @@ impl Topics {
             ["chaos"] => Some(Parsed::Chaos),
             ["json", "request", user] => Some(Parsed::JsonRequest {
                 user: (*user).to_string(),
+                v5: None,
             }),
             _ => None,
         }

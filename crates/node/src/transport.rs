@@ -113,7 +113,7 @@ pub fn parse_url(url: &str) -> Result<BrokerAddr, TransportError> {
     Ok(BrokerAddr { host, port, tls })
 }
 
-fn tls_config(ca_file: Option<&PathBuf>) -> Result<TlsConfiguration, TransportError> {
+pub(crate) fn tls_config(ca_file: Option<&PathBuf>) -> Result<TlsConfiguration, TransportError> {
     let mut roots = rustls::RootCertStore::empty();
     match ca_file {
         Some(path) => {
@@ -177,6 +177,12 @@ pub const INCOMING_BYTES: usize = 64 << 20;
 /// A received message's claim on [`INCOMING_BYTES`].
 #[derive(Debug)]
 pub struct Held(#[allow(dead_code)] Option<tokio::sync::OwnedSemaphorePermit>);
+
+impl Held {
+    pub(crate) fn new(permit: Option<tokio::sync::OwnedSemaphorePermit>) -> Held {
+        Held(permit)
+    }
+}
 
 /// What to set up on a connection.
 #[derive(Clone, Debug, Default)]

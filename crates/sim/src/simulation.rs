@@ -175,6 +175,11 @@ struct SimServer {
     after_sync: Vec<Outgoing>,
     /// What the flush being synced executed: it counts once the sync returns.
     executed: Vec<(Slot, u64)>,
+    /// The changes the flush being synced publishes for watchers (as leader), once synced.
+    changes: Vec<mqpaxos_core::Change>,
+    /// The revision of the last change it published since it started: each incarnation's
+    /// stream must only go up.
+    last_published: u64,
     /// Which sync is in progress, so a crash cancels its completion.
     sync_gen: u64,
     /// Busy syncing until then: what arrives waits, as the runtime's task is blocked.
@@ -250,6 +255,8 @@ pub struct Simulation {
     client_index: BTreeMap<String, usize>,
     history: Vec<Event>,
     chosen: BTreeMap<Slot, u64>,
+    /// Every change any leader published for watchers, by revision: a digest of what it says.
+    published: BTreeMap<u64, u64>,
     violations: Vec<String>,
     server_counts: Vec<Counts>,
     client_counts: Counts,
@@ -279,6 +286,8 @@ impl Simulation {
                     cache: Vec::new(),
                     after_sync: Vec::new(),
                     executed: Vec::new(),
+                    changes: Vec::new(),
+                    last_published: 0,
                     sync_gen: 0,
                     busy_until: None,
                     flush_scheduled: false,
@@ -331,6 +340,7 @@ impl Simulation {
             client_index,
             history: Vec::new(),
             chosen: BTreeMap::new(),
+            published: BTreeMap::new(),
             violations: Vec::new(),
             client_counts: Counts::default(),
             healed: false,
@@ -784,6 +794,8 @@ impl Simulation {
         }
         s.after_sync.clear();
         s.executed.clear();
+        s.changes.clear();
+        s.last_published = 0;
         s.sync_gen += 1;
         s.busy_until = None;
         s.flush_scheduled = false;
@@ -1075,6 +1087,7 @@ impl Simulation {
             persist,
             send_durable,
             executed,
+            changes,
             ..
         } = driver.flush();
         let bytes: usize = persist.iter().map(mqpaxos_core::limits::persist_size).sum();
@@ -1102,6 +1115,7 @@ impl Simulation {
         s.cache.extend(persist);
         s.after_sync.extend(send_durable);
         s.executed.extend(executed);
+        s.changes.extend(changes);
         if s.crash_mid_step {
             // The process dies between the write and the sync: what depends on the write
             // never leaves.
@@ -1141,6 +1155,7 @@ impl Simulation {
                 }
             }
         }
+        self.check_published(id);
         // Input that waited for the sync may have left effects to flush.
         self.after_driver(id);
     }
@@ -1206,6 +1221,54 @@ impl Simulation {
                     },
                 );
             }
+        }
+    }
+
+    /// What watchers are told must be the truth: a change published for a revision says the
+    /// same whoever publishes it, comes from a slot that was chosen, and each server's stream
+    /// only goes up (the runtime publishes exactly the flush's changes, after its sync).
+    fn check_published(&mut self, id: NodeId) {
+        let i = id as usize - 1;
+        for c in std::mem::take(&mut self.servers[i].changes) {
+            let mut h = mqpaxos_core::Fnv::default();
+            h.write(c.key.as_bytes());
+            h.write(&[0xff]);
+            match &c.kind {
+                mqpaxos_core::ChangeKind::Put {
+                    value,
+                    create,
+                    version,
+                } => {
+                    h.write(value.as_bytes());
+                    h.write(&create.to_le_bytes());
+                    h.write(&version.to_le_bytes());
+                }
+                mqpaxos_core::ChangeKind::Delete => h.write(&[0xfe]),
+            }
+            h.write(&c.prev_revision.to_le_bytes());
+            h.write(&c.prev_store_revision.to_le_bytes());
+            let digest = h.finish();
+            if *self.published.entry(c.revision).or_insert(digest) != digest {
+                self.violations.push(format!(
+                    "safety: server {id} published change {} differently from another leader",
+                    c.revision
+                ));
+            }
+            let slot = mqpaxos_core::kv::slot_of_revision(c.revision);
+            if !self.chosen.contains_key(&slot) {
+                self.violations.push(format!(
+                    "safety: server {id} published change {} of slot {slot}, which no replica executed",
+                    c.revision
+                ));
+            }
+            let s = &mut self.servers[i];
+            if c.revision <= s.last_published {
+                self.violations.push(format!(
+                    "watch: server {id} published change {} after {}",
+                    c.revision, s.last_published
+                ));
+            }
+            s.last_published = c.revision;
         }
     }
 
