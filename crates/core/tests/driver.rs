@@ -426,3 +426,66 @@ fn a_backup_copy_waits_for_a_quorum_and_its_pieces_form_one_point_in_time() {
     );
     assert_eq!(value(&c, 1).as_deref(), Some("after the backup"));
 }
+
+/// A lone leader hands out each change for watchers with the flush that makes it durable,
+/// answers "changes since" from its history, and says "compacted" for what the history no
+/// longer holds.
+#[test]
+fn changes_go_out_with_their_flush_and_are_answered_until_compacted() {
+    let mut c = Cluster::new(1, |cfg| cfg.history_bytes = 400);
+    c.elect(1);
+    c.driver(1).flush();
+    for seq in 1..=8 {
+        let mut cmd = put(seq, &format!("v{seq}"));
+        // No session opened: at most once per (id, seq) all the same.
+        cmd.op = Op::Once(Box::new(cmd.op));
+        c.step(1, Input::Request(cmd));
+    }
+    let f = c.driver(1).flush();
+    let revisions: Vec<u64> = f.changes.iter().map(|ch| ch.revision).collect();
+    assert_eq!(revisions.len(), 8, "{:?}", f.changes);
+    assert!(revisions.windows(2).all(|w| w[0] < w[1]), "{revisions:?}");
+    for (a, b) in f.changes.iter().zip(f.changes.iter().skip(1)) {
+        assert_eq!(b.prev_revision, a.revision, "one key's changes chain");
+        assert_eq!(b.prev_store_revision, a.revision);
+    }
+    let ask = |from: u64| Command {
+        client: "w/1".into(),
+        seq: from,
+        op: Op::Changes {
+            key: "k".into(),
+            prefix: false,
+            from,
+        },
+    };
+    let answer = |c: &mut Cluster, from: u64| {
+        c.step(1, Input::Request(ask(from)));
+        let f = c.driver(1).flush();
+        f.send_durable
+            .into_iter()
+            .find_map(|o| match o.msg {
+                Message::Reply { result, .. } => Some(result),
+                _ => None,
+            })
+            .expect("an answer")
+    };
+    // The history holds the last few changes only (400 bytes): the first are compacted.
+    let floor = match answer(&mut c, 1) {
+        OpResult::Compacted { floor } => floor,
+        other => panic!("{other:?}"),
+    };
+    assert!(floor > revisions[0] && floor < revisions[7], "{floor}");
+    match answer(&mut c, floor + 1) {
+        OpResult::Changes {
+            revision,
+            changes,
+            more,
+        } => {
+            assert_eq!(revision, revisions[7]);
+            assert!(!more);
+            assert_eq!(changes.last().map(|ch| ch.revision), Some(revisions[7]));
+            assert!(changes.iter().all(|ch| ch.revision > floor));
+        }
+        other => panic!("{other:?}"),
+    }
+}
