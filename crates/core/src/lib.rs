@@ -31,7 +31,7 @@ pub use kv::{Applied, ClientId, Command, ErrorCode, KvStore, Op, OpResult};
 pub use log::{Durable, Entry, Incarnations, Log, PersistOp, Snapshot, Value};
 pub use message::{coalesce, Dest, Input, Message, Outgoing, Ready, SetTimer, TimerKind};
 pub use note::{LostWhy, Note};
-pub use server::{RoleKind, Server};
+pub use server::{Progress, RoleKind, Server};
 pub use watch::{Change, ChangeKind, History};
 
 /// After FNV-1a: a tiny, stable hash, so digests agree across runs, builds and machines (std's

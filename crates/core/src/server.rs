@@ -208,6 +208,14 @@ enum Role {
     Leader(Leader),
 }
 
+/// A running server's commit point, promise and store revision: each may only rise.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Progress {
+    pub commit: Slot,
+    pub promised: Ballot,
+    pub revision: u64,
+}
+
 /// One Multi-Paxos server.
 #[derive(Debug)]
 pub struct Server {
@@ -520,6 +528,56 @@ impl Server {
     /// This server's incarnation: how many times it has rejoined after losing state.
     pub fn incarnation(&self) -> u64 {
         self.incarnation_of(self.cfg.id)
+    }
+
+    /// What may only move forward while a server runs ([`Server::check_progress`]).
+    pub fn progress(&self) -> Progress {
+        Progress {
+            commit: self.commit,
+            promised: self.promised,
+            revision: self.kv.revision(),
+        }
+    }
+
+    /// The invariants that span steps, for whoever drives the core to check after every step
+    /// (the simulator does, on every step of every run; those within one step are asserted
+    /// by the step itself, `check_invariants`): `Some(what)` names the first one broken.
+    /// `before` is [`Server::progress`] before the step.
+    ///
+    /// - the commit point, the promised ballot and the store's revision never go back;
+    /// - the change history ends at the store's revision and starts at or below it.
+    pub fn check_progress(&self, before: Progress) -> Option<String> {
+        let now = self.progress();
+        if now.commit < before.commit {
+            return Some(format!("commit went back from {} to {}", before.commit, now.commit));
+        }
+        if now.promised < before.promised {
+            return Some(format!(
+                "the promise went back from {:?} to {:?}",
+                before.promised, now.promised
+            ));
+        }
+        if now.revision < before.revision {
+            return Some(format!(
+                "the store's revision went back from {} to {}",
+                before.revision, now.revision
+            ));
+        }
+        if self.history.floor() > now.revision {
+            return Some(format!(
+                "the change history starts after the store's revision {}",
+                now.revision
+            ));
+        }
+        if let Some(last) = self.history.iter().next_back() {
+            if last.revision != now.revision {
+                return Some(format!(
+                    "the change history ends at {}, the store at {}",
+                    last.revision, now.revision
+                ));
+            }
+        }
+        None
     }
 
     /// Commands waiting for room in the leader's window.

@@ -116,7 +116,7 @@ impl History {
     }
 
     /// The changes held, oldest first.
-    pub fn iter(&self) -> impl Iterator<Item = &Change> {
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &Change> {
         self.changes.iter()
     }
 

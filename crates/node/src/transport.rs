@@ -178,9 +178,18 @@ pub const INCOMING_BYTES: usize = 64 << 20;
 #[derive(Debug)]
 pub struct Held(#[allow(dead_code)] Option<tokio::sync::OwnedSemaphorePermit>);
 
-impl Held {
-    pub(crate) fn new(permit: Option<tokio::sync::OwnedSemaphorePermit>) -> Held {
-        Held(permit)
+/// Claims a received message of `len` bytes' share of `budget`, waiting (and so stopping the
+/// connection's reading) while the messages not yet handled hold it; one message larger than
+/// the whole budget takes all of it. `None` if the connection is stopped meanwhile.
+pub(crate) async fn claim(
+    budget: &Arc<tokio::sync::Semaphore>,
+    len: usize,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<Held> {
+    let kib = (len / 1024 + 1).min(INCOMING_BYTES / 1024) as u32;
+    tokio::select! {
+        p = budget.clone().acquire_many_owned(kib) => Some(Held(p.ok())),
+        _ = stop.changed() => None,
     }
 }
 
@@ -393,17 +402,13 @@ async fn drive(
                 }
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
-                // Waits (and so stops reading) while the messages not yet handled hold the
-                // budget; one message larger than the whole budget takes all of it.
-                let kib = (p.payload.len() / 1024 + 1).min(INCOMING_BYTES / 1024) as u32;
-                let permit = tokio::select! {
-                    p = budget.clone().acquire_many_owned(kib) => p.ok(),
-                    _ = stop.changed() => return,
+                let Some(held) = claim(&budget, p.payload.len(), &mut stop).await else {
+                    return;
                 };
                 let msg = Incoming::Publish {
                     topic: p.topic,
                     payload: p.payload.to_vec(),
-                    held: Held(permit),
+                    held,
                 };
                 if tx.send(msg).await.is_err() {
                     return;

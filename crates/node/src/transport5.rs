@@ -11,7 +11,7 @@
 //! received but not yet handled.
 
 use crate::transport::{
-    parse_url, tls_config, BrokerOptions, Held, INCOMING_BYTES, MAX_PACKET_SIZE,
+    claim, parse_url, tls_config, BrokerOptions, Held, INCOMING_BYTES, MAX_PACKET_SIZE,
 };
 use crate::TransportError;
 use rumqttc::v5::mqttbytes::v5::{Packet, PublishProperties};
@@ -155,10 +155,8 @@ async fn drive(
                 connected.store(true, Ordering::Relaxed);
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
-                let kib = (p.payload.len() / 1024 + 1).min(INCOMING_BYTES / 1024) as u32;
-                let permit = tokio::select! {
-                    p = budget.clone().acquire_many_owned(kib) => p.ok(),
-                    _ = stop.changed() => return,
+                let Some(held) = claim(&budget, p.payload.len(), &mut stop).await else {
+                    return;
                 };
                 let Ok(topic) = String::from_utf8(p.topic.to_vec()) else {
                     continue;
@@ -175,7 +173,7 @@ async fn drive(
                     payload: p.payload.to_vec(),
                     response_topic,
                     correlation,
-                    held: Held::new(permit),
+                    held,
                 };
                 if tx.send(request).await.is_err() {
                     return;

@@ -849,8 +849,10 @@ impl Simulation {
         match Server::recover(cfg, durable) {
             Ok(server) => {
                 let mut driver = Driver::new(server, self.rng.gen());
+                let before = driver.server().progress();
                 driver.start(self.clock(id));
                 self.servers[i].driver = Some(driver);
+                self.check_invariants(id, before);
                 self.update_online();
                 self.after_driver(id);
             }
@@ -947,7 +949,9 @@ impl Simulation {
                     let clock = self.clock(id);
                     let was_leader = self.is_leader(id);
                     if let Some(d) = self.servers[id as usize - 1].driver.as_mut() {
+                        let before = d.server().progress();
                         d.fire_due(clock);
+                        self.check_invariants(id, before);
                     }
                     self.count_election(id, was_leader);
                     self.after_driver(id);
@@ -1034,9 +1038,23 @@ impl Simulation {
         let Some(driver) = self.servers[id as usize - 1].driver.as_mut() else {
             return;
         };
+        let before = driver.server().progress();
         driver.step(clock, input);
+        self.check_invariants(id, before);
         self.count_election(id, was_leader);
         self.after_driver(id);
+    }
+
+    /// The core's invariants across steps ([`mqpaxos_core::Server::check_progress`]), after
+    /// every step the simulation makes.
+    fn check_invariants(&mut self, id: NodeId, before: mqpaxos_core::Progress) {
+        let Some(driver) = self.servers[id as usize - 1].driver.as_ref() else {
+            return;
+        };
+        if let Some(broken) = driver.server().check_progress(before) {
+            self.violations
+                .push(format!("invariant: server {id}: {broken}"));
+        }
     }
 
     /// After the driver took input: check what it executed, schedule its flush (soon, so
