@@ -489,6 +489,19 @@ fn group(seq: u64, body: &[u8]) -> Result<Vec<u8>, StorageError> {
     Ok(buf)
 }
 
+/// The bytes one group numbered `seq` holding `ops` takes in the log: the group header, then
+/// each op framed as a record, by the same [`frame`] and [`group`] that
+/// [`FileStorage::persist`] and the rewrite at a snapshot use. Public only so that tests can
+/// pin the on-disk format byte for byte (`tests/golden.rs` and `tests/data/golden/`); the
+/// server itself never calls it.
+pub fn encode_group(seq: u64, ops: &[PersistOp]) -> Result<Vec<u8>, StorageError> {
+    let mut body = Vec::new();
+    for op in ops {
+        frame(&mut body, op)?;
+    }
+    group(seq, &body)
+}
+
 fn group_crc(len: u32, seq: u64, body: &[u8]) -> u32 {
     let mut h = crc32fast::Hasher::new();
     h.update(&len.to_le_bytes());
