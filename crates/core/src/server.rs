@@ -549,7 +549,10 @@ impl Server {
     pub fn check_progress(&self, before: Progress) -> Option<String> {
         let now = self.progress();
         if now.commit < before.commit {
-            return Some(format!("commit went back from {} to {}", before.commit, now.commit));
+            return Some(format!(
+                "commit went back from {} to {}",
+                before.commit, now.commit
+            ));
         }
         if now.promised < before.promised {
             return Some(format!(
