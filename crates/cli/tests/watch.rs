@@ -270,12 +270,36 @@ fn a_watcher_gets_every_change_in_order_through_loss_failover_and_partition() {
         .output()
         .expect("mosquitto_sub");
     let mut view = BTreeMap::new();
+    let mut contract = String::new();
     for line in stdout(&o).lines() {
         let (topic, body) = line.split_once(' ').unwrap_or((line, ""));
         let v: serde_json::Value = serde_json::from_str(body).expect("a view message");
         let key = topic.split_once("/view/").expect("a view topic").1;
         view.insert(key.to_string(), v["value"].as_str().map(str::to_string));
+        contract.push_str(&format!("view {body}\n"));
     }
+    // The views and the events, against the JSON Schemas of docs/asyncapi/.
+    for e in &printed {
+        contract.push_str(&format!("event {e}\n"));
+    }
+    let file = dir.path().join("messages.txt");
+    std::fs::write(&file, &contract).expect("write");
+    let o = Command::new("bash")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../scripts/check-api"
+        ))
+        .arg("--messages")
+        .arg(&file)
+        .output()
+        .expect("check-api");
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let n = contract.lines().count();
+    assert!(
+        stdout(&o).contains(&format!("{n} messages valid")),
+        "{}",
+        stdout(&o)
+    );
     let mut store = BTreeMap::new();
     for c in &truth {
         let v = match &c.kind {
