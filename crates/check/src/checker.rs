@@ -278,6 +278,44 @@ fn add_mod(a: u64, b: u64) -> u64 {
     }
 }
 
+/// `BASE^0 ..= BASE^8` (mod P), for hashing eight bytes per reduction.
+const POWERS1: [u64; 9] = powers(BASE1);
+const POWERS2: [u64; 9] = powers(BASE2);
+
+const fn powers(base: u64) -> [u64; 9] {
+    let mut p = [1u64; 9];
+    let mut i = 1;
+    while i < 9 {
+        let x = p[i - 1] as u128 * base as u128;
+        let r = (x as u64 & P) + (x >> 61) as u64;
+        p[i] = if r >= P { r - P } else { r };
+        i += 1;
+    }
+    p
+}
+
+/// Eight Horner steps `h = h * BASE + (b + 1)` at once: the same value as byte by byte,
+/// but the eight products are independent and reduced once, instead of a chain of eight
+/// dependent reductions. Values of a MiB made this most of a `large` simulation's check.
+fn horner8(h: u64, chunk: &[u8], pow: &[u64; 9]) -> u64 {
+    // Each term is below 2^61 * 2^9 = 2^70 and h * BASE^8 below 2^122, so nine of them fit
+    // in a u128 with room to spare.
+    let mut x = u128::from(h) * u128::from(pow[8]);
+    for (i, &b) in chunk.iter().enumerate() {
+        x += u128::from(u64::from(b) + 1) * u128::from(pow[7 - i]);
+    }
+    // x < 2^126: folding the bits above 61 back in (2^61 = 1 mod P) twice leaves it
+    // below 2^61 + 2^5, then one conditional subtraction.
+    let x = (x & u128::from(P)) + (x >> 61);
+    let x = (x & u128::from(P)) + (x >> 61);
+    let x = x as u64;
+    if x >= P {
+        x - P
+    } else {
+        x
+    }
+}
+
 /// A model state: `None` or the polynomial hashes of a string under two bases, and its
 /// length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -303,8 +341,14 @@ const EMPTY: Fp = Fp {
 impl Fp {
     fn of(value: Option<&str>) -> Fp {
         let Some(s) = value else { return ABSENT };
+        let bytes = s.as_bytes();
+        let mut chunks = bytes.chunks_exact(8);
         let (mut h1, mut h2) = (0, 0);
-        for &b in s.as_bytes() {
+        for chunk in chunks.by_ref() {
+            h1 = horner8(h1, chunk, &POWERS1);
+            h2 = horner8(h2, chunk, &POWERS2);
+        }
+        for &b in chunks.remainder() {
             // +1 so that NUL bytes still change the hash.
             h1 = add_mod(mul_mod(h1, BASE1), u64::from(b) + 1);
             h2 = add_mod(mul_mod(h2, BASE2), u64::from(b) + 1);
@@ -914,16 +958,20 @@ struct Reach {
     /// Per op, computed on first use.
     targets: Vec<Option<Target>>,
     cached: usize,
+    /// Whether the key has appends at all: prefix hashes (one pair per byte of a value)
+    /// are only ever consulted when it does.
+    appends: bool,
     bases: Vec<Fp>,
     cas_bases: Vec<Fp>,
     suffixes: Vec<Fp>,
 }
 
 impl Reach {
-    fn new(n: usize) -> Reach {
+    fn new(live: &[(&Operation, bool, Step)]) -> Reach {
         Reach {
-            targets: vec![None; n],
+            targets: vec![None; live.len()],
             cached: 0,
+            appends: live.iter().any(|(_, _, s)| matches!(s, Step::Append(_))),
             bases: Vec::new(),
             cas_bases: Vec::new(),
             suffixes: Vec::new(),
@@ -946,7 +994,7 @@ impl Reach {
             }
             _ => return None,
         };
-        let prefixes = text.and_then(|text| {
+        let prefixes = text.filter(|_| self.appends).and_then(|text| {
             if self.cached + text.len() + 1 > MAX_PREFIX_HASHES {
                 return None;
             }
@@ -1125,7 +1173,7 @@ fn check_key(key: &str, ops: &[&Operation], budget: u64) -> KeyVerdict {
     let (class, rank, mut used) = twins(&definite, &steps);
 
     let mut lists = Lists::new(&live);
-    let mut reach = Reach::new(n);
+    let mut reach = Reach::new(&live);
     // The need of the configuration at each stack depth, computed on first use.
     let mut needs: Vec<Need> = vec![Need::default()];
     let mut set = Linearized::new(&definite);
@@ -1383,7 +1431,7 @@ fn explain(key: &str, live: &[(&Operation, bool, Step)], best: &[usize]) -> Stri
         .find(|&e| lists.entry_is_return[e])
         .map(|e| lists.entry_op[e]);
     let mut need = Need::default();
-    Reach::new(live.len()).compute(&mut need, &lists, live);
+    Reach::new(live).compute(&mut need, &lists, live);
     if let Some(blocked) = first_return {
         text.push_str(&format!(" Stuck at: {}", live[blocked].0));
         if need.op != NO_OP && need.op != blocked {
@@ -1405,6 +1453,41 @@ mod tests {
             assert_eq!(pow_mod(BASE2, n), p2, "BASE2^{n}");
             p1 = mul_mod(p1, BASE1);
             p2 = mul_mod(p2, BASE2);
+        }
+    }
+
+    /// The eight-at-a-time fingerprint is the byte-by-byte polynomial hash, for every
+    /// length around the chunk size and for bytes at both ends of the range (0xff bytes
+    /// make the largest terms).
+    #[test]
+    fn fingerprints_match_the_byte_by_byte_hash() {
+        let slow = |s: &str| {
+            let (mut h1, mut h2) = (0, 0);
+            for &b in s.as_bytes() {
+                h1 = add_mod(mul_mod(h1, BASE1), u64::from(b) + 1);
+                h2 = add_mod(mul_mod(h2, BASE2), u64::from(b) + 1);
+            }
+            (h1, h2)
+        };
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for len in 0..200usize {
+            for kind in 0..3 {
+                let text: String = (0..len)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        match kind {
+                            0 => char::from(b' ' + (x % 95) as u8),
+                            1 => '\u{10ffff}',
+                            _ => '\0',
+                        }
+                    })
+                    .collect();
+                let fp = Fp::of(Some(&text));
+                assert_eq!((fp.h1, fp.h2), slow(&text), "length {len}, kind {kind}");
+                assert_eq!(fp.len, text.len() as u64);
+            }
         }
     }
 }
