@@ -31,6 +31,12 @@ pub struct Config {
     pub max_batch: usize,
     /// How many executed slots the log keeps before they are folded into a snapshot.
     pub snapshot_interval: u64,
+    /// ... and how large the commands executed since the last snapshot must be, in percent
+    /// of the store's data, before the next. A snapshot costs O(data) (storage writes it
+    /// whole), so tying it to the bytes since the last one keeps that cost a constant per
+    /// byte written, whatever the data size; the log then holds at most about this share
+    /// of the data. 0: every `snapshot_interval` slots, whatever the size.
+    pub snapshot_log_percent: u64,
     /// How many clients' last results the at-most-once table remembers.
     pub max_sessions: usize,
     /// How many chosen values one catch-up message carries at most.
@@ -126,6 +132,7 @@ impl Config {
             window: 64,
             max_batch: 64,
             snapshot_interval: 1000,
+            snapshot_log_percent: 50,
             max_sessions: 100_000,
             max_catchup: 256,
             message_budget: crate::limits::MESSAGE_BUDGET,

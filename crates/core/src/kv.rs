@@ -26,6 +26,7 @@
 //! swaps only if the key's last change is the one the client saw. Pure data; no IO.
 
 use crate::ballot::Slot;
+use imbl::{OrdMap, OrdSet};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -265,10 +266,10 @@ struct Session {
 /// The state machine: data plus the session table. Cloned whole into snapshots.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KvStore {
-    data: BTreeMap<String, Record>,
-    sessions: BTreeMap<ClientId, Session>,
+    data: OrdMap<String, Record>,
+    sessions: OrdMap<ClientId, Session>,
     /// `(last_slot, client)` for eviction of the longest-idle session.
-    by_age: BTreeSet<(Slot, ClientId)>,
+    by_age: OrdSet<(Slot, ClientId)>,
     max_sessions: usize,
     /// The revision of the last change (0: none yet).
     revision: u64,
@@ -276,6 +277,8 @@ pub struct KvStore {
     /// snapshots and the log keep their format).
     #[serde(skip)]
     users: Lazy,
+    #[serde(skip)]
+    totals: Totals,
 }
 
 /// The sessions of each user, by age, and the users by how many sessions they hold.
@@ -344,7 +347,7 @@ impl From<LegacyKvStore> for KvStore {
                 };
                 (k, r)
             })
-            .collect::<BTreeMap<_, _>>();
+            .collect::<OrdMap<_, _>>();
         KvStore {
             revision: if data.is_empty() {
                 0
@@ -352,18 +355,79 @@ impl From<LegacyKvStore> for KvStore {
                 REVISION_BEFORE_RECORDS
             },
             data,
-            sessions: old.sessions,
-            by_age: old.by_age,
+            sessions: old.sessions.into_iter().collect(),
+            by_age: old.by_age.into_iter().collect(),
             max_sessions: old.max_sessions.max(1),
             users: Lazy::default(),
+            totals: Totals::default(),
         }
     }
 }
 
 /// A derived index that equality ignores (two stores with the same sessions are the same
 /// whether or not one has built it).
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 struct Lazy(Option<UserIndex>);
+
+impl Clone for Lazy {
+    /// A copy starts without the index: it is O(sessions) to copy and a snapshot (the
+    /// usual copy) rarely needs it, while the live store keeps its own.
+    fn clone(&self) -> Self {
+        Lazy(None)
+    }
+}
+
+/// Running totals over the store that equality ignores, like [`Lazy`]: what a snapshot
+/// costs to write, and the digest's parts. Not stored (snapshots and the log keep their
+/// format): counted in one pass on first use after decoding, then kept up to date by every
+/// change, so that a status report's digest costs O(1) however large the store.
+#[derive(Clone, Copy, Debug, Default)]
+struct Totals(Option<Sums>);
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Sums {
+    bytes: u64,
+    /// Wrapping sums of per-record and per-session hashes: order-free, so a change adjusts
+    /// them by what it removes and adds.
+    data: u64,
+    sessions: u64,
+}
+
+impl PartialEq for Totals {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Totals {}
+
+/// What a key costs beyond its bytes (its record's revisions and the map's node share), so
+/// that many empty values still count.
+const RECORD_COST: u64 = 48;
+
+fn record_bytes(key: &str, value: &str) -> u64 {
+    (key.len() + value.len()) as u64 + RECORD_COST
+}
+
+fn record_hash(key: &str, r: &Record) -> u64 {
+    let mut h = crate::Fnv::default();
+    h.write(key.as_bytes());
+    h.write(&[0xff]);
+    h.write(r.value.as_bytes());
+    h.write(&[0xfe]);
+    for n in [r.create, r.modified, r.version] {
+        h.write(&n.to_le_bytes());
+    }
+    h.finish()
+}
+
+fn session_hash(id: &str, seq: u64) -> u64 {
+    let mut h = crate::Fnv::default();
+    h.write(id.as_bytes());
+    h.write(&[0xff]);
+    h.write(&seq.to_le_bytes());
+    h.finish()
+}
 
 impl PartialEq for Lazy {
     fn eq(&self, _: &Self) -> bool {
@@ -394,12 +458,13 @@ pub fn session_id(client: &str, slot: Slot) -> ClientId {
 impl KvStore {
     pub fn new(max_sessions: usize) -> Self {
         KvStore {
-            data: BTreeMap::new(),
-            sessions: BTreeMap::new(),
-            by_age: BTreeSet::new(),
+            data: OrdMap::new(),
+            sessions: OrdMap::new(),
+            by_age: OrdSet::new(),
             max_sessions: max_sessions.max(1),
             revision: 0,
             users: Lazy::default(),
+            totals: Totals(Some(Sums::default())),
         }
     }
 
@@ -434,6 +499,19 @@ impl KvStore {
         self.data.len()
     }
 
+    /// About how many bytes the data takes (keys, values and a fixed cost per key): what
+    /// a snapshot of it costs to write.
+    pub fn data_bytes(&mut self) -> u64 {
+        self.totals().bytes
+    }
+
+    /// The bytes of keys and values alone, as status reports show them: O(1) once the
+    /// store has been counted (see [`KvStore::data_bytes`]).
+    pub fn key_value_bytes(&self) -> u64 {
+        let t = self.totals.0.unwrap_or_else(|| self.count());
+        t.bytes - RECORD_COST * self.data.len() as u64
+    }
+
     pub fn is_empty(&self) -> bool {
         self.data.is_empty()
     }
@@ -448,7 +526,7 @@ impl KvStore {
         prefix: &'a str,
     ) -> impl Iterator<Item = (&'a String, &'a Record)> {
         self.data
-            .range::<str, _>((
+            .range::<_, str>((
                 std::ops::Bound::Included(prefix),
                 std::ops::Bound::Unbounded,
             ))
@@ -507,6 +585,7 @@ impl KvStore {
     /// Remembers `result` as session `id`'s last, and forgets the longest-idle session past
     /// the table's bound.
     fn record(&mut self, id: ClientId, seq: u64, result: OpResult, slot: Slot) {
+        self.totals();
         let sessions = &self.sessions;
         let users = self.users.0.get_or_insert_with(|| {
             let mut index = UserIndex::default();
@@ -525,6 +604,12 @@ impl KvStore {
         ) {
             self.by_age.remove(&(old.last_slot, id.clone()));
             users.remove(old.last_slot, &id);
+            if let Some(t) = &mut self.totals.0 {
+                t.sessions = t.sessions.wrapping_sub(session_hash(&id, old.seq));
+            }
+        }
+        if let Some(t) = &mut self.totals.0 {
+            t.sessions = t.sessions.wrapping_add(session_hash(&id, seq));
         }
         users.add(slot, &id);
         self.by_age.insert((slot, id));
@@ -534,7 +619,11 @@ impl KvStore {
             };
             users.remove(slot, &victim);
             self.by_age.remove(&(slot, victim.clone()));
-            self.sessions.remove(&victim);
+            if let Some(gone) = self.sessions.remove(&victim) {
+                if let Some(t) = &mut self.totals.0 {
+                    t.sessions = t.sessions.wrapping_sub(session_hash(&victim, gone.seq));
+                }
+            }
         }
     }
 
@@ -552,25 +641,61 @@ impl KvStore {
 
     /// Sets `key` to `value` as the change of revision `revision`.
     fn write(&mut self, key: &str, value: String, revision: u64) {
-        match self.data.get_mut(key) {
-            Some(r) => {
-                r.value = value;
-                r.modified = revision;
-                r.version += 1;
+        self.totals();
+        let record = match self.data.remove(key) {
+            Some(old) => {
+                let (create, version) = (old.create, old.version);
+                self.forget(key, old);
+                Record {
+                    value,
+                    create,
+                    modified: revision,
+                    version: version + 1,
+                }
             }
-            None => {
-                self.data.insert(
-                    key.to_string(),
-                    Record {
-                        value,
-                        create: revision,
-                        modified: revision,
-                        version: 1,
-                    },
-                );
-            }
+            None => Record {
+                value,
+                create: revision,
+                modified: revision,
+                version: 1,
+            },
+        };
+        if let Some(t) = &mut self.totals.0 {
+            t.bytes += record_bytes(key, &record.value);
+            t.data = t.data.wrapping_add(record_hash(key, &record));
         }
+        self.data.insert(key.to_string(), record);
         self.revision = self.revision.max(revision);
+    }
+
+    /// Takes a record that is leaving out of the totals.
+    fn forget(&mut self, key: &str, old: Record) {
+        if let Some(t) = &mut self.totals.0 {
+            t.bytes = t.bytes.saturating_sub(record_bytes(key, &old.value));
+            t.data = t.data.wrapping_sub(record_hash(key, &old));
+        }
+    }
+
+    /// The totals, counted now if this store was decoded and has not changed since.
+    fn totals(&mut self) -> Sums {
+        if let Some(t) = self.totals.0 {
+            return t;
+        }
+        let t = self.count();
+        self.totals.0 = Some(t);
+        t
+    }
+
+    fn count(&self) -> Sums {
+        let mut t = Sums::default();
+        for (k, r) in &self.data {
+            t.bytes += record_bytes(k, &r.value);
+            t.data = t.data.wrapping_add(record_hash(k, r));
+        }
+        for (id, s) in &self.sessions {
+            t.sessions = t.sessions.wrapping_add(session_hash(id, s.seq));
+        }
+        t
     }
 
     fn execute(&mut self, op: &Op, revision: u64) -> OpResult {
@@ -601,7 +726,12 @@ impl KvStore {
                 OpResult::Done
             }
             Op::Delete { key } => {
-                let existed = self.data.remove(key).is_some();
+                self.totals();
+                let removed = self.data.remove(key);
+                let existed = removed.is_some();
+                if let Some(r) = removed {
+                    self.forget(key, r);
+                }
                 if existed {
                     self.revision = self.revision.max(revision);
                 }
@@ -654,20 +784,12 @@ impl KvStore {
 
     /// A deterministic digest of the data and sessions, for comparing replicas cheaply.
     pub fn digest(&self) -> u64 {
+        // Kept as running sums, so that reporting it (every status, every 20 ms under load)
+        // does not walk the store; `count` is the same walk for a store not yet counted.
+        let t = self.totals.0.unwrap_or_else(|| self.count());
         let mut h = crate::Fnv::default();
-        for (k, r) in &self.data {
-            h.write(k.as_bytes());
-            h.write(&[0xff]);
-            h.write(r.value.as_bytes());
-            h.write(&[0xfe]);
-            for n in [r.create, r.modified, r.version] {
-                h.write(&n.to_le_bytes());
-            }
-        }
-        h.write(&self.revision.to_le_bytes());
-        for (c, s) in &self.sessions {
-            h.write(c.as_bytes());
-            h.write(&s.seq.to_le_bytes());
+        for n in [t.data, self.revision, t.sessions, self.data.len() as u64] {
+            h.write(&n.to_le_bytes());
         }
         h.finish()
     }
@@ -699,6 +821,57 @@ mod tests {
             key: k.into(),
             value: v.into(),
         }
+    }
+
+    /// The running totals (bytes and digest parts) agree with a fresh count after any mix
+    /// of changes, evictions included, and a decoded copy (no totals yet) has the same
+    /// digest; a change the digest must see changes it.
+    #[test]
+    fn running_totals_match_a_recount() {
+        let mut kv = KvStore::new(4);
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut ids = Vec::new();
+        for slot in 1..600u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let key = format!("k{}", x % 7);
+            let value = "v".repeat((x % 40) as usize);
+            if x.is_multiple_of(5) || ids.is_empty() {
+                ids.push(open(&mut kv, &format!("u{}", x % 3), slot));
+                continue;
+            }
+            let id = ids[(x as usize / 7) % ids.len()].clone();
+            let op = match x % 4 {
+                0 => Op::Delete { key },
+                1 => Op::Append { key, value },
+                2 => Op::Cas {
+                    key,
+                    expected: None,
+                    new: value,
+                },
+                _ => put(&key, &value),
+            };
+            kv.apply(slot, &cmd(&id, slot, op));
+            let counted = kv.count();
+            let kept = kv.totals();
+            assert_eq!(
+                (kept.bytes, kept.data, kept.sessions),
+                (counted.bytes, counted.data, counted.sessions),
+                "after slot {slot}"
+            );
+        }
+        assert!(!kv.is_empty() && kv.sessions() == 4);
+        let bytes = postcard::to_allocvec(&kv).expect("encodes");
+        let mut copy: KvStore = postcard::from_bytes(&bytes).expect("decodes");
+        assert!(copy.totals.0.is_none());
+        assert_eq!(copy.digest(), kv.digest());
+        assert_eq!(copy.data_bytes(), kv.data_bytes());
+        let plain: u64 = kv.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum();
+        assert_eq!(kv.key_value_bytes(), plain);
+        let before = copy.digest();
+        copy.apply(9999, &cmd(&ids[ids.len() - 1], 9999, put("k1", "other")));
+        assert_ne!(copy.digest(), before);
     }
 
     #[test]

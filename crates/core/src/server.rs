@@ -250,6 +250,9 @@ pub struct Server {
     /// same bytes however long it takes and a new asker does not restart others' transfers.
     snapshot_out: Option<(Slot, Vec<u8>)>,
     snapshot_in: Option<SnapshotIn>,
+    /// Bytes of commands executed since the last snapshot (see
+    /// [`Config::snapshot_log_percent`]).
+    since_snapshot: u64,
     /// The encoded copy handed out to a client for a backup (`Op::SnapshotPiece`), and the
     /// slot it was taken before. Apart from `snapshot_out`, so that a backup and a peer's
     /// catch-up do not restart each other's transfers; kept after its last piece, so that a
@@ -305,6 +308,7 @@ impl Server {
             }),
             snapshot_out: None,
             snapshot_in: None,
+            since_snapshot: 0,
             backup_out: None,
             history,
             ready: Ready::default(),
@@ -1834,6 +1838,7 @@ impl Server {
         if self.cfg.trace_chosen {
             self.ready.executed.push((slot, crate::value_digest(value)));
         }
+        self.since_snapshot += crate::limits::value_size(value) as u64;
         for (index, cmd) in value.iter().enumerate() {
             let (store_before, key_before) = (
                 self.kv.revision(),
@@ -1927,6 +1932,17 @@ impl Server {
         if self.commit - self.log.start() < self.cfg.snapshot_interval {
             return;
         }
+        let share = self
+            .kv
+            .data_bytes()
+            .saturating_mul(self.cfg.snapshot_log_percent)
+            / 100;
+        if self.since_snapshot < share {
+            // Storage writes a snapshot whole: waiting until the log holds a share of the
+            // data makes that a constant cost per byte of commands at any data size.
+            return;
+        }
+        self.since_snapshot = 0;
         let snapshot = self.snapshot_now();
         self.log.truncate_before(self.commit);
         self.persist(PersistOp::Snapshot(snapshot));
@@ -2085,6 +2101,7 @@ impl Server {
     fn install_snapshot(&mut self, s: Snapshot) {
         debug_assert!(s.next_slot > self.commit);
         self.kv = s.kv.clone();
+        self.since_snapshot = 0;
         self.history.reset(self.kv.revision());
         self.commit = s.next_slot;
         self.log.truncate_before(s.next_slot);

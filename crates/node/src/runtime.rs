@@ -339,7 +339,6 @@ pub async fn run_server(
         on_ready: on_ready.map(|f| (f, metrics_addr)),
         broker_url: broker.url.clone(),
         last_commit: None,
-        bytes: None,
         queries: (Instant::now(), 0),
     };
     // Presence tells who is online; until it does, nobody is.
@@ -424,8 +423,6 @@ struct Node {
     broker_url: String,
     /// The commit index last seen, for the seconds-since-last-commit gauge.
     last_commit: Option<u64>,
-    /// Bytes of the state machine, counted at this commit index (counting walks every key).
-    bytes: Option<(u64, u64)>,
     /// Status queries answered in the second that started at this instant.
     queries: (Instant, u32),
 }
@@ -1140,23 +1137,8 @@ impl Node {
             return;
         }
         self.queries.1 += 1;
-        let commit = self.server().commit();
-        let cached = self.bytes;
-        let bytes = match cached {
-            Some((at, b)) if at == commit => b,
-            _ => {
-                let b: u64 = self
-                    .server()
-                    .kv()
-                    .iter()
-                    .map(|(k, v)| (k.len() + v.len()) as u64)
-                    .sum();
-                self.bytes = Some((commit, b));
-                b
-            }
-        };
         let mut s = self.status();
-        s.bytes = bytes;
+        s.bytes = self.server().kv().key_value_bytes();
         s.published_ms = unix_ms();
         if let Ok(body) = serde_json::to_vec(&s) {
             let topic = self.topics.reply(&format!("{user}/{to}"));

@@ -162,8 +162,13 @@ pub struct FileStorage {
     wal_path: PathBuf,
     wal: File,
     sync: SyncPolicy,
-    /// A mirror of what is on disk, for rewriting the file at a snapshot.
+    /// A mirror of what is on disk, for rewriting the file at a snapshot; but for the
+    /// snapshot's store, which is dropped once written (`store_on_disk_only`): the core
+    /// holds the live store, and a copy here would keep every page the core has changed
+    /// since alive (the maps share what did not change).
     durable: Durable,
+    store_on_disk_only: bool,
+    max_sessions: usize,
     /// What loading found at the end of the log.
     pub recovery: Recovery,
     /// The log held no record at all: a new data directory, or one whose contents were lost.
@@ -303,6 +308,8 @@ impl FileStorage {
             wal,
             sync,
             durable,
+            store_on_disk_only: false,
+            max_sessions,
             recovery,
             empty: valid_len == 0,
             end: valid_len,
@@ -418,7 +425,14 @@ impl FileStorage {
 
 impl Storage for FileStorage {
     fn load(&mut self) -> Result<Durable, StorageError> {
-        Ok(self.durable.clone())
+        if !self.store_on_disk_only {
+            return Ok(self.durable.clone());
+        }
+        // Only after a snapshot was written (a server loads once, at start): read it back.
+        let bytes = read_wal(&self.wal_path)?;
+        let mut durable = Durable::new(self.max_sessions);
+        replay_log(&self.wal_path, &bytes, WAL_FORMAT, &mut durable)?;
+        Ok(durable)
     }
 
     fn persist(&mut self, ops: &[PersistOp]) -> Result<(), StorageError> {
@@ -437,7 +451,10 @@ impl Storage for FileStorage {
         }
         if snapshot {
             // The rewrite holds everything, including this step's other ops.
-            return self.rewrite();
+            self.rewrite()?;
+            self.durable.snapshot.kv = mqpaxos_core::KvStore::new(self.max_sessions);
+            self.store_on_disk_only = true;
+            return Ok(());
         }
         let buf = group(self.seq, &body)?;
         self.seq += 1;
@@ -811,15 +828,26 @@ mod tests {
             .unwrap();
         }
         let before = s.log_bytes();
-        s.persist(&[PersistOp::Snapshot(Snapshot {
-            next_slot: 45,
-            kv: KvStore::new(100),
-        })])
-        .unwrap();
+        let mut kv = KvStore::new(100);
+        kv.apply(
+            44,
+            &Command {
+                client: "c".into(),
+                seq: 1,
+                op: Op::Once(Box::new(Op::Put {
+                    key: "k".into(),
+                    value: "v".into(),
+                })),
+            },
+        );
+        s.persist(&[PersistOp::Snapshot(Snapshot { next_slot: 45, kv })])
+            .unwrap();
         let after = s.log_bytes();
         assert_eq!(fs::metadata(d.path().join("wal")).unwrap().len() % CHUNK, 0);
         assert!(after < before / 4, "{after} vs {before}");
+        // Storage keeps no copy of a written snapshot's store: loading reads it back.
         let expected = s.load().unwrap();
+        assert_eq!(expected.snapshot.kv.get("k").map(String::as_str), Some("v"));
         drop(s);
         let mut s = open(d.path());
         let got = s.load().unwrap();
