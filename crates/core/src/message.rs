@@ -202,6 +202,12 @@ pub enum Input {
     Request(Command),
     /// A timer that the core set has fired.
     Timer(TimerKind),
+    /// The broker says server `0`'s connection is gone: its last will (or a clean
+    /// shutdown's `offline`). A follower whose leader that is stands for election within a
+    /// short jitter instead of waiting out the election timeout. It may be stale (the
+    /// server has reconnected since) or never come (a partition the broker has not noticed
+    /// yet): an election is always safe, and the timeout stays the fallback.
+    PeerOffline(NodeId),
 }
 
 /// What one step asks of the runtime, in this order: send `send_now` (these may leave before

@@ -216,6 +216,53 @@ pub struct Progress {
     pub revision: u64,
 }
 
+/// The requests a server that does not lead received lately, bounded in count and bytes and
+/// forgotten after an election timeout: a new leader proposes them at once.
+#[derive(Debug, Default)]
+struct Recent {
+    commands: VecDeque<(Duration, Command)>,
+    bytes: usize,
+}
+
+impl Recent {
+    const MAX_COMMANDS: usize = 1024;
+    const MAX_BYTES: usize = 4 << 20;
+
+    fn keep(&mut self, now: Duration, cmd: Command, ttl: Duration) {
+        if crate::limits::check_command(&cmd).is_some() {
+            return;
+        }
+        self.expire(now, ttl);
+        self.bytes += crate::limits::command_size(&cmd);
+        self.commands.push_back((now, cmd));
+        while self.commands.len() > Self::MAX_COMMANDS || self.bytes > Self::MAX_BYTES {
+            self.pop();
+        }
+    }
+
+    fn take(&mut self, now: Duration, ttl: Duration) -> Vec<Command> {
+        self.expire(now, ttl);
+        self.bytes = 0;
+        self.commands.drain(..).map(|(_, c)| c).collect()
+    }
+
+    fn expire(&mut self, now: Duration, ttl: Duration) {
+        while self
+            .commands
+            .front()
+            .is_some_and(|(at, _)| now.saturating_sub(*at) > ttl)
+        {
+            self.pop();
+        }
+    }
+
+    fn pop(&mut self) {
+        if let Some((_, c)) = self.commands.pop_front() {
+            self.bytes = self.bytes.saturating_sub(crate::limits::command_size(&c));
+        }
+    }
+}
+
 /// One Multi-Paxos server.
 #[derive(Debug)]
 pub struct Server {
@@ -253,6 +300,8 @@ pub struct Server {
     /// Bytes of commands executed since the last snapshot (see
     /// [`Config::snapshot_log_percent`]).
     since_snapshot: u64,
+    /// Requests seen while not leading, for a quick takeover (see `on_request`).
+    recent: Recent,
     /// The encoded copy handed out to a client for a backup (`Op::SnapshotPiece`), and the
     /// slot it was taken before. Apart from `snapshot_out`, so that a backup and a peer's
     /// catch-up do not restart each other's transfers; kept after its last piece, so that a
@@ -309,6 +358,7 @@ impl Server {
             snapshot_out: None,
             snapshot_in: None,
             since_snapshot: 0,
+            recent: Recent::default(),
             backup_out: None,
             history,
             ready: Ready::default(),
@@ -360,6 +410,7 @@ impl Server {
             Input::Message { from, msg } => self.on_message(now, from, msg),
             Input::Request(cmd) => self.on_request(now, cmd),
             Input::Timer(kind) => self.on_timer(now, kind),
+            Input::PeerOffline(id) => self.on_peer_offline(id),
         }
         if matches!(self.rejoin, Some(Rejoin::CatchUp { through }) if self.commit >= through) {
             self.finish_rejoin();
@@ -752,10 +803,26 @@ impl Server {
         }
     }
 
+    /// The broker published server `id`'s last will. If it led us, waiting out the election
+    /// timeout would only add downtime: stand within a jitter (so that the followers, who
+    /// all see the will at once, rarely duel). Nothing else changes: if the will is stale
+    /// and the leader still leads, its heartbeats keep the others from promising (they only
+    /// forget a leader on its will too), and at worst one election moves the lead.
+    fn on_peer_offline(&mut self, id: NodeId) {
+        if id == self.cfg.id || self.leader != Some(id) || !matches!(self.role, Role::Follower) {
+            return;
+        }
+        self.leader = None;
+        self.last_leader_contact = None;
+        self.set_timer(TimerKind::Election, Duration::ZERO, self.cfg.heartbeat / 2);
+    }
+
     /// A client's command. Only the leader acts on it; every server receives it, so whichever
-    /// leads answers.
+    /// leads answers. Others keep the latest for a while: if they are elected soon, they
+    /// propose them, so a client whose leader died is answered without waiting to resend.
     fn on_request(&mut self, now: Duration, cmd: Command) {
         let Role::Leader(l) = &mut self.role else {
+            self.recent.keep(now, cmd, self.cfg.election_timeout);
             return;
         };
         if let Some(refusal) = crate::limits::check_command(&cmd) {
@@ -1319,6 +1386,12 @@ impl Server {
             Duration::ZERO,
         );
         self.try_commit(now);
+        // Requests that reached us while another led (or nobody did): a client of a dead
+        // leader is still waiting for them. At most once holds as for any retry: the session
+        // table answers one already executed with its result.
+        for cmd in self.recent.take(now, self.cfg.election_timeout) {
+            self.on_request(now, cmd);
+        }
     }
 
     /// Leader: whether fewer than a majority (itself included) have been heard from within

@@ -986,3 +986,68 @@ fn a_lost_snapshot_piece_is_asked_for_again() {
     assert_eq!(c.server(3).commit(), 30);
     assert_eq!(c.server(3).kv(), c.server(1).kv());
 }
+
+/// The broker's will for the leader: each follower arms its election timer to fire at once
+/// (within a jitter) instead of an election timeout later, and the new leader answers the
+/// command that the dead leader's client is still waiting for, from what it received while
+/// following: no resend needed. The command executes once.
+#[test]
+fn a_will_for_the_leader_starts_an_election_and_waiting_commands_are_answered() {
+    let mut c = Cluster::new(3, |_| {});
+    c.elect(1);
+    c.settle();
+    c.fire(1, TimerKind::Heartbeat);
+    c.settle();
+    assert_eq!(c.server(2).leader(), Some(1));
+    // The leader dies; a command reaches the other two, who do not lead.
+    c.crash(1);
+    c.request(put("c/1", 1, "k", "v"));
+    c.settle();
+    assert!(c.replies.is_empty());
+    for id in [2, 3] {
+        c.now += Duration::from_millis(1);
+        let now = c.now;
+        let ready = c.servers[id as usize - 1]
+            .as_mut()
+            .unwrap()
+            .step(now, Input::PeerOffline(1));
+        let election = ready
+            .timers
+            .iter()
+            .find(|t| t.kind == TimerKind::Election)
+            .expect("the will arms the election timer");
+        assert_eq!(election.after, Duration::ZERO, "server {id}");
+        assert!(election.jitter < Duration::from_millis(100), "server {id}");
+        assert_eq!(c.server(id).leader(), None);
+        c.absorb(id, ready);
+    }
+    // Milliseconds later, not an election timeout: server 2's timer fires and it wins.
+    c.fire(2, TimerKind::Election);
+    c.settle();
+    assert_eq!(c.server(2).role(), RoleKind::Leader);
+    assert_eq!(c.replies, vec![("c/1".into(), 1, OpResult::Done)]);
+    // The client's own resend, arriving now, is answered from the session, not run again.
+    c.request(put("c/1", 1, "k", "v"));
+    c.fire(2, TimerKind::Heartbeat);
+    c.settle();
+    assert_eq!(c.replies.len(), 2);
+    assert_eq!(c.server(2).kv().entry("k").map(|r| r.version), Some(1));
+    assert_eq!(value(&c, 3, "k").as_deref(), Some("v"));
+}
+
+/// A will for a server that is not our leader (or a stale one after we moved on) changes
+/// nothing.
+#[test]
+fn a_will_for_another_server_changes_nothing() {
+    let mut c = Cluster::new(3, |_| {});
+    c.elect(1);
+    c.settle();
+    c.now += Duration::from_millis(1);
+    let now = c.now;
+    let ready = c.servers[1]
+        .as_mut()
+        .unwrap()
+        .step(now, Input::PeerOffline(3));
+    assert!(ready.timers.is_empty() && ready.send_now.is_empty());
+    assert_eq!(c.server(2).leader(), Some(1));
+}

@@ -1117,6 +1117,11 @@ impl Node {
                     }
                     self.metrics.servers_online.set(self.online.len() as i64);
                     self.driver.set_online(self.online.len());
+                    if payload.as_slice() != b"online" && id != self.server().id() {
+                        // A will: if that was our leader, the core stands for election now
+                        // rather than after the election timeout.
+                        self.step(Input::PeerOffline(id)).await?;
+                    }
                 }
             }
             Some(Parsed::Chaos) | Some(Parsed::Status { .. }) | Some(Parsed::Reply { .. }) => {}

@@ -106,6 +106,22 @@ pub struct Scenario {
     pub snapshot_chunk: usize,
     /// Values are padded to a random length up to this many bytes (0: short values).
     pub value_size: usize,
+    /// The broker's last wills (`Input::PeerOffline`), if this scenario models them.
+    pub wills: Option<Wills>,
+}
+
+/// How the simulated broker publishes wills. Each recipient gets its copy after its own
+/// delay (mostly a few milliseconds, sometimes up to a second), so wills also arrive after
+/// the server has restarted; stale wills name a leader that is alive and well (a broker
+/// that dropped its connection while the process lives on, or a flapping link).
+#[derive(Clone, Copy, Debug)]
+pub struct Wills {
+    /// Probability that a crash is followed by its will (otherwise the broker has not
+    /// noticed: a power cut or a partition before its keepalive expires).
+    pub on_crash: f64,
+    /// About this often in the safety phase, a will for the current leader reaches a random
+    /// set of the others.
+    pub stale_every: Option<Duration>,
 }
 
 impl Scenario {
@@ -134,6 +150,7 @@ impl Scenario {
             message_budget: 300,
             snapshot_chunk: 32,
             value_size: 0,
+            wills: None,
         }
     }
 
@@ -159,6 +176,7 @@ pub fn all() -> Vec<Scenario> {
     vec![
         seed(),
         leader_crash(),
+        failover(),
         crash_restart(),
         amnesia(),
         pause(),
@@ -215,6 +233,29 @@ pub fn leader_crash() -> Scenario {
         down_min: Duration::from_millis(100),
         down_max: Duration::from_millis(2500),
     };
+    s
+}
+
+/// Failover from the broker's last will: the leader dies every second and its will reaches
+/// the others (mostly at once, sometimes late or never), and stale wills name a leader that
+/// is alive. Elections they start must never break safety, and the cluster must keep
+/// making progress however often a live leader is declared dead.
+pub fn failover() -> Scenario {
+    let mut s = Scenario::base(
+        "failover",
+        "5 servers, 3 clients, 5% loss: the leader is killed every second, wills (prompt, late, lost) and stale wills for a live leader",
+        5,
+    );
+    s.net = NetConfig::mildly_lossy();
+    s.faults = FaultPlan::LeaderCrashes {
+        every: Duration::from_millis(1000),
+        down_min: Duration::from_millis(50),
+        down_max: Duration::from_millis(1500),
+    };
+    s.wills = Some(Wills {
+        on_crash: 0.9,
+        stale_every: Some(Duration::from_millis(400)),
+    });
     s
 }
 

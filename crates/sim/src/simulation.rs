@@ -93,15 +93,24 @@ enum Fault {
     CrashLeader,
     CrashRandom,
     Restart(NodeId),
-    MinorityStart { minority: usize },
+    MinorityStart {
+        minority: usize,
+    },
     MinorityEnd,
     PauseLeader,
     OneWayStart,
     OneWayEnd,
+    /// A will for the current leader, which is alive (see [`crate::scenario::Wills`]).
+    StaleWill,
 }
 
 #[derive(Debug)]
 enum Ev {
+    /// The broker's will for server `about` reaches server `to`.
+    Will {
+        about: NodeId,
+        to: NodeId,
+    },
     Deliver {
         from: Addr,
         to: Addr,
@@ -486,6 +495,14 @@ impl Simulation {
     // ----- faults -----
 
     fn plan_faults(&mut self) {
+        if let Some(every) = self.sc.wills.and_then(|w| w.stale_every) {
+            let mut t = every;
+            while t < self.sc.safety {
+                let jitter = self.rand_duration(every);
+                self.schedule(t + jitter, Ev::Fault(Fault::StaleWill));
+                t += every;
+            }
+        }
         match self.sc.faults.clone() {
             FaultPlan::None => {}
             FaultPlan::RandomPartitions { count, sizes } => {
@@ -576,6 +593,17 @@ impl Simulation {
                     .collect();
                 self.net.groups = Some(groups);
                 self.begin_watch(majority, minority, false);
+            }
+            Fault::StaleWill => {
+                if let Some(leader) = self.current_leader() {
+                    // To a random set of the others: some hear it, some do not.
+                    for to in (1..=self.sc.servers).filter(|to| *to != leader) {
+                        if self.rng.gen_bool(0.6) {
+                            let delay = self.rand_duration(Duration::from_millis(20));
+                            self.schedule(delay, Ev::Will { about: leader, to });
+                        }
+                    }
+                }
             }
             Fault::CrashLeader => {
                 if let Some(id) = self.current_leader() {
@@ -803,8 +831,26 @@ impl Simulation {
         s.wake_at = None;
         if s.driver.take().is_some() {
             self.crashes += 1;
+            if let Some(w) = self.sc.wills {
+                if self.rng.gen_bool(w.on_crash) {
+                    self.publish_will(id);
+                }
+            }
         }
         self.update_online();
+    }
+
+    /// The broker publishes `about`'s will: every other server gets it after its own delay
+    /// (QoS 1: late, never lost), whatever it has done meanwhile.
+    fn publish_will(&mut self, about: NodeId) {
+        for to in (1..=self.sc.servers).filter(|to| *to != about) {
+            let delay = if self.rng.gen_bool(0.1) {
+                self.rand_duration(Duration::from_secs(1))
+            } else {
+                Duration::from_millis(1) + self.rand_duration(Duration::from_millis(20))
+            };
+            self.schedule(delay, Ev::Will { about, to });
+        }
     }
 
     /// What the broker's presence topics would say: every running server is online.
@@ -959,6 +1005,7 @@ impl Simulation {
             }
             Ev::FlushServer { id } => self.flush_server(id),
             Ev::Synced { id, gen } => self.synced(id, gen),
+            Ev::Will { about, to } => self.step_server(to, Input::PeerOffline(about)),
             Ev::ClientTimer { idx, gen } => {
                 if self.clients[idx].timer_gen == gen {
                     let r = self.clients[idx].client.on_timer();

@@ -64,17 +64,17 @@ type Case = (&'static str, fn(&mut Config), &'static str, u64);
 fn known_bugs_are_caught_at_their_seeds() {
     let cases: &[Case] = &[
         ("half quorum", half_quorum, "seed", 0),
-        ("skip re-proposal", skip_reproposal, "leader-crash", 1),
+        ("skip re-proposal", skip_reproposal, "leader-crash", 2),
         ("trust lost state", trust_lost_state, "amnesia", 23),
-        ("read without quorum", read_without_quorum, "pause", 2),
+        ("read without quorum", read_without_quorum, "pause", 1),
         ("no check-quorum", no_check_quorum, "one-way", 0),
-        ("trust an empty disk", trust_empty_disk, "amnesia-fast", 4),
+        ("trust an empty disk", trust_empty_disk, "amnesia-fast", 18),
         ("learn any ballot", learn_any_ballot, "minority", 0),
         (
             "read joins a running round",
             read_joins_running_round,
             "pause",
-            7,
+            2,
         ),
         (
             "snapshot without sessions",
@@ -86,7 +86,7 @@ fn known_bugs_are_caught_at_their_seeds() {
             "catch-up of unchosen values",
             catch_up_unchosen,
             "minority",
-            0,
+            1,
         ),
         (
             "early messages before the promise",

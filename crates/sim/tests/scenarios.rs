@@ -233,3 +233,27 @@ fn a_calm_cluster_keeps_its_first_leader() {
         assert_eq!(r.elections_won, 1, "seed {seed}: leadership changed hands");
     }
 }
+
+#[test]
+fn failover() {
+    run("failover");
+}
+
+/// The wills are what makes failover fast, not just safe: over the same seeds, the clients
+/// of the `failover` scenario complete clearly more operations with wills than when the
+/// broker never publishes them (the followers then wait out the election timeout after
+/// every kill). Counted in operations, not time, so the machine's speed does not matter.
+#[test]
+fn wills_shorten_failover() {
+    let with = scenario::by_name("failover").expect("scenario exists");
+    let mut without = with.clone();
+    without.wills = None;
+    let ops = |sc: &scenario::Scenario| -> u64 {
+        (0..40).map(|seed| run_seed(sc, seed).ops_completed).sum()
+    };
+    let (a, b) = (ops(&with), ops(&without));
+    assert!(
+        a * 10 > b * 11,
+        "{a} operations with wills, {b} without: wills should speed failover up"
+    );
+}

@@ -14,6 +14,8 @@ pub struct Counters {
     pub executed: f64,
     /// `mqpaxos_is_leader`: 1 while the server leads.
     pub is_leader: bool,
+    /// `mqpaxos_leader`: the leader the server follows (0: none known).
+    pub leader: u32,
 }
 
 /// Parses the Prometheus text format for the two counters the bench needs.
@@ -35,6 +37,8 @@ pub fn parse_counters(text: &str) -> Counters {
             c.executed = v;
         } else if name == "mqpaxos_is_leader" {
             c.is_leader = v == 1.0;
+        } else if name == "mqpaxos_leader" {
+            c.leader = v as u32;
         }
     }
     c
@@ -191,6 +195,7 @@ mod tests {
                 messages_out: 5.0,
                 executed: 5.0,
                 is_leader: false,
+                leader: 0,
             }),
         ];
         assert_eq!(publishes_per_command(&before, &after), Some((4.0, 5)));
