@@ -177,6 +177,11 @@ pub struct Step {
     pub rss_mib: Option<f64>,
     /// CPU of this bench process (clients, and the built-in broker when it runs one).
     pub bench_cpu_percent: Option<f64>,
+    /// CPU time per acknowledged command, in microseconds: the servers' plus this bench
+    /// process's (so, for its own cluster, the built-in broker's and the clients' too). The
+    /// cost of a command whatever the machine's speed: what the CPU work targets.
+    #[serde(default)]
+    pub cpu_us_per_command: Option<f64>,
     /// The first error seen, if any.
     pub first_error: Option<String>,
 }
@@ -589,12 +594,19 @@ async fn run_step(
     let ppc = observe::publishes_per_command(&metrics_before, &metrics_after);
     let hist = &out.hist;
     let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+    let cpu_percent = observe::cpu_percent(&cpu_before, &cpu_after, wall);
+    let bench_cpu_percent = observe::cpu_percent(&self_before, &self_after, wall);
+    let ops_per_sec = hist.len() as f64 / load.duration.as_secs_f64();
+    let cpu_us_per_command = cpu_percent
+        .zip(bench_cpu_percent)
+        .filter(|_| ops_per_sec > 0.0)
+        .map(|(a, b)| (a + b) / 100.0 * 1e6 / ops_per_sec);
     Ok(Step {
         clients,
         rate: load.rate,
         ops: hist.len(),
         errors: out.errors,
-        ops_per_sec: hist.len() as f64 / load.duration.as_secs_f64(),
+        ops_per_sec,
         p50_ms: ms(0.5),
         p90_ms: ms(0.9),
         p99_ms: ms(0.99),
@@ -602,9 +614,10 @@ async fn run_step(
         max_ms: hist.max() as f64 / 1000.0,
         committed: ppc.map(|(_, c)| c),
         publishes_per_command: ppc.map(|(p, _)| p),
-        cpu_percent: observe::cpu_percent(&cpu_before, &cpu_after, wall),
+        cpu_percent,
         rss_mib: rss,
-        bench_cpu_percent: observe::cpu_percent(&self_before, &self_after, wall),
+        bench_cpu_percent,
+        cpu_us_per_command,
         first_error: out.first_error,
     })
 }
@@ -619,12 +632,13 @@ fn step_line(s: &Step) -> String {
         None => format!("clients {:>4}", s.clients),
     };
     let mut line = format!(
-        "{what}: {:>9.0} ops/s  p50 {:>7.2} ms  p99 {:>7.2} ms  pub/cmd {:>5}  cpu {:>5}%  ({} errors)",
+        "{what}: {:>9.0} ops/s  p50 {:>7.2} ms  p99 {:>7.2} ms  pub/cmd {:>5}  cpu {:>5}%  cpu/cmd {:>5} us  ({} errors)",
         s.ops_per_sec,
         s.p50_ms,
         s.p99_ms,
         opt(s.publishes_per_command, 2),
         opt(s.cpu_percent, 0),
+        opt(s.cpu_us_per_command, 0),
         s.errors
     );
     if let Some(e) = &s.first_error {
@@ -635,12 +649,12 @@ fn step_line(s: &Step) -> String {
 
 fn print_table(r: &Results) {
     println!(
-        "| clients | rate | ops/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | pub/cmd | cpu % | rss MiB | bench cpu % |"
+        "| clients | rate | ops/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | pub/cmd | cpu % | rss MiB | bench cpu % | cpu us/cmd |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for s in &r.steps {
         println!(
-            "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} | {} | {} |",
             s.clients,
             opt(s.rate, 0),
             s.ops_per_sec,
@@ -654,6 +668,7 @@ fn print_table(r: &Results) {
             opt(s.cpu_percent, 0),
             opt(s.rss_mib, 1),
             opt(s.bench_cpu_percent, 0),
+            opt(s.cpu_us_per_command, 0),
         );
     }
 }

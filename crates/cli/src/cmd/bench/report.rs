@@ -21,10 +21,11 @@ pub fn write(dir: &Path, doc: &Path, img_dir: &Path) -> Result<(), Failure> {
     std::fs::create_dir_all(img_dir)
         .map_err(|e| fail(2, format!("cannot create {}: {e}", img_dir.display())))?;
     register_font()?;
-    // Charts: the closed-loop put-only runs, one line per system.
+    // Charts: the closed-loop put-only runs of the main data size, one line per system.
+    let sizes = main_sizes(&runs);
     let series: Vec<&Results> = runs
         .iter()
-        .filter(|r| r.params.mode == "closed" && r.params.mix == "put=100")
+        .filter(|r| r.params.mode == "closed" && r.params.mix == "put=100" && sizes_of(r) == sizes)
         .collect();
     let mut images = Vec::new();
     if !series.is_empty() {
@@ -245,11 +246,22 @@ fn relative(doc: &Path, target: &Path) -> String {
     s
 }
 
+/// Keys and value size of the first run: the comparison's main workload. Runs with other
+/// sizes (bench/compare's large-state step) get tables of their own.
+fn main_sizes(runs: &[Results]) -> (usize, usize) {
+    runs.first().map_or((0, 0), sizes_of)
+}
+
+fn sizes_of(r: &Results) -> (usize, usize) {
+    (r.params.keys, r.params.value_size)
+}
+
 /// The peak of each system's put-only run, and mqpaxos's publishes per command across steps.
 fn summary(d: &mut String, runs: &[Results]) {
+    let sizes = main_sizes(runs);
     let puts: Vec<&Results> = runs
         .iter()
-        .filter(|r| r.params.mode == "closed" && r.params.mix == "put=100")
+        .filter(|r| r.params.mode == "closed" && r.params.mix == "put=100" && sizes_of(r) == sizes)
         .collect();
     if puts.is_empty() {
         return;
@@ -372,33 +384,54 @@ fn document(runs: &[Results], notes: &str, doc: &Path, img_dir: &Path, charts: b
             img_dir.join("bench-latency.png").display()
         );
     }
-    // Put only first, then the other mixes in the order they ran.
-    let mut mixes: Vec<String> = vec!["put=100".to_string()];
+    // Put only first, then the other mixes in the order they ran, then other data sizes.
+    let sizes = main_sizes(runs);
+    let mut groups: Vec<(String, (usize, usize))> = vec![("put=100".to_string(), sizes)];
     for r in runs {
-        if !mixes.contains(&r.params.mix) {
-            mixes.push(r.params.mix.clone());
+        let g = (r.params.mix.clone(), sizes_of(r));
+        if !groups.contains(&g) {
+            groups.push(g);
         }
     }
-    mixes.retain(|m| runs.iter().any(|r| &r.params.mix == m));
-    for mix in mixes {
-        let _ = writeln!(d, "\n## Results: {mix}\n");
+    groups.retain(|(m, z)| runs.iter().any(|r| &r.params.mix == m && sizes_of(r) == *z));
+    groups.sort_by_key(|(_, z)| *z != sizes);
+    for (mix, group) in groups {
+        if group == sizes {
+            let _ = writeln!(d, "\n## Results: {mix}\n");
+        } else {
+            let _ = writeln!(
+                d,
+                "\n## Results: {mix}, large state: {} keys of {} bytes\n\n\
+                 The same load over many more keys (uniform random, so the store holds up to \
+                 {} MB): what snapshots, memory and the disk cost once the data is not tiny. \
+                 mqpaxos and etcd only.\n",
+                group.0,
+                group.1,
+                group.0.saturating_mul(group.1) / 1_000_000
+            );
+        }
         let _ = writeln!(
             d,
             "ops/s counts answered commands in the measured window; latencies are from the \
              HDR histogram of those commands. pub/cmd is MQTT publishes by all servers per \
              committed command (mqpaxos only); CPU (% of one core, summed over the members) \
-             and RSS (MiB, summed) are of the servers' processes.\n"
+             and RSS (MiB, summed) are of the servers' processes; CPU µs/cmd is the servers' \
+             CPU time plus the load generator's (its clients, and mqpaxos's built-in broker, \
+             which runs inside it) per acknowledged command.\n"
         );
         let _ = writeln!(
             d,
-            "| system | clients | ops/s | p50 ms | p99 ms | p99.9 ms | max ms | errors | pub/cmd | CPU % | RSS MiB |"
+            "| system | clients | ops/s | p50 ms | p99 ms | p99.9 ms | max ms | errors | pub/cmd | CPU % | RSS MiB | CPU µs/cmd |"
         );
-        let _ = writeln!(d, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
-        for r in runs.iter().filter(|r| r.params.mix == mix) {
+        let _ = writeln!(d, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+        for r in runs
+            .iter()
+            .filter(|r| r.params.mix == mix && sizes_of(r) == group)
+        {
             for s in &r.steps {
                 let _ = writeln!(
                     d,
-                    "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} | {} | {} | {} | {} |",
+                    "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} | {} | {} | {} | {} | {} |",
                     r.label,
                     s.clients,
                     s.ops_per_sec,
@@ -410,6 +443,7 @@ fn document(runs: &[Results], notes: &str, doc: &Path, img_dir: &Path, charts: b
                     opt(s.publishes_per_command, 2),
                     opt(s.cpu_percent, 0),
                     opt(s.rss_mib, 0),
+                    opt(s.cpu_us_per_command, 0),
                 );
             }
         }
