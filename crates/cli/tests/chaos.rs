@@ -1,4 +1,4 @@
-//! A shortened seed experiment on real processes, on both brokers: faults through the chaos
+//! A shortened reference experiment on real processes, on both brokers: faults through the chaos
 //! topic, random splits, and the runner's own verdict.
 
 mod common;

@@ -234,7 +234,7 @@ fn is_promise(from: NodeId, round: u64) -> impl Fn(&Flight) -> bool {
     }
 }
 
-/// The seed's example. Round 1: a vote is delayed. Round 2: the delayed vote arrives and must
+/// The original design's example. Round 1: a vote is delayed. Round 2: the delayed vote arrives and must
 /// not count for round 2.
 #[test]
 fn a_delayed_vote_from_round_1_does_not_count_in_round_2() {

@@ -66,7 +66,7 @@ pub struct Row {
     pub command_publishes: f64,
     pub command_deliveries: f64,
     pub heartbeats_per_second: f64,
-    /// Under the seed's faults (20% loss, 10 ms delay, partitions), averaged over seeds.
+    /// Under the reference experiment's faults (20% loss, 10 ms delay, partitions), averaged over seeds.
     pub faulty_command_publishes: f64,
     pub faulty_command_deliveries: f64,
 }
@@ -78,7 +78,7 @@ pub fn measure(n: u32) -> Row {
     let commands = r.ops_completed.max(1);
     let (cp, cd) = total(&r, &COMMAND);
     let (hp, _) = total(&r, &["heartbeat"]);
-    let mut faulty = scenario::seed();
+    let mut faulty = scenario::paper();
     faulty.servers = n;
     faulty.faults = FaultPlan::RandomPartitions {
         count: 5,
@@ -112,7 +112,7 @@ pub fn markdown_table(sizes: &[u32]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "| servers | msgs per election (publishes / deliveries) | msgs per committed command, healthy (publishes / deliveries) | same under the seed's faults | heartbeat publishes per second |"
+        "| servers | msgs per election (publishes / deliveries) | msgs per committed command, healthy (publishes / deliveries) | same under the reference experiment's faults | heartbeat publishes per second |"
     );
     let _ = writeln!(out, "|---|---|---|---|---|");
     for n in sizes {

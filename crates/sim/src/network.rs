@@ -55,7 +55,7 @@ impl NetConfig {
 pub struct Network {
     pub cfg: NetConfig,
     /// When set, servers in different groups cannot talk. Clients reach every server, as in
-    /// the seed's experiment where only the servers were split.
+    /// the reference experiment where only the servers were split.
     pub groups: Option<Vec<BTreeSet<NodeId>>>,
     /// One-way cuts: a message from the first to the second is dropped, while the other
     /// direction works (a half-broken connection, a broker dropping one subscriber's traffic).

@@ -174,7 +174,7 @@ impl Scenario {
 /// Every scenario, by name.
 pub fn all() -> Vec<Scenario> {
     vec![
-        seed(),
+        paper(),
         leader_crash(),
         failover(),
         crash_restart(),
@@ -197,11 +197,11 @@ pub fn by_name(name: &str) -> Option<Scenario> {
     all().into_iter().find(|s| s.name == name)
 }
 
-/// The seed's experiment: 7 servers, 5 clients, 20% loss, 10 ms delay, five random splits
+/// The reference experiment: 7 servers, 5 clients, 20% loss, 10 ms delay, five random splits
 /// into 4 and 3, then heal.
-pub fn seed() -> Scenario {
+pub fn paper() -> Scenario {
     let mut s = Scenario::base(
-        "seed",
+        "paper",
         "7 servers, 5 clients, 20% loss, 10 ms delay, 5 random 4/3 partitions, then heal",
         7,
     );

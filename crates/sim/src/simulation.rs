@@ -182,6 +182,9 @@ struct SimServer {
     cache: Vec<PersistOp>,
     /// The messages of the flush being synced: they leave when the sync returns.
     after_sync: Vec<Outgoing>,
+    /// The commit point when the last flush was taken: what its messages vouch for (the
+    /// server may step on before the sync returns, as at the instant a sync completes).
+    flushed_commit: Slot,
     /// What the flush being synced executed: it counts once the sync returns.
     executed: Vec<(Slot, u64)>,
     /// The changes the flush being synced publishes for watchers (as leader), once synced.
@@ -294,6 +297,7 @@ impl Simulation {
                     durable: Durable::new(cfg.max_sessions),
                     cache: Vec::new(),
                     after_sync: Vec::new(),
+                    flushed_commit: 0,
                     executed: Vec::new(),
                     changes: Vec::new(),
                     last_published: 0,
@@ -1155,6 +1159,7 @@ impl Simulation {
             changes,
             ..
         } = driver.flush();
+        self.servers[i].flushed_commit = self.servers[i].server().map_or(0, Server::commit);
         let bytes: usize = persist.iter().map(mqpaxos_core::limits::persist_size).sum();
         if bytes > mqpaxos_core::limits::MAX_FLUSH {
             // The real storage refuses such a group, and its server stops.
@@ -1349,9 +1354,9 @@ impl Simulation {
     ///   must be durable (with one server there is no other copy).
     fn check_vouches(&mut self, id: NodeId, msg: &Message) {
         let s = &self.servers[id as usize - 1];
-        let Some(server) = s.server() else {
+        if s.server().is_none() {
             return;
-        };
+        }
         let under = match msg {
             Message::Accept { ballot, .. }
             | Message::Heartbeat { ballot, .. }
@@ -1373,7 +1378,10 @@ impl Simulation {
             }
         }
         if self.sc.servers == 1 && matches!(msg, Message::Reply { .. }) {
-            let commit = server.commit();
+            // Seed 9316 of `single` once stepped a command in at the instant its previous
+            // flush's sync returned, before that flush's replies left: the reply vouches for
+            // the commit point of its flush, not for the one the server has reached since.
+            let commit = s.flushed_commit;
             let d = &s.durable;
             let first = d.snapshot.next_slot;
             if let Some(slot) = (first..commit).find(|slot| d.log.get(*slot).is_none()) {

@@ -26,8 +26,8 @@ fn failures(mut sc: Scenario, tweak: fn(&mut Config), seeds: u64) -> Vec<(u64, S
 }
 
 #[test]
-fn a_half_quorum_is_caught_in_the_seed_experiment() {
-    let f = failures(scenario::seed(), half_quorum, 50);
+fn a_half_quorum_is_caught_in_the_reference_experiment() {
+    let f = failures(scenario::paper(), half_quorum, 50);
     eprintln!(
         "half quorum, seed scenario: {} of 50 seeds failed; first: {:?}",
         f.len(),

@@ -45,8 +45,8 @@ fn run_n(name: &str, seeds: u64) {
 }
 
 #[test]
-fn seed_experiment() {
-    run("seed");
+fn paper_experiment() {
+    run("paper");
 }
 
 #[test]
@@ -210,7 +210,7 @@ fn scenarios_exercise_their_faults() {
             assert!(crashes >= 20 * 4, "{crashes} crashes");
             assert!(snaps > 0, "no snapshot was ever transferred");
         }
-        if sc.name == "seed" {
+        if sc.name == "paper" {
             assert!(
                 elections >= 20 * 3,
                 "partitions should force new leaders: {elections}"

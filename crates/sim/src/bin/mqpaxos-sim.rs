@@ -17,7 +17,7 @@ use std::process::ExitCode;
 )]
 struct Args {
     /// Scenario to run (see --list); `all` runs every one.
-    #[arg(long, default_value = "seed")]
+    #[arg(long, default_value = "paper")]
     scenario: String,
     /// Run this many seeds, starting at --first-seed.
     #[arg(long, default_value_t = 100)]
