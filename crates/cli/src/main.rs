@@ -5,6 +5,7 @@
 mod cmd;
 mod config;
 
+use crate::cmd::Exit;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -48,7 +49,7 @@ enum Command {
     Watch(cmd::kv::WatchArgs),
     /// Backups: save a consistent copy of the state, check a file, restore a data directory.
     Snapshot(cmd::snapshot::Args),
-    /// The seed's experiment on real processes: faults, partitions, and a verdict.
+    /// The reference experiment on real processes: faults, partitions, and a verdict.
     Chaos(cmd::chaos::Args),
     /// Print the broker ACL (Mosquitto or EMQX) that the topic layout needs.
     Acl(cmd::acl::Args),
@@ -96,7 +97,7 @@ fn main() -> ExitCode {
     // Settings from a file become environment defaults before clap reads the environment.
     if let Err(e) = config::load_file_into_env(<Cli as clap::CommandFactory>::command()) {
         eprintln!("mqpaxos: {e}");
-        return ExitCode::from(2);
+        return Exit::Usage.into();
     }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -122,14 +123,14 @@ fn main() -> ExitCode {
                 first = format!("{first} {}", lines.next().unwrap_or(""));
             }
             eprintln!("mqpaxos: {first} (see mqpaxos --help)");
-            return ExitCode::from(2);
+            return Exit::Usage.into();
         }
     };
     let filter = match log_filter(std::env::var("MQPAXOS_LOG").ok().as_deref()) {
         Ok(f) => f,
         Err(e) => {
             eprintln!("mqpaxos: {e}");
-            return ExitCode::from(2);
+            return Exit::Usage.into();
         }
     };
     // Colour only for a person at a terminal: a file or a log collector gets plain text.
@@ -147,7 +148,7 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("mqpaxos: cannot start the async runtime: {e}");
-            return ExitCode::from(4);
+            return Exit::Failed.into();
         }
     };
     let result = rt.block_on(async move {
@@ -177,7 +178,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("mqpaxos: {}", e.message);
-            ExitCode::from(e.code)
+            e.code.into()
         }
     }
 }

@@ -2,6 +2,7 @@
 //! built-in broker) or EMQX, generated from the code.
 
 use super::{fail, CmdResult};
+use crate::cmd::Exit;
 use std::process::ExitCode;
 
 #[derive(clap::Args, Debug)]
@@ -35,7 +36,7 @@ pub struct Args {
 
 pub async fn run(a: Args) -> CmdResult {
     if a.servers == 0 || a.servers > mqpaxos_core::Config::MAX_SERVERS {
-        return Err(fail(2, "--servers must be 1 to 255"));
+        return Err(fail(Exit::Usage, "--servers must be 1 to 255"));
     }
     if let Some(bad) = a
         .cluster
@@ -43,7 +44,7 @@ pub async fn run(a: Args) -> CmdResult {
         .find(|c| !mqpaxos_node::acl::valid_cluster(c))
     {
         return Err(fail(
-            2,
+            Exit::Usage,
             format!(
                 "cluster name {bad:?} cannot go into an ACL: use letters, digits, '-', '_' and '.'"
             ),
@@ -55,7 +56,7 @@ pub async fn run(a: Args) -> CmdResult {
         .find(|r| !mqpaxos_node::acl::valid_cluster(r))
     {
         return Err(fail(
-            2,
+            Exit::Usage,
             format!(
                 "user name {bad:?} cannot go into an ACL: use letters, digits, '-', '_' and '.'"
             ),
@@ -66,7 +67,7 @@ pub async fn run(a: Args) -> CmdResult {
         .iter()
         .map(|w| mqpaxos_node::acl::WatchGrant::parse(w))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| fail(2, format!("--watch-reader {e}")))?;
+        .map_err(|e| fail(Exit::Usage, format!("--watch-reader {e}")))?;
     let text = match a.format.as_str() {
         "emqx" => mqpaxos_node::acl::emqx(&a.cluster, a.servers, &a.reader, &watchers),
         _ => mqpaxos_node::acl::mosquitto(&a.cluster, a.servers, &a.reader, &watchers),

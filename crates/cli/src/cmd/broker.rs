@@ -2,6 +2,7 @@
 //! `mqpaxos broker --password-file F --add-user U`, which writes a user into a password file.
 
 use super::{fail, stop_signal, CmdResult, Failure};
+use crate::cmd::Exit;
 use mqpaxos_broker::{Broker, BrokerConfig, TlsListener};
 use std::io::Write;
 use std::net::SocketAddr;
@@ -52,7 +53,7 @@ pub async fn run(mut a: Args) -> CmdResult {
     }
     match (&a.add_user, &a.password_file) {
         (Some(user), Some(file)) => return add_user(file, user),
-        (Some(_), None) => return Err(fail(2, "--add-user needs --password-file")),
+        (Some(_), None) => return Err(fail(Exit::Usage, "--add-user needs --password-file")),
         _ => {}
     }
     let tls = match (a.tls_cert, a.tls_key) {
@@ -79,7 +80,7 @@ pub async fn run(mut a: Args) -> CmdResult {
     }
     let broker = Broker::start(cfg)
         .await
-        .map_err(|e| fail(2, e.to_string()))?;
+        .map_err(|e| fail(Exit::Usage, e.to_string()))?;
     eprintln!(
         "mqpaxos: broker listening on mqtt://{}",
         broker.local_addr()
@@ -91,7 +92,7 @@ pub async fn run(mut a: Args) -> CmdResult {
     broker
         .shutdown()
         .await
-        .map_err(|e| fail(4, format!("broker shutdown: {e}")))?;
+        .map_err(|e| fail(Exit::Failed, format!("broker shutdown: {e}")))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -100,7 +101,7 @@ pub async fn run(mut a: Args) -> CmdResult {
 fn add_user(file: &Path, user: &str) -> CmdResult {
     if user.is_empty() || user.contains([':', '\n', '\r']) || user.trim() != user {
         return Err(fail(
-            2,
+            Exit::Usage,
             format!("user name {user:?} cannot go into a password file"),
         ));
     }
@@ -108,15 +109,18 @@ fn add_user(file: &Path, user: &str) -> CmdResult {
         Ok(p) => p,
         Err(_) => {
             let mut line = String::new();
-            std::io::stdin()
-                .read_line(&mut line)
-                .map_err(|e| fail(2, format!("cannot read the password from stdin: {e}")))?;
+            std::io::stdin().read_line(&mut line).map_err(|e| {
+                fail(
+                    Exit::Usage,
+                    format!("cannot read the password from stdin: {e}"),
+                )
+            })?;
             line.trim_end_matches(['\n', '\r']).to_string()
         }
     };
     if password.is_empty() {
         return Err(fail(
-            2,
+            Exit::Usage,
             "no password: set MQPAXOS_PASSWORD or give it on standard input",
         ));
     }
@@ -131,7 +135,12 @@ pub fn set_user_line(file: &Path, user: &str, line: &str) -> Result<(), Failure>
     let old = match std::fs::read_to_string(file) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(fail(2, format!("cannot read {}: {e}", file.display()))),
+        Err(e) => {
+            return Err(fail(
+                Exit::Usage,
+                format!("cannot read {}: {e}", file.display()),
+            ))
+        }
     };
     let prefix = format!("{user}:");
     let mut text: String = old
@@ -146,7 +155,8 @@ pub fn set_user_line(file: &Path, user: &str, line: &str) -> Result<(), Failure>
 
 /// Writes `bytes` to `path` readable by its owner only (the whole file replaced at once).
 pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
-    let bad = |e: std::io::Error| fail(2, format!("cannot write {}: {e}", path.display()));
+    let bad =
+        |e: std::io::Error| fail(Exit::Usage, format!("cannot write {}: {e}", path.display()));
     let tmp = path.with_extension("tmp");
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create(true).truncate(true);

@@ -1,4 +1,4 @@
-//! `mqpaxos chaos`: the seed's experiment on the real system, with a verdict.
+//! `mqpaxos chaos`: the reference experiment on the real system, with a verdict.
 //!
 //! It starts a broker (the built-in one unless `--broker` names another), N real server
 //! processes, and C clients issuing a mix of put/get/cas on a few keys so that operations
@@ -10,6 +10,7 @@
 
 use super::charts::{self, MessageSample, OpSample, PartitionWindow, Timeseries};
 use super::{fail, parse_duration, CmdResult};
+use crate::cmd::Exit;
 use mqpaxos_check::{check_events, CheckLimits, CheckOutcome, Event, EventType, OpKind};
 use mqpaxos_node::chaos::Faults;
 use mqpaxos_node::topics::{server_id, Parsed, Topics};
@@ -126,7 +127,7 @@ impl Drop for Servers {
 pub async fn run(a: Args) -> CmdResult {
     if a.groups.iter().sum::<usize>() != a.servers as usize || a.groups.contains(&0) {
         return Err(fail(
-            2,
+            Exit::Usage,
             format!(
                 "--groups {:?} must add up to --servers {}",
                 a.groups, a.servers
@@ -134,17 +135,20 @@ pub async fn run(a: Args) -> CmdResult {
         ));
     }
     if !(0.0..=1.0).contains(&a.loss) || !(0.0..=1.0).contains(&a.duplicate) {
-        return Err(fail(2, "--loss and --duplicate are probabilities in 0..=1"));
+        return Err(fail(
+            Exit::Usage,
+            "--loss and --duplicate are probabilities in 0..=1",
+        ));
     }
     if a.servers == 0 || a.clients == 0 || a.keys == 0 {
         return Err(fail(
-            2,
+            Exit::Usage,
             "--servers, --clients and --keys must be at least 1",
         ));
     }
     if a.brokers == 2 && a.groups.len() != 2 {
         return Err(fail(
-            2,
+            Exit::Usage,
             "--brokers 2 needs two --groups: servers on broker A, on B",
         ));
     }
@@ -161,7 +165,7 @@ pub async fn run(a: Args) -> CmdResult {
             groups: a.groups.clone(),
             seed,
         })
-        .map_err(|e| fail(4, e))?;
+        .map_err(|e| fail(Exit::Failed, e))?;
         super::netns::cleanup_on_signal(lab.names());
         Some(lab)
     } else {
@@ -182,17 +186,22 @@ pub async fn run(a: Args) -> CmdResult {
             #[cfg(feature = "embedded-broker")]
             {
                 let b = mqpaxos_broker::Broker::start(mqpaxos_broker::BrokerConfig {
-                    listen: "127.0.0.1:0".parse().map_err(|_| fail(4, "bad address"))?,
+                    listen: "127.0.0.1:0"
+                        .parse()
+                        .map_err(|_| fail(Exit::Failed, "bad address"))?,
                     ..mqpaxos_broker::BrokerConfig::default()
                 })
                 .await
-                .map_err(|e| fail(4, e.to_string()))?;
+                .map_err(|e| fail(Exit::Failed, e.to_string()))?;
                 let u = format!("mqtt://{}", b.local_addr());
                 embedded = Some(b);
                 u
             }
             #[cfg(not(feature = "embedded-broker"))]
-            return Err(fail(2, "built without the embedded broker: pass --broker"));
+            return Err(fail(
+                Exit::Usage,
+                "built without the embedded broker: pass --broker",
+            ));
         }
     };
     let broker = |user: &str| BrokerOptions {
@@ -206,7 +215,7 @@ pub async fn run(a: Args) -> CmdResult {
     // The servers, each with its own data directory and metrics port.
     let data = std::env::temp_dir().join(format!("mqpaxos-chaos-{seed}-{}", std::process::id()));
     let exe = std::env::current_exe()
-        .map_err(|e| fail(4, format!("cannot find this executable: {e}")))?;
+        .map_err(|e| fail(Exit::Failed, format!("cannot find this executable: {e}")))?;
     let mut servers = Servers {
         children: Vec::new(),
         metrics: Vec::new(),
@@ -239,7 +248,7 @@ pub async fn run(a: Args) -> CmdResult {
             .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| fail(4, format!("cannot start server {id}: {e}")))?;
+            .map_err(|e| fail(Exit::Failed, format!("cannot start server {id}: {e}")))?;
         servers.children.push(child);
         servers.metrics.push(metrics);
     }
@@ -257,7 +266,7 @@ pub async fn run(a: Args) -> CmdResult {
         Some(Duration::from_secs(10)),
     )
     .await
-    .map_err(|e| fail(3, e.to_string()))?;
+    .map_err(|e| fail(Exit::Unavailable, e.to_string()))?;
     let (obs_conn, mut obs_rx) = (
         observer.client.clone(),
         std::mem::replace(&mut observer.incoming, tokio::sync::mpsc::channel(1).1),
@@ -313,7 +322,12 @@ pub async fn run(a: Args) -> CmdResult {
             client
                 .publish(topic, rumqttc_qos(), true, body)
                 .await
-                .map_err(|e| fail(3, format!("cannot publish the fault settings: {e}")))
+                .map_err(|e| {
+                    fail(
+                        Exit::Unavailable,
+                        format!("cannot publish the fault settings: {e}"),
+                    )
+                })
         }
     };
     set_faults(Faults::default()).await?;
@@ -332,7 +346,7 @@ pub async fn run(a: Args) -> CmdResult {
             break;
         }
         if Instant::now() > deadline {
-            return Err(fail(3, "no leader was elected within 30 s"));
+            return Err(fail(Exit::Unavailable, "no leader was elected within 30 s"));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -381,7 +395,7 @@ pub async fn run(a: Args) -> CmdResult {
     };
     // With --netns the kernel drops packets; the transport only delays and duplicates.
     let kernel = match &lab {
-        Some(l) => Some(l.set_loss(a.loss).map_err(|e| fail(4, e))?),
+        Some(l) => Some(l.set_loss(a.loss).map_err(|e| fail(Exit::Failed, e))?),
         None => None,
     };
     let transport = Faults {
@@ -406,7 +420,7 @@ pub async fn run(a: Args) -> CmdResult {
             if let Some(l) =
                 midway.filter(|_| until - Instant::now() < a.duration / (2 * slices as u32))
             {
-                let kernel = l.heal_cuts().map_err(|e| fail(4, e))?;
+                let kernel = l.heal_cuts().map_err(|e| fail(Exit::Failed, e))?;
                 faults_log.push(FaultRecord {
                     at_s: start.elapsed().as_secs_f64(),
                     faults: base.clone(),
@@ -427,7 +441,7 @@ pub async fn run(a: Args) -> CmdResult {
             }
             let (groups, kernel) = match &lab {
                 Some(l) => {
-                    let (g, k) = l.split(&groups).map_err(|e| fail(4, e))?;
+                    let (g, k) = l.split(&groups).map_err(|e| fail(Exit::Failed, e))?;
                     (g, Some(k))
                 }
                 None => (groups, None),
@@ -448,7 +462,7 @@ pub async fn run(a: Args) -> CmdResult {
     }
     // Heal, let the clients finish, and wait for the replicas to agree.
     if let Some(l) = &lab {
-        l.heal().map_err(|e| fail(4, e))?;
+        l.heal().map_err(|e| fail(Exit::Failed, e))?;
     }
     set_faults(Faults::default()).await?;
     faults_log.push(FaultRecord {
@@ -617,19 +631,26 @@ pub async fn run(a: Args) -> CmdResult {
         summary.linearizable, summary.replicas_agree
     );
     if let Some(dir) = &a.out {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| fail(4, format!("cannot create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|e| {
+            fail(
+                Exit::Failed,
+                format!("cannot create {}: {e}", dir.display()),
+            )
+        })?;
         let f = std::fs::File::create(dir.join("history.jsonl"))
-            .map_err(|e| fail(4, format!("cannot write history.jsonl: {e}")))?;
+            .map_err(|e| fail(Exit::Failed, format!("cannot write history.jsonl: {e}")))?;
         mqpaxos_check::write_jsonl(std::io::BufWriter::new(f), &events)
-            .map_err(|e| fail(4, format!("cannot write history.jsonl: {e}")))?;
-        let body = serde_json::to_vec_pretty(&summary).unwrap_or_default();
+            .map_err(|e| fail(Exit::Failed, format!("cannot write history.jsonl: {e}")))?;
+        // A report that cannot be encoded is a failure, never an empty file.
+        let body = serde_json::to_vec_pretty(&summary)
+            .map_err(|e| fail(Exit::Failed, format!("cannot encode summary.json: {e}")))?;
         std::fs::write(dir.join("summary.json"), body)
-            .map_err(|e| fail(4, format!("cannot write summary.json: {e}")))?;
-        let body = serde_json::to_vec(&series).unwrap_or_default();
+            .map_err(|e| fail(Exit::Failed, format!("cannot write summary.json: {e}")))?;
+        let body = serde_json::to_vec(&series)
+            .map_err(|e| fail(Exit::Failed, format!("cannot encode timeseries.json: {e}")))?;
         std::fs::write(dir.join("timeseries.json"), body)
-            .map_err(|e| fail(4, format!("cannot write timeseries.json: {e}")))?;
-        charts::write_charts(dir, &series).map_err(|e| fail(4, e.to_string()))?;
+            .map_err(|e| fail(Exit::Failed, format!("cannot write timeseries.json: {e}")))?;
+        charts::write_charts(dir, &series).map_err(|e| fail(Exit::Failed, e.to_string()))?;
         println!("  report: {}", dir.display());
     }
     drop(servers);
@@ -648,7 +669,7 @@ pub async fn run(a: Args) -> CmdResult {
             println!("  VIOLATION: {v}");
         }
         println!("  verdict: FAIL");
-        Ok(ExitCode::from(1))
+        Ok(ExitCode::from(Exit::No))
     }
 }
 

@@ -8,6 +8,7 @@
 //! this user only), and the broker enforces them with the generated ACL.
 
 use super::{fail, stop_signal, CmdResult, Failure};
+use crate::cmd::Exit;
 use mqpaxos_broker::{Broker, BrokerConfig};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -92,8 +93,12 @@ fn make_credentials(
     dir: &std::path::Path,
     spec: &ClusterSpec,
 ) -> Result<(PathBuf, PathBuf), Failure> {
-    let bad =
-        |what: &str, e: std::io::Error| fail(4, format!("cannot {what} {}: {e}", dir.display()));
+    let bad = |what: &str, e: std::io::Error| {
+        fail(
+            Exit::Failed,
+            format!("cannot {what} {}: {e}", dir.display()),
+        )
+    };
     std::fs::create_dir_all(dir).map_err(|e| bad("create", e))?;
     #[cfg(unix)]
     {
@@ -157,7 +162,7 @@ impl LocalCluster {
     pub async fn start(spec: &ClusterSpec) -> Result<LocalCluster, Failure> {
         if spec.servers == 0 || spec.servers > mqpaxos_core::Config::MAX_SERVERS {
             return Err(fail(
-                2,
+                Exit::Usage,
                 format!(
                     "--servers must be 1 to {}",
                     mqpaxos_core::Config::MAX_SERVERS
@@ -173,7 +178,7 @@ impl LocalCluster {
         } else {
             if !mqpaxos_node::acl::valid_cluster(&spec.cluster) {
                 return Err(fail(
-                    2,
+                    Exit::Usage,
                     format!(
                         "cluster name {:?} cannot go into an ACL: use letters, digits, '-', '_' and '.'",
                         spec.cluster
@@ -188,7 +193,7 @@ impl LocalCluster {
         };
         let broker = Broker::start(config)
             .await
-            .map_err(|e| fail(2, e.to_string()))?;
+            .map_err(|e| fail(Exit::Usage, e.to_string()))?;
         // Listening on every address (0.0.0.0 or ::), the servers here still connect over
         // loopback.
         let mut local = broker.local_addr();
@@ -203,7 +208,10 @@ impl LocalCluster {
             Ok(exe) => exe,
             Err(e) => {
                 let _ = broker.shutdown().await;
-                return Err(fail(4, format!("cannot find this executable: {e}")));
+                return Err(fail(
+                    Exit::Failed,
+                    format!("cannot find this executable: {e}"),
+                ));
             }
         };
         let mut cluster = LocalCluster {
@@ -259,7 +267,7 @@ impl LocalCluster {
         cmd.args(&spec.server_args);
         let child = cmd
             .spawn()
-            .map_err(|e| fail(4, format!("cannot start server {id}: {e}")))?;
+            .map_err(|e| fail(Exit::Failed, format!("cannot start server {id}: {e}")))?;
         self.children.retain(|(i, _)| *i != id);
         self.children.push((id, child));
         self.children.sort_by_key(|(i, _)| *i);
@@ -289,7 +297,7 @@ impl LocalCluster {
         self.broker
             .shutdown()
             .await
-            .map_err(|e| fail(4, format!("broker shutdown: {e}")))
+            .map_err(|e| fail(Exit::Failed, format!("broker shutdown: {e}")))
     }
 }
 

@@ -11,6 +11,7 @@
 use super::bench::observe::scrape_all;
 use super::cluster::{ClusterSpec, LocalCluster};
 use super::{fail, parse_duration, CmdResult, Failure};
+use crate::cmd::Exit;
 use mqpaxos_node::{Client, ClientOptions};
 use serde::Serialize;
 use std::path::PathBuf;
@@ -57,12 +58,12 @@ type Acks = Arc<Mutex<Vec<(Instant, Instant)>>>;
 pub async fn run(a: Args) -> CmdResult {
     if a.servers < 3 {
         return Err(fail(
-            2,
+            Exit::Usage,
             "--servers must be at least 3: a failover needs a majority left",
         ));
     }
     if a.kills == 0 {
-        return Err(fail(2, "--kills must be at least 1"));
+        return Err(fail(Exit::Usage, "--kills must be at least 1"));
     }
     let data_dir = std::env::temp_dir().join(format!(
         "mqpaxos-failover-{}-{:08x}",
@@ -103,9 +104,14 @@ pub async fn run(a: Args) -> CmdResult {
         report.p50_ms, report.p90_ms, report.p99_ms, report.max_ms
     );
     if let Some(path) = &a.json {
-        let body = serde_json::to_vec_pretty(&report).unwrap_or_default();
-        std::fs::write(path, body)
-            .map_err(|e| fail(4, format!("cannot write {}: {e}", path.display())))?;
+        let body = serde_json::to_vec_pretty(&report)
+            .map_err(|e| fail(Exit::Failed, format!("cannot encode the report: {e}")))?;
+        std::fs::write(path, body).map_err(|e| {
+            fail(
+                Exit::Failed,
+                format!("cannot write {}: {e}", path.display()),
+            )
+        })?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -122,7 +128,7 @@ async fn measure(
     leader(addrs, Duration::from_secs(30)).await?;
     let client = Client::connect(opts)
         .await
-        .map_err(|e| fail(3, format!("cannot connect: {e}")))?;
+        .map_err(|e| fail(Exit::Unavailable, format!("cannot connect: {e}")))?;
     let acks: Acks = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
@@ -206,7 +212,10 @@ async fn leader(addrs: &[String], limit: Duration) -> Result<u32, Failure> {
             }
         }
         if Instant::now() > deadline {
-            return Err(fail(4, "no single leader with every server up within 30 s"));
+            return Err(fail(
+                Exit::Failed,
+                "no single leader with every server up within 30 s",
+            ));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -232,7 +241,7 @@ async fn next_write_after(
         }
         if Instant::now() > deadline {
             return Err(fail(
-                4,
+                Exit::Failed,
                 "no write committed within 30 s of killing the leader",
             ));
         }

@@ -1,6 +1,7 @@
 //! `mqpaxos put|get|append|delete|cas`: thin wrappers over the client library.
 
 use super::{fail, parse_duration, CmdResult, ConnArgs, Failure};
+use crate::cmd::Exit;
 use mqpaxos_node::{Client, ClientError, ClientOptions, TransportError};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -78,7 +79,7 @@ impl PutArgs {
         match (&self.value, &self.file) {
             (Some(v), _) => Ok(v.clone()),
             (None, Some(f)) => read_value(f),
-            (None, None) => Err(fail(2, "a value or --file is required")),
+            (None, None) => Err(fail(Exit::Usage, "a value or --file is required")),
         }
     }
 }
@@ -119,7 +120,7 @@ impl CasArgs {
                 (false, true, true) => "cas KEY --revision REV --file F",
             };
             return Err(fail(
-                2,
+                Exit::Usage,
                 format!(
                     "cas takes {want} value argument(s) here, got {}: use {usage}",
                     self.values.len()
@@ -151,18 +152,27 @@ fn read_value(path: &Path) -> Result<String, Failure> {
         let r = std::fs::File::open(path).and_then(|f| f.take(limit).read_to_end(&mut bytes));
         (path.display().to_string(), r)
     };
-    read.map_err(|e| fail(2, format!("cannot read the value from {name}: {e}")))?;
+    read.map_err(|e| {
+        fail(
+            Exit::Usage,
+            format!("cannot read the value from {name}: {e}"),
+        )
+    })?;
     if bytes.len() as u64 >= limit {
         return Err(fail(
-            2,
+            Exit::Usage,
             format!(
                 "the value in {name} is over {} bytes, the most a value may hold",
                 mqpaxos_node::client::MAX_VALUE
             ),
         ));
     }
-    String::from_utf8(bytes)
-        .map_err(|e| fail(2, format!("the value in {name} is not UTF-8 text: {e}")))
+    String::from_utf8(bytes).map_err(|e| {
+        fail(
+            Exit::Usage,
+            format!("the value in {name} is not UTF-8 text: {e}"),
+        )
+    })
 }
 
 pub fn client_failure(e: ClientError) -> Failure {
@@ -170,16 +180,18 @@ pub fn client_failure(e: ClientError) -> Failure {
         ClientError::Timeout(_)
         | ClientError::Transport(TransportError::Unreachable { .. })
         | ClientError::Transport(TransportError::NotListening { .. })
-        | ClientError::Transport(TransportError::Closed) => 3,
-        ClientError::Invalid(_) | ClientError::Transport(TransportError::BadUrl { .. }) => 2,
-        ClientError::Transport(TransportError::CaFile { .. }) => 2,
+        | ClientError::Transport(TransportError::Closed) => Exit::Unavailable,
+        ClientError::Invalid(_) | ClientError::Transport(TransportError::BadUrl { .. }) => {
+            Exit::Usage
+        }
+        ClientError::Transport(TransportError::CaFile { .. }) => Exit::Usage,
         // Busy is the cluster's state, not the input's: like unavailable, worth a retry.
         ClientError::Rejected {
             code: mqpaxos_core::ErrorCode::Busy,
             ..
-        } => 3,
-        ClientError::Rejected { .. } => 2,
-        _ => 4,
+        } => Exit::Unavailable,
+        ClientError::Rejected { .. } => Exit::Usage,
+        _ => Exit::Failed,
     };
     fail(code, e.to_string())
 }
@@ -234,7 +246,7 @@ pub async fn get(a: GetArgs) -> CmdResult {
         }
         None => {
             eprintln!("mqpaxos: key {:?} not found", a.key);
-            Ok(ExitCode::from(1))
+            Ok(ExitCode::from(Exit::No))
         }
     }
 }
@@ -247,7 +259,7 @@ pub async fn delete(a: KeyArgs) -> CmdResult {
         Ok(ExitCode::SUCCESS)
     } else {
         eprintln!("mqpaxos: key {:?} not found", a.key);
-        Ok(ExitCode::from(1))
+        Ok(ExitCode::from(Exit::No))
     }
 }
 
@@ -267,18 +279,18 @@ pub async fn cas(a: CasArgs) -> CmdResult {
             None => "it does not hold the expected value".to_string(),
         };
         eprintln!("mqpaxos: not swapped: {:?}: {what}", a.key);
-        Ok(ExitCode::from(1))
+        Ok(ExitCode::from(Exit::No))
     }
 }
 
 pub async fn watch(a: WatchArgs) -> CmdResult {
     use std::io::Write;
     if a.from == Some(0) {
-        return Err(fail(2, "--from is a revision, from 1"));
+        return Err(fail(Exit::Usage, "--from is a revision, from 1"));
     }
     if a.key.is_empty() && !a.prefix {
         return Err(fail(
-            2,
+            Exit::Usage,
             "the key is empty (an empty prefix, with --prefix, watches every key)",
         ));
     }

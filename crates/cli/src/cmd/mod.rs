@@ -23,12 +23,60 @@ use std::process::ExitCode;
 #[derive(Debug)]
 pub struct Failure {
     pub message: String,
-    pub code: u8,
+    pub code: Exit,
 }
 
-/// Exit codes: 1 is a negative answer (missing key, cas not swapped); 2 is bad usage or
-/// input; 3 is the cluster or broker unreachable in time; 4 is anything else.
-pub fn fail(code: u8, message: impl Into<String>) -> Failure {
+/// Every exit code the CLI uses. Scripts match on them, so they never change meaning;
+/// README.md's table of exit codes lists exactly these (a test compares the two).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    Ok = 0,
+    /// A negative answer: the key is missing, the cas did not swap, the chaos verdict failed.
+    No = 1,
+    /// Bad usage or input, or a command the servers refused: retrying cannot help.
+    Usage = 2,
+    /// The broker or the cluster unreachable in time, or the leader busy: worth a retry.
+    Unavailable = 3,
+    /// Anything else.
+    Failed = 4,
+    /// Stopped by Ctrl-C or SIGTERM after cleaning up (128 + SIGINT, as shells report it).
+    Interrupted = 130,
+}
+
+impl Exit {
+    pub const ALL: [Exit; 6] = [
+        Exit::Ok,
+        Exit::No,
+        Exit::Usage,
+        Exit::Unavailable,
+        Exit::Failed,
+        Exit::Interrupted,
+    ];
+
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// The first words of its row in README.md's table.
+    pub fn summary(self) -> &'static str {
+        match self {
+            Exit::Ok => "ok",
+            Exit::No => "a negative answer",
+            Exit::Usage => "bad usage or input",
+            Exit::Unavailable => "broker or cluster unreachable in time",
+            Exit::Failed => "anything else",
+            Exit::Interrupted => "interrupted",
+        }
+    }
+}
+
+impl From<Exit> for ExitCode {
+    fn from(e: Exit) -> ExitCode {
+        ExitCode::from(e.code())
+    }
+}
+
+pub fn fail(code: Exit, message: impl Into<String>) -> Failure {
     Failure {
         message: message.into(),
         code,
@@ -82,7 +130,7 @@ pub fn password(file: Option<&std::path::Path>) -> Result<Option<String>, Failur
     if let Some(path) = file {
         let text = std::fs::read_to_string(path).map_err(|e| {
             fail(
-                2,
+                Exit::Usage,
                 format!("cannot read password file {}: {e}", path.display()),
             )
         })?;
@@ -141,12 +189,39 @@ pub async fn stop_signal() {
 pub fn free_local_addr() -> Result<std::net::SocketAddr, Failure> {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
-        .map_err(|e| fail(4, format!("no free port: {e}")))
+        .map_err(|e| fail(Exit::Failed, format!("no free port: {e}")))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// README.md's table of exit codes has one row per code the CLI uses, in order, each
+    /// beginning with the code's summary, and no other rows.
+    #[test]
+    fn the_readme_lists_every_exit_code() {
+        let readme = include_str!("../../../../README.md");
+        let table = readme
+            .split("Exit codes")
+            .nth(1)
+            .expect("README.md has a section on exit codes");
+        let rows: Vec<(u8, &str)> = table
+            .lines()
+            .skip_while(|l| !l.starts_with("| code |"))
+            .skip(2)
+            .take_while(|l| l.starts_with('|'))
+            .filter_map(|l| {
+                let mut cells = l.split('|').skip(1);
+                let code = cells.next()?.trim().parse().ok()?;
+                Some((code, cells.next()?.trim()))
+            })
+            .collect();
+        assert_eq!(rows.len(), Exit::ALL.len(), "{rows:?}");
+        for (exit, (code, text)) in Exit::ALL.iter().zip(&rows) {
+            assert_eq!(exit.code(), *code);
+            assert!(text.starts_with(exit.summary()), "{exit:?}: {text}");
+        }
+    }
     use std::time::Duration;
 
     #[test]

@@ -613,6 +613,6 @@ pub fn cleanup_on_signal(names: (String, String)) {
         super::stop_signal().await;
         eprintln!("\nmqpaxos chaos: interrupted; removing the run's namespaces");
         cleanup(&names.0, &names.1);
-        std::process::exit(130);
+        std::process::exit(i32::from(super::Exit::Interrupted.code()));
     });
 }

@@ -1,6 +1,7 @@
 //! `mqpaxos server`: run one Paxos server until Ctrl-C or SIGTERM.
 
 use super::{fail, parse_duration, stop_signal, CmdResult, ConnArgs};
+use crate::cmd::Exit;
 use mqpaxos_core::Config;
 use mqpaxos_node::{run_server, NodeError, ServerOptions, SyncPolicy};
 use std::net::SocketAddr;
@@ -108,10 +109,11 @@ pub async fn run(a: Args) -> CmdResult {
     core.window = a.window;
     core.max_sessions = a.max_sessions;
     core.history_bytes = a.watch_history_mib.saturating_mul(1 << 20);
-    core.validate().map_err(|e| fail(2, e.to_string()))?;
+    core.validate()
+        .map_err(|e| fail(Exit::Usage, e.to_string()))?;
     if !mqpaxos_node::topics::valid_level(&a.conn.cluster) {
         return Err(fail(
-            2,
+            Exit::Usage,
             format!(
                 "cluster name {:?} cannot be part of a topic",
                 a.conn.cluster
@@ -124,7 +126,8 @@ pub async fn run(a: Args) -> CmdResult {
     mqpaxos_node::transport::allow_fault_injection(a.allow_fault_injection);
     let user = mqpaxos_node::topics::server_user(&a.conn.cluster, a.id);
     let mut opts = ServerOptions::new(&a.conn.cluster, a.conn.broker_options(&user)?, core);
-    mqpaxos_node::transport::parse_url(&a.conn.broker).map_err(|e| fail(2, e.to_string()))?;
+    mqpaxos_node::transport::parse_url(&a.conn.broker)
+        .map_err(|e| fail(Exit::Usage, e.to_string()))?;
     opts.data_dir = if a.in_memory {
         None
     } else {
@@ -143,7 +146,7 @@ pub async fn run(a: Args) -> CmdResult {
     if let Some(path) = &a.metrics_token_file {
         let token = mqpaxos_node::metrics::read_token(path).map_err(|e| {
             fail(
-                2,
+                Exit::Usage,
                 format!("cannot read metrics token file {}: {e}", path.display()),
             )
         })?;
@@ -171,12 +174,14 @@ pub async fn run(a: Args) -> CmdResult {
     });
     match run_server(opts, stop_signal(), Some(on_ready)).await {
         Ok(()) => Ok(ExitCode::SUCCESS),
-        Err(e @ (NodeError::Config(_) | NodeError::Metrics { .. })) => Err(fail(2, e.to_string())),
+        Err(e @ (NodeError::Config(_) | NodeError::Metrics { .. })) => {
+            Err(fail(Exit::Usage, e.to_string()))
+        }
         // A refused login will not fix itself: like bad input, it needs the operator.
         Err(e @ NodeError::Transport(mqpaxos_node::TransportError::Refused { .. })) => {
-            Err(fail(2, e.to_string()))
+            Err(fail(Exit::Usage, e.to_string()))
         }
-        Err(e @ NodeError::Transport(_)) => Err(fail(3, e.to_string())),
-        Err(e) => Err(fail(4, e.to_string())),
+        Err(e @ NodeError::Transport(_)) => Err(fail(Exit::Unavailable, e.to_string())),
+        Err(e) => Err(fail(Exit::Failed, e.to_string())),
     }
 }

@@ -3,6 +3,7 @@
 
 use super::kv::{client_failure, connect, ClientArgs};
 use super::{fail, CmdResult, Failure};
+use crate::cmd::Exit;
 use mqpaxos_node::backup::{self, BackupError};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -60,8 +61,8 @@ pub async fn run(a: Args) -> CmdResult {
 
 fn backup_failure(e: BackupError) -> Failure {
     let code = match e {
-        BackupError::Io { .. } | BackupError::Storage(_) => 4,
-        _ => 2,
+        BackupError::Io { .. } | BackupError::Storage(_) => Exit::Failed,
+        _ => Exit::Usage,
     };
     fail(code, e.to_string())
 }
@@ -73,7 +74,12 @@ async fn save(file: PathBuf, a: ClientArgs) -> CmdResult {
     let (next_slot, encoded) = r.map_err(client_failure)?;
     let snapshot = mqpaxos_core::decode_snapshot(&encoded)
         .filter(|s| s.next_slot == next_slot)
-        .ok_or_else(|| fail(4, "the copy the cluster sent does not decode".to_string()))?;
+        .ok_or_else(|| {
+            fail(
+                Exit::Failed,
+                "the copy the cluster sent does not decode".to_string(),
+            )
+        })?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -93,7 +99,8 @@ fn status(file: PathBuf, json: bool) -> CmdResult {
     let b = backup::read(&file).map_err(backup_failure)?;
     let h = &b.header;
     if json {
-        let text = serde_json::to_string_pretty(h).map_err(|e| fail(4, e.to_string()))?;
+        let text =
+            serde_json::to_string_pretty(h).map_err(|e| fail(Exit::Failed, e.to_string()))?;
         println!("{text}");
     } else {
         println!("file      {}", file.display());
@@ -124,12 +131,12 @@ fn restore(
     let cluster = cluster.unwrap_or_else(|| b.header.cluster.clone());
     if !mqpaxos_node::topics::valid_level(&cluster) {
         return Err(fail(
-            2,
+            Exit::Usage,
             format!("cluster name {cluster:?} cannot be part of a topic"),
         ));
     }
     if id == 0 {
-        return Err(fail(2, "--id must be 1 or more"));
+        return Err(fail(Exit::Usage, "--id must be 1 or more"));
     }
     let user = mqpaxos_node::topics::server_name(id);
     let dir = data_dir.unwrap_or_else(|| PathBuf::from("mqpaxos-data").join(&cluster).join(user));

@@ -6,6 +6,7 @@
 
 use super::kv::client_failure;
 use super::{fail, parse_duration, CmdResult, ConnArgs};
+use crate::cmd::Exit;
 use mqpaxos_node::topics::{server_id, Parsed, Topics};
 use mqpaxos_node::transport::{Connection, Incoming, Session};
 use mqpaxos_node::{Status, StatusQuery};
@@ -88,7 +89,7 @@ pub async fn run(a: Args) -> CmdResult {
     let query = serde_json::to_vec(&StatusQuery {
         status_to: nonce.clone(),
     })
-    .map_err(|e| fail(4, e.to_string()))?;
+    .map_err(|e| fail(Exit::Failed, e.to_string()))?;
     conn.publish(topics.request(&a.user), query)
         .await
         .map_err(|e| client_failure(e.into()))?;
@@ -151,7 +152,7 @@ pub async fn run(a: Args) -> CmdResult {
         .or_else(|| presence.keys().max().copied())
         .unwrap_or(0);
     if n == 0 {
-        return Err(fail(3, format!(
+        return Err(fail(Exit::Unavailable, format!(
             "no server of cluster {:?} has ever reported to {} (use --servers N to list them anyway)",
             a.conn.cluster, a.conn.broker
         )));
@@ -193,17 +194,16 @@ pub async fn run(a: Args) -> CmdResult {
         })
         .collect();
     if a.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&rows).unwrap_or_default()
-        );
+        let text = serde_json::to_string_pretty(&rows)
+            .map_err(|e| fail(Exit::Failed, format!("cannot encode the status: {e}")))?;
+        println!("{text}");
     } else {
         print_table(&rows);
     }
     let quorum = n as usize / 2 + 1;
     if answers.len() < quorum {
         return Err(fail(
-            3,
+            Exit::Unavailable,
             format!(
                 "only {} of {n} servers answered within {:?} (a quorum is {quorum})",
                 answers.len(),

@@ -19,6 +19,7 @@ mod target;
 mod workload;
 
 use super::{fail, parse_duration, password, stop_signal, CmdResult, Failure};
+use crate::cmd::Exit;
 use indicatif::{ProgressBar, ProgressStyle};
 use mqpaxos_node::{BrokerOptions, ClientOptions};
 use observe::Counters;
@@ -222,7 +223,7 @@ pub async fn run(a: Args) -> CmdResult {
     #[cfg(not(feature = "embedded-broker"))]
     if own {
         return Err(fail(
-            2,
+            Exit::Usage,
             "this build has no built-in broker: give --broker of a running cluster",
         ));
     }
@@ -233,7 +234,7 @@ pub async fn run(a: Args) -> CmdResult {
     // Ctrl-C or SIGTERM stops the run.
     tokio::select! {
         r = run_other(&a) => r,
-        _ = stop_signal() => Err(fail(4, "interrupted")),
+        _ = stop_signal() => Err(fail(Exit::Failed, "interrupted")),
     }
 }
 
@@ -248,25 +249,28 @@ fn own_cluster(a: &Args) -> bool {
 fn validate(a: &Args) -> Result<(), Failure> {
     if a.rate.is_empty() {
         if a.clients.is_empty() || a.clients.iter().any(|c| *c == 0 || *c > 4096) {
-            return Err(fail(2, "--clients takes 1 to 4096 per step"));
+            return Err(fail(Exit::Usage, "--clients takes 1 to 4096 per step"));
         }
     } else {
         if a.rate
             .iter()
             .any(|r| !r.is_finite() || *r <= 0.0 || *r > 1e7)
         {
-            return Err(fail(2, "--rate takes commands per second above 0 per step"));
+            return Err(fail(
+                Exit::Usage,
+                "--rate takes commands per second above 0 per step",
+            ));
         }
         if a.connections == 0 || a.connections > 4096 {
-            return Err(fail(2, "--connections takes 1 to 4096"));
+            return Err(fail(Exit::Usage, "--connections takes 1 to 4096"));
         }
     }
     if a.keys == 0 || a.keys > 100_000_000 {
-        return Err(fail(2, "--keys takes 1 to 100000000"));
+        return Err(fail(Exit::Usage, "--keys takes 1 to 100000000"));
     }
     if a.value_size == 0 || a.value_size > mqpaxos_node::client::MAX_VALUE {
         return Err(fail(
-            2,
+            Exit::Usage,
             format!(
                 "--value-size takes 1 to {} bytes",
                 mqpaxos_node::client::MAX_VALUE
@@ -276,7 +280,7 @@ fn validate(a: &Args) -> Result<(), Failure> {
     #[cfg(feature = "compare")]
     if a.target != "mqpaxos" && a.endpoints.is_empty() {
         return Err(fail(
-            2,
+            Exit::Usage,
             format!("--target {} needs --endpoints host:port,...", a.target),
         ));
     }
@@ -341,7 +345,7 @@ async fn run_own_cluster(a: &Args) -> CmdResult {
     // Ctrl-C or SIGTERM: stop the cluster and remove its data as after a full run.
     let result = tokio::select! {
         r = work => r,
-        _ = stop_signal() => Err(fail(4, "interrupted")),
+        _ = stop_signal() => Err(fail(Exit::Failed, "interrupted")),
     };
     let stopped = cluster.stop().await;
     if temporary {
@@ -372,7 +376,7 @@ async fn wait_ready(target: &Target) -> Result<(), Failure> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Err(fail(
-        3,
+        Exit::Unavailable,
         format!("the local cluster did not become ready: {last}"),
     ))
 }
@@ -391,7 +395,7 @@ fn make_target(a: &Args, broker: &str) -> Result<Target, Failure> {
         }
         _ => {}
     }
-    mqpaxos_node::transport::parse_url(broker).map_err(|e| fail(2, e.to_string()))?;
+    mqpaxos_node::transport::parse_url(broker).map_err(|e| fail(Exit::Usage, e.to_string()))?;
     let mut opts = ClientOptions::new(broker, &a.user);
     opts.broker = BrokerOptions {
         url: broker.to_string(),
@@ -469,12 +473,12 @@ async fn bench(a: &Args, target: &Target, observed: &Observed, own: bool) -> Cmd
     }
     if let Some(path) = &a.json {
         let text = serde_json::to_string_pretty(&results)
-            .map_err(|e| fail(4, format!("cannot encode the results: {e}")))?;
+            .map_err(|e| fail(Exit::Failed, format!("cannot encode the results: {e}")))?;
         if path.as_os_str() == "-" {
             println!("{text}");
         } else {
             std::fs::write(path, text + "\n")
-                .map_err(|e| fail(2, format!("cannot write {}: {e}", path.display())))?;
+                .map_err(|e| fail(Exit::Usage, format!("cannot write {}: {e}", path.display())))?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -485,7 +489,10 @@ async fn prefill(target: &Target, load: &StepLoad) -> Result<(), Failure> {
     let workers = load.keys.min(16);
     let mut tasks = Vec::new();
     for w in 0..workers {
-        let mut conn = target.connect().await.map_err(|e| fail(3, e))?;
+        let mut conn = target
+            .connect()
+            .await
+            .map_err(|e| fail(Exit::Unavailable, e))?;
         let (keys, value) = (load.keys, load.value.clone());
         tasks.push(tokio::spawn(async move {
             let mut r = Ok(());
@@ -503,8 +510,8 @@ async fn prefill(target: &Target, load: &StepLoad) -> Result<(), Failure> {
     }
     for t in tasks {
         t.await
-            .map_err(|e| fail(4, format!("a prefill client failed: {e}")))?
-            .map_err(|e| fail(3, format!("prefill: {e}")))?;
+            .map_err(|e| fail(Exit::Failed, format!("a prefill client failed: {e}")))?
+            .map_err(|e| fail(Exit::Unavailable, format!("prefill: {e}")))?;
     }
     Ok(())
 }
@@ -523,7 +530,10 @@ async fn run_step(
                 for c in conns {
                     c.close().await;
                 }
-                return Err(fail(3, format!("cannot connect to {}: {e}", target.name())));
+                return Err(fail(
+                    Exit::Unavailable,
+                    format!("cannot connect to {}: {e}", target.name()),
+                ));
             }
         }
     }
@@ -587,8 +597,8 @@ async fn run_step(
     let mut engine = engine;
     let out = (&mut engine.0)
         .await
-        .map_err(|e| fail(4, format!("the load engine failed: {e}")))?
-        .map_err(|e| fail(4, e))?;
+        .map_err(|e| fail(Exit::Failed, format!("the load engine failed: {e}")))?
+        .map_err(|e| fail(Exit::Failed, e))?;
     bar.finish_and_clear();
     let metrics_after = observe::scrape_all(&observed.metrics).await;
     let ppc = observe::publishes_per_command(&metrics_before, &metrics_after);

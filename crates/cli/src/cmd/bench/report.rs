@@ -5,6 +5,7 @@
 
 use super::{Failure, Results, Step};
 use crate::cmd::fail;
+use crate::cmd::Exit;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::fmt::Write as _;
@@ -14,12 +15,16 @@ pub fn write(dir: &Path, doc: &Path, img_dir: &Path) -> Result<(), Failure> {
     let runs = read_runs(dir)?;
     if runs.is_empty() {
         return Err(fail(
-            2,
+            Exit::Usage,
             format!("no result files (*.json) in {}", dir.display()),
         ));
     }
-    std::fs::create_dir_all(img_dir)
-        .map_err(|e| fail(2, format!("cannot create {}: {e}", img_dir.display())))?;
+    std::fs::create_dir_all(img_dir).map_err(|e| {
+        fail(
+            Exit::Usage,
+            format!("cannot create {}: {e}", img_dir.display()),
+        )
+    })?;
     register_font()?;
     // Charts: the closed-loop put-only runs of the main data size, one line per system.
     let sizes = main_sizes(&runs);
@@ -54,11 +59,15 @@ pub fn write(dir: &Path, doc: &Path, img_dir: &Path) -> Result<(), Failure> {
     let notes = std::fs::read_to_string(dir.join("machine.md")).unwrap_or_default();
     let text = document(&runs, &notes, doc, img_dir, !series.is_empty());
     if let Some(parent) = doc.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| fail(2, format!("cannot create {}: {e}", parent.display())))?;
+        std::fs::create_dir_all(parent).map_err(|e| {
+            fail(
+                Exit::Usage,
+                format!("cannot create {}: {e}", parent.display()),
+            )
+        })?;
     }
     std::fs::write(doc, text)
-        .map_err(|e| fail(2, format!("cannot write {}: {e}", doc.display())))?;
+        .map_err(|e| fail(Exit::Usage, format!("cannot write {}: {e}", doc.display())))?;
     eprintln!(
         "mqpaxos: wrote {} and charts in {}",
         doc.display(),
@@ -69,7 +78,7 @@ pub fn write(dir: &Path, doc: &Path, img_dir: &Path) -> Result<(), Failure> {
 
 fn read_runs(dir: &Path) -> Result<Vec<Results>, Failure> {
     let entries = std::fs::read_dir(dir)
-        .map_err(|e| fail(2, format!("cannot read {}: {e}", dir.display())))?;
+        .map_err(|e| fail(Exit::Usage, format!("cannot read {}: {e}", dir.display())))?;
     let mut paths: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
@@ -78,9 +87,13 @@ fn read_runs(dir: &Path) -> Result<Vec<Results>, Failure> {
     let mut runs = Vec::new();
     for p in paths {
         let text = std::fs::read_to_string(&p)
-            .map_err(|e| fail(2, format!("cannot read {}: {e}", p.display())))?;
-        let r: Results = serde_json::from_str(&text)
-            .map_err(|e| fail(2, format!("{} is not a bench result: {e}", p.display())))?;
+            .map_err(|e| fail(Exit::Usage, format!("cannot read {}: {e}", p.display())))?;
+        let r: Results = serde_json::from_str(&text).map_err(|e| {
+            fail(
+                Exit::Usage,
+                format!("{} is not a bench result: {e}", p.display()),
+            )
+        })?;
         runs.push(r);
     }
     Ok(runs)
@@ -88,7 +101,7 @@ fn read_runs(dir: &Path) -> Result<Vec<Results>, Failure> {
 
 /// The font embedded for every chart (see `charts::register_font`).
 fn register_font() -> Result<(), Failure> {
-    crate::cmd::charts::register_font().map_err(|e| fail(4, e.to_string()))
+    crate::cmd::charts::register_font().map_err(|e| fail(Exit::Failed, e.to_string()))
 }
 
 const COLORS: [RGBColor; 6] = [
@@ -101,7 +114,7 @@ const COLORS: [RGBColor; 6] = [
 ];
 
 fn draw_err(e: impl std::fmt::Display) -> Failure {
-    fail(4, format!("cannot draw the chart: {e}"))
+    fail(Exit::Failed, format!("cannot draw the chart: {e}"))
 }
 
 fn x_range(series: &[&Results]) -> (f64, f64) {
