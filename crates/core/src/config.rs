@@ -37,6 +37,10 @@ pub struct Config {
     /// byte written, whatever the data size; the log then holds at most about this share
     /// of the data. 0: every `snapshot_interval` slots, whatever the size.
     pub snapshot_log_percent: u64,
+    /// The store's quota ([`crate::limits::MAX_STORE`]). Every server of a cluster must use
+    /// the same (a write refused on one replica and run on another would split them), so it
+    /// is no server flag: only tests and the simulator lower it.
+    pub max_store_bytes: u64,
     /// How many clients' last results the at-most-once table remembers.
     pub max_sessions: usize,
     /// How many chosen values one catch-up message carries at most.
@@ -133,6 +137,7 @@ impl Config {
             max_batch: 64,
             snapshot_interval: 1000,
             snapshot_log_percent: 50,
+            max_store_bytes: crate::limits::MAX_STORE,
             max_sessions: 100_000,
             max_catchup: 256,
             message_budget: crate::limits::MESSAGE_BUDGET,

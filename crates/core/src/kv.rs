@@ -234,6 +234,8 @@ pub enum ErrorCode {
     Busy,
     /// An operation clients may not send.
     InvalidOp,
+    /// The store is full ([`crate::limits::MAX_STORE`]): delete something first.
+    NoSpace,
 }
 
 impl ErrorCode {
@@ -244,6 +246,7 @@ impl ErrorCode {
             ErrorCode::InvalidClientId => "invalid_client_id",
             ErrorCode::Busy => "busy",
             ErrorCode::InvalidOp => "invalid_op",
+            ErrorCode::NoSpace => "no_space",
         }
     }
 }
@@ -279,6 +282,15 @@ pub struct KvStore {
     users: Lazy,
     #[serde(skip)]
     totals: Totals,
+    /// The most bytes of data it may hold ([`crate::limits::MAX_STORE`] unless a test or the
+    /// simulator sets a smaller one through `Config::max_store_bytes`). Not stored: every
+    /// server sets it from its configuration.
+    #[serde(skip, default = "max_store")]
+    quota: u64,
+}
+
+fn max_store() -> u64 {
+    crate::limits::MAX_STORE
 }
 
 /// The sessions of each user, by age, and the users by how many sessions they hold.
@@ -360,6 +372,7 @@ impl From<LegacyKvStore> for KvStore {
             max_sessions: old.max_sessions.max(1),
             users: Lazy::default(),
             totals: Totals::default(),
+            quota: max_store(),
         }
     }
 }
@@ -465,6 +478,7 @@ impl KvStore {
             revision: 0,
             users: Lazy::default(),
             totals: Totals(Some(Sums::default())),
+            quota: max_store(),
         }
     }
 
@@ -668,6 +682,34 @@ impl KvStore {
         self.revision = self.revision.max(revision);
     }
 
+    /// The refusal of a write that would make `key`'s value `len` bytes long and so grow the
+    /// store past its quota; `None` if it fits (or shrinks the store).
+    fn no_room(&mut self, key: &str, len: usize) -> Option<OpResult> {
+        let total = self.totals().bytes;
+        let now = self
+            .data
+            .get(key)
+            .map_or(0, |r| record_bytes(key, &r.value));
+        let after = (key.len() + len) as u64 + RECORD_COST;
+        if after <= now || total - now + after <= self.quota {
+            return None;
+        }
+        Some(OpResult::Rejected {
+            code: ErrorCode::NoSpace,
+            message: format!(
+                "the store holds {total} of its {} bytes; this write needs {} more: delete \
+                 something first",
+                self.quota,
+                after - now
+            ),
+        })
+    }
+
+    /// Sets the quota (see [`crate::limits::MAX_STORE`]); every replica must use the same.
+    pub fn set_quota(&mut self, bytes: u64) {
+        self.quota = bytes;
+    }
+
     /// Takes a record that is leaving out of the totals.
     fn forget(&mut self, key: &str, old: Record) {
         if let Some(t) = &mut self.totals.0 {
@@ -702,6 +744,9 @@ impl KvStore {
         match op {
             Op::Get { .. } | Op::Read { .. } => self.read(op).unwrap_or(OpResult::Value(None)),
             Op::Put { key, value } => {
+                if let Some(full) = self.no_room(key, value.len()) {
+                    return full;
+                }
                 self.write(key, value.clone(), revision);
                 OpResult::Done
             }
@@ -719,6 +764,9 @@ impl KvStore {
                             crate::limits::MAX_VALUE
                         ),
                     };
+                }
+                if let Some(full) = self.no_room(key, now + value.len()) {
+                    return full;
                 }
                 let mut now = self.get(key).cloned().unwrap_or_default();
                 now.push_str(value);
@@ -739,6 +787,9 @@ impl KvStore {
             }
             Op::Cas { key, expected, new } => {
                 if self.get(key) == expected.as_ref() {
+                    if let Some(full) = self.no_room(key, new.len()) {
+                        return full;
+                    }
                     self.write(key, new.clone(), revision);
                     OpResult::Swapped(true)
                 } else {
@@ -752,6 +803,9 @@ impl KvStore {
             } => {
                 let have = self.data.get(key).map_or(0, |r| r.modified);
                 if have == *want {
+                    if let Some(full) = self.no_room(key, new.len()) {
+                        return full;
+                    }
                     self.write(key, new.clone(), revision);
                     OpResult::Swapped(true)
                 } else {
@@ -778,6 +832,9 @@ impl KvStore {
         KvStore {
             data: self.data.clone(),
             revision: self.revision,
+            // Counted afresh: the totals of an empty store would not match the data.
+            totals: Totals::default(),
+            quota: self.quota,
             ..KvStore::new(self.max_sessions)
         }
     }
@@ -821,6 +878,64 @@ mod tests {
             key: k.into(),
             value: v.into(),
         }
+    }
+
+    /// A full store refuses what would grow it (put, append, cas), with `no_space` and no
+    /// change, and still takes deletes and writes that shrink a value; room made by a
+    /// delete is usable again.
+    #[test]
+    fn a_full_store_refuses_growth_and_takes_deletes() {
+        let mut kv = KvStore::new(10);
+        let id = open(&mut kv, "u", 1);
+        let quota = 3 * (1 + 100 + RECORD_COST);
+        kv.set_quota(quota);
+        let big = "x".repeat(100);
+        for (slot, k) in [(2, "a"), (3, "b"), (4, "c")] {
+            assert_eq!(
+                kv.apply(slot, &cmd(&id, slot, put(k, &big))),
+                Applied::Executed(OpResult::Done)
+            );
+        }
+        assert_eq!(kv.data_bytes(), quota);
+        let full = |r: Applied| {
+            matches!(
+                r,
+                Applied::Executed(OpResult::Rejected {
+                    code: ErrorCode::NoSpace,
+                    ..
+                })
+            )
+        };
+        let data: Vec<(String, String)> = kv.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        assert!(full(kv.apply(5, &cmd(&id, 5, put("d", "")))));
+        assert!(full(kv.apply(6, &cmd(&id, 6, put("a", &"y".repeat(101))))));
+        let append = Op::Append {
+            key: "b".into(),
+            value: "z".into(),
+        };
+        assert!(full(kv.apply(7, &cmd(&id, 7, append))));
+        let cas = Op::Cas {
+            key: "c".into(),
+            expected: Some(big.clone()),
+            new: "w".repeat(150),
+        };
+        assert!(full(kv.apply(8, &cmd(&id, 8, cas))));
+        let after: Vec<(String, String)> = kv.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        assert_eq!(after, data, "a refused write changes no data");
+        assert_eq!(kv.data_bytes(), quota);
+        // Same size or smaller still fits; a delete makes room.
+        assert_eq!(
+            kv.apply(9, &cmd(&id, 9, put("a", &"s".repeat(100)))),
+            Applied::Executed(OpResult::Done)
+        );
+        assert_eq!(
+            kv.apply(10, &cmd(&id, 10, Op::Delete { key: "b".into() })),
+            Applied::Executed(OpResult::Deleted(true))
+        );
+        assert_eq!(
+            kv.apply(11, &cmd(&id, 11, put("d", "fits now"))),
+            Applied::Executed(OpResult::Done)
+        );
     }
 
     /// The running totals (bytes and digest parts) agree with a fresh count after any mix

@@ -33,10 +33,17 @@ pub const MAX_SLOT: usize = MAX_COMMAND;
 pub const MESSAGE_BUDGET: usize = 8 << 20;
 /// The size of one piece of a snapshot in transfer.
 pub const SNAPSHOT_CHUNK: usize = 4 << 20;
-/// The most bytes of log records one flush (one durable write, one WAL group) may carry; the
-/// storage refuses more. The driver flushes once a group reaches [`FLUSH_SOFT`], and no
+/// The most bytes of log records one flush (one durable write, one WAL group) may carry,
+/// a snapshot aside (one record of up to about [`MAX_STORE`], which storage takes). The driver flushes once a group reaches [`FLUSH_SOFT`], and no
 /// single step adds more than a window of slots, so groups stay below it.
 pub const MAX_FLUSH: usize = 256 << 20;
+/// The most bytes of data the store holds (keys, values and a fixed cost per key, as
+/// [`crate::KvStore::data_bytes`] counts them; etcd's default quota is the same 2 GiB). A
+/// write that would grow the store past it is refused with `no_space` when it executes, the
+/// same on every replica because the count is part of the state; deletes always run. It is
+/// what keeps a snapshot, which storage writes as one record, within what storage can take,
+/// whatever clients write.
+pub const MAX_STORE: u64 = 2 << 30;
 /// A driver flushes as soon as its pending writes reach this many bytes.
 pub const FLUSH_SOFT: usize = 64 << 20;
 /// The most bytes of commands a leader holds waiting for room in its window, gets included;

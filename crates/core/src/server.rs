@@ -338,6 +338,8 @@ impl Server {
             .map(|b| b.round)
             .fold(promised.round, u64::max);
         let history = History::new(snapshot.kv.revision(), cfg.history_bytes);
+        let mut snapshot = snapshot;
+        snapshot.kv.set_quota(cfg.max_store_bytes);
         let mut s = Server {
             cfg,
             promised,
@@ -2174,6 +2176,7 @@ impl Server {
     fn install_snapshot(&mut self, s: Snapshot) {
         debug_assert!(s.next_slot > self.commit);
         self.kv = s.kv.clone();
+        self.kv.set_quota(self.cfg.max_store_bytes);
         self.since_snapshot = 0;
         self.history.reset(self.kv.revision());
         self.commit = s.next_slot;

@@ -212,8 +212,11 @@ fn chunked_len(data: u64) -> u64 {
 }
 
 const HEADER: usize = 8;
-/// No single record or group may claim more than this; a larger length is corruption.
-const MAX_RECORD: u32 = mqpaxos_core::limits::MAX_FLUSH as u32;
+/// No single record or group may claim more than this (nearly a length field's range: a
+/// snapshot is one record, and the store's quota, `limits::MAX_STORE`, keeps it below 4
+/// GiB); a length that runs past the end of the file is corruption. Groups of a flush stay
+/// far below it (`limits::MAX_FLUSH`).
+const MAX_RECORD: u32 = u32::MAX - (1 << 20);
 
 const GROUP_MAGIC: [u8; 4] = *b"MQPG";
 const GROUP_HEADER: usize = 20;

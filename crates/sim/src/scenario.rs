@@ -108,6 +108,8 @@ pub struct Scenario {
     pub value_size: usize,
     /// The broker's last wills (`Input::PeerOffline`), if this scenario models them.
     pub wills: Option<Wills>,
+    /// The store's quota (`Config::max_store_bytes`), if not the production one.
+    pub max_store: Option<u64>,
 }
 
 /// How the simulated broker publishes wills. Each recipient gets its copy after its own
@@ -151,6 +153,7 @@ impl Scenario {
             snapshot_chunk: 32,
             value_size: 0,
             wills: None,
+            max_store: None,
         }
     }
 
@@ -163,6 +166,9 @@ impl Scenario {
         cfg.snapshot_chunk = self.snapshot_chunk;
         if let Some(n) = self.max_sessions {
             cfg.max_sessions = n;
+        }
+        if let Some(n) = self.max_store {
+            cfg.max_store_bytes = n;
         }
         if let Some(tweak) = self.tweak {
             tweak(&mut cfg);
@@ -188,6 +194,7 @@ pub fn all() -> Vec<Scenario> {
         one_way(),
         single(),
         sessions(),
+        quota(),
         amnesia_fast(),
         large(),
     ]
@@ -491,6 +498,34 @@ pub fn sessions() -> Scenario {
         duplicate: 0.1,
     };
     s.max_sessions = Some(2);
+    s
+}
+
+/// A full store: a quota of 6 KiB against values of up to 2 KiB, so writes are refused with
+/// `no_space` all the time, under loss, duplicates and crashes. Every replica must refuse
+/// exactly the same writes (the quota counts the replicated state), or the replicas split.
+pub fn quota() -> Scenario {
+    let mut s = Scenario::base(
+        "quota",
+        "3 servers, 3 clients, 6 keys, values up to 2 KiB, a 6 KiB store quota, 10% loss, 10% duplicates, crashes: writes refused as the store fills",
+        3,
+    );
+    s.keys = 6;
+    s.value_size = 2048;
+    s.max_store = Some(6 << 10);
+    s.net = NetConfig {
+        loss: 0.1,
+        delay: Duration::from_millis(1),
+        jitter: Duration::from_millis(10),
+        duplicate: 0.1,
+    };
+    s.faults = FaultPlan::RandomCrashes {
+        every: Duration::from_millis(900),
+        down_min: Duration::from_millis(50),
+        down_max: Duration::from_millis(800),
+        all_at_once: 0.1,
+        amnesia: 0.0,
+    };
     s
 }
 

@@ -58,6 +58,8 @@ pub struct RunReport {
     /// Empty when the run was correct.
     pub violations: Vec<String>,
     pub ops_completed: u64,
+    /// Operations the servers refused (a limit, a full store), which changed nothing.
+    pub rejected: u64,
     pub virtual_time: Duration,
     pub events: u64,
     pub elections_won: u64,
@@ -275,6 +277,7 @@ pub struct Simulation {
     healed: bool,
     finished: bool,
     ops_completed: u64,
+    rejected: u64,
     elections_won: u64,
     crashes: u64,
     amnesias: u64,
@@ -359,6 +362,7 @@ impl Simulation {
             healed: false,
             finished: false,
             ops_completed: 0,
+            rejected: 0,
             elections_won: 0,
             crashes: 0,
             amnesias: 0,
@@ -463,6 +467,7 @@ impl Simulation {
             seed: self.seed,
             violations: self.violations,
             ops_completed: self.ops_completed,
+            rejected: self.rejected,
             virtual_time: self.now,
             events: self.events,
             elections_won: self.elections_won,
@@ -1484,6 +1489,7 @@ impl Simulation {
         } else if matches!(result, OpResult::Rejected { .. }) {
             // Refused by the servers, which promise it changed nothing.
             self.history.push(history::fail(self.now, &c.name, &op));
+            self.rejected += 1;
         } else {
             self.history
                 .push(history::ok(self.now, &c.name, &op, &result));

@@ -210,6 +210,13 @@ fn scenarios_exercise_their_faults() {
             assert!(crashes >= 20 * 4, "{crashes} crashes");
             assert!(snaps > 0, "no snapshot was ever transferred");
         }
+        if sc.name == "quota" {
+            let rejected: u64 = runs.iter().map(|r| r.rejected).sum();
+            assert!(
+                rejected >= 20 * 5,
+                "{rejected} writes refused for a full store"
+            );
+        }
         if sc.name == "paper" {
             assert!(
                 elections >= 20 * 3,
@@ -237,6 +244,11 @@ fn a_calm_cluster_keeps_its_first_leader() {
 #[test]
 fn failover() {
     run("failover");
+}
+
+#[test]
+fn quota() {
+    run("quota");
 }
 
 /// The wills are what makes failover fast, not just safe: over the same seeds, the clients

@@ -200,6 +200,7 @@ fn results() -> Vec<OpResult> {
         (ErrorCode::InvalidClientId, "invalid client id"),
         (ErrorCode::Busy, "busy"),
         (ErrorCode::InvalidOp, "invalid op"),
+        (ErrorCode::NoSpace, "no space"),
     ] {
         out.push(OpResult::Rejected {
             code,
@@ -397,6 +398,7 @@ fn result_file(result: &OpResult) -> String {
                 ErrorCode::InvalidClientId => "invalid-client-id",
                 ErrorCode::Busy => "busy",
                 ErrorCode::InvalidOp => "invalid-op",
+                ErrorCode::NoSpace => "no-space",
             };
             return format!("rejected-{code}");
         }
