@@ -108,6 +108,9 @@ pub enum Mutation {
     /// The driver lets a flush's early messages leave before a promise in the same flush is
     /// durable: a leader that crashes before the sync can reuse its ballot.
     EarlyBeforePromise,
+    /// A server whose election timer fires bids at once, without asking a majority first
+    /// (no pre-vote): one that cannot hear outbids the healthy candidates forever.
+    NoPreVote,
 }
 
 /// A setting that makes no sense.

@@ -358,6 +358,25 @@ mod tests {
         assert!(d.flush().notes.is_empty(), "notes are handed out once");
     }
 
+    /// Server 2 says yes to whatever pre-vote server 1 has under way, so it stands. Returns
+    /// the notes of the flush it looked into.
+    fn pre_vote_yes(d: &mut Driver, now: Duration) -> Vec<Note> {
+        let f = d.flush();
+        let asked = f
+            .messages()
+            .find_map(|o| match o.msg {
+                Message::PreVote { ballot } => Some(ballot),
+                _ => None,
+            })
+            .expect("a pre-vote");
+        let msg = Message::PreVoteAck {
+            ballot: asked,
+            promised: crate::Ballot::ZERO,
+        };
+        d.step(now, Input::Message { from: 2, msg });
+        f.notes
+    }
+
     #[test]
     fn a_candidate_without_a_majority_notes_the_lost_election_and_has_no_quorum() {
         let mut d = driver(1, 3);
@@ -365,6 +384,9 @@ mod tests {
         for _ in 0..100 {
             let t = d.next_deadline().unwrap();
             d.fire_due(t);
+            if d.server().role() == crate::RoleKind::Follower {
+                notes.extend(pre_vote_yes(&mut d, t));
+            }
             notes.extend(d.flush().notes);
             assert_eq!(d.server().quorum_until(), None);
             if notes.len() >= 3 {
@@ -386,6 +408,24 @@ mod tests {
     }
 
     #[test]
+    fn a_server_that_hears_nobody_never_bids() {
+        let mut d = driver(1, 3);
+        for _ in 0..100 {
+            let t = d.next_deadline().unwrap();
+            d.fire_due(t);
+            let f = d.flush();
+            assert!(
+                f.messages()
+                    .all(|o| matches!(o.msg, Message::PreVote { .. })),
+                "only pre-votes leave a server nobody answers: {:?}",
+                f.messages().collect::<Vec<_>>()
+            );
+            assert_eq!(d.server().role(), crate::RoleKind::Follower);
+        }
+        assert_eq!(d.server().ballot(), crate::Ballot::ZERO, "nothing promised");
+    }
+
+    #[test]
     fn elections_wait_for_a_majority_online() {
         let mut d = driver(1, 3);
         d.set_online(1);
@@ -395,6 +435,7 @@ mod tests {
         d.set_online(2);
         let t = d.next_deadline().unwrap();
         assert_eq!(d.fire_due(t), 1);
+        pre_vote_yes(&mut d, t);
         assert_eq!(d.server().role(), crate::RoleKind::Candidate);
     }
 }

@@ -97,6 +97,14 @@ pub enum Message {
     },
     /// "Send me the snapshot before `next_slot` from byte `offset` on."
     SnapshotFetch { next_slot: Slot, offset: u64 },
+    /// Pre-vote: "would you promise `ballot` if I asked?" It changes nothing at the receiver.
+    /// A server stands for election only once a majority say yes, so a server that cannot hear
+    /// (whose acks never arrive) never outbids the healthy ones, and one with a live leader or
+    /// a live candidate around does not start a duel (Raft's pre-vote, Ongaro's thesis 9.6).
+    PreVote { ballot: Ballot },
+    /// "Yes: I know no live leader nor candidate, and I have promised `promised`" (the asker
+    /// bids above it, so its Prepare is not refused for a round it could have known).
+    PreVoteAck { ballot: Ballot, promised: Ballot },
 }
 
 impl Message {
@@ -122,11 +130,13 @@ impl Message {
             Message::HeartbeatAck { .. } => "heartbeat_ack",
             Message::SnapshotChunk { .. } => "snapshot_chunk",
             Message::SnapshotFetch { .. } => "snapshot_fetch",
+            Message::PreVote { .. } => "pre_vote",
+            Message::PreVoteAck { .. } => "pre_vote_ack",
         }
     }
 
     /// All message type names, in a fixed order.
-    pub const KINDS: [&'static str; 19] = [
+    pub const KINDS: [&'static str; 21] = [
         "prepare",
         "promise",
         "accept",
@@ -146,6 +156,8 @@ impl Message {
         "heartbeat_ack",
         "snapshot_chunk",
         "snapshot_fetch",
+        "pre_vote",
+        "pre_vote_ack",
     ];
 }
 

@@ -77,6 +77,13 @@ struct Candidate {
     progress: Option<Duration>,
 }
 
+/// A pre-vote under way ([`Message::PreVote`]).
+#[derive(Debug)]
+struct PreVoteRound {
+    ballot: Ballot,
+    yes: BTreeSet<NodeId>,
+}
+
 /// One part of a promise as sent: the slot it starts at, the entries, where the next starts.
 type PromisePart = (Slot, Vec<(Slot, Entry)>, Option<Slot>);
 
@@ -285,7 +292,18 @@ pub struct Server {
     leader_commit: Slot,
     /// The highest round seen anywhere, so the next election outbids it.
     max_round: u64,
+    /// When the leader followed last spoke, or when this server last promised a candidate or
+    /// heard that candidate ask again: the election timer waits an election timeout from it.
     last_leader_contact: Option<Duration>,
+    /// The candidate this server promised and when that candidate last asked for a promise:
+    /// while it asks, this server tells other would-be candidates no in their pre-votes, so a
+    /// slow election (all of a 4-of-7 side must answer under loss) is not cut short by a duel.
+    /// A candidate asks for at most an election timeout (plus while promises still arrive),
+    /// then must pass a pre-vote itself, so a candidate that cannot hear holds nobody back
+    /// for long.
+    candidate_seen: Option<(NodeId, Duration)>,
+    /// A pre-vote under way: the ballot it would bid and who said yes.
+    prevote: Option<PreVoteRound>,
     catchup_armed: bool,
     /// Durable: what this server knows of every server's incarnation.
     incarnations: Incarnations,
@@ -352,6 +370,8 @@ impl Server {
             leader_commit: 0,
             max_round,
             last_leader_contact: None,
+            candidate_seen: None,
+            prevote: None,
             catchup_armed: false,
             incarnations,
             rejoin: rejoining.then(|| Rejoin::Query {
@@ -722,6 +742,10 @@ impl Server {
             } => self.on_rejoined(now, from, incarnation, ballot, through),
             // Heard (above): that is all it is for.
             Message::HeartbeatAck { .. } => {}
+            Message::PreVote { ballot } => self.on_prevote(now, from, ballot),
+            Message::PreVoteAck { ballot, promised } => {
+                self.on_prevote_ack(now, from, ballot, promised)
+            }
             // Clients' traffic never arrives as a peer message.
             Message::Request(_) | Message::Reply { .. } => {}
         }
@@ -745,6 +769,19 @@ impl Server {
                 }
             }
             TimerKind::PrepareResend => {
+                if let (Role::Follower, Some(p)) = (&self.role, &self.prevote) {
+                    // Only to those that have not said yes; one that was busy may not be now.
+                    let ask: Vec<NodeId> = self.peers().filter(|q| !p.yes.contains(q)).collect();
+                    let ballot = p.ballot;
+                    for q in ask {
+                        self.send_now(Dest::Server(q), Message::PreVote { ballot });
+                    }
+                    self.set_timer(
+                        TimerKind::PrepareResend,
+                        self.cfg.prepare_resend,
+                        Duration::ZERO,
+                    );
+                }
                 if let Role::Candidate(c) = &self.role {
                     // Servers whose promise is in parts are asked from where they stopped.
                     let missing: Vec<(NodeId, Message)> = self
@@ -811,6 +848,10 @@ impl Server {
     /// and the leader still leads, its heartbeats keep the others from promising (they only
     /// forget a leader on its will too), and at worst one election moves the lead.
     fn on_peer_offline(&mut self, id: NodeId) {
+        if self.candidate_seen.is_some_and(|(c, _)| c == id) {
+            // The candidate it waits for is gone: its pre-vote answer need not wait for it.
+            self.candidate_seen = None;
+        }
         if id == self.cfg.id || self.leader != Some(id) || !matches!(self.role, Role::Follower) {
             return;
         }
@@ -1077,22 +1118,120 @@ impl Server {
                 let left = *t + self.cfg.election_timeout - now;
                 self.arm_election_timer(left);
             }
-            Role::Candidate(_) => self.start_election(now),
+            Role::Candidate(_) => self.start_prevote(now),
             Role::Follower => match self.last_leader_contact {
                 Some(t) if now < t + self.cfg.election_timeout => {
                     let left = t + self.cfg.election_timeout - now;
                     self.arm_election_timer(left);
                 }
-                _ => self.start_election(now),
+                _ => self.start_prevote(now),
             },
         }
     }
 
-    fn start_election(&mut self, now: Duration) {
+    /// Asks the others whether they would promise before bidding: only a server that a
+    /// majority can hear, and that knows of no live leader or candidate, raises ballots.
+    /// Without it a server that can send but not hear (a deaf ex-leader, a one-way link)
+    /// bids ever higher rounds that the others promise though it can never win, and every
+    /// healthy candidate is refused (the `one-way` finding of docs/simulator.md); and a
+    /// follower whose patience ran out started a duel with the candidate it had just
+    /// promised (the `paper` finding). An election is always safe: this is liveness only.
+    fn start_prevote(&mut self, now: Duration) {
+        if self.cfg.quorum() <= 1 {
+            // Nobody to ask: the only vote is its own.
+            self.prevote = None;
+            self.start_election_now(now);
+            return;
+        }
+        #[cfg(feature = "mutations")]
+        if self.cfg.mutation == Some(crate::config::Mutation::NoPreVote) {
+            self.start_election_now(now);
+            return;
+        }
+        if matches!(self.role, Role::Candidate(_)) {
+            // This bid failed; the next one needs a majority's yes like any other.
+            self.role = Role::Follower;
+        }
+        self.leader = None;
+        let ballot = self.next_ballot();
+        self.prevote = Some(PreVoteRound {
+            ballot,
+            yes: BTreeSet::new(),
+        });
+        self.send_now(Dest::AllServers, Message::PreVote { ballot });
+        self.set_timer(
+            TimerKind::PrepareResend,
+            self.cfg.prepare_resend,
+            Duration::ZERO,
+        );
+        // Not enough yeses by then (the others are busy with a leader or candidate of their
+        // own, or cannot hear this server): ask again.
+        self.arm_election_timer(self.cfg.election_timeout);
+    }
+
+    /// The ballot this server would bid next: above every round it has seen.
+    fn next_ballot(&self) -> Ballot {
         // Rounds above `MAX_ROUND` are refused on arrival, so this cannot overflow.
         let round = self.max_round.max(self.promised.round).saturating_add(1);
-        self.max_round = round;
-        let ballot = Ballot::new(round, self.cfg.id);
+        Ballot::new(round, self.cfg.id)
+    }
+
+    fn on_prevote(&mut self, now: Duration, from: NodeId, ballot: Ballot) {
+        if ballot.server != from || self.rejoin.is_some() {
+            // A rejoining server may not promise, so it may not say it would.
+            return;
+        }
+        let window = self.cfg.election_timeout;
+        let busy = match &self.role {
+            // A leader is alive by definition; a candidate's own election is under way (a
+            // failed one turns into a pre-vote at its timer).
+            Role::Leader(_) | Role::Candidate(_) => true,
+            Role::Follower => {
+                self.leader_is_alive(now)
+                    || self
+                        .candidate_seen
+                        .is_some_and(|(c, t)| c != from && now < t + window)
+            }
+        };
+        if busy {
+            // Silence rather than a refusal: the asker asks again until its timer, and a
+            // yes later (the leader died meanwhile) still counts.
+            return;
+        }
+        self.send_now(
+            Dest::Server(from),
+            Message::PreVoteAck {
+                ballot,
+                promised: self.promised,
+            },
+        );
+    }
+
+    fn on_prevote_ack(&mut self, now: Duration, from: NodeId, ballot: Ballot, promised: Ballot) {
+        self.max_round = self.max_round.max(promised.round);
+        if !matches!(self.role, Role::Follower) || self.leader_is_alive(now) {
+            self.prevote = None;
+            return;
+        }
+        let Some(p) = &mut self.prevote else {
+            return;
+        };
+        if p.ballot != ballot {
+            // An answer to an earlier pre-vote.
+            return;
+        }
+        p.yes.insert(from);
+        if p.yes.len() + 1 >= self.cfg.quorum() {
+            self.prevote = None;
+            self.start_election_now(now);
+        }
+    }
+
+    fn start_election_now(&mut self, now: Duration) {
+        let ballot = self.next_ballot();
+        self.max_round = ballot.round;
+        self.prevote = None;
+        self.candidate_seen = None;
         let incarnations = self.incarnations.clone();
         self.role = Role::Candidate(Candidate {
             ballot,
@@ -1165,9 +1304,16 @@ impl Server {
             self.persist(PersistOp::Promise(ballot));
             self.role = Role::Follower;
             self.leader = None;
+            self.prevote = None;
             // Give the candidate an election timeout to finish before trying ourselves.
             self.last_leader_contact = Some(now);
+            self.candidate_seen = Some((from, now));
             self.arm_election_timer(self.cfg.election_timeout);
+        } else if matches!(self.role, Role::Follower) && self.leader.is_none() {
+            // The candidate promised asks again: its election is alive, so wait for it (it
+            // stops asking at its own timeout, so this patience is bounded).
+            self.last_leader_contact = Some(now);
+            self.candidate_seen = Some((from, now));
         }
         // ballot == promised: a first promise, a resent Prepare or one asking for the next
         // part; the answer is the same for the same `from`.
@@ -1471,6 +1617,9 @@ impl Server {
         }
         self.leader = Some(from);
         self.last_leader_contact = Some(now);
+        // A leader speaks: no election of its own, and no candidate to wait for.
+        self.prevote = None;
+        self.candidate_seen = None;
         true
     }
 
@@ -1852,7 +2001,7 @@ impl Server {
         } else {
             // Our phase 1 counted promises made before this incarnation was known: run it
             // again in a new ballot whose Prepare carries it.
-            self.start_election(now);
+            self.start_election_now(now);
         }
     }
 
@@ -2288,8 +2437,11 @@ fn msg_ballot(msg: &Message) -> Option<Ballot> {
         | Message::ReadIndex { ballot, .. }
         | Message::ReadAck { ballot, .. }
         | Message::HeartbeatAck { ballot }
+        | Message::PreVote { ballot }
         | Message::Rejoined { ballot, .. } => Some(*ballot),
-        Message::Nack { ballot, promised } => Some((*ballot).max(*promised)),
+        Message::Nack { ballot, promised } | Message::PreVoteAck { ballot, promised } => {
+            Some((*ballot).max(*promised))
+        }
         _ => None,
     }
 }

@@ -4,8 +4,8 @@
 //! and its sync.
 
 use mqpaxos_core::{
-    Command, Config, Dest, Driver, Durable, Flush, Input, Message, NodeId, Op, OpResult, Outgoing,
-    PersistOp, RoleKind, Server, TimerKind,
+    Ballot, Command, Config, Dest, Driver, Durable, Flush, Input, Message, NodeId, Op, OpResult,
+    Outgoing, PersistOp, RoleKind, Server, TimerKind,
 };
 use std::time::Duration;
 
@@ -166,9 +166,30 @@ impl Cluster {
         panic!("messages never stop");
     }
 
+    /// Makes `id` stand for election, its pre-vote answered by a majority's yes at once.
     fn elect(&mut self, id: NodeId) {
         self.now += Duration::from_secs(10);
         self.step(id, Input::Timer(TimerKind::Election));
+        self.flush(id);
+        let mut asked = None;
+        self.flights.retain(|f| match f.msg {
+            Message::PreVote { ballot } if f.from == id => {
+                asked = Some(ballot);
+                false
+            }
+            _ => true,
+        });
+        let Some(ballot) = asked else {
+            return;
+        };
+        let n = self.n();
+        for p in (1..=n).filter(|p| *p != id).take(n as usize / 2) {
+            let msg = Message::PreVoteAck {
+                ballot,
+                promised: Ballot::ZERO,
+            };
+            self.step(id, Input::Message { from: p, msg });
+        }
         self.flush(id);
     }
 }

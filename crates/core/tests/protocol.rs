@@ -111,7 +111,33 @@ impl Cluster {
     /// Makes `id` stand for election, as if it had heard no leader for long enough.
     fn elect(&mut self, id: NodeId) {
         self.now += Duration::from_secs(10);
+        self.stand(id);
+    }
+
+    /// Fires `id`'s election timer and answers its pre-vote with a majority's yes at once
+    /// (the transcripts are about what a bid leads to; the pre-vote's own tests deliver it).
+    fn stand(&mut self, id: NodeId) {
         self.fire(id, TimerKind::Election);
+        let mut asked = None;
+        self.flights.retain(|f| match f.msg {
+            Message::PreVote { ballot } if f.from == id => {
+                asked = Some(ballot);
+                false
+            }
+            _ => true,
+        });
+        let Some(ballot) = asked else {
+            return;
+        };
+        let n = self.n();
+        let yes: Vec<NodeId> = (1..=n).filter(|p| *p != id).take(n as usize / 2).collect();
+        for p in yes {
+            let msg = Message::PreVoteAck {
+                ballot,
+                promised: Ballot::ZERO,
+            };
+            self.step(id, Input::Message { from: p, msg });
+        }
     }
 
     fn deliver(&mut self, f: Flight) {
@@ -248,7 +274,7 @@ fn a_delayed_vote_from_round_1_does_not_count_in_round_2() {
     assert_eq!(c.server(1).role(), RoleKind::Candidate);
 
     // Round 1 times out; round 2 begins with a higher ballot. Server 3 promises.
-    c.fire(1, TimerKind::Election);
+    c.stand(1);
     let Message::Prepare { ballot: round2, .. } = c.flights.back().unwrap().msg.clone() else {
         panic!("expected a Prepare for round 2");
     };
@@ -472,8 +498,22 @@ fn a_follower_that_hears_a_leader_does_not_help_a_challenger() {
     let hb2 = c.take(|f| f.to == To::Server(2));
     c.drop_all();
     c.deliver(hb2);
-    // Server 3 has heard nothing for long and stands for election.
+    // Server 3 has heard nothing for long and asks whether it may stand: neither the
+    // leader nor server 2, which just heard it, says yes.
     c.fire(3, TimerKind::Election);
+    c.settle();
+    assert_eq!(
+        c.server(3).role(),
+        RoleKind::Follower,
+        "a bid without a yes"
+    );
+    assert_eq!(c.server(1).ballot(), ballot);
+    // Had it stood anyway (as before pre-vote), its Prepare would not have been helped.
+    c.fire(1, TimerKind::Heartbeat);
+    let hb2 = c.take(|f| f.to == To::Server(2));
+    c.drop_all();
+    c.deliver(hb2);
+    c.stand(3);
     assert_eq!(c.server(3).role(), RoleKind::Candidate);
     c.settle();
     // Neither the leader nor server 2, which just heard it, helps the challenger.
@@ -559,7 +599,7 @@ fn a_promise_from_before_a_rejoin_is_not_counted() {
     // Server 5 is cut off and campaigns again and again; only its last Prepare reaches 2.
     c.now += Duration::from_secs(10);
     for _ in 0..5 {
-        c.fire(5, TimerKind::Election);
+        c.stand(5);
     }
     let prepare = c.take(|f| {
         f.from == 5
@@ -1050,4 +1090,98 @@ fn a_will_for_another_server_changes_nothing() {
         .step(now, Input::PeerOffline(3));
     assert!(ready.timers.is_empty() && ready.send_now.is_empty());
     assert_eq!(c.server(2).leader(), Some(1));
+}
+
+/// The `paper` finding of docs/simulator.md (seed 1548 before pre-vote): with 7 servers a side
+/// of 4 needs every one of its promises, which under loss take a while. Server 5 promised
+/// candidate 7; its own timer ran out while 7 still waited for 1 and 4, and it stood with a
+/// higher ballot, which 1 promised, so 7's win was void; the duel repeated until the heal.
+/// Now 5 must first pass a pre-vote, and nobody that 7 is still asking says yes.
+#[test]
+fn a_follower_does_not_duel_the_candidate_it_promised() {
+    let mut c = Cluster::new(7, |_| {});
+    c.cut = vec![2, 3, 6];
+    c.elect(7);
+    let ballot = c.server(7).ballot().max(Ballot::new(1, 7));
+    // 7's Prepares reach 1, 4 and 5; only 5's promise gets back.
+    let lost_promises = |c: &mut Cluster| {
+        for to in [1, 4] {
+            let p = c.take(|f| f.from == 7 && f.to == To::Server(to));
+            c.deliver(p);
+            let _lost = c.take(|f| f.from == to && f.to == To::Server(7));
+        }
+    };
+    let p5 = c.take(|f| f.from == 7 && f.to == To::Server(5));
+    lost_promises(&mut c);
+    c.deliver(p5);
+    c.settle();
+    assert_eq!(c.server(7).role(), RoleKind::Candidate);
+    assert_eq!(c.server(5).ballot().server, 7, "5 promised 7");
+    // Time passes: 7 asks 1 and 4 again (their answers are lost again); 5's timer runs out.
+    for _ in 0..8 {
+        c.now += Duration::from_millis(50);
+        c.fire(7, TimerKind::PrepareResend);
+        lost_promises(&mut c);
+        c.drop_all();
+    }
+    c.fire(5, TimerKind::Election);
+    c.settle();
+    assert_eq!(
+        c.server(5).role(),
+        RoleKind::Follower,
+        "5 stood against the candidate it promised"
+    );
+    for id in [1, 4, 5] {
+        assert_eq!(c.server(id).ballot().server, 7, "server {id} left 7");
+    }
+    // 7's next resend gets through, and it wins.
+    c.fire(7, TimerKind::PrepareResend);
+    c.settle();
+    assert_eq!(c.server(7).role(), RoleKind::Leader);
+    assert!(c.server(7).ballot() >= ballot);
+    c.request(put("c/1", 1, "k", "v"));
+    c.settle();
+    assert_eq!(c.replies, vec![("c/1".into(), 1, OpResult::Done)]);
+}
+
+/// The `one-way` finding of docs/simulator.md: a server that can send but not hear bid ever
+/// higher rounds, which the others promised though it could never win, so every healthy
+/// candidate was refused. Now its pre-votes are answered, but the answers never reach it,
+/// so it never bids, and the others' promises do not move.
+#[test]
+fn a_server_that_cannot_hear_never_outbids_the_others() {
+    let mut c = Cluster::new(5, |_| {});
+    c.elect(1);
+    c.settle();
+    let ballot = c.server(1).ballot();
+    c.crash(1);
+    c.now += Duration::from_secs(1);
+    let deaf = |c: &mut Cluster| {
+        while let Some(f) = c.flights.pop_front() {
+            if f.to != To::Server(5) {
+                c.deliver(f);
+            }
+        }
+    };
+    for _ in 0..10 {
+        c.now += Duration::from_millis(400);
+        c.fire(5, TimerKind::Election);
+        c.fire(5, TimerKind::PrepareResend);
+        deaf(&mut c);
+    }
+    assert_eq!(c.server(5).role(), RoleKind::Follower);
+    for id in 2..=4 {
+        assert_eq!(
+            c.server(id).ballot(),
+            ballot,
+            "server {id} promised the deaf one"
+        );
+    }
+    // A server that hears wins at once and commits.
+    c.fire(2, TimerKind::Election);
+    deaf(&mut c);
+    assert_eq!(c.server(2).role(), RoleKind::Leader);
+    c.request(put("c/1", 1, "k", "v"));
+    deaf(&mut c);
+    assert_eq!(c.replies, vec![("c/1".into(), 1, OpResult::Done)]);
 }

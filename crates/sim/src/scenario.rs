@@ -562,6 +562,7 @@ pub mod mutations {
         "snapshot-without-sessions" => SnapshotWithoutSessions,
         "catch-up-unchosen" => CatchUpUnchosen,
         "early-before-promise" => EarlyBeforePromise,
+        "no-pre-vote" => NoPreVote,
     }
 
     pub fn by_name(name: &str) -> Option<fn(&mut Config)> {

@@ -253,6 +253,12 @@ struct Watch {
     slots_at_start: Slot,
     majority_commit_at_start: Slot,
     strict_minority: bool,
+    /// A server that hears nothing while what it sends arrives (the `one-way` scenario's deaf
+    /// leader), and the ballots it bid meanwhile: it can never win, so with pre-vote it bids
+    /// at most once (a pre-vote answered just before it went deaf); without, it outbid the
+    /// healthy candidates every election timeout.
+    deaf: Option<NodeId>,
+    deaf_bids: BTreeSet<Ballot>,
 }
 
 pub struct Simulation {
@@ -717,6 +723,9 @@ impl Simulation {
                     }
                     let others = (1..=self.sc.servers).filter(|x| *x != l).collect();
                     self.begin_watch(others, BTreeSet::from([l]), false);
+                    if let Some(w) = &mut self.watch {
+                        w.deaf = Some(l);
+                    }
                 } else {
                     // Random one-way links, each cut with probability 1/4: progress is not
                     // promised, only safety.
@@ -757,6 +766,8 @@ impl Simulation {
             slots_at_start,
             majority_commit_at_start,
             strict_minority: strict,
+            deaf: None,
+            deaf_bids: BTreeSet::new(),
         });
     }
 
@@ -778,6 +789,14 @@ impl Simulation {
                     ));
                 }
             }
+        }
+        if let (Some(id), true) = (w.deaf, w.deaf_bids.len() > 1) {
+            self.violations.push(format!(
+                "liveness: server {id}, which heard nothing from {:?} for {window:?}, bid {} ballots it could never win ({:?}), each outbidding the healthy candidates",
+                w.start,
+                w.deaf_bids.len(),
+                w.deaf_bids
+            ));
         }
         let busy = self.clients.iter().any(|c| c.current.is_some());
         let after = self.max_commit(&w.majority);
@@ -1261,6 +1280,11 @@ impl Simulation {
         }
         if let Addr::Server(id) = from {
             self.check_vouches(id, &o.msg);
+            if let (Some(w), Message::Prepare { ballot, .. }) = (&mut self.watch, &o.msg) {
+                if w.deaf == Some(id) {
+                    w.deaf_bids.insert(*ballot);
+                }
+            }
         }
         match from {
             Addr::Server(id) => self.server_counts[id as usize - 1].sent[k] += 1,

@@ -56,6 +56,7 @@ mutation!(snapshot_without_sessions, SnapshotWithoutSessions);
 mutation!(catch_up_unchosen, CatchUpUnchosen);
 mutation!(early_before_promise, EarlyBeforePromise);
 mutation!(reply_before_sync, ReplyBeforeSync);
+mutation!(no_pre_vote, NoPreVote);
 
 /// What a bug is, how to switch it on, the scenario and the seed that catches it.
 type Case = (&'static str, fn(&mut Config), &'static str, u64);
@@ -66,17 +67,17 @@ type Case = (&'static str, fn(&mut Config), &'static str, u64);
 fn known_bugs_are_caught_at_their_seeds() {
     let cases: &[Case] = &[
         ("half quorum", half_quorum, "paper", 0),
-        ("skip re-proposal", skip_reproposal, "leader-crash", 2),
-        ("trust lost state", trust_lost_state, "amnesia", 23),
+        ("skip re-proposal", skip_reproposal, "leader-crash", 1),
+        ("trust lost state", trust_lost_state, "amnesia", 22),
         ("read without quorum", read_without_quorum, "pause", 1),
-        ("no check-quorum", no_check_quorum, "one-way", 0),
-        ("trust an empty disk", trust_empty_disk, "amnesia-fast", 18),
-        ("learn any ballot", learn_any_ballot, "minority", 0),
+        ("no check-quorum", no_check_quorum, "one-way", 8),
+        ("trust an empty disk", trust_empty_disk, "amnesia-fast", 4),
+        ("learn any ballot", learn_any_ballot, "minority", 1),
         (
             "read joins a running round",
             read_joins_running_round,
             "pause",
-            2,
+            7,
         ),
         (
             "snapshot without sessions",
@@ -88,7 +89,7 @@ fn known_bugs_are_caught_at_their_seeds() {
             "catch-up of unchosen values",
             catch_up_unchosen,
             "minority",
-            1,
+            11,
         ),
         (
             "early messages before the promise",
@@ -97,6 +98,7 @@ fn known_bugs_are_caught_at_their_seeds() {
             0,
         ),
         ("replies before the sync", reply_before_sync, "single", 0),
+        ("no pre-vote", no_pre_vote, "one-way", 0),
     ];
     for (what, tweak, name, seed) in cases {
         let mut sc = scenario::by_name(name).expect("scenario exists");

@@ -334,6 +334,11 @@ pub fn wire_cases() -> Vec<Message> {
             next_slot: 40,
             offset: 10,
         },
+        Message::PreVote { ballot: b(8, 2) },
+        Message::PreVoteAck {
+            ballot: b(8, 2),
+            promised: ballot,
+        },
     ]);
     out
 }
@@ -362,6 +367,8 @@ pub fn wire_file(msg: &Message) -> String {
         Message::HeartbeatAck { .. } => "heartbeat-ack",
         Message::SnapshotChunk { .. } => "snapshot-chunk",
         Message::SnapshotFetch { .. } => "snapshot-fetch",
+        Message::PreVote { .. } => "pre-vote",
+        Message::PreVoteAck { .. } => "pre-vote-ack",
     };
     format!("wire-{name}.bin")
 }
