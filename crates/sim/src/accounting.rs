@@ -11,7 +11,7 @@ use crate::simulation::{kind_index_of, Counts, RunReport};
 use std::fmt::Write;
 use std::time::Duration;
 
-const ELECTION: [&str; 3] = ["prepare", "promise", "nack"];
+const ELECTION: [&str; 5] = ["pre_vote", "pre_vote_ack", "prepare", "promise", "nack"];
 const COMMAND: [&str; 8] = [
     "request",
     "accept",
