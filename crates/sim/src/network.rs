@@ -26,6 +26,11 @@ pub struct NetConfig {
     pub jitter: Duration,
     /// Probability that a message is delivered twice (the copy gets its own delay).
     pub duplicate: f64,
+    /// Probability that a message straggles: it is held up to `straggle_max` more, as a
+    /// broker's queue or a TCP retransmission holds one now and then (a heavy tail). Old
+    /// messages then arrive long after their sender crashed, lost its disk and rejoined.
+    pub straggle: f64,
+    pub straggle_max: Duration,
 }
 
 impl NetConfig {
@@ -36,6 +41,8 @@ impl NetConfig {
             delay: Duration::from_millis(2),
             jitter: Duration::from_millis(2),
             duplicate: 0.0,
+            straggle: 0.0,
+            straggle_max: Duration::ZERO,
         }
     }
 
@@ -46,6 +53,8 @@ impl NetConfig {
             delay: Duration::from_millis(1),
             jitter: Duration::from_micros(500),
             duplicate: 0.0,
+            straggle: 0.0,
+            straggle_max: Duration::ZERO,
         }
     }
 }
@@ -103,7 +112,14 @@ impl Network {
     fn delay(&self, rng: &mut ChaCha8Rng) -> Duration {
         let j = self.cfg.jitter.as_nanos() as u64;
         let extra = if j == 0 { 0 } else { rng.gen_range(0..=j) };
-        self.cfg.delay + Duration::from_nanos(extra)
+        // Drawn only where configured, so scenarios without stragglers replay as before.
+        let s = self.cfg.straggle_max.as_nanos() as u64;
+        let tail = if self.cfg.straggle > 0.0 && s > 0 && rng.gen_bool(self.cfg.straggle) {
+            rng.gen_range(0..=s)
+        } else {
+            0
+        };
+        self.cfg.delay + Duration::from_nanos(extra + tail)
     }
 }
 

@@ -196,6 +196,7 @@ pub fn all() -> Vec<Scenario> {
         sessions(),
         quota(),
         amnesia_fast(),
+        amnesia_slow(),
         large(),
     ]
 }
@@ -218,6 +219,8 @@ pub fn paper() -> Scenario {
         delay: Duration::from_millis(10),
         jitter: Duration::from_millis(2),
         duplicate: 0.0,
+        straggle: 0.0,
+        straggle_max: Duration::ZERO,
     };
     s.faults = FaultPlan::RandomPartitions {
         count: 5,
@@ -359,6 +362,8 @@ pub fn lossy(servers: u32) -> Scenario {
         delay: Duration::from_millis(1),
         jitter: Duration::from_millis(29),
         duplicate: 0.1,
+        straggle: 0.0,
+        straggle_max: Duration::ZERO,
     };
     s
 }
@@ -403,6 +408,8 @@ pub fn power_lossy() -> Scenario {
         delay: Duration::from_millis(1),
         jitter: Duration::from_millis(29),
         duplicate: 0.1,
+        straggle: 0.0,
+        straggle_max: Duration::ZERO,
     };
     s.faults = FaultPlan::RandomCrashes {
         every: Duration::from_millis(600),
@@ -496,6 +503,8 @@ pub fn sessions() -> Scenario {
         delay: Duration::from_millis(1),
         jitter: Duration::from_millis(20),
         duplicate: 0.1,
+        straggle: 0.0,
+        straggle_max: Duration::ZERO,
     };
     s.max_sessions = Some(2);
     s
@@ -518,6 +527,8 @@ pub fn quota() -> Scenario {
         delay: Duration::from_millis(1),
         jitter: Duration::from_millis(10),
         duplicate: 0.1,
+        straggle: 0.0,
+        straggle_max: Duration::ZERO,
     };
     s.faults = FaultPlan::RandomCrashes {
         every: Duration::from_millis(900),
@@ -570,6 +581,24 @@ pub mod mutations {
     }
 }
 
+/// Lost disks with very old messages about: as `amnesia-fast`, but one message in 20 is held
+/// up to 1.5 s more (a heavy tail), so a promise or an accept made by a server's former self
+/// can arrive after it lost its disk, rejoined and voted again in its new incarnation.
+pub fn amnesia_slow() -> Scenario {
+    let mut s = amnesia_fast();
+    s.name = "amnesia-slow";
+    s.about = "3 servers, 3 clients, 10% loss, 1-30 ms delay, 5% of messages up to 1.5 s late: quick crashes, most losing the disk";
+    s.net = NetConfig {
+        loss: 0.1,
+        delay: Duration::from_millis(1),
+        jitter: Duration::from_millis(30),
+        duplicate: 0.1,
+        straggle: 0.05,
+        straggle_max: Duration::from_millis(1500),
+    };
+    s
+}
+
 /// Lost disks with old messages still about: servers crash and come back within
 /// milliseconds, most of them wiped, while the network delays, reorders and duplicates
 /// heavily, so a promise or an accept of a server's former self can arrive after it rejoined.
@@ -584,6 +613,8 @@ pub fn amnesia_fast() -> Scenario {
         delay: Duration::from_millis(1),
         jitter: Duration::from_millis(80),
         duplicate: 0.2,
+        straggle: 0.0,
+        straggle_max: Duration::ZERO,
     };
     s.faults = FaultPlan::RandomCrashes {
         every: Duration::from_millis(400),

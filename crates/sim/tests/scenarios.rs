@@ -125,6 +125,11 @@ fn amnesia_fast() {
     run("amnesia-fast");
 }
 
+#[test]
+fn amnesia_slow() {
+    run("amnesia-slow");
+}
+
 /// Values of up to 1 MiB make a seed cost about a second (MiBs copied, digested, encoded and
 /// checked), so CI runs fewer of them: `MQPAXOS_SIM_LARGE_SEEDS` (default 100); the larger
 /// surveys of docs/simulator.md were run with `mqpaxos-sim --scenario large --seeds N`.
