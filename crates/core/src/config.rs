@@ -263,6 +263,13 @@ impl Config {
         self.servers as usize / 2 + 1
     }
 
+    /// Whether `votes` distinct servers make a majority: every count of promises, yeses,
+    /// acceptances, confirmations and answers goes through here, and each caller says whether
+    /// its own vote is among them (rejoining deliberately does not count itself).
+    pub fn is_quorum(&self, votes: usize) -> bool {
+        votes >= self.quorum()
+    }
+
     /// How far past its commit point a replica stores accepted slots. Past that a peer is
     /// either far ahead (and the replica catches up first) or misbehaving; either way storing
     /// it would let one message allocate without bound.

@@ -91,7 +91,7 @@ impl Server {
     /// follower whose patience ran out started a duel with the candidate it had just
     /// promised (the `paper` finding). An election is always safe: this is liveness only.
     pub(super) fn start_prevote(&mut self, now: Duration) {
-        if self.cfg.quorum() <= 1 {
+        if self.cfg.is_quorum(1) {
             // Nobody to ask: the only vote is its own.
             self.prevote = None;
             self.start_election_now(now);
@@ -181,7 +181,7 @@ impl Server {
             return;
         }
         p.yes.insert(from);
-        if p.yes.len() + 1 >= self.cfg.quorum() {
+        if self.cfg.is_quorum(p.yes.len() + 1) {
             self.prevote = None;
             self.start_election_now(now);
         }
@@ -201,7 +201,7 @@ impl Server {
             progress: None,
         });
         self.leader = None;
-        if self.cfg.quorum() <= 1 {
+        if self.cfg.is_quorum(1) {
             self.become_leader(now);
             return;
         }
@@ -377,7 +377,7 @@ impl Server {
             .iter()
             .filter(|(p, (inc, _))| self.promise_counts(**p, *inc))
             .count();
-        if current + 1 >= self.cfg.quorum() {
+        if self.cfg.is_quorum(current + 1) {
             self.become_leader(now);
         }
     }
@@ -408,13 +408,7 @@ impl Server {
             self.promised = ballot;
             self.persist(PersistOp::Promise(ballot));
         }
-        // For every slot not known chosen, the value with the highest ballot among the
-        // majority's reports (ours included) is the only one that may have been chosen.
-        let mut best: BTreeMap<Slot, Entry> = self
-            .log
-            .iter_from(self.commit)
-            .map(|(s, e)| (s, e.clone()))
-            .collect();
+        let own = self.log.iter_from(self.commit).map(|(s, e)| (s, e.clone()));
         let reproposes = {
             #[cfg(feature = "mutations")]
             {
@@ -425,28 +419,17 @@ impl Server {
                 true
             }
         };
-        let reports = c
-            .promises
-            .into_iter()
-            .filter(|(p, (inc, _))| self.promise_counts(*p, *inc))
-            .flat_map(|(_, (_, accepted))| accepted);
-        if reproposes {
-            for (slot, entry) in reports {
-                if slot < self.commit {
-                    continue;
-                }
-                match best.get(&slot) {
-                    Some(b) if b.ballot >= entry.ballot => {}
-                    _ => {
-                        best.insert(slot, entry);
-                    }
-                }
-            }
-        }
-        let end = best
-            .last_key_value()
-            .map_or(self.commit, |(s, _)| *s + 1)
-            .max(self.commit);
+        let reports: Vec<(Slot, Entry)> = if reproposes {
+            c.promises
+                .into_iter()
+                .filter(|(p, (inc, _))| self.promise_counts(*p, *inc))
+                .flat_map(|(_, (_, accepted))| accepted)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let chosen = reproposals(self.commit, own, reports);
+        let end = self.commit + chosen.len() as Slot;
         let mut leader = Leader {
             ballot,
             next_slot: end,
@@ -461,8 +444,7 @@ impl Server {
             heard: BTreeMap::new(),
         };
         let mut values = Vec::new();
-        for slot in self.commit..end {
-            let value = best.remove(&slot).map(|e| e.value).unwrap_or_default();
+        for (slot, value) in (self.commit..end).zip(chosen) {
             for cmd in &value {
                 leader.proposed.insert((cmd.client.clone(), cmd.seq));
             }
@@ -521,7 +503,7 @@ impl Server {
             .values()
             .filter(|t| now.saturating_sub(**t) < window)
             .count();
-        heard + 1 < self.cfg.quorum()
+        !self.cfg.is_quorum(heard + 1)
     }
 
     /// Stops leading; the election timer picks the next leader (perhaps this one again, once
@@ -544,5 +526,82 @@ impl Server {
             // more. Stand down and let the election timer pick the next leader.
             self.step_down(now);
         }
+    }
+}
+
+/// What a new leader re-proposes, slot by slot from `commit` on: for every slot, the value
+/// with the highest ballot among its own log (`own`) and the majority's reports (the only
+/// value that may have been chosen there), a no-op where nobody holds one, up to the highest
+/// slot anyone holds. Reports below `commit` are of slots known chosen, so they are ignored.
+/// Pure, so the rule that keeps chosen values chosen is tested on its own.
+pub(super) fn reproposals(
+    commit: Slot,
+    own: impl IntoIterator<Item = (Slot, Entry)>,
+    reports: impl IntoIterator<Item = (Slot, Entry)>,
+) -> Vec<Value> {
+    let mut best: BTreeMap<Slot, Entry> = BTreeMap::new();
+    for (slot, entry) in own.into_iter().chain(reports) {
+        if slot < commit {
+            continue;
+        }
+        match best.get(&slot) {
+            Some(b) if b.ballot >= entry.ballot => {}
+            _ => {
+                best.insert(slot, entry);
+            }
+        }
+    }
+    let end = best.last_key_value().map_or(commit, |(s, _)| *s + 1);
+    (commit..end)
+        .map(|slot| best.remove(&slot).map(|e| e.value).unwrap_or_default())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reproposals;
+    use crate::kv::{Command, Op};
+    use crate::{Ballot, Entry};
+
+    fn entry(round: u64, v: &str) -> Entry {
+        Entry {
+            ballot: Ballot::new(round, 1),
+            value: vec![Command {
+                client: "c".into(),
+                seq: round,
+                op: Op::Put {
+                    key: "k".into(),
+                    value: v.into(),
+                },
+            }],
+        }
+    }
+
+    #[test]
+    fn the_highest_ballot_wins_each_slot_wherever_it_was_reported() {
+        let own = vec![(5, entry(2, "own")), (6, entry(4, "own-newer"))];
+        let reports = vec![(5, entry(3, "report")), (6, entry(1, "report-older"))];
+        let got = reproposals(5, own, reports);
+        assert_eq!(
+            got,
+            vec![entry(3, "report").value, entry(4, "own-newer").value]
+        );
+    }
+
+    #[test]
+    fn gaps_become_no_ops_and_chosen_slots_are_left_out() {
+        let reports = vec![(2, entry(9, "chosen already")), (7, entry(1, "late"))];
+        let got = reproposals(4, Vec::new(), reports);
+        assert_eq!(got.len(), 4, "slots 4 to 7");
+        assert!(got[..3].iter().all(Vec::is_empty), "no-ops in 4, 5, 6");
+        assert_eq!(got[3], entry(1, "late").value);
+    }
+
+    #[test]
+    fn nothing_reported_nothing_reproposed() {
+        assert!(reproposals(10, Vec::new(), Vec::new()).is_empty());
+        // An equal ballot keeps the first seen (the same value: one ballot proposes one).
+        let got = reproposals(0, vec![(0, entry(1, "a"))], vec![(0, entry(1, "a"))]);
+        assert_eq!(got, vec![entry(1, "a").value]);
     }
 }

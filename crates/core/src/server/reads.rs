@@ -57,12 +57,11 @@ impl Server {
 
     /// Counts `from`'s confirmation of the current read round.
     pub(super) fn confirm_reads(&mut self, from: NodeId) {
-        let quorum = self.cfg.quorum();
         let Role::Leader(l) = &mut self.role else {
             return;
         };
         l.reads.acks.insert(from);
-        if l.reads.acks.len() < quorum || l.reads.confirmed == l.reads.round {
+        if !self.cfg.is_quorum(l.reads.acks.len()) || l.reads.confirmed == l.reads.round {
             return;
         }
         l.reads.confirmed = l.reads.round;

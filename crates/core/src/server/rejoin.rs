@@ -51,7 +51,7 @@ impl Server {
         answers.insert(from, incarnation);
         // A majority of the cluster not counting ourselves: it shares a member with every
         // majority that ever recorded an earlier incarnation of ours, so the next one is new.
-        if answers.len() < self.cfg.quorum() {
+        if !self.cfg.is_quorum(answers.len()) {
             return;
         }
         let known = answers.values().copied().max().unwrap_or(0);
@@ -118,12 +118,11 @@ impl Server {
             // every quorum a candidate can gather includes one of them, whose promise tells
             // the candidate to ignore our former self's; and none of them has accepted
             // anything, so no value was chosen that we could have forgotten.
-            let quorum = self.cfg.quorum();
             let Some(Rejoin::Announce { pristine }) = &mut self.rejoin else {
                 return;
             };
             pristine.insert(from);
-            if pristine.len() >= quorum {
+            if self.cfg.is_quorum(pristine.len()) {
                 self.finish_rejoin();
             }
             return;

@@ -234,7 +234,6 @@ impl Server {
 
     /// Leader: executes every slot at the commit point that a majority has accepted.
     pub(super) fn try_commit(&mut self, now: Duration) {
-        let quorum = self.cfg.quorum();
         let mut advanced = false;
         loop {
             let Role::Leader(l) = &mut self.role else {
@@ -243,7 +242,7 @@ impl Server {
             let Some(entry) = l.inflight.first_entry() else {
                 break;
             };
-            if *entry.key() != self.commit || entry.get().acks.len() < quorum {
+            if *entry.key() != self.commit || !self.cfg.is_quorum(entry.get().acks.len()) {
                 break;
             }
             let inf = entry.remove();
