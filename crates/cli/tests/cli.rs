@@ -553,3 +553,68 @@ fn mosquitto_from_the_shipped_configuration_as_user_mosquitto_with_tls() {
     assert!(!log.contains("does not contain '%c' or '%u'"), "{log}");
     assert!(log.contains("running"), "{log}");
 }
+
+/// The servers' process ids: children of `parent` running `mqpaxos server`.
+fn servers_of(parent: u32) -> Vec<u32> {
+    let o = Command::new("pgrep")
+        .args(["-P", &parent.to_string(), "-f", "server --id"])
+        .output()
+        .expect("pgrep");
+    stdout(&o)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// A process that is gone (or a zombie nobody has reaped yet).
+fn gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
+/// `cluster up` killed with SIGKILL (a test's cleanup, the OOM killer, `kill -9`) must not
+/// leave its servers running: they used to reconnect forever to the broker that died with it
+/// (CI found three orphans of a killed test an hour later).
+#[test]
+fn a_killed_cluster_takes_its_servers_with_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let mut up = Command::new(BIN)
+        .args(["cluster", "up", "--servers", "3", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env_remove("MQPAXOS_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("cluster up");
+    wait_listening(port);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let servers = loop {
+        let s = servers_of(up.id());
+        if s.len() == 3 {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "servers never started: {s:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    up.kill().expect("SIGKILL");
+    let _ = up.wait();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !servers.iter().all(|p| gone(*p)) {
+        if Instant::now() > deadline {
+            for p in &servers {
+                // Do not leave them behind ourselves.
+                let _ = Command::new("kill").args(["-9", &p.to_string()]).status();
+            }
+            panic!("servers {servers:?} outlived their cluster by 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -233,6 +233,7 @@ pub async fn run(a: Args) -> CmdResult {
         if let Some(p) = &password {
             cmd.env("MQPAXOS_PASSWORD", p);
         }
+        super::dies_with_launcher(&mut cmd);
         let child = cmd
             .arg("server")
             .args(["--id", &id.to_string(), "--servers", &a.servers.to_string()])

@@ -265,6 +265,7 @@ impl LocalCluster {
                 .arg(dir.join(format!("{user}.password")));
         }
         cmd.args(&spec.server_args);
+        super::dies_with_launcher(&mut cmd);
         let child = cmd
             .spawn()
             .map_err(|e| fail(Exit::Failed, format!("cannot start server {id}: {e}")))?;
