@@ -146,7 +146,7 @@ mod tests {
         // costs the same with ReadIndex and ReadAck in place of Accept and Accepted.
         assert!((r3.command_publishes - 5.0).abs() < 0.5, "{r3:?}");
         assert!((r7.command_publishes - 9.0).abs() < 0.5, "{r7:?}");
-        // Prepare (1 broadcast) + N-1 Promises.
-        assert!((r7.election_publishes - 7.0).abs() < 0.5, "{r7:?}");
+        // PreVote (1 broadcast) + N-1 answers, then Prepare (1 broadcast) + N-1 Promises.
+        assert!((r7.election_publishes - 14.0).abs() < 0.5, "{r7:?}");
     }
 }
