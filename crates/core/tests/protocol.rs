@@ -1185,3 +1185,139 @@ fn a_server_that_cannot_hear_never_outbids_the_others() {
     deaf(&mut c);
     assert_eq!(c.replies, vec![("c/1".into(), 1, OpResult::Done)]);
 }
+
+// ----- large values under load (issue 17): what waits in the followers' queues -----
+
+/// A leader keeps at most `window_bytes` of commands in flight (one slot always), so its
+/// heartbeats never queue behind more than that at a follower; the rest waits at the leader
+/// and goes out as slots are chosen.
+#[test]
+fn a_leader_holds_back_slots_past_its_byte_window() {
+    let mut c = Cluster::new(3, |cfg| cfg.window_bytes = 2_500);
+    c.elect(1);
+    c.settle();
+    let big = "x".repeat(1_000);
+    for seq in 1..=5 {
+        c.request(put(&format!("c/{seq}"), 1, &format!("k{seq}"), &big));
+    }
+    let proposed = |c: &Cluster| {
+        c.flights
+            .iter()
+            .filter(|f| f.from == 1 && f.to == To::Server(2))
+            .map(|f| match &f.msg {
+                Message::Accept { values, .. } => values.len(),
+                _ => 0,
+            })
+            .sum::<usize>()
+    };
+    assert_eq!(
+        proposed(&c),
+        3,
+        "slots of 1 KB each until the window's 2.5 KB are reached, not all five"
+    );
+    c.settle();
+    assert_eq!(c.replies.len(), 5, "the rest follows as slots are chosen");
+    assert!(c.replies.iter().all(|r| r.2 == OpResult::Done));
+}
+
+/// A resend goes only to the servers that have not acknowledged (a value can be a
+/// megabyte), and a large slot's resends back off while a small one's do not.
+#[test]
+fn accept_resends_go_to_who_lacks_them_and_large_ones_back_off() {
+    let mut c = Cluster::new(5, |_| {});
+    c.elect(1);
+    c.settle();
+    let big = "x".repeat(100 << 10);
+    c.request(put("c/1", 1, "k", &big));
+    // Servers 2 and 3 acknowledge; 4 and 5 never hear of it.
+    c.flights
+        .retain(|f| !(f.from == 1 && matches!(f.to, To::Server(4) | To::Server(5))));
+    c.settle();
+    assert_eq!(c.replies.len(), 1, "chosen by 1, 2 and 3");
+    let resent_to = |c: &mut Cluster| {
+        let to: Vec<To> = c
+            .flights
+            .iter()
+            .filter(|f| matches!(f.msg, Message::Accept { ref values, .. } if !values.is_empty()))
+            .map(|f| f.to.clone())
+            .collect();
+        c.drop_all();
+        to
+    };
+    // Commit moved on, so nothing is in flight: a second command stays unacknowledged.
+    c.request(put("c/1", 2, "k", &big));
+    c.flights
+        .retain(|f| !(f.from == 1 && matches!(f.to, To::Server(4) | To::Server(5))));
+    c.settle();
+    assert_eq!(c.replies.len(), 2);
+    c.request(put("c/1", 3, "k", &big));
+    c.flights.retain(|f| {
+        !(f.from == 1 && matches!(f.to, To::Server(3) | To::Server(4) | To::Server(5)))
+    });
+    c.drop_all();
+    let mut fired_with_resend = Vec::new();
+    for step in 1..=8 {
+        c.now += Duration::from_millis(50);
+        c.fire(1, TimerKind::AcceptResend);
+        if !resent_to(&mut c).is_empty() {
+            fired_with_resend.push(step);
+        }
+    }
+    assert_eq!(
+        fired_with_resend,
+        vec![1, 3, 7],
+        "a large slot waits 50, 100, 200 ms between resends"
+    );
+    // One of four peers acknowledged a slot (not chosen yet): only the other three get it
+    // again.
+    let mut c = Cluster::new(5, |_| {});
+    c.elect(1);
+    c.settle();
+    c.request(put("c/2", 1, "small", "v"));
+    c.flights.retain(|f| {
+        !(f.from == 1 && matches!(f.to, To::Server(3) | To::Server(4) | To::Server(5)))
+    });
+    c.settle();
+    assert!(c.replies.is_empty(), "not chosen");
+    c.now += Duration::from_secs(1);
+    c.fire(1, TimerKind::AcceptResend);
+    let mut to = resent_to(&mut c);
+    to.sort_by_key(|t| format!("{t:?}"));
+    assert_eq!(to, vec![To::Server(3), To::Server(4), To::Server(5)]);
+}
+
+/// A leader that stood still itself (a long sync, a snapshot written whole) gives the others
+/// an election timeout to answer before check-quorum judges them: they could not answer
+/// what it did not send. A leader that ticks on time and hears nobody still steps down.
+#[test]
+fn a_leader_does_not_step_down_for_its_own_stall() {
+    let mut c = Cluster::new(3, |_| {});
+    c.elect(1);
+    c.settle();
+    for _ in 0..5 {
+        c.now += Duration::from_millis(100);
+        c.fire(1, TimerKind::Heartbeat);
+        c.settle();
+    }
+    // Stalled for a second: nothing sent, nothing heard.
+    c.now += Duration::from_secs(1);
+    c.fire(1, TimerKind::Heartbeat);
+    assert_eq!(
+        c.server(1).role(),
+        RoleKind::Leader,
+        "not for its own stall"
+    );
+    c.settle();
+    c.now += Duration::from_millis(100);
+    c.fire(1, TimerKind::Heartbeat);
+    c.settle();
+    assert_eq!(c.server(1).role(), RoleKind::Leader);
+    // Now on time, and nobody answers: it steps down within an election timeout.
+    c.drop_all();
+    for _ in 0..5 {
+        c.now += Duration::from_millis(100);
+        c.fire(1, TimerKind::Heartbeat);
+        c.drop_all();
+    }
+    assert_eq!(c.server(1).role(), RoleKind::Follower);
+}

@@ -262,8 +262,8 @@ pub async fn run_server(
     let server = Server::recover(opts.core.clone(), durable)?;
     let topics = Topics::new(&opts.cluster);
     let mut subscriptions = vec![
-        topics.all_requests(),
-        // Not the JSON requests: they come on the MQTT 5 connection (`transport5`).
+        // Not the requests: they come on a connection of their own (below). Nor the JSON
+        // requests: they come on the MQTT 5 connection (`transport5`).
         topics.all_presence(),
         topics.chaos(),
         topics.status(&me),
@@ -292,6 +292,23 @@ pub async fn run_server(
     // this credential out of every other cluster's topics.
     broker.user = server_user(&opts.cluster, id);
     let conn = Connection::open(&broker, session, None).await?;
+    // Clients' requests on a connection of their own, so that the consensus traffic never
+    // queues behind them: one TCP stream carried both, and with values of a megabyte a
+    // heartbeat or an acknowledgement waited behind tens of megabytes of requests, longer
+    // than an election timeout, so leaders stepped down under load (check-quorum) and
+    // throughput fell to nothing at 16 clients. Each connection also has its own budget of
+    // received bytes, and the event loop serves this one last.
+    let requests = Connection::open(
+        &broker,
+        Session {
+            client_id: format!("{client_id}-requests"),
+            subscriptions: vec![topics.all_requests()],
+            on_connect: Vec::new(),
+            will: None,
+        },
+        None,
+    )
+    .await?;
     let conn5 = crate::transport5::Connection5::open(
         &broker,
         format!("{client_id}-json"),
@@ -313,6 +330,7 @@ pub async fn run_server(
         driver: Driver::new(server, rand::random()),
         storage,
         conn,
+        requests,
         topics,
         metrics,
         me,
@@ -355,12 +373,14 @@ pub async fn run_server(
     }
     let Node {
         conn,
+        requests,
         conn5,
         topics,
         me,
         ..
     } = node;
     conn5.close().await;
+    requests.close().await;
     // Say goodbye explicitly: a clean disconnect does not trigger the last will.
     let _ = conn
         .publish_retained(topics.presence(&me), b"offline".to_vec())
@@ -377,7 +397,10 @@ pub async fn run_server(
 struct Node {
     driver: Driver,
     storage: Box<dyn Storage>,
+    /// Peer traffic, presence, status and chaos; what the server publishes goes out here.
     conn: Connection,
+    /// Clients' requests only (see `run_server`).
+    requests: Connection,
     topics: Topics,
     metrics: Arc<Metrics>,
     me: String,
@@ -442,7 +465,15 @@ impl Node {
                 self.driver.next_deadline().map(|d| self.start + d)
             };
             let probation_ends = self.probation.map(|(until, _)| until);
+            // In order of priority: what is ready first in this list is served first, so
+            // that a flood of client requests never delays the protocol's own messages and
+            // timers.
             tokio::select! {
+                biased;
+                _ = &mut shutdown => {
+                    tracing::info!(server = self.server().id(), "shutting down");
+                    return self.flush().await;
+                }
                 _ = sleep_until(probation_ends) => {
                     // Nobody else runs as this server: take part from now on.
                     self.probation = None;
@@ -454,9 +485,23 @@ impl Node {
                     self.status_due = None;
                     self.publish_status(false).await;
                 }
-                _ = &mut shutdown => {
-                    tracing::info!(server = self.server().id(), "shutting down");
-                    return self.flush().await;
+                _ = status_tick.tick() => self.publish_status(true).await,
+                _ = sleep_until(next) => {
+                    // What arrived before the timer came due happened before it: a heartbeat
+                    // that waited while this server was busy (a long sync, a snapshot) must
+                    // reset the election timer before it fires, and acknowledgements must
+                    // count before check-quorum looks.
+                    while !self.driver.flush_due() {
+                        match self.conn.incoming.try_recv() {
+                            Ok(m) => self.on_incoming(m).await?,
+                            Err(_) => break,
+                        }
+                    }
+                    let before = self.observed();
+                    let now = self.now();
+                    self.driver.fire_due(now);
+                    self.after_steps(before).await;
+                    self.flush().await?;
                 }
                 msg = self.conn.incoming.recv() => match msg {
                     Some(m) => {
@@ -487,14 +532,19 @@ impl Node {
                     self.deliver(parsed, payload).await?;
                     self.flush().await?;
                 }
-                _ = sleep_until(next) => {
-                    let before = self.observed();
-                    let now = self.now();
-                    self.driver.fire_due(now);
-                    self.after_steps(before).await;
-                    self.flush().await?;
-                }
-                _ = status_tick.tick() => self.publish_status(true).await,
+                msg = self.requests.incoming.recv() => match msg {
+                    Some(m) => {
+                        self.on_request_incoming(m).await?;
+                        while !self.driver.flush_due() {
+                            match self.requests.incoming.try_recv() {
+                                Ok(m) => self.on_request_incoming(m).await?,
+                                Err(_) => break,
+                            }
+                        }
+                        self.flush().await?;
+                    }
+                    None => return Err(TransportError::Closed.into()),
+                },
             }
         }
     }
@@ -947,6 +997,25 @@ impl Node {
         };
         let parsed = self.topics.parse(&topic);
         self.on_message(parsed, payload).await
+    }
+
+    /// From the requests' connection: a client's request takes the path of every message;
+    /// the connection's ups and downs are the transport's to log (the main connection's
+    /// say whether the server is reachable), but for a refusal, which is final.
+    async fn on_request_incoming(&mut self, m: Incoming) -> Result<(), NodeError> {
+        match m {
+            Incoming::Publish { topic, payload, .. } => match self.topics.parse(&topic) {
+                parsed @ Some(Parsed::Request { .. }) => self.on_message(parsed, payload).await,
+                // Nothing else is subscribed there.
+                _ => Ok(()),
+            },
+            Incoming::Refused(why) => Err(TransportError::Refused {
+                url: self.broker_url.clone(),
+                why,
+            }
+            .into()),
+            Incoming::Connected | Incoming::Disconnected(_) => Ok(()),
+        }
     }
 
     /// A JSON request from the MQTT 5 connection: the same path as every message, with its

@@ -178,6 +178,10 @@ pub struct FileStorage {
     len: u64,
     /// The next group's sequence number.
     seq: u64,
+    /// The group being written, reused from flush to flush (see [`frame`]).
+    buf: Vec<u8>,
+    /// A snapshot being written on a thread of its own, if one is.
+    rewrite: Option<Rewrite>,
     /// Held for as long as this value lives: one process per data directory.
     _lock: File,
 }
@@ -220,6 +224,8 @@ const MAX_RECORD: u32 = u32::MAX - (1 << 20);
 
 const GROUP_MAGIC: [u8; 4] = *b"MQPG";
 const GROUP_HEADER: usize = 20;
+/// A group buffer's capacity that is kept between flushes even when mostly unused.
+const KEEP_BUF: usize = 16 << 20;
 /// The unit a crash can leave unwritten (a disk sector).
 const BLOCK: usize = 512;
 
@@ -318,6 +324,8 @@ impl FileStorage {
             end: valid_len,
             len: chunked_len(valid_len),
             seq,
+            buf: Vec::new(),
+            rewrite: None,
             _lock: lock,
         };
         if format < WAL_FORMAT {
@@ -341,37 +349,79 @@ impl FileStorage {
         Ok(s)
     }
 
+    /// Waits for a snapshot still being written and puts it in place (a clean shutdown, and
+    /// tests that look at the file, want the compact log; nothing else needs to wait).
+    pub fn settle(&mut self) -> Result<(), StorageError> {
+        self.finish_rewrite(true)
+    }
+
     /// Bytes of records in the log (the file itself is longer: whole chunks).
     pub fn log_bytes(&self) -> u64 {
         self.end
     }
 
+    /// Rewrites the log compactly and waits for it (an older format converted at open).
     fn rewrite(&mut self) -> Result<(), StorageError> {
-        let tmp = self.dir.join("wal.new");
-        let mut body = Vec::new();
-        frame(
-            &mut body,
-            &PersistOp::Snapshot(self.durable.snapshot.clone()),
-        )?;
-        for op in self.durable.meta_ops() {
-            frame(&mut body, &op)?;
-        }
-        for (slot, entry) in self.durable.log.iter_from(0) {
-            frame(
-                &mut body,
-                &PersistOp::Accept {
-                    slot,
-                    entry: entry.clone(),
-                },
-            )?;
-        }
-        let buf = group(self.seq, &body)?;
+        self.start_rewrite(self.seq)?;
         self.seq += 1;
-        let end = buf.len() as u64;
+        self.finish_rewrite(true)
+    }
+
+    /// Starts writing what the mirror holds (snapshot, promise, incarnations, remaining
+    /// entries) into `wal.new` as one group numbered `seq`, on a thread of its own: a store
+    /// of a hundred megabytes took the event loop half a second to encode, write and sync,
+    /// long enough for the followers to lose their leader (docs/speed.md). Meanwhile groups
+    /// go on being appended and synced to the current log, which alone counts until
+    /// [`FileStorage::finish_rewrite`] appends them to the new one and renames it over.
+    fn start_rewrite(&mut self, seq: u64) -> Result<(), StorageError> {
+        let snapshot = self.durable.snapshot.clone();
+        let meta = self.durable.meta_ops();
+        let entries: Vec<(u64, mqpaxos_core::Entry)> = self
+            .durable
+            .log
+            .iter_from(0)
+            .map(|(slot, e)| (slot, e.clone()))
+            .collect();
+        let tmp = self.dir.join("wal.new");
+        let path = tmp.clone();
+        let thread = std::thread::Builder::new()
+            .name("mqpaxos-snapshot".into())
+            .spawn(move || write_rewrite(&path, seq, snapshot, meta, entries))
+            .map_err(io(&tmp))?;
+        self.rewrite = Some(Rewrite {
+            thread,
+            tail: Vec::new(),
+        });
+        Ok(())
+    }
+
+    /// If the snapshot's thread is done (or, with `wait`, once it is): appends the groups
+    /// written since to the new log, syncs it and puts it in place of the current one.
+    fn finish_rewrite(&mut self, wait: bool) -> Result<(), StorageError> {
+        if !wait
+            && self
+                .rewrite
+                .as_ref()
+                .is_none_or(|r| !r.thread.is_finished())
+        {
+            return Ok(());
+        }
+        let Some(Rewrite { thread, tail }) = self.rewrite.take() else {
+            return Ok(());
+        };
+        let tmp = self.dir.join("wal.new");
+        let written = thread.join().map_err(|_| StorageError::Io {
+            path: tmp.clone(),
+            source: std::io::Error::other("the snapshot writer panicked"),
+        })??;
+        let end = written + tail.len() as u64;
         let len = chunked_len(end);
         {
-            let mut f = File::create(&tmp).map_err(io(&tmp))?;
-            f.write_all(&buf).map_err(io(&tmp))?;
+            let f = OpenOptions::new()
+                .write(true)
+                .open(&tmp)
+                .map_err(io(&tmp))?;
+            f.write_all_at(&tail, written).map_err(io(&tmp))?;
             f.set_len(len).map_err(io(&tmp))?;
             f.sync_all().map_err(io(&tmp))?;
         }
@@ -385,6 +435,53 @@ impl FileStorage {
         self.end = end;
         self.len = len;
         Ok(())
+    }
+}
+
+/// A snapshot being written into `wal.new` (see [`FileStorage::start_rewrite`]).
+struct Rewrite {
+    /// Says how many bytes it wrote (the new log's one group), synced.
+    thread: std::thread::JoinHandle<Result<u64, StorageError>>,
+    /// The groups appended to the current log since it started, in order: in the new log
+    /// they follow its group, whose sequence number is the one before the first of them.
+    tail: Vec<u8>,
+}
+
+/// The snapshot thread's work: one group numbered `seq` holding the state, written to
+/// `path` and synced.
+fn write_rewrite(
+    path: &Path,
+    seq: u64,
+    snapshot: mqpaxos_core::Snapshot,
+    meta: Vec<PersistOp>,
+    entries: Vec<(u64, mqpaxos_core::Entry)>,
+) -> Result<u64, StorageError> {
+    let mut buf = Vec::new();
+    open_group(&mut buf);
+    frame(&mut buf, &PersistOp::Snapshot(snapshot))?;
+    for op in &meta {
+        frame(&mut buf, op)?;
+    }
+    for (slot, entry) in entries {
+        frame(&mut buf, &PersistOp::Accept { slot, entry })?;
+    }
+    seal_group(&mut buf, seq)?;
+    let mut f = File::create(path).map_err(io(path))?;
+    f.write_all(&buf).map_err(io(path))?;
+    f.sync_all().map_err(io(path))?;
+    Ok(buf.len() as u64)
+}
+
+impl Drop for FileStorage {
+    fn drop(&mut self) {
+        // Not to leave a thread writing into the directory after its owner is gone (a
+        // restart in the same process would race it), and to leave the log compact. The
+        // current log is complete either way.
+        if self.rewrite.is_some() {
+            if let Err(e) = self.finish_rewrite(true) {
+                tracing::warn!(error = %e, "the last snapshot was not put in place; the log holds everything it did");
+            }
+        }
     }
 }
 
@@ -428,6 +525,7 @@ impl FileStorage {
 
 impl Storage for FileStorage {
     fn load(&mut self) -> Result<Durable, StorageError> {
+        self.finish_rewrite(true)?;
         if !self.store_on_disk_only {
             return Ok(self.durable.clone());
         }
@@ -442,24 +540,36 @@ impl Storage for FileStorage {
         if ops.is_empty() {
             return Ok(());
         }
-        let mut body = Vec::new();
+        self.finish_rewrite(false)?;
+        let mut buf = std::mem::take(&mut self.buf);
+        open_group(&mut buf);
         let mut snapshot = false;
+        // Whether the current log already implies every snapshot of this flush: one the
+        // server took of slots whose entries the log holds. One received from another server
+        // (or restored) holds knowledge the log lacks (chosen values a rejoining server
+        // re-learned before voting again), so it is written before this returns.
+        let mut implied = true;
         for op in ops {
+            if let PersistOp::Snapshot(snap) = op {
+                implied &= (self.durable.snapshot.next_slot..snap.next_slot)
+                    .all(|slot| self.durable.log.get(slot).is_some());
+            }
             self.durable.apply(op);
             if matches!(op, PersistOp::Snapshot(_)) {
                 snapshot = true;
             } else {
-                frame(&mut body, op)?;
+                frame(&mut buf, op)?;
             }
         }
         if snapshot {
-            // The rewrite holds everything, including this step's other ops.
-            self.rewrite()?;
-            self.durable.snapshot.kv = mqpaxos_core::KvStore::new(self.max_sessions);
-            self.store_on_disk_only = true;
-            return Ok(());
+            // One at a time: the earlier one goes in place first, and this group after it.
+            self.finish_rewrite(true)?;
         }
-        let buf = group(self.seq, &body)?;
+        // A snapshot's group is written too, even with nothing else in it: the current log
+        // must stay numbered without a gap until the new one replaces it, and the new one's
+        // group takes this number (it holds what this group and everything before did).
+        let seq = self.seq;
+        seal_group(&mut buf, seq)?;
         self.seq += 1;
         let end = self.end + buf.len() as u64;
         if chunked_len(end) > self.len {
@@ -478,48 +588,86 @@ impl Storage for FileStorage {
         if self.sync == SyncPolicy::Always {
             self.wal.sync_data().map_err(io(&self.wal_path))?;
         }
+        if let Some(r) = &mut self.rewrite {
+            r.tail.extend_from_slice(&buf);
+        }
+        if snapshot {
+            self.start_rewrite(seq)?;
+            if !implied {
+                self.finish_rewrite(true)?;
+            }
+            // The thread has its own handle on the store (the maps share their nodes).
+            self.durable.snapshot.kv = mqpaxos_core::KvStore::new(self.max_sessions);
+            self.store_on_disk_only = true;
+        }
+        // Kept for the next group; but a burst of large groups does not pin its peak.
+        if buf.capacity() > KEEP_BUF && buf.capacity() > 4 * buf.len() {
+            buf = Vec::new();
+        }
+        self.buf = buf;
         Ok(())
     }
 }
 
+/// Appends `op` to `buf` framed as a record, serialized in place: a large value is copied
+/// once, into memory `buf` already owns, rather than into a fresh allocation and again into
+/// the group (with 1 MB values, zeroing fresh pages for those copies was 40% of a follower's
+/// CPU: docs/speed.md).
 fn frame(buf: &mut Vec<u8>, op: &PersistOp) -> Result<(), StorageError> {
-    let body = postcard::to_allocvec(op).map_err(|e| StorageError::Corrupt {
+    let at = buf.len();
+    buf.extend_from_slice(&[0; 8]);
+    let out = postcard::to_extend(op, std::mem::take(buf)).map_err(|e| StorageError::Corrupt {
         path: PathBuf::from("<encode>"),
         offset: 0,
         why: e.to_string(),
     })?;
-    buf.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    buf.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-    buf.extend_from_slice(&body);
-    Ok(())
-}
-
-/// Frames one flush's records as a group with sequence number `seq`.
-fn group(seq: u64, body: &[u8]) -> Result<Vec<u8>, StorageError> {
+    *buf = out;
+    let body = &buf[at + 8..];
     let len = u32::try_from(body.len())
         .ok()
         .filter(|n| *n <= MAX_RECORD)
         .ok_or(StorageError::TooLarge { bytes: body.len() })?;
-    let mut buf = Vec::with_capacity(GROUP_HEADER + body.len());
-    buf.extend_from_slice(&GROUP_MAGIC);
-    buf.extend_from_slice(&len.to_le_bytes());
-    buf.extend_from_slice(&seq.to_le_bytes());
-    buf.extend_from_slice(&group_crc(len, seq, body).to_le_bytes());
-    buf.extend_from_slice(body);
-    Ok(buf)
+    let crc = crc32fast::hash(body);
+    buf[at..at + 4].copy_from_slice(&len.to_le_bytes());
+    buf[at + 4..at + 8].copy_from_slice(&crc.to_le_bytes());
+    Ok(())
+}
+
+/// Starts a group in `buf` (cleared; its capacity is kept): room for the header, which
+/// [`seal_group`] fills once the records are framed after it.
+fn open_group(buf: &mut Vec<u8>) {
+    buf.clear();
+    buf.extend_from_slice(&[0; GROUP_HEADER]);
+}
+
+/// Fills the header of the group that [`open_group`] started, numbering it `seq`.
+fn seal_group(buf: &mut [u8], seq: u64) -> Result<(), StorageError> {
+    let body = &buf[GROUP_HEADER..];
+    let len = u32::try_from(body.len())
+        .ok()
+        .filter(|n| *n <= MAX_RECORD)
+        .ok_or(StorageError::TooLarge { bytes: body.len() })?;
+    let crc = group_crc(len, seq, body);
+    buf[0..4].copy_from_slice(&GROUP_MAGIC);
+    buf[4..8].copy_from_slice(&len.to_le_bytes());
+    buf[8..16].copy_from_slice(&seq.to_le_bytes());
+    buf[16..20].copy_from_slice(&crc.to_le_bytes());
+    Ok(())
 }
 
 /// The bytes one group numbered `seq` holding `ops` takes in the log: the group header, then
-/// each op framed as a record, by the same [`frame`] and [`group`] that
+/// each op framed as a record, by the same [`frame`], [`open_group`] and [`seal_group`] that
 /// [`FileStorage::persist`] and the rewrite at a snapshot use. Public only so that tests can
 /// pin the on-disk format byte for byte (`tests/golden.rs` and `tests/data/golden/`); the
 /// server itself never calls it.
 pub fn encode_group(seq: u64, ops: &[PersistOp]) -> Result<Vec<u8>, StorageError> {
-    let mut body = Vec::new();
+    let mut buf = Vec::new();
+    open_group(&mut buf);
     for op in ops {
-        frame(&mut body, op)?;
+        frame(&mut buf, op)?;
     }
-    group(seq, &body)
+    seal_group(&mut buf, seq)?;
+    Ok(buf)
 }
 
 fn group_crc(len: u32, seq: u64, body: &[u8]) -> u32 {
@@ -811,6 +959,35 @@ mod tests {
     }
 
     #[test]
+    fn a_received_snapshot_is_on_disk_when_persist_returns() {
+        // Slots the log never held (a snapshot from the leader, or a rejoining server's
+        // re-learned past): the log alone does not imply it, so it may not wait for a thread.
+        let d = tempfile::tempdir().unwrap();
+        let mut s = open(d.path());
+        s.persist(&[PersistOp::Promise(Ballot::new(3, 1))]).unwrap();
+        let mut kv = KvStore::new(100);
+        kv.apply(
+            99,
+            &Command {
+                client: "c".into(),
+                seq: 1,
+                op: Op::Once(Box::new(Op::Put {
+                    key: "k".into(),
+                    value: "v".into(),
+                })),
+            },
+        );
+        s.persist(&[PersistOp::Snapshot(Snapshot { next_slot: 100, kv })])
+            .unwrap();
+        let bytes = fs::read(d.path().join("wal")).unwrap();
+        let mut got = Durable::new(100);
+        replay_log(Path::new("wal"), &bytes, WAL_FORMAT, &mut got).unwrap();
+        assert_eq!(got.snapshot.next_slot, 100);
+        assert_eq!(got.snapshot.kv.get("k").map(String::as_str), Some("v"));
+        assert_eq!(got.promised, Ballot::new(3, 1));
+    }
+
+    #[test]
     fn state_survives_reopen_and_snapshots_compact_the_file() {
         let d = tempfile::tempdir().unwrap();
         let mut s = open(d.path());
@@ -845,11 +1022,19 @@ mod tests {
         );
         s.persist(&[PersistOp::Snapshot(Snapshot { next_slot: 45, kv })])
             .unwrap();
+        // A snapshot of slots the log holds is written on a thread of its own; until it is
+        // in place, the log as it was holds everything (a crash then loses nothing).
+        let old = fs::read(d.path().join("wal")).unwrap();
+        let mut from_old = Durable::new(100);
+        replay_log(Path::new("wal"), &old, WAL_FORMAT, &mut from_old).unwrap();
+        assert_eq!(from_old.log.len(), 50);
+        assert_eq!(from_old.promised, Ballot::new(2, 1));
+        // Storage keeps no copy of a written snapshot's store: loading (which waits for the
+        // snapshot to be in place) reads it back.
+        let expected = s.load().unwrap();
         let after = s.log_bytes();
         assert_eq!(fs::metadata(d.path().join("wal")).unwrap().len() % CHUNK, 0);
         assert!(after < before / 4, "{after} vs {before}");
-        // Storage keeps no copy of a written snapshot's store: loading reads it back.
-        let expected = s.load().unwrap();
         assert_eq!(expected.snapshot.kv.get("k").map(String::as_str), Some("v"));
         drop(s);
         let mut s = open(d.path());

@@ -13,7 +13,13 @@ use mqpaxos_sim::{run_seed, scenario};
 /// session executed twice, issue 12.6); `single` 9316 was a false alarm of the simulator's
 /// own check (a reply judged by the commit point the server had reached when it left, not
 /// by the one of the flush that made it).
-const FIXED: &[(&str, u64)] = &[("sessions", 298), ("sessions", 299), ("single", 9316)];
+const FIXED: &[(&str, u64)] = &[
+    ("sessions", 298),
+    ("sessions", 299),
+    ("single", 9316),
+    // A resend backoff for every slot (not only large ones) stalled the 4-of-7 majority.
+    ("paper", 236),
+];
 
 #[test]
 fn fixed_seeds_pass() {
@@ -68,16 +74,16 @@ fn known_bugs_are_caught_at_their_seeds() {
     let cases: &[Case] = &[
         ("half quorum", half_quorum, "paper", 0),
         ("skip re-proposal", skip_reproposal, "leader-crash", 1),
-        ("trust lost state", trust_lost_state, "amnesia", 22),
+        ("trust lost state", trust_lost_state, "amnesia", 6),
         ("read without quorum", read_without_quorum, "pause", 1),
-        ("no check-quorum", no_check_quorum, "one-way", 8),
+        ("no check-quorum", no_check_quorum, "one-way", 5),
         ("trust an empty disk", trust_empty_disk, "amnesia-fast", 4),
-        ("learn any ballot", learn_any_ballot, "minority", 1),
+        ("learn any ballot", learn_any_ballot, "minority", 0),
         (
             "read joins a running round",
             read_joins_running_round,
             "pause",
-            7,
+            53,
         ),
         (
             "snapshot without sessions",
@@ -89,7 +95,7 @@ fn known_bugs_are_caught_at_their_seeds() {
             "catch-up of unchosen values",
             catch_up_unchosen,
             "minority",
-            11,
+            8,
         ),
         (
             "early messages before the promise",

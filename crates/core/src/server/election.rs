@@ -441,6 +441,8 @@ impl Server {
             through: end,
             reads: Reads::default(),
             since: now,
+            judged_from: now,
+            last_tick: now,
             heard: BTreeMap::new(),
         };
         let mut values = Vec::new();
@@ -495,7 +497,7 @@ impl Server {
             return false;
         };
         let window = self.cfg.election_timeout;
-        if now.saturating_sub(l.since) < window {
+        if now.saturating_sub(l.judged_from) < window {
             return false;
         }
         let heard = l

@@ -104,14 +104,23 @@ impl Server {
     }
 
     pub(super) fn maybe_snapshot(&mut self) {
-        if self.commit - self.log.start() < self.cfg.snapshot_interval {
+        // Each server waits a little longer than the one before it: storage writes a
+        // snapshot whole, which with a large store stalls its server for a while, and servers
+        // that all stalled at the same slot left the leader without a majority for that long.
+        let servers = u64::from(self.cfg.servers);
+        let stagger =
+            |x: u64| x.saturating_add(x / servers * u64::from(self.cfg.id.saturating_sub(1)));
+        if self.commit - self.log.start() < self.cfg.snapshot_interval
+            && self.since_snapshot < stagger(self.cfg.snapshot_log_bytes)
+        {
             return;
         }
-        let share = self
-            .kv
-            .data_bytes()
-            .saturating_mul(self.cfg.snapshot_log_percent)
-            / 100;
+        let share = stagger(
+            self.kv
+                .data_bytes()
+                .saturating_mul(self.cfg.snapshot_log_percent)
+                / 100,
+        );
         if self.since_snapshot < share {
             // Storage writes a snapshot whole: waiting until the log holds a share of the
             // data makes that a constant cost per byte of commands at any data size.

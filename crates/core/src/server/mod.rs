@@ -102,6 +102,11 @@ struct Leader {
     /// while nothing commits.
     since: Duration,
     heard: BTreeMap<NodeId, Duration>,
+    /// Check-quorum judges only after an election timeout from this: the start of the
+    /// leadership, or the end of a stall of this server's own (see [`TimerKind::Heartbeat`]).
+    judged_from: Duration,
+    /// When the heartbeat timer last fired.
+    last_tick: Duration,
 }
 
 #[derive(Debug)]
@@ -604,6 +609,16 @@ impl Server {
         match kind {
             TimerKind::Election => self.on_election_timer(now),
             TimerKind::Heartbeat => {
+                if let Role::Leader(l) = &mut self.role {
+                    if now.saturating_sub(l.last_tick) > self.cfg.election_timeout / 2 {
+                        // The tick comes far later than it was asked for: this server itself
+                        // stood still (a long sync, a snapshot written whole, a paused
+                        // process), and the others could not answer what it did not send.
+                        // Judge them an election timeout from now, not for its own silence.
+                        l.judged_from = now;
+                    }
+                    l.last_tick = now;
+                }
                 if self.lost_quorum(now) {
                     self.step_down(now);
                     return;

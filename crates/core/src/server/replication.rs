@@ -8,16 +8,41 @@ pub(super) struct Inflight {
     pub(super) value: Value,
     pub(super) acks: BTreeSet<NodeId>,
     pub(super) sent_at: Duration,
+    /// How often it was sent again: each resend of a large slot waits twice as long as the
+    /// last (up to [`MAX_RESEND_SHIFT`] doublings), so a follower that is slow rather than
+    /// cut off is not buried under copies of megabytes it is still working through. Small
+    /// slots keep the fixed interval: on a lossy network a lost Accept is the likelier cause,
+    /// and waiting longer only delays the commit (the `paper` scenario's 4-of-7 majority,
+    /// which needs every one of its acknowledgements, made no progress for 2 s at seed 236).
+    pub(super) resends: u32,
+    pub(super) bytes: usize,
 }
+
+/// At most `accept_resend` × 2^this between resends of one large slot.
+const MAX_RESEND_SHIFT: u32 = 3;
+/// A slot of this many bytes or more is large (see [`Inflight::resends`]).
+const LARGE_SLOT: usize = 64 << 10;
 
 impl Inflight {
     /// Just proposed by leader `me`, whose own acceptance counts at once.
     pub(super) fn proposed(value: Value, me: NodeId, now: Duration) -> Self {
         Inflight {
+            bytes: crate::limits::value_size(&value),
             value,
             acks: BTreeSet::from([me]),
             sent_at: now,
+            resends: 0,
         }
+    }
+
+    /// Whether it is due to be sent again.
+    fn resend_due(&self, now: Duration, base: Duration) -> bool {
+        let shift = if self.bytes >= LARGE_SLOT {
+            self.resends.min(MAX_RESEND_SHIFT)
+        } else {
+            0
+        };
+        now.saturating_sub(self.sent_at) >= base * (1 << shift)
     }
 }
 
@@ -133,7 +158,11 @@ impl Server {
         let ballot = l.ballot;
         let first = l.next_slot;
         let mut values = Vec::new();
-        while l.inflight.len() < self.cfg.window && !l.queue.is_empty() {
+        let mut inflight_bytes: usize = l.inflight.values().map(|i| i.bytes).sum();
+        while l.inflight.len() < self.cfg.window
+            && (l.inflight.is_empty() || inflight_bytes < self.cfg.window_bytes)
+            && !l.queue.is_empty()
+        {
             // At most `max_batch` commands and `MAX_SLOT` bytes, at least one command (which
             // always fits: requests are checked against `MAX_COMMAND` on arrival).
             let mut value: Value = Vec::new();
@@ -152,6 +181,7 @@ impl Server {
                 }
             }
             l.queued_bytes = l.queued_bytes.saturating_sub(bytes);
+            inflight_bytes += bytes;
             let slot = l.next_slot;
             l.next_slot += 1;
             l.inflight
@@ -176,6 +206,10 @@ impl Server {
     /// Sends Accepts for consecutive slots from `first`, at most `max_batch` slots and
     /// `message_budget` bytes a message.
     pub(super) fn send_accepts(&mut self, ballot: Ballot, first: Slot, values: Vec<Value>) {
+        self.send_accepts_to(Dest::AllServers, ballot, first, values);
+    }
+
+    fn send_accepts_to(&mut self, to: Dest, ballot: Ballot, first: Slot, values: Vec<Value>) {
         let mut slot = first;
         let runs = crate::limits::chunk_by_size(
             values,
@@ -188,7 +222,7 @@ impl Server {
                 let chunk: Vec<Value> = run.by_ref().take(self.cfg.max_batch).collect();
                 let n = chunk.len() as Slot;
                 self.send_now(
-                    Dest::AllServers,
+                    to.clone(),
                     Message::Accept {
                         ballot,
                         first: slot,
@@ -206,21 +240,32 @@ impl Server {
             return;
         };
         let ballot = l.ballot;
-        let due = self.cfg.accept_resend;
+        let base = self.cfg.accept_resend;
         let mut first = None;
         let mut values = Vec::new();
-        // The in-flight slots are consecutive; resend the run from the first one that is due.
+        let mut missing = BTreeSet::new();
+        // The in-flight slots are consecutive; resend the run from the first one that is due,
+        // to the servers that have not acknowledged all of it.
         for (slot, inf) in l.inflight.iter_mut() {
-            if first.is_none() && now.saturating_sub(inf.sent_at) < due {
+            if first.is_none() && !inf.resend_due(now, base) {
                 continue;
             }
             first.get_or_insert(*slot);
             inf.sent_at = now;
+            inf.resends += 1;
             values.push(inf.value.clone());
+            missing.extend((1..=self.cfg.servers).filter(|q| !inf.acks.contains(q)));
         }
         let unconfirmed_round = (l.reads.confirmed < l.reads.round).then_some(l.reads.round);
         if let Some(first) = first {
-            self.send_accepts(ballot, first, values);
+            if missing.len() + 1 >= self.cfg.servers as usize {
+                self.send_accepts(ballot, first, values);
+            } else {
+                // Not one publish to all: the others already hold it, and values can be large.
+                for q in missing {
+                    self.send_accepts_to(Dest::Server(q), ballot, first, values.clone());
+                }
+            }
         }
         if let Some(round) = unconfirmed_round {
             self.send_now(Dest::AllServers, Message::ReadIndex { ballot, round });

@@ -525,6 +525,7 @@ pub fn write_data_dir(parent: &Path, flushes: &[Vec<PersistOp>]) -> (Vec<u8>, Ve
     for ops in flushes {
         s.persist(ops).expect("persist");
     }
+    s.settle().expect("the snapshot put in place");
     let end = s.log_bytes() as usize;
     drop(s);
     let wal = std::fs::read(dir.join("wal")).expect("read the log");
