@@ -4,13 +4,13 @@
 //! and its sync.
 
 use mqpaxos_core::{
-    Ballot, Command, Config, Dest, Driver, Durable, Flush, Input, Message, NodeId, Op, OpResult,
-    Outgoing, PersistOp, RoleKind, Server, TimerKind,
+    Command, Config, Dest, Driver, Durable, Flush, Input, Message, NodeId, Op, OpResult, Outgoing,
+    PersistOp, RoleKind, Server, TimerKind,
 };
 use std::time::Duration;
 
 mod common;
-use common::fresh;
+use common::{fresh, prevote_yeses};
 
 #[derive(Clone, Debug)]
 struct Flight {
@@ -182,13 +182,8 @@ impl Cluster {
         let Some(ballot) = asked else {
             return;
         };
-        let n = self.n();
-        for p in (1..=n).filter(|p| *p != id).take(n as usize / 2) {
-            let msg = Message::PreVoteAck {
-                ballot,
-                promised: Ballot::ZERO,
-            };
-            self.step(id, Input::Message { from: p, msg });
+        for input in prevote_yeses(id, self.n(), ballot) {
+            self.step(id, input);
         }
         self.flush(id);
     }

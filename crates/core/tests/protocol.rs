@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 mod common;
-use common::fresh;
+use common::{fresh, prevote_yeses};
 
 /// A message in flight.
 #[derive(Clone, Debug)]
@@ -129,14 +129,8 @@ impl Cluster {
         let Some(ballot) = asked else {
             return;
         };
-        let n = self.n();
-        let yes: Vec<NodeId> = (1..=n).filter(|p| *p != id).take(n as usize / 2).collect();
-        for p in yes {
-            let msg = Message::PreVoteAck {
-                ballot,
-                promised: Ballot::ZERO,
-            };
-            self.step(id, Input::Message { from: p, msg });
+        for input in prevote_yeses(id, self.n(), ballot) {
+            self.step(id, input);
         }
     }
 

@@ -1,6 +1,6 @@
 //! What the transcript tests share.
 
-use mqpaxos_core::{Command, Durable, Op};
+use mqpaxos_core::{Ballot, Command, Durable, Input, Message, NodeId, Op};
 
 /// A fresh server's durable state with sessions `c/1`..`c/9` already open (as if client
 /// `c` had opened them before the test began), so that the transcripts can use those ids.
@@ -17,4 +17,21 @@ pub fn fresh(max_sessions: usize) -> Durable {
         );
     }
     d
+}
+
+/// What a majority's yes to server `id`'s pre-vote for `ballot` delivers to it, in a cluster
+/// of `n`: the transcripts are about what a bid leads to (the pre-vote's own tests deliver
+/// the real answers).
+pub fn prevote_yeses(id: NodeId, n: u32, ballot: Ballot) -> Vec<Input> {
+    (1..=n)
+        .filter(|p| *p != id)
+        .take(n as usize / 2)
+        .map(|from| Input::Message {
+            from,
+            msg: Message::PreVoteAck {
+                ballot,
+                promised: Ballot::ZERO,
+            },
+        })
+        .collect()
 }
