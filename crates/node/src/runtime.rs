@@ -491,12 +491,7 @@ impl Node {
                     // that waited while this server was busy (a long sync, a snapshot) must
                     // reset the election timer before it fires, and acknowledgements must
                     // count before check-quorum looks.
-                    while !self.driver.flush_due() {
-                        match self.conn.incoming.try_recv() {
-                            Ok(m) => self.on_incoming(m).await?,
-                            Err(_) => break,
-                        }
-                    }
+                    self.take_arrived().await?;
                     let before = self.observed();
                     let now = self.now();
                     self.driver.fire_due(now);
@@ -506,14 +501,7 @@ impl Node {
                 msg = self.conn.incoming.recv() => match msg {
                     Some(m) => {
                         self.on_incoming(m).await?;
-                        // Group commit: take whatever else has already arrived, step the core
-                        // through all of it, then sync once for the lot.
-                        while !self.driver.flush_due() {
-                            match self.conn.incoming.try_recv() {
-                                Ok(m) => self.on_incoming(m).await?,
-                                Err(_) => break,
-                            }
-                        }
+                        self.take_arrived().await?;
                         self.flush().await?;
                     }
                     None => return Err(TransportError::Closed.into()),
@@ -535,12 +523,7 @@ impl Node {
                 msg = self.requests.incoming.recv() => match msg {
                     Some(m) => {
                         self.on_request_incoming(m).await?;
-                        while !self.driver.flush_due() {
-                            match self.requests.incoming.try_recv() {
-                                Ok(m) => self.on_request_incoming(m).await?,
-                                Err(_) => break,
-                            }
-                        }
+                        self.take_arrived_requests().await?;
                         self.flush().await?;
                     }
                     None => return Err(TransportError::Closed.into()),
@@ -551,6 +534,29 @@ impl Node {
 
     fn now(&self) -> Duration {
         self.start.elapsed()
+    }
+
+    /// Group commit: steps the core through the peer messages that have already arrived, up
+    /// to a flush's worth, so that one sync serves them all.
+    async fn take_arrived(&mut self) -> Result<(), NodeError> {
+        while !self.driver.flush_due() {
+            match self.conn.incoming.try_recv() {
+                Ok(m) => self.on_incoming(m).await?,
+                Err(_) => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Node::take_arrived`] for the requests' connection.
+    async fn take_arrived_requests(&mut self) -> Result<(), NodeError> {
+        while !self.driver.flush_due() {
+            match self.requests.incoming.try_recv() {
+                Ok(m) => self.on_request_incoming(m).await?,
+                Err(_) => break,
+            }
+        }
+        Ok(())
     }
 
     fn server(&self) -> &Server {

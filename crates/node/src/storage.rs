@@ -958,16 +958,11 @@ mod tests {
         FileStorage::open(dir, "test", 1, 100, SyncPolicy::Always).unwrap()
     }
 
-    #[test]
-    fn a_received_snapshot_is_on_disk_when_persist_returns() {
-        // Slots the log never held (a snapshot from the leader, or a rejoining server's
-        // re-learned past): the log alone does not imply it, so it may not wait for a thread.
-        let d = tempfile::tempdir().unwrap();
-        let mut s = open(d.path());
-        s.persist(&[PersistOp::Promise(Ballot::new(3, 1))]).unwrap();
+    /// A store holding `k` = `v`, put at `slot`.
+    fn store_with_k_v(slot: u64) -> KvStore {
         let mut kv = KvStore::new(100);
         kv.apply(
-            99,
+            slot,
             &Command {
                 client: "c".into(),
                 seq: 1,
@@ -977,6 +972,17 @@ mod tests {
                 })),
             },
         );
+        kv
+    }
+
+    #[test]
+    fn a_received_snapshot_is_on_disk_when_persist_returns() {
+        // Slots the log never held (a snapshot from the leader, or a rejoining server's
+        // re-learned past): the log alone does not imply it, so it may not wait for a thread.
+        let d = tempfile::tempdir().unwrap();
+        let mut s = open(d.path());
+        s.persist(&[PersistOp::Promise(Ballot::new(3, 1))]).unwrap();
+        let kv = store_with_k_v(99);
         s.persist(&[PersistOp::Snapshot(Snapshot { next_slot: 100, kv })])
             .unwrap();
         let bytes = fs::read(d.path().join("wal")).unwrap();
@@ -1008,18 +1014,7 @@ mod tests {
             .unwrap();
         }
         let before = s.log_bytes();
-        let mut kv = KvStore::new(100);
-        kv.apply(
-            44,
-            &Command {
-                client: "c".into(),
-                seq: 1,
-                op: Op::Once(Box::new(Op::Put {
-                    key: "k".into(),
-                    value: "v".into(),
-                })),
-            },
-        );
+        let kv = store_with_k_v(44);
         s.persist(&[PersistOp::Snapshot(Snapshot { next_slot: 45, kv })])
             .unwrap();
         // A snapshot of slots the log holds is written on a thread of its own; until it is
