@@ -544,15 +544,19 @@ impl Storage for FileStorage {
         let mut buf = std::mem::take(&mut self.buf);
         open_group(&mut buf);
         let mut snapshot = false;
-        // Whether the current log already implies every snapshot of this flush: one the
-        // server took of slots whose entries the log holds. One received from another server
-        // (or restored) holds knowledge the log lacks (chosen values a rejoining server
-        // re-learned before voting again), so it is written before this returns.
-        let mut implied = true;
+        // Whether a crash before every snapshot of this flush is in place would cost only
+        // compaction: the log holds entries for all the slots it covers, so what survives is
+        // the state of a crash just before the snapshot, which for a voting server loses
+        // nothing (its promises and accepts are all in the log). One received from another
+        // server (or restored) covers slots the log lacks, and a rejoining server votes
+        // again only on what it re-learned, which may be in the snapshot alone: either is
+        // written before this returns.
+        let mut implied = !self.durable.rejoining;
         for op in ops {
             if let PersistOp::Snapshot(snap) = op {
-                implied &= (self.durable.snapshot.next_slot..snap.next_slot)
-                    .all(|slot| self.durable.log.get(slot).is_some());
+                implied &= !self.durable.rejoining
+                    && (self.durable.snapshot.next_slot..snap.next_slot)
+                        .all(|slot| self.durable.log.get(slot).is_some());
             }
             self.durable.apply(op);
             if matches!(op, PersistOp::Snapshot(_)) {
@@ -994,6 +998,33 @@ mod tests {
     }
 
     #[test]
+    fn a_rejoining_servers_snapshot_is_on_disk_when_persist_returns() {
+        // Even of slots its log holds: it votes again on what it re-learned, and a crash
+        // must not take that back while `Rejoining(false)` stays on disk.
+        let d = tempfile::tempdir().unwrap();
+        let mut s = open(d.path());
+        s.persist(&[PersistOp::Rejoining(true)]).unwrap();
+        for slot in 0..3 {
+            s.persist(&[PersistOp::Accept {
+                slot,
+                entry: entry(2, "v"),
+            }])
+            .unwrap();
+        }
+        let kv = store_with_k_v(2);
+        s.persist(&[
+            PersistOp::Snapshot(Snapshot { next_slot: 3, kv }),
+            PersistOp::Rejoining(false),
+        ])
+        .unwrap();
+        let bytes = fs::read(d.path().join("wal")).unwrap();
+        let mut got = Durable::new(100);
+        replay_log(Path::new("wal"), &bytes, WAL_FORMAT, &mut got).unwrap();
+        assert_eq!(got.snapshot.next_slot, 3);
+        assert!(!got.rejoining);
+    }
+
+    #[test]
     fn state_survives_reopen_and_snapshots_compact_the_file() {
         let d = tempfile::tempdir().unwrap();
         let mut s = open(d.path());
@@ -1003,7 +1034,6 @@ mod tests {
                 server: 3,
                 incarnation: 2,
             },
-            PersistOp::Rejoining(true),
         ])
         .unwrap();
         for slot in 0..50 {
@@ -1024,6 +1054,8 @@ mod tests {
         replay_log(Path::new("wal"), &old, WAL_FORMAT, &mut from_old).unwrap();
         assert_eq!(from_old.log.len(), 50);
         assert_eq!(from_old.promised, Ballot::new(2, 1));
+        // Written meanwhile: it follows the snapshot into the new log.
+        s.persist(&[PersistOp::Rejoining(true)]).unwrap();
         // Storage keeps no copy of a written snapshot's store: loading (which waits for the
         // snapshot to be in place) reads it back.
         let expected = s.load().unwrap();
