@@ -92,7 +92,7 @@ fn concurrent_clients(kind: Kind, n: u32) {
         let (store, entry) = client.read("rcounter").await.expect("read");
         let entry = entry.expect("rcounter exists");
         assert_eq!(
-            entry.value,
+            &*entry.value,
             total.to_string(),
             "every increment counted once"
         );

@@ -238,7 +238,7 @@ fn a_watcher_gets_every_change_in_order_through_loss_failover_and_partition() {
     let written: std::collections::BTreeSet<&str> = truth
         .iter()
         .filter_map(|c| match &c.kind {
-            ChangeKind::Put { value, .. } => Some(value.as_str()),
+            ChangeKind::Put { value, .. } => Some(&**value),
             ChangeKind::Delete => None,
         })
         .collect();
@@ -303,7 +303,7 @@ fn a_watcher_gets_every_change_in_order_through_loss_failover_and_partition() {
     let mut store = BTreeMap::new();
     for c in &truth {
         let v = match &c.kind {
-            ChangeKind::Put { value, .. } => Some(value.clone()),
+            ChangeKind::Put { value, .. } => Some(value.to_string()),
             ChangeKind::Delete => None,
         };
         store.insert(c.key.clone(), v);

@@ -29,6 +29,7 @@ use crate::ballot::Slot;
 use imbl::{OrdMap, OrdSet};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 /// A client's id as it appears on the wire. Clients must pick a fresh id per incarnation
 /// (sequence numbers restart at 1), or their first commands would be taken for duplicates.
@@ -210,7 +211,11 @@ pub const REVISION_BEFORE_RECORDS: u64 = 1;
 /// A key's value and its history in revisions.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Record {
-    pub value: String,
+    /// Shared, not owned: the map's nodes are copied on write while a snapshot shares them
+    /// (a snapshot being written, a watch), and a copied node then copies pointers rather
+    /// than up to 64 values (with 1 KB values, a whole second store over one snapshot).
+    /// Serialized as a string, so the bytes are unchanged.
+    pub value: Arc<str>,
     /// The revision of the change that created the key (since it last did not exist).
     pub create: u64,
     /// The revision of the key's last change.
@@ -352,7 +357,7 @@ impl From<LegacyKvStore> for KvStore {
             .into_iter()
             .map(|(k, value)| {
                 let r = Record {
-                    value,
+                    value: value.into(),
                     create: REVISION_BEFORE_RECORDS,
                     modified: REVISION_BEFORE_RECORDS,
                     version: 1,
@@ -505,8 +510,8 @@ impl KvStore {
             .map(|s| &s.result)
     }
 
-    pub fn get(&self, key: &str) -> Option<&String> {
-        self.data.get(key).map(|r| &r.value)
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.data.get(key).map(|r| &*r.value)
     }
 
     pub fn len(&self) -> usize {
@@ -530,8 +535,8 @@ impl KvStore {
         self.data.is_empty()
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&String, &String)> {
-        self.data.iter().map(|(k, r)| (k, &r.value))
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &str)> {
+        self.data.iter().map(|(k, r)| (k, &*r.value))
     }
 
     /// The keys starting with `prefix`, in order, with their records.
@@ -644,7 +649,7 @@ impl KvStore {
     /// What a read returns now.
     pub fn read(&self, op: &Op) -> Option<OpResult> {
         match op {
-            Op::Get { key } => Some(OpResult::Value(self.get(key).cloned())),
+            Op::Get { key } => Some(OpResult::Value(self.get(key).map(str::to_string))),
             Op::Read { key } => Some(OpResult::Entry {
                 revision: self.revision,
                 entry: self.data.get(key).cloned(),
@@ -654,7 +659,8 @@ impl KvStore {
     }
 
     /// Sets `key` to `value` as the change of revision `revision`.
-    fn write(&mut self, key: &str, value: String, revision: u64) {
+    fn write(&mut self, key: &str, value: &str, revision: u64) {
+        let value: Arc<str> = value.into();
         self.totals();
         let record = match self.data.remove(key) {
             Some(old) => {
@@ -747,11 +753,11 @@ impl KvStore {
                 if let Some(full) = self.no_room(key, value.len()) {
                     return full;
                 }
-                self.write(key, value.clone(), revision);
+                self.write(key, value, revision);
                 OpResult::Done
             }
             Op::Append { key, value } => {
-                let now = self.get(key).map_or(0, String::len);
+                let now = self.get(key).map_or(0, str::len);
                 if now + value.len() > crate::limits::MAX_VALUE {
                     // Refused the same way on every replica: values stay readable (a get's
                     // reply must fit a message) and bounded.
@@ -768,9 +774,9 @@ impl KvStore {
                 if let Some(full) = self.no_room(key, now + value.len()) {
                     return full;
                 }
-                let mut now = self.get(key).cloned().unwrap_or_default();
+                let mut now = self.get(key).unwrap_or_default().to_string();
                 now.push_str(value);
-                self.write(key, now, revision);
+                self.write(key, &now, revision);
                 OpResult::Done
             }
             Op::Delete { key } => {
@@ -786,11 +792,11 @@ impl KvStore {
                 OpResult::Deleted(existed)
             }
             Op::Cas { key, expected, new } => {
-                if self.get(key) == expected.as_ref() {
+                if self.get(key) == expected.as_deref() {
                     if let Some(full) = self.no_room(key, new.len()) {
                         return full;
                     }
-                    self.write(key, new.clone(), revision);
+                    self.write(key, new, revision);
                     OpResult::Swapped(true)
                 } else {
                     OpResult::Swapped(false)
@@ -806,7 +812,7 @@ impl KvStore {
                     if let Some(full) = self.no_room(key, new.len()) {
                         return full;
                     }
-                    self.write(key, new.clone(), revision);
+                    self.write(key, new, revision);
                     OpResult::Swapped(true)
                 } else {
                     OpResult::Swapped(false)
@@ -906,7 +912,8 @@ mod tests {
                 })
             )
         };
-        let data: Vec<(String, String)> = kv.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let data: Vec<(String, String)> =
+            kv.iter().map(|(k, v)| (k.clone(), v.to_string())).collect();
         assert!(full(kv.apply(5, &cmd(&id, 5, put("d", "")))));
         assert!(full(kv.apply(6, &cmd(&id, 6, put("a", &"y".repeat(101))))));
         let append = Op::Append {
@@ -920,7 +927,8 @@ mod tests {
             new: "w".repeat(150),
         };
         assert!(full(kv.apply(8, &cmd(&id, 8, cas))));
-        let after: Vec<(String, String)> = kv.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let after: Vec<(String, String)> =
+            kv.iter().map(|(k, v)| (k.clone(), v.to_string())).collect();
         assert_eq!(after, data, "a refused write changes no data");
         assert_eq!(kv.data_bytes(), quota);
         // Same size or smaller still fits; a delete makes room.
@@ -1021,7 +1029,7 @@ mod tests {
             kv.apply(2, &cmd(a, 2, app)),
             Applied::Executed(OpResult::Done)
         );
-        assert_eq!(kv.get("x").map(String::as_str), Some("ab"));
+        assert_eq!(kv.get("x"), Some("ab"));
         let cas = |e: Option<&str>, n: &str| Op::Cas {
             key: "x".into(),
             expected: e.map(Into::into),
@@ -1043,7 +1051,7 @@ mod tests {
             kv.apply(6, &cmd(a, 6, cas(None, "n"))),
             Applied::Executed(OpResult::Swapped(true))
         );
-        assert_eq!(kv.get("x").map(String::as_str), Some("n"));
+        assert_eq!(kv.get("x"), Some("n"));
     }
 
     #[test]
@@ -1065,7 +1073,7 @@ mod tests {
             Applied::Executed(OpResult::Done)
         );
         assert_eq!(kv.apply(4, &a), Applied::Stale);
-        assert_eq!(kv.get("k").map(String::as_str), Some("y"));
+        assert_eq!(kv.get("k"), Some("y"));
     }
 
     #[test]
@@ -1138,7 +1146,7 @@ mod tests {
             kv.apply(6, &app),
             Applied::Refused(OpResult::SessionExpired)
         );
-        assert_eq!(kv.get("k").map(String::as_str), Some("x"));
+        assert_eq!(kv.get("k"), Some("x"));
         // Gets need no session.
         assert_eq!(
             kv.apply(7, &cmd("u/z", 9, Op::Get { key: "k".into() })),
@@ -1170,7 +1178,7 @@ mod tests {
             (e.create, e.modified, e.version),
             (revision_at(2, 0), rev, 2)
         );
-        assert_eq!(e.value, "2");
+        assert_eq!(&*e.value, "2");
         assert_eq!(slot_of_revision(rev), 2);
         // A refused change (cas that fails) and a delete of nothing change no revision.
         let cas = |v: &str| Op::Cas {
@@ -1237,7 +1245,7 @@ mod tests {
             kv.apply(5, &cmd(a, 5, casr(now, "mine"))),
             Applied::Executed(OpResult::Swapped(true))
         );
-        assert_eq!(kv.get("k").map(String::as_str), Some("mine"));
+        assert_eq!(kv.get("k"), Some("mine"));
     }
 
     /// Commands without a session (old logs' commands, wrapped by storage; JSON requests
@@ -1255,7 +1263,7 @@ mod tests {
             kv.apply(2, &legacy(1, put("k", "w"))),
             Applied::Duplicate(OpResult::Done)
         );
-        assert_eq!(kv.get("k").map(String::as_str), Some("v"));
+        assert_eq!(kv.get("k"), Some("v"));
         // The same command without the wrapper, from a never-opened session: refused.
         assert_eq!(
             kv.apply(3, &cmd("client/abc2", 1, put("k", "x"))),
@@ -1276,7 +1284,7 @@ mod tests {
         let back: LegacyKvStore = postcard::from_bytes(&bytes).unwrap();
         let kv: KvStore = back.into();
         let e = kv.entry("k").unwrap();
-        assert_eq!(e.value, "v");
+        assert_eq!(&*e.value, "v");
         assert_eq!((e.create, e.modified, e.version), (1, 1, 1));
         assert_eq!(kv.revision(), REVISION_BEFORE_RECORDS);
     }

@@ -23,7 +23,8 @@ pub enum ChangeKind {
     /// The key now holds `value`; it was created at revision `create` and this is its
     /// `version`-th change since.
     Put {
-        value: String,
+        /// Shared with the store's record (see [`crate::kv::Record::value`]).
+        value: std::sync::Arc<str>,
         create: u64,
         version: u64,
     },

@@ -201,7 +201,7 @@ fn put(seq: u64, v: &str) -> Command {
 }
 
 fn value(c: &Cluster, id: NodeId) -> Option<String> {
-    c.server(id).kv().get("k").cloned()
+    c.server(id).kv().get("k").map(str::to_string)
 }
 
 /// Issue 12.1. Server 1 wins ballot 1.1 with server 2's promise and, in the same group, takes
@@ -436,10 +436,7 @@ fn a_backup_copy_waits_for_a_quorum_and_its_pieces_form_one_point_in_time() {
     }
     let copy = mqpaxos_core::decode_snapshot(&bytes).expect("the pieces form a snapshot");
     assert_eq!(copy.next_slot, next_slot);
-    assert_eq!(
-        copy.kv.get("k").map(String::as_str),
-        Some("before the backup")
-    );
+    assert_eq!(copy.kv.get("k"), Some("before the backup"));
     assert_eq!(value(&c, 1).as_deref(), Some("after the backup"));
 }
 

@@ -245,7 +245,7 @@ fn append(client: &str, seq: u64, k: &str, v: &str) -> Command {
 }
 
 fn value(c: &Cluster, id: NodeId, k: &str) -> Option<String> {
-    c.server(id).kv().get(k).cloned()
+    c.server(id).kv().get(k).map(str::to_string)
 }
 
 fn is_promise(from: NodeId, round: u64) -> impl Fn(&Flight) -> bool {

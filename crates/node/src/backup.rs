@@ -306,7 +306,7 @@ mod tests {
         assert!(!s.empty, "a restored directory is not taken for a lost one");
         let durable = s.load().expect("loads");
         assert_eq!(durable.snapshot.next_slot, 5);
-        assert_eq!(durable.snapshot.kv.get("k").map(String::as_str), Some("v"));
+        assert_eq!(durable.snapshot.kv.get("k"), Some("v"));
         assert_eq!(durable.snapshot.kv.sessions(), 0);
         drop(s);
         let e = restore(&b, &dir, "prod", 2, 100).expect_err("never over a directory");

@@ -410,7 +410,7 @@ pub fn parse_event(payload: &[u8]) -> Option<Change> {
     let e: E = serde_json::from_slice(payload).ok()?;
     let kind = match (e.op.as_str(), e.value, e.create_revision, e.version) {
         ("put", Some(value), Some(create), Some(version)) => ChangeKind::Put {
-            value,
+            value: value.into(),
             create,
             version,
         },

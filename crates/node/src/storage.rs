@@ -448,7 +448,10 @@ struct Rewrite {
 }
 
 /// The snapshot thread's work: one group numbered `seq` holding the state, written to
-/// `path` and synced.
+/// `path` and synced. Streamed through a small buffer rather than encoded whole first: the
+/// store's encoding is as large as the store, and holding it would double the process's
+/// memory for as long as the write takes. Each record's header and the group's header are
+/// filled in once their bytes have gone by (the checksums are combined, not recomputed).
 fn write_rewrite(
     path: &Path,
     seq: u64,
@@ -456,20 +459,109 @@ fn write_rewrite(
     meta: Vec<PersistOp>,
     entries: Vec<(u64, mqpaxos_core::Entry)>,
 ) -> Result<u64, StorageError> {
-    let mut buf = Vec::new();
-    open_group(&mut buf);
-    frame(&mut buf, &PersistOp::Snapshot(snapshot))?;
+    let file = File::create(path).map_err(io(path))?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, &file);
+    out.write_all(&[0; GROUP_HEADER]).map_err(io(path))?;
+    let mut at = GROUP_HEADER as u64;
+    let mut body = crc32fast::Hasher::new();
+    let mut headers: Vec<(u64, [u8; 8])> = Vec::new();
+    let mut record = |out: &mut std::io::BufWriter<&File>, op: &PersistOp| {
+        let (header, len) = stream_record(out, op).map_err(|e| match e {
+            StreamError::Io(e) => io(path)(e),
+            StreamError::Storage(e) => e,
+        })?;
+        body.update(&header);
+        body.combine(&len.1);
+        headers.push((at, header));
+        at += 8 + len.0;
+        Ok::<_, StorageError>(())
+    };
+    record(&mut out, &PersistOp::Snapshot(snapshot))?;
     for op in &meta {
-        frame(&mut buf, op)?;
+        record(&mut out, op)?;
     }
     for (slot, entry) in entries {
-        frame(&mut buf, &PersistOp::Accept { slot, entry })?;
+        record(&mut out, &PersistOp::Accept { slot, entry })?;
     }
-    seal_group(&mut buf, seq)?;
-    let mut f = File::create(path).map_err(io(path))?;
-    f.write_all(&buf).map_err(io(path))?;
-    f.sync_all().map_err(io(path))?;
-    Ok(buf.len() as u64)
+    out.flush().map_err(io(path))?;
+    drop(out);
+    for (pos, header) in &headers {
+        file.write_all_at(header, *pos).map_err(io(path))?;
+    }
+    let body_len = at - GROUP_HEADER as u64;
+    let len = u32::try_from(body_len)
+        .ok()
+        .filter(|n| *n <= MAX_RECORD)
+        .ok_or(StorageError::TooLarge {
+            bytes: body_len as usize,
+        })?;
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&len.to_le_bytes());
+    crc.update(&seq.to_le_bytes());
+    crc.combine(&body);
+    let mut header = [0; GROUP_HEADER];
+    header[0..4].copy_from_slice(&GROUP_MAGIC);
+    header[4..8].copy_from_slice(&len.to_le_bytes());
+    header[8..16].copy_from_slice(&seq.to_le_bytes());
+    header[16..20].copy_from_slice(&crc.finalize().to_le_bytes());
+    file.write_all_at(&header, 0).map_err(io(path))?;
+    file.sync_all().map_err(io(path))?;
+    Ok(at)
+}
+
+enum StreamError {
+    Io(std::io::Error),
+    Storage(StorageError),
+}
+
+/// Writes `op` as a record whose 8-byte header is left as zeros: returns that header (to be
+/// written in its place), the payload's length and its checksum's state.
+fn stream_record(
+    out: &mut impl Write,
+    op: &PersistOp,
+) -> Result<([u8; 8], (u64, crc32fast::Hasher)), StreamError> {
+    /// Counts and checksums what goes through it.
+    struct Tee<'a, W> {
+        out: &'a mut W,
+        crc: crc32fast::Hasher,
+        len: u64,
+    }
+    impl<W: Write> Write for Tee<'_, W> {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            let n = self.out.write(b)?;
+            self.crc.update(&b[..n]);
+            self.len += n as u64;
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.out.flush()
+        }
+    }
+    out.write_all(&[0; 8]).map_err(StreamError::Io)?;
+    let mut tee = Tee {
+        out,
+        crc: crc32fast::Hasher::new(),
+        len: 0,
+    };
+    postcard::to_io(op, &mut tee).map_err(|e| match e {
+        postcard::Error::SerializeBufferFull => StreamError::Io(std::io::Error::other(e)),
+        e => StreamError::Storage(StorageError::Corrupt {
+            path: PathBuf::from("<encode>"),
+            offset: 0,
+            why: e.to_string(),
+        }),
+    })?;
+    let Tee { crc, len, .. } = tee;
+    let n = u32::try_from(len)
+        .ok()
+        .filter(|n| *n <= MAX_RECORD)
+        .ok_or(StreamError::Storage(StorageError::TooLarge {
+            bytes: len as usize,
+        }))?;
+    let mut header = [0; 8];
+    header[0..4].copy_from_slice(&n.to_le_bytes());
+    header[4..8].copy_from_slice(&crc.clone().finalize().to_le_bytes());
+    Ok((header, (len, crc)))
 }
 
 impl Drop for FileStorage {
@@ -979,6 +1071,37 @@ mod tests {
         kv
     }
 
+    /// The streamed snapshot group must be the very bytes [`encode_group`] makes (the same
+    /// format `replay` reads): its headers are written after their records, from checksums
+    /// combined piece by piece.
+    #[test]
+    fn a_streamed_snapshot_group_is_byte_for_byte_the_encoded_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wal.new");
+        let snapshot = mqpaxos_core::Snapshot {
+            next_slot: 7,
+            kv: store_with_k_v(6),
+        };
+        let meta = vec![
+            PersistOp::Promise(Ballot::new(3, 2)),
+            PersistOp::Incarnation {
+                server: 2,
+                incarnation: 5,
+            },
+        ];
+        let entries = vec![(7, entry(3, "x")), (9, entry(3, &"y".repeat(3000)))];
+        let mut ops = vec![PersistOp::Snapshot(snapshot.clone())];
+        ops.extend(meta.iter().cloned());
+        ops.extend(entries.iter().map(|(slot, entry)| PersistOp::Accept {
+            slot: *slot,
+            entry: entry.clone(),
+        }));
+        let expected = encode_group(41, &ops).unwrap();
+        let written = write_rewrite(&path, 41, snapshot, meta, entries).unwrap();
+        assert_eq!(written, expected.len() as u64);
+        assert_eq!(fs::read(&path).unwrap(), expected);
+    }
+
     #[test]
     fn a_received_snapshot_is_on_disk_when_persist_returns() {
         // Slots the log never held (a snapshot from the leader, or a rejoining server's
@@ -993,7 +1116,7 @@ mod tests {
         let mut got = Durable::new(100);
         replay_log(Path::new("wal"), &bytes, WAL_FORMAT, &mut got).unwrap();
         assert_eq!(got.snapshot.next_slot, 100);
-        assert_eq!(got.snapshot.kv.get("k").map(String::as_str), Some("v"));
+        assert_eq!(got.snapshot.kv.get("k"), Some("v"));
         assert_eq!(got.promised, Ballot::new(3, 1));
     }
 
@@ -1062,7 +1185,7 @@ mod tests {
         let after = s.log_bytes();
         assert_eq!(fs::metadata(d.path().join("wal")).unwrap().len() % CHUNK, 0);
         assert!(after < before / 4, "{after} vs {before}");
-        assert_eq!(expected.snapshot.kv.get("k").map(String::as_str), Some("v"));
+        assert_eq!(expected.snapshot.kv.get("k"), Some("v"));
         drop(s);
         let mut s = open(d.path());
         let got = s.load().unwrap();

@@ -236,7 +236,7 @@ mod tests {
             revision,
             key: key.into(),
             kind: ChangeKind::Put {
-                value: format!("v{revision}"),
+                value: format!("v{revision}").into(),
                 create: revision,
                 version: 1,
             },

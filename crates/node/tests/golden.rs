@@ -285,12 +285,12 @@ fn the_golden_snapshot_holds_the_state_it_describes() {
     assert_eq!(kv.revision(), 4_001);
     let r = kv.entry("greeting").expect("greeting");
     assert_eq!(
-        (r.value.as_str(), r.create, r.modified, r.version),
+        (&*r.value, r.create, r.modified, r.version),
         ("hello, world", 2_000, 3_001, 2)
     );
     let r = kv.entry("clé/ü").expect("clé/ü");
     assert_eq!(
-        (r.value.as_str(), r.create, r.modified, r.version),
+        (&*r.value, r.create, r.modified, r.version),
         ("ünïcödé", 4_001, 4_001, 1)
     );
     assert_eq!(kv.entry("gone"), None);

@@ -65,12 +65,9 @@ fn check(format: u32) {
     copy_dir(&kept, &dir);
 
     let kv = &state_of(&dir);
-    assert_eq!(kv.get("greeting").map(String::as_str), Some("hello, world"));
-    assert_eq!(kv.get("config/mode").map(String::as_str), Some("fast"));
-    assert_eq!(
-        kv.get("last").map(String::as_str),
-        Some("written after the snapshot")
-    );
+    assert_eq!(kv.get("greeting"), Some("hello, world"));
+    assert_eq!(kv.get("config/mode"), Some("fast"));
+    assert_eq!(kv.get("last"), Some("written after the snapshot"));
     assert_eq!(kv.get("gone"), None);
     // The bench's keys, k0..k49 or so: many, each with a value.
     assert!(kv.len() > 40, "{} keys", kv.len());

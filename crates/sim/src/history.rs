@@ -25,7 +25,9 @@ pub fn recorded(op: &Op, seen: Option<&Option<String>>) -> Op {
 /// A result as the history records it (see [`recorded`]).
 pub fn recorded_result(result: &OpResult) -> OpResult {
     match result {
-        OpResult::Entry { entry, .. } => OpResult::Value(entry.as_ref().map(|r| r.value.clone())),
+        OpResult::Entry { entry, .. } => {
+            OpResult::Value(entry.as_ref().map(|r| r.value.to_string()))
+        }
         r => r.clone(),
     }
 }

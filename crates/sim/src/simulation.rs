@@ -980,7 +980,7 @@ impl Simulation {
         for k in 0..self.sc.keys {
             let key = format!("k{k}");
             let op = Op::Get { key: key.clone() };
-            let value = server.kv().get(&key).cloned();
+            let value = server.kv().get(&key).map(str::to_string);
             events.push(history::invoke(t, "final", &op));
             events.push(history::ok(t, "final", &op, &OpResult::Value(value)));
         }
@@ -1501,7 +1501,9 @@ impl Simulation {
             return;
         };
         if let (Op::Read { key }, OpResult::Entry { entry, .. }) = (&real, &result) {
-            let seen = entry.as_ref().map(|r| (Some(r.value.clone()), r.modified));
+            let seen = entry
+                .as_ref()
+                .map(|r| (Some(r.value.to_string()), r.modified));
             c.seen_revision
                 .insert(key.clone(), seen.unwrap_or((None, 0)));
         }
