@@ -751,7 +751,7 @@ fn oversized_requests_are_refused_and_memory_stays_bounded() {
             seq,
             op: Op::Put {
                 key: "k".into(),
-                value: big.clone(),
+                value: big.as_str().into(),
             },
         })
         .collect();

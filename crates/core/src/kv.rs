@@ -41,14 +41,17 @@ pub enum Op {
     Get {
         key: String,
     },
+    /// `value` is shared with the log entries that carry the command and, once it
+    /// executes, with the store's record: one allocation per value from decode to store
+    /// (serialized as a string, so the bytes are unchanged).
     Put {
         key: String,
-        value: String,
+        value: Arc<str>,
     },
     /// Appends to the current value; a missing key counts as the empty string.
     Append {
         key: String,
-        value: String,
+        value: Arc<str>,
     },
     Delete {
         key: String,
@@ -57,7 +60,7 @@ pub enum Op {
     Cas {
         key: String,
         expected: Option<String>,
-        new: String,
+        new: Arc<str>,
     },
     /// Opens a session (see the module docs); sent under the client's own id, not a session's.
     Open,
@@ -70,7 +73,7 @@ pub enum Op {
     CasRevision {
         key: String,
         revision: u64,
-        new: String,
+        new: Arc<str>,
     },
     /// `op` without opening a session first: a client id not yet in the table starts its
     /// session, so the command runs at most once per `(client id, seq)` while the table
@@ -659,8 +662,7 @@ impl KvStore {
     }
 
     /// Sets `key` to `value` as the change of revision `revision`.
-    fn write(&mut self, key: &str, value: &str, revision: u64) {
-        let value: Arc<str> = value.into();
+    fn write(&mut self, key: &str, value: Arc<str>, revision: u64) {
         self.totals();
         let record = match self.data.remove(key) {
             Some(old) => {
@@ -753,7 +755,7 @@ impl KvStore {
                 if let Some(full) = self.no_room(key, value.len()) {
                     return full;
                 }
-                self.write(key, value, revision);
+                self.write(key, value.clone(), revision);
                 OpResult::Done
             }
             Op::Append { key, value } => {
@@ -776,7 +778,7 @@ impl KvStore {
                 }
                 let mut now = self.get(key).unwrap_or_default().to_string();
                 now.push_str(value);
-                self.write(key, &now, revision);
+                self.write(key, now.into(), revision);
                 OpResult::Done
             }
             Op::Delete { key } => {
@@ -796,7 +798,7 @@ impl KvStore {
                     if let Some(full) = self.no_room(key, new.len()) {
                         return full;
                     }
-                    self.write(key, new, revision);
+                    self.write(key, new.clone(), revision);
                     OpResult::Swapped(true)
                 } else {
                     OpResult::Swapped(false)
@@ -812,7 +814,7 @@ impl KvStore {
                     if let Some(full) = self.no_room(key, new.len()) {
                         return full;
                     }
-                    self.write(key, new, revision);
+                    self.write(key, new.clone(), revision);
                     OpResult::Swapped(true)
                 } else {
                     OpResult::Swapped(false)
@@ -924,7 +926,7 @@ mod tests {
         let cas = Op::Cas {
             key: "c".into(),
             expected: Some(big.clone()),
-            new: "w".repeat(150),
+            new: "w".repeat(150).into(),
         };
         assert!(full(kv.apply(8, &cmd(&id, 8, cas))));
         let after: Vec<(String, String)> =
@@ -967,11 +969,14 @@ mod tests {
             let id = ids[(x as usize / 7) % ids.len()].clone();
             let op = match x % 4 {
                 0 => Op::Delete { key },
-                1 => Op::Append { key, value },
+                1 => Op::Append {
+                    key,
+                    value: value.into(),
+                },
                 2 => Op::Cas {
                     key,
                     expected: None,
-                    new: value,
+                    new: value.into(),
                 },
                 _ => put(&key, &value),
             };

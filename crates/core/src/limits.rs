@@ -274,7 +274,7 @@ mod tests {
             Op::Cas {
                 key: "k".repeat(MAX_KEY),
                 expected: Some(v.clone()),
-                new: v,
+                new: v.into(),
             },
         );
         assert!(check_command(&c).is_none());

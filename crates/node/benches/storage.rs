@@ -189,7 +189,7 @@ fn batch(slot: u64, n: usize) -> Vec<PersistOp> {
                         seq: s + 1,
                         op: Op::Put {
                             key: format!("k{}", s % 1000),
-                            value: format!("{s:0100}"),
+                            value: format!("{s:0100}").into(),
                         },
                     }],
                 },

@@ -147,7 +147,8 @@ pub fn parse(
     };
     let value = || {
         r.value
-            .clone()
+            .as_deref()
+            .map(std::sync::Arc::<str>::from)
             .ok_or_else(|| bad(format!("{} needs a value", r.op)))
     };
     let op = match r.op.as_str() {

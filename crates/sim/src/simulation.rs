@@ -1470,6 +1470,7 @@ impl Simulation {
             value.push(':');
             value.push_str(&"x".repeat(pad));
         }
+        let value: std::sync::Arc<str> = value.into();
         let roll: u32 = self.rng.gen_range(0..100);
         let seen_revision = self.clients[idx].seen_revision.get(&key).map(|(_, r)| *r);
         match roll {
@@ -1527,10 +1528,10 @@ impl Simulation {
                 c.seen.insert(key, v.clone());
             }
             (Op::Put { value, .. }, _) => {
-                c.seen.insert(key, Some(value.clone()));
+                c.seen.insert(key, Some(value.to_string()));
             }
             (Op::Cas { new, .. }, OpResult::Swapped(true)) => {
-                c.seen.insert(key, Some(new.clone()));
+                c.seen.insert(key, Some(new.to_string()));
             }
             (Op::Delete { .. }, _) => {
                 c.seen.insert(key, None);
