@@ -2,8 +2,10 @@
 //! cluster. Every flag can also be set by an `MQPAXOS_*` environment variable or in a TOML
 //! file given with `--config` (command line first, then environment, then file).
 
+mod charts;
 mod cmd;
 mod config;
+mod metrics;
 
 use crate::cmd::Exit;
 use clap::{Parser, Subcommand};

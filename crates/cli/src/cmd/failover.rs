@@ -8,10 +8,10 @@
 //! reports every failover and their p50/p90/p99/max. A measurement, not a test: the numbers
 //! depend on the machine.
 
-use super::bench::observe::scrape_all;
 use super::cluster::{ClusterSpec, LocalCluster};
 use super::{fail, parse_duration, CmdResult, Failure};
 use crate::cmd::Exit;
+use crate::metrics::scrape_all;
 use mqpaxos_node::{Client, ClientOptions};
 use serde::Serialize;
 use std::path::PathBuf;

@@ -5,14 +5,12 @@ pub mod bench;
 #[cfg(feature = "embedded-broker")]
 pub mod broker;
 pub mod chaos;
-pub mod charts;
 #[cfg(feature = "embedded-broker")]
 pub mod cluster;
 #[cfg(feature = "embedded-broker")]
 pub mod failover;
 pub mod health;
 pub mod kv;
-pub mod netns;
 pub mod server;
 pub mod snapshot;
 pub mod status;

@@ -12,7 +12,7 @@
 
 #[cfg(feature = "compare")]
 mod compare;
-pub mod observe;
+mod observe;
 #[cfg(feature = "compare")]
 mod report;
 mod target;
@@ -20,9 +20,9 @@ mod workload;
 
 use super::{fail, parse_duration, password, stop_signal, CmdResult, Failure};
 use crate::cmd::Exit;
+use crate::metrics::Counters;
 use indicatif::{ProgressBar, ProgressStyle};
 use mqpaxos_node::{BrokerOptions, ClientOptions};
-use observe::Counters;
 use serde::Serialize;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -581,7 +581,7 @@ async fn run_step(
     }
     let cpu_before = observe::cpu_all(&observed.pids);
     let self_before = observe::cpu_all(&[std::process::id()]);
-    let metrics_before: Vec<Option<Counters>> = observe::scrape_all(&observed.metrics).await;
+    let metrics_before: Vec<Option<Counters>> = crate::metrics::scrape_all(&observed.metrics).await;
     let window_start = std::time::Instant::now();
     while Instant::now() < end {
         tick(&bar, true);
@@ -600,7 +600,7 @@ async fn run_step(
         .map_err(|e| fail(Exit::Failed, format!("the load engine failed: {e}")))?
         .map_err(|e| fail(Exit::Failed, e))?;
     bar.finish_and_clear();
-    let metrics_after = observe::scrape_all(&observed.metrics).await;
+    let metrics_after = crate::metrics::scrape_all(&observed.metrics).await;
     let ppc = observe::publishes_per_command(&metrics_before, &metrics_after);
     let hist = &out.hist;
     let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;

@@ -101,7 +101,7 @@ fn read_runs(dir: &Path) -> Result<Vec<Results>, Failure> {
 
 /// The font embedded for every chart (see `charts::register_font`).
 fn register_font() -> Result<(), Failure> {
-    crate::cmd::charts::register_font().map_err(|e| fail(Exit::Failed, e.to_string()))
+    crate::charts::register_font().map_err(|e| fail(Exit::Failed, e.to_string()))
 }
 
 const COLORS: [RGBColor; 6] = [

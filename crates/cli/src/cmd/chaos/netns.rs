@@ -610,9 +610,9 @@ impl Drop for Lab {
 /// On Ctrl-C or SIGTERM: remove everything of this run, then exit with 130.
 pub fn cleanup_on_signal(names: (String, String)) {
     tokio::spawn(async move {
-        super::stop_signal().await;
+        crate::cmd::stop_signal().await;
         eprintln!("\nmqpaxos chaos: interrupted; removing the run's namespaces");
         cleanup(&names.0, &names.1);
-        std::process::exit(i32::from(super::Exit::Interrupted.code()));
+        std::process::exit(i32::from(crate::cmd::Exit::Interrupted.code()));
     });
 }

@@ -6,11 +6,13 @@
 //! `--partitions` random splits of the servers into groups of the given sizes. Then it heals
 //! everything and checks: the clients' history is linearizable (a final read of every key
 //! included, so a lost acknowledged write fails it), and all replicas agree. With `--out` it
-//! writes `history.jsonl`, `summary.json`, `timeseries.json` and the charts (see `charts.rs`).
+//! writes `history.jsonl`, `summary.json`, `timeseries.json` and the charts (see `src/charts.rs`).
 
-use super::charts::{self, MessageSample, OpSample, PartitionWindow, Timeseries};
-use super::{fail, parse_duration, CmdResult};
+mod netns;
+
+use crate::charts::{self, MessageSample, OpSample, PartitionWindow, Timeseries};
 use crate::cmd::Exit;
+use crate::cmd::{fail, parse_duration, CmdResult};
 use mqpaxos_check::{check_events, CheckLimits, CheckOutcome, Event, EventType, OpKind};
 use mqpaxos_node::chaos::Faults;
 use mqpaxos_node::topics::{server_id, Parsed, Topics};
@@ -158,7 +160,7 @@ pub async fn run(a: Args) -> CmdResult {
     let topics = Topics::new(&cluster);
     // With --netns: namespaces, links and brokers; dropping `lab` removes them.
     let lab = if a.netns {
-        let lab = super::netns::Lab::create(&super::netns::Plan {
+        let lab = netns::Lab::create(&netns::Plan {
             servers: a.servers,
             clients: a.clients,
             brokers: a.brokers,
@@ -166,7 +168,7 @@ pub async fn run(a: Args) -> CmdResult {
             seed,
         })
         .map_err(|e| fail(Exit::Failed, e))?;
-        super::netns::cleanup_on_signal(lab.names());
+        netns::cleanup_on_signal(lab.names());
         Some(lab)
     } else {
         None
@@ -228,12 +230,16 @@ pub async fn run(a: Args) -> CmdResult {
                 l.server_url(id),
                 l.metrics_addr(id),
             ),
-            None => (Command::new(&exe), url.clone(), super::free_local_addr()?),
+            None => (
+                Command::new(&exe),
+                url.clone(),
+                crate::cmd::free_local_addr()?,
+            ),
         };
         if let Some(p) = &password {
             cmd.env("MQPAXOS_PASSWORD", p);
         }
-        super::dies_with_launcher(&mut cmd);
+        crate::cmd::dies_with_launcher(&mut cmd);
         let child = cmd
             .arg("server")
             .args(["--id", &id.to_string(), "--servers", &a.servers.to_string()])
@@ -859,9 +865,9 @@ async fn wait_agreement(observed: &Observed, servers: u32, limit: Duration) -> b
     false
 }
 
-/// One server's `/metrics` text (the bench's fetcher).
+/// One server's `/metrics` text.
 async fn scrape(addr: std::net::SocketAddr) -> Option<String> {
-    super::bench::observe::fetch_metrics(&addr.to_string()).await
+    crate::metrics::fetch_metrics(&addr.to_string()).await
 }
 
 /// Sums `mqpaxos_messages_total` by direction and message type.
