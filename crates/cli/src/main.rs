@@ -5,6 +5,7 @@
 mod charts;
 mod cmd;
 mod config;
+mod launch;
 mod metrics;
 
 use crate::cmd::Exit;

@@ -9,12 +9,11 @@
 
 use super::{fail, stop_signal, CmdResult, Failure};
 use crate::cmd::Exit;
+use crate::launch::{ServerCommand, Servers};
 use mqpaxos_broker::{Broker, BrokerConfig};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{ExitCode, Stdio};
-use std::time::Duration;
-use tokio::process::{Child, Command};
+use std::process::ExitCode;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -67,9 +66,8 @@ pub struct ClusterSpec {
 /// The built-in broker (in this process) and N `mqpaxos server` child processes.
 pub struct LocalCluster {
     broker: Broker,
-    children: Vec<(u32, Child)>,
+    servers: Servers,
     spec: ClusterSpec,
-    exe: PathBuf,
     /// `mqtt://host:port` of the broker.
     pub url: String,
     /// Off loopback: the directory of generated passwords (`<user>.password`).
@@ -204,21 +202,17 @@ impl LocalCluster {
             });
         }
         let url = format!("mqtt://{local}");
-        let exe = match std::env::current_exe() {
-            Ok(exe) => exe,
+        let servers = match Servers::new() {
+            Ok(servers) => servers,
             Err(e) => {
                 let _ = broker.shutdown().await;
-                return Err(fail(
-                    Exit::Failed,
-                    format!("cannot find this executable: {e}"),
-                ));
+                return Err(e);
             }
         };
         let mut cluster = LocalCluster {
             broker,
-            children: Vec::new(),
+            servers,
             spec: spec.clone(),
-            exe,
             url,
             credentials,
         };
@@ -234,52 +228,32 @@ impl LocalCluster {
     /// Starts server `id` (again) from its data directory.
     fn spawn(&mut self, id: u32) -> Result<(), Failure> {
         let spec = &self.spec;
-        let mut cmd = Command::new(&self.exe);
-        cmd.arg("server")
-            .args([
-                "--id",
-                &id.to_string(),
-                "--servers",
-                &spec.servers.to_string(),
-            ])
-            .args(["--broker", &self.url, "--cluster", &spec.cluster])
-            .args(["--sync", &spec.sync])
-            .arg("--data-dir")
-            .arg(
-                spec.data_dir
-                    .join(&spec.cluster)
-                    .join(format!("server{id}")),
-            )
-            .env_remove("MQPAXOS_CONFIG")
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
-        if spec.quiet {
-            cmd.stdout(Stdio::null()).stderr(Stdio::null());
-        }
-        if let Some(Some(addr)) = spec.metrics.get(id as usize - 1) {
-            cmd.args(["--metrics", &addr.to_string()]);
-        }
-        if let Some(dir) = &self.credentials {
-            let user = mqpaxos_node::topics::server_user(&spec.cluster, id);
-            cmd.arg("--password-file")
-                .arg(dir.join(format!("{user}.password")));
-        }
-        cmd.args(&spec.server_args);
-        super::dies_with_launcher(&mut cmd);
-        let child = cmd
-            .spawn()
-            .map_err(|e| fail(Exit::Failed, format!("cannot start server {id}: {e}")))?;
-        self.children.retain(|(i, _)| *i != id);
-        self.children.push((id, child));
-        self.children.sort_by_key(|(i, _)| *i);
-        Ok(())
+        let server = ServerCommand {
+            id,
+            servers: spec.servers,
+            broker: self.url.clone(),
+            cluster: spec.cluster.clone(),
+            data_dir: spec
+                .data_dir
+                .join(&spec.cluster)
+                .join(format!("server{id}")),
+            metrics: spec.metrics.get(id as usize - 1).copied().flatten(),
+            sync: Some(spec.sync.clone()),
+            password_file: self.credentials.as_ref().map(|dir| {
+                let user = mqpaxos_node::topics::server_user(&spec.cluster, id);
+                dir.join(format!("{user}.password"))
+            }),
+            password: None,
+            args: spec.server_args.clone(),
+            quiet: spec.quiet,
+            wrapper: Vec::new(),
+        };
+        self.servers.start(&server)
     }
 
     /// kill -9 of server `id`, as a crash would: no goodbye, nothing flushed.
     pub async fn kill(&mut self, id: u32) {
-        if let Some((_, c)) = self.children.iter_mut().find(|(i, _)| *i == id) {
-            let _ = c.kill().await;
-        }
+        self.servers.kill(id).await;
     }
 
     /// Starts a killed server `id` again from its data directory.
@@ -289,12 +263,12 @@ impl LocalCluster {
 
     /// The servers' process ids, in id order (a server that already exited has none).
     pub fn server_pids(&self) -> Vec<Option<u32>> {
-        self.children.iter().map(|(_, c)| c.id()).collect()
+        self.servers.pids()
     }
 
     /// Stops the servers (SIGTERM, then SIGKILL after a grace period) and the broker.
     pub async fn stop(mut self) -> Result<(), Failure> {
-        stop_all(&mut self.children).await;
+        self.servers.stop().await;
         self.broker
             .shutdown()
             .await
@@ -356,26 +330,4 @@ pub async fn run(a: Args) -> CmdResult {
     eprintln!("mqpaxos: stopping");
     cluster.stop().await?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Asks each server to stop (SIGTERM, so it says goodbye on its presence topic), then kills
-/// what is still running after a grace period.
-async fn stop_all(children: &mut [(u32, Child)]) {
-    for (_, c) in children.iter() {
-        if let Some(pid) = c.id() {
-            // SAFETY: kill(2) with a pid we spawned and still own; no memory is involved.
-            unsafe {
-                libc::kill(pid as libc::pid_t, libc::SIGTERM);
-            }
-        }
-    }
-    for (id, c) in children.iter_mut() {
-        match tokio::time::timeout(Duration::from_secs(5), c.wait()).await {
-            Ok(_) => {}
-            Err(_) => {
-                eprintln!("mqpaxos: server {id} did not stop in time; killing it");
-                let _ = c.kill().await;
-            }
-        }
-    }
 }

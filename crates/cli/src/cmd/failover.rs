@@ -71,7 +71,7 @@ pub async fn run(a: Args) -> CmdResult {
         rand::random::<u32>()
     ));
     let metrics = (0..a.servers)
-        .map(|_| super::free_local_addr())
+        .map(|_| crate::launch::free_local_addr())
         .collect::<Result<Vec<_>, _>>()?;
     let spec = ClusterSpec {
         servers: a.servers,

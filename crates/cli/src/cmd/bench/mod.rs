@@ -318,7 +318,7 @@ async fn run_own_cluster(a: &Args) -> CmdResult {
         ),
     };
     let metrics = (0..a.servers)
-        .map(|_| super::free_local_addr())
+        .map(|_| crate::launch::free_local_addr())
         .collect::<Result<Vec<_>, _>>()?;
     let spec = ClusterSpec {
         servers: a.servers,

@@ -13,6 +13,7 @@ mod netns;
 use crate::charts::{self, MessageSample, OpSample, PartitionWindow, Timeseries};
 use crate::cmd::Exit;
 use crate::cmd::{fail, parse_duration, CmdResult};
+use crate::launch::{free_local_addr, ServerCommand, Servers};
 use mqpaxos_check::{check_events, CheckLimits, CheckOutcome, Event, EventType, OpKind};
 use mqpaxos_node::chaos::Faults;
 use mqpaxos_node::topics::{server_id, Parsed, Topics};
@@ -23,10 +24,9 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::{ExitCode, Stdio};
+use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::process::{Child, Command};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -112,19 +112,6 @@ struct FaultRecord {
 
 /// The latest presence and status of every server, by id.
 type Observed = Mutex<BTreeMap<u32, (bool, Option<Status>)>>;
-
-struct Servers {
-    children: Vec<Child>,
-    metrics: Vec<std::net::SocketAddr>,
-}
-
-impl Drop for Servers {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.start_kill();
-        }
-    }
-}
 
 pub async fn run(a: Args) -> CmdResult {
     if a.groups.iter().sum::<usize>() != a.servers as usize || a.groups.contains(&0) {
@@ -216,48 +203,30 @@ pub async fn run(a: Args) -> CmdResult {
 
     // The servers, each with its own data directory and metrics port.
     let data = std::env::temp_dir().join(format!("mqpaxos-chaos-{seed}-{}", std::process::id()));
-    let exe = std::env::current_exe()
-        .map_err(|e| fail(Exit::Failed, format!("cannot find this executable: {e}")))?;
-    let mut servers = Servers {
-        children: Vec::new(),
-        metrics: Vec::new(),
-    };
+    let mut servers = Servers::new()?;
+    let mut metrics = Vec::new();
     for id in 1..=a.servers {
-        // The launcher: a plain process, or one in the server's own namespace.
-        let (mut cmd, server_url, metrics) = match &lab {
-            Some(l) => (
-                l.server_command(id, &exe),
-                l.server_url(id),
-                l.metrics_addr(id),
-            ),
-            None => (
-                Command::new(&exe),
-                url.clone(),
-                crate::cmd::free_local_addr()?,
-            ),
+        // A plain process, or one in the server's own namespace.
+        let (wrapper, server_url, addr) = match &lab {
+            Some(l) => (l.server_wrapper(id), l.server_url(id), l.metrics_addr(id)),
+            None => (Vec::new(), url.clone(), free_local_addr()?),
         };
-        if let Some(p) = &password {
-            cmd.env("MQPAXOS_PASSWORD", p);
-        }
-        crate::cmd::dies_with_launcher(&mut cmd);
-        let child = cmd
-            .arg("server")
-            .args(["--id", &id.to_string(), "--servers", &a.servers.to_string()])
-            .args(["--broker", &server_url, "--cluster", &cluster])
+        servers.start(&ServerCommand {
+            id,
+            servers: a.servers,
+            broker: server_url,
+            cluster: cluster.clone(),
+            data_dir: data.join(format!("server{id}")),
+            metrics: Some(addr),
+            sync: None,
+            password_file: None,
+            password: password.clone(),
             // The run's faults come through the chaos topic, which servers ignore without it.
-            .arg("--allow-fault-injection")
-            .arg("--data-dir")
-            .arg(data.join(format!("server{id}")))
-            .args(["--metrics", &metrics.to_string()])
-            .env_remove("MQPAXOS_CONFIG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| fail(Exit::Failed, format!("cannot start server {id}: {e}")))?;
-        servers.children.push(child);
-        servers.metrics.push(metrics);
+            args: vec!["--allow-fault-injection".to_string()],
+            quiet: true,
+            wrapper,
+        })?;
+        metrics.push(addr);
     }
 
     // An observer that keeps the latest status and presence of every server.
@@ -384,7 +353,7 @@ pub async fn run(a: Args) -> CmdResult {
     // Every server's message counters, sampled until the replicas have agreed.
     let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let sampler = tokio::spawn(sample_messages(
-        servers.metrics.clone(),
+        metrics.clone(),
         charts::sample_interval(a.duration),
         start,
         series.clone(),
@@ -563,7 +532,7 @@ pub async fn run(a: Args) -> CmdResult {
         replicas_agree: agree,
         ..Summary::default()
     };
-    for (i, addr) in servers.metrics.iter().enumerate() {
+    for (i, addr) in metrics.iter().enumerate() {
         let node = format!("server{}", i + 1);
         if let Some(text) = scrape(*addr).await {
             let (inn, out) = message_counts(&text);
