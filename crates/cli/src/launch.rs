@@ -107,6 +107,13 @@ impl Servers {
         self.children.sort_by_key(|(i, _)| *i);
         Ok(())
     }
+
+    /// kill -9 of every server, waiting until each is gone.
+    pub async fn kill_all(&mut self) {
+        for (_, c) in self.children.iter_mut() {
+            let _ = c.kill().await;
+        }
+    }
 }
 
 /// What a local cluster (`cluster up`, `bench`, `failover`) does with its servers; `chaos` only

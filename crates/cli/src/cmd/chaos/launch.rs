@@ -8,11 +8,12 @@ use crate::cmd::{fail, Exit, Failure};
 use crate::launch::{free_local_addr, ServerCommand, Servers};
 use mqpaxos_node::transport::BrokerOptions;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// With `--netns`: the run's namespaces, links and brokers; dropping the lab removes them.
-pub(super) fn lab(a: &Args, seed: u64) -> Result<Option<Lab>, Failure> {
+/// With `--netns`: the run's namespaces, links and brokers; dropping the lab removes them. On
+/// Ctrl-C or SIGTERM they go too, and so does `data`.
+pub(super) fn lab(a: &Args, seed: u64, data: &DataDir) -> Result<Option<Lab>, Failure> {
     if !a.netns {
         return Ok(None);
     }
@@ -24,7 +25,7 @@ pub(super) fn lab(a: &Args, seed: u64) -> Result<Option<Lab>, Failure> {
         seed,
     })
     .map_err(|e| fail(Exit::Failed, e))?;
-    netns::cleanup_on_signal(lab.names());
+    netns::cleanup_on_signal(lab.names(), data.path().to_path_buf());
     Ok(Some(lab))
 }
 
@@ -101,9 +102,32 @@ impl Broker {
     }
 }
 
-/// The parent of the servers' data directories.
-pub(super) fn data_dir(seed: u64) -> PathBuf {
-    std::env::temp_dir().join(format!("mqpaxos-chaos-{seed}-{}", std::process::id()))
+/// The parent of the servers' data directories (`$TMPDIR/mqpaxos-chaos-<seed>-<pid>`),
+/// removed when dropped: at the end of a run, on an error, on a panic. Declared before the
+/// servers, so that they are killed before it goes.
+pub(super) struct DataDir(PathBuf);
+
+impl DataDir {
+    pub fn new(seed: u64) -> DataDir {
+        DataDir(std::env::temp_dir().join(format!("mqpaxos-chaos-{seed}-{}", std::process::id())))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        // A server killed a moment ago may still create a file while the tree goes: retry,
+        // a bounded number of times.
+        for _ in 0..5 {
+            if std::fs::remove_dir_all(&self.0).is_ok() || !self.0.exists() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
 }
 
 /// Starts the servers, each with its own data directory and metrics port, obeying the chaos
@@ -113,7 +137,7 @@ pub(super) fn servers(
     cluster: &str,
     lab: Option<&Lab>,
     broker: &Broker,
-    data: &std::path::Path,
+    data: &DataDir,
 ) -> Result<(Servers, Vec<SocketAddr>), Failure> {
     let mut servers = Servers::new()?;
     let mut metrics = Vec::new();
@@ -128,7 +152,7 @@ pub(super) fn servers(
             servers: a.servers,
             broker: server_url,
             cluster: cluster.to_string(),
-            data_dir: data.join(format!("server{id}")),
+            data_dir: data.path().join(format!("server{id}")),
             metrics: Some(addr),
             sync: None,
             password_file: None,

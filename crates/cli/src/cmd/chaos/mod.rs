@@ -85,10 +85,12 @@ pub async fn run(a: Args) -> CmdResult {
     let seed = a.seed.unwrap_or_else(rand::random);
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let cluster = format!("chaos{seed}");
-    let lab = launch::lab(&a, seed)?;
+    // Dropped in reverse order however the run ends: the observer, the servers (killed), the
+    // broker, the namespaces, and last the servers' data directories.
+    let data = launch::DataDir::new(seed);
+    let lab = launch::lab(&a, seed, &data)?;
     let broker = launch::Broker::start(&a, lab.as_ref()).await?;
-    let data = launch::data_dir(seed);
-    let (servers, metrics) = launch::servers(&a, &cluster, lab.as_ref(), &broker, &data)?;
+    let (mut servers, metrics) = launch::servers(&a, &cluster, lab.as_ref(), &broker, &data)?;
     let observer = observer::Observer::start(
         &broker.options(mqpaxos_node::acl::OPERATOR),
         &Topics::new(&cluster),
@@ -118,15 +120,21 @@ pub async fn run(a: Args) -> CmdResult {
     let agree = verdict::wait_agreement(&observer, a.servers, Duration::from_secs(30)).await;
     bar.finish_and_clear();
     sampler.stop().await;
+    // A client that panicked took the history with it: never judge an empty one.
     let events = clients
         .history
         .lock()
         .map(|h| h.clone())
-        .unwrap_or_default();
+        .map_err(|_| fail(Exit::Failed, "a client failed: the history is incomplete"))?;
     let reader = verdict::reader_options(&broker, &cluster);
     let verdict = verdict::judge(agree, &observer, events, reader, a.keys, clients.start).await;
 
-    let series = clients.series.lock().map(|s| s.clone()).unwrap_or_default();
+    let series = clients.series.lock().map(|s| s.clone()).map_err(|_| {
+        fail(
+            Exit::Failed,
+            "a client failed: the time series is incomplete",
+        )
+    })?;
     let report = report::Report::build(
         &a,
         seed,
@@ -141,11 +149,11 @@ pub async fn run(a: Args) -> CmdResult {
     if let Some(dir) = &a.out {
         report.write(dir)?;
     }
-    drop(servers);
+    servers.kill_all().await;
     observer.close().await;
     broker.shutdown().await;
-    let _ = std::fs::remove_dir_all(&data);
     drop(lab);
+    drop(data);
     Ok(report.verdict())
 }
 

@@ -606,12 +606,14 @@ impl Drop for Lab {
     }
 }
 
-/// On Ctrl-C or SIGTERM: remove everything of this run, then exit with 130.
-pub fn cleanup_on_signal(names: (String, String)) {
+/// On Ctrl-C or SIGTERM: remove everything of this run (its namespaces, then the servers'
+/// data directories under `data`, once nothing runs there), then exit with 130.
+pub fn cleanup_on_signal(names: (String, String), data: PathBuf) {
     tokio::spawn(async move {
         crate::cmd::stop_signal().await;
         eprintln!("\nmqpaxos chaos: interrupted; removing the run's namespaces");
         cleanup(&names.0, &names.1);
+        let _ = std::fs::remove_dir_all(&data);
         std::process::exit(i32::from(crate::cmd::Exit::Interrupted.code()));
     });
 }

@@ -59,7 +59,13 @@ impl Observer {
 
     /// Publishes the fault settings, retained, on the cluster's chaos topic.
     pub async fn set_faults(&self, f: Faults) -> Result<(), Failure> {
-        let body = serde_json::to_vec(&f).unwrap_or_default();
+        // Never an empty retained message: that would clear the settings, not set them.
+        let body = serde_json::to_vec(&f).map_err(|e| {
+            fail(
+                Exit::Failed,
+                format!("cannot encode the fault settings: {e}"),
+            )
+        })?;
         self.connection
             .client
             .publish(self.topics.chaos(), rumqttc_qos(), true, body)
