@@ -516,12 +516,8 @@ async fn prefill(target: &Target, load: &StepLoad) -> Result<(), Failure> {
     Ok(())
 }
 
-async fn run_step(
-    target: &Target,
-    clients: usize,
-    load: &StepLoad,
-    observed: &Observed,
-) -> Result<Step, Failure> {
+/// One connection per client; on a failure, closes those already open.
+async fn connect_all(target: &Target, clients: usize) -> Result<Vec<Conn>, Failure> {
     let mut conns: Vec<Conn> = Vec::with_capacity(clients);
     for _ in 0..clients {
         match target.connect().await {
@@ -537,6 +533,11 @@ async fn run_step(
             }
         }
     }
+    Ok(conns)
+}
+
+/// The step's progress bar (warm-up and measurement), labelled with its load.
+fn step_bar(clients: usize, load: &StepLoad) -> ProgressBar {
     let what = match load.rate {
         Some(r) => format!("{r:.0}/s"),
         None => format!("{clients} clients"),
@@ -549,6 +550,17 @@ async fn run_step(
             .progress_chars("=> "),
     );
     bar.set_prefix(what);
+    bar
+}
+
+async fn run_step(
+    target: &Target,
+    clients: usize,
+    load: &StepLoad,
+    observed: &Observed,
+) -> Result<Step, Failure> {
+    let conns = connect_all(target, clients).await?;
+    let bar = step_bar(clients, load);
     let live = Arc::new(Live::default());
     let start = Instant::now();
     let measure_from = start + load.warmup;
