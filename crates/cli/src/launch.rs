@@ -1,5 +1,5 @@
 //! The one way this binary starts `mqpaxos server` processes of its own: `cluster up`, `bench`
-//! and `failover` (through [`LocalCluster`](crate::cmd::cluster::LocalCluster)) and `chaos`
+//! and `failover` (through [`LocalCluster`](crate::local_cluster::LocalCluster)) and `chaos`
 //! (directly, or each server in its network namespace through a wrapper command).
 //!
 //! Every server started here is killed when its [`Servers`] is dropped (`kill_on_drop`),

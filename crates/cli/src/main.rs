@@ -6,6 +6,8 @@ mod charts;
 mod cmd;
 mod config;
 mod launch;
+#[cfg(feature = "embedded-broker")]
+mod local_cluster;
 mod metrics;
 
 use crate::cmd::Exit;

@@ -8,9 +8,9 @@
 //! reports every failover and their p50/p90/p99/max. A measurement, not a test: the numbers
 //! depend on the machine.
 
-use super::cluster::{ClusterSpec, LocalCluster};
 use super::{fail, parse_duration, CmdResult, Failure};
 use crate::cmd::Exit;
+use crate::local_cluster::{ClusterSpec, LocalCluster};
 use crate::metrics::scrape_all;
 use mqpaxos_node::{Client, ClientOptions};
 use serde::Serialize;

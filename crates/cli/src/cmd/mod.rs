@@ -183,6 +183,24 @@ pub async fn stop_signal() {
     }
 }
 
+/// Writes `bytes` to `path` readable by its owner only (the whole file replaced at once):
+/// `broker --add-user` and a local cluster's credentials.
+#[cfg(feature = "embedded-broker")]
+pub fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<(), Failure> {
+    let bad =
+        |e: std::io::Error| fail(Exit::Usage, format!("cannot write {}: {e}", path.display()));
+    let tmp = path.with_extension("tmp");
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(&tmp).map_err(bad)?;
+    std::io::Write::write_all(&mut f, bytes).map_err(bad)?;
+    f.sync_all().map_err(bad)?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(bad)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

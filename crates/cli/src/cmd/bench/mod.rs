@@ -305,7 +305,7 @@ async fn run_other(a: &Args) -> CmdResult {
 
 #[cfg(feature = "embedded-broker")]
 async fn run_own_cluster(a: &Args) -> CmdResult {
-    use super::cluster::{ClusterSpec, LocalCluster};
+    use crate::local_cluster::{ClusterSpec, LocalCluster};
     let (data_dir, temporary) = match &a.data_dir {
         Some(d) => (d.clone(), false),
         None => (
