@@ -2,8 +2,13 @@
 //! cluster. Every flag can also be set by an `MQPAXOS_*` environment variable or in a TOML
 //! file given with `--config` (command line first, then environment, then file).
 
+mod charts;
 mod cmd;
 mod config;
+mod launch;
+#[cfg(feature = "embedded-broker")]
+mod local_cluster;
+mod metrics;
 
 use crate::cmd::Exit;
 use clap::{Parser, Subcommand};

@@ -1,10 +1,9 @@
 //! `mqpaxos broker`: the built-in MQTT broker, for one-machine use; and
 //! `mqpaxos broker --password-file F --add-user U`, which writes a user into a password file.
 
-use super::{fail, stop_signal, CmdResult, Failure};
+use super::{fail, stop_signal, write_private, CmdResult, Failure};
 use crate::cmd::Exit;
 use mqpaxos_broker::{Broker, BrokerConfig, TlsListener};
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -151,20 +150,4 @@ pub fn set_user_line(file: &Path, user: &str, line: &str) -> Result<(), Failure>
     text.push_str(line);
     text.push('\n');
     write_private(file, text.as_bytes())
-}
-
-/// Writes `bytes` to `path` readable by its owner only (the whole file replaced at once).
-pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
-    let bad =
-        |e: std::io::Error| fail(Exit::Usage, format!("cannot write {}: {e}", path.display()));
-    let tmp = path.with_extension("tmp");
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts.open(&tmp).map_err(bad)?;
-    f.write_all(bytes).map_err(bad)?;
-    f.sync_all().map_err(bad)?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(bad)
 }

@@ -8,10 +8,10 @@
 //! reports every failover and their p50/p90/p99/max. A measurement, not a test: the numbers
 //! depend on the machine.
 
-use super::bench::observe::scrape_all;
-use super::cluster::{ClusterSpec, LocalCluster};
 use super::{fail, parse_duration, CmdResult, Failure};
 use crate::cmd::Exit;
+use crate::local_cluster::{ClusterSpec, LocalCluster};
+use crate::metrics::scrape_all;
 use mqpaxos_node::{Client, ClientOptions};
 use serde::Serialize;
 use std::path::PathBuf;
@@ -71,7 +71,7 @@ pub async fn run(a: Args) -> CmdResult {
         rand::random::<u32>()
     ));
     let metrics = (0..a.servers)
-        .map(|_| super::free_local_addr())
+        .map(|_| crate::launch::free_local_addr())
         .collect::<Result<Vec<_>, _>>()?;
     let spec = ClusterSpec {
         servers: a.servers,

@@ -5,14 +5,12 @@ pub mod bench;
 #[cfg(feature = "embedded-broker")]
 pub mod broker;
 pub mod chaos;
-pub mod charts;
 #[cfg(feature = "embedded-broker")]
 pub mod cluster;
 #[cfg(feature = "embedded-broker")]
 pub mod failover;
 pub mod health;
 pub mod kv;
-pub mod netns;
 pub mod server;
 pub mod snapshot;
 pub mod status;
@@ -185,43 +183,22 @@ pub async fn stop_signal() {
     }
 }
 
-/// Makes a server process that this one launches (cluster, bench, chaos, failover) end when
-/// this process ends, however it ends. `kill_on_drop` covers an orderly exit only: a launcher
-/// killed with SIGKILL, or one that exits without dropping its children, left its servers
-/// running forever, reconnecting to a broker that was gone (CI found three such orphans of a
-/// killed test run an hour later). Linux only (`PR_SET_PDEATHSIG`); the server gets SIGTERM
-/// and shuts down as on Ctrl-C, which loses nothing acknowledged.
-///
-/// The signal follows the death of the launching *thread*; launchers spawn from the tokio
-/// runtime's worker threads, which live as long as the runtime.
-pub fn dies_with_launcher(cmd: &mut tokio::process::Command) {
-    #[cfg(target_os = "linux")]
-    {
-        let launcher = std::process::id();
-        // SAFETY: runs in the child between fork and exec, calling only async-signal-safe
-        // functions (prctl, getppid, _exit) and allocating nothing.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // The launcher died before the prctl took effect: nobody would signal us.
-                if libc::getppid() as u32 != launcher {
-                    libc::_exit(1);
-                }
-                Ok(())
-            });
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = cmd;
-}
-
-/// A loopback address with a port that was free a moment ago (for a server's metrics).
-pub fn free_local_addr() -> Result<std::net::SocketAddr, Failure> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| fail(Exit::Failed, format!("no free port: {e}")))
+/// Writes `bytes` to `path` readable by its owner only (the whole file replaced at once):
+/// `broker --add-user` and a local cluster's credentials.
+#[cfg(feature = "embedded-broker")]
+pub fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<(), Failure> {
+    let bad =
+        |e: std::io::Error| fail(Exit::Usage, format!("cannot write {}: {e}", path.display()));
+    let tmp = path.with_extension("tmp");
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(&tmp).map_err(bad)?;
+    std::io::Write::write_all(&mut f, bytes).map_err(bad)?;
+    f.sync_all().map_err(bad)?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(bad)
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@
 
 #[cfg(feature = "compare")]
 mod compare;
-pub mod observe;
+mod observe;
 #[cfg(feature = "compare")]
 mod report;
 mod target;
@@ -20,9 +20,9 @@ mod workload;
 
 use super::{fail, parse_duration, password, stop_signal, CmdResult, Failure};
 use crate::cmd::Exit;
+use crate::metrics::Counters;
 use indicatif::{ProgressBar, ProgressStyle};
 use mqpaxos_node::{BrokerOptions, ClientOptions};
-use observe::Counters;
 use serde::Serialize;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -305,7 +305,7 @@ async fn run_other(a: &Args) -> CmdResult {
 
 #[cfg(feature = "embedded-broker")]
 async fn run_own_cluster(a: &Args) -> CmdResult {
-    use super::cluster::{ClusterSpec, LocalCluster};
+    use crate::local_cluster::{ClusterSpec, LocalCluster};
     let (data_dir, temporary) = match &a.data_dir {
         Some(d) => (d.clone(), false),
         None => (
@@ -318,7 +318,7 @@ async fn run_own_cluster(a: &Args) -> CmdResult {
         ),
     };
     let metrics = (0..a.servers)
-        .map(|_| super::free_local_addr())
+        .map(|_| crate::launch::free_local_addr())
         .collect::<Result<Vec<_>, _>>()?;
     let spec = ClusterSpec {
         servers: a.servers,
@@ -516,12 +516,8 @@ async fn prefill(target: &Target, load: &StepLoad) -> Result<(), Failure> {
     Ok(())
 }
 
-async fn run_step(
-    target: &Target,
-    clients: usize,
-    load: &StepLoad,
-    observed: &Observed,
-) -> Result<Step, Failure> {
+/// One connection per client; on a failure, closes those already open.
+async fn connect_all(target: &Target, clients: usize) -> Result<Vec<Conn>, Failure> {
     let mut conns: Vec<Conn> = Vec::with_capacity(clients);
     for _ in 0..clients {
         match target.connect().await {
@@ -537,6 +533,11 @@ async fn run_step(
             }
         }
     }
+    Ok(conns)
+}
+
+/// The step's progress bar (warm-up and measurement), labelled with its load.
+fn step_bar(clients: usize, load: &StepLoad) -> ProgressBar {
     let what = match load.rate {
         Some(r) => format!("{r:.0}/s"),
         None => format!("{clients} clients"),
@@ -549,6 +550,17 @@ async fn run_step(
             .progress_chars("=> "),
     );
     bar.set_prefix(what);
+    bar
+}
+
+async fn run_step(
+    target: &Target,
+    clients: usize,
+    load: &StepLoad,
+    observed: &Observed,
+) -> Result<Step, Failure> {
+    let conns = connect_all(target, clients).await?;
+    let bar = step_bar(clients, load);
     let live = Arc::new(Live::default());
     let start = Instant::now();
     let measure_from = start + load.warmup;
@@ -581,7 +593,7 @@ async fn run_step(
     }
     let cpu_before = observe::cpu_all(&observed.pids);
     let self_before = observe::cpu_all(&[std::process::id()]);
-    let metrics_before: Vec<Option<Counters>> = observe::scrape_all(&observed.metrics).await;
+    let metrics_before: Vec<Option<Counters>> = crate::metrics::scrape_all(&observed.metrics).await;
     let window_start = std::time::Instant::now();
     while Instant::now() < end {
         tick(&bar, true);
@@ -600,7 +612,7 @@ async fn run_step(
         .map_err(|e| fail(Exit::Failed, format!("the load engine failed: {e}")))?
         .map_err(|e| fail(Exit::Failed, e))?;
     bar.finish_and_clear();
-    let metrics_after = observe::scrape_all(&observed.metrics).await;
+    let metrics_after = crate::metrics::scrape_all(&observed.metrics).await;
     let ppc = observe::publishes_per_command(&metrics_before, &metrics_after);
     let hist = &out.hist;
     let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;

@@ -101,7 +101,7 @@ fn read_runs(dir: &Path) -> Result<Vec<Results>, Failure> {
 
 /// The font embedded for every chart (see `charts::register_font`).
 fn register_font() -> Result<(), Failure> {
-    crate::cmd::charts::register_font().map_err(|e| fail(Exit::Failed, e.to_string()))
+    crate::charts::register_font().map_err(|e| fail(Exit::Failed, e.to_string()))
 }
 
 const COLORS: [RGBColor; 6] = [
@@ -313,6 +313,19 @@ fn summary(d: &mut String, runs: &[Results]) {
 
 fn document(runs: &[Results], notes: &str, doc: &Path, img_dir: &Path, charts: bool) -> String {
     let mut d = String::new();
+    introduction(&mut d, runs, notes);
+    summary(&mut d, runs);
+    if charts {
+        charts_section(&mut d, doc, img_dir);
+    }
+    results(&mut d, runs);
+    reproduce(&mut d);
+    d
+}
+
+/// The page's head: what it compares, the machine, the systems and what one operation is in
+/// each.
+fn introduction(d: &mut String, runs: &[Results], notes: &str) {
     let first = runs
         .iter()
         .find(|r| r.params.mix == "put=100")
@@ -381,22 +394,27 @@ fn document(runs: &[Results], notes: &str, doc: &Path, img_dir: &Path, charts: b
          WAL on a majority | default: in the replicas' page cache, fsynced in the background; \
          sync always: fsync per write (`sync_interval: always`, nats-server 2.10+) |\n"
     );
-    summary(&mut d, runs);
-    if charts {
-        let _ = writeln!(d, "\n## Charts (put only)\n");
-        let _ = writeln!(
-            d,
-            "![throughput]({})\n\n![latency]({})\n",
-            relative(doc, &img_dir.join("bench-throughput.svg")),
-            relative(doc, &img_dir.join("bench-latency.svg"))
-        );
-        let _ = writeln!(
-            d,
-            "PNG versions: `{}`, `{}`.",
-            img_dir.join("bench-throughput.png").display(),
-            img_dir.join("bench-latency.png").display()
-        );
-    }
+}
+
+/// Links to the put-only charts, SVG inline and PNG named.
+fn charts_section(d: &mut String, doc: &Path, img_dir: &Path) {
+    let _ = writeln!(d, "\n## Charts (put only)\n");
+    let _ = writeln!(
+        d,
+        "![throughput]({})\n\n![latency]({})\n",
+        relative(doc, &img_dir.join("bench-throughput.svg")),
+        relative(doc, &img_dir.join("bench-latency.svg"))
+    );
+    let _ = writeln!(
+        d,
+        "PNG versions: `{}`, `{}`.",
+        img_dir.join("bench-throughput.png").display(),
+        img_dir.join("bench-latency.png").display()
+    );
+}
+
+/// One table per mix and data size.
+fn results(d: &mut String, runs: &[Results]) {
     // Put only first, then the other mixes in the order they ran, then other data sizes.
     let sizes = main_sizes(runs);
     let mut groups: Vec<(String, (usize, usize))> = vec![("put=100".to_string(), sizes)];
@@ -461,6 +479,9 @@ fn document(runs: &[Results], notes: &str, doc: &Path, img_dir: &Path, charts: b
             }
         }
     }
+}
+
+fn reproduce(d: &mut String) {
     let _ = writeln!(d, "\n## Reproduce\n");
     let _ = writeln!(
         d,
@@ -471,5 +492,4 @@ fn document(runs: &[Results], notes: &str, doc: &Path, img_dir: &Path, charts: b
          What batching and the read path each gain, failover times and the profile: \
          [docs/speed.md](speed.md)."
     );
-    d
 }

@@ -26,7 +26,7 @@
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
@@ -465,12 +465,11 @@ impl Lab {
         SocketAddr::from((self.addr(10 + id as u8), METRICS_PORT))
     }
 
-    /// `ip netns exec <server's namespace> <exe>`: how a server process is started.
-    pub fn server_command(&self, id: u32, exe: &Path) -> tokio::process::Command {
-        let mut c = tokio::process::Command::new("ip");
-        c.args(["netns", "exec", &self.ns(&format!("s{id}"))])
-            .arg(exe);
-        c
+    /// `ip netns exec <server's namespace>`: the command a server process runs under.
+    pub fn server_wrapper(&self, id: u32) -> Vec<String> {
+        ["ip", "netns", "exec", &self.ns(&format!("s{id}"))]
+            .map(str::to_string)
+            .to_vec()
     }
 
     /// Kernel loss: every server drops what arrives on its veth with probability `p`.
@@ -607,12 +606,14 @@ impl Drop for Lab {
     }
 }
 
-/// On Ctrl-C or SIGTERM: remove everything of this run, then exit with 130.
-pub fn cleanup_on_signal(names: (String, String)) {
+/// On Ctrl-C or SIGTERM: remove everything of this run (its namespaces, then the servers'
+/// data directories under `data`, once nothing runs there), then exit with 130.
+pub fn cleanup_on_signal(names: (String, String), data: PathBuf) {
     tokio::spawn(async move {
-        super::stop_signal().await;
+        crate::cmd::stop_signal().await;
         eprintln!("\nmqpaxos chaos: interrupted; removing the run's namespaces");
         cleanup(&names.0, &names.1);
-        std::process::exit(i32::from(super::Exit::Interrupted.code()));
+        let _ = std::fs::remove_dir_all(&data);
+        std::process::exit(i32::from(crate::cmd::Exit::Interrupted.code()));
     });
 }

@@ -254,7 +254,6 @@ fn draw<DB: DrawingBackend>(
 ) -> Result<(), String> {
     let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
     root.fill(&WHITE).map_err(e)?;
-    let x_max = ts.end_s.max(1.0);
     let (title, sub) = match chart {
         Chart::MessagesIn => ("Messages received per server", "messages/s"),
         Chart::MessagesOut => ("Messages sent per server", "messages/s"),
@@ -274,112 +273,135 @@ fn draw<DB: DrawingBackend>(
         (FONT, 17).into_font().color(&RGBColor(80, 80, 80)),
     ))
     .map_err(e)?;
-    let x_desc = "time since the clients started (s)";
     match chart {
-        Chart::MessagesIn | Chart::MessagesOut => {
-            let outgoing = chart == Chart::MessagesOut;
-            let lines: Vec<Vec<(f64, f64)>> = (0..ts.nodes.len())
-                .map(|n| rates(&ts.samples, n, outgoing))
-                .collect();
-            let y_top = lines
-                .iter()
-                .flatten()
-                .map(|p| p.1)
-                .fold(0.0, f64::max)
-                .max(1.0)
-                // Headroom for the partition labels above the lines.
-                * 1.25;
-            let mut c = ChartBuilder::on(&body)
-                .margin_left(10)
-                .margin_right(LEGEND_WIDTH)
-                .margin_bottom(10)
-                .x_label_area_size(50)
-                .y_label_area_size(70)
-                .build_cartesian_2d(0.0..x_max, 0.0..y_top)
-                .map_err(e)?;
-            c.configure_mesh()
-                .x_desc(x_desc)
-                .y_desc(sub)
-                .label_style((FONT, 16))
-                .axis_desc_style((FONT, 18))
-                .light_line_style(WHITE.mix(0.0))
-                .x_label_formatter(&|v| format!("{v:.0}"))
-                .y_label_formatter(&|v| format!("{v:.0}"))
-                .draw()
-                .map_err(e)?;
-            shade_partitions(&mut c, &root, ts, 0.0, y_top)?;
-            for (i, pts) in lines.into_iter().enumerate() {
-                let color = PALETTE[i % PALETTE.len()];
-                c.draw_series(LineSeries::new(pts, color.stroke_width(2)))
-                    .map_err(e)?;
-            }
-            let mut entries = partition_entry(ts);
-            for (i, node) in ts.nodes.iter().enumerate() {
-                entries.push((node.clone(), Mark::Line(PALETTE[i % PALETTE.len()])));
-            }
-            legend(&root, &entries)?;
-        }
-        Chart::Latency => {
-            let lat = |o: &OpSample| o.latency_ms.max(0.01);
-            // Headroom (on a log axis) for the partition labels.
-            let hi = ts.ops.iter().map(lat).fold(1.0, f64::max) * 2.0;
-            // From the decade below the fastest operation, so the axis has a label under it.
-            let fastest = ts.ops.iter().map(lat).fold(hi, f64::min).min(hi / 10.0);
-            let lo = 10f64.powf(fastest.log10().floor());
-            let mut c = ChartBuilder::on(&body)
-                .margin_left(10)
-                .margin_right(LEGEND_WIDTH)
-                .margin_bottom(10)
-                .x_label_area_size(50)
-                .y_label_area_size(70)
-                .build_cartesian_2d(0.0..x_max, (lo..hi).log_scale())
-                .map_err(e)?;
-            c.configure_mesh()
-                .x_desc(x_desc)
-                .y_desc(sub)
-                .label_style((FONT, 16))
-                .axis_desc_style((FONT, 18))
-                .light_line_style(WHITE.mix(0.0))
-                .x_label_formatter(&|v| format!("{v:.0}"))
-                // Enough that plotters marks 1..9 in every decade; only 1, 2 and 5 are
-                // labelled, so the labels never crowd.
-                .y_labels(30)
-                // Log paper: a faint line at every mark.
-                .bold_line_style(BLACK.mix(0.08))
-                .y_label_formatter(&|v| format_ms(*v))
-                .draw()
-                .map_err(e)?;
-            shade_partitions(&mut c, &root, ts, lo, hi)?;
-            for (i, kind) in [OpKind::Get, OpKind::Put, OpKind::Cas]
-                .into_iter()
-                .enumerate()
-            {
-                let color = PALETTE[i];
-                let pts = ts.ops.iter().filter(|o| o.ok && o.kind == kind);
-                c.draw_series(pts.map(|o| Circle::new((o.at_s, lat(o)), 2, color.filled())))
-                    .map_err(e)?;
-            }
-            let unknown = PALETTE[3];
-            c.draw_series(
-                ts.ops
-                    .iter()
-                    .filter(|o| !o.ok)
-                    .map(|o| Cross::new((o.at_s, lat(o)), 5, unknown.stroke_width(2))),
-            )
-            .map_err(e)?;
-            let mut entries = partition_entry(ts);
-            for (i, kind) in [OpKind::Get, OpKind::Put, OpKind::Cas]
-                .into_iter()
-                .enumerate()
-            {
-                entries.push((format!("{} ok", kind.as_str()), Mark::Dot(PALETTE[i])));
-            }
-            entries.push(("unknown (timed out)".to_string(), Mark::Cross(unknown)));
-            legend(&root, &entries)?;
-        }
+        Chart::MessagesIn | Chart::MessagesOut => draw_messages(&root, &body, chart, ts, sub)?,
+        Chart::Latency => draw_latency(&root, &body, ts, sub)?,
     }
     root.present().map_err(e)?;
     Ok(())
+}
+
+/// The x axis of every chart: seconds since the clients started.
+const X_DESC: &str = "time since the clients started (s)";
+
+/// Messages per second in or out of each server, one line per server.
+fn draw_messages<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    body: &DrawingArea<DB, Shift>,
+    chart: Chart,
+    ts: &Timeseries,
+    sub: &str,
+) -> Result<(), String> {
+    let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+    let x_max = ts.end_s.max(1.0);
+    let outgoing = chart == Chart::MessagesOut;
+    let lines: Vec<Vec<(f64, f64)>> = (0..ts.nodes.len())
+        .map(|n| rates(&ts.samples, n, outgoing))
+        .collect();
+    let y_top = lines
+        .iter()
+        .flatten()
+        .map(|p| p.1)
+        .fold(0.0, f64::max)
+        .max(1.0)
+        // Headroom for the partition labels above the lines.
+        * 1.25;
+    let mut c = ChartBuilder::on(body)
+        .margin_left(10)
+        .margin_right(LEGEND_WIDTH)
+        .margin_bottom(10)
+        .x_label_area_size(50)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0.0..x_max, 0.0..y_top)
+        .map_err(e)?;
+    c.configure_mesh()
+        .x_desc(X_DESC)
+        .y_desc(sub)
+        .label_style((FONT, 16))
+        .axis_desc_style((FONT, 18))
+        .light_line_style(WHITE.mix(0.0))
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v| format!("{v:.0}"))
+        .draw()
+        .map_err(e)?;
+    shade_partitions(&mut c, root, ts, 0.0, y_top)?;
+    for (i, pts) in lines.into_iter().enumerate() {
+        let color = PALETTE[i % PALETTE.len()];
+        c.draw_series(LineSeries::new(pts, color.stroke_width(2)))
+            .map_err(e)?;
+    }
+    let mut entries = partition_entry(ts);
+    for (i, node) in ts.nodes.iter().enumerate() {
+        entries.push((node.clone(), Mark::Line(PALETTE[i % PALETTE.len()])));
+    }
+    legend(root, &entries)
+}
+
+/// Every operation's latency, a dot per answered one and a cross per unknown outcome.
+fn draw_latency<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    body: &DrawingArea<DB, Shift>,
+    ts: &Timeseries,
+    sub: &str,
+) -> Result<(), String> {
+    let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+    let x_max = ts.end_s.max(1.0);
+    let lat = |o: &OpSample| o.latency_ms.max(0.01);
+    // Headroom (on a log axis) for the partition labels.
+    let hi = ts.ops.iter().map(lat).fold(1.0, f64::max) * 2.0;
+    // From the decade below the fastest operation, so the axis has a label under it.
+    let fastest = ts.ops.iter().map(lat).fold(hi, f64::min).min(hi / 10.0);
+    let lo = 10f64.powf(fastest.log10().floor());
+    let mut c = ChartBuilder::on(body)
+        .margin_left(10)
+        .margin_right(LEGEND_WIDTH)
+        .margin_bottom(10)
+        .x_label_area_size(50)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0.0..x_max, (lo..hi).log_scale())
+        .map_err(e)?;
+    c.configure_mesh()
+        .x_desc(X_DESC)
+        .y_desc(sub)
+        .label_style((FONT, 16))
+        .axis_desc_style((FONT, 18))
+        .light_line_style(WHITE.mix(0.0))
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        // Enough that plotters marks 1..9 in every decade; only 1, 2 and 5 are
+        // labelled, so the labels never crowd.
+        .y_labels(30)
+        // Log paper: a faint line at every mark.
+        .bold_line_style(BLACK.mix(0.08))
+        .y_label_formatter(&|v| format_ms(*v))
+        .draw()
+        .map_err(e)?;
+    shade_partitions(&mut c, root, ts, lo, hi)?;
+    for (i, kind) in [OpKind::Get, OpKind::Put, OpKind::Cas]
+        .into_iter()
+        .enumerate()
+    {
+        let color = PALETTE[i];
+        let pts = ts.ops.iter().filter(|o| o.ok && o.kind == kind);
+        c.draw_series(pts.map(|o| Circle::new((o.at_s, lat(o)), 2, color.filled())))
+            .map_err(e)?;
+    }
+    let unknown = PALETTE[3];
+    c.draw_series(
+        ts.ops
+            .iter()
+            .filter(|o| !o.ok)
+            .map(|o| Cross::new((o.at_s, lat(o)), 5, unknown.stroke_width(2))),
+    )
+    .map_err(e)?;
+    let mut entries = partition_entry(ts);
+    for (i, kind) in [OpKind::Get, OpKind::Put, OpKind::Cas]
+        .into_iter()
+        .enumerate()
+    {
+        entries.push((format!("{} ok", kind.as_str()), Mark::Dot(PALETTE[i])));
+    }
+    entries.push(("unknown (timed out)".to_string(), Mark::Cross(unknown)));
+    legend(root, &entries)
 }
 
 fn format_ms(v: f64) -> String {

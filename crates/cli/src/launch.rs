@@ -1,0 +1,195 @@
+//! The one way this binary starts `mqpaxos server` processes of its own: `cluster up`, `bench`
+//! and `failover` (through [`LocalCluster`](crate::local_cluster::LocalCluster)) and `chaos`
+//! (directly, or each server in its network namespace through a wrapper command).
+//!
+//! Every server started here is killed when its [`Servers`] is dropped (`kill_on_drop`),
+//! whichever way the launcher leaves, and gets SIGTERM if the launcher dies without dropping
+//! it ([`dies_with_launcher`]). This module never decides how a cluster is made up (broker,
+//! users, data directories): its callers do, and say it in a [`ServerCommand`].
+
+use crate::cmd::{fail, Exit, Failure};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use tokio::process::{Child, Command};
+
+/// How to start one server: the flags of `mqpaxos server` and how its process runs.
+#[derive(Clone, Debug, Default)]
+pub struct ServerCommand {
+    pub id: u32,
+    pub servers: u32,
+    pub broker: String,
+    pub cluster: String,
+    /// The server's own data directory.
+    pub data_dir: PathBuf,
+    /// `--metrics`: where it serves its metrics.
+    pub metrics: Option<SocketAddr>,
+    /// `--sync`; `None` leaves the server's default.
+    pub sync: Option<String>,
+    /// `--password-file`.
+    pub password_file: Option<PathBuf>,
+    /// `MQPAXOS_PASSWORD` in the server's environment.
+    pub password: Option<String>,
+    /// More flags, after the ones above (e.g. `--allow-fault-injection`, `--reads=log`).
+    pub args: Vec<String>,
+    /// Send the server's stdout and stderr to /dev/null (its stdin always is).
+    pub quiet: bool,
+    /// Run the server under this command, e.g. `ip netns exec <namespace>`; empty: directly.
+    pub wrapper: Vec<String>,
+}
+
+impl ServerCommand {
+    /// The process to spawn: `[wrapper...] exe server --id ... [args...]`.
+    fn command(&self, exe: &std::path::Path) -> Command {
+        let mut cmd = match self.wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(exe);
+                c
+            }
+            None => Command::new(exe),
+        };
+        cmd.arg("server")
+            .args(["--id", &self.id.to_string()])
+            .args(["--servers", &self.servers.to_string()])
+            .args(["--broker", &self.broker, "--cluster", &self.cluster]);
+        if let Some(sync) = &self.sync {
+            cmd.args(["--sync", sync]);
+        }
+        cmd.arg("--data-dir").arg(&self.data_dir);
+        if let Some(addr) = &self.metrics {
+            cmd.args(["--metrics", &addr.to_string()]);
+        }
+        if let Some(file) = &self.password_file {
+            cmd.arg("--password-file").arg(file);
+        }
+        cmd.args(&self.args);
+        if let Some(p) = &self.password {
+            cmd.env("MQPAXOS_PASSWORD", p);
+        }
+        cmd.env_remove("MQPAXOS_CONFIG")
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        if self.quiet {
+            cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        }
+        dies_with_launcher(&mut cmd);
+        cmd
+    }
+}
+
+/// The server processes this process started, by id; dropping it kills them.
+pub struct Servers {
+    exe: PathBuf,
+    children: Vec<(u32, Child)>,
+}
+
+impl Servers {
+    /// No servers yet; they will run this executable.
+    pub fn new() -> Result<Servers, Failure> {
+        let exe = std::env::current_exe()
+            .map_err(|e| fail(Exit::Failed, format!("cannot find this executable: {e}")))?;
+        Ok(Servers {
+            exe,
+            children: Vec::new(),
+        })
+    }
+
+    /// Starts a server, in place of any earlier process with the same id.
+    pub fn start(&mut self, server: &ServerCommand) -> Result<(), Failure> {
+        let id = server.id;
+        let child = server
+            .command(&self.exe)
+            .spawn()
+            .map_err(|e| fail(Exit::Failed, format!("cannot start server {id}: {e}")))?;
+        self.children.retain(|(i, _)| *i != id);
+        self.children.push((id, child));
+        self.children.sort_by_key(|(i, _)| *i);
+        Ok(())
+    }
+
+    /// kill -9 of every server, waiting until each is gone.
+    pub async fn kill_all(&mut self) {
+        for (_, c) in self.children.iter_mut() {
+            let _ = c.kill().await;
+        }
+    }
+}
+
+/// What a local cluster (`cluster up`, `bench`, `failover`) does with its servers; `chaos` only
+/// drops them.
+#[cfg(feature = "embedded-broker")]
+impl Servers {
+    /// kill -9 of server `id`, as a crash would: no goodbye, nothing flushed.
+    pub async fn kill(&mut self, id: u32) {
+        if let Some((_, c)) = self.children.iter_mut().find(|(i, _)| *i == id) {
+            let _ = c.kill().await;
+        }
+    }
+
+    /// The servers' process ids, in id order (a server that already exited has none).
+    pub fn pids(&self) -> Vec<Option<u32>> {
+        self.children.iter().map(|(_, c)| c.id()).collect()
+    }
+
+    /// Asks each server to stop (SIGTERM, so it says goodbye on its presence topic), then
+    /// kills what is still running after a grace period.
+    pub async fn stop(&mut self) {
+        for (_, c) in self.children.iter() {
+            if let Some(pid) = c.id() {
+                // SAFETY: kill(2) with a pid we spawned and still own; no memory is involved.
+                unsafe {
+                    libc::kill(pid as libc::pid_t, libc::SIGTERM);
+                }
+            }
+        }
+        for (id, c) in self.children.iter_mut() {
+            match tokio::time::timeout(std::time::Duration::from_secs(5), c.wait()).await {
+                Ok(_) => {}
+                Err(_) => {
+                    eprintln!("mqpaxos: server {id} did not stop in time; killing it");
+                    let _ = c.kill().await;
+                }
+            }
+        }
+    }
+}
+
+/// Makes a server process that this one launches (cluster, bench, chaos, failover) end when
+/// this process ends, however it ends. `kill_on_drop` covers an orderly exit only: a launcher
+/// killed with SIGKILL, or one that exits without dropping its children, left its servers
+/// running forever, reconnecting to a broker that was gone (CI found three such orphans of a
+/// killed test run an hour later). Linux only (`PR_SET_PDEATHSIG`); the server gets SIGTERM
+/// and shuts down as on Ctrl-C, which loses nothing acknowledged.
+///
+/// The signal follows the death of the launching *thread*; launchers spawn from the tokio
+/// runtime's worker threads, which live as long as the runtime.
+fn dies_with_launcher(cmd: &mut Command) {
+    #[cfg(target_os = "linux")]
+    {
+        let launcher = std::process::id();
+        // SAFETY: runs in the child between fork and exec, calling only async-signal-safe
+        // functions (prctl, getppid, _exit) and allocating nothing.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The launcher died before the prctl took effect: nobody would signal us.
+                if libc::getppid() as u32 != launcher {
+                    libc::_exit(1);
+                }
+                Ok(())
+            });
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = cmd;
+}
+
+/// A loopback address with a port that was free a moment ago (for a server's metrics).
+pub fn free_local_addr() -> Result<SocketAddr, Failure> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| fail(Exit::Failed, format!("no free port: {e}")))
+}
