@@ -182,6 +182,8 @@ pub struct FileStorage {
     buf: Vec<u8>,
     /// A snapshot being written on a thread of its own, if one is.
     rewrite: Option<Rewrite>,
+    /// [`MAX_REWRITE_TAIL`], but for tests.
+    max_tail: usize,
     /// Held for as long as this value lives: one process per data directory.
     _lock: File,
 }
@@ -226,6 +228,11 @@ const GROUP_MAGIC: [u8; 4] = *b"MQPG";
 const GROUP_HEADER: usize = 20;
 /// A group buffer's capacity that is kept between flushes even when mostly unused.
 const KEEP_BUF: usize = 16 << 20;
+/// The most bytes of groups kept for the new log while a snapshot's thread writes it: past
+/// this, the next flush waits for the thread. The tail grows with the write rate times the
+/// snapshot's write time, which grows with the store; the wait keeps memory bounded
+/// whatever both are, and is rare (a store of 100 MB is written in well under a second).
+const MAX_REWRITE_TAIL: usize = 64 << 20;
 /// The unit a crash can leave unwritten (a disk sector).
 const BLOCK: usize = 512;
 
@@ -326,6 +333,7 @@ impl FileStorage {
             seq,
             buf: Vec::new(),
             rewrite: None,
+            max_tail: MAX_REWRITE_TAIL,
             _lock: lock,
         };
         if format < WAL_FORMAT {
@@ -686,6 +694,9 @@ impl Storage for FileStorage {
         }
         if let Some(r) = &mut self.rewrite {
             r.tail.extend_from_slice(&buf);
+            if r.tail.len() > self.max_tail {
+                self.finish_rewrite(true)?;
+            }
         }
         if snapshot {
             self.start_rewrite(seq)?;
@@ -1145,6 +1156,55 @@ mod tests {
         replay_log(Path::new("wal"), &bytes, WAL_FORMAT, &mut got).unwrap();
         assert_eq!(got.snapshot.next_slot, 3);
         assert!(!got.rejoining);
+    }
+
+    /// Groups written while a snapshot's thread runs are held for the new log; past the cap
+    /// the flush waits for the thread rather than hold more. (A store of 20 MB takes the
+    /// thread far longer to write and sync than the next flush takes to come.)
+    #[test]
+    fn groups_held_for_a_running_snapshot_are_capped() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = open(d.path());
+        s.max_tail = 0;
+        for slot in 0..3 {
+            s.persist(&[PersistOp::Accept {
+                slot,
+                entry: entry(2, &format!("v{slot}")),
+            }])
+            .unwrap();
+        }
+        let mut kv = store_with_k_v(2);
+        let big = "x".repeat(10_000);
+        for k in 0..2_000u64 {
+            kv.apply(
+                2,
+                &Command {
+                    client: "c".into(),
+                    seq: 2 + k,
+                    op: Op::Put {
+                        key: format!("big{k}"),
+                        value: big.as_str().into(),
+                    },
+                },
+            );
+        }
+        s.persist(&[PersistOp::Snapshot(Snapshot { next_slot: 3, kv })])
+            .unwrap();
+        s.persist(&[PersistOp::Accept {
+            slot: 3,
+            entry: entry(2, "v3"),
+        }])
+        .unwrap();
+        assert!(
+            s.rewrite.is_none(),
+            "the flush past the cap waited for the thread"
+        );
+        let mut on_disk = Durable::new(100);
+        let bytes = fs::read(d.path().join("wal")).unwrap();
+        replay_log(Path::new("wal"), &bytes, WAL_FORMAT, &mut on_disk).unwrap();
+        assert_eq!(on_disk.log.start(), 3);
+        assert_eq!(on_disk.log.get(3), Some(&entry(2, "v3")));
+        assert_eq!(on_disk.snapshot.kv.len(), 2_001);
     }
 
     #[test]
