@@ -70,6 +70,10 @@ fn bench_on_its_own_cluster_writes_json() {
         assert!(s["committed"].as_u64().is_some_and(|n| n > 0), "{s}");
         assert!(s["cpu_percent"].as_f64().is_some(), "{s}");
         assert!(s["rss_mib"].as_f64().is_some_and(|x| x > 0.0), "{s}");
+        assert!(
+            s["peak_rss_mib"].as_f64() >= s["rss_mib"].as_f64(),
+            "a peak below the current: {s}"
+        );
     }
     // The servers are gone: nothing holds the data directory's files open. The stop is
     // checked by the cluster having been stopped before bench exited successfully.

@@ -176,6 +176,9 @@ pub struct Step {
     pub cpu_percent: Option<f64>,
     /// Resident memory of the observed processes, summed, in MiB, at the step's end.
     pub rss_mib: Option<f64>,
+    /// Their peak resident memory since they started, summed, in MiB (`VmHWM`).
+    #[serde(default)]
+    pub peak_rss_mib: Option<f64>,
     /// CPU of this bench process (clients, and the built-in broker when it runs one).
     pub bench_cpu_percent: Option<f64>,
     /// CPU time per acknowledged command, in microseconds: the servers' plus this bench
@@ -602,9 +605,13 @@ async fn run_step(
     let wall = window_start.elapsed();
     let cpu_after = observe::cpu_all(&observed.pids);
     let self_after = observe::cpu_all(&[std::process::id()]);
-    let rss: Option<f64> = (!observed.pids.is_empty())
-        .then(|| observed.pids.iter().map(|p| observe::rss_mib(*p)).sum())
-        .flatten();
+    let sum = |f: fn(u32) -> Option<f64>| {
+        (!observed.pids.is_empty())
+            .then(|| observed.pids.iter().map(|p| f(*p)).sum::<Option<f64>>())
+            .flatten()
+    };
+    let rss = sum(observe::rss_mib);
+    let peak_rss = sum(observe::peak_rss_mib);
     // Let commands still in flight finish so the counters cover them, then scrape.
     let mut engine = engine;
     let out = (&mut engine.0)
@@ -638,6 +645,7 @@ async fn run_step(
         publishes_per_command: ppc.map(|(p, _)| p),
         cpu_percent,
         rss_mib: rss,
+        peak_rss_mib: peak_rss,
         bench_cpu_percent,
         cpu_us_per_command,
         first_error: out.first_error,
@@ -671,12 +679,12 @@ fn step_line(s: &Step) -> String {
 
 fn print_table(r: &Results) {
     println!(
-        "| clients | rate | ops/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | pub/cmd | cpu % | rss MiB | bench cpu % | cpu us/cmd |"
+        "| clients | rate | ops/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | pub/cmd | cpu % | rss MiB | peak rss MiB | bench cpu % | cpu us/cmd |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for s in &r.steps {
         println!(
-            "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} | {} | {} | {} |",
             s.clients,
             opt(s.rate, 0),
             s.ops_per_sec,
@@ -689,6 +697,7 @@ fn print_table(r: &Results) {
             opt(s.publishes_per_command, 2),
             opt(s.cpu_percent, 0),
             opt(s.rss_mib, 1),
+            opt(s.peak_rss_mib, 1),
             opt(s.bench_cpu_percent, 0),
             opt(s.cpu_us_per_command, 0),
         );

@@ -42,8 +42,19 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
 
 /// Resident memory in MiB, from `VmRSS` in `/proc/<pid>/status`.
 pub fn rss_mib(pid: u32) -> Option<f64> {
+    status_mib(pid, "VmRSS:")
+}
+
+/// The most resident memory the process has had since it started, in MiB (`VmHWM`): a
+/// snapshot's write or a catch-up can peak between two samples of [`rss_mib`], and the peak
+/// is what a container's memory limit must allow.
+pub fn peak_rss_mib(pid: u32) -> Option<f64> {
+    status_mib(pid, "VmHWM:")
+}
+
+fn status_mib(pid: u32, field: &str) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
 }
@@ -133,5 +144,6 @@ mod tests {
         let pid = std::process::id();
         assert!(cpu_seconds(pid).is_some());
         assert!(rss_mib(pid).is_some_and(|m| m > 0.0));
+        assert!(peak_rss_mib(pid).is_some_and(|m| m >= rss_mib(pid).unwrap_or(0.0)));
     }
 }
