@@ -1151,45 +1151,14 @@ fn is_prefix(prefixes: &[(u64, u64)], len: u64, h1: u64, h2: u64) -> bool {
 ///   that move is not made. The shadow is therefore part of a configuration, and of its
 ///   memo key.
 fn check_key(key: &str, ops: &[&Operation], budget: u64) -> KeyVerdict {
-    // Operations that may never have happened have their return at infinity: they never
-    // force anything and are only linearized when that helps explain an observation.
-    let mut live: Vec<(&Operation, bool, Step)> = ops
-        .iter()
-        .filter_map(|op| {
-            let definite = op.ret.is_some() && matches!(op.outcome, Outcome::Ok { .. });
-            compile(op, definite).map(|step| (*op, definite, step))
-        })
-        .collect();
-    // Numbering by call time keeps the linearized set close to a prefix; the stable sort
-    // keeps ties in history order so verdicts and explanations are deterministic.
-    live.sort_by_key(|(op, _, _)| op.call);
+    let live = live_ops(ops);
     let n = live.len();
-    let definite: Vec<bool> = live.iter().map(|&(_, d, _)| d).collect();
-    let steps: Vec<Step> = live.iter().map(|&(_, _, s)| s).collect();
-    let mut remaining = definite.iter().filter(|&&d| d).count();
-    if remaining == 0 {
+    let Some(mut search) = Search::new(&live) else {
         return KeyVerdict::Linearizable;
-    }
-    let (class, rank, mut used) = twins(&definite, &steps);
-
-    let mut lists = Lists::new(&live);
-    let mut reach = Reach::new(&live);
-    // The need of the configuration at each stack depth, computed on first use.
-    let mut needs: Vec<Need> = vec![Need::default()];
-    let mut set = Linearized::new(&definite);
-    let mut memo = Memo::default();
-    let mut stack: Vec<Frame> = Vec::new();
-    let mut state = ABSENT;
-    // While an unjustified run is open, the state the key would have without its unknown
-    // ops.
-    let mut shadow: Option<Fp> = None;
-    // The deepest stack seen; `best_valid` is how much of `best` still matches `stack`, so
-    // each op is copied once per push instead of once per new record.
-    let mut best: Vec<usize> = Vec::new();
-    let mut best_valid = 0usize;
+    };
     let mut steps_taken: u64 = 0;
 
-    let mut cursor = Cursor::Done(lists.next[DONE_HEAD]);
+    let mut cursor = Cursor::Done(search.lists.next[DONE_HEAD]);
     'search: loop {
         steps_taken += 1;
         if steps_taken > budget {
@@ -1197,26 +1166,29 @@ fn check_key(key: &str, ops: &[&Operation], budget: u64) -> KeyVerdict {
                 "gave up after {budget} search steps ({n} operations, {} configurations \
                  memoized, deepest linearizable prefix {} operations); raise \
                  max_steps_per_key",
-                memo.nodes.len(),
-                best.len()
+                search.memo.nodes.len(),
+                search.best.len()
             ));
         }
 
-        let need = &mut needs[stack.len()];
+        let need = &mut search.needs[search.stack.len()];
         // The candidate to try, or `None` when this configuration leads nowhere.
         let candidate = if !need.valid {
-            reach.compute(need, &lists, &live);
-            if reach.allows(need, NO_OP, state, shadow) {
+            search.reach.compute(need, &search.lists, &live);
+            if search
+                .reach
+                .allows(need, NO_OP, search.state, search.shadow)
+            {
                 continue;
             }
             None
         } else {
             match cursor {
-                Cursor::Done(e) if e == DONE_TAIL || lists.entry_is_return[e] => {
+                Cursor::Done(e) if e == DONE_TAIL || search.lists.entry_is_return[e] => {
                     // No completed op can go next; unknown ops called before this return
                     // can.
                     let limit = if e == DONE_TAIL { usize::MAX } else { e };
-                    cursor = Cursor::Unknown(lists.next[UNKNOWN_HEAD], limit);
+                    cursor = Cursor::Unknown(search.lists.next[UNKNOWN_HEAD], limit);
                     continue;
                 }
                 Cursor::Done(e) => Some((e, None)),
@@ -1229,120 +1201,54 @@ fn check_key(key: &str, ops: &[&Operation], budget: u64) -> KeyVerdict {
         };
 
         if let Some((entry, limit)) = candidate {
-            let need = &needs[stack.len()];
-            let op = lists.entry_op[entry];
-            let step = steps[op];
-            let mut dead = false;
-            if let Some(new_state) = step.apply(state) {
-                // `pointless`: the op leaves the state as it would be without the open
-                // run's unknown ops, which could then all be dropped.
-                let (new_shadow, pointless) = match (shadow, definite[op]) {
-                    // An unknown op opens a run...
-                    (None, false) => (Some(state), new_state == state),
-                    // ... or joins the open one.
-                    (Some(shadow), false) => (Some(shadow), step.apply(shadow) == Some(new_state)),
-                    (None, true) => (None, false),
-                    // An op that would be illegal without the run's unknown ops
-                    // justifies the run, closing it.
-                    (Some(shadow), true) => {
-                        let new_shadow = step.apply(shadow);
-                        (new_shadow, new_shadow == Some(new_state))
-                    }
-                };
-                // See `Step::is_pure`; inside an unjustified run the op must also justify
-                // it, or moving it to the front could make the run pointless.
-                let shortcut = step.is_pure() && new_shadow.is_none();
-                // A pure op legal without the unknown op just before it could go first:
-                // unknown ops go as late as possible.
-                let postponed = step.is_pure()
-                    && stack.last().is_some_and(|top| {
-                        !definite[top.op] && step.apply(top.prev_state).is_some()
-                    });
-                if !pointless
-                    && !postponed
-                    && (definite[op] || rank[op] == used[class[op]])
-                    && reach.allows(need, op, new_state, new_shadow)
-                {
-                    set.add(op);
-                    if memo.insert(&set, new_state, new_shadow) {
-                        stack.push(Frame {
-                            op,
-                            prev_state: state,
-                            prev_shadow: shadow,
-                            shortcut,
-                            limit: limit.unwrap_or(0),
-                        });
-                        state = new_state;
-                        shadow = new_shadow;
-                        lists.lift(op);
-                        if !definite[op] {
-                            used[class[op]] += 1;
-                        }
-                        if needs.len() <= stack.len() {
-                            needs.push(Need::default());
-                        }
-                        needs[stack.len()].valid = false;
-                        if definite[op] {
-                            remaining -= 1;
-                            if remaining == 0 {
-                                break 'search;
-                            }
-                        }
-                        if stack.len() > best.len() {
-                            best.truncate(best_valid);
-                            best.extend(stack[best_valid..].iter().map(|f| f.op));
-                            best_valid = best.len();
-                        }
-                        cursor = Cursor::Done(lists.next[DONE_HEAD]);
-                        continue;
-                    }
-                    set.remove(op);
-                    // Taking this op leads to an explored dead end, so everything from here
-                    // does.
-                    dead = shortcut;
+            match search.try_candidate(entry, limit) {
+                Move::Finished => break 'search,
+                Move::Pushed => {
+                    cursor = Cursor::Done(search.lists.next[DONE_HEAD]);
+                    continue;
                 }
-            }
-            if !dead {
-                cursor = match limit {
-                    None => Cursor::Done(lists.next[entry]),
-                    Some(limit) => Cursor::Unknown(lists.next[entry], limit),
-                };
-                continue;
+                Move::Refused => {
+                    cursor = match limit {
+                        None => Cursor::Done(search.lists.next[entry]),
+                        Some(limit) => Cursor::Unknown(search.lists.next[entry], limit),
+                    };
+                    continue;
+                }
+                Move::Dead => {}
             }
         }
 
-        // Backtrack: undo the last choice and try the next candidate after it. Undoing a
-        // shortcut op makes its parent configuration dead too, so keep going.
-        loop {
-            let Some(frame) = stack.pop() else {
-                return KeyVerdict::NotLinearizable(explain(key, &live, &best));
-            };
-            best_valid = best_valid.min(stack.len());
-            state = frame.prev_state;
-            shadow = frame.prev_shadow;
-            set.remove(frame.op);
-            lists.unlift(frame.op);
-            if definite[frame.op] {
-                remaining += 1;
-            } else {
-                used[class[frame.op]] -= 1;
-            }
-            if frame.shortcut {
-                continue;
-            }
-            let after = lists.next[lists.call_entry[frame.op]];
-            cursor = if definite[frame.op] {
-                Cursor::Done(after)
-            } else {
-                Cursor::Unknown(after, frame.limit)
-            };
-            continue 'search;
+        match search.backtrack() {
+            Some(next) => cursor = next,
+            None => return KeyVerdict::NotLinearizable(explain(key, &live, &search.best)),
         }
     }
 
-    // Fingerprints found this order; make sure it also holds for the real values.
+    verify_exact(&live, &search.stack)
+}
+
+/// The operations on a key that can take effect, compiled, with whether each completed;
+/// in call order. Operations that may never have happened have their return at infinity:
+/// they never force anything and are only linearized when that helps explain an
+/// observation.
+fn live_ops<'o>(ops: &[&'o Operation]) -> Vec<(&'o Operation, bool, Step)> {
+    let mut live: Vec<(&Operation, bool, Step)> = ops
+        .iter()
+        .filter_map(|op| {
+            let definite = op.ret.is_some() && matches!(op.outcome, Outcome::Ok { .. });
+            compile(op, definite).map(|step| (*op, definite, step))
+        })
+        .collect();
+    // Numbering by call time keeps the linearized set close to a prefix; the stable sort
+    // keeps ties in history order so verdicts and explanations are deterministic.
+    live.sort_by_key(|(op, _, _)| op.call);
+    live
+}
+
+/// Fingerprints found the order in `stack`; checks that it also holds for the real values.
+fn verify_exact(live: &[(&Operation, bool, Step)], stack: &[Frame]) -> KeyVerdict {
     let mut value = None;
-    for frame in &stack {
+    for frame in stack {
         let (op, d, _) = live[frame.op];
         if !apply_exact(op, d, &mut value) {
             return KeyVerdict::Unknown(format!(
@@ -1352,6 +1258,190 @@ fn check_key(key: &str, ops: &[&Operation], budget: u64) -> KeyVerdict {
         }
     }
     KeyVerdict::Linearizable
+}
+
+/// What trying a candidate op did (see `Search::try_candidate`).
+enum Move {
+    /// Linearized, and it was the last completed op: the key is linearizable.
+    Finished,
+    /// Linearized; the search goes on from the new configuration.
+    Pushed,
+    /// Not taken; the next candidate is tried.
+    Refused,
+    /// Not taken, and the configuration is a dead end: backtrack.
+    Dead,
+}
+
+/// The state of `check_key`'s depth-first search: the current configuration (stack of
+/// linearized ops, state, shadow) and what prunes it and reports on it.
+struct Search {
+    definite: Vec<bool>,
+    steps: Vec<Step>,
+    class: Vec<usize>,
+    rank: Vec<usize>,
+    used: Vec<usize>,
+    /// Completed ops not linearized yet.
+    remaining: usize,
+    lists: Lists,
+    reach: Reach,
+    /// The need of the configuration at each stack depth, computed on first use.
+    needs: Vec<Need>,
+    set: Linearized,
+    memo: Memo,
+    stack: Vec<Frame>,
+    state: Fp,
+    /// While an unjustified run is open, the state the key would have without its unknown
+    /// ops.
+    shadow: Option<Fp>,
+    /// The deepest stack seen; `best_valid` is how much of `best` still matches `stack`,
+    /// so each op is copied once per push instead of once per new record.
+    best: Vec<usize>,
+    best_valid: usize,
+}
+
+impl Search {
+    /// The search's start, or `None` when no op completed (nothing to linearize).
+    fn new(live: &[(&Operation, bool, Step)]) -> Option<Search> {
+        let definite: Vec<bool> = live.iter().map(|&(_, d, _)| d).collect();
+        let steps: Vec<Step> = live.iter().map(|&(_, _, s)| s).collect();
+        let remaining = definite.iter().filter(|&&d| d).count();
+        if remaining == 0 {
+            return None;
+        }
+        let (class, rank, used) = twins(&definite, &steps);
+        let set = Linearized::new(&definite);
+        Some(Search {
+            definite,
+            steps,
+            class,
+            rank,
+            used,
+            remaining,
+            lists: Lists::new(live),
+            reach: Reach::new(live),
+            needs: vec![Need::default()],
+            set,
+            memo: Memo::default(),
+            stack: Vec::new(),
+            state: ABSENT,
+            shadow: None,
+            best: Vec::new(),
+            best_valid: 0,
+        })
+    }
+
+    /// Tries to linearize the op at list entry `entry` next (`limit`: that of the scan of
+    /// unknown ops, if it is one), pushing it if the pruning rules allow it and the new
+    /// configuration is not memoized.
+    fn try_candidate(&mut self, entry: usize, limit: Option<usize>) -> Move {
+        let need = &self.needs[self.stack.len()];
+        let op = self.lists.entry_op[entry];
+        let step = self.steps[op];
+        let definite = &self.definite;
+        let state = self.state;
+        let shadow = self.shadow;
+        let Some(new_state) = step.apply(state) else {
+            return Move::Refused;
+        };
+        // `pointless`: the op leaves the state as it would be without the open
+        // run's unknown ops, which could then all be dropped.
+        let (new_shadow, pointless) = match (shadow, definite[op]) {
+            // An unknown op opens a run...
+            (None, false) => (Some(state), new_state == state),
+            // ... or joins the open one.
+            (Some(shadow), false) => (Some(shadow), step.apply(shadow) == Some(new_state)),
+            (None, true) => (None, false),
+            // An op that would be illegal without the run's unknown ops
+            // justifies the run, closing it.
+            (Some(shadow), true) => {
+                let new_shadow = step.apply(shadow);
+                (new_shadow, new_shadow == Some(new_state))
+            }
+        };
+        // See `Step::is_pure`; inside an unjustified run the op must also justify
+        // it, or moving it to the front could make the run pointless.
+        let shortcut = step.is_pure() && new_shadow.is_none();
+        // A pure op legal without the unknown op just before it could go first:
+        // unknown ops go as late as possible.
+        let postponed = step.is_pure()
+            && self
+                .stack
+                .last()
+                .is_some_and(|top| !definite[top.op] && step.apply(top.prev_state).is_some());
+        if pointless
+            || postponed
+            || !(definite[op] || self.rank[op] == self.used[self.class[op]])
+            || !self.reach.allows(need, op, new_state, new_shadow)
+        {
+            return Move::Refused;
+        }
+        self.set.add(op);
+        if !self.memo.insert(&self.set, new_state, new_shadow) {
+            self.set.remove(op);
+            // Taking this op leads to an explored dead end, so everything from here
+            // does.
+            return if shortcut { Move::Dead } else { Move::Refused };
+        }
+        self.stack.push(Frame {
+            op,
+            prev_state: state,
+            prev_shadow: shadow,
+            shortcut,
+            limit: limit.unwrap_or(0),
+        });
+        self.state = new_state;
+        self.shadow = new_shadow;
+        self.lists.lift(op);
+        if !self.definite[op] {
+            self.used[self.class[op]] += 1;
+        }
+        if self.needs.len() <= self.stack.len() {
+            self.needs.push(Need::default());
+        }
+        let depth = self.stack.len();
+        self.needs[depth].valid = false;
+        if self.definite[op] {
+            self.remaining -= 1;
+            if self.remaining == 0 {
+                return Move::Finished;
+            }
+        }
+        if self.stack.len() > self.best.len() {
+            self.best.truncate(self.best_valid);
+            self.best
+                .extend(self.stack[self.best_valid..].iter().map(|f| f.op));
+            self.best_valid = self.best.len();
+        }
+        Move::Pushed
+    }
+
+    /// Undoes the last choice and gives where to resume the scan for the next candidate
+    /// after it, or `None` when there is no choice left to undo. Undoing a shortcut op
+    /// makes its parent configuration dead too, so that goes on.
+    fn backtrack(&mut self) -> Option<Cursor> {
+        loop {
+            let frame = self.stack.pop()?;
+            self.best_valid = self.best_valid.min(self.stack.len());
+            self.state = frame.prev_state;
+            self.shadow = frame.prev_shadow;
+            self.set.remove(frame.op);
+            self.lists.unlift(frame.op);
+            if self.definite[frame.op] {
+                self.remaining += 1;
+            } else {
+                self.used[self.class[frame.op]] -= 1;
+            }
+            if frame.shortcut {
+                continue;
+            }
+            let after = self.lists.next[self.lists.call_entry[frame.op]];
+            return Some(if self.definite[frame.op] {
+                Cursor::Done(after)
+            } else {
+                Cursor::Unknown(after, frame.limit)
+            });
+        }
+    }
 }
 
 /// Groups unknown ops with identical effects (deletes, puts of one value, ...). Only the

@@ -103,22 +103,7 @@ pub fn parse(
     }
     let r: Request = match serde_json::from_slice(payload) {
         Ok(r) => r,
-        Err(e) => {
-            // Answer if the reply topic and id can still be read: a client deserves to know
-            // why its request went nowhere.
-            let loose: Option<Map<String, Value>> = serde_json::from_slice(payload).ok();
-            let field = |name: &str| {
-                loose
-                    .as_ref()
-                    .and_then(|m| m.get(name))
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-            };
-            let reply_to = field("reply_to")
-                .or(response_topic.map(str::to_string))
-                .filter(|t| reply_allowed(t, user, reply_prefix));
-            return Err(refuse(reply_to, field("id"), format!("bad request: {e}")));
-        }
+        Err(e) => return Err(undecodable(payload, &e, user, reply_prefix, response_topic)),
     };
     let Some(reply_to) = r.reply_to.clone().or(response_topic.map(str::to_string)) else {
         return Err(refuse(
@@ -140,6 +125,52 @@ pub fn parse(
             "id must be 1-64 letters, digits, '-', '_' or '.'".into()
         ));
     }
+    let op = request_op(&r, &bad)?;
+    if r.prefix && !matches!(op, Op::Changes { .. }) {
+        return Err(bad("prefix belongs to changes only".into()));
+    }
+    if r.from.is_some() && !matches!(op, Op::Changes { .. }) {
+        return Err(bad("from belongs to changes only".into()));
+    }
+    let cmd = request_command(&r, user, op, &bad)?;
+    Ok(Accepted {
+        cmd,
+        reply_to,
+        id: r.id,
+    })
+}
+
+/// The refusal of a payload that is not a valid request (`e` says why). It still answers
+/// if the reply topic and id can be read: a client deserves to know why its request went
+/// nowhere.
+fn undecodable(
+    payload: &[u8],
+    e: &serde_json::Error,
+    user: &str,
+    reply_prefix: &str,
+    response_topic: Option<&str>,
+) -> Refused {
+    let loose: Option<Map<String, Value>> = serde_json::from_slice(payload).ok();
+    let field = |name: &str| {
+        loose
+            .as_ref()
+            .and_then(|m| m.get(name))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    let reply_to = field("reply_to")
+        .or(response_topic.map(str::to_string))
+        .filter(|t| reply_allowed(t, user, reply_prefix));
+    Refused {
+        reply_to,
+        id: field("id"),
+        message: format!("bad request: {e}"),
+    }
+}
+
+/// The operation a request's `op` names, with the fields it needs; `bad` makes the
+/// refusal when they are missing or do not fit.
+fn request_op(r: &Request, bad: &impl Fn(String) -> Refused) -> Result<Op, Refused> {
     let key = || {
         r.key
             .clone()
@@ -198,12 +229,17 @@ pub fn parse(
             )))
         }
     };
-    if r.prefix && !matches!(op, Op::Changes { .. }) {
-        return Err(bad("prefix belongs to changes only".into()));
-    }
-    if r.from.is_some() && !matches!(op, Op::Changes { .. }) {
-        return Err(bad("from belongs to changes only".into()));
-    }
+    Ok(op)
+}
+
+/// The command that carries `op`: in the request's own session, or else in one named after
+/// the request id (which makes a write at most once per id).
+fn request_command(
+    r: &Request,
+    user: &str,
+    op: Op,
+    bad: &impl Fn(String) -> Refused,
+) -> Result<Command, Refused> {
     let cmd = match (&r.session, r.seq, &op) {
         (_, _, Op::Open) => Command {
             client: format!("{user}/json-{}", r.id),
@@ -237,11 +273,7 @@ pub fn parse(
             ))
         }
     };
-    Ok(Accepted {
-        cmd,
-        reply_to,
-        id: r.id,
-    })
+    Ok(cmd)
 }
 
 fn reply_allowed(topic: &str, user: &str, reply_prefix: &str) -> bool {

@@ -382,6 +382,50 @@ impl Simulation {
 
     /// Runs to the end and checks the outcome.
     pub fn run(mut self) -> RunReport {
+        self.start();
+        let deadline = self.sc.safety + self.sc.liveness_bound;
+        while let Some(Reverse(q)) = self.queue.pop() {
+            if q.at > deadline || self.finished {
+                break;
+            }
+            self.now = q.at;
+            self.events += 1;
+            self.handle(q.ev);
+        }
+        if !self.finished {
+            self.report_not_converged();
+        } else {
+            self.final_reads();
+            match checker::check_history(&self.history) {
+                Ok(()) => {}
+                Err(e) => self.violations.push(e),
+            }
+        }
+        let fingerprint = self.fingerprint();
+        RunReport {
+            scenario: self.sc.name.to_string(),
+            seed: self.seed,
+            violations: self.violations,
+            ops_completed: self.ops_completed,
+            rejected: self.rejected,
+            virtual_time: self.now,
+            events: self.events,
+            elections_won: self.elections_won,
+            crashes: self.crashes,
+            amnesias: self.amnesias,
+            snapshots_sent: self.snapshots_sent,
+            promise_parts: self.promise_parts,
+            ballots_reused: self.ballots_reused,
+            server_counts: self.server_counts,
+            client_counts: self.client_counts,
+            history: self.history,
+            fingerprint,
+        }
+    }
+
+    /// Sets the clocks, boots the servers and schedules the clients' first steps, the
+    /// faults and the heal. The random draws come in this order, which replays depend on.
+    fn start(&mut self) {
         let drift = self.sc.clock_drift;
         if drift > 0.0 {
             // Drawn only when asked for, so scenarios without drift replay as before.
@@ -402,49 +446,43 @@ impl Simulation {
             self.schedule(Duration::from_secs(1), Ev::Flush);
         }
         self.schedule(self.sc.safety, Ev::Heal);
-        let deadline = self.sc.safety + self.sc.liveness_bound;
-        while let Some(Reverse(q)) = self.queue.pop() {
-            if q.at > deadline || self.finished {
-                break;
-            }
-            self.now = q.at;
-            self.events += 1;
-            self.handle(q.ev);
-        }
-        if !self.finished {
-            let pending: Vec<&str> = self
-                .clients
-                .iter()
-                .filter(|c| !c.done)
-                .map(|c| c.name.as_str())
-                .collect();
-            let states: Vec<String> = self
-                .servers
-                .iter()
-                .filter_map(|s| s.server())
-                .map(|s| {
-                    format!(
-                        "s{}:{}@{} commit {}",
-                        s.id(),
-                        s.role().name(),
-                        s.ballot(),
-                        s.commit()
-                    )
-                })
-                .collect();
-            self.violations.push(format!(
-                "liveness: not converged {:?} after the heal (clients unfinished: {:?}; servers: {})",
-                self.sc.liveness_bound,
-                pending,
-                states.join(", ")
-            ));
-        } else {
-            self.final_reads();
-            match checker::check_history(&self.history) {
-                Ok(()) => {}
-                Err(e) => self.violations.push(e),
-            }
-        }
+    }
+
+    /// Records the liveness violation of a run that did not converge after the heal, with
+    /// the clients still unfinished and each server's state.
+    fn report_not_converged(&mut self) {
+        let pending: Vec<&str> = self
+            .clients
+            .iter()
+            .filter(|c| !c.done)
+            .map(|c| c.name.as_str())
+            .collect();
+        let states: Vec<String> = self
+            .servers
+            .iter()
+            .filter_map(|s| s.server())
+            .map(|s| {
+                format!(
+                    "s{}:{}@{} commit {}",
+                    s.id(),
+                    s.role().name(),
+                    s.ballot(),
+                    s.commit()
+                )
+            })
+            .collect();
+        let violation = format!(
+            "liveness: not converged {:?} after the heal (clients unfinished: {:?}; servers: {})",
+            self.sc.liveness_bound,
+            pending,
+            states.join(", ")
+        );
+        self.violations.push(violation);
+    }
+
+    /// A digest of the history, the event count and the end time, for checking that a seed
+    /// replays exactly.
+    fn fingerprint(&self) -> u64 {
         let mut h = mqpaxos_core::Fnv::default();
         for e in &self.history {
             // Field by field: Debug-formatting values of up to 1 MiB took a tenth of a
@@ -468,25 +506,7 @@ impl Simulation {
         }
         h.write(&self.events.to_le_bytes());
         h.write(&(self.now.as_nanos() as u64).to_le_bytes());
-        RunReport {
-            scenario: self.sc.name.to_string(),
-            seed: self.seed,
-            violations: self.violations,
-            ops_completed: self.ops_completed,
-            rejected: self.rejected,
-            virtual_time: self.now,
-            events: self.events,
-            elections_won: self.elections_won,
-            crashes: self.crashes,
-            amnesias: self.amnesias,
-            snapshots_sent: self.snapshots_sent,
-            promise_parts: self.promise_parts,
-            ballots_reused: self.ballots_reused,
-            server_counts: self.server_counts,
-            client_counts: self.client_counts,
-            history: self.history,
-            fingerprint: h.finish(),
-        }
+        h.finish()
     }
 
     fn schedule(&mut self, after: Duration, ev: Ev) {
@@ -596,151 +616,175 @@ impl Simulation {
 
     fn fault(&mut self, f: Fault) {
         match f {
-            Fault::Partition(groups) => {
-                self.end_watch();
-                let majority = groups
-                    .iter()
-                    .find(|g| g.len() as u32 * 2 > self.sc.servers)
-                    .cloned()
-                    .unwrap_or_default();
-                let minority = (1..=self.sc.servers)
-                    .filter(|id| !majority.contains(id))
-                    .collect();
-                self.net.groups = Some(groups);
-                self.begin_watch(majority, minority, false);
-            }
-            Fault::StaleWill => {
-                if let Some(leader) = self.current_leader() {
-                    // To a random set of the others: some hear it, some do not.
-                    for to in (1..=self.sc.servers).filter(|to| *to != leader) {
-                        if self.rng.gen_bool(0.6) {
-                            let delay = self.rand_duration(Duration::from_millis(20));
-                            self.schedule(delay, Ev::Will { about: leader, to });
-                        }
-                    }
-                }
-            }
-            Fault::CrashLeader => {
-                if let Some(id) = self.current_leader() {
-                    self.crash(id);
-                    let FaultPlan::LeaderCrashes {
-                        down_min, down_max, ..
-                    } = self.sc.faults
-                    else {
-                        return;
-                    };
-                    let d = down_min + self.rand_duration(down_max.saturating_sub(down_min));
-                    self.schedule(d, Ev::Fault(Fault::Restart(id)));
-                }
-            }
-            Fault::CrashRandom => {
-                let FaultPlan::RandomCrashes {
-                    down_min,
-                    down_max,
-                    all_at_once,
-                    amnesia,
-                    ..
-                } = self.sc.faults
-                else {
-                    return;
-                };
-                let up: Vec<NodeId> = (1..=self.sc.servers)
-                    .filter(|id| self.servers[*id as usize - 1].driver.is_some())
-                    .collect();
-                let victims: Vec<NodeId> = if self.rng.gen_bool(all_at_once) {
-                    up
-                } else {
-                    // A minority at a time, counting those already down.
-                    let down = self.sc.servers as usize - up.len();
-                    let room = ((self.sc.servers as usize - 1) / 2).saturating_sub(down);
-                    let k = if room == 0 {
-                        0
-                    } else {
-                        self.rng.gen_range(1..=room)
-                    };
-                    up.choose_multiple(&mut self.rng, k).copied().collect()
-                };
-                for id in victims {
-                    let others_damaged = self.servers.iter().enumerate().any(|(i, s)| {
-                        i + 1 != id as usize
-                            && (s.damaged
-                                || s.durable.rejoining
-                                || s.server().is_some_and(Server::rejoining))
-                    });
-                    if !others_damaged && self.rng.gen_bool(amnesia) {
-                        self.servers[id as usize - 1].damaged = true;
-                    }
-                    if self.rng.gen_bool(0.5) {
-                        self.servers[id as usize - 1].crash_mid_step = true;
-                    } else {
-                        self.crash(id);
-                    }
-                    let d = down_min + self.rand_duration(down_max.saturating_sub(down_min));
-                    self.schedule(d, Ev::Fault(Fault::Restart(id)));
-                }
-            }
+            Fault::Partition(groups) => self.partition(groups),
+            Fault::StaleWill => self.stale_will(),
+            Fault::CrashLeader => self.crash_leader(),
+            Fault::CrashRandom => self.crash_random(),
             Fault::Restart(id) => self.boot(id),
-            Fault::PauseLeader => {
-                let FaultPlan::LeaderPauses {
-                    pause_min,
-                    pause_max,
-                    ..
-                } = self.sc.faults
-                else {
-                    return;
-                };
-                if let Some(id) = self.current_leader() {
-                    let d = pause_min + self.rand_duration(pause_max.saturating_sub(pause_min));
-                    self.servers[id as usize - 1].paused_until = Some(self.now + d);
-                }
-            }
-            Fault::MinorityStart { minority } => {
-                let mut ids: Vec<NodeId> = (1..=self.sc.servers).collect();
-                ids.shuffle(&mut self.rng);
-                if let Some(l) = self.current_leader() {
-                    ids.retain(|x| *x != l);
-                    ids.insert(0, l);
-                }
-                let small: BTreeSet<NodeId> = ids.iter().take(minority).copied().collect();
-                let big: BTreeSet<NodeId> = ids.iter().skip(minority).copied().collect();
-                self.net.groups = Some(vec![small.clone(), big.clone()]);
-                self.begin_watch(big, small, true);
-            }
+            Fault::PauseLeader => self.pause_leader(),
+            Fault::MinorityStart { minority } => self.minority_start(minority),
             Fault::MinorityEnd => {
                 self.end_watch();
                 self.net.groups = None;
             }
-            Fault::OneWayStart => {
-                let servers: Vec<Addr> = (1..=self.sc.servers).map(Addr::Server).collect();
-                let clients: Vec<Addr> = (0..self.clients.len()).map(Addr::Client).collect();
-                let leader = self.current_leader();
-                if let (Some(l), true) = (leader, self.rng.gen_bool(0.5)) {
-                    // The leader goes deaf: nothing reaches it, what it sends arrives.
-                    for a in servers.iter().chain(&clients) {
-                        if *a != Addr::Server(l) {
-                            self.net.one_way.insert((*a, Addr::Server(l)));
-                        }
-                    }
-                    let others = (1..=self.sc.servers).filter(|x| *x != l).collect();
-                    self.begin_watch(others, BTreeSet::from([l]), false);
-                    if let Some(w) = &mut self.watch {
-                        w.deaf = Some(l);
-                    }
-                } else {
-                    // Random one-way links, each cut with probability 1/4: progress is not
-                    // promised, only safety.
-                    for a in servers.iter().chain(&clients) {
-                        for b in &servers {
-                            if a != b && self.rng.gen_bool(0.25) {
-                                self.net.one_way.insert((*a, *b));
-                            }
-                        }
-                    }
-                }
-            }
+            Fault::OneWayStart => self.one_way_start(),
             Fault::OneWayEnd => {
                 self.end_watch();
                 self.net.one_way.clear();
+            }
+        }
+    }
+
+    /// Splits the network into `groups`, watching the majority group (if any) for progress.
+    fn partition(&mut self, groups: Vec<BTreeSet<NodeId>>) {
+        self.end_watch();
+        let majority = groups
+            .iter()
+            .find(|g| g.len() as u32 * 2 > self.sc.servers)
+            .cloned()
+            .unwrap_or_default();
+        let minority = (1..=self.sc.servers)
+            .filter(|id| !majority.contains(id))
+            .collect();
+        self.net.groups = Some(groups);
+        self.begin_watch(majority, minority, false);
+    }
+
+    /// Delivers a false will of the current leader to a random set of the others.
+    fn stale_will(&mut self) {
+        if let Some(leader) = self.current_leader() {
+            // To a random set of the others: some hear it, some do not.
+            for to in (1..=self.sc.servers).filter(|to| *to != leader) {
+                if self.rng.gen_bool(0.6) {
+                    let delay = self.rand_duration(Duration::from_millis(20));
+                    self.schedule(delay, Ev::Will { about: leader, to });
+                }
+            }
+        }
+    }
+
+    /// Crashes the current leader and schedules its restart.
+    fn crash_leader(&mut self) {
+        if let Some(id) = self.current_leader() {
+            self.crash(id);
+            let FaultPlan::LeaderCrashes {
+                down_min, down_max, ..
+            } = self.sc.faults
+            else {
+                return;
+            };
+            let d = down_min + self.rand_duration(down_max.saturating_sub(down_min));
+            self.schedule(d, Ev::Fault(Fault::Restart(id)));
+        }
+    }
+
+    /// Crashes all the servers up or a random minority of them (some mid-step, some losing
+    /// their synced state) and schedules their restarts.
+    fn crash_random(&mut self) {
+        let FaultPlan::RandomCrashes {
+            down_min,
+            down_max,
+            all_at_once,
+            amnesia,
+            ..
+        } = self.sc.faults
+        else {
+            return;
+        };
+        let up: Vec<NodeId> = (1..=self.sc.servers)
+            .filter(|id| self.servers[*id as usize - 1].driver.is_some())
+            .collect();
+        let victims: Vec<NodeId> = if self.rng.gen_bool(all_at_once) {
+            up
+        } else {
+            // A minority at a time, counting those already down.
+            let down = self.sc.servers as usize - up.len();
+            let room = ((self.sc.servers as usize - 1) / 2).saturating_sub(down);
+            let k = if room == 0 {
+                0
+            } else {
+                self.rng.gen_range(1..=room)
+            };
+            up.choose_multiple(&mut self.rng, k).copied().collect()
+        };
+        for id in victims {
+            let others_damaged = self.servers.iter().enumerate().any(|(i, s)| {
+                i + 1 != id as usize
+                    && (s.damaged
+                        || s.durable.rejoining
+                        || s.server().is_some_and(Server::rejoining))
+            });
+            if !others_damaged && self.rng.gen_bool(amnesia) {
+                self.servers[id as usize - 1].damaged = true;
+            }
+            if self.rng.gen_bool(0.5) {
+                self.servers[id as usize - 1].crash_mid_step = true;
+            } else {
+                self.crash(id);
+            }
+            let d = down_min + self.rand_duration(down_max.saturating_sub(down_min));
+            self.schedule(d, Ev::Fault(Fault::Restart(id)));
+        }
+    }
+
+    /// Pauses the current leader for a random while.
+    fn pause_leader(&mut self) {
+        let FaultPlan::LeaderPauses {
+            pause_min,
+            pause_max,
+            ..
+        } = self.sc.faults
+        else {
+            return;
+        };
+        if let Some(id) = self.current_leader() {
+            let d = pause_min + self.rand_duration(pause_max.saturating_sub(pause_min));
+            self.servers[id as usize - 1].paused_until = Some(self.now + d);
+        }
+    }
+
+    /// Cuts off a random minority of `minority` servers, the leader first among them, and
+    /// watches the rest for progress.
+    fn minority_start(&mut self, minority: usize) {
+        let mut ids: Vec<NodeId> = (1..=self.sc.servers).collect();
+        ids.shuffle(&mut self.rng);
+        if let Some(l) = self.current_leader() {
+            ids.retain(|x| *x != l);
+            ids.insert(0, l);
+        }
+        let small: BTreeSet<NodeId> = ids.iter().take(minority).copied().collect();
+        let big: BTreeSet<NodeId> = ids.iter().skip(minority).copied().collect();
+        self.net.groups = Some(vec![small.clone(), big.clone()]);
+        self.begin_watch(big, small, true);
+    }
+
+    /// Half the time (when there is a leader) makes the leader deaf; otherwise cuts random
+    /// one-way links.
+    fn one_way_start(&mut self) {
+        let servers: Vec<Addr> = (1..=self.sc.servers).map(Addr::Server).collect();
+        let clients: Vec<Addr> = (0..self.clients.len()).map(Addr::Client).collect();
+        let leader = self.current_leader();
+        if let (Some(l), true) = (leader, self.rng.gen_bool(0.5)) {
+            // The leader goes deaf: nothing reaches it, what it sends arrives.
+            for a in servers.iter().chain(&clients) {
+                if *a != Addr::Server(l) {
+                    self.net.one_way.insert((*a, Addr::Server(l)));
+                }
+            }
+            let others = (1..=self.sc.servers).filter(|x| *x != l).collect();
+            self.begin_watch(others, BTreeSet::from([l]), false);
+            if let Some(w) = &mut self.watch {
+                w.deaf = Some(l);
+            }
+        } else {
+            // Random one-way links, each cut with probability 1/4: progress is not
+            // promised, only safety.
+            for a in servers.iter().chain(&clients) {
+                for b in &servers {
+                    if a != b && self.rng.gen_bool(0.25) {
+                        self.net.one_way.insert((*a, *b));
+                    }
+                }
             }
         }
     }

@@ -93,20 +93,119 @@ pub async fn run(a: Args) -> CmdResult {
     conn.publish(topics.request(&a.user), query)
         .await
         .map_err(|e| client_failure(e.into()))?;
-    let mut presence: BTreeMap<u32, bool> = BTreeMap::new();
-    let mut retained: BTreeMap<u32, Status> = BTreeMap::new();
-    let mut answers: BTreeMap<u32, Status> = BTreeMap::new();
-    let mut arrived: BTreeMap<u32, u64> = BTreeMap::new();
-    let deadline = tokio::time::Instant::now() + a.wait;
-    loop {
-        let known = a.servers.or_else(|| {
-            retained
+    let heard = listen(&mut conn, &topics, &reply_topic, a.servers, a.wait).await;
+    conn.close().await;
+    let n = heard
+        .cluster_size(a.servers)
+        .or_else(|| heard.presence.keys().max().copied())
+        .unwrap_or(0);
+    if n == 0 {
+        return Err(fail(Exit::Unavailable, format!(
+            "no server of cluster {:?} has ever reported to {} (use --servers N to list them anyway)",
+            a.conn.cluster, a.conn.broker
+        )));
+    }
+    let rows = heard.rows(n);
+    if a.json {
+        let text = serde_json::to_string_pretty(&rows)
+            .map_err(|e| fail(Exit::Failed, format!("cannot encode the status: {e}")))?;
+        println!("{text}");
+    } else {
+        print_table(&rows);
+    }
+    let quorum = n as usize / 2 + 1;
+    if heard.answers.len() < quorum {
+        return Err(fail(
+            Exit::Unavailable,
+            format!(
+                "only {} of {n} servers answered within {:?} (a quorum is {quorum})",
+                heard.answers.len(),
+                a.wait
+            ),
+        ));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What the servers said while `status` listened: presence, retained reports and answers
+/// to the query, by server id.
+#[derive(Default)]
+struct Heard {
+    presence: BTreeMap<u32, bool>,
+    retained: BTreeMap<u32, Status>,
+    answers: BTreeMap<u32, Status>,
+    /// How old each answer was on arrival, in milliseconds.
+    arrived: BTreeMap<u32, u64>,
+}
+
+impl Heard {
+    /// How many servers the cluster has: `--servers` if given, else the largest number a
+    /// report or answer gives.
+    fn cluster_size(&self, servers: Option<u32>) -> Option<u32> {
+        servers.or_else(|| {
+            self.retained
                 .values()
-                .chain(answers.values())
+                .chain(self.answers.values())
                 .map(|s| s.servers)
                 .max()
-        });
-        if known.is_some_and(|n| answers.len() >= n as usize) {
+        })
+    }
+
+    /// One row per server 1..=n: its answer, or else its retained report.
+    fn rows(&self, n: u32) -> Vec<Row> {
+        let now_ms = unix_ms();
+        (1..=n)
+            .map(|id| {
+                let answer = self.answers.get(&id);
+                let s = answer.or_else(|| self.retained.get(&id));
+                Row {
+                    id,
+                    // An answer is proof of life even before its presence arrives.
+                    online: answer.is_some() || self.presence.get(&id).copied().unwrap_or(false),
+                    answered: answer.is_some(),
+                    // A rejoining server is a follower that does not vote yet: say so.
+                    role: s.map(|s| {
+                        if s.rejoining {
+                            "rejoining".to_string()
+                        } else {
+                            s.role.clone()
+                        }
+                    }),
+                    ballot: s.map(|s| s.ballot.clone()),
+                    leader: s.and_then(|s| s.leader),
+                    commit: s.map(|s| s.commit),
+                    executed: s.map(|s| s.executed),
+                    keys: s.map(|s| s.keys),
+                    bytes: answer.map(|s| s.bytes),
+                    log: s.map(|s| s.log),
+                    version: s.map(|s| s.version.clone()).filter(|v| !v.is_empty()),
+                    ready: s.filter(|s| !s.health.is_empty()).map(|s| s.ready),
+                    health: s.map(|s| s.health.clone()).filter(|h| !h.is_empty()),
+                    digest: s.map(|s| s.digest.clone()),
+                    age_ms: self.arrived.get(&id).copied().or_else(|| {
+                        s.filter(|s| s.published_ms > 0)
+                            .map(|s| now_ms.saturating_sub(s.published_ms))
+                    }),
+                }
+            })
+            .collect()
+    }
+}
+
+/// Collects answers, presence and retained reports until every server has answered, the
+/// wait is over or the connection ends.
+async fn listen(
+    conn: &mut Connection,
+    topics: &Topics,
+    reply_topic: &str,
+    servers: Option<u32>,
+    wait: Duration,
+) -> Heard {
+    let mut heard = Heard::default();
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let known = heard.cluster_size(servers);
+        if known.is_some_and(|n| heard.answers.len() >= n as usize) {
             break;
         }
         match tokio::time::timeout_at(deadline, conn.incoming.recv()).await {
@@ -114,22 +213,24 @@ pub async fn run(a: Args) -> CmdResult {
                 if topic == reply_topic {
                     if let Ok(s) = serde_json::from_slice::<Status>(&payload) {
                         // How old it was on arrival, not after the wait for the others.
-                        arrived.insert(s.id, unix_ms().saturating_sub(s.published_ms));
-                        answers.insert(s.id, s);
+                        heard
+                            .arrived
+                            .insert(s.id, unix_ms().saturating_sub(s.published_ms));
+                        heard.answers.insert(s.id, s);
                     }
                     continue;
                 }
                 match topics.parse(&topic) {
                     Some(Parsed::Presence { node }) => {
                         if let Some(id) = server_id(&node) {
-                            presence.insert(id, payload.as_slice() == b"online");
+                            heard.presence.insert(id, payload.as_slice() == b"online");
                         }
                     }
                     Some(Parsed::Status { node }) => {
                         if let (Some(id), Ok(s)) =
                             (server_id(&node), serde_json::from_slice::<Status>(&payload))
                         {
-                            retained.insert(id, s);
+                            heard.retained.insert(id, s);
                         }
                     }
                     _ => {}
@@ -139,79 +240,7 @@ pub async fn run(a: Args) -> CmdResult {
             Ok(None) | Err(_) => break,
         }
     }
-    conn.close().await;
-    let n = a
-        .servers
-        .or_else(|| {
-            retained
-                .values()
-                .chain(answers.values())
-                .map(|s| s.servers)
-                .max()
-        })
-        .or_else(|| presence.keys().max().copied())
-        .unwrap_or(0);
-    if n == 0 {
-        return Err(fail(Exit::Unavailable, format!(
-            "no server of cluster {:?} has ever reported to {} (use --servers N to list them anyway)",
-            a.conn.cluster, a.conn.broker
-        )));
-    }
-    let now_ms = unix_ms();
-    let rows: Vec<Row> = (1..=n)
-        .map(|id| {
-            let answer = answers.get(&id);
-            let s = answer.or_else(|| retained.get(&id));
-            Row {
-                id,
-                // An answer is proof of life even before its presence arrives.
-                online: answer.is_some() || presence.get(&id).copied().unwrap_or(false),
-                answered: answer.is_some(),
-                // A rejoining server is a follower that does not vote yet: say so.
-                role: s.map(|s| {
-                    if s.rejoining {
-                        "rejoining".to_string()
-                    } else {
-                        s.role.clone()
-                    }
-                }),
-                ballot: s.map(|s| s.ballot.clone()),
-                leader: s.and_then(|s| s.leader),
-                commit: s.map(|s| s.commit),
-                executed: s.map(|s| s.executed),
-                keys: s.map(|s| s.keys),
-                bytes: answer.map(|s| s.bytes),
-                log: s.map(|s| s.log),
-                version: s.map(|s| s.version.clone()).filter(|v| !v.is_empty()),
-                ready: s.filter(|s| !s.health.is_empty()).map(|s| s.ready),
-                health: s.map(|s| s.health.clone()).filter(|h| !h.is_empty()),
-                digest: s.map(|s| s.digest.clone()),
-                age_ms: arrived.get(&id).copied().or_else(|| {
-                    s.filter(|s| s.published_ms > 0)
-                        .map(|s| now_ms.saturating_sub(s.published_ms))
-                }),
-            }
-        })
-        .collect();
-    if a.json {
-        let text = serde_json::to_string_pretty(&rows)
-            .map_err(|e| fail(Exit::Failed, format!("cannot encode the status: {e}")))?;
-        println!("{text}");
-    } else {
-        print_table(&rows);
-    }
-    let quorum = n as usize / 2 + 1;
-    if answers.len() < quorum {
-        return Err(fail(
-            Exit::Unavailable,
-            format!(
-                "only {} of {n} servers answered within {:?} (a quorum is {quorum})",
-                answers.len(),
-                a.wait
-            ),
-        ));
-    }
-    Ok(ExitCode::SUCCESS)
+    heard
 }
 
 fn print_table(rows: &[Row]) {

@@ -58,6 +58,20 @@ fn main() -> ExitCode {
         print!("{}", accounting::markdown_table(&[3, 5, 7]));
         return ExitCode::SUCCESS;
     }
+    let scenarios = match chosen_scenarios(&args) {
+        Ok(scenarios) => scenarios,
+        Err(code) => return code,
+    };
+    if let Some(seed) = args.seed {
+        return replay_seed(&scenarios, seed, args.history.as_deref());
+    }
+    let threads = args.threads.unwrap_or_else(mqpaxos_sim::default_threads);
+    run_batches(&scenarios, args.first_seed, args.seeds, threads)
+}
+
+/// The scenarios `--scenario` names, with `--mutation` applied; on a bad name, prints why
+/// and gives the exit code (2).
+fn chosen_scenarios(args: &Args) -> Result<Vec<scenario::Scenario>, ExitCode> {
     let mut scenarios = if args.scenario == "all" {
         scenario::all()
     } else {
@@ -68,7 +82,7 @@ fn main() -> ExitCode {
                     "mqpaxos-sim: no scenario named {:?} (try --list)",
                     args.scenario
                 );
-                return ExitCode::from(2);
+                return Err(ExitCode::from(2));
             }
         }
     };
@@ -86,64 +100,88 @@ fn main() -> ExitCode {
                 eprintln!(
                     "mqpaxos-sim: no mutation named {name:?} (the binary needs --features mutations)"
                 );
-                return ExitCode::from(2);
+                return Err(ExitCode::from(2));
             };
             for sc in &mut scenarios {
                 sc.tweak = Some(tweak);
             }
         }
     }
-    if let Some(seed) = args.seed {
-        let mut failed = false;
-        for sc in &scenarios {
-            let r = run_seed(sc, seed);
-            println!(
-                "scenario {} seed {}: {} ({} ops, {} elections won, {} crashes ({} losing state), {:.1} s virtual, {} events, fingerprint {:016x})",
-                r.scenario,
-                r.seed,
-                if r.ok() { "ok" } else { "FAILED" },
-                r.ops_completed,
-                r.elections_won,
-                r.crashes,
-                r.amnesias,
-                r.virtual_time.as_secs_f64(),
-                r.events,
-                r.fingerprint
-            );
-            for v in &r.violations {
-                println!("  {v}");
-            }
-            if let Some(path) = &args.history {
-                let written = std::fs::File::create(path)
-                    .map_err(|e| e.to_string())
-                    .and_then(|f| {
-                        mqpaxos_check::write_jsonl(std::io::BufWriter::new(f), &r.history)
-                            .map_err(|e| e.to_string())
-                    });
-                match written {
-                    Ok(()) => println!(
-                        "  history: {} events in {}",
-                        r.history.len(),
-                        path.display()
-                    ),
-                    Err(e) => {
-                        eprintln!("mqpaxos-sim: cannot write {}: {e}", path.display());
-                        return ExitCode::from(2);
-                    }
-                }
-            }
-            failed |= !r.ok();
-        }
-        return if failed {
-            ExitCode::FAILURE
-        } else {
-            ExitCode::SUCCESS
-        };
-    }
-    let threads = args.threads.unwrap_or_else(mqpaxos_sim::default_threads);
+    Ok(scenarios)
+}
+
+/// `--seed`: replays one seed of each scenario, describes the run and, with `--history`,
+/// writes its client history.
+fn replay_seed(
+    scenarios: &[scenario::Scenario],
+    seed: u64,
+    history: Option<&std::path::Path>,
+) -> ExitCode {
     let mut failed = false;
-    for sc in &scenarios {
-        let b = run_seeds(sc, args.first_seed, args.seeds, threads);
+    for sc in scenarios {
+        let r = run_seed(sc, seed);
+        println!(
+            "scenario {} seed {}: {} ({} ops, {} elections won, {} crashes ({} losing state), {:.1} s virtual, {} events, fingerprint {:016x})",
+            r.scenario,
+            r.seed,
+            if r.ok() { "ok" } else { "FAILED" },
+            r.ops_completed,
+            r.elections_won,
+            r.crashes,
+            r.amnesias,
+            r.virtual_time.as_secs_f64(),
+            r.events,
+            r.fingerprint
+        );
+        for v in &r.violations {
+            println!("  {v}");
+        }
+        if let Some(path) = history {
+            if let Err(code) = write_history(path, &r.history) {
+                return code;
+            }
+        }
+        failed |= !r.ok();
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// Writes a run's client history as JSON Lines to `path` and says so; on failure, prints
+/// why and gives the exit code (2).
+fn write_history(path: &std::path::Path, history: &[mqpaxos_check::Event]) -> Result<(), ExitCode> {
+    let written = std::fs::File::create(path)
+        .map_err(|e| e.to_string())
+        .and_then(|f| {
+            mqpaxos_check::write_jsonl(std::io::BufWriter::new(f), history)
+                .map_err(|e| e.to_string())
+        });
+    match written {
+        Ok(()) => {
+            println!("  history: {} events in {}", history.len(), path.display());
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("mqpaxos-sim: cannot write {}: {e}", path.display());
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
+/// `--seeds`: runs a batch of seeds of each scenario and prints a summary line, plus the
+/// replay line of every failing seed.
+fn run_batches(
+    scenarios: &[scenario::Scenario],
+    first_seed: u64,
+    seeds: u64,
+    threads: usize,
+) -> ExitCode {
+    let mut failed = false;
+    for sc in scenarios {
+        let b = run_seeds(sc, first_seed, seeds, threads);
         println!(
             "scenario {}: {} seeds, {} failed, {} ops, {:.1} s wall, {:.1} seeds/s, {:.0} s virtual, {} ballots reused",
             b.scenario,
