@@ -246,70 +246,19 @@ impl FileStorage {
         sync: SyncPolicy,
     ) -> Result<Self, StorageError> {
         fs::create_dir_all(dir).map_err(io(dir))?;
-        let meta_path = dir.join("meta.json");
         let want = Meta {
             cluster: cluster.to_string(),
             server,
             wal_format: WAL_FORMAT,
         };
-        let mut format = WAL_FORMAT;
-        match fs::read(&meta_path) {
-            Ok(bytes) => {
-                let found: Meta =
-                    serde_json::from_slice(&bytes).map_err(|e| StorageError::Corrupt {
-                        path: meta_path.clone(),
-                        offset: 0,
-                        why: e.to_string(),
-                    })?;
-                format = found.wal_format;
-                if format > WAL_FORMAT {
-                    return Err(StorageError::Corrupt {
-                        path: meta_path,
-                        offset: 0,
-                        why: format!(
-                            "the log is in format {format}, written by a newer mqpaxos (this \
-                             one reads formats up to {WAL_FORMAT})"
-                        ),
-                    });
-                }
-                if (&found.cluster, found.server) != (&want.cluster, want.server) {
-                    return Err(StorageError::WrongOwner {
-                        path: meta_path,
-                        found: format!("server {} of cluster {:?}", found.server, found.cluster),
-                        expected: format!("server {server} of cluster {cluster:?}"),
-                    });
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let tmp = dir.join("meta.json.new");
-                let body = serde_json::to_vec_pretty(&want).unwrap_or_default();
-                write_synced(&tmp, &body)?;
-                fs::rename(&tmp, &meta_path).map_err(io(&meta_path))?;
-                sync_dir(dir)?;
-            }
-            Err(e) => return Err(io(&meta_path)(e)),
-        }
+        let format = check_meta(dir, &want)?;
         // After the owner check, so a directory of another server is named as such.
-        let lock_path = dir.join("lock");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io(&lock_path))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => {
-                return Err(StorageError::Locked {
-                    path: dir.to_path_buf(),
-                })
-            }
-            Err(fs::TryLockError::Error(e)) => return Err(io(&lock_path)(e)),
-        }
+        let lock = lock_dir(dir)?;
         let wal_path = dir.join("wal");
         let mut durable = Durable::new(max_sessions);
         let bytes = read_wal(&wal_path)?;
         let (valid_len, seq, recovery) = replay_log(&wal_path, &bytes, format, &mut durable)?;
+        drop(bytes);
         let damaged = recovery != Recovery::Clean;
         let wal = OpenOptions::new()
             .create(true)
@@ -339,11 +288,7 @@ impl FileStorage {
         if format < WAL_FORMAT {
             // An older log: rewrite it in today's format, then say so in meta.json.
             s.rewrite()?;
-            let tmp = dir.join("meta.json.new");
-            let body = serde_json::to_vec_pretty(&want).unwrap_or_default();
-            write_synced(&tmp, &body)?;
-            fs::rename(&tmp, &meta_path).map_err(io(&meta_path))?;
-            sync_dir(dir)?;
+            write_meta(dir, &want)?;
         } else {
             // Cut back to the last whole record (zeros from there on, the end marker) and
             // restore the chunked length; a no-op on a healthy file.
@@ -443,6 +388,77 @@ impl FileStorage {
         self.end = end;
         self.len = len;
         Ok(())
+    }
+}
+
+/// Reads `<dir>/meta.json` and returns the log's format, refusing a directory of another
+/// server or cluster or of a newer mqpaxos; writes it for a new directory.
+fn check_meta(dir: &Path, want: &Meta) -> Result<u32, StorageError> {
+    let meta_path = dir.join("meta.json");
+    let bytes = match fs::read(&meta_path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            write_meta(dir, want)?;
+            return Ok(WAL_FORMAT);
+        }
+        Err(e) => return Err(io(&meta_path)(e)),
+    };
+    let found: Meta = serde_json::from_slice(&bytes).map_err(|e| StorageError::Corrupt {
+        path: meta_path.clone(),
+        offset: 0,
+        why: e.to_string(),
+    })?;
+    let format = found.wal_format;
+    if format > WAL_FORMAT {
+        return Err(StorageError::Corrupt {
+            path: meta_path,
+            offset: 0,
+            why: format!(
+                "the log is in format {format}, written by a newer mqpaxos (this one reads \
+                 formats up to {WAL_FORMAT})"
+            ),
+        });
+    }
+    if (&found.cluster, found.server) != (&want.cluster, want.server) {
+        return Err(StorageError::WrongOwner {
+            path: meta_path,
+            found: format!("server {} of cluster {:?}", found.server, found.cluster),
+            expected: format!("server {} of cluster {:?}", want.server, want.cluster),
+        });
+    }
+    Ok(format)
+}
+
+/// Writes `<dir>/meta.json` atomically (a crash leaves the old one or the new one).
+fn write_meta(dir: &Path, meta: &Meta) -> Result<(), StorageError> {
+    let meta_path = dir.join("meta.json");
+    let tmp = dir.join("meta.json.new");
+    let body = serde_json::to_vec_pretty(meta).map_err(|e| StorageError::Corrupt {
+        path: meta_path.clone(),
+        offset: 0,
+        why: format!("cannot encode: {e}"),
+    })?;
+    write_synced(&tmp, &body)?;
+    fs::rename(&tmp, &meta_path).map_err(io(&meta_path))?;
+    sync_dir(dir)
+}
+
+/// Takes the directory's lock, held for as long as the returned file is open: one process
+/// per data directory.
+fn lock_dir(dir: &Path) -> Result<File, StorageError> {
+    let lock_path = dir.join("lock");
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io(&lock_path))?;
+    match lock.try_lock() {
+        Ok(()) => Ok(lock),
+        Err(fs::TryLockError::WouldBlock) => Err(StorageError::Locked {
+            path: dir.to_path_buf(),
+        }),
+        Err(fs::TryLockError::Error(e)) => Err(io(&lock_path)(e)),
     }
 }
 
