@@ -199,121 +199,19 @@ pub async fn run_server(
 ) -> Result<(), NodeError> {
     opts.core.validate()?;
     if std::env::var("MQPAXOS_FAULT_TEAR_WAL").as_deref() == Ok("1") {
-        // Fault injection for the power-loss test: SIGUSR1 makes the next WAL group be
-        // written torn, and the process die, as a power cut in mid-write would.
-        let mut usr1 =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()).map_err(
-                |e| NodeError::Config(ConfigError(format!("cannot watch SIGUSR1: {e}"))),
-            )?;
-        tracing::warn!("fault injection armed: SIGUSR1 tears the next WAL write");
-        tokio::spawn(async move {
-            while usr1.recv().await.is_some() {
-                crate::storage::tear_next_group();
-            }
-        });
+        arm_tear_fault()?;
     }
     let id = opts.core.id;
     let me = server_name(id);
-    let mut rejoin = opts.rejoin;
-    let mut storage: Box<dyn Storage> = match &opts.data_dir {
-        Some(dir) => {
-            let fs = FileStorage::open(dir, &opts.cluster, id, opts.core.max_sessions, opts.sync)?;
-            if fs.empty && !opts.new_cluster && !opts.core.trust_empty_disk() {
-                // A new cluster's first start and a server whose disk was lost look the same
-                // from here; only the second may have made promises a quorum counted. Rejoin:
-                // in a new cluster the other servers, still pristine, confirm it at once.
-                tracing::info!(
-                    dir = %dir.display(),
-                    "empty data directory: joining through the others before voting"
-                );
-                rejoin = true;
-            }
-            match &fs.recovery {
-                Recovery::Clean => {}
-                Recovery::TornUnsynced { offset, bytes } => {
-                    // Only the last, never-synced group was torn: nothing in it was
-                    // acknowledged, so nothing this server vouched for is lost.
-                    tracing::info!(
-                        dir = %dir.display(),
-                        offset,
-                        bytes,
-                        "cut off a write torn by a crash before its sync"
-                    );
-                }
-                Recovery::LostSynced { offset, why } => {
-                    // Synced records may hold a promise or an accept that a quorum counted:
-                    // re-learn before voting.
-                    tracing::warn!(
-                        dir = %dir.display(),
-                        offset,
-                        "the write-ahead log lost synced records ({why}); cut back to the last whole group, rejoining without a vote until the peers have brought this server up to date"
-                    );
-                    rejoin = true;
-                }
-            }
-            Box::new(fs)
-        }
-        None => Box::new(MemoryStorage::new(opts.core.max_sessions)),
-    };
+    let (mut storage, rejoin) = open_storage(&opts)?;
     let mut durable = storage.load()?;
     if rejoin {
         durable.rejoining = true;
     }
     let server = Server::recover(opts.core.clone(), durable)?;
     let topics = Topics::new(&opts.cluster);
-    let mut subscriptions = vec![
-        // Not the requests: they come on a connection of their own (below). Nor the JSON
-        // requests: they come on the MQTT 5 connection (`transport5`).
-        topics.all_presence(),
-        topics.chaos(),
-        topics.status(&me),
-    ];
-    subscriptions.extend(topics.peer_filters(id));
     let instance = format!("{:016x}", rand::random::<u64>());
-    let client_id = format!(
-        "mqpaxos-{}-{me}-{:016x}{:016x}",
-        opts.cluster,
-        rand::random::<u64>(),
-        rand::random::<u64>()
-    );
-    let session = Session {
-        // Unguessable, so nobody can take the server's session over, and two processes that
-        // claim the same server do not kick each other off the broker (they are told apart
-        // by the instance in their status reports instead). A secret of its own, not the
-        // instance: the status report that carries the instance is readable by every client,
-        // and Mosquitto and EMQX do not bind client ids to users.
-        client_id: client_id.clone(),
-        subscriptions,
-        on_connect: vec![(topics.presence(&me), b"online".to_vec())],
-        will: Some((topics.presence(&me), b"offline".to_vec())),
-    };
-    let mut broker = opts.broker.clone();
-    // The broker user names the cluster too (`<cluster>-server<id>`), so the ACL can keep
-    // this credential out of every other cluster's topics.
-    broker.user = server_user(&opts.cluster, id);
-    let conn = Connection::open(&broker, session, None).await?;
-    // Clients' requests on a connection of their own, so that the consensus traffic never
-    // queues behind them: one TCP stream carried both, and with values of a megabyte a
-    // heartbeat or an acknowledgement waited behind tens of megabytes of requests, longer
-    // than an election timeout, so leaders stepped down under load (check-quorum) and
-    // throughput fell to nothing at 16 clients. Each connection also has its own budget of
-    // received bytes, and the event loop serves this one last.
-    let requests = Connection::open(
-        &broker,
-        Session {
-            client_id: format!("{client_id}-requests"),
-            subscriptions: vec![topics.all_requests()],
-            on_connect: Vec::new(),
-            will: None,
-        },
-        None,
-    )
-    .await?;
-    let conn5 = crate::transport5::Connection5::open(
-        &broker,
-        format!("{client_id}-json"),
-        vec![topics.all_json_requests()],
-    )?;
+    let (conn, requests, conn5, broker) = open_connections(&opts, &topics, &me).await?;
     let metrics = Arc::new(Metrics::new());
     metrics.update_health(|h| h.election_timeout = opts.core.election_timeout);
     let mut http = None;
@@ -371,6 +269,150 @@ pub async fn run_server(
     if let Some(task) = http {
         task.abort();
     }
+    close(node).await;
+    match &result {
+        Ok(()) => tracing::info!(server = id, "stopped"),
+        Err(e) => tracing::info!(server = id, error = %e, "stopped"),
+    }
+    result
+}
+
+/// Fault injection for the power-loss test: SIGUSR1 makes the next WAL group be written
+/// torn, and the process die, as a power cut in mid-write would.
+fn arm_tear_fault() -> Result<(), NodeError> {
+    let mut usr1 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
+        .map_err(|e| NodeError::Config(ConfigError(format!("cannot watch SIGUSR1: {e}"))))?;
+    tracing::warn!("fault injection armed: SIGUSR1 tears the next WAL write");
+    tokio::spawn(async move {
+        while usr1.recv().await.is_some() {
+            crate::storage::tear_next_group();
+        }
+    });
+    Ok(())
+}
+
+/// Opens the server's storage, and says whether the server must rejoin before it votes (as
+/// asked, or because its disk is empty or lost synced records).
+fn open_storage(opts: &ServerOptions) -> Result<(Box<dyn Storage>, bool), NodeError> {
+    let id = opts.core.id;
+    let mut rejoin = opts.rejoin;
+    let storage: Box<dyn Storage> = match &opts.data_dir {
+        Some(dir) => {
+            let fs = FileStorage::open(dir, &opts.cluster, id, opts.core.max_sessions, opts.sync)?;
+            if fs.empty && !opts.new_cluster && !opts.core.trust_empty_disk() {
+                // A new cluster's first start and a server whose disk was lost look the same
+                // from here; only the second may have made promises a quorum counted. Rejoin:
+                // in a new cluster the other servers, still pristine, confirm it at once.
+                tracing::info!(
+                    dir = %dir.display(),
+                    "empty data directory: joining through the others before voting"
+                );
+                rejoin = true;
+            }
+            match &fs.recovery {
+                Recovery::Clean => {}
+                Recovery::TornUnsynced { offset, bytes } => {
+                    // Only the last, never-synced group was torn: nothing in it was
+                    // acknowledged, so nothing this server vouched for is lost.
+                    tracing::info!(
+                        dir = %dir.display(),
+                        offset,
+                        bytes,
+                        "cut off a write torn by a crash before its sync"
+                    );
+                }
+                Recovery::LostSynced { offset, why } => {
+                    // Synced records may hold a promise or an accept that a quorum counted:
+                    // re-learn before voting.
+                    tracing::warn!(
+                        dir = %dir.display(),
+                        offset,
+                        "the write-ahead log lost synced records ({why}); cut back to the last whole group, rejoining without a vote until the peers have brought this server up to date"
+                    );
+                    rejoin = true;
+                }
+            }
+            Box::new(fs)
+        }
+        None => Box::new(MemoryStorage::new(opts.core.max_sessions)),
+    };
+    Ok((storage, rejoin))
+}
+
+/// The server's three broker connections: peers, presence, status and chaos; the clients'
+/// requests; the JSON API's (MQTT 5). Also returns the broker settings it connected with.
+async fn open_connections(
+    opts: &ServerOptions,
+    topics: &Topics,
+    me: &str,
+) -> Result<
+    (
+        Connection,
+        Connection,
+        crate::transport5::Connection5,
+        BrokerOptions,
+    ),
+    NodeError,
+> {
+    let id = opts.core.id;
+    let mut subscriptions = vec![
+        // Not the requests: they come on a connection of their own (below). Nor the JSON
+        // requests: they come on the MQTT 5 connection (`transport5`).
+        topics.all_presence(),
+        topics.chaos(),
+        topics.status(me),
+    ];
+    subscriptions.extend(topics.peer_filters(id));
+    let client_id = format!(
+        "mqpaxos-{}-{me}-{:016x}{:016x}",
+        opts.cluster,
+        rand::random::<u64>(),
+        rand::random::<u64>()
+    );
+    let session = Session {
+        // Unguessable, so nobody can take the server's session over, and two processes that
+        // claim the same server do not kick each other off the broker (they are told apart
+        // by the instance in their status reports instead). A secret of its own, not the
+        // instance: the status report that carries the instance is readable by every client,
+        // and Mosquitto and EMQX do not bind client ids to users.
+        client_id: client_id.clone(),
+        subscriptions,
+        on_connect: vec![(topics.presence(me), b"online".to_vec())],
+        will: Some((topics.presence(me), b"offline".to_vec())),
+    };
+    let mut broker = opts.broker.clone();
+    // The broker user names the cluster too (`<cluster>-server<id>`), so the ACL can keep
+    // this credential out of every other cluster's topics.
+    broker.user = server_user(&opts.cluster, id);
+    let conn = Connection::open(&broker, session, None).await?;
+    // Clients' requests on a connection of their own, so that the consensus traffic never
+    // queues behind them: one TCP stream carried both, and with values of a megabyte a
+    // heartbeat or an acknowledgement waited behind tens of megabytes of requests, longer
+    // than an election timeout, so leaders stepped down under load (check-quorum) and
+    // throughput fell to nothing at 16 clients. Each connection also has its own budget of
+    // received bytes, and the event loop serves this one last.
+    let requests = Connection::open(
+        &broker,
+        Session {
+            client_id: format!("{client_id}-requests"),
+            subscriptions: vec![topics.all_requests()],
+            on_connect: Vec::new(),
+            will: None,
+        },
+        None,
+    )
+    .await?;
+    let conn5 = crate::transport5::Connection5::open(
+        &broker,
+        format!("{client_id}-json"),
+        vec![topics.all_json_requests()],
+    )?;
+    Ok((conn, requests, conn5, broker))
+}
+
+/// Closes the connections, saying goodbye on the retained presence first: a clean
+/// disconnect does not trigger the last will.
+async fn close(node: Node) {
     let Node {
         conn,
         requests,
@@ -381,17 +423,11 @@ pub async fn run_server(
     } = node;
     conn5.close().await;
     requests.close().await;
-    // Say goodbye explicitly: a clean disconnect does not trigger the last will.
     let _ = conn
         .publish_retained(topics.presence(&me), b"offline".to_vec())
         .await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     conn.close().await;
-    match &result {
-        Ok(()) => tracing::info!(server = id, "stopped"),
-        Err(e) => tracing::info!(server = id, error = %e, "stopped"),
-    }
-    result
 }
 
 struct Node {
@@ -1109,98 +1145,107 @@ impl Node {
             return Ok(());
         }
         match parsed {
-            Some(Parsed::Status { node }) if node == self.me => {
-                return self.on_own_status(&payload).await;
-            }
-            Some(Parsed::Peer { from, .. }) => {
-                if from == self.server().id() {
-                    // MQTT 3.1.1 echoes our own broadcasts back to us.
-                    return Ok(());
-                }
-                let msg = match codec::decode(&payload, self.max_payload) {
-                    Ok(m) => m,
-                    Err(e) => {
-                        self.metrics.drop_message(e.reason());
-                        return Ok(());
-                    }
-                };
-                if matches!(msg, Message::Request(_) | Message::Reply { .. }) {
-                    self.metrics.drop_message("forged");
-                    return Ok(());
-                }
-                self.metrics.count("in", msg.kind(), server_name(from));
-                self.step(Input::Message { from, msg }).await?;
-            }
+            Some(Parsed::Status { node }) if node == self.me => self.on_own_status(&payload).await,
+            Some(Parsed::Peer { from, .. }) => self.on_peer_message(from, &payload).await,
             Some(Parsed::JsonRequest { user, v5 }) => {
-                return self.on_json_request(user, v5, &payload).await;
+                self.on_json_request(user, v5, &payload).await
             }
-            Some(Parsed::Request { user }) => {
-                if let Some(q) = StatusQuery::parse(&payload) {
-                    self.answer_status_query(&user, &q.status_to);
-                    return Ok(());
-                }
-                let cmd = match codec::decode(&payload, self.max_payload) {
-                    Ok(Message::Request(cmd)) => cmd,
-                    Ok(_) => {
-                        self.metrics.drop_message("forged");
-                        return Ok(());
-                    }
-                    Err(e) => {
-                        self.metrics.drop_message(e.reason());
-                        return Ok(());
-                    }
-                };
-                // The client id must belong to the user the broker authenticated for this
-                // topic, or one client could answer for, or block, another's commands.
-                let owner = cmd.client.split_once('/').map(|(u, _)| u);
-                if owner != Some(user.as_str()) {
-                    self.metrics.drop_message("forged");
-                    return Ok(());
-                }
-                self.metrics.count("in", "request", "client".to_string());
-                if self.server().role() == RoleKind::Leader {
-                    if self.arrivals.len() > 100_000 {
-                        self.arrivals.clear();
-                    }
-                    self.arrivals
-                        .entry((cmd.client.clone(), cmd.seq))
-                        .or_insert_with(Instant::now);
-                }
-                self.step(Input::Request(cmd)).await?;
+            Some(Parsed::Request { user }) => self.on_request(&user, &payload).await,
+            Some(Parsed::Presence { node }) => self.on_presence(&node, &payload).await,
+            Some(Parsed::Chaos) | Some(Parsed::Status { .. }) | Some(Parsed::Reply { .. }) => {
+                Ok(())
             }
-            Some(Parsed::Presence { node }) => {
-                if let Some(id) =
-                    server_id(&node).filter(|id| *id <= self.server().config().servers)
-                {
-                    if payload.as_slice() == b"online" {
-                        self.online.insert(id);
-                    } else if id == self.server().id()
-                        && self.conn.connected.load(Ordering::Relaxed)
-                    {
-                        // Our own last will, published by the broker for an earlier connection
-                        // it noticed dead only after we had reconnected (a lossy link makes
-                        // this common): we are here, so say so again, or peers (and we) count
-                        // one server fewer online until our next reconnect.
-                        let _ = self.conn.client.try_publish(
-                            self.topics.presence(&self.me),
-                            rumqttc::QoS::AtLeastOnce,
-                            true,
-                            b"online".to_vec(),
-                        );
-                    } else {
-                        self.online.remove(&id);
-                    }
-                    self.metrics.servers_online.set(self.online.len() as i64);
-                    self.driver.set_online(self.online.len());
-                    if payload.as_slice() != b"online" && id != self.server().id() {
-                        // A will: if that was our leader, the core stands for election now
-                        // rather than after the election timeout.
-                        self.step(Input::PeerOffline(id)).await?;
-                    }
-                }
+            None => {
+                self.metrics.drop_message("topic");
+                Ok(())
             }
-            Some(Parsed::Chaos) | Some(Parsed::Status { .. }) | Some(Parsed::Reply { .. }) => {}
-            None => self.metrics.drop_message("topic"),
+        }
+    }
+
+    /// A protocol message from another server.
+    async fn on_peer_message(&mut self, from: NodeId, payload: &[u8]) -> Result<(), NodeError> {
+        if from == self.server().id() {
+            // MQTT 3.1.1 echoes our own broadcasts back to us.
+            return Ok(());
+        }
+        let msg = match codec::decode(payload, self.max_payload) {
+            Ok(m) => m,
+            Err(e) => {
+                self.metrics.drop_message(e.reason());
+                return Ok(());
+            }
+        };
+        if matches!(msg, Message::Request(_) | Message::Reply { .. }) {
+            self.metrics.drop_message("forged");
+            return Ok(());
+        }
+        self.metrics.count("in", msg.kind(), server_name(from));
+        self.step(Input::Message { from, msg }).await
+    }
+
+    /// A client's request (or status query) on `user`'s request topic.
+    async fn on_request(&mut self, user: &str, payload: &[u8]) -> Result<(), NodeError> {
+        if let Some(q) = StatusQuery::parse(payload) {
+            self.answer_status_query(user, &q.status_to);
+            return Ok(());
+        }
+        let cmd = match codec::decode(payload, self.max_payload) {
+            Ok(Message::Request(cmd)) => cmd,
+            Ok(_) => {
+                self.metrics.drop_message("forged");
+                return Ok(());
+            }
+            Err(e) => {
+                self.metrics.drop_message(e.reason());
+                return Ok(());
+            }
+        };
+        // The client id must belong to the user the broker authenticated for this
+        // topic, or one client could answer for, or block, another's commands.
+        let owner = cmd.client.split_once('/').map(|(u, _)| u);
+        if owner != Some(user) {
+            self.metrics.drop_message("forged");
+            return Ok(());
+        }
+        self.metrics.count("in", "request", "client".to_string());
+        if self.server().role() == RoleKind::Leader {
+            if self.arrivals.len() > 100_000 {
+                self.arrivals.clear();
+            }
+            self.arrivals
+                .entry((cmd.client.clone(), cmd.seq))
+                .or_insert_with(Instant::now);
+        }
+        self.step(Input::Request(cmd)).await
+    }
+
+    /// A server's retained presence, or its last will.
+    async fn on_presence(&mut self, node: &str, payload: &[u8]) -> Result<(), NodeError> {
+        let Some(id) = server_id(node).filter(|id| *id <= self.server().config().servers) else {
+            return Ok(());
+        };
+        if payload == b"online" {
+            self.online.insert(id);
+        } else if id == self.server().id() && self.conn.connected.load(Ordering::Relaxed) {
+            // Our own last will, published by the broker for an earlier connection
+            // it noticed dead only after we had reconnected (a lossy link makes
+            // this common): we are here, so say so again, or peers (and we) count
+            // one server fewer online until our next reconnect.
+            let _ = self.conn.client.try_publish(
+                self.topics.presence(&self.me),
+                rumqttc::QoS::AtLeastOnce,
+                true,
+                b"online".to_vec(),
+            );
+        } else {
+            self.online.remove(&id);
+        }
+        self.metrics.servers_online.set(self.online.len() as i64);
+        self.driver.set_online(self.online.len());
+        if payload != b"online" && id != self.server().id() {
+            // A will: if that was our leader, the core stands for election now
+            // rather than after the election timeout.
+            self.step(Input::PeerOffline(id)).await?;
         }
         Ok(())
     }
