@@ -186,9 +186,15 @@ async fn drive(
                     return;
                 }
                 if let ConnectionError::ConnectionRefused(code) = &e {
-                    // The main connection, logging in as the same user, reports a bad
-                    // password and stops the server; here it is only worth a line.
-                    tracing::warn!(broker = %url, ?code, "the broker refused the MQTT 5 connection for JSON requests");
+                    use rumqttc::v5::mqttbytes::v5::ConnectReturnCode as Code;
+                    if matches!(code, Code::BadUserNamePassword | Code::NotAuthorized) {
+                        // The main connection logs in as the same user: it reports this
+                        // and stops the server with one line, which a second line here,
+                        // racing it to the log, would only muddle.
+                        tracing::debug!(broker = %url, ?code, "the broker refused the MQTT 5 connection for JSON requests");
+                    } else {
+                        tracing::warn!(broker = %url, ?code, "the broker refused the MQTT 5 connection for JSON requests");
+                    }
                 } else if was {
                     tracing::warn!(broker = %url, error = %e, "lost the MQTT 5 connection for JSON requests; reconnecting");
                 }
