@@ -512,22 +512,7 @@ fn write_rewrite(
     for (pos, header) in &headers {
         file.write_all_at(header, *pos).map_err(io(path))?;
     }
-    let body_len = at - GROUP_HEADER as u64;
-    let len = u32::try_from(body_len)
-        .ok()
-        .filter(|n| *n <= MAX_RECORD)
-        .ok_or(StorageError::TooLarge {
-            bytes: body_len as usize,
-        })?;
-    let mut crc = crc32fast::Hasher::new();
-    crc.update(&len.to_le_bytes());
-    crc.update(&seq.to_le_bytes());
-    crc.combine(&body);
-    let mut header = [0; GROUP_HEADER];
-    header[0..4].copy_from_slice(&GROUP_MAGIC);
-    header[4..8].copy_from_slice(&len.to_le_bytes());
-    header[8..16].copy_from_slice(&seq.to_le_bytes());
-    header[16..20].copy_from_slice(&crc.finalize().to_le_bytes());
+    let header = group_header(checked_len(at - GROUP_HEADER as u64)?, seq, &body);
     file.write_all_at(&header, 0).map_err(io(path))?;
     file.sync_all().map_err(io(path))?;
     Ok(at)
@@ -576,15 +561,8 @@ fn stream_record(
         }),
     })?;
     let Tee { crc, len, .. } = tee;
-    let n = u32::try_from(len)
-        .ok()
-        .filter(|n| *n <= MAX_RECORD)
-        .ok_or(StreamError::Storage(StorageError::TooLarge {
-            bytes: len as usize,
-        }))?;
-    let mut header = [0; 8];
-    header[0..4].copy_from_slice(&n.to_le_bytes());
-    header[4..8].copy_from_slice(&crc.clone().finalize().to_le_bytes());
+    let n = checked_len(len).map_err(StreamError::Storage)?;
+    let header = record_header(n, crc.clone().finalize());
     Ok((header, (len, crc)))
 }
 
@@ -746,14 +724,42 @@ fn frame(buf: &mut Vec<u8>, op: &PersistOp) -> Result<(), StorageError> {
     })?;
     *buf = out;
     let body = &buf[at + 8..];
-    let len = u32::try_from(body.len())
+    let header = record_header(checked_len(body.len() as u64)?, crc32fast::hash(body));
+    buf[at..at + 8].copy_from_slice(&header);
+    Ok(())
+}
+
+/// A record's or a group's length as its header stores it, refused past [`MAX_RECORD`].
+fn checked_len(len: u64) -> Result<u32, StorageError> {
+    u32::try_from(len)
         .ok()
         .filter(|n| *n <= MAX_RECORD)
-        .ok_or(StorageError::TooLarge { bytes: body.len() })?;
-    let crc = crc32fast::hash(body);
-    buf[at..at + 4].copy_from_slice(&len.to_le_bytes());
-    buf[at + 4..at + 8].copy_from_slice(&crc.to_le_bytes());
-    Ok(())
+        .ok_or(StorageError::TooLarge {
+            bytes: usize::try_from(len).unwrap_or(usize::MAX),
+        })
+}
+
+/// A group's header: magic, body length, sequence number, and the checksum of those and
+/// the body (`body` has hashed the body alone).
+fn group_header(len: u32, seq: u64, body: &crc32fast::Hasher) -> [u8; GROUP_HEADER] {
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&len.to_le_bytes());
+    crc.update(&seq.to_le_bytes());
+    crc.combine(body);
+    let mut h = [0; GROUP_HEADER];
+    h[0..4].copy_from_slice(&GROUP_MAGIC);
+    h[4..8].copy_from_slice(&len.to_le_bytes());
+    h[8..16].copy_from_slice(&seq.to_le_bytes());
+    h[16..20].copy_from_slice(&crc.finalize().to_le_bytes());
+    h
+}
+
+/// A record's header: payload length and the payload's checksum.
+fn record_header(len: u32, crc: u32) -> [u8; 8] {
+    let mut h = [0; 8];
+    h[0..4].copy_from_slice(&len.to_le_bytes());
+    h[4..8].copy_from_slice(&crc.to_le_bytes());
+    h
 }
 
 /// Starts a group in `buf` (cleared; its capacity is kept): room for the header, which
@@ -766,15 +772,10 @@ fn open_group(buf: &mut Vec<u8>) {
 /// Fills the header of the group that [`open_group`] started, numbering it `seq`.
 fn seal_group(buf: &mut [u8], seq: u64) -> Result<(), StorageError> {
     let body = &buf[GROUP_HEADER..];
-    let len = u32::try_from(body.len())
-        .ok()
-        .filter(|n| *n <= MAX_RECORD)
-        .ok_or(StorageError::TooLarge { bytes: body.len() })?;
-    let crc = group_crc(len, seq, body);
-    buf[0..4].copy_from_slice(&GROUP_MAGIC);
-    buf[4..8].copy_from_slice(&len.to_le_bytes());
-    buf[8..16].copy_from_slice(&seq.to_le_bytes());
-    buf[16..20].copy_from_slice(&crc.to_le_bytes());
+    let len = checked_len(body.len() as u64)?;
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(body);
+    buf[..GROUP_HEADER].copy_from_slice(&group_header(len, seq, &crc));
     Ok(())
 }
 
