@@ -31,6 +31,28 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+/// Decodes an `Arc<str>` with one copy, from the input straight into the shared allocation.
+/// serde's own (feature `rc`) goes through a `String` and copies again into the `Arc`: a
+/// second copy of every value each server decodes, on the hot path.
+pub(crate) mod arc_str {
+    use serde::de::{Deserializer, Error, Visitor};
+    use std::sync::Arc;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<str>, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Arc<str>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: Error>(self, v: &str) -> Result<Arc<str>, E> {
+                Ok(Arc::from(v))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
 /// A client's id as it appears on the wire. Clients must pick a fresh id per incarnation
 /// (sequence numbers restart at 1), or their first commands would be taken for duplicates.
 pub type ClientId = String;
@@ -46,11 +68,13 @@ pub enum Op {
     /// (serialized as a string, so the bytes are unchanged).
     Put {
         key: String,
+        #[serde(deserialize_with = "arc_str::deserialize")]
         value: Arc<str>,
     },
     /// Appends to the current value; a missing key counts as the empty string.
     Append {
         key: String,
+        #[serde(deserialize_with = "arc_str::deserialize")]
         value: Arc<str>,
     },
     Delete {
@@ -60,6 +84,7 @@ pub enum Op {
     Cas {
         key: String,
         expected: Option<String>,
+        #[serde(deserialize_with = "arc_str::deserialize")]
         new: Arc<str>,
     },
     /// Opens a session (see the module docs); sent under the client's own id, not a session's.
@@ -73,6 +98,7 @@ pub enum Op {
     CasRevision {
         key: String,
         revision: u64,
+        #[serde(deserialize_with = "arc_str::deserialize")]
         new: Arc<str>,
     },
     /// `op` without opening a session first: a client id not yet in the table starts its
@@ -218,6 +244,7 @@ pub struct Record {
     /// (a snapshot being written, a watch), and a copied node then copies pointers rather
     /// than up to 64 values (with 1 KB values, a whole second store over one snapshot).
     /// Serialized as a string, so the bytes are unchanged.
+    #[serde(deserialize_with = "arc_str::deserialize")]
     pub value: Arc<str>,
     /// The revision of the change that created the key (since it last did not exist).
     pub create: u64,

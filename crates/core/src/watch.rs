@@ -24,6 +24,7 @@ pub enum ChangeKind {
     /// `version`-th change since.
     Put {
         /// Shared with the store's record (see [`crate::kv::Record::value`]).
+        #[serde(deserialize_with = "crate::kv::arc_str::deserialize")]
         value: std::sync::Arc<str>,
         create: u64,
         version: u64,
