@@ -14,6 +14,10 @@ use crate::cmd::Exit;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+// Every server, the built-in broker and the bench allocate per message; see Cargo.toml.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "mqpaxos",

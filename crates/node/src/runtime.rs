@@ -433,9 +433,13 @@ async fn close(node: Node) {
 struct Node {
     driver: Driver,
     storage: Box<dyn Storage>,
-    /// Peer traffic, presence, status and chaos; what the server publishes goes out here.
+    /// Peer traffic, presence, status and chaos.
     conn: Connection,
-    /// Clients' requests only (see `run_server`).
+    /// Clients' requests in; replies to them, watch events and views out (see
+    /// `open_connections`). The client traffic in both directions on a connection apart from
+    /// the peers' own: each connection's event loop writes one publish per system call, so a
+    /// leader's Accepts and heartbeats queued behind a reply and a watch event per command
+    /// (most of what it publishes), and a reply of a megabyte held a heartbeat up.
     requests: Connection,
     topics: Topics,
     metrics: Arc<Metrics>,
@@ -682,7 +686,7 @@ impl Node {
     /// next changes. Sent after the changes published so far, on the same connection, so no
     /// older value can land after a newer one.
     fn refresh_view(&mut self) {
-        if self.view_prefixes.is_empty() || !self.conn.connected.load(Ordering::Relaxed) {
+        if self.view_prefixes.is_empty() || !self.requests.connected.load(Ordering::Relaxed) {
             return;
         }
         let mut out: Vec<(String, Vec<u8>)> = Vec::new();
@@ -720,7 +724,7 @@ impl Node {
         );
         for (topic, body) in out {
             match self
-                .conn
+                .requests
                 .client
                 .try_publish(topic, rumqttc::QoS::AtLeastOnce, true, body)
             {
@@ -744,7 +748,7 @@ impl Node {
         if !self.watch && !viewed {
             return;
         }
-        if !self.conn.connected.load(Ordering::Relaxed) {
+        if !self.requests.connected.load(Ordering::Relaxed) {
             self.metrics.drop_message("offline");
             return;
         }
@@ -758,7 +762,7 @@ impl Node {
             let body = serde_json::to_vec(&crate::json::event(c)).unwrap_or_default();
             let topic = self.topics.watch(&c.key);
             match self
-                .conn
+                .requests
                 .client
                 .try_publish(topic, rumqttc::QoS::AtMostOnce, false, body)
             {
@@ -768,7 +772,7 @@ impl Node {
         }
         if viewed {
             let topic = self.topics.view(&c.key);
-            match self.conn.client.try_publish(
+            match self.requests.client.try_publish(
                 topic,
                 rumqttc::QoS::AtLeastOnce,
                 true,
@@ -880,15 +884,20 @@ impl Node {
                 (self.topics.reply(c), "client".to_string())
             }
         };
-        if !self.conn.connected.load(Ordering::Relaxed) {
+        // Clients' replies leave on the requests' connection (see `Node::requests`).
+        let conn = if matches!(o.to, Dest::Client(_)) {
+            &self.requests
+        } else {
+            &self.conn
+        };
+        if !conn.connected.load(Ordering::Relaxed) {
             // Offline: drop it like a lost message; Paxos resends what matters.
             self.metrics.drop_message("offline");
             return;
         }
         match codec::encode(&o.msg, self.max_payload) {
             Ok(payload) => {
-                if self
-                    .conn
+                if conn
                     .client
                     .try_publish(topic, rumqttc::QoS::AtMostOnce, false, payload)
                     .is_ok()
