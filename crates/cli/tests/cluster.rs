@@ -149,6 +149,8 @@ fn kill_the_leader(kind: Kind, n: u32) {
             .expect("put before the kill");
         acked.push(i);
     }
+    // The leader announced itself to this client's user, and the client sends to it alone.
+    assert_eq!(rt.block_on(client.leader()), Some(old));
     cluster.kill(old);
     let killed_at = Instant::now();
     // Writes keep succeeding (they wait out the election) without any help from the test.
@@ -163,6 +165,11 @@ fn kill_the_leader(kind: Kind, n: u32) {
     );
     let new = cluster.leader(Duration::from_secs(20));
     assert_ne!(new, old, "a new leader took over");
+    assert_eq!(
+        rt.block_on(client.leader()),
+        Some(new),
+        "the new leader announced itself"
+    );
     cluster.start_server(old);
     for i in 30..40 {
         rt.block_on(client.put(&format!("k{i}"), &format!("rejoined-{i}")))

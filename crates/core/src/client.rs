@@ -1,10 +1,16 @@
 //! The client's side of the protocol: one command at a time, sent to every server, resent
 //! with the same sequence number until a matching reply arrives.
 //!
-//! A client broadcasts because it cannot know who leads (on MQTT the broadcast is a single
-//! publish). Only the leader answers, but after a leader change, or when a reply is
-//! duplicated, several replies for one command may arrive: the first one that matches the
-//! pending sequence number and fits the operation wins; the rest are ignored.
+//! Leader first, broadcast as the fallback. A client told who leads ([`Client::on_leader`]:
+//! the leaders announce themselves, on MQTT as a retained message) sends each command to that
+//! server alone, and every resend to all servers (one publish on MQTT). The broadcast is
+//! what makes a wrong or stale hint harmless: a command sent to a server that no longer
+//! leads waits one resend interval, no more. Sending to the leader alone spares the broker
+//! two deliveries per command and the followers decoding each one. A new hint resends the
+//! pending command to the new leader at once, so a failover does not wait for the timer.
+//! Only the leader answers, but after a leader change, or when a reply is duplicated,
+//! several replies for one command may arrive: the first one that matches the pending
+//! sequence number and fits the operation wins; the rest are ignored.
 //!
 //! Before its first command that changes data, a client opens a session through the log
 //! ([`Op::Open`], see `kv`): its commands then carry the session id `<id>/<slot>` so that they
@@ -12,6 +18,7 @@
 //! refused with [`OpResult::SessionExpired`], the client forgets the session and reports the
 //! result; the next command opens a new one. Pure logic; no IO, no clock.
 
+use crate::ballot::NodeId;
 use crate::kv::{ClientId, Command, Op, OpResult};
 use crate::message::{Dest, Message, Outgoing};
 use std::time::Duration;
@@ -50,7 +57,7 @@ impl std::error::Error for ClientError {}
 /// What the client asks of its driver after an input.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct ClientReady {
-    /// A message to send (the command, to all servers).
+    /// A message to send (the command, to the leader it was told of or to all servers).
     pub send: Option<Outgoing>,
     /// Fire the resend timer after this long (replacing any earlier one).
     pub timer: Option<Duration>,
@@ -77,6 +84,11 @@ pub struct Client {
     /// a reply to another.
     next_seq: u64,
     pending: Option<Pending>,
+    /// The server last announced as leader, if any. The latest announcement wins, whatever
+    /// its ballot: a cluster made anew starts its ballots again from the bottom, and a
+    /// stale announcement costs one resend interval, after which the current leader, which
+    /// sees it too, announces itself again.
+    leader: Option<NodeId>,
 }
 
 impl Client {
@@ -89,6 +101,7 @@ impl Client {
             session: None,
             next_seq: 1,
             pending: None,
+            leader: None,
         }
     }
 
@@ -120,9 +133,32 @@ impl Client {
                 }
             }
         };
-        let ready = self.send(&pending.cmd);
+        let ready = self.send(&pending.cmd, self.to_leader());
         self.pending = Some(pending);
         Ok(ready)
+    }
+
+    /// A server announced that it leads. A pending command then goes to the new leader at
+    /// once (the old one may be gone, and the broadcast would wait for the resend timer).
+    pub fn on_leader(&mut self, server: NodeId) -> ClientReady {
+        let changed = self.leader != Some(server);
+        self.leader = Some(server);
+        match &self.pending {
+            Some(p) if changed => {
+                let cmd = p.cmd.clone();
+                self.send(&cmd, Dest::Server(server))
+            }
+            _ => ClientReady::default(),
+        }
+    }
+
+    /// The server this client believes leads, if it was told.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.leader
+    }
+
+    fn to_leader(&self) -> Dest {
+        self.leader.map_or(Dest::AllServers, Dest::Server)
     }
 
     /// The session this client's commands run in, once opened.
@@ -154,7 +190,7 @@ impl Client {
                 .and_then(|p| p.waiting)
                 .unwrap_or(Op::Open);
             let cmd = self.command(session, op);
-            let ready = self.send(&cmd);
+            let ready = self.send(&cmd, self.to_leader());
             self.pending = Some(Pending { cmd, waiting: None });
             return ready;
         }
@@ -169,11 +205,13 @@ impl Client {
         }
     }
 
+    /// The resend timer fired: the pending command goes to every server, whoever was
+    /// thought to lead (the fallback that makes a stale hint harmless).
     pub fn on_timer(&mut self) -> ClientReady {
         match &self.pending {
             Some(p) => {
                 let cmd = p.cmd.clone();
-                self.send(&cmd)
+                self.send(&cmd, Dest::AllServers)
             }
             None => ClientReady::default(),
         }
@@ -185,10 +223,10 @@ impl Client {
         self.pending.take().map(|p| p.cmd.seq)
     }
 
-    fn send(&self, cmd: &Command) -> ClientReady {
+    fn send(&self, cmd: &Command, to: Dest) -> ClientReady {
         ClientReady {
             send: Some(Outgoing {
-                to: Dest::AllServers,
+                to,
                 msg: Message::Request(cmd.clone()),
             }),
             timer: Some(self.cfg.resend),
@@ -276,6 +314,32 @@ mod tests {
             r.send.map(|o| o.msg),
             Some(Message::Request(Command { seq: 2, .. }))
         ));
+    }
+
+    #[test]
+    fn a_told_leader_gets_the_command_alone_and_resends_go_to_all() {
+        let mut c = Client::new("c1", ClientConfig::default());
+        assert_eq!(c.on_leader(3), ClientReady::default());
+        let r = c.invoke(get()).unwrap();
+        assert_eq!(r.send.map(|o| o.to), Some(Dest::Server(3)));
+        assert_eq!(c.on_timer().send.map(|o| o.to), Some(Dest::AllServers));
+        // A new leader gets the pending command at once, with the same sequence number.
+        let r = c.on_leader(1);
+        assert!(matches!(
+            r.send,
+            Some(Outgoing {
+                to: Dest::Server(1),
+                msg: Message::Request(Command { seq: 1, .. })
+            })
+        ));
+        assert_eq!(r.timer, Some(ClientConfig::default().resend));
+        // The same leader again (re-announced): nothing to resend.
+        assert_eq!(c.on_leader(1), ClientReady::default());
+        assert!(c.on_reply(1, OpResult::Value(None)).done.is_some());
+        // Nothing pending: a new leader is noted, nothing is sent.
+        assert_eq!(c.on_leader(2), ClientReady::default());
+        let r = c.invoke(get()).unwrap();
+        assert_eq!(r.send.map(|o| o.to), Some(Dest::Server(2)));
     }
 
     #[test]

@@ -586,6 +586,11 @@ impl KvStore {
         self.sessions.len()
     }
 
+    /// The ids of the sessions held (`<client>/<slot>`, or a sessionless client's id).
+    pub fn session_ids(&self) -> impl Iterator<Item = &str> {
+        self.sessions.keys().map(String::as_str)
+    }
+
     /// Applies `cmd`, the first command chosen at `slot` (see [`KvStore::apply_nth`]).
     pub fn apply(&mut self, slot: Slot, cmd: &Command) -> Applied {
         self.apply_nth(slot, 0, cmd)

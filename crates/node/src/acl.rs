@@ -4,7 +4,8 @@
 //! Least privilege, per cluster (every rule names its cluster: no `+` for it, so the users
 //! of one cluster cannot write into another's topics, and a server's user name names its
 //! cluster too, `<cluster>-server<i>`, so no server credential is valid in two clusters):
-//! - every user: publish its own requests (postcard and JSON) and read its own replies (`%u`
+//! - every user: publish its own requests (postcard and JSON; to all servers or to the
+//!   leader alone) and read its own replies and the leader announcements among them (`%u`
 //!   rules).
 //! - the servers, the [`OPERATOR`] and any extra readers named (monitoring users): read the
 //!   servers' presence and status (for `mqpaxos status`). Not every user: Mosquitto can
@@ -132,6 +133,8 @@ pub fn rules(
             filter: format!("mqpaxos/{c}/{}", filter.replace("{u}", USER)),
         };
         r.push(all(Access::Publish, "request/{u}"));
+        // A command for the announced leader alone (`request/<user>/server<i>`).
+        r.push(all(Access::Publish, "request/{u}/+"));
         r.push(all(Access::Read, "reply/{u}/#"));
         r.push(all(Access::Publish, "json/request/{u}"));
         r.push(all(Access::Read, "json/reply/{u}/#"));
@@ -191,6 +194,7 @@ pub fn rules(
             r.push(one(Access::Publish, format!("presence/{s}")));
             r.push(one(Access::Publish, format!("status/{s}")));
             r.push(one(Access::Read, "request/+".into()));
+            r.push(one(Access::Read, format!("request/+/{s}")));
             r.push(one(Access::Publish, "reply/#".into()));
             r.push(one(Access::Read, "json/request/+".into()));
             r.push(one(Access::Publish, "json/reply/#".into()));
@@ -359,6 +363,9 @@ mod tests {
             assert!(allows(&r, s1, Access::Read, &f), "{f}");
         }
         assert!(allows(&r, s1, Access::Read, &t.all_requests()));
+        assert!(allows(&r, s1, Access::Read, &t.requests_to(1)));
+        assert!(!allows(&r, s1, Access::Read, &t.requests_to(2)));
+        assert!(allows(&r, s1, Access::Publish, &t.leader_for("client7")));
         assert!(allows(&r, s1, Access::Read, &t.all_presence()));
         assert!(allows(&r, s1, Access::Read, &t.status(n1)));
         assert!(allows(&r, s1, Access::Read, &t.chaos()));
@@ -368,7 +375,9 @@ mod tests {
         // Clients.
         let c = "client7";
         assert!(allows(&r, c, Access::Publish, &t.request(c)));
+        assert!(allows(&r, c, Access::Publish, &t.request_to(c, 3)));
         assert!(allows(&r, c, Access::Read, &t.reply(&format!("{c}/abc"))));
+        assert!(allows(&r, c, Access::Read, &t.leader_for(c)));
         // The operator and a named reader watch the servers; a plain client does not.
         assert!(allows(&r, OPERATOR, Access::Publish, &t.chaos()));
         assert!(allows(&r, OPERATOR, Access::Read, &t.all_status()));
@@ -428,6 +437,9 @@ mod tests {
         ));
         assert!(!allows(&r, c, Access::Read, &t.peer_filters(1)[0]));
         assert!(!allows(&r, c, Access::Publish, &t.request("client8")));
+        assert!(!allows(&r, c, Access::Publish, &t.request_to("client8", 1)));
+        assert!(!allows(&r, c, Access::Read, &t.leader_for("client8")));
+        assert!(!allows(&r, c, Access::Publish, &t.leader_for(c)));
         assert!(!allows(&r, c, Access::Read, &t.all_requests()));
         assert!(!allows(&r, c, Access::Read, &t.reply("client8/abc")));
         assert!(!allows(&r, c, Access::Read, "mqpaxos/prod/reply/#"));

@@ -1,6 +1,8 @@
 //! The async client library: connect to a cluster through its broker and run key/value
-//! commands. Each command goes to every server in one publish, is resent with the same
-//! sequence number until the leader's reply arrives, and so executes at most once.
+//! commands. Each command goes to the server that last announced itself leader (retained,
+//! on `reply/<user>/leader`), or to every server in one publish while none has; it is resent
+//! to every server with the same sequence number until the leader's reply arrives, and so
+//! executes at most once.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), mqpaxos_node::ClientError> {
@@ -16,7 +18,7 @@
 use crate::codec;
 use crate::topics::{valid_level, Parsed, Topics};
 use crate::transport::{BrokerOptions, Connection, Incoming, Session, TransportError};
-use mqpaxos_core::{ClientConfig, Message, Op, OpResult};
+use mqpaxos_core::{ClientConfig, ClientReady, Dest, Message, Op, OpResult};
 use std::time::Duration;
 use thiserror::Error;
 use tokio::sync::Mutex;
@@ -127,8 +129,12 @@ impl Client {
         let topics = Topics::new(&opts.cluster);
         let s = Session {
             client_id: format!("mqpaxos-{}-{}", opts.broker.user, session),
-            // Replies to its opens and to its sessions' commands all come to one topic.
-            subscriptions: vec![topics.reply(&client_id)],
+            // Replies to its opens and to its sessions' commands all come to one topic; who
+            // leads comes retained.
+            subscriptions: vec![
+                topics.reply(&client_id),
+                topics.leader_for(&opts.broker.user),
+            ],
             on_connect: Vec::new(),
             will: None,
         };
@@ -350,12 +356,19 @@ impl Client {
         let Inner { conn, core } = &mut *inner;
         // A command abandoned by an earlier timeout must not block this one.
         core.abandon();
+        // Announcements that came while no command ran: the command goes to today's leader.
+        while let Ok(m) = conn.incoming.try_recv() {
+            if let Incoming::Publish { topic, payload, .. } = m {
+                if let Some(Parsed::Leader { .. }) = self.topics.parse(&topic) {
+                    self.on_leader(core, &payload);
+                }
+            }
+        }
         let ready = core
             .invoke(op)
             .map_err(|e| ClientError::Invalid(e.to_string()))?;
-        let request_topic = self.topics.request(&self.user);
         if let Some(o) = ready.send {
-            publish(conn, &request_topic, &o.msg).await?;
+            publish(conn, &self.request_topic(&o.to), &o.msg).await?;
         }
         let deadline = tokio::time::Instant::now() + self.timeout;
         let mut resend_at = tokio::time::Instant::now() + self.resend;
@@ -370,7 +383,7 @@ impl Client {
                     if let Some(o) = r.send {
                         // While the broker is away the publish fails; keep trying until the
                         // deadline.
-                        let _ = publish(conn, &request_topic, &o.msg).await;
+                        let _ = publish(conn, &self.request_topic(&o.to), &o.msg).await;
                     }
                     resend_at = tokio::time::Instant::now() + self.resend;
                 }
@@ -379,8 +392,17 @@ impl Client {
                         return Err(TransportError::Closed.into());
                     };
                     let Incoming::Publish { topic, payload, .. } = m else { continue };
-                    if !matches!(self.topics.parse(&topic), Some(Parsed::Reply { .. })) {
-                        continue;
+                    match self.topics.parse(&topic) {
+                        Some(Parsed::Reply { .. }) => {}
+                        Some(Parsed::Leader { .. }) => {
+                            // A new leader gets the pending command at once.
+                            if let Some(o) = self.on_leader(core, &payload).send {
+                                let _ = publish(conn, &self.request_topic(&o.to), &o.msg).await;
+                                resend_at = tokio::time::Instant::now() + self.resend;
+                            }
+                            continue;
+                        }
+                        _ => continue,
                     }
                     let Ok(Message::Reply { client, seq, result }) =
                         codec::decode(&payload, codec::DEFAULT_MAX_PAYLOAD)
@@ -406,12 +428,34 @@ impl Client {
                     }
                     if let Some(o) = r.send {
                         // The session is open: now the command itself.
-                        let _ = publish(conn, &request_topic, &o.msg).await;
+                        let _ = publish(conn, &self.request_topic(&o.to), &o.msg).await;
                         resend_at = tokio::time::Instant::now() + self.resend;
                     }
                 }
             }
         }
+    }
+
+    /// Where a command goes: the announced leader's own topic, or every server's.
+    fn request_topic(&self, to: &Dest) -> String {
+        match to {
+            Dest::Server(id) => self.topics.request_to(&self.user, *id),
+            _ => self.topics.request(&self.user),
+        }
+    }
+
+    /// A retained leader announcement; one that does not parse is ignored (the commands
+    /// then keep their last destination, and resends reach everyone anyway).
+    fn on_leader(&self, core: &mut mqpaxos_core::Client, payload: &[u8]) -> ClientReady {
+        match serde_json::from_slice::<crate::topics::LeaderAnnouncement>(payload) {
+            Ok(a) => core.on_leader(a.server),
+            Err(_) => ClientReady::default(),
+        }
+    }
+
+    /// The server this client sends its commands to first, once a leader announced itself.
+    pub async fn leader(&self) -> Option<mqpaxos_core::NodeId> {
+        self.inner.lock().await.core.leader()
     }
 
     /// The cluster's topic names.

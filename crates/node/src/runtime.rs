@@ -20,7 +20,7 @@ use mqpaxos_core::{
     Server,
 };
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -188,6 +188,14 @@ const STATUS_EVERY_COMMIT: Duration = Duration::from_millis(20);
 /// another process already running as the same server.
 const PROBATION: Duration = Duration::from_millis(1500);
 
+/// A leader tells one user who leads at most this often (`Node::announce_to`): a client's
+/// broadcasts come one resend interval (200 ms by default) apart.
+const ANNOUNCE_EVERY: Duration = Duration::from_millis(100);
+
+/// The users a leader remembers having told (`Node::announce_to`), and the most it tells at
+/// once on taking office.
+const MAX_ANNOUNCED: usize = 4096;
+
 /// Called once the server is up, with the metrics endpoint's address if any.
 pub type OnReady = Box<dyn FnOnce(Option<SocketAddr>) + Send>;
 
@@ -242,6 +250,7 @@ pub async fn run_server(
         watch: opts.watch,
         view_prefixes: opts.view_prefixes.clone(),
         view_refresh_due: false,
+        announced: HashMap::new(),
         max_payload: opts.max_payload,
         last_status: None,
         instance,
@@ -395,7 +404,7 @@ async fn open_connections(
         &broker,
         Session {
             client_id: format!("{client_id}-requests"),
-            subscriptions: vec![topics.all_requests()],
+            subscriptions: vec![topics.all_requests(), topics.requests_to(id)],
             on_connect: Vec::new(),
             will: None,
         },
@@ -465,6 +474,8 @@ struct Node {
     view_prefixes: Vec<String>,
     /// Became leader: republish the view at the next flush ([`Node::refresh_view`]).
     view_refresh_due: bool,
+    /// The users told that this server leads, and when (`Node::announce_to`).
+    announced: HashMap<String, Instant>,
     max_payload: usize,
     last_status: Option<Status>,
     /// This process's random id (see `Status::instance`).
@@ -625,6 +636,7 @@ impl Node {
         let after = self.observed();
         if before.0 != RoleKind::Leader && after.0 == RoleKind::Leader {
             self.view_refresh_due = true;
+            self.announce_to_sessions();
         }
         if before != after {
             self.publish_status(false).await;
@@ -1056,7 +1068,14 @@ impl Node {
     async fn on_request_incoming(&mut self, m: Incoming) -> Result<(), NodeError> {
         match m {
             Incoming::Publish { topic, payload, .. } => match self.topics.parse(&topic) {
-                parsed @ Some(Parsed::Request { .. }) => self.on_message(parsed, payload).await,
+                Some(Parsed::Request { user, to }) => {
+                    if to.is_none() {
+                        // This user's client knows no leader, or a stale one.
+                        self.announce_to(&user);
+                    }
+                    let parsed = Some(Parsed::Request { user, to });
+                    self.on_message(parsed, payload).await
+                }
                 // Nothing else is subscribed there.
                 _ => Ok(()),
             },
@@ -1159,15 +1178,77 @@ impl Node {
             Some(Parsed::JsonRequest { user, v5 }) => {
                 self.on_json_request(user, v5, &payload).await
             }
-            Some(Parsed::Request { user }) => self.on_request(&user, &payload).await,
+            Some(Parsed::Request { user, .. }) => self.on_request(&user, &payload).await,
             Some(Parsed::Presence { node }) => self.on_presence(&node, &payload).await,
-            Some(Parsed::Chaos) | Some(Parsed::Status { .. }) | Some(Parsed::Reply { .. }) => {
-                Ok(())
-            }
+            Some(Parsed::Chaos)
+            | Some(Parsed::Leader { .. })
+            | Some(Parsed::Status { .. })
+            | Some(Parsed::Reply { .. }) => Ok(()),
             None => {
                 self.metrics.drop_message("topic");
                 Ok(())
             }
+        }
+    }
+
+    /// Tells `user`'s clients, retained, that this server leads, so that they send it their
+    /// commands alone (see `mqpaxos_core::client`). A hint only: nothing depends on it for
+    /// safety, and a lost or stale one costs a client one resend interval, whose broadcast
+    /// then reaches this server and makes it announce again, at most every
+    /// [`ANNOUNCE_EVERY`] per user.
+    fn announce_to(&mut self, user: &str) {
+        let s = self.server();
+        if s.role() != RoleKind::Leader || !self.requests.connected.load(Ordering::Relaxed) {
+            return;
+        }
+        let a = crate::topics::LeaderAnnouncement {
+            server: s.id(),
+            ballot: s.ballot(),
+        };
+        let now = Instant::now();
+        if self
+            .announced
+            .get(user)
+            .is_some_and(|at| now.duration_since(*at) < ANNOUNCE_EVERY)
+        {
+            return;
+        }
+        if self.announced.len() >= MAX_ANNOUNCED {
+            // Bounded whatever the number of users: forgetting only lets a user be told again.
+            self.announced.clear();
+        }
+        let Ok(body) = serde_json::to_vec(&a) else {
+            return;
+        };
+        self.announced.insert(user.to_string(), now);
+        match self.requests.client.try_publish(
+            self.topics.leader_for(user),
+            rumqttc::QoS::AtLeastOnce,
+            true,
+            body,
+        ) {
+            Ok(()) => self.metrics.count("out", "leader", "clients".to_string()),
+            Err(_) => self.metrics.drop_message("backlog"),
+        }
+    }
+
+    /// Taking office: the users of the sessions this server holds hear at once that it leads,
+    /// so their clients' pending commands come here without waiting for a resend (clients
+    /// that sent to the old leader alone would otherwise wait one resend interval). At most
+    /// [`MAX_ANNOUNCED`] users; the others are told when their first broadcast arrives.
+    fn announce_to_sessions(&mut self) {
+        self.announced.clear();
+        let users: BTreeSet<String> = self
+            .server()
+            .kv()
+            .session_ids()
+            .filter_map(|id| id.split('/').next())
+            .filter(|u| crate::topics::valid_level(u))
+            .take(MAX_ANNOUNCED)
+            .map(str::to_string)
+            .collect();
+        for u in users {
+            self.announce_to(&u);
         }
     }
 

@@ -4,7 +4,9 @@
 //!
 //! | topic | who publishes | who subscribes |
 //! |---|---|---|
-//! | `request/<user>` | a client, under its own user name | every server (`request/+`) |
+//! | `request/<user>` | a client, under its own user name: a command's resends, or all its commands while it knows no leader | every server (`request/+`) |
+//! | `request/<user>/<server>` | a client: a command, to the server announced as leader | that server (`request/+/<server>`) |
+//! | `reply/<user>/leader` | the leader, retained: `{"server":N,"ballot":{..}}`, for the users of the sessions it holds as it takes office, and for a user whose command reached it by broadcast | that user's clients (to send to the leader first) |
 //! | `peer/all/<server>` | a server, to all servers (one publish, fanned out) | every server (`peer/all/+`) |
 //! | `peer/<to>/<server>` | a server, to server `<to>` | server `<to>` (`peer/<to>/+`) |
 //! | `reply/<user>/<session>` | the leader | that client only |
@@ -39,6 +41,8 @@ pub struct Topics {
 pub enum Parsed {
     Request {
         user: String,
+        /// The server it was sent to alone (the client was told it leads); `None`: to all.
+        to: Option<NodeId>,
     },
     Peer {
         to_all: bool,
@@ -56,12 +60,26 @@ pub enum Parsed {
         node: String,
     },
     Chaos,
+    Leader {
+        user: String,
+    },
     JsonRequest {
         user: String,
         /// Where and with what an MQTT 5 client wants the answer: the publish's response
         /// topic and correlation data ([`crate::transport5`]); never set by [`Topics::parse`].
         v5: Option<Box<V5Reply>>,
     },
+}
+
+/// What a leader publishes, retained, on [`Topics::leader_for`]: as it takes office, for the
+/// users of the sessions it holds, and whenever a user's command reaches it by broadcast (a
+/// client that knows no leader, or a stale one: two servers' announcements may reach the
+/// broker in either order, and the last one stays). JSON, so an operator can read it with
+/// any MQTT tool.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LeaderAnnouncement {
+    pub server: NodeId,
+    pub ballot: mqpaxos_core::Ballot,
 }
 
 /// An MQTT 5 request's answer properties.
@@ -134,6 +152,21 @@ impl Topics {
     }
     pub fn all_requests(&self) -> String {
         format!("{}/request/+", self.prefix)
+    }
+    /// A command for server `to` alone (the client was told it leads).
+    pub fn request_to(&self, user: &str, to: NodeId) -> String {
+        format!("{}/request/{user}/{}", self.prefix, server_name(to))
+    }
+    /// What server `id` subscribes to for the commands sent to it alone.
+    pub fn requests_to(&self, id: NodeId) -> String {
+        format!("{}/request/+/{}", self.prefix, server_name(id))
+    }
+    /// The retained announcement of who leads, for `user`'s clients
+    /// ([`LeaderAnnouncement`]). Below the user's replies: the ACL already lets every user
+    /// read its own replies and only servers write them, and Mosquitto can grant a topic to
+    /// every user only with a `pattern` it warns about at every start.
+    pub fn leader_for(&self, user: &str) -> String {
+        format!("{}/reply/{user}/leader", self.prefix)
     }
     pub fn peer_all(&self, from: NodeId) -> String {
         format!("{}/peer/all/{}", self.prefix, server_name(from))
@@ -217,6 +250,15 @@ impl Topics {
         match parts.as_slice() {
             ["request", user] => Some(Parsed::Request {
                 user: (*user).to_string(),
+                to: None,
+            }),
+            ["request", user, to] => Some(Parsed::Request {
+                user: (*user).to_string(),
+                to: Some(server_id(to)?),
+            }),
+            // Before the replies: the library's session ids are hexadecimal, never `leader`.
+            ["reply", user, "leader"] => Some(Parsed::Leader {
+                user: (*user).to_string(),
             }),
             ["peer", to, from] => {
                 let from = server_id(from)?;
@@ -265,7 +307,8 @@ mod tests {
         assert_eq!(
             t.parse(&t.request("client1")),
             Some(Parsed::Request {
-                user: "client1".into()
+                user: "client1".into(),
+                to: None
             })
         );
         assert_eq!(
@@ -291,6 +334,21 @@ mod tests {
                 session: "ab12".into()
             })
         );
+        assert_eq!(
+            t.parse(&t.request_to("client1", 2)),
+            Some(Parsed::Request {
+                user: "client1".into(),
+                to: Some(2)
+            })
+        );
+        assert_eq!(t.request_to("c", 2), "mqpaxos/prod/request/c/server2");
+        assert_eq!(t.requests_to(2), "mqpaxos/prod/request/+/server2");
+        assert_eq!(t.parse("mqpaxos/prod/request/c/client2"), None);
+        assert_eq!(
+            t.parse(&t.leader_for("c")),
+            Some(Parsed::Leader { user: "c".into() })
+        );
+        assert_eq!(t.leader_for("c"), "mqpaxos/prod/reply/c/leader");
         assert_eq!(t.parse("mqpaxos/other/request/x"), None);
         assert_eq!(t.parse("mqpaxos/prod/peer/all/client1"), None);
         assert_eq!(t.parse("mqpaxos/prod/peer/all/server01"), None);
