@@ -1,7 +1,9 @@
 //! mqpaxos: a replicated key/value store whose servers agree with Multi-Paxos and talk only
 //! through an MQTT broker.
 //!
-//! This crate is the `mqpaxos` command-line tool and the client library applications embed:
+//! This crate is the `mqpaxos` command-line tool. It re-exports the client library, for
+//! programs that already use the tool's crate; an application that only needs a client
+//! depends on `mqpaxos-client` alone (no CLI, plotting or server crates):
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), mqpaxos::ClientError> {
@@ -18,5 +20,6 @@
 //!
 //! See `examples/client.rs` for a runnable example.
 
+pub use mqpaxos_client::{BrokerOptions, Client, ClientError, ClientOptions};
 pub use mqpaxos_core::{Op, OpResult};
-pub use mqpaxos_node::{BrokerOptions, Client, ClientError, ClientOptions, Status};
+pub use mqpaxos_node::Status;

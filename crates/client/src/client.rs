@@ -5,8 +5,8 @@
 //! executes at most once.
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), mqpaxos_node::ClientError> {
-//! use mqpaxos_node::{Client, ClientOptions};
+//! # async fn demo() -> Result<(), mqpaxos_client::ClientError> {
+//! use mqpaxos_client::{Client, ClientOptions};
 //! let client = Client::connect(ClientOptions::new("mqtt://127.0.0.1:1883", "client1")).await?;
 //! client.put("greeting", "hello").await?;
 //! assert_eq!(client.get("greeting").await?.as_deref(), Some("hello"));

@@ -113,7 +113,8 @@ pub fn parse_url(url: &str) -> Result<BrokerAddr, TransportError> {
     Ok(BrokerAddr { host, port, tls })
 }
 
-pub(crate) fn tls_config(ca_file: Option<&PathBuf>) -> Result<TlsConfiguration, TransportError> {
+/// Also the TLS settings of the servers' MQTT 5 connection (`mqpaxos_node::transport5`).
+pub fn tls_config(ca_file: Option<&PathBuf>) -> Result<TlsConfiguration, TransportError> {
     let mut roots = rustls::RootCertStore::empty();
     match ca_file {
         Some(path) => {
@@ -181,7 +182,8 @@ pub struct Held(#[allow(dead_code)] Option<tokio::sync::OwnedSemaphorePermit>);
 /// Claims a received message of `len` bytes' share of `budget`, waiting (and so stopping the
 /// connection's reading) while the messages not yet handled hold it; one message larger than
 /// the whole budget takes all of it. `None` if the connection is stopped meanwhile.
-pub(crate) async fn claim(
+/// Shared with the servers' MQTT 5 connection (`mqpaxos_node::transport5`).
+pub async fn claim(
     budget: &Arc<tokio::sync::Semaphore>,
     len: usize,
     stop: &mut watch::Receiver<bool>,

@@ -13,10 +13,10 @@
 //! | `presence/<node>` | each node: retained `online`, `offline` as last will | anyone |
 //! | `status/<server>` | each server: retained JSON status | `mqpaxos status` |
 //! | `chaos` | the operator: fault injection switches | every node |
-//! | `json/request/<user>` | any MQTT client, JSON (see [`crate::json`]) | every server (`json/request/+`) |
+//! | `json/request/<user>` | any MQTT client, JSON (see `mqpaxos_node::json`) | every server (`json/request/+`) |
 //! | `json/reply/<user>[/...]` | the leader, to the topic the request named | that user's clients |
-//! | `watch/<key>` | the leader: every committed change of the key ([`crate::json::event`]) | watchers (`watch/<prefix>#`) |
-//! | `view/<key>` | the leader, retained: the key's value, for prefixes servers are told to ([`crate::json::view`]) | anyone allowed |
+//! | `watch/<key>` | the leader: every committed change of the key (`mqpaxos_node::json::event`) | watchers (`watch/<prefix>#`) |
+//! | `view/<key>` | the leader, retained: the key's value, for prefixes servers are told to (`mqpaxos_node::json::view`) | anyone allowed |
 //!
 //! A key becomes topic levels as it is (its `/` separate levels, so `watch/config/#` selects
 //! every key starting `config/`), except for the characters MQTT gives a meaning to in a
