@@ -357,7 +357,7 @@ impl Client {
         // A command abandoned by an earlier timeout must not block this one.
         core.abandon();
         // Announcements that came while no command ran: the command goes to today's leader.
-        while let Ok(m) = conn.incoming.try_recv() {
+        while let Some(m) = conn.try_recv() {
             if let Incoming::Publish { topic, payload, .. } = m {
                 if let Some(Parsed::Leader { .. }) = self.topics.parse(&topic) {
                     self.on_leader(core, &payload);
@@ -387,7 +387,7 @@ impl Client {
                     }
                     resend_at = tokio::time::Instant::now() + self.resend;
                 }
-                m = conn.incoming.recv() => {
+                m = conn.recv() => {
                     let Some(m) = m else {
                         return Err(TransportError::Closed.into());
                     };

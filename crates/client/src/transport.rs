@@ -65,6 +65,9 @@ pub enum TransportError {
     NotListening { url: String },
     #[error("the connection to the broker is closed")]
     Closed,
+    /// The connection's outgoing queue is full (the broker is slower than the publisher).
+    #[error("the connection's outgoing queue is full")]
+    Backlog,
 }
 
 /// Where and as whom to connect.
@@ -208,11 +211,30 @@ pub struct Session {
     pub will: Option<(String, Vec<u8>)>,
 }
 
-/// A live connection: publish through `client`, read from `incoming`.
+/// How a publish is delivered: MQTT's QoS 0 or 1 (QoS 2 is never used: Paxos and the clients
+/// resend what matters, and a duplicate is harmless everywhere).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Qos {
+    AtMostOnce,
+    AtLeastOnce,
+}
+
+impl From<Qos> for QoS {
+    fn from(q: Qos) -> QoS {
+        match q {
+            Qos::AtMostOnce => QoS::AtMostOnce,
+            Qos::AtLeastOnce => QoS::AtLeastOnce,
+        }
+    }
+}
+
+/// A live connection: publish with [`Connection::publish`] and its kin, read with
+/// [`Connection::recv`]. The MQTT client stays inside: callers cannot subscribe, change the
+/// session or bypass the receive budget behind the connection's back.
 pub struct Connection {
-    pub client: AsyncClient,
-    pub incoming: mpsc::Receiver<Incoming>,
-    pub connected: Arc<AtomicBool>,
+    client: AsyncClient,
+    incoming: mpsc::Receiver<Incoming>,
+    connected: Arc<AtomicBool>,
     closing: Arc<AtomicBool>,
     task: JoinHandle<()>,
     stop: watch::Sender<bool>,
@@ -316,6 +338,43 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// Whether the broker has accepted the connection and it has not dropped since.
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    /// The next message or connection event; `None` once the connection is closed (or its
+    /// messages were handed off with [`Connection::take_incoming`]).
+    pub async fn recv(&mut self) -> Option<Incoming> {
+        self.incoming.recv().await
+    }
+
+    /// A message or event that has already arrived, without waiting.
+    pub fn try_recv(&mut self) -> Option<Incoming> {
+        self.incoming.try_recv().ok()
+    }
+
+    /// Hands what arrives to a reader on another task; [`Connection::recv`] returns `None`
+    /// from then on, and publishing still works.
+    pub fn take_incoming(&mut self) -> mpsc::Receiver<Incoming> {
+        std::mem::replace(&mut self.incoming, mpsc::channel(1).1)
+    }
+
+    /// Queues a publish without waiting: a server's event loop must not stall when the
+    /// connection's queue is full, so the publish fails instead (the caller counts it as a
+    /// lost message; Paxos resends what matters).
+    pub fn try_publish(
+        &self,
+        topic: String,
+        qos: Qos,
+        retain: bool,
+        payload: Vec<u8>,
+    ) -> Result<(), TransportError> {
+        self.client
+            .try_publish(topic, qos.into(), retain, payload)
+            .map_err(|_| TransportError::Backlog)
     }
 
     /// Publishes at QoS 0 (see the module docs for why).

@@ -22,8 +22,6 @@ pub mod transport5;
 pub mod watch;
 
 pub use client::{Changes, Client, ClientError, ClientOptions};
-/// The MQTT client crate, for callers that publish directly (e.g. fault settings).
-pub use rumqttc;
 pub use runtime::{run_server, NodeError, ServerOptions, Status, StatusQuery};
 pub use storage::SyncPolicy;
 pub use transport::{BrokerOptions, TransportError};

@@ -14,7 +14,7 @@ use crate::codec;
 use crate::metrics::{self, BrokerLink, Metrics};
 use crate::storage::{FileStorage, MemoryStorage, Recovery, Storage, StorageError, SyncPolicy};
 use crate::topics::{server_id, server_name, server_user, Parsed, Topics, V5Reply};
-use crate::transport::{BrokerOptions, Connection, Incoming, Session, TransportError};
+use crate::transport::{BrokerOptions, Connection, Incoming, Qos, Session, TransportError};
 use mqpaxos_core::{
     Config, ConfigError, Dest, Driver, Flush, Input, Message, NodeId, Note, Outgoing, RoleKind,
     Server,
@@ -24,7 +24,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
@@ -115,7 +114,7 @@ impl ServerOptions {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Status {
     pub id: NodeId,
-    pub role: String,
+    pub role: RoleKind,
     /// The highest ballot promised, as `round.server`.
     pub ballot: String,
     pub leader: Option<NodeId>,
@@ -549,7 +548,7 @@ impl Node {
                     self.after_steps(before).await;
                     self.flush().await?;
                 }
-                msg = self.conn.incoming.recv() => match msg {
+                msg = self.conn.recv() => match msg {
                     Some(m) => {
                         self.on_incoming(m).await?;
                         self.take_arrived().await?;
@@ -571,7 +570,7 @@ impl Node {
                     self.deliver(parsed, payload).await?;
                     self.flush().await?;
                 }
-                msg = self.requests.incoming.recv() => match msg {
+                msg = self.requests.recv() => match msg {
                     Some(m) => {
                         self.on_request_incoming(m).await?;
                         self.take_arrived_requests().await?;
@@ -591,9 +590,9 @@ impl Node {
     /// to a flush's worth, so that one sync serves them all.
     async fn take_arrived(&mut self) -> Result<(), NodeError> {
         while !self.driver.flush_due() {
-            match self.conn.incoming.try_recv() {
-                Ok(m) => self.on_incoming(m).await?,
-                Err(_) => break,
+            match self.conn.try_recv() {
+                Some(m) => self.on_incoming(m).await?,
+                None => break,
             }
         }
         Ok(())
@@ -602,9 +601,9 @@ impl Node {
     /// [`Node::take_arrived`] for the requests' connection.
     async fn take_arrived_requests(&mut self) -> Result<(), NodeError> {
         while !self.driver.flush_due() {
-            match self.requests.incoming.try_recv() {
-                Ok(m) => self.on_request_incoming(m).await?,
-                Err(_) => break,
+            match self.requests.try_recv() {
+                Some(m) => self.on_request_incoming(m).await?,
+                None => break,
             }
         }
         Ok(())
@@ -698,7 +697,7 @@ impl Node {
     /// next changes. Sent after the changes published so far, on the same connection, so no
     /// older value can land after a newer one.
     fn refresh_view(&mut self) {
-        if self.view_prefixes.is_empty() || !self.requests.connected.load(Ordering::Relaxed) {
+        if self.view_prefixes.is_empty() || !self.requests.is_connected() {
             return;
         }
         let mut out: Vec<(String, Vec<u8>)> = Vec::new();
@@ -737,8 +736,7 @@ impl Node {
         for (topic, body) in out {
             match self
                 .requests
-                .client
-                .try_publish(topic, rumqttc::QoS::AtLeastOnce, true, body)
+                .try_publish(topic, Qos::AtLeastOnce, true, body)
             {
                 Ok(()) => self.metrics.count("out", "view", "watchers".to_string()),
                 Err(_) => self.metrics.drop_message("backlog"),
@@ -760,7 +758,7 @@ impl Node {
         if !self.watch && !viewed {
             return;
         }
-        if !self.requests.connected.load(Ordering::Relaxed) {
+        if !self.requests.is_connected() {
             self.metrics.drop_message("offline");
             return;
         }
@@ -775,8 +773,7 @@ impl Node {
             let topic = self.topics.watch(&c.key);
             match self
                 .requests
-                .client
-                .try_publish(topic, rumqttc::QoS::AtMostOnce, false, body)
+                .try_publish(topic, Qos::AtMostOnce, false, body)
             {
                 Ok(()) => self.metrics.count("out", "watch", "watchers".to_string()),
                 Err(_) => self.metrics.drop_message("backlog"),
@@ -784,12 +781,10 @@ impl Node {
         }
         if viewed {
             let topic = self.topics.view(&c.key);
-            match self.requests.client.try_publish(
-                topic,
-                rumqttc::QoS::AtLeastOnce,
-                true,
-                crate::json::view(c),
-            ) {
+            match self
+                .requests
+                .try_publish(topic, Qos::AtLeastOnce, true, crate::json::view(c))
+            {
                 Ok(()) => self.metrics.count("out", "view", "watchers".to_string()),
                 Err(_) => self.metrics.drop_message("backlog"),
             }
@@ -902,7 +897,7 @@ impl Node {
         } else {
             &self.conn
         };
-        if !conn.connected.load(Ordering::Relaxed) {
+        if !conn.is_connected() {
             // Offline: drop it like a lost message; Paxos resends what matters.
             self.metrics.drop_message("offline");
             return;
@@ -910,8 +905,7 @@ impl Node {
         match codec::encode(&o.msg, self.max_payload) {
             Ok(payload) => {
                 if conn
-                    .client
-                    .try_publish(topic, rumqttc::QoS::AtMostOnce, false, payload)
+                    .try_publish(topic, Qos::AtMostOnce, false, payload)
                     .is_ok()
                 {
                     self.metrics.count("out", kind, peer);
@@ -1198,7 +1192,7 @@ impl Node {
     /// [`ANNOUNCE_EVERY`] per user.
     fn announce_to(&mut self, user: &str) {
         let s = self.server();
-        if s.role() != RoleKind::Leader || !self.requests.connected.load(Ordering::Relaxed) {
+        if s.role() != RoleKind::Leader || !self.requests.is_connected() {
             return;
         }
         let a = crate::topics::LeaderAnnouncement {
@@ -1221,12 +1215,10 @@ impl Node {
             return;
         };
         self.announced.insert(user.to_string(), now);
-        match self.requests.client.try_publish(
-            self.topics.leader_for(user),
-            rumqttc::QoS::AtLeastOnce,
-            true,
-            body,
-        ) {
+        match self
+            .requests
+            .try_publish(self.topics.leader_for(user), Qos::AtLeastOnce, true, body)
+        {
             Ok(()) => self.metrics.count("out", "leader", "clients".to_string()),
             Err(_) => self.metrics.drop_message("backlog"),
         }
@@ -1316,14 +1308,14 @@ impl Node {
         };
         if payload == b"online" {
             self.online.insert(id);
-        } else if id == self.server().id() && self.conn.connected.load(Ordering::Relaxed) {
+        } else if id == self.server().id() && self.conn.is_connected() {
             // Our own last will, published by the broker for an earlier connection
             // it noticed dead only after we had reconnected (a lossy link makes
             // this common): we are here, so say so again, or peers (and we) count
             // one server fewer online until our next reconnect.
-            let _ = self.conn.client.try_publish(
+            let _ = self.conn.try_publish(
                 self.topics.presence(&self.me),
-                rumqttc::QoS::AtLeastOnce,
+                Qos::AtLeastOnce,
                 true,
                 b"online".to_vec(),
             );
@@ -1357,10 +1349,7 @@ impl Node {
         s.published_ms = unix_ms();
         if let Ok(body) = serde_json::to_vec(&s) {
             let topic = self.topics.reply(&format!("{user}/{to}"));
-            let _ = self
-                .conn
-                .client
-                .try_publish(topic, rumqttc::QoS::AtMostOnce, false, body);
+            let _ = self.conn.try_publish(topic, Qos::AtMostOnce, false, body);
         }
     }
 
@@ -1368,7 +1357,7 @@ impl Node {
         let (ready, health) = self.metrics.health().readiness(std::time::Instant::now());
         Status {
             id: self.server().id(),
-            role: self.server().role().name().to_string(),
+            role: self.server().role(),
             ballot: self.server().ballot().to_string(),
             leader: self.server().leader(),
             commit: self.server().commit(),
@@ -1432,7 +1421,7 @@ impl Node {
         if !force && self.last_status.as_ref() == Some(&s) {
             return;
         }
-        if !self.conn.connected.load(Ordering::Relaxed) {
+        if !self.conn.is_connected() {
             return;
         }
         let mut stamped = s.clone();
@@ -1440,10 +1429,7 @@ impl Node {
         self.last_status_at = Some(Instant::now());
         if let Ok(body) = serde_json::to_vec(&stamped) {
             let topic = self.topics.status(&self.me);
-            let _ = self
-                .conn
-                .client
-                .try_publish(topic, rumqttc::QoS::AtLeastOnce, true, body);
+            let _ = self.conn.try_publish(topic, Qos::AtLeastOnce, true, body);
         }
         self.last_status = Some(s);
     }

@@ -177,7 +177,7 @@ impl Watcher {
                 self.sync().await?;
                 continue;
             }
-            let m = tokio::time::timeout(self.idle, self.conn.incoming.recv()).await;
+            let m = tokio::time::timeout(self.idle, self.conn.recv()).await;
             match m {
                 Err(_) => self.sync_due = true,
                 Ok(None) => return Err(crate::TransportError::Closed.into()),

@@ -168,7 +168,7 @@ impl Heard {
                         if s.rejoining {
                             "rejoining".to_string()
                         } else {
-                            s.role.clone()
+                            s.role.to_string()
                         }
                     }),
                     ballot: s.map(|s| s.ballot.clone()),
@@ -208,7 +208,7 @@ async fn listen(
         if known.is_some_and(|n| heard.answers.len() >= n as usize) {
             break;
         }
-        match tokio::time::timeout_at(deadline, conn.incoming.recv()).await {
+        match tokio::time::timeout_at(deadline, conn.recv()).await {
             Ok(Some(Incoming::Publish { topic, payload, .. })) => {
                 if topic == reply_topic {
                     if let Ok(s) = serde_json::from_slice::<Status>(&payload) {

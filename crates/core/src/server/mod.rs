@@ -56,8 +56,9 @@ use rejoin::Rejoin;
 use replication::Inflight;
 use requests::Recent;
 
-/// What a server is doing now.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What a server is doing now. Serialized as its [`RoleKind::name`] (status reports).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum RoleKind {
     Follower,
     Candidate,
@@ -71,6 +72,12 @@ impl RoleKind {
             RoleKind::Candidate => "candidate",
             RoleKind::Leader => "leader",
         }
+    }
+}
+
+impl std::fmt::Display for RoleKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 

@@ -175,7 +175,7 @@ impl JsonConn {
             loop {
                 let m = tokio::select! {
                     _ = tokio::time::sleep_until(resend_at) => break,
-                    m = self.conn.incoming.recv() => m,
+                    m = self.conn.recv() => m,
                 };
                 let Some(Incoming::Publish { payload, .. }) = m else {
                     if m.is_none() {

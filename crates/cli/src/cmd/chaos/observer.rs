@@ -41,7 +41,7 @@ impl Observer {
         )
         .await
         .map_err(|e| fail(Exit::Unavailable, e.to_string()))?;
-        let incoming = std::mem::replace(&mut connection.incoming, tokio::sync::mpsc::channel(1).1);
+        let incoming = connection.take_incoming();
         let observer = Observer {
             connection,
             topics: topics.clone(),
@@ -67,8 +67,7 @@ impl Observer {
             )
         })?;
         self.connection
-            .client
-            .publish(self.topics.chaos(), rumqttc_qos(), true, body)
+            .publish_retained(self.topics.chaos(), body)
             .await
             .map_err(|e| {
                 fail(
@@ -86,8 +85,11 @@ impl Observer {
                 .observed
                 .lock()
                 .map(|o| {
-                    o.values()
-                        .any(|(on, s)| *on && s.as_ref().is_some_and(|s| s.role == "leader"))
+                    o.values().any(|(on, s)| {
+                        *on && s
+                            .as_ref()
+                            .is_some_and(|s| s.role == mqpaxos_core::RoleKind::Leader)
+                    })
                 })
                 .unwrap_or(false);
             if has_leader {
@@ -169,7 +171,7 @@ async fn follow(
                 if let (Some(id), Ok(s)) =
                     (server_id(&node), serde_json::from_slice::<Status>(&payload))
                 {
-                    if s.role == "leader" {
+                    if s.role == mqpaxos_core::RoleKind::Leader {
                         let now = (s.ballot.clone(), id);
                         if last_leader.as_ref() != Some(&now) {
                             if last_leader.is_some() {
@@ -184,8 +186,4 @@ async fn follow(
             _ => {}
         }
     }
-}
-
-fn rumqttc_qos() -> mqpaxos_node::rumqttc::QoS {
-    mqpaxos_node::rumqttc::QoS::AtLeastOnce
 }
