@@ -5,6 +5,7 @@
 mod charts;
 mod cmd;
 mod config;
+mod connect;
 mod launch;
 #[cfg(feature = "embedded-broker")]
 mod local_cluster;

@@ -4,8 +4,8 @@
 //! `--reads log`, once the get is chosen in the log) and reports how long it took. Non-zero
 //! exit when it fails in time.
 
-use super::kv::{client_failure, ClientArgs};
 use super::{fail, CmdResult};
+use crate::connect::{client_failure, ClientArgs};
 use mqpaxos_node::{Client, ClientOptions};
 use std::process::ExitCode;
 use std::time::Instant;

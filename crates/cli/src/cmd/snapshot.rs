@@ -1,9 +1,9 @@
 //! `mqpaxos snapshot save|status|restore`: backups of a cluster's state and disaster
 //! recovery from them (the file format and the restore are `mqpaxos_node::backup`).
 
-use super::kv::{client_failure, connect, ClientArgs};
 use super::{fail, CmdResult, Failure};
 use crate::cmd::Exit;
+use crate::connect::{client_failure, connect, ClientArgs};
 use mqpaxos_node::backup::{self, BackupError};
 use std::path::PathBuf;
 use std::process::ExitCode;

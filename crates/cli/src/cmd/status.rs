@@ -4,9 +4,9 @@
 //! retained `status/` report, marked as not answering, for a server that did not answer.
 //! Exits non-zero when fewer than a majority of the servers answer.
 
-use super::kv::client_failure;
 use super::{fail, parse_duration, CmdResult, ConnArgs};
 use crate::cmd::Exit;
+use crate::connect::client_failure;
 use mqpaxos_node::topics::{server_id, Parsed, Topics};
 use mqpaxos_node::transport::{Connection, Incoming, Session};
 use mqpaxos_node::{Status, StatusQuery};
