@@ -230,25 +230,51 @@ impl PasswordFile {
     }
 }
 
-fn decode(what: &str, text: &str) -> Result<Vec<u8>, String> {
+/// Why the hash part of a password-file line was refused. The line and the user are added
+/// by [`PasswordFile::parse`]: these say what is wrong with the hash itself.
+#[derive(Debug, thiserror::Error)]
+enum HashError {
+    /// Neither `$7$` nor `$6$`; the first characters only, never a whole (plain) password.
+    #[error(
+        "unsupported password hash {0:?}: expected `$7$…` (PBKDF2-SHA512) or `$6$…` \
+         (salted SHA-512) as written by mosquitto_passwd; a plain-text password must \
+         be hashed first"
+    )]
+    Unsupported(String),
+    #[error("{what} is not valid base64: {source}")]
+    Base64 {
+        what: &'static str,
+        source: base64::DecodeError,
+    },
+    #[error("{0} is empty")]
+    Empty(&'static str),
+    #[error("bad iteration count {0:?} in `$7$` hash")]
+    BadIterations(String),
+    #[error(
+        "iteration count {0} is above {MAX_PBKDF2_ITERATIONS}: every connection would cost \
+         seconds of CPU"
+    )]
+    TooManyIterations(u32),
+    #[error("`$6$` hash is {0} bytes, SHA-512 gives {HASH_LEN}")]
+    WrongLength(usize),
+    #[error("a `$7$` hash is `$7$<iterations>$<salt>$<hash>`")]
+    MalformedPbkdf2,
+    #[error("a `$6$` hash is `$6$<salt>$<hash>`")]
+    MalformedSha512,
+}
+
+fn decode(what: &'static str, text: &str) -> Result<Vec<u8>, HashError> {
     let bytes = B64
         .decode(text)
-        .map_err(|e| format!("{what} is not valid base64: {e}"))?;
+        .map_err(|source| HashError::Base64 { what, source })?;
     if bytes.is_empty() {
-        return Err(format!("{what} is empty"));
+        return Err(HashError::Empty(what));
     }
     Ok(bytes)
 }
 
-fn parse_hash(text: &str) -> Result<StoredHash, String> {
-    let unsupported = || {
-        format!(
-            "unsupported password hash {:?}: expected `$7$…` (PBKDF2-SHA512) or `$6$…` \
-             (salted SHA-512) as written by mosquitto_passwd; a plain-text password must \
-             be hashed first",
-            text.chars().take(4).collect::<String>()
-        )
-    };
+fn parse_hash(text: &str) -> Result<StoredHash, HashError> {
+    let unsupported = || HashError::Unsupported(text.chars().take(4).collect());
     let Some(rest) = text.strip_prefix('$') else {
         return Err(unsupported());
     };
@@ -259,12 +285,9 @@ fn parse_hash(text: &str) -> Result<StoredHash, String> {
                 .parse::<u32>()
                 .ok()
                 .and_then(NonZeroU32::new)
-                .ok_or_else(|| format!("bad iteration count {iterations:?} in `$7$` hash"))?;
+                .ok_or_else(|| HashError::BadIterations(iterations.to_string()))?;
             if iterations.get() > MAX_PBKDF2_ITERATIONS {
-                return Err(format!(
-                    "iteration count {iterations} is above {MAX_PBKDF2_ITERATIONS}: every \
-                     connection would cost seconds of CPU"
-                ));
+                return Err(HashError::TooManyIterations(iterations.get()));
             }
             Ok(StoredHash::Pbkdf2Sha512 {
                 iterations,
@@ -275,18 +298,15 @@ fn parse_hash(text: &str) -> Result<StoredHash, String> {
         ["6", salt, hash] => {
             let hash = decode("hash", hash)?;
             if hash.len() != HASH_LEN {
-                return Err(format!(
-                    "`$6$` hash is {} bytes, SHA-512 gives {HASH_LEN}",
-                    hash.len()
-                ));
+                return Err(HashError::WrongLength(hash.len()));
             }
             Ok(StoredHash::SaltedSha512 {
                 salt: decode("salt", salt)?,
                 hash,
             })
         }
-        ["7", ..] => Err("a `$7$` hash is `$7$<iterations>$<salt>$<hash>`".to_string()),
-        ["6", ..] => Err("a `$6$` hash is `$6$<salt>$<hash>`".to_string()),
+        ["7", ..] => Err(HashError::MalformedPbkdf2),
+        ["6", ..] => Err(HashError::MalformedSha512),
         _ => Err(unsupported()),
     }
 }
@@ -428,6 +448,31 @@ mod tests {
 
         let e = error_of(&format!(":{h}"));
         assert!(e.contains("empty user"), "{e}");
+    }
+
+    #[test]
+    fn each_bad_hash_has_its_own_error() {
+        let kind = |text: &str| match parse_hash(text) {
+            Ok(_) => panic!("expected an error for {text:?}"),
+            Err(e) => e,
+        };
+        assert!(matches!(kind("plaintext"), HashError::Unsupported(s) if s == "plai"));
+        assert!(matches!(
+            kind("$7$0$AAAA$AAAA"),
+            HashError::BadIterations(_)
+        ));
+        assert!(matches!(
+            kind("$7$10000001$AAAA$AAAA"),
+            HashError::TooManyIterations(10_000_001)
+        ));
+        assert!(matches!(
+            kind("$7$101$!!!$AAAA"),
+            HashError::Base64 { what: "salt", .. }
+        ));
+        assert!(matches!(kind("$7$101$$AAAA"), HashError::Empty("salt")));
+        assert!(matches!(kind("$7$101$AAAA"), HashError::MalformedPbkdf2));
+        assert!(matches!(kind("$6$AAAA"), HashError::MalformedSha512));
+        assert!(matches!(kind("$6$AAAA$AAAA"), HashError::WrongLength(3)));
     }
 
     #[test]

@@ -31,24 +31,58 @@ fn config_path() -> Option<PathBuf> {
     std::env::var_os("MQPAXOS_CONFIG").map(PathBuf::from)
 }
 
-pub fn load_file_into_env(cmd: clap::Command) -> Result<(), String> {
+/// Why the settings file was refused. Each names the file: it is read before the command
+/// line is, so the message is all the operator gets.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Boxed: the parser's error is about 100 bytes, and it is the rare case.
+    #[error("config file {}: {source}", path.display())]
+    Toml {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    /// A key that is no flag's name (or `config` itself, which a file cannot set).
+    #[error("config file {}: unknown setting {key:?}", path.display())]
+    UnknownSetting { path: PathBuf, key: String },
+    #[error(
+        "config file {}: {key:?} must be a string, number or boolean, not {found}",
+        path.display()
+    )]
+    BadType {
+        path: PathBuf,
+        key: String,
+        found: &'static str,
+    },
+}
+
+pub fn load_file_into_env(cmd: clap::Command) -> Result<(), ConfigError> {
     let Some(path) = config_path() else {
         return Ok(());
     };
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
-    let table: toml::Table = text
-        .parse()
-        .map_err(|e| format!("config file {}: {e}", path.display()))?;
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(source) => return Err(ConfigError::Read { path, source }),
+    };
+    let table: toml::Table = match text.parse() {
+        Ok(table) => table,
+        Err(source) => {
+            return Err(ConfigError::Toml {
+                path,
+                source: Box::new(source),
+            })
+        }
+    };
     let mut known = BTreeSet::new();
     env_names(&cmd, &mut known);
     for (key, value) in table {
         let var = format!("MQPAXOS_{}", key.to_uppercase().replace('-', "_"));
         if !known.contains(&var) || var == "MQPAXOS_CONFIG" {
-            return Err(format!(
-                "config file {}: unknown setting {key:?}",
-                path.display()
-            ));
+            return Err(ConfigError::UnknownSetting { path, key });
         }
         let text = match value {
             toml::Value::String(s) => s,
@@ -56,11 +90,11 @@ pub fn load_file_into_env(cmd: clap::Command) -> Result<(), String> {
             toml::Value::Float(f) => f.to_string(),
             toml::Value::Boolean(b) => b.to_string(),
             other => {
-                return Err(format!(
-                    "config file {}: {key:?} must be a string, number or boolean, not {}",
-                    path.display(),
-                    other.type_str()
-                ))
+                return Err(ConfigError::BadType {
+                    path,
+                    key,
+                    found: other.type_str(),
+                })
             }
         };
         if std::env::var_os(&var).is_none() {

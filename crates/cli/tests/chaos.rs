@@ -111,3 +111,106 @@ fn short_chaos_run_on_mosquitto() {
     let b = Broker::start_for(Kind::Mosquitto, "chaos11");
     short_run(Some(&b));
 }
+
+/// Ctrl-C in the middle of a run without `--netns`: the run stops, kills its servers and
+/// removes their data directories, as on an error, and exits with 130. (The default handler
+/// used to end the process without running a guard, leaving the directories in `$TMPDIR`.)
+#[cfg(feature = "embedded-broker")]
+#[test]
+fn an_interrupted_chaos_run_removes_its_data_directories() {
+    use std::time::{Duration, Instant};
+
+    /// A child killed if the test fails before it exits.
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    /// The processes whose command line mentions `path`.
+    fn processes_using(path: &str) -> Vec<u32> {
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(path))
+            })
+            .collect()
+    }
+
+    // The run's own TMPDIR, so its data directory is easy to find and nothing else is there.
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let log = tmp.path().join("stderr.log");
+    let mut run = Killed(
+        Command::new(BIN)
+            .args([
+                "chaos",
+                "--servers",
+                "3",
+                "--groups",
+                "2,1",
+                "--clients",
+                "2",
+            ])
+            .args(["--duration", "60s", "--partitions", "1", "--seed", "18"])
+            .env("TMPDIR", tmp.path())
+            .env("MQPAXOS_PASSWORD", PASSWORD)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("stderr log"))
+            .spawn()
+            .expect("start mqpaxos chaos"),
+    );
+    let data = tmp.path().join(format!("mqpaxos-chaos-18-{}", run.0.id()));
+    // Interrupt once every server has made its data directory and written to it.
+    let started = |id: u32| {
+        std::fs::read_dir(data.join(format!("server{id}"))).is_ok_and(|mut d| d.next().is_some())
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !(1..=3).all(started) {
+        assert!(
+            run.0.try_wait().expect("poll the run").is_none(),
+            "the run ended early"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the servers did not start within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    // SAFETY: kill(2) on the child this test started. Only the runner gets the signal, so
+    // its servers stop because it stops them.
+    unsafe {
+        libc::kill(run.0.id() as libc::pid_t, libc::SIGINT);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = run.0.try_wait().expect("poll the run") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "no exit within 30 s of SIGINT");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let err = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(status.code(), Some(130), "exit status {status:?}: {err}");
+    assert!(err.contains("interrupted"), "{err}");
+    assert!(!data.exists(), "left behind: {}", data.display());
+    // No server of the run is left (each has its data directory on its command line).
+    let needle = data.to_string_lossy().into_owned();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let alive = processes_using(&needle);
+        if alive.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "servers still running: {alive:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -60,18 +60,30 @@ pub struct WatchGrant {
     pub prefix: String,
 }
 
+/// Why a `--watch-reader` grant was refused: the ACL files would not mean what it says.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WatchGrantError {
+    #[error("{0:?}: expected USER:PREFIX (an empty prefix: every key)")]
+    NoColon(String),
+    #[error("user name {0:?} cannot go into an ACL: use letters, digits, '-', '_' and '.'")]
+    BadUser(String),
+    #[error(
+        "key prefix {0:?} cannot go into an ACL: whole levels of letters, digits, '-', '_' and \
+         '.', separated by '/'"
+    )]
+    BadPrefix(String),
+}
+
 impl WatchGrant {
     /// Reads `USER:PREFIX` (the `--watch-reader` flag). The prefix is whole levels of
     /// letters, digits, `-`, `_`, `.` and `/`, so it means the same to MQTT, Mosquitto and
     /// EMQX (no wildcard, no quoting).
-    pub fn parse(s: &str) -> Result<WatchGrant, String> {
+    pub fn parse(s: &str) -> Result<WatchGrant, WatchGrantError> {
         let (user, prefix) = s
             .split_once(':')
-            .ok_or_else(|| format!("{s:?}: expected USER:PREFIX (an empty prefix: every key)"))?;
+            .ok_or_else(|| WatchGrantError::NoColon(s.to_string()))?;
         if !valid_cluster(user) {
-            return Err(format!(
-                "user name {user:?} cannot go into an ACL: use letters, digits, '-', '_' and '.'"
-            ));
+            return Err(WatchGrantError::BadUser(user.to_string()));
         }
         let prefix = prefix.trim_end_matches('/');
         let ok = prefix.len() <= 512
@@ -79,10 +91,7 @@ impl WatchGrant {
                 .split('/')
                 .all(|l| prefix.is_empty() || valid_cluster(l));
         if !ok {
-            return Err(format!(
-                "key prefix {prefix:?} cannot go into an ACL: whole levels of letters, digits, \
-                 '-', '_' and '.', separated by '/'"
-            ));
+            return Err(WatchGrantError::BadPrefix(prefix.to_string()));
         }
         Ok(WatchGrant {
             user: user.to_string(),
@@ -408,9 +417,22 @@ mod tests {
         assert!(!allows(&r, c, Access::Read, &t.watch("config/a")));
         assert!(!allows(&r, "dash", Access::Publish, &t.watch("config/a")));
         assert!(!allows(&r, c, Access::Publish, &t.view("config/a")));
-        assert!(WatchGrant::parse("u:a+b").is_err());
-        assert!(WatchGrant::parse("u:a//b").is_err());
-        assert!(WatchGrant::parse("nocolon").is_err());
+        assert_eq!(
+            WatchGrant::parse("u:a+b"),
+            Err(WatchGrantError::BadPrefix("a+b".into()))
+        );
+        assert!(matches!(
+            WatchGrant::parse("u:a//b"),
+            Err(WatchGrantError::BadPrefix(_))
+        ));
+        assert!(matches!(
+            WatchGrant::parse("nocolon"),
+            Err(WatchGrantError::NoColon(_))
+        ));
+        assert!(matches!(
+            WatchGrant::parse("a b:x"),
+            Err(WatchGrantError::BadUser(_))
+        ));
         assert_eq!(WatchGrant::parse("u:").unwrap().filters()[0], "watch/#");
         // Posing and spying.
         assert!(

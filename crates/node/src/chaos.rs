@@ -28,19 +28,33 @@ pub struct Faults {
     pub partition: Vec<Vec<NodeId>>,
 }
 
+/// Why a chaos setting was ignored. The server logs it and keeps the faults it had: a bad
+/// setting must not switch injection off (or on) by accident.
+#[derive(Debug, thiserror::Error)]
+pub enum FaultsError {
+    /// Not JSON, or not the fields of [`Faults`].
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    #[error("{name} must be within 0..=1, not {value}")]
+    NotAProbability { name: &'static str, value: f64 },
+    /// A typo's worth of delay would stall the cluster for hours.
+    #[error("delays above 60 s are refused")]
+    DelayTooLong,
+}
+
 impl Faults {
-    pub fn parse(payload: &[u8]) -> Result<Faults, String> {
+    pub fn parse(payload: &[u8]) -> Result<Faults, FaultsError> {
         if payload.is_empty() {
             return Ok(Faults::default());
         }
-        let f: Faults = serde_json::from_slice(payload).map_err(|e| e.to_string())?;
-        for (name, p) in [("loss", f.loss), ("duplicate", f.duplicate)] {
-            if !(0.0..=1.0).contains(&p) {
-                return Err(format!("{name} must be within 0..=1, not {p}"));
+        let f: Faults = serde_json::from_slice(payload)?;
+        for (name, value) in [("loss", f.loss), ("duplicate", f.duplicate)] {
+            if !(0.0..=1.0).contains(&value) {
+                return Err(FaultsError::NotAProbability { name, value });
             }
         }
         if f.delay_ms > 60_000 || f.jitter_ms > 60_000 {
-            return Err("delays above 60 s are refused".into());
+            return Err(FaultsError::DelayTooLong);
         }
         Ok(f)
     }
@@ -103,9 +117,22 @@ mod tests {
         assert_eq!(f.loss, 0.2);
         assert!(f.connected(1, 4));
         assert!(!f.connected(4, 5));
-        assert!(Faults::parse(br#"{"loss":2}"#).is_err());
-        assert!(Faults::parse(br#"{"los":0.1}"#).is_err());
-        assert!(Faults::parse(b"nonsense").is_err());
+        assert!(matches!(
+            Faults::parse(br#"{"loss":2}"#),
+            Err(FaultsError::NotAProbability { name: "loss", .. })
+        ));
+        assert!(matches!(
+            Faults::parse(br#"{"los":0.1}"#),
+            Err(FaultsError::Json(_))
+        ));
+        assert!(matches!(
+            Faults::parse(b"nonsense"),
+            Err(FaultsError::Json(_))
+        ));
+        assert!(matches!(
+            Faults::parse(br#"{"delay_ms":60001}"#),
+            Err(FaultsError::DelayTooLong)
+        ));
     }
 
     #[test]

@@ -398,7 +398,7 @@ impl Simulation {
             self.final_reads();
             match checker::check_history(&self.history) {
                 Ok(()) => {}
-                Err(e) => self.violations.push(e),
+                Err(e) => self.violations.push(e.to_string()),
             }
         }
         let fingerprint = self.fingerprint();

@@ -138,23 +138,41 @@ pub fn password(file: Option<&std::path::Path>) -> Result<Option<String>, Failur
     Ok(std::env::var("MQPAXOS_PASSWORD").ok())
 }
 
+/// Why a duration was refused. clap prints it after the flag and the value, so each names
+/// the value and says what would be accepted.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("{0:?} is not a duration (try 500ms, 10s or 2m)")]
+    NotANumber(String),
+    #[error("{input:?}: unknown unit {unit:?} (use ms, s or m)")]
+    UnknownUnit { input: String, unit: String },
+    /// Zero, negative, or above a day: no setting of the CLI means that.
+    #[error("{0:?} is out of range (above 0, at most 24 hours)")]
+    OutOfRange(String),
+}
+
 /// Parses a duration like `500ms`, `10s`, `2m` or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, DurationError> {
     let s = s.trim();
     let (num, unit) = s
         .find(|c: char| !c.is_ascii_digit() && c != '.')
         .map_or((s, "s"), |i| s.split_at(i));
     let n: f64 = num
         .parse()
-        .map_err(|_| format!("{s:?} is not a duration (try 500ms, 10s or 2m)"))?;
+        .map_err(|_| DurationError::NotANumber(s.to_string()))?;
     let secs = match unit {
         "ms" => n / 1000.0,
         "s" => n,
         "m" => n * 60.0,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s or m)")),
+        _ => {
+            return Err(DurationError::UnknownUnit {
+                input: s.to_string(),
+                unit: unit.to_string(),
+            })
+        }
     };
     if !secs.is_finite() || secs <= 0.0 || secs > 86_400.0 {
-        return Err(format!("{s:?} is out of range"));
+        return Err(DurationError::OutOfRange(s.to_string()));
     }
     Ok(std::time::Duration::from_secs_f64(secs))
 }
@@ -238,8 +256,21 @@ mod tests {
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
         assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
-        assert!(parse_duration("fast").is_err());
-        assert!(parse_duration("0s").is_err());
-        assert!(parse_duration("3h").is_err());
+        assert!(matches!(
+            parse_duration("fast"),
+            Err(DurationError::NotANumber(_))
+        ));
+        assert!(matches!(
+            parse_duration("0s"),
+            Err(DurationError::OutOfRange(_))
+        ));
+        assert!(matches!(
+            parse_duration("3h"),
+            Err(DurationError::UnknownUnit { .. })
+        ));
+        assert_eq!(
+            parse_duration("3h").map_err(|e| e.to_string()),
+            Err(r#""3h": unknown unit "h" (use ms, s or m)"#.to_string())
+        );
     }
 }

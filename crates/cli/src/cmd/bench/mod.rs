@@ -18,7 +18,7 @@ mod report;
 mod target;
 mod workload;
 
-use super::{fail, parse_duration, password, stop_signal, CmdResult, Failure};
+use super::{fail, parse_duration, password, stop_signal, CmdResult, DurationError, Failure};
 use crate::cmd::Exit;
 use crate::metrics::Counters;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -147,7 +147,7 @@ pub struct Args {
     pub img_dir: PathBuf,
 }
 
-fn parse_warmup(s: &str) -> Result<Duration, String> {
+fn parse_warmup(s: &str) -> Result<Duration, DurationError> {
     if matches!(s.trim(), "0" | "0s" | "0ms") {
         return Ok(Duration::ZERO);
     }
@@ -371,10 +371,10 @@ async fn wait_ready(target: &Target) -> Result<(), Failure> {
                 c.close().await;
                 match r {
                     Ok(()) => return Ok(()),
-                    Err(e) => last = e,
+                    Err(e) => last = e.to_string(),
                 }
             }
-            Err(e) => last = e,
+            Err(e) => last = e.to_string(),
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -495,7 +495,7 @@ async fn prefill(target: &Target, load: &StepLoad) -> Result<(), Failure> {
         let mut conn = target
             .connect()
             .await
-            .map_err(|e| fail(Exit::Unavailable, e))?;
+            .map_err(|e| fail(Exit::Unavailable, e.to_string()))?;
         let (keys, value) = (load.keys, load.value.clone());
         tasks.push(tokio::spawn(async move {
             let mut r = Ok(());
@@ -617,7 +617,7 @@ async fn run_step(
     let out = (&mut engine.0)
         .await
         .map_err(|e| fail(Exit::Failed, format!("the load engine failed: {e}")))?
-        .map_err(|e| fail(Exit::Failed, e))?;
+        .map_err(|e| fail(Exit::Failed, e.to_string()))?;
     bar.finish_and_clear();
     let metrics_after = crate::metrics::scrape_all(&observed.metrics).await;
     let ppc = observe::publishes_per_command(&metrics_before, &metrics_after);
@@ -648,7 +648,7 @@ async fn run_step(
         peak_rss_mib: peak_rss,
         bench_cpu_percent,
         cpu_us_per_command,
-        first_error: out.first_error,
+        first_error: out.first_error.map(|e| e.to_string()),
     })
 }
 

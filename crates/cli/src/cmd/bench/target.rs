@@ -3,7 +3,36 @@
 //! time.
 
 use super::workload::OpKind;
-use mqpaxos_node::{Client, ClientOptions};
+use mqpaxos_node::transport::TransportError;
+use mqpaxos_node::{Client, ClientError, ClientOptions};
+use std::time::Duration;
+
+/// Why a bench connection could not be made or a command got no good answer. The bench
+/// counts them and shows the first of each step, so each is one line.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    /// The Rust client's own error (`--target mqpaxos`).
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The JSON client's MQTT connection (`--target mqpaxos-json`).
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error("cannot encode the request: {0}")]
+    Encode(serde_json::Error),
+    /// The servers answered `open` without a session: they do not speak this JSON API.
+    #[error("open returned no session: {0}")]
+    NoSession(serde_json::Value),
+    #[error("the broker connection closed")]
+    ConnectionClosed,
+    /// The servers answered `ok: false`; the value is their `error` field.
+    #[error("refused: {0}")]
+    Refused(serde_json::Value),
+    #[error("no answer within {0:?}")]
+    NoAnswer(Duration),
+    #[cfg(feature = "compare")]
+    #[error(transparent)]
+    Compare(#[from] super::compare::CompareError),
+}
 
 /// Where connections go.
 #[derive(Clone, Debug)]
@@ -29,21 +58,20 @@ impl Target {
         }
     }
 
-    pub async fn connect(&self) -> Result<Conn, String> {
+    pub async fn connect(&self) -> Result<Conn, TargetError> {
         match self {
-            Target::Mqpaxos(opts) => Client::connect(opts.clone())
-                .await
-                .map(|c| Conn::Mqpaxos(Box::new(c)))
-                .map_err(|e| e.to_string()),
+            Target::Mqpaxos(opts) => Ok(Conn::Mqpaxos(Box::new(
+                Client::connect(opts.clone()).await?,
+            ))),
             Target::MqpaxosJson(opts) => JsonConn::connect(opts)
                 .await
                 .map(|c| Conn::Json(Box::new(c))),
             #[cfg(feature = "compare")]
-            Target::Etcd(endpoints) => super::compare::connect_etcd(endpoints)
-                .await
-                .map(|c| Conn::Etcd(Box::new(c))),
+            Target::Etcd(endpoints) => Ok(Conn::Etcd(Box::new(
+                super::compare::connect_etcd(endpoints).await?,
+            ))),
             #[cfg(feature = "compare")]
-            Target::Nats(t) => t.connect().await.map(|c| Conn::Nats(Box::new(c))),
+            Target::Nats(t) => Ok(Conn::Nats(Box::new(t.connect().await?))),
         }
     }
 }
@@ -62,19 +90,18 @@ impl Conn {
     /// Runs one command. A cas that does not swap and a get of a missing key are answers,
     /// not errors. The bench's cas expects the value the puts write (one round trip where
     /// the system allows it).
-    pub async fn run(&mut self, op: OpKind, key: &str, value: &str) -> Result<(), String> {
+    pub async fn run(&mut self, op: OpKind, key: &str, value: &str) -> Result<(), TargetError> {
         match self {
-            Conn::Mqpaxos(c) => match op {
+            Conn::Mqpaxos(c) => Ok(match op {
                 OpKind::Put => c.put(key, value).await,
                 OpKind::Get => c.get(key).await.map(|_| ()),
                 OpKind::Cas => c.cas(key, Some(value), value).await.map(|_| ()),
-            }
-            .map_err(|e| e.to_string()),
+            }?),
             Conn::Json(c) => c.run(op, key, value).await,
             #[cfg(feature = "compare")]
-            Conn::Etcd(c) => c.run(op, key, value).await,
+            Conn::Etcd(c) => Ok(c.run(op, key, value).await?),
             #[cfg(feature = "compare")]
-            Conn::Nats(c) => c.run(op, key, value).await,
+            Conn::Nats(c) => Ok(c.run(op, key, value).await?),
         }
     }
 
@@ -100,12 +127,12 @@ pub struct JsonConn {
     prefix: String,
     next: u64,
     session: Option<String>,
-    timeout: std::time::Duration,
-    resend: std::time::Duration,
+    timeout: Duration,
+    resend: Duration,
 }
 
 impl JsonConn {
-    async fn connect(opts: &ClientOptions) -> Result<JsonConn, String> {
+    async fn connect(opts: &ClientOptions) -> Result<JsonConn, TargetError> {
         use mqpaxos_node::topics::Topics;
         let user = &opts.broker.user;
         let me = format!("{:016x}", rand::random::<u64>());
@@ -119,8 +146,7 @@ impl JsonConn {
         };
         let conn =
             mqpaxos_node::transport::Connection::open(&opts.broker, session, Some(opts.timeout))
-                .await
-                .map_err(|e| e.to_string())?;
+                .await?;
         let mut c = JsonConn {
             conn,
             request: topics.json_request(user),
@@ -136,12 +162,12 @@ impl JsonConn {
         let opened = c.call(serde_json::json!({"op": "open"})).await?;
         c.session = opened["session"].as_str().map(str::to_string);
         if c.session.is_none() {
-            return Err(format!("open returned no session: {opened}"));
+            return Err(TargetError::NoSession(opened));
         }
         Ok(c)
     }
 
-    async fn run(&mut self, op: OpKind, key: &str, value: &str) -> Result<(), String> {
+    async fn run(&mut self, op: OpKind, key: &str, value: &str) -> Result<(), TargetError> {
         let body = match op {
             OpKind::Put => serde_json::json!({"op": "put", "key": key, "value": value}),
             OpKind::Get => serde_json::json!({"op": "get", "key": key}),
@@ -154,7 +180,10 @@ impl JsonConn {
 
     /// Sends `body` (an object) with an id, the reply topic and the session's next number,
     /// and waits for its answer.
-    async fn call(&mut self, mut body: serde_json::Value) -> Result<serde_json::Value, String> {
+    async fn call(
+        &mut self,
+        mut body: serde_json::Value,
+    ) -> Result<serde_json::Value, TargetError> {
         use mqpaxos_node::transport::Incoming;
         self.next += 1;
         let id = format!("{}-{}", self.prefix, self.next);
@@ -164,13 +193,12 @@ impl JsonConn {
             body["session"] = s.clone().into();
             body["seq"] = self.next.into();
         }
-        let body = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
+        let body = serde_json::to_vec(&body).map_err(TargetError::Encode)?;
         let deadline = tokio::time::Instant::now() + self.timeout;
         loop {
             self.conn
                 .publish(self.request.clone(), body.clone())
-                .await
-                .map_err(|e| e.to_string())?;
+                .await?;
             let resend_at = (tokio::time::Instant::now() + self.resend).min(deadline);
             loop {
                 let m = tokio::select! {
@@ -179,7 +207,7 @@ impl JsonConn {
                 };
                 let Some(Incoming::Publish { payload, .. }) = m else {
                     if m.is_none() {
-                        return Err("the broker connection closed".into());
+                        return Err(TargetError::ConnectionClosed);
                     }
                     continue;
                 };
@@ -192,11 +220,11 @@ impl JsonConn {
                 return if answer["ok"] == true {
                     Ok(answer)
                 } else {
-                    Err(format!("refused: {}", answer["error"]))
+                    Err(TargetError::Refused(answer["error"].clone()))
                 };
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(format!("no answer within {:?}", self.timeout));
+                return Err(TargetError::NoAnswer(self.timeout));
             }
         }
     }

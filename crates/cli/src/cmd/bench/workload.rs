@@ -3,7 +3,7 @@
 //! loop: commands start on a fixed schedule and latency counts from the scheduled start, so a
 //! slow system is not excused by the load generator waiting for it).
 
-use super::target::Conn;
+use super::target::{Conn, TargetError};
 use hdrhistogram::Histogram;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -55,8 +55,25 @@ impl Mix {
     }
 }
 
+/// Why `--mix` was refused or a step could not finish. The `--mix` ones name the part of the
+/// value at fault, as clap prints them after the flag.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkloadError {
+    #[error("{0:?}: expected kind=weight, e.g. put=80")]
+    NoWeight(String),
+    #[error("{0:?}: the weight must be a whole number from 0 to 1000000")]
+    BadWeight(String),
+    #[error("unknown operation {0:?} (put, get or cas)")]
+    UnknownOperation(String),
+    #[error("{0:?}: at least one weight must be above 0")]
+    AllZero(String),
+    /// A client task panicked or was cancelled: the step's numbers would be incomplete.
+    #[error("a bench client failed: {0}")]
+    ClientFailed(tokio::task::JoinError),
+}
+
 /// Parses `put=80,get=10,cas=10` (weights, not necessarily summing to 100).
-pub fn parse_mix(s: &str) -> Result<Mix, String> {
+pub fn parse_mix(s: &str) -> Result<Mix, WorkloadError> {
     let mut mix = Mix {
         put: 0,
         get: 0,
@@ -65,22 +82,22 @@ pub fn parse_mix(s: &str) -> Result<Mix, String> {
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (name, weight) = part
             .split_once(['=', ':'])
-            .ok_or_else(|| format!("{part:?}: expected kind=weight, e.g. put=80"))?;
+            .ok_or_else(|| WorkloadError::NoWeight(part.to_string()))?;
         let weight: u32 = weight
             .trim()
             .parse()
             .ok()
             .filter(|w| *w <= 1_000_000)
-            .ok_or_else(|| format!("{part:?}: the weight must be a whole number"))?;
+            .ok_or_else(|| WorkloadError::BadWeight(part.to_string()))?;
         match name.trim() {
             "put" => mix.put = weight,
             "get" => mix.get = weight,
             "cas" => mix.cas = weight,
-            other => return Err(format!("unknown operation {other:?} (put, get or cas)")),
+            other => return Err(WorkloadError::UnknownOperation(other.to_string())),
         }
     }
     if mix.total() == 0 {
-        return Err(format!("{s:?}: at least one weight must be above 0"));
+        return Err(WorkloadError::AllZero(s.to_string()));
     }
     Ok(mix)
 }
@@ -120,7 +137,7 @@ impl<T> Drop for Task<T> {
 pub struct Outcome {
     pub hist: Histogram<u64>,
     pub errors: u64,
-    pub first_error: Option<String>,
+    pub first_error: Option<TargetError>,
 }
 
 /// Runs one step on `conns` (one task per connection) from `start`: warm-up until
@@ -131,7 +148,7 @@ pub async fn run(
     load: &StepLoad,
     start: Instant,
     live: Arc<Live>,
-) -> Result<Outcome, String> {
+) -> Result<Outcome, WorkloadError> {
     let measure_from = start + load.warmup;
     let end = measure_from + load.duration;
     let n = conns.len().max(1);
@@ -197,9 +214,7 @@ pub async fn run(
         first_error: None,
     };
     for mut t in tasks {
-        let (h, e, fe) = (&mut t.0)
-            .await
-            .map_err(|e| format!("a bench client failed: {e}"))?;
+        let (h, e, fe) = (&mut t.0).await.map_err(WorkloadError::ClientFailed)?;
         let _ = out.hist.add(&h);
         out.errors += e;
         if out.first_error.is_none() {
@@ -221,21 +236,27 @@ mod tests {
     #[test]
     fn mixes() {
         assert_eq!(
-            parse_mix("put=80,get=10,cas=10"),
-            Ok(Mix {
+            parse_mix("put=80,get=10,cas=10").ok(),
+            Some(Mix {
                 put: 80,
                 get: 10,
                 cas: 10
             })
         );
         assert_eq!(
-            parse_mix("get:1").map(|m| m.describe()),
-            Ok("get=1".to_string())
+            parse_mix("get:1").map(|m| m.describe()).ok(),
+            Some("get=1".to_string())
         );
-        assert!(parse_mix("put=0").is_err());
-        assert!(parse_mix("delete=5").is_err());
-        assert!(parse_mix("put=lots").is_err());
-        assert!(parse_mix("put").is_err());
+        assert!(matches!(parse_mix("put=0"), Err(WorkloadError::AllZero(_))));
+        assert!(matches!(
+            parse_mix("delete=5"),
+            Err(WorkloadError::UnknownOperation(op)) if op == "delete"
+        ));
+        assert!(matches!(
+            parse_mix("put=lots"),
+            Err(WorkloadError::BadWeight(_))
+        ));
+        assert!(matches!(parse_mix("put"), Err(WorkloadError::NoWeight(_))));
         let m = parse_mix("put=1,cas=1").unwrap_or_else(|e| panic!("{e}"));
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         assert!((0..100).all(|_| m.pick(&mut rng) != OpKind::Get));

@@ -24,7 +24,7 @@ pub(super) fn lab(a: &Args, seed: u64, data: &DataDir) -> Result<Option<Lab>, Fa
         groups: a.groups.clone(),
         seed,
     })
-    .map_err(|e| fail(Exit::Failed, e))?;
+    .map_err(|e| fail(Exit::Failed, e.to_string()))?;
     netns::cleanup_on_signal(lab.names(), data.path().to_path_buf());
     Ok(Some(lab))
 }

@@ -18,7 +18,7 @@ mod verdict;
 mod workload;
 
 use crate::charts;
-use crate::cmd::{fail, parse_duration, CmdResult, Exit, Failure};
+use crate::cmd::{fail, parse_duration, stop_signal, CmdResult, Exit, Failure};
 use mqpaxos_node::chaos::Faults;
 use mqpaxos_node::topics::Topics;
 use rand::SeedableRng;
@@ -78,10 +78,28 @@ pub struct Args {
     pub brokers: u8,
 }
 
-/// The run, phase by phase: start, wait for a leader, clients and faults, heal, verdict,
-/// report.
+/// The run, until it ends or Ctrl-C or SIGTERM stops it. A stopped run is dropped where it
+/// is, so its guards clean up as on an error: the servers are killed, then the namespaces and
+/// the servers' data directories go (the default handler would end the process without
+/// running them, leaving the data directories in `$TMPDIR`). With `--netns` the lab's own
+/// handler (`netns::cleanup_on_signal`) acts as well, at once even while the run is busy in
+/// a synchronous step.
 pub async fn run(a: Args) -> CmdResult {
     validate(&a)?;
+    tokio::select! {
+        // First, so the handler is in place before the run starts anything.
+        biased;
+        _ = stop_signal() => Err(fail(
+            Exit::Interrupted,
+            "chaos: interrupted; the run's servers are stopped and their data directories removed",
+        )),
+        verdict = experiment(a) => verdict,
+    }
+}
+
+/// The run, phase by phase: start, wait for a leader, clients and faults, heal, verdict,
+/// report.
+async fn experiment(a: Args) -> CmdResult {
     let seed = a.seed.unwrap_or_else(rand::random);
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let cluster = format!("chaos{seed}");

@@ -35,8 +35,61 @@ const METRICS_PORT: u16 = 9100;
 /// The user mosquitto's bridge connects as (read and write on `mqpaxos/#`).
 const BRIDGE_USER: &str = "bridge";
 
-/// Why `--netns` cannot run here: not root, or the kernel refuses namespaces.
+/// Why `--netns` cannot run here: not root, or the kernel refuses namespaces. The tests look
+/// for these words to tell a machine that cannot run `--netns` from a broken run.
 pub const UNAVAILABLE: &str = "network namespaces are not available";
+
+/// Why a lab could not be set up, or a fault not made. One line each, for the operator: the
+/// command that failed and what it said, or what to install.
+#[derive(Debug, thiserror::Error)]
+pub enum NetnsError {
+    /// Namespaces need root: this machine (as this user) cannot run `--netns` at all.
+    #[error(
+        "{UNAVAILABLE}: --netns must run as root (it creates namespaces, veths and iptables rules)"
+    )]
+    NotRoot,
+    /// The kernel refused the first namespace: this machine cannot run `--netns` at all.
+    #[error("{UNAVAILABLE}: {0}")]
+    NoNamespaces(Box<NetnsError>),
+    /// Servers are `.11` to `.210` of the run's /24.
+    #[error("--netns supports at most 200 servers")]
+    TooManyServers,
+    #[error("--brokers 2 needs two --groups (servers on broker A, on broker B)")]
+    TwoBrokersNeedTwoGroups,
+    #[error("--netns needs iptables (apt-get install iptables, or scripts/install-deps)")]
+    NoIptables,
+    #[error("--netns with two brokers needs mosquitto (apt-get install mosquitto)")]
+    NoMosquitto,
+    /// Every /24 of 10.213.0.0/16 is in use (by parallel runs, or by the machine itself).
+    #[error("no free /24 left in 10.213.0.0/16")]
+    NoFreeSubnet,
+    /// `ip`, `iptables` or `mosquitto_passwd` could not be started at all.
+    #[error("cannot run {program}: {source}")]
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
+    /// A command ran and failed; `stderr` is the first line of what it said.
+    #[error("{command} failed: {stderr}")]
+    Command { command: String, stderr: String },
+    #[error("cannot create {}: {source}", path.display())]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The lab's broker is this executable run as `mqpaxos broker`.
+    #[error("cannot find this executable: {0}")]
+    CurrentExe(std::io::Error),
+    #[error("cannot start broker {broker}: {source}")]
+    StartBroker { broker: u8, source: std::io::Error },
+    #[error("broker {broker} does not listen on {addr} after 10 s")]
+    BrokerNotListening { broker: u8, addr: SocketAddr },
+}
 
 /// A run's namespaces, links, rules and broker processes; dropping it removes them all.
 pub struct Lab {
@@ -71,30 +124,32 @@ fn root_if_name(pid: u32) -> String {
 }
 
 /// Runs a command to completion; its stderr's first line is the error.
-fn sh(program: &str, args: &[&str]) -> Result<String, String> {
+fn sh(program: &str, args: &[&str]) -> Result<String, NetnsError> {
     let out = std::process::Command::new(program)
         .args(args)
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| format!("cannot run {program}: {e}"))?;
+        .map_err(|source| NetnsError::Spawn {
+            program: program.to_string(),
+            source,
+        })?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
         let err = String::from_utf8_lossy(&out.stderr);
-        Err(format!(
-            "{program} {} failed: {}",
-            args.join(" "),
-            err.lines().next().unwrap_or("").trim()
-        ))
+        Err(NetnsError::Command {
+            command: format!("{program} {}", args.join(" ")),
+            stderr: err.lines().next().unwrap_or("").trim().to_string(),
+        })
     }
 }
 
-fn ip(args: &[&str]) -> Result<(), String> {
+fn ip(args: &[&str]) -> Result<(), NetnsError> {
     sh("ip", args).map(|_| ())
 }
 
 /// iptables inside namespace `ns` (`-w`: the xtables lock file is shared by all namespaces).
-fn iptables(ns: &str, args: &[&str]) -> Result<(), String> {
+fn iptables(ns: &str, args: &[&str]) -> Result<(), NetnsError> {
     let mut all = vec!["netns", "exec", ns, "iptables", "-w"];
     all.extend_from_slice(args);
     sh("ip", &all).map(|_| ())
@@ -171,49 +226,51 @@ pub fn sweep() {
 }
 
 /// A /24 under 10.213.0.0/16 that no interface of the root namespace uses yet.
-fn pick_subnet(pid: u32) -> Result<u8, String> {
+fn pick_subnet(pid: u32) -> Result<u8, NetnsError> {
     let addrs = sh("ip", &["-o", "-4", "addr", "show"])?;
     let start = (pid % 200) as u8;
     (0..250u8)
         .map(|i| 1 + (start.wrapping_add(i)) % 250)
         .find(|x| !addrs.contains(&format!(" 10.213.{x}.")))
-        .ok_or_else(|| "no free /24 left in 10.213.0.0/16".to_string())
+        .ok_or(NetnsError::NoFreeSubnet)
+}
+
+/// Writes one of the lab's files; the error names the file.
+fn write(path: &std::path::Path, contents: impl AsRef<[u8]>) -> Result<(), NetnsError> {
+    std::fs::write(path, contents).map_err(|source| NetnsError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 impl Lab {
     /// Checks that namespaces and iptables work here, sweeps leftovers, and builds the
-    /// namespaces, links and brokers of one run. Errors are one line; one that starts with
-    /// [`UNAVAILABLE`] means this machine cannot do it at all.
-    pub fn create(plan: &Plan) -> Result<Lab, String> {
+    /// namespaces, links and brokers of one run. [`NetnsError::NotRoot`] and
+    /// [`NetnsError::NoNamespaces`] mean this machine cannot do it at all.
+    pub fn create(plan: &Plan) -> Result<Lab, NetnsError> {
         if !is_root() {
-            return Err(format!(
-                "{UNAVAILABLE}: --netns must run as root (it creates namespaces, veths and iptables rules)"
-            ));
+            return Err(NetnsError::NotRoot);
         }
         if plan.servers > 200 {
-            return Err("--netns supports at most 200 servers".into());
+            return Err(NetnsError::TooManyServers);
         }
         if plan.brokers == 2 && plan.groups.len() != 2 {
-            return Err("--brokers 2 needs two --groups (servers on broker A, on broker B)".into());
+            return Err(NetnsError::TwoBrokersNeedTwoGroups);
         }
-        sh("iptables", &["-V"]).map_err(|_| {
-            "--netns needs iptables (apt-get install iptables, or scripts/install-deps)".to_string()
-        })?;
+        sh("iptables", &["-V"]).map_err(|_| NetnsError::NoIptables)?;
         let mosquitto = std::process::Command::new("mosquitto")
             .arg("-h")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
         if (plan.brokers == 2 || cfg!(not(feature = "embedded-broker"))) && mosquitto.is_err() {
-            return Err(
-                "--netns with two brokers needs mosquitto (apt-get install mosquitto)".into(),
-            );
+            return Err(NetnsError::NoMosquitto);
         }
         sweep();
         let pid = std::process::id();
         let prefix = run_prefix(pid);
         let hub = format!("{prefix}hub");
-        ip(&["netns", "add", &hub]).map_err(|e| format!("{UNAVAILABLE}: {e}"))?;
+        ip(&["netns", "add", &hub]).map_err(|e| NetnsError::NoNamespaces(Box::new(e)))?;
         let password = std::env::var("MQPAXOS_PASSWORD").unwrap_or_else(|_| {
             format!(
                 "{:016x}{:016x}",
@@ -260,7 +317,7 @@ impl Lab {
     }
 
     /// A namespace `<prefix><name>` with lo up and a veth `eth0` at `.host` on the hub bridge.
-    fn attach(&self, name: &str, host: u8) -> Result<(), String> {
+    fn attach(&self, name: &str, host: u8) -> Result<(), NetnsError> {
         let (ns, hub) = (self.ns(name), self.ns("hub"));
         ip(&["netns", "add", &ns])?;
         ip(&[
@@ -280,7 +337,7 @@ impl Lab {
         Ok(())
     }
 
-    fn build(&self) -> Result<(), String> {
+    fn build(&self) -> Result<(), NetnsError> {
         let hub = self.ns("hub");
         ip(&["-n", &hub, "link", "set", "lo", "up"])?;
         ip(&["-n", &hub, "link", "add", "br0", "type", "bridge"])?;
@@ -325,9 +382,11 @@ impl Lab {
 
     /// The password file (every server, client, the operator and the bridge, all with the
     /// run's password) and the production ACL plus the bridge user.
-    fn write_auth(&self, plan: &Plan) -> Result<(), String> {
-        std::fs::create_dir_all(&self.dir)
-            .map_err(|e| format!("cannot create {}: {e}", self.dir.display()))?;
+    fn write_auth(&self, plan: &Plan) -> Result<(), NetnsError> {
+        std::fs::create_dir_all(&self.dir).map_err(|source| NetnsError::CreateDir {
+            path: self.dir.clone(),
+            source,
+        })?;
         // The cluster is named after the seed (`chaos<seed>`), and so are its server users.
         let cluster = format!("chaos{}", plan.seed);
         let mut users: Vec<String> = (1..=plan.servers)
@@ -351,11 +410,11 @@ impl Lab {
                     format!("{u}:{hash}\n")
                 })
                 .collect();
-            std::fs::write(&passwd, text).map_err(|e| format!("cannot write passwd: {e}"))?;
+            write(&passwd, text)?;
         }
         #[cfg(not(feature = "embedded-broker"))]
         {
-            std::fs::write(&passwd, "").map_err(|e| format!("cannot write passwd: {e}"))?;
+            write(&passwd, "")?;
             let p = passwd.to_string_lossy().into_owned();
             for u in &users {
                 sh("mosquitto_passwd", &["-b", &p, u, &self.password])?;
@@ -365,10 +424,10 @@ impl Lab {
             "{}\n# The bridge between the run's two brokers.\nuser {BRIDGE_USER}\ntopic readwrite mqpaxos/#\n",
             mqpaxos_node::acl::mosquitto(&[cluster], plan.servers, &[], &[])
         );
-        std::fs::write(self.dir.join("acl.conf"), acl).map_err(|e| format!("cannot write acl: {e}"))
+        write(&self.dir.join("acl.conf"), acl)
     }
 
-    fn mosquitto_conf(&self, b: u8) -> Result<PathBuf, String> {
+    fn mosquitto_conf(&self, b: u8) -> Result<PathBuf, NetnsError> {
         let mut c = format!(
             "listener {PORT} {}\nallow_anonymous false\npassword_file {}\nacl_file {}\n\
              set_tcp_nodelay true\nmax_queued_messages 0\npersistence false\nlog_dest stderr\n\
@@ -392,11 +451,11 @@ impl Lab {
             ));
         }
         let path = self.dir.join(format!("mosquitto-b{b}.conf"));
-        std::fs::write(&path, c).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        write(&path, c)?;
         Ok(path)
     }
 
-    fn start_brokers(&mut self) -> Result<(), String> {
+    fn start_brokers(&mut self) -> Result<(), NetnsError> {
         for b in 1..=self.brokers {
             let ns = self.ns(&format!("b{b}"));
             let mut cmd = std::process::Command::new("ip");
@@ -404,8 +463,7 @@ impl Lab {
             // One broker: the built-in one. Two: Mosquitto, whose bridge mqpaxos-broker does
             // not expose (the mqtt5 engine has one, not wired to our auth files yet).
             if self.brokers == 1 && cfg!(feature = "embedded-broker") {
-                let exe = std::env::current_exe()
-                    .map_err(|e| format!("cannot find this executable: {e}"))?;
+                let exe = std::env::current_exe().map_err(NetnsError::CurrentExe)?;
                 cmd.arg(exe)
                     .arg("broker")
                     .args(["--listen", &format!("{}:{PORT}", self.addr(b))])
@@ -422,7 +480,7 @@ impl Lab {
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
-                .map_err(|e| format!("cannot start broker {b}: {e}"))?;
+                .map_err(|source| NetnsError::StartBroker { broker: b, source })?;
             self.broker_children.push(child);
         }
         for b in 1..=self.brokers {
@@ -430,7 +488,7 @@ impl Lab {
             let deadline = Instant::now() + Duration::from_secs(10);
             while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
                 if Instant::now() > deadline {
-                    return Err(format!("broker {b} does not listen on {addr} after 10 s"));
+                    return Err(NetnsError::BrokerNotListening { broker: b, addr });
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
@@ -473,7 +531,7 @@ impl Lab {
     }
 
     /// Kernel loss: every server drops what arrives on its veth with probability `p`.
-    pub fn set_loss(&self, p: f64) -> Result<String, String> {
+    pub fn set_loss(&self, p: f64) -> Result<String, NetnsError> {
         for id in 1..=self.servers {
             let ns = self.ns(&format!("s{id}"));
             iptables(&ns, &["-F", "MQPX-LOSS"])?;
@@ -504,7 +562,7 @@ impl Lab {
     /// Makes a split. One broker: every group but the largest is cut off from the broker
     /// (and so from everyone). Two brokers: the bridge link is cut, and the groups are the
     /// servers on each broker whatever `groups` says. Returns the groups and what was done.
-    pub fn split(&self, groups: &[Vec<u32>]) -> Result<(Vec<Vec<u32>>, String), String> {
+    pub fn split(&self, groups: &[Vec<u32>]) -> Result<(Vec<Vec<u32>>, String), NetnsError> {
         self.heal_cuts()?;
         if self.brokers == 2 {
             for (me, other) in [(1u8, 2u8), (2, 1)] {
@@ -556,7 +614,7 @@ impl Lab {
     }
 
     /// Removes every cut (not the loss).
-    pub fn heal_cuts(&self) -> Result<String, String> {
+    pub fn heal_cuts(&self) -> Result<String, NetnsError> {
         for b in 1..=self.brokers {
             iptables(&self.ns(&format!("b{b}")), &["-F", "MQPX-CUT"])?;
         }
@@ -567,7 +625,7 @@ impl Lab {
     }
 
     /// Removes every cut and the loss.
-    pub fn heal(&self) -> Result<(), String> {
+    pub fn heal(&self) -> Result<(), NetnsError> {
         self.heal_cuts()?;
         self.set_loss(0.0).map(|_| ())
     }

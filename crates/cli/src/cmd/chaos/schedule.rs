@@ -69,7 +69,10 @@ impl<'a> Schedule<'a> {
         let (a, lab) = (self.a, self.lab);
         // With --netns the kernel drops packets; the transport only delays and duplicates.
         let kernel = match lab {
-            Some(l) => Some(l.set_loss(a.loss).map_err(|e| fail(Exit::Failed, e))?),
+            Some(l) => Some(
+                l.set_loss(a.loss)
+                    .map_err(|e| fail(Exit::Failed, e.to_string()))?,
+            ),
             None => None,
         };
         let transport = Faults {
@@ -111,7 +114,9 @@ impl<'a> Schedule<'a> {
             if let Some(l) =
                 midway.filter(|_| until - Instant::now() < a.duration / (2 * slices as u32))
             {
-                let kernel = l.heal_cuts().map_err(|e| fail(Exit::Failed, e))?;
+                let kernel = l
+                    .heal_cuts()
+                    .map_err(|e| fail(Exit::Failed, e.to_string()))?;
                 self.log.push(FaultRecord {
                     at_s: self.start.elapsed().as_secs_f64(),
                     faults: self.base.clone(),
@@ -136,7 +141,9 @@ impl<'a> Schedule<'a> {
         }
         let (groups, kernel) = match self.lab {
             Some(l) => {
-                let (g, k) = l.split(&groups).map_err(|e| fail(Exit::Failed, e))?;
+                let (g, k) = l
+                    .split(&groups)
+                    .map_err(|e| fail(Exit::Failed, e.to_string()))?;
                 (g, Some(k))
             }
             None => (groups, None),
@@ -159,7 +166,7 @@ impl<'a> Schedule<'a> {
     /// Removes every fault, in the kernel and on the chaos topic.
     pub async fn heal(&mut self) -> Result<(), Failure> {
         if let Some(l) = self.lab {
-            l.heal().map_err(|e| fail(Exit::Failed, e))?;
+            l.heal().map_err(|e| fail(Exit::Failed, e.to_string()))?;
         }
         self.observer.set_faults(Faults::default()).await?;
         self.log.push(FaultRecord {
