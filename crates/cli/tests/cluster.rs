@@ -115,6 +115,68 @@ fn concurrent_clients(kind: Kind, n: u32) {
     wait_converged(&cluster, Duration::from_secs(10));
 }
 
+/// One client keeps 8 commands in flight (`Client::pipeline`) through 30% message loss and
+/// 20% duplicated deliveries: each of 240 appends, spread over 6 keys, executes exactly once,
+/// and a lane's session survives many commands. Then the losses stop and a pipelined get of
+/// every key agrees with a plain one.
+fn pipelined_commands_run_once(kind: Kind) {
+    let broker = Broker::start(kind);
+    let cluster = Cluster::start(&broker, 3);
+    cluster.leader(Duration::from_secs(20));
+    set_faults(&broker, &cluster.cluster, r#"{"loss":0.3,"duplicate":0.2}"#);
+    let total = 240;
+    let keys = 6;
+    rt().block_on(async {
+        let mut opts = cluster.client_options("client1");
+        opts.resend = Duration::from_millis(100);
+        let client = mqpaxos::Client::connect(opts).await.expect("connect");
+        let ops = (0..total).map(|i| mqpaxos_core::Op::Append {
+            key: format!("pl-{}", i % keys),
+            value: format!("a{i};").into(),
+        });
+        let mut results = vec![None; total];
+        client
+            .pipeline(ops, 8, |i, r| {
+                results[i] = Some(r.map_err(|e| e.to_string()))
+            })
+            .await
+            .expect("the connection stays up");
+        for (i, r) in results.iter().enumerate() {
+            assert_eq!(
+                r.as_ref(),
+                Some(&Ok(mqpaxos_core::OpResult::Done)),
+                "append {i}"
+            );
+        }
+        set_faults(&broker, &cluster.cluster, "{}");
+        let mut seen = BTreeSet::new();
+        let gets = (0..keys).map(|k| mqpaxos_core::Op::Get {
+            key: format!("pl-{k}"),
+        });
+        let mut values = vec![None; keys];
+        client
+            .pipeline(gets, 4, |i, r| values[i] = Some(r.expect("get")))
+            .await
+            .expect("the connection stays up");
+        for (k, value) in values.iter().enumerate() {
+            let plain = client.get(&format!("pl-{k}")).await.expect("get");
+            assert_eq!(
+                *value,
+                Some(mqpaxos_core::OpResult::Value(plain.clone())),
+                "pipelined and plain gets agree"
+            );
+            let plain = plain.expect("appended to");
+            for token in plain.split(';').filter(|t| !t.is_empty()) {
+                assert!(seen.insert(token.to_string()), "{token} executed twice");
+                let i: usize = token[1..].parse().expect("a number");
+                assert_eq!(i % keys, k, "{token} landed on the wrong key");
+            }
+        }
+        assert_eq!(seen.len(), total, "every acknowledged append executed");
+        client.close().await;
+    });
+}
+
 /// Waits until every server is online and reports the same commit point.
 fn wait_converged(cluster: &Cluster, timeout: Duration) {
     let deadline = Instant::now() + timeout;
@@ -328,6 +390,11 @@ mod embedded {
     #[test]
     fn embedded_broker_restart() {
         broker_restart(Kind::Embedded);
+    }
+
+    #[test]
+    fn embedded_pipelined_commands_run_once() {
+        pipelined_commands_run_once(Kind::Embedded);
     }
 
     #[test]

@@ -25,23 +25,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
-fn set_faults(broker: &Broker, cluster: &str, faults: &str) {
-    let o = Command::new("mosquitto_pub")
-        .args([
-            "-p",
-            &broker.port.to_string(),
-            "-u",
-            "operator",
-            "-P",
-            PASSWORD,
-        ])
-        .args(["-t", &format!("mqpaxos/{cluster}/chaos"), "-r", "-q", "1"])
-        .args(["-m", faults])
-        .output()
-        .expect("mosquitto_pub is installed");
-    assert!(o.status.success(), "{}", stderr(&o));
-}
-
 /// One writer: reads a key, then swaps it on the revision it read (or puts, or deletes),
 /// every value unique, so a cas on a revision is exactly a cas on the value read and the
 /// history checker's value model applies.

@@ -18,7 +18,7 @@
 use crate::codec;
 use crate::topics::{valid_level, Parsed, Topics};
 use crate::transport::{BrokerOptions, Connection, Incoming, Session, TransportError};
-use mqpaxos_core::{ClientConfig, ClientReady, Dest, Message, Op, OpResult};
+use mqpaxos_core::{Answer, ClientConfig, ClientReady, Dest, Message, Op, OpResult};
 use std::time::Duration;
 use thiserror::Error;
 use tokio::sync::Mutex;
@@ -95,6 +95,27 @@ impl ClientOptions {
 struct Inner {
     conn: Connection,
     core: mqpaxos_core::Client,
+    /// [`Client::pipeline`]'s lanes, made on first use and kept (with their sessions).
+    lanes: Vec<mqpaxos_core::Client>,
+}
+
+/// The most commands [`Client::pipeline`] keeps in flight at once.
+pub const MAX_PIPELINE: usize = 64;
+
+/// Which of a client's sequential parts an answer is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Route {
+    /// The commands of [`Client::execute`].
+    Main,
+    /// Lane `k` of [`Client::pipeline`].
+    Lane(usize),
+}
+
+/// One command in flight in a lane.
+struct InFlight {
+    index: usize,
+    deadline: tokio::time::Instant,
+    resend_at: tokio::time::Instant,
 }
 
 /// A connected client. Commands are sequential: concurrent calls on one `Client` wait their
@@ -146,7 +167,11 @@ impl Client {
             },
         );
         Ok(Client {
-            inner: Mutex::new(Inner { conn, core }),
+            inner: Mutex::new(Inner {
+                conn,
+                core,
+                lanes: Vec::new(),
+            }),
             topics,
             user: opts.broker.user,
             client_id,
@@ -353,17 +378,10 @@ impl Client {
 
     pub async fn execute(&self, op: Op) -> Result<OpResult, ClientError> {
         let mut inner = self.inner.lock().await;
-        let Inner { conn, core } = &mut *inner;
+        let Inner { conn, core, lanes } = &mut *inner;
         // A command abandoned by an earlier timeout must not block this one.
         core.abandon();
-        // Announcements that came while no command ran: the command goes to today's leader.
-        while let Some(m) = conn.try_recv() {
-            if let Incoming::Publish { topic, payload, .. } = m {
-                if let Some(Parsed::Leader { .. }) = self.topics.parse(&topic) {
-                    self.on_leader(core, &payload);
-                }
-            }
-        }
+        self.catch_up_on_leaders(conn, core, lanes);
         let ready = core
             .invoke(op)
             .map_err(|e| ClientError::Invalid(e.to_string()))?;
@@ -404,32 +422,184 @@ impl Client {
                         }
                         _ => continue,
                     }
-                    let Ok(Message::Reply { client, seq, result }) =
-                        codec::decode(&payload, codec::DEFAULT_MAX_PAYLOAD)
-                    else {
-                        continue;
+                    for Answer { client, seq, result } in answers(&payload) {
+                        if route(&self.client_id, &client) != Some(Route::Main) {
+                            continue;
+                        }
+                        let r = core.on_reply(seq, result);
+                        if let Some((_, result)) = r.done {
+                            return outcome(result);
+                        }
+                        if let Some(o) = r.send {
+                            // The session is open: now the command itself.
+                            let _ = publish(conn, &self.request_topic(&o.to), &o.msg).await;
+                            resend_at = tokio::time::Instant::now() + self.resend;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs the commands `ops` yields with up to `depth` of them in flight at once (at most
+    /// [`MAX_PIPELINE`]), handing each result to `done` with the command's index in `ops`, in
+    /// the order they complete. `ops` is asked for the next command when a lane is free, so
+    /// it may be endless and decide when to stop.
+    ///
+    /// Each command in flight has a lane: a sequential client of its own with its own
+    /// session (`<id>/p<lane>`), in which commands run one at a time, in sequence-number
+    /// order and at most once, exactly as those of [`Client::execute`]. Commands in
+    /// different lanes are concurrent, so the cluster orders them as it receives them; a
+    /// command that must follow another is started after the other's result arrived. The
+    /// leader answers all of one flush's results for this connection in one publish.
+    ///
+    /// Each command has this client's timeout; one that times out or is refused is reported
+    /// to `done` and the others go on. The whole call fails only if the connection closes.
+    pub async fn pipeline<I, F>(&self, ops: I, depth: usize, mut done: F) -> Result<(), ClientError>
+    where
+        I: IntoIterator<Item = Op>,
+        F: FnMut(usize, Result<OpResult, ClientError>),
+    {
+        let depth = depth.clamp(1, MAX_PIPELINE);
+        let mut inner = self.inner.lock().await;
+        let Inner { conn, core, lanes } = &mut *inner;
+        while lanes.len() < depth {
+            let id = format!("{}/p{}", self.client_id, lanes.len());
+            let mut lane = mqpaxos_core::Client::new(
+                id,
+                ClientConfig {
+                    resend: self.resend,
+                },
+            );
+            if let Some(l) = core.leader() {
+                lane.on_leader(l);
+            }
+            lanes.push(lane);
+        }
+        self.catch_up_on_leaders(conn, core, lanes);
+        let mut busy: Vec<Option<InFlight>> = (0..depth).map(|_| None).collect();
+        let mut ops = ops.into_iter().enumerate();
+        let mut more = true;
+        loop {
+            // Every free lane takes the next command.
+            for (k, slot) in busy.iter_mut().enumerate() {
+                while more && slot.is_none() {
+                    let Some((index, op)) = ops.next() else {
+                        more = false;
+                        break;
                     };
-                    let ours = client == self.client_id
-                        || client
-                            .strip_prefix(self.client_id.as_str())
-                            .is_some_and(|rest| rest.starts_with('/'));
-                    if !ours {
-                        continue;
-                    }
-                    let r = core.on_reply(seq, result);
-                    if let Some((_, result)) = r.done {
-                        if result == OpResult::SessionExpired {
-                            return Err(ClientError::SessionExpired);
+                    // A command abandoned by an earlier call must not block this one.
+                    lanes[k].abandon();
+                    let sent = match lanes[k].invoke(op) {
+                        Ok(r) => match r.send {
+                            Some(o) => publish(conn, &self.request_topic(&o.to), &o.msg).await,
+                            None => Ok(()),
+                        },
+                        Err(e) => Err(ClientError::Invalid(e.to_string())),
+                    };
+                    match sent {
+                        Ok(()) => {
+                            let now = tokio::time::Instant::now();
+                            *slot = Some(InFlight {
+                                index,
+                                deadline: now + self.timeout,
+                                resend_at: now + self.resend,
+                            });
                         }
-                        if let OpResult::Rejected { code, message } = result {
-                            return Err(ClientError::Rejected { code, message });
+                        Err(e) => {
+                            lanes[k].abandon();
+                            done(index, Err(e));
                         }
-                        return Ok(result);
                     }
-                    if let Some(o) = r.send {
-                        // The session is open: now the command itself.
-                        let _ = publish(conn, &self.request_topic(&o.to), &o.msg).await;
-                        resend_at = tokio::time::Instant::now() + self.resend;
+                }
+            }
+            let Some(wake) = busy
+                .iter()
+                .flatten()
+                .map(|f| f.deadline.min(f.resend_at))
+                .min()
+            else {
+                return Ok(());
+            };
+            tokio::select! {
+                _ = tokio::time::sleep_until(wake) => {
+                    let now = tokio::time::Instant::now();
+                    for (k, slot) in busy.iter_mut().enumerate() {
+                        let Some(f) = slot else { continue };
+                        if now >= f.deadline {
+                            lanes[k].abandon();
+                            done(f.index, Err(ClientError::Timeout(self.timeout)));
+                            *slot = None;
+                        } else if now >= f.resend_at {
+                            if let Some(o) = lanes[k].on_timer().send {
+                                let _ = publish(conn, &self.request_topic(&o.to), &o.msg).await;
+                            }
+                            f.resend_at = now + self.resend;
+                        }
+                    }
+                }
+                m = conn.recv() => {
+                    let Some(m) = m else {
+                        return Err(TransportError::Closed.into());
+                    };
+                    let Incoming::Publish { topic, payload, .. } = m else { continue };
+                    match self.topics.parse(&topic) {
+                        Some(Parsed::Reply { .. }) => {}
+                        Some(Parsed::Leader { .. }) => {
+                            let Some(server) = announced(&payload) else { continue };
+                            core.on_leader(server);
+                            for (k, lane) in lanes.iter_mut().enumerate() {
+                                // A new leader gets every pending command at once.
+                                if let Some(o) = lane.on_leader(server).send {
+                                    let _ = publish(conn, &self.request_topic(&o.to), &o.msg).await;
+                                    if let Some(Some(f)) = busy.get_mut(k) {
+                                        f.resend_at = tokio::time::Instant::now() + self.resend;
+                                    }
+                                }
+                            }
+                            continue;
+                        }
+                        _ => continue,
+                    }
+                    for Answer { client, seq, result } in answers(&payload) {
+                        let Some(Route::Lane(k)) = route(&self.client_id, &client) else { continue };
+                        let (Some(lane), Some(slot)) = (lanes.get_mut(k), busy.get_mut(k)) else {
+                            continue;
+                        };
+                        let r = lane.on_reply(seq, result);
+                        if let Some((_, result)) = r.done {
+                            if let Some(f) = slot.take() {
+                                done(f.index, outcome(result));
+                            }
+                        } else if let Some(o) = r.send {
+                            // The lane's session is open: now the command itself.
+                            let _ = publish(conn, &self.request_topic(&o.to), &o.msg).await;
+                            if let Some(f) = slot {
+                                f.resend_at = tokio::time::Instant::now() + self.resend;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes in the leader announcements that came while no command ran, so the next
+    /// command goes to today's leader.
+    fn catch_up_on_leaders(
+        &self,
+        conn: &mut Connection,
+        core: &mut mqpaxos_core::Client,
+        lanes: &mut [mqpaxos_core::Client],
+    ) {
+        while let Some(m) = conn.try_recv() {
+            if let Incoming::Publish { topic, payload, .. } = m {
+                if let Some(Parsed::Leader { .. }) = self.topics.parse(&topic) {
+                    if let Some(server) = announced(&payload) {
+                        core.on_leader(server);
+                        for lane in lanes.iter_mut() {
+                            lane.on_leader(server);
+                        }
                     }
                 }
             }
@@ -447,9 +617,9 @@ impl Client {
     /// A retained leader announcement; one that does not parse is ignored (the commands
     /// then keep their last destination, and resends reach everyone anyway).
     fn on_leader(&self, core: &mut mqpaxos_core::Client, payload: &[u8]) -> ClientReady {
-        match serde_json::from_slice::<crate::topics::LeaderAnnouncement>(payload) {
-            Ok(a) => core.on_leader(a.server),
-            Err(_) => ClientReady::default(),
+        match announced(payload) {
+            Some(server) => core.on_leader(server),
+            None => ClientReady::default(),
         }
     }
 
@@ -476,6 +646,61 @@ async fn publish(conn: &Connection, topic: &str, msg: &Message) -> Result<(), Cl
     Ok(())
 }
 
+/// Which part of the client whose id is `own` an answer for `client` is for: its own
+/// commands (`own`, or one of its sessions `own/<slot>`) or lane `k`'s (`own/p<k>`,
+/// `own/p<k>/<slot>`). `None`: another client's. Each part counts its own sequence numbers,
+/// so an answer handed to the wrong part could match a command it is not for.
+fn route(own: &str, client: &str) -> Option<Route> {
+    let rest = client.strip_prefix(own)?;
+    if rest.is_empty() {
+        return Some(Route::Main);
+    }
+    let rest = rest.strip_prefix('/')?;
+    let (first, tail) = rest.split_once('/').unwrap_or((rest, ""));
+    let number = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if let Some(k) = first.strip_prefix('p') {
+        if !number(k) || !(tail.is_empty() || number(tail)) {
+            return None;
+        }
+        return k.parse().ok().map(Route::Lane);
+    }
+    (tail.is_empty() && number(first)).then_some(Route::Main)
+}
+
+/// The server a retained leader announcement names; `None` if it does not parse.
+fn announced(payload: &[u8]) -> Option<mqpaxos_core::NodeId> {
+    serde_json::from_slice::<crate::topics::LeaderAnnouncement>(payload)
+        .ok()
+        .map(|a| a.server)
+}
+
+/// The answers a reply payload carries: one ([`Message::Reply`]) or several
+/// ([`Message::Replies`]); none if it is neither.
+fn answers(payload: &[u8]) -> Vec<Answer> {
+    match codec::decode(payload, codec::DEFAULT_MAX_PAYLOAD) {
+        Ok(Message::Reply {
+            client,
+            seq,
+            result,
+        }) => vec![Answer {
+            client,
+            seq,
+            result,
+        }],
+        Ok(Message::Replies(answers)) => answers,
+        _ => Vec::new(),
+    }
+}
+
+/// A completed command's result as the caller sees it: refusals are errors.
+fn outcome(result: OpResult) -> Result<OpResult, ClientError> {
+    match result {
+        OpResult::SessionExpired => Err(ClientError::SessionExpired),
+        OpResult::Rejected { code, message } => Err(ClientError::Rejected { code, message }),
+        result => Ok(result),
+    }
+}
+
 fn check(key: &str, value: Option<&str>) -> Result<(), ClientError> {
     if key.is_empty() {
         return Err(ClientError::Invalid("the key is empty".into()));
@@ -495,4 +720,53 @@ fn check(key: &str, value: Option<&str>) -> Result<(), ClientError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_go_to_the_part_whose_commands_they_are() {
+        let own = "alice/0123abcd";
+        assert_eq!(route(own, own), Some(Route::Main));
+        assert_eq!(route(own, "alice/0123abcd/42"), Some(Route::Main));
+        assert_eq!(route(own, "alice/0123abcd/p3"), Some(Route::Lane(3)));
+        assert_eq!(route(own, "alice/0123abcd/p3/42"), Some(Route::Lane(3)));
+        // Another client whose id merely starts the same, and malformed ids.
+        assert_eq!(route(own, "alice/0123abcdef"), None);
+        assert_eq!(route(own, "alice/0123abcdef/p3"), None);
+        assert_eq!(route(own, "bob/0123abcd"), None);
+        assert_eq!(route(own, "alice/0123abcd/p"), None);
+        assert_eq!(route(own, "alice/0123abcd/px/1"), None);
+        assert_eq!(route(own, "alice/0123abcd/p1/x"), None);
+        assert_eq!(route(own, "alice/0123abcd/x"), None);
+        assert_eq!(route(own, "alice/0123abcd/1/2"), None);
+        assert_eq!(route(own, "alice/0123abcd/p1/2/3"), None);
+    }
+
+    #[test]
+    fn a_reply_or_several_replies_decode_to_answers() {
+        let one = Answer {
+            client: "a/b".into(),
+            seq: 1,
+            result: OpResult::Done,
+        };
+        let two = Answer {
+            client: "a/b/p1/9".into(),
+            seq: 4,
+            result: OpResult::Deleted(true),
+        };
+        let enc = |m: &Message| codec::encode(m, codec::DEFAULT_MAX_PAYLOAD).unwrap();
+        let reply = Message::Reply {
+            client: one.client.clone(),
+            seq: one.seq,
+            result: one.result.clone(),
+        };
+        assert_eq!(answers(&enc(&reply)), vec![one.clone()]);
+        let both = Message::Replies(vec![one.clone(), two.clone()]);
+        assert_eq!(answers(&enc(&both)), vec![one, two]);
+        assert!(answers(&enc(&Message::RejoinQuery)).is_empty());
+        assert!(answers(b"garbage").is_empty());
+    }
 }

@@ -29,7 +29,7 @@ pub use config::{Config, ConfigError};
 pub use driver::{Driver, Flush, GROUP_COMMIT_MAX};
 pub use kv::{Applied, ClientId, Command, ErrorCode, KvStore, Op, OpResult};
 pub use log::{Durable, Entry, Incarnations, Log, PersistOp, Snapshot, Value};
-pub use message::{coalesce, Dest, Input, Message, Outgoing, Ready, SetTimer, TimerKind};
+pub use message::{coalesce, Answer, Dest, Input, Message, Outgoing, Ready, SetTimer, TimerKind};
 pub use note::{LostWhy, Note};
 pub use server::{Progress, RoleKind, Server};
 pub use watch::{Change, ChangeKind, History};

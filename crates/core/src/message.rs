@@ -105,6 +105,20 @@ pub enum Message {
     /// "Yes: I know no live leader nor candidate, and I have promised `promised`" (the asker
     /// bids above it, so its Prepare is not refused for a round it could have known).
     PreVoteAck { ballot: Ballot, promised: Ballot },
+    /// The results of several commands whose replies go to one reply topic (one client
+    /// connection), as one publish. The runtime sends it when one flush answers two or more
+    /// commands of a connection, which only a client that pipelines commands causes (one
+    /// with a single command in flight is still answered with [`Message::Reply`], so older
+    /// clients never see it). The servers' core never makes nor reads it.
+    Replies(Vec<Answer>),
+}
+
+/// One command's result inside [`Message::Replies`]: the fields of [`Message::Reply`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Answer {
+    pub client: ClientId,
+    pub seq: u64,
+    pub result: OpResult,
 }
 
 impl Message {
@@ -132,11 +146,12 @@ impl Message {
             Message::SnapshotFetch { .. } => "snapshot_fetch",
             Message::PreVote { .. } => "pre_vote",
             Message::PreVoteAck { .. } => "pre_vote_ack",
+            Message::Replies(_) => "replies",
         }
     }
 
     /// All message type names, in a fixed order.
-    pub const KINDS: [&'static str; 21] = [
+    pub const KINDS: [&'static str; 22] = [
         "prepare",
         "promise",
         "accept",
@@ -158,6 +173,7 @@ impl Message {
         "snapshot_fetch",
         "pre_vote",
         "pre_vote_ack",
+        "replies",
     ];
 }
 

@@ -16,8 +16,8 @@ use crate::storage::{FileStorage, MemoryStorage, Recovery, Storage, StorageError
 use crate::topics::{server_id, server_name, server_user, Parsed, Topics, V5Reply};
 use crate::transport::{BrokerOptions, Connection, Incoming, Qos, Session, TransportError};
 use mqpaxos_core::{
-    Config, ConfigError, Dest, Driver, Flush, Input, Message, NodeId, Note, Outgoing, RoleKind,
-    Server,
+    Answer, Config, ConfigError, Dest, Driver, Flush, Input, Message, NodeId, Note, OpResult,
+    Outgoing, RoleKind, Server,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -670,17 +670,13 @@ impl Node {
             self.log_note(note);
         }
         self.update_health();
-        for o in send_early {
-            self.send(o).await;
-        }
+        self.send_all(send_early).await;
         if !persist.is_empty() {
             let storage = &mut self.storage;
             // An fsync blocks; let the runtime move other tasks off this thread meanwhile.
             tokio::task::block_in_place(|| storage.persist(&persist))?;
         }
-        for o in send_durable {
-            self.send(o).await;
-        }
+        self.send_all(send_durable).await;
         for c in &changes {
             self.publish_change(c);
         }
@@ -854,57 +850,159 @@ impl Node {
         });
     }
 
-    async fn send(&mut self, o: Outgoing) {
-        if let (
-            Dest::Client(_),
-            Message::Reply {
+    /// Sends one flush's messages in order, except that the replies for one reply topic (one
+    /// client connection) leave together after the rest, as one [`Message::Replies`] when
+    /// there are several: a client that pipelines commands then costs the leader one publish
+    /// per flush rather than one per command.
+    async fn send_all(&mut self, out: Vec<Outgoing>) {
+        let mut groups: Vec<(String, Vec<Answer>)> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        for o in out {
+            let Outgoing {
+                to: Dest::Client(to),
+                msg:
+                    Message::Reply {
+                        client,
+                        seq,
+                        result,
+                    },
+            } = o
+            else {
+                self.send(o).await;
+                continue;
+            };
+            if self.answer_json(&client, seq, &result) {
+                continue;
+            }
+            if let Some(t) = self.arrivals.remove(&(client.clone(), seq)) {
+                self.metrics
+                    .command_latency
+                    .observe(t.elapsed().as_secs_f64());
+            }
+            let topic = self.topics.reply(&to);
+            let i = *index.entry(topic.clone()).or_insert_with(|| {
+                groups.push((topic, Vec::new()));
+                groups.len() - 1
+            });
+            groups[i].1.push(Answer {
                 client,
                 seq,
                 result,
-            },
-        ) = (&o.to, &o.msg)
-        {
-            if let Some((order, a)) = self.json_waiting.remove(&(client.clone(), *seq)) {
-                self.json_order.remove(&order);
-                if let Some(t) = self.arrivals.remove(&(client.clone(), *seq)) {
-                    self.metrics
-                        .command_latency
-                        .observe(t.elapsed().as_secs_f64());
+            });
+        }
+        for (topic, answers) in groups {
+            self.send_answers(topic, answers);
+        }
+    }
+
+    /// Answers a JSON request if `(client, seq)` is one (on its MQTT 5 connection, in JSON);
+    /// returns whether it was.
+    fn answer_json(&mut self, client: &str, seq: u64, result: &OpResult) -> bool {
+        let key = (client.to_string(), seq);
+        let Some((order, a)) = self.json_waiting.remove(&key) else {
+            return false;
+        };
+        self.json_order.remove(&order);
+        if let Some(t) = self.arrivals.remove(&key) {
+            self.metrics
+                .command_latency
+                .observe(t.elapsed().as_secs_f64());
+        }
+        let payload = crate::json::reply(&a.id, client, result);
+        self.publish_json(a.reply_to, payload, a.correlation);
+        true
+    }
+
+    /// Publishes `answers` on `topic`: one alone as a [`Message::Reply`], several as one
+    /// [`Message::Replies`], split in halves while that is larger than a payload may be.
+    fn send_answers(&mut self, topic: String, mut answers: Vec<Answer>) {
+        let msg = match answers.len() {
+            0 => return,
+            1 => {
+                let Some(Answer {
+                    client,
+                    seq,
+                    result,
+                }) = answers.pop()
+                else {
+                    return;
+                };
+                Message::Reply {
+                    client,
+                    seq,
+                    result,
                 }
-                let payload = crate::json::reply(&a.id, client, result);
-                self.publish_json(a.reply_to, payload, a.correlation);
+            }
+            n => {
+                let msg = Message::Replies(answers);
+                match codec::encode(&msg, self.max_payload) {
+                    Ok(payload) => self.publish_to_client(topic, "replies", payload),
+                    Err(codec::CodecError::TooLarge { .. }) => {
+                        let Message::Replies(mut first) = msg else {
+                            return;
+                        };
+                        let second = first.split_off(n / 2);
+                        self.send_answers(topic.clone(), first);
+                        self.send_answers(topic, second);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot encode replies");
+                        self.metrics.drop_message(e.reason());
+                    }
+                }
                 return;
             }
+        };
+        match codec::encode(&msg, self.max_payload) {
+            Ok(payload) => self.publish_to_client(topic, "reply", payload),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot encode a reply");
+                self.metrics.drop_message(e.reason());
+            }
         }
+    }
+    /// A reply's payload, on the requests' connection (see `Node::requests`).
+    fn publish_to_client(&mut self, topic: String, kind: &'static str, payload: Vec<u8>) {
+        if !self.requests.is_connected() {
+            self.metrics.drop_message("offline");
+            return;
+        }
+        if self
+            .requests
+            .try_publish(topic, Qos::AtMostOnce, false, payload)
+            .is_ok()
+        {
+            self.metrics.count("out", kind, "client".to_string());
+        } else {
+            self.metrics.drop_message("backlog");
+        }
+    }
+
+    /// One message to a peer (replies go through [`Self::send_all`]).
+    async fn send(&mut self, o: Outgoing) {
         let kind = o.msg.kind();
         let (topic, peer) = match &o.to {
             Dest::AllServers => (self.topics.peer_all(self.server().id()), "all".to_string()),
             Dest::Server(to) => (self.topics.peer(*to, self.server().id()), server_name(*to)),
             Dest::Client(c) => {
-                if let Message::Reply { client, seq, .. } = &o.msg {
-                    if let Some(t) = self.arrivals.remove(&(client.clone(), *seq)) {
-                        self.metrics
-                            .command_latency
-                            .observe(t.elapsed().as_secs_f64());
-                    }
+                // Not a reply (those are grouped); nothing else goes to clients today.
+                let topic = self.topics.reply(c);
+                match codec::encode(&o.msg, self.max_payload) {
+                    Ok(payload) => self.publish_to_client(topic, kind, payload),
+                    Err(e) => self.metrics.drop_message(e.reason()),
                 }
-                (self.topics.reply(c), "client".to_string())
+                return;
             }
         };
-        // Clients' replies leave on the requests' connection (see `Node::requests`).
-        let conn = if matches!(o.to, Dest::Client(_)) {
-            &self.requests
-        } else {
-            &self.conn
-        };
-        if !conn.is_connected() {
+        if !self.conn.is_connected() {
             // Offline: drop it like a lost message; Paxos resends what matters.
             self.metrics.drop_message("offline");
             return;
         }
         match codec::encode(&o.msg, self.max_payload) {
             Ok(payload) => {
-                if conn
+                if self
+                    .conn
                     .try_publish(topic, Qos::AtMostOnce, false, payload)
                     .is_ok()
                 {
@@ -1257,7 +1355,10 @@ impl Node {
                 return Ok(());
             }
         };
-        if matches!(msg, Message::Request(_) | Message::Reply { .. }) {
+        if matches!(
+            msg,
+            Message::Request(_) | Message::Reply { .. } | Message::Replies(_)
+        ) {
             self.metrics.drop_message("forged");
             return Ok(());
         }

@@ -1610,5 +1610,6 @@ fn carries_data(msg: &Message) -> bool {
             | Message::SnapshotChunk { .. }
             | Message::Request(_)
             | Message::Reply { .. }
+            | Message::Replies(_)
     )
 }

@@ -359,3 +359,22 @@ pub fn stdout(o: &Output) -> String {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).trim().to_string()
 }
+
+/// Sets the cluster's injected faults (retained on its chaos topic, as the operator): JSON as
+/// `mqpaxos_node::chaos::Faults` reads it, `{}` for none.
+pub fn set_faults(broker: &Broker, cluster: &str, faults: &str) {
+    let o = Command::new("mosquitto_pub")
+        .args([
+            "-p",
+            &broker.port.to_string(),
+            "-u",
+            "operator",
+            "-P",
+            PASSWORD,
+        ])
+        .args(["-t", &format!("mqpaxos/{cluster}/chaos"), "-r", "-q", "1"])
+        .args(["-m", faults])
+        .output()
+        .expect("mosquitto_pub is installed");
+    assert!(o.status.success(), "{}", stderr(&o));
+}

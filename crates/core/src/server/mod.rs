@@ -608,7 +608,7 @@ impl Server {
                 self.on_prevote_ack(now, from, ballot, promised)
             }
             // Clients' traffic never arrives as a peer message.
-            Message::Request(_) | Message::Reply { .. } => {}
+            Message::Request(_) | Message::Reply { .. } | Message::Replies(_) => {}
         }
     }
 

@@ -339,6 +339,18 @@ pub fn wire_cases() -> Vec<Message> {
             ballot: b(8, 2),
             promised: ballot,
         },
+        Message::Replies(vec![
+            mqpaxos_core::Answer {
+                client: SESSION.into(),
+                seq: 5,
+                result: OpResult::Done,
+            },
+            mqpaxos_core::Answer {
+                client: format!("{SESSION}/p1/77"),
+                seq: 2,
+                result: OpResult::Value(Some("hello".into())),
+            },
+        ]),
     ]);
     out
 }
@@ -369,6 +381,7 @@ pub fn wire_file(msg: &Message) -> String {
         Message::SnapshotFetch { .. } => "snapshot-fetch",
         Message::PreVote { .. } => "pre-vote",
         Message::PreVoteAck { .. } => "pre-vote-ack",
+        Message::Replies(_) => "replies",
     };
     format!("wire-{name}.bin")
 }

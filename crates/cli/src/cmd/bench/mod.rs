@@ -87,6 +87,11 @@ pub struct Args {
     /// --connections clients).
     #[arg(long, env = "MQPAXOS_RATE", value_delimiter = ',')]
     pub rate: Vec<f64>,
+    /// Closed loop: commands each client keeps in flight (1 to 64), through the Rust
+    /// client's `pipeline` (each in a lane of its own; the leader answers a connection's
+    /// results in one publish). 1 waits for each reply before the next command.
+    #[arg(long, env = "MQPAXOS_PIPELINE", default_value_t = 1)]
+    pub pipeline: usize,
     /// Open loop: how many clients share the rate.
     #[arg(long, env = "MQPAXOS_CONNECTIONS", default_value_t = 64)]
     pub connections: usize,
@@ -201,6 +206,13 @@ pub struct Params {
     /// Own cluster: servers and fsync policy.
     pub servers: Option<u32>,
     pub sync: Option<String>,
+    /// Commands each client kept in flight (absent in reports from before `--pipeline`).
+    #[serde(default = "one")]
+    pub pipeline: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// Everything `--json` writes.
@@ -249,6 +261,16 @@ fn own_cluster(a: &Args) -> bool {
     a.broker.is_none()
 }
 
+/// Whether the load goes to mqpaxos (rather than, with the feature `compare`, etcd or NATS).
+fn targets_mqpaxos(a: &Args) -> bool {
+    #[cfg(feature = "compare")]
+    if a.target != "mqpaxos" {
+        return false;
+    }
+    let _ = a;
+    true
+}
+
 fn validate(a: &Args) -> Result<(), Failure> {
     if a.rate.is_empty() {
         if a.clients.is_empty() || a.clients.iter().any(|c| *c == 0 || *c > 4096) {
@@ -267,6 +289,16 @@ fn validate(a: &Args) -> Result<(), Failure> {
         if a.connections == 0 || a.connections > 4096 {
             return Err(fail(Exit::Usage, "--connections takes 1 to 4096"));
         }
+    }
+    if a.pipeline == 0 || a.pipeline > mqpaxos_node::client::MAX_PIPELINE {
+        return Err(fail(Exit::Usage, "--pipeline takes 1 to 64"));
+    }
+    if a.pipeline > 1 && (!a.rate.is_empty() || a.api != "postcard" || !targets_mqpaxos(a)) {
+        return Err(fail(
+            Exit::Usage,
+            "--pipeline above 1 needs the closed loop (no --rate) and mqpaxos's Rust client \
+             (--api postcard, --target mqpaxos)",
+        ));
     }
     if a.keys == 0 || a.keys > 100_000_000 {
         return Err(fail(Exit::Usage, "--keys takes 1 to 100000000"));
@@ -421,6 +453,7 @@ async fn bench(a: &Args, target: &Target, observed: &Observed, own: bool) -> Cmd
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let load = |rate| StepLoad {
+        pipeline: a.pipeline,
         keys: a.keys,
         mix: a.mix,
         value: "x".repeat(a.value_size).into(),
@@ -466,6 +499,7 @@ async fn bench(a: &Args, target: &Target, observed: &Observed, own: bool) -> Cmd
             warmup_s: a.warmup.as_secs_f64(),
             servers: own.then_some(a.servers),
             sync: own.then(|| a.sync.clone()),
+            pipeline: a.pipeline,
         },
         machine: observe::machine(),
         steps,

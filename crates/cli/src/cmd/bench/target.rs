@@ -3,6 +3,7 @@
 //! time.
 
 use super::workload::OpKind;
+use mqpaxos_core::Op;
 use mqpaxos_node::transport::TransportError;
 use mqpaxos_node::{Client, ClientError, ClientOptions};
 use std::time::Duration;
@@ -29,6 +30,9 @@ pub enum TargetError {
     Refused(serde_json::Value),
     #[error("no answer within {0:?}")]
     NoAnswer(Duration),
+    /// `--pipeline` with a target other than mqpaxos's Rust client.
+    #[error("only mqpaxos's Rust client keeps several commands in flight (--pipeline)")]
+    NoPipeline,
     #[cfg(feature = "compare")]
     #[error(transparent)]
     Compare(#[from] super::compare::CompareError),
@@ -103,6 +107,41 @@ impl Conn {
             #[cfg(feature = "compare")]
             Conn::Nats(c) => Ok(c.run(op, key, value).await?),
         }
+    }
+
+    /// Runs the commands `next` yields (`None`: stop) with `depth` in flight at once on the
+    /// Rust client ([`Client::pipeline`]), handing each result to `done` with the command's
+    /// index. Other targets run one command at a time and are refused by `bench` first.
+    pub async fn pipeline(
+        &mut self,
+        depth: usize,
+        mut next: impl FnMut() -> Option<(OpKind, String)>,
+        value: &str,
+        mut done: impl FnMut(usize, Result<(), TargetError>),
+    ) -> Result<(), TargetError> {
+        let Conn::Mqpaxos(c) = self else {
+            return Err(TargetError::NoPipeline);
+        };
+        let ops = std::iter::from_fn(|| {
+            let (op, key) = next()?;
+            Some(match op {
+                OpKind::Put => Op::Put {
+                    key,
+                    value: value.into(),
+                },
+                OpKind::Get => Op::Get { key },
+                OpKind::Cas => Op::Cas {
+                    key,
+                    expected: Some(value.into()),
+                    new: value.into(),
+                },
+            })
+        });
+        c.pipeline(ops, depth, |i, r| {
+            done(i, r.map(|_| ()).map_err(Into::into))
+        })
+        .await?;
+        Ok(())
     }
 
     pub async fn close(self) {

@@ -116,6 +116,8 @@ pub struct StepLoad {
     pub rate: Option<f64>,
     pub warmup: Duration,
     pub duration: Duration,
+    /// Closed loop: commands each client keeps in flight (1: one at a time).
+    pub pipeline: usize,
 }
 
 /// Counters shared with the progress display while a step runs.
@@ -158,52 +160,21 @@ pub async fn run(
         let live = live.clone();
         tasks.push(Task(tokio::spawn(async move {
             let mut rng = rand::rngs::StdRng::seed_from_u64(i as u64 + 1);
-            let mut hist = new_histogram();
-            let mut errors = 0u64;
-            let mut first_error = None;
-            // Open loop: this task's share of the rate, its first slot staggered.
-            let interval = load
-                .rate
-                .map(|r| Duration::from_secs_f64((n as f64 / r).min(3600.0)));
-            let mut next =
-                start + interval.map_or(Duration::ZERO, |iv| iv.mul_f64(i as f64 / n as f64));
-            loop {
-                let scheduled = match interval {
-                    Some(iv) => {
-                        if next >= end {
-                            break;
-                        }
-                        tokio::time::sleep_until(next).await;
-                        let s = next;
-                        next += iv;
-                        s
-                    }
-                    None => {
-                        let now = Instant::now();
-                        if now >= end {
-                            break;
-                        }
-                        now
-                    }
-                };
-                let op = load.mix.pick(&mut rng);
-                let k = key(rng.gen_range(0..load.keys));
-                let r = conn.run(op, &k, &load.value).await;
-                if scheduled >= measure_from && scheduled < end {
-                    match r {
-                        Ok(()) => {
-                            let us = scheduled.elapsed().as_micros().max(1) as u64;
-                            let _ = hist.record(us.min(hist.high()));
-                            live.ops.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(e) => {
-                            errors += 1;
-                            live.errors.fetch_add(1, Ordering::Relaxed);
-                            first_error.get_or_insert(e);
-                        }
-                    }
-                }
-            }
+            let (hist, errors, first_error) = if load.pipeline > 1 {
+                pipelined(&mut conn, &load, &mut rng, measure_from, end, &live).await
+            } else {
+                one_at_a_time(
+                    &mut conn,
+                    &load,
+                    &mut rng,
+                    (i, n),
+                    start,
+                    measure_from,
+                    end,
+                    &live,
+                )
+                .await
+            };
             conn.close().await;
             (hist, errors, first_error)
         })));
@@ -222,6 +193,123 @@ pub async fn run(
         }
     }
     Ok(out)
+}
+
+/// What one client's task measured: its latency histogram, errors, and the first error.
+type TaskOutcome = (Histogram<u64>, u64, Option<TargetError>);
+
+/// Counts one command that was started at `started` into the step, if it was in the
+/// measured window.
+fn count(
+    out: &mut TaskOutcome,
+    live: &Live,
+    r: Result<(), TargetError>,
+    started: Instant,
+    window: (Instant, Instant),
+) {
+    if started < window.0 || started >= window.1 {
+        return;
+    }
+    match r {
+        Ok(()) => {
+            let us = started.elapsed().as_micros().max(1) as u64;
+            let high = out.0.high();
+            let _ = out.0.record(us.min(high));
+            live.ops.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(e) => {
+            out.1 += 1;
+            live.errors.fetch_add(1, Ordering::Relaxed);
+            out.2.get_or_insert(e);
+        }
+    }
+}
+
+/// One client, one command at a time: closed loop, or open loop on its share of the rate
+/// (`(i, n)`: this is client `i` of `n`).
+#[allow(clippy::too_many_arguments)]
+async fn one_at_a_time(
+    conn: &mut Conn,
+    load: &StepLoad,
+    rng: &mut impl Rng,
+    (i, n): (usize, usize),
+    start: Instant,
+    measure_from: Instant,
+    end: Instant,
+    live: &Live,
+) -> TaskOutcome {
+    let mut out: TaskOutcome = (new_histogram(), 0, None);
+    // Open loop: this task's share of the rate, its first slot staggered.
+    let interval = load
+        .rate
+        .map(|r| Duration::from_secs_f64((n as f64 / r).min(3600.0)));
+    let mut next = start + interval.map_or(Duration::ZERO, |iv| iv.mul_f64(i as f64 / n as f64));
+    loop {
+        let scheduled = match interval {
+            Some(iv) => {
+                if next >= end {
+                    break;
+                }
+                tokio::time::sleep_until(next).await;
+                let s = next;
+                next += iv;
+                s
+            }
+            None => {
+                let now = Instant::now();
+                if now >= end {
+                    break;
+                }
+                now
+            }
+        };
+        let op = load.mix.pick(rng);
+        let k = key(rng.gen_range(0..load.keys));
+        let r = conn.run(op, &k, &load.value).await;
+        count(&mut out, live, r, scheduled, (measure_from, end));
+    }
+    out
+}
+
+/// One client with `load.pipeline` commands in flight (closed loop): a new command starts
+/// as soon as one completes, and each one's latency runs from its own start.
+async fn pipelined(
+    conn: &mut Conn,
+    load: &StepLoad,
+    rng: &mut impl Rng,
+    measure_from: Instant,
+    end: Instant,
+    live: &Live,
+) -> TaskOutcome {
+    let out = std::sync::Mutex::new((new_histogram(), 0, None));
+    let starts = std::sync::Mutex::new(std::collections::HashMap::<usize, Instant>::new());
+    let mut index = 0;
+    let next = || {
+        let now = Instant::now();
+        if now >= end {
+            return None;
+        }
+        if let Ok(mut s) = starts.lock() {
+            s.insert(index, now);
+        }
+        index += 1;
+        let op = load.mix.pick(rng);
+        Some((op, key(rng.gen_range(0..load.keys))))
+    };
+    let done = |i: usize, r: Result<(), TargetError>| {
+        let started = starts.lock().ok().and_then(|mut s| s.remove(&i));
+        if let (Some(started), Ok(mut out)) = (started, out.lock()) {
+            count(&mut out, live, r, started, (measure_from, end));
+        }
+    };
+    let r = conn.pipeline(load.pipeline, next, &load.value, done).await;
+    let mut out = out.into_inner().unwrap_or_else(|e| e.into_inner());
+    if let Err(e) = r {
+        out.1 += 1;
+        live.errors.fetch_add(1, Ordering::Relaxed);
+        out.2.get_or_insert(e);
+    }
+    out
 }
 
 /// Microseconds from 1 to an hour, 3 significant digits.
