@@ -15,6 +15,8 @@ mod compare;
 mod observe;
 #[cfg(feature = "compare")]
 mod report;
+#[cfg(feature = "compare")]
+mod rounds;
 mod target;
 mod workload;
 
@@ -117,6 +119,10 @@ pub struct Args {
     /// The name of this run in reports (default: the target's name).
     #[arg(long, env = "MQPAXOS_LABEL")]
     pub label: Option<String>,
+    /// Which round of a comparison this run is (bench/compare sets it): the report takes the
+    /// median and range over rounds, and pairs systems of one round for their ratio.
+    #[arg(long, env = "MQPAXOS_REPETITION")]
+    pub repetition: Option<u32>,
     /// What to write under "version" in the JSON (e.g. the etcd version).
     #[arg(long, env = "MQPAXOS_SYSTEM_VERSION")]
     pub system_version: Option<String>,
@@ -209,6 +215,9 @@ pub struct Params {
     /// Commands each client kept in flight (absent in reports from before `--pipeline`).
     #[serde(default = "one")]
     pub pipeline: usize,
+    /// The comparison round (`--repetition`), if any.
+    #[serde(default)]
+    pub repetition: Option<u32>,
 }
 
 fn one() -> usize {
@@ -500,6 +509,7 @@ async fn bench(a: &Args, target: &Target, observed: &Observed, own: bool) -> Cmd
             servers: own.then_some(a.servers),
             sync: own.then(|| a.sync.clone()),
             pipeline: a.pipeline,
+            repetition: a.repetition,
         },
         machine: observe::machine(),
         steps,
