@@ -58,7 +58,8 @@ enum Command {
     /// revision order, resuming by itself across failover, as `etcdctl watch` does.
     Watch(cmd::kv::WatchArgs),
     /// Backups: save a consistent copy of the state, check a file, restore a data directory.
-    Snapshot(cmd::snapshot::Args),
+    #[command(subcommand)]
+    Snapshot(cmd::snapshot::Action),
     /// The reference experiment on real processes: faults, partitions, and a verdict.
     Chaos(cmd::chaos::Args),
     /// Print the broker ACL (Mosquitto or EMQX) that the topic layout needs.
@@ -72,7 +73,8 @@ enum Command {
     Health(cmd::health::Args),
     /// A local cluster: the built-in broker and N servers.
     #[cfg(feature = "embedded-broker")]
-    Cluster(cmd::cluster::Args),
+    #[command(subcommand)]
+    Cluster(cmd::cluster::Action),
     /// Measure failover: kill -9 the leader again and again, time until the next write commits.
     #[cfg(feature = "embedded-broker")]
     Failover(cmd::failover::Args),
