@@ -141,7 +141,6 @@ fn clients_mesh<DB, Y>(
 ) -> Result<(), DrawError>
 where
     DB: DrawingBackend,
-    DB::ErrorType: 'static,
     Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
 {
     chart
@@ -165,10 +164,7 @@ fn x_range(series: &[&Results]) -> (f64, f64) {
 fn throughput_chart<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
     series: &[&Results],
-) -> Result<(), DrawError>
-where
-    DB::ErrorType: 'static,
-{
+) -> Result<(), DrawError> {
     root.fill(&WHITE)?;
     let (x0, x1) = x_range(series);
     let ymax = series
@@ -187,10 +183,7 @@ where
 fn latency_chart<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
     series: &[&Results],
-) -> Result<(), DrawError>
-where
-    DB::ErrorType: 'static,
-{
+) -> Result<(), DrawError> {
     root.fill(&WHITE)?;
     let (left, right) = root.split_horizontally(600);
     type Pick = fn(&Step) -> f64;
@@ -220,7 +213,6 @@ fn draw_lines<'a, DB, X, Y>(
 ) -> Result<(), DrawError>
 where
     DB: DrawingBackend + 'a,
-    DB::ErrorType: 'static,
     X: Ranged<ValueType = f64>,
     Y: Ranged<ValueType = f64>,
 {
