@@ -30,7 +30,54 @@ struct Args {
     external: Vec<(String, SocketAddr)>,
 }
 
-fn parse_args() -> Result<Args, String> {
+/// Why the command line was refused.
+#[derive(Debug, thiserror::Error)]
+enum ArgError {
+    #[error("{0} needs a value")]
+    MissingValue(&'static str),
+    #[error("{0}")]
+    Count(#[from] std::num::ParseIntError),
+    #[error("--external takes NAME=HOST:PORT")]
+    External,
+    #[error("{addr}: {source}")]
+    Address {
+        addr: String,
+        source: std::net::AddrParseError,
+    },
+    #[error("unknown argument {0}")]
+    Unknown(String),
+    #[error("--rounds must be at least 1")]
+    NoRounds,
+}
+
+/// Why one broker's measurement stopped.
+#[derive(Debug, thiserror::Error)]
+enum MeasureError {
+    #[error("{0}")]
+    Client(#[from] rumqttc::ClientError),
+    #[error("{label}: no SUBACK from {addr}")]
+    NoSubAck { label: String, addr: SocketAddr },
+    #[error("{label}: no echo for round {round} within {:?}", WAIT)]
+    NoEcho { label: String, round: usize },
+}
+
+/// Why Mosquitto could not be started for the comparison (the run then skips it).
+#[derive(Debug, thiserror::Error)]
+enum MosquittoError {
+    #[error("mosquitto is not installed (apt-get install -y mosquitto)")]
+    NotInstalled,
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{bin}: {source}")]
+    Spawn {
+        bin: &'static str,
+        source: std::io::Error,
+    },
+    #[error("mosquitto did not start listening")]
+    NotListening,
+}
+
+fn parse_args() -> Result<Args, ArgError> {
     let mut args = Args {
         rounds: 2000,
         warmup: 200,
@@ -39,22 +86,25 @@ fn parse_args() -> Result<Args, String> {
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
-        let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
+        let mut value = |name: &'static str| it.next().ok_or(ArgError::MissingValue(name));
         match arg.as_str() {
-            "--rounds" => args.rounds = value("--rounds")?.parse().map_err(|e| format!("{e}"))?,
-            "--warmup" => args.warmup = value("--warmup")?.parse().map_err(|e| format!("{e}"))?,
+            "--rounds" => args.rounds = value("--rounds")?.parse()?,
+            "--warmup" => args.warmup = value("--warmup")?.parse()?,
             "--no-mosquitto" => args.mosquitto = false,
             "--external" => {
                 let v = value("--external")?;
-                let (name, addr) = v.split_once('=').ok_or("--external takes NAME=HOST:PORT")?;
-                let addr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
+                let (name, addr) = v.split_once('=').ok_or(ArgError::External)?;
+                let addr = addr.parse().map_err(|source| ArgError::Address {
+                    addr: addr.to_string(),
+                    source,
+                })?;
                 args.external.push((name.to_string(), addr));
             }
-            other => return Err(format!("unknown argument {other}")),
+            other => return Err(ArgError::Unknown(other.to_string())),
         }
     }
     if args.rounds == 0 {
-        return Err("--rounds must be at least 1".into());
+        return Err(ArgError::NoRounds);
     }
     Ok(args)
 }
@@ -130,7 +180,7 @@ fn stats(mut samples: Vec<Duration>) -> Stats {
     }
 }
 
-async fn measure(label: &str, addr: SocketAddr, args: &Args) -> Result<(), String> {
+async fn measure(label: &str, addr: SocketAddr, args: &Args) -> Result<(), MeasureError> {
     let tag = format!("lat-{}-{}", std::process::id(), label.replace(' ', "-"));
     let (pinger, ping_loop) = client(&format!("{tag}-a"), addr);
     let (echoer, echo_loop) = client(&format!("{tag}-b"), addr);
@@ -139,18 +189,17 @@ async fn measure(label: &str, addr: SocketAddr, args: &Args) -> Result<(), Strin
     spawn_poller(ping_loop, None, tx_a);
     spawn_poller(echo_loop, Some(echoer.clone()), tx_b);
 
-    echoer
-        .subscribe("lat/ping", QoS::AtLeastOnce)
-        .await
-        .map_err(|e| e.to_string())?;
-    pinger
-        .subscribe("lat/pong", QoS::AtLeastOnce)
-        .await
-        .map_err(|e| e.to_string())?;
+    echoer.subscribe("lat/ping", QoS::AtLeastOnce).await?;
+    pinger.subscribe("lat/pong", QoS::AtLeastOnce).await?;
     for rx in [&mut rx_a, &mut rx_b] {
         match tokio::time::timeout(WAIT, rx.recv()).await {
             Ok(Some(Seen::SubAck)) => {}
-            _ => return Err(format!("{label}: no SUBACK from {addr}")),
+            _ => {
+                return Err(MeasureError::NoSubAck {
+                    label: label.to_string(),
+                    addr,
+                })
+            }
         }
     }
 
@@ -161,15 +210,19 @@ async fn measure(label: &str, addr: SocketAddr, args: &Args) -> Result<(), Strin
             let t0 = Instant::now();
             pinger
                 .publish("lat/ping", qos, false, payload.clone())
-                .await
-                .map_err(|e| e.to_string())?;
+                .await?;
             loop {
                 match tokio::time::timeout(WAIT, rx_a.recv()).await {
                     Ok(Some(Seen::Publish(p))) if p == payload => break,
                     // A late echo of an earlier round (cannot happen with one in flight, but
                     // harmless to skip).
                     Ok(Some(_)) => continue,
-                    _ => return Err(format!("{label}: no echo for round {i} within {WAIT:?}")),
+                    _ => {
+                        return Err(MeasureError::NoEcho {
+                            label: label.to_string(),
+                            round: i,
+                        })
+                    }
                 }
             }
             if i >= args.warmup {
@@ -207,7 +260,7 @@ fn free_port() -> std::io::Result<u16> {
 /// no queue limit), or says why not.
 async fn start_mosquitto(
     dir: &std::path::Path,
-) -> Result<(tokio::process::Child, SocketAddr), String> {
+) -> Result<(tokio::process::Child, SocketAddr), MosquittoError> {
     let bin = [
         "/usr/sbin/mosquitto",
         "/usr/bin/mosquitto",
@@ -215,8 +268,8 @@ async fn start_mosquitto(
     ]
     .into_iter()
     .find(|p| std::path::Path::new(p).exists())
-    .ok_or("mosquitto is not installed (apt-get install -y mosquitto)")?;
-    let port = free_port().map_err(|e| e.to_string())?;
+    .ok_or(MosquittoError::NotInstalled)?;
+    let port = free_port()?;
     let conf = dir.join("mosquitto.conf");
     // `user root`: as root, mosquitto otherwise switches to the user `mosquitto`; as any other
     // user the line is ignored.
@@ -226,8 +279,7 @@ async fn start_mosquitto(
             "listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n\
              max_queued_messages 0\nuser root\npersistence false\n"
         ),
-    )
-    .map_err(|e| e.to_string())?;
+    )?;
     let child = tokio::process::Command::new(bin)
         .arg("-c")
         .arg(&conf)
@@ -235,12 +287,12 @@ async fn start_mosquitto(
         .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| format!("{bin}: {e}"))?;
+        .map_err(|source| MosquittoError::Spawn { bin, source })?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let deadline = Instant::now() + WAIT;
     while tokio::net::TcpStream::connect(addr).await.is_err() {
         if Instant::now() > deadline {
-            return Err("mosquitto did not start listening".into());
+            return Err(MosquittoError::NotListening);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -27,8 +27,8 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use crate::topic;
 use crate::BrokerError;
+use crate::{rule_file, topic};
 
 /// What an ACL line grants.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,29 +73,19 @@ pub struct Acl {
 impl Acl {
     /// Reads and parses an ACL file.
     pub fn load(path: &Path) -> Result<Self, BrokerError> {
-        let text = std::fs::read_to_string(path).map_err(|source| BrokerError::ReadFile {
-            kind: "ACL",
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::parse(path, &text)
+        Self::parse(path, &rule_file::read("ACL", path)?)
     }
 
     /// Parses the text of an ACL file; `path` only names it in errors.
     pub fn parse(path: &Path, text: &str) -> Result<Self, BrokerError> {
         let mut acl = Acl::default();
         let mut current_user: Option<String> = None;
-        for (index, raw) in text.lines().enumerate() {
-            let line = index + 1;
+        for (line, trimmed) in rule_file::lines(text) {
             let err = |message: String| BrokerError::AclFile {
                 path: path.to_path_buf(),
                 line,
                 message,
             };
-            let trimmed = raw.trim();
-            if trimmed.is_empty() || trimmed.starts_with('#') {
-                continue;
-            }
             let (keyword, rest) = split_word(trimmed);
             match keyword {
                 "user" => {

@@ -105,6 +105,11 @@ pub(crate) fn hashing_slots() -> usize {
 }
 
 impl FileAuth {
+    /// The ACL's verdict on a publish or a subscription; without an ACL file, yes.
+    fn acl_allows(&self, judge: impl FnOnce(&Acl) -> bool) -> bool {
+        self.acl.as_deref().is_none_or(judge)
+    }
+
     async fn check_connect(&self, connect: &ConnectPacket) -> AuthResult {
         let Some(passwords) = &self.passwords else {
             // Without a password file the user name is still what `%u` ACL patterns use.
@@ -180,10 +185,7 @@ impl AuthProvider for FileAuth {
         user_id: Option<&'a str>,
         topic: &'a str,
     ) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
-        let allowed = self
-            .acl
-            .as_ref()
-            .is_none_or(|acl| acl.can_publish(user_id, client_id, topic));
+        let allowed = self.acl_allows(|acl| acl.can_publish(user_id, client_id, topic));
         Box::pin(async move { allowed })
     }
 
@@ -193,10 +195,7 @@ impl AuthProvider for FileAuth {
         user_id: Option<&'a str>,
         topic_filter: &'a str,
     ) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
-        let allowed = self
-            .acl
-            .as_ref()
-            .is_none_or(|acl| acl.can_subscribe(user_id, client_id, topic_filter));
+        let allowed = self.acl_allows(|acl| acl.can_subscribe(user_id, client_id, topic_filter));
         if !allowed {
             tracing::info!(
                 client_id = %client_id,

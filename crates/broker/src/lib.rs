@@ -25,6 +25,7 @@
 mod acl;
 mod auth;
 mod password;
+mod rule_file;
 mod topic;
 
 use std::net::SocketAddr;

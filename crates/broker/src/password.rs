@@ -25,7 +25,7 @@ use base64::Engine;
 use ring::rand::SecureRandom;
 use subtle::ConstantTimeEq;
 
-use crate::BrokerError;
+use crate::{rule_file, BrokerError};
 
 /// Iterations `hash_password` uses: OWASP's recommendation for PBKDF2-HMAC-SHA512 (2023).
 /// Mosquitto 2.0's `mosquitto_passwd` writes 101, which a GPU tries billions of times a
@@ -150,12 +150,7 @@ impl PasswordFile {
                 path.display()
             );
         }
-        let text = std::fs::read_to_string(path).map_err(|source| BrokerError::ReadFile {
-            kind: "password",
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::parse(path, &text)
+        Self::parse(path, &rule_file::read("password", path)?)
     }
 
     /// Parses the text of a password file; `path` only names it in errors.
@@ -163,17 +158,12 @@ impl PasswordFile {
         let mut users = HashMap::new();
         // How many lines use each iteration count: the most common one prices the dummy.
         let mut counts: HashMap<u32, usize> = HashMap::new();
-        for (index, raw) in text.lines().enumerate() {
-            let line = index + 1;
+        for (line, trimmed) in rule_file::lines(text) {
             let err = |message: String| BrokerError::PasswordFile {
                 path: path.to_path_buf(),
                 line,
                 message,
             };
-            let trimmed = raw.trim();
-            if trimmed.is_empty() || trimmed.starts_with('#') {
-                continue;
-            }
             let Some((user, hash)) = trimmed.split_once(':') else {
                 return Err(err(
                     "expected `user:hash`, as `mosquitto_passwd -b FILE USER PASSWORD` writes"

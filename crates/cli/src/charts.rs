@@ -11,6 +11,9 @@
 //! or any system font.
 
 use mqpaxos_check::OpKind;
+use plotters::chart::MeshStyle;
+use plotters::coord::ranged1d::ValueFormatter;
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -169,11 +172,26 @@ pub fn rates(samples: &[MessageSample], node: usize, outgoing: bool) -> Vec<(f64
         .collect()
 }
 
+/// Why the charts could not be drawn.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot draw {file}: {reason}")]
-pub struct ChartError {
-    file: String,
-    reason: String,
+pub enum ChartError {
+    /// plotters could not draw or write one of the files.
+    #[error("cannot draw {file}: {reason}")]
+    Draw { file: String, reason: DrawError },
+    #[error("cannot draw charts: the embedded font does not load")]
+    Font,
+}
+
+/// A drawing error of plotters, kept as its text: its type depends on the backend (PNG or
+/// SVG) the chart is drawn on, and the text is all a caller can do anything with.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct DrawError(String);
+
+impl<E: std::error::Error + Send + Sync> From<DrawingAreaErrorKind<E>> for DrawError {
+    fn from(e: DrawingAreaErrorKind<E>) -> Self {
+        DrawError(e.to_string())
+    }
 }
 
 /// Writes `messages_in`, `messages_out` and `latency`, each as `.png` and `.svg`, into `dir`
@@ -189,7 +207,7 @@ pub fn write_charts(dir: &Path, ts: &Timeseries) -> Result<Vec<PathBuf>, ChartEr
         let png = dir.join(format!("{name}.png"));
         let err = |file: &Path| {
             let file = file.display().to_string();
-            move |reason: String| ChartError { file, reason }
+            move |reason| ChartError::Draw { file, reason }
         };
         draw(
             BitMapBackend::new(&png, SIZE).into_drawing_area(),
@@ -216,10 +234,7 @@ pub fn register_font() -> Result<(), ChartError> {
     if ok {
         Ok(())
     } else {
-        Err(ChartError {
-            file: "charts".to_string(),
-            reason: "the embedded font does not load".to_string(),
-        })
+        Err(ChartError::Font)
     }
 }
 
@@ -231,7 +246,8 @@ enum Chart {
 }
 
 /// Distinct line colours (Tableau 10), so seven servers stay apart; more servers reuse them.
-const PALETTE: [RGBColor; 10] = [
+/// The benchmark's report draws its systems in these colours too.
+pub const PALETTE: [RGBColor; 10] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
@@ -251,9 +267,8 @@ fn draw<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
     chart: Chart,
     ts: &Timeseries,
-) -> Result<(), String> {
-    let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
-    root.fill(&WHITE).map_err(e)?;
+) -> Result<(), DrawError> {
+    root.fill(&WHITE)?;
     let (title, sub) = match chart {
         Chart::MessagesIn => ("Messages received per server", "messages/s"),
         Chart::MessagesOut => ("Messages sent per server", "messages/s"),
@@ -265,24 +280,60 @@ fn draw<DB: DrawingBackend>(
         title,
         (70, 8),
         (FONT, 26).into_font().style(FontStyle::Bold).color(&BLACK),
-    ))
-    .map_err(e)?;
+    ))?;
     top.draw(&Text::new(
         ts.run.clone(),
         (70, 36),
         (FONT, 17).into_font().color(&RGBColor(80, 80, 80)),
-    ))
-    .map_err(e)?;
+    ))?;
     match chart {
         Chart::MessagesIn | Chart::MessagesOut => draw_messages(&root, &body, chart, ts, sub)?,
         Chart::Latency => draw_latency(&root, &body, ts, sub)?,
     }
-    root.present().map_err(e)?;
+    root.present()?;
     Ok(())
 }
 
 /// The x axis of every chart: seconds since the clients started.
 const X_DESC: &str = "time since the clients started (s)";
+
+/// The plot area of every chart, under its title: the legend's room on the right, the axes'
+/// labels on the left and below.
+fn plot<'a, DB: DrawingBackend>(body: &'a DrawingArea<DB, Shift>) -> ChartBuilder<'a, 'a, DB> {
+    let mut builder = ChartBuilder::on(body);
+    builder
+        .margin_left(10)
+        .margin_right(LEGEND_WIDTH)
+        .margin_bottom(10)
+        .x_label_area_size(50)
+        .y_label_area_size(70);
+    builder
+}
+
+/// Every chart's grid and axes, the time axis labelled; the caller labels the y axis (`y_desc`
+/// says what it measures) and draws it.
+fn time_mesh<'a, 'b, DB, Y>(
+    c: &'b mut ChartContext<'a, DB, Cartesian2d<RangedCoordf64, Y>>,
+    y_desc: &str,
+) -> MeshStyle<'a, 'b, RangedCoordf64, Y, DB>
+where
+    DB: DrawingBackend,
+    Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
+{
+    let mut mesh = c.configure_mesh();
+    mesh.x_desc(X_DESC)
+        .y_desc(y_desc)
+        .label_style((FONT, 16))
+        .axis_desc_style((FONT, 18))
+        .light_line_style(WHITE.mix(0.0))
+        .x_label_formatter(&whole);
+    mesh
+}
+
+/// An axis label in whole units.
+fn whole(v: &f64) -> String {
+    format!("{v:.0}")
+}
 
 /// Messages per second in or out of each server, one line per server.
 fn draw_messages<DB: DrawingBackend>(
@@ -291,8 +342,7 @@ fn draw_messages<DB: DrawingBackend>(
     chart: Chart,
     ts: &Timeseries,
     sub: &str,
-) -> Result<(), String> {
-    let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+) -> Result<(), DrawError> {
     let x_max = ts.end_s.max(1.0);
     let outgoing = chart == Chart::MessagesOut;
     let lines: Vec<Vec<(f64, f64)>> = (0..ts.nodes.len())
@@ -306,29 +356,12 @@ fn draw_messages<DB: DrawingBackend>(
         .max(1.0)
         // Headroom for the partition labels above the lines.
         * 1.25;
-    let mut c = ChartBuilder::on(body)
-        .margin_left(10)
-        .margin_right(LEGEND_WIDTH)
-        .margin_bottom(10)
-        .x_label_area_size(50)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0.0..x_max, 0.0..y_top)
-        .map_err(e)?;
-    c.configure_mesh()
-        .x_desc(X_DESC)
-        .y_desc(sub)
-        .label_style((FONT, 16))
-        .axis_desc_style((FONT, 18))
-        .light_line_style(WHITE.mix(0.0))
-        .x_label_formatter(&|v| format!("{v:.0}"))
-        .y_label_formatter(&|v| format!("{v:.0}"))
-        .draw()
-        .map_err(e)?;
+    let mut c = plot(body).build_cartesian_2d(0.0..x_max, 0.0..y_top)?;
+    time_mesh(&mut c, sub).y_label_formatter(&whole).draw()?;
     shade_partitions(&mut c, root, ts, 0.0, y_top)?;
     for (i, pts) in lines.into_iter().enumerate() {
         let color = PALETTE[i % PALETTE.len()];
-        c.draw_series(LineSeries::new(pts, color.stroke_width(2)))
-            .map_err(e)?;
+        c.draw_series(LineSeries::new(pts, color.stroke_width(2)))?;
     }
     let mut entries = partition_entry(ts);
     for (i, node) in ts.nodes.iter().enumerate() {
@@ -343,8 +376,7 @@ fn draw_latency<DB: DrawingBackend>(
     body: &DrawingArea<DB, Shift>,
     ts: &Timeseries,
     sub: &str,
-) -> Result<(), String> {
-    let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+) -> Result<(), DrawError> {
     let x_max = ts.end_s.max(1.0);
     let lat = |o: &OpSample| o.latency_ms.max(0.01);
     // Headroom (on a log axis) for the partition labels.
@@ -352,29 +384,15 @@ fn draw_latency<DB: DrawingBackend>(
     // From the decade below the fastest operation, so the axis has a label under it.
     let fastest = ts.ops.iter().map(lat).fold(hi, f64::min).min(hi / 10.0);
     let lo = 10f64.powf(fastest.log10().floor());
-    let mut c = ChartBuilder::on(body)
-        .margin_left(10)
-        .margin_right(LEGEND_WIDTH)
-        .margin_bottom(10)
-        .x_label_area_size(50)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0.0..x_max, (lo..hi).log_scale())
-        .map_err(e)?;
-    c.configure_mesh()
-        .x_desc(X_DESC)
-        .y_desc(sub)
-        .label_style((FONT, 16))
-        .axis_desc_style((FONT, 18))
-        .light_line_style(WHITE.mix(0.0))
-        .x_label_formatter(&|v| format!("{v:.0}"))
+    let mut c = plot(body).build_cartesian_2d(0.0..x_max, (lo..hi).log_scale())?;
+    time_mesh(&mut c, sub)
         // Enough that plotters marks 1..9 in every decade; only 1, 2 and 5 are
         // labelled, so the labels never crowd.
         .y_labels(30)
         // Log paper: a faint line at every mark.
         .bold_line_style(BLACK.mix(0.08))
         .y_label_formatter(&|v| format_ms(*v))
-        .draw()
-        .map_err(e)?;
+        .draw()?;
     shade_partitions(&mut c, root, ts, lo, hi)?;
     for (i, kind) in [OpKind::Get, OpKind::Put, OpKind::Cas]
         .into_iter()
@@ -382,8 +400,7 @@ fn draw_latency<DB: DrawingBackend>(
     {
         let color = PALETTE[i];
         let pts = ts.ops.iter().filter(|o| o.ok && o.kind == kind);
-        c.draw_series(pts.map(|o| Circle::new((o.at_s, lat(o)), 2, color.filled())))
-            .map_err(e)?;
+        c.draw_series(pts.map(|o| Circle::new((o.at_s, lat(o)), 2, color.filled())))?;
     }
     let unknown = PALETTE[3];
     c.draw_series(
@@ -391,8 +408,7 @@ fn draw_latency<DB: DrawingBackend>(
             .iter()
             .filter(|o| !o.ok)
             .map(|o| Cross::new((o.at_s, lat(o)), 5, unknown.stroke_width(2))),
-    )
-    .map_err(e)?;
+    )?;
     let mut entries = partition_entry(ts);
     for (i, kind) in [OpKind::Get, OpKind::Put, OpKind::Cas]
         .into_iter()
@@ -421,25 +437,23 @@ fn format_ms(v: f64) -> String {
 /// Shades every partition window from `y0` to `y1` and, where it fits, writes its groups at
 /// the top of the window.
 fn shade_partitions<'a, DB, Y>(
-    c: &mut ChartContext<'a, DB, Cartesian2d<plotters::coord::types::RangedCoordf64, Y>>,
+    c: &mut ChartContext<'a, DB, Cartesian2d<RangedCoordf64, Y>>,
     root: &DrawingArea<DB, Shift>,
     ts: &Timeseries,
     y0: f64,
     y1: f64,
-) -> Result<(), String>
+) -> Result<(), DrawError>
 where
     DB: DrawingBackend + 'a,
     Y: Ranged<ValueType = f64>,
 {
-    let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
     let font = (FONT, 15).into_font().color(&RGBColor(60, 60, 60));
     for (i, w) in ts.partitions.iter().enumerate() {
         let shade = SHADES[i % SHADES.len()];
         c.draw_series(std::iter::once(Rectangle::new(
             [(w.from_s, y0), (w.to_s, y1)],
             shade.mix(SHADE_ALPHA).filled(),
-        )))
-        .map_err(e)?;
+        )))?;
         // The label goes on one line if it fits the window, else one group per line, else
         // nowhere: an overlapping label is worse than none (the groups are in summary.json).
         let (left, top) = c.backend_coord(&(w.from_s, y1));
@@ -460,8 +474,7 @@ where
                 line,
                 (left + 4, top + 4 + 18 * k as i32),
                 font.clone(),
-            ))
-            .map_err(e)?;
+            ))?;
         }
     }
     Ok(())
@@ -490,8 +503,7 @@ fn partition_entry(ts: &Timeseries) -> Vec<(String, Mark)> {
 fn legend<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     entries: &[(String, Mark)],
-) -> Result<(), String> {
-    let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+) -> Result<(), DrawError> {
     let (width, _) = root.dim_in_pixel();
     let x = width as i32 - LEGEND_WIDTH as i32 + 16;
     let y0 = 80;
@@ -510,14 +522,12 @@ fn legend<DB: DrawingBackend>(
                 [(x, y - 7), (x + 24, y + 7)],
                 c.mix(SHADE_ALPHA * 1.5).filled(),
             )),
-        }
-        .map_err(e)?;
+        }?;
         root.draw(&Text::new(
             label.clone(),
             (x + 32, y),
             font.clone().pos(Pos::new(HPos::Left, VPos::Center)),
-        ))
-        .map_err(e)?;
+        ))?;
     }
     Ok(())
 }

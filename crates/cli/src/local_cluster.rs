@@ -30,6 +30,54 @@ pub struct ClusterSpec {
     pub server_args: Vec<String>,
 }
 
+impl ClusterSpec {
+    /// A cluster for a measurement (`bench`, `failover`): the broker on a free loopback port,
+    /// each server's metrics on a free local port (the measurement reads them, see
+    /// [`ClusterSpec::metrics_addrs`]), the servers' output silenced (the measurement owns
+    /// the terminal).
+    pub fn measured(
+        servers: u32,
+        cluster: String,
+        data_dir: PathBuf,
+        sync: String,
+        server_args: Vec<String>,
+    ) -> Result<ClusterSpec, Failure> {
+        let metrics = (0..servers)
+            .map(|_| crate::launch::free_local_addr().map(Some))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ClusterSpec {
+            servers,
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            cluster,
+            data_dir,
+            metrics,
+            sync,
+            quiet: true,
+            server_args,
+        })
+    }
+
+    /// The servers' metrics endpoints (host:port), in server order.
+    pub fn metrics_addrs(&self) -> Vec<String> {
+        self.metrics
+            .iter()
+            .flatten()
+            .map(|m| m.to_string())
+            .collect()
+    }
+}
+
+/// A new directory name under the system's temporary directory for a measurement's own
+/// cluster, `mqpaxos-<what>-<pid>-<random>`, so that runs side by side never share one. The
+/// caller removes it.
+pub fn temp_data_dir(what: &str) -> PathBuf {
+    std::env::temp_dir().join(format!(
+        "mqpaxos-{what}-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    ))
+}
+
 /// The built-in broker (in this process) and N `mqpaxos server` child processes.
 pub struct LocalCluster {
     broker: Broker,

@@ -58,7 +58,8 @@ enum Command {
     /// revision order, resuming by itself across failover, as `etcdctl watch` does.
     Watch(cmd::kv::WatchArgs),
     /// Backups: save a consistent copy of the state, check a file, restore a data directory.
-    Snapshot(cmd::snapshot::Args),
+    #[command(subcommand)]
+    Snapshot(cmd::snapshot::Action),
     /// The reference experiment on real processes: faults, partitions, and a verdict.
     Chaos(cmd::chaos::Args),
     /// Print the broker ACL (Mosquitto or EMQX) that the topic layout needs.
@@ -72,7 +73,8 @@ enum Command {
     Health(cmd::health::Args),
     /// A local cluster: the built-in broker and N servers.
     #[cfg(feature = "embedded-broker")]
-    Cluster(cmd::cluster::Args),
+    #[command(subcommand)]
+    Cluster(cmd::cluster::Action),
     /// Measure failover: kill -9 the leader again and again, time until the next write commits.
     #[cfg(feature = "embedded-broker")]
     Failover(cmd::failover::Args),
@@ -84,23 +86,41 @@ const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
 /// directives (`info,mqpaxos_node=debug`). tracing's own parser takes any bare word as a
 /// target name, so a misspelt level would silently log nothing: every directive must name a
 /// known level.
-fn log_filter(spec: Option<&str>) -> Result<tracing_subscriber::EnvFilter, String> {
+fn log_filter(spec: Option<&str>) -> Result<tracing_subscriber::EnvFilter, LogFilterError> {
     let Some(spec) = spec.map(str::trim).filter(|s| !s.is_empty()) else {
         return Ok(tracing_subscriber::EnvFilter::new("warn,mqtt5=error"));
     };
-    let bad = |why: String| {
-        format!(
-            "MQPAXOS_LOG={spec:?}: {why} (use one of {}, or target=level directives separated by commas)",
-            LEVELS.join(", ")
-        )
+    let bad = |why: LogFilterWhy| LogFilterError {
+        spec: spec.to_string(),
+        why,
     };
     for directive in spec.split(',').map(str::trim).filter(|d| !d.is_empty()) {
         let level = directive.rsplit_once('=').map_or(directive, |(_, l)| l);
         if !LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
-            return Err(bad(format!("unknown level {level:?}")));
+            return Err(bad(LogFilterWhy::UnknownLevel(level.to_string())));
         }
     }
-    tracing_subscriber::EnvFilter::try_new(spec).map_err(|e| bad(e.to_string()))
+    tracing_subscriber::EnvFilter::try_new(spec).map_err(|e| bad(LogFilterWhy::Parse(e)))
+}
+
+/// A `MQPAXOS_LOG` that [`log_filter`] refuses, with the levels it would take.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "MQPAXOS_LOG={spec:?}: {why} (use one of {}, or target=level directives separated by commas)",
+    LEVELS.join(", ")
+)]
+struct LogFilterError {
+    spec: String,
+    why: LogFilterWhy,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum LogFilterWhy {
+    /// A directive whose level is none of [`LEVELS`] (tracing would read it as a target).
+    #[error("unknown level {0:?}")]
+    UnknownLevel(String),
+    #[error("{0}")]
+    Parse(tracing_subscriber::filter::ParseError),
 }
 
 fn main() -> ExitCode {
@@ -260,7 +280,8 @@ mod tests {
         }
         for bad in ["verbose", "info,mqpaxos_node=loud", "inf"] {
             let e = log_filter(Some(bad)).expect_err(bad);
-            assert!(e.contains("unknown level"), "{e}");
+            assert!(matches!(e.why, LogFilterWhy::UnknownLevel(_)), "{e}");
+            assert!(e.to_string().contains("unknown level"), "{e}");
         }
     }
 }

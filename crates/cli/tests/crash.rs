@@ -7,23 +7,17 @@
 mod common;
 
 use common::*;
-use mqpaxos_check::{check_events, CheckLimits, CheckOutcome, Event, OpKind};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use mqpaxos_check::{check_events, CheckLimits, CheckOutcome};
+use std::sync::Arc;
+use std::time::Duration;
 
 #[test]
 fn kill_9_loop_loses_no_acknowledged_write() {
     let broker = Broker::start(Kind::Mosquitto);
     let mut cluster = Cluster::start(&broker, 3);
     cluster.leader(Duration::from_secs(20));
-    let start = Instant::now();
-    let now = move || start.elapsed().as_nanos() as u64;
-    let history: Arc<Mutex<Vec<Event>>> = Arc::new(Mutex::new(Vec::new()));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let history = History::new();
+    let rt = load_runtime();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut writers = Vec::new();
     for c in 1..=3u32 {
@@ -43,18 +37,7 @@ fn kill_9_loop_loses_no_acknowledged_write() {
                 }
                 let key = format!("k{}", i % 4);
                 let value = format!("{name}-{i}");
-                history
-                    .lock()
-                    .expect("lock")
-                    .push(Event::invoke(now(), &name, OpKind::Put, &key).with_value(Some(&value)));
-                let r = client.put(&key, &value).await;
-                let ev = match r {
-                    Ok(()) => Event::ok(now(), &name, OpKind::Put, &key).with_value(Some(&value)),
-                    Err(_) => Event::info(now(), &name, OpKind::Put, &key),
-                };
-                let failed = r.is_err();
-                history.lock().expect("lock").push(ev);
-                if failed {
+                if !history.put(&client, &name, &key, &value).await {
                     // A timed-out command may still execute: continue as a new client
                     // session so the history stays sequential per client id.
                     client.close().await;
@@ -93,21 +76,8 @@ fn kill_9_loop_loses_no_acknowledged_write() {
     }
     // Final reads, after everything settled: a lost acknowledged write shows up as a
     // non-linearizable history.
-    let reader = rt
-        .block_on(mqpaxos::Client::connect(cluster.client_options("client9")))
-        .expect("connect reader");
-    let mut events = history.lock().expect("lock").clone();
-    for k in 0..4 {
-        let key = format!("k{k}");
-        events.push(Event::invoke(now(), "client9", OpKind::Get, &key));
-        let v = rt.block_on(reader.get(&key)).expect("final read");
-        events.push(Event::ok(now(), "client9", OpKind::Get, &key).with_value(v.as_deref()));
-    }
-    rt.block_on(reader.close());
-    let acked = events
-        .iter()
-        .filter(|e| e.ty == mqpaxos_check::EventType::Ok && e.f == OpKind::Put)
-        .count();
+    let (events, _) = history.with_final_reads(&rt, &cluster, &["k0", "k1", "k2", "k3"]);
+    let acked = acknowledged_puts(&events);
     eprintln!("{cycles} kill -9 cycles, {acked} acknowledged writes checked");
     assert!(acked > 20, "the load made progress: {acked}");
     let verdict = check_events(&events, CheckLimits::default()).expect("well-formed history");

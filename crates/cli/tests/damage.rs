@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -174,12 +174,12 @@ async fn writer(
     name: String,
     opts: mqpaxos::ClientOptions,
     seed: u64,
-    now: impl Fn() -> u64,
-    history: Arc<Mutex<Vec<Event>>>,
+    history: History,
     stop: Arc<AtomicBool>,
 ) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let push = |e: Event| history.lock().expect("lock").push(e);
+    let now = || history.now();
+    let push = |e: Event| history.push(e);
     let mut client = mqpaxos::Client::connect(opts.clone())
         .await
         .expect("connect");
@@ -334,13 +334,8 @@ fn damaged_data_files_are_refused_or_recovered_without_losing_a_write() {
     let mut cluster = Cluster::start(&broker, 3);
     cluster.leader(Duration::from_secs(20));
     let start = Instant::now();
-    let now = move || start.elapsed().as_nanos() as u64;
-    let history: Arc<Mutex<Vec<Event>>> = Arc::new(Mutex::new(Vec::new()));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let history = History::new();
+    let rt = load_runtime();
     let stop = Arc::new(AtomicBool::new(false));
     let writers: Vec<_> = (1..=3u32)
         .map(|c| {
@@ -350,7 +345,6 @@ fn damaged_data_files_are_refused_or_recovered_without_losing_a_write() {
                 format!("client{c}"),
                 opts,
                 seed ^ u64::from(c),
-                now,
                 history.clone(),
                 stop.clone(),
             ))
@@ -430,18 +424,12 @@ fn damaged_data_files_are_refused_or_recovered_without_losing_a_write() {
 
     // Final reads after everything settled: a lost acknowledged write shows up as a missing
     // append token and as a non-linearizable history.
-    let reader = rt
-        .block_on(mqpaxos::Client::connect(cluster.client_options("client9")))
-        .expect("connect reader");
-    let mut events = history.lock().expect("lock").clone();
-    let mut finals = BTreeMap::new();
-    for key in ["p0", "p1", "a0", "a1", "c0"] {
-        events.push(Event::invoke(now(), "client9", OpKind::Get, key));
-        let v = rt.block_on(reader.get(key)).expect("final read");
-        events.push(Event::ok(now(), "client9", OpKind::Get, key).with_value(v.as_deref()));
-        finals.insert(key, v.unwrap_or_default());
-    }
-    rt.block_on(reader.close());
+    let keys = ["p0", "p1", "a0", "a1", "c0"];
+    let (events, values) = history.with_final_reads(&rt, &cluster, &keys);
+    let finals: BTreeMap<&str, String> = keys
+        .into_iter()
+        .zip(values.into_iter().map(Option::unwrap_or_default))
+        .collect();
     let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("damage-history.jsonl");
     let file = std::fs::File::create(&path).expect("create history file");
     mqpaxos_check::write_jsonl(std::io::BufWriter::new(file), &events).expect("write history");

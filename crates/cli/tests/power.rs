@@ -10,10 +10,10 @@
 mod common;
 
 use common::*;
-use mqpaxos_check::{check_events, CheckLimits, CheckOutcome, Event, OpKind};
+use mqpaxos_check::{check_events, CheckLimits, CheckOutcome};
 use std::os::unix::process::ExitStatusExt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const CYCLES: u32 = 20;
@@ -25,14 +25,8 @@ fn power_loss_of_the_whole_cluster_with_two_torn_logs_recovers_by_itself() {
     let broker = Broker::start(Kind::Embedded);
     let mut cluster = Cluster::start(&broker, 3);
     cluster.leader(Duration::from_secs(20));
-    let start = Instant::now();
-    let now = move || start.elapsed().as_nanos() as u64;
-    let history: Arc<Mutex<Vec<Event>>> = Arc::new(Mutex::new(Vec::new()));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let history = History::new();
+    let rt = load_runtime();
     let stop = Arc::new(AtomicBool::new(false));
     let mut writers = Vec::new();
     for c in 1..=3u32 {
@@ -61,17 +55,7 @@ fn power_loss_of_the_whole_cluster_with_two_torn_logs_recovers_by_itself() {
                 let key = format!("k{}", i % 4);
                 // 1-3 KB, so that a group spans several 512-byte blocks and can tear.
                 let value = format!("{name}-{i}:{}", "x".repeat(1000 + (i as usize * 37) % 2000));
-                history
-                    .lock()
-                    .expect("lock")
-                    .push(Event::invoke(now(), &name, OpKind::Put, &key).with_value(Some(&value)));
-                let r = cl.put(&key, &value).await;
-                let ev = match &r {
-                    Ok(()) => Event::ok(now(), &name, OpKind::Put, &key).with_value(Some(&value)),
-                    Err(_) => Event::info(now(), &name, OpKind::Put, &key),
-                };
-                history.lock().expect("lock").push(ev);
-                if r.is_err() {
+                if !history.put(cl, &name, &key, &value).await {
                     // Outcome unknown: go on as a new client id, so each id's history stays
                     // sequential.
                     if let Some(cl) = client.take() {
@@ -127,21 +111,8 @@ fn power_loss_of_the_whole_cluster_with_two_torn_logs_recovers_by_itself() {
         rt.block_on(w).expect("writer");
     }
 
-    let reader = rt
-        .block_on(mqpaxos::Client::connect(cluster.client_options("client9")))
-        .expect("connect reader");
-    let mut events = history.lock().expect("lock").clone();
-    for k in 0..4 {
-        let key = format!("k{k}");
-        events.push(Event::invoke(now(), "client9", OpKind::Get, &key));
-        let v = rt.block_on(reader.get(&key)).expect("final read");
-        events.push(Event::ok(now(), "client9", OpKind::Get, &key).with_value(v.as_deref()));
-    }
-    rt.block_on(reader.close());
-    let acked = events
-        .iter()
-        .filter(|e| e.ty == mqpaxos_check::EventType::Ok && e.f == OpKind::Put)
-        .count();
+    let (events, _) = history.with_final_reads(&rt, &cluster, &["k0", "k1", "k2", "k3"]);
+    let acked = acknowledged_puts(&events);
     eprintln!(
         "{CYCLES} whole-cluster power cuts, {torn} logs torn mid-group, {acked} acknowledged \
          writes checked"

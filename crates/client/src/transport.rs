@@ -40,6 +40,7 @@ fn is_chaos_topic(filter: &str) -> bool {
     let levels: Vec<&str> = filter.split('/').collect();
     matches!(levels.as_slice(), ["mqpaxos", _, "chaos"])
 }
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
@@ -185,15 +186,21 @@ pub struct Held(#[allow(dead_code)] Option<tokio::sync::OwnedSemaphorePermit>);
 /// Claims a received message of `len` bytes' share of `budget`, waiting (and so stopping the
 /// connection's reading) while the messages not yet handled hold it; one message larger than
 /// the whole budget takes all of it. `None` if the connection is stopped meanwhile.
-/// Shared with the servers' MQTT 5 connection (`mqpaxos_node::transport5`).
-pub async fn claim(
+async fn claim(
     budget: &Arc<tokio::sync::Semaphore>,
     len: usize,
     stop: &mut watch::Receiver<bool>,
 ) -> Option<Held> {
     let kib = (len / 1024 + 1).min(INCOMING_BYTES / 1024) as u32;
+    until_stopped(stop, budget.clone().acquire_many_owned(kib))
+        .await
+        .map(|p| Held(p.ok()))
+}
+
+/// `work`'s output, or `None` if the connection is stopped (or its owner gone) first.
+async fn until_stopped<F: Future>(stop: &mut watch::Receiver<bool>, work: F) -> Option<F::Output> {
     tokio::select! {
-        p = budget.clone().acquire_many_owned(kib) => Some(Held(p.ok())),
+        out = work => Some(out),
         _ = stop.changed() => None,
     }
 }
@@ -234,10 +241,7 @@ impl From<Qos> for QoS {
 pub struct Connection {
     client: AsyncClient,
     incoming: mpsc::Receiver<Incoming>,
-    connected: Arc<AtomicBool>,
-    closing: Arc<AtomicBool>,
-    task: JoinHandle<()>,
-    stop: watch::Sender<bool>,
+    task: ConnectionTask,
 }
 
 impl Connection {
@@ -273,37 +277,25 @@ impl Connection {
             )?));
         }
         let (client, mut eventloop) = AsyncClient::new(mo, 10_000);
-        let mut net = NetworkOptions::new();
-        // Without it every hop waits for Nagle's algorithm: ~40 ms a round trip, not ~0.15.
-        net.set_tcp_nodelay(true);
-        net.set_connection_timeout(5);
-        eventloop.set_network_options(net);
+        eventloop.set_network_options(network_options());
 
         let (tx, incoming) = mpsc::channel(10_000);
-        let budget = Arc::new(tokio::sync::Semaphore::new(INCOMING_BYTES / 1024));
-        let connected = Arc::new(AtomicBool::new(false));
-        let (stop, stop_rx) = watch::channel(false);
-        let (first_tx, mut first_rx) = mpsc::channel::<Result<(), String>>(4);
-        let closing = Arc::new(AtomicBool::new(false));
-        // A caller that waits reports the outcome itself; one that does not (a server) has
-        // only the log to say why it is not connected, so every failed attempt goes there.
-        let loud = wait.is_none().then(|| opts.url.clone());
-        let task = tokio::spawn(drive(
+        let (first_tx, mut first_rx) = mpsc::channel(4);
+        let task = ConnectionTask::spawn(Events {
             eventloop,
-            client.clone(),
+            client: client.clone(),
             session,
-            (tx, budget),
-            [connected.clone(), closing.clone()],
-            (stop_rx, loud),
-            first_tx,
-        ));
+            tx,
+            first: first_tx,
+            // A caller that waits reports the outcome itself; one that does not (a server)
+            // has only the log to say why it is not connected, so every failed attempt goes
+            // there.
+            loud: wait.is_none().then(|| opts.url.clone()),
+        });
         let conn = Connection {
             client,
             incoming,
-            connected,
-            closing,
             task,
-            stop,
         };
         let Some(limit) = wait else {
             return Ok(conn);
@@ -313,20 +305,20 @@ impl Connection {
         loop {
             match tokio::time::timeout_at(deadline, first_rx.recv()).await {
                 Ok(Some(Ok(()))) => return Ok(conn),
-                Ok(Some(Err(e))) if e.starts_with("refused:") => {
+                Ok(Some(Err(AttemptError::Refused(code)))) => {
                     conn.close().await;
                     return Err(TransportError::Refused {
                         url: opts.url.clone(),
-                        why: e.trim_start_matches("refused:").trim().to_string(),
+                        why: refused_reason(code).to_string(),
                     });
                 }
-                Ok(Some(Err(e))) if e.starts_with(NOT_LISTENING) => {
+                Ok(Some(Err(AttemptError::NotListening(_)))) => {
                     conn.close().await;
                     return Err(TransportError::NotListening {
                         url: opts.url.clone(),
                     });
                 }
-                Ok(Some(Err(e))) => last = e,
+                Ok(Some(Err(AttemptError::Other(e)))) => last = e,
                 Ok(None) => return Err(TransportError::Closed),
                 Err(_) => {
                     conn.close().await;
@@ -342,7 +334,7 @@ impl Connection {
 
     /// Whether the broker has accepted the connection and it has not dropped since.
     pub fn is_connected(&self) -> bool {
-        self.connected.load(Ordering::Relaxed)
+        self.task.is_connected()
     }
 
     /// The next message or connection event; `None` once the connection is closed (or its
@@ -399,10 +391,7 @@ impl Connection {
 
     /// Disconnects cleanly (no last will) and stops the background task.
     pub async fn close(self) {
-        self.closing.store(true, Ordering::Relaxed);
-        let _ = self.client.disconnect().await;
-        let _ = self.stop.send(true);
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.task).await;
+        self.task.close(self.client.disconnect()).await;
     }
 }
 
@@ -413,9 +402,6 @@ fn refusal_is_final(code: ConnectReturnCode) -> bool {
         ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized
     )
 }
-/// How `drive` tells `open` that the TCP connection itself was refused: a caller waiting
-/// for the broker is told at once, since nobody is there to answer within any timeout.
-const NOT_LISTENING: &str = "not listening:";
 
 fn refused_reason(code: ConnectReturnCode) -> &'static str {
     match code {
@@ -428,96 +414,265 @@ fn refused_reason(code: ConnectReturnCode) -> &'static str {
     }
 }
 
-async fn drive(
-    mut eventloop: EventLoop,
+/// Why one connection attempt failed, as the background task tells an [`Connection::open`]
+/// that waits for the first outcome; its text is also what the log and
+/// [`Incoming::Disconnected`] say.
+#[derive(Clone, Debug, Error)]
+enum AttemptError {
+    /// The broker answered the CONNECT with a refusal.
+    #[error("refused: {}", refused_reason(*.0))]
+    Refused(ConnectReturnCode),
+    /// Nothing accepts connections there (ECONNREFUSED): a caller waiting for the broker is
+    /// told at once, since nobody is there to answer within any timeout.
+    #[error("not listening: {0}")]
+    NotListening(String),
+    /// Anything else (a timeout, a reset, TLS): worth another attempt.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl From<&ConnectionError> for AttemptError {
+    fn from(e: &ConnectionError) -> Self {
+        match e {
+            ConnectionError::ConnectionRefused(code) => AttemptError::Refused(*code),
+            ConnectionError::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+                AttemptError::NotListening(io.to_string())
+            }
+            other => AttemptError::Other(other.to_string()),
+        }
+    }
+}
+
+/// The MQTT 3.1.1 half of a [`Connection`]'s background task.
+struct Events {
+    eventloop: EventLoop,
     client: AsyncClient,
     session: Session,
-    (tx, budget): (mpsc::Sender<Incoming>, Arc<tokio::sync::Semaphore>),
-    [connected, closing]: [Arc<AtomicBool>; 2],
-    (mut stop, loud): (watch::Receiver<bool>, Option<String>),
-    first: mpsc::Sender<Result<(), String>>,
-) {
-    let mut backoff = Duration::from_millis(50);
-    loop {
-        let ev = tokio::select! {
-            ev = eventloop.poll() => ev,
-            _ = stop.changed() => return,
+    tx: mpsc::Sender<Incoming>,
+    /// Every attempt's outcome, for an `open` that waits for the first success.
+    first: mpsc::Sender<Result<(), AttemptError>>,
+    /// The broker's URL, when every failed attempt is to be logged.
+    loud: Option<String>,
+}
+
+impl ConnectionEvents for Events {
+    type Publish = rumqttc::Publish;
+    type Error = ConnectionError;
+
+    async fn next(&mut self) -> LoopEvent<Self::Publish, Self::Error> {
+        match self.eventloop.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => LoopEvent::ConnAck,
+            Ok(Event::Incoming(Packet::Publish(p))) => LoopEvent::Publish(p),
+            Ok(_) => LoopEvent::Other,
+            Err(e) => LoopEvent::Failed(e),
+        }
+    }
+
+    fn size(publish: &Self::Publish) -> usize {
+        publish.payload.len()
+    }
+
+    async fn restore(&mut self) {
+        for filter in &self.session.subscriptions {
+            let _ = self.client.subscribe(filter.clone(), QoS::AtMostOnce).await;
+        }
+        for (topic, payload) in &self.session.on_connect {
+            let _ = self
+                .client
+                .publish(topic.clone(), QoS::AtLeastOnce, true, payload.clone())
+                .await;
+        }
+    }
+
+    async fn connected(&mut self) -> bool {
+        let _ = self.first.try_send(Ok(()));
+        self.tx.send(Incoming::Connected).await.is_ok()
+    }
+
+    async fn received(&mut self, p: Self::Publish, held: Held) -> bool {
+        let msg = Incoming::Publish {
+            topic: p.topic,
+            payload: p.payload.to_vec(),
+            held,
         };
-        match ev {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                backoff = Duration::from_millis(50);
-                // rumqttc does not restore subscriptions after a reconnect: do it on every
-                // ConnAck.
-                for filter in &session.subscriptions {
-                    let _ = client.subscribe(filter.clone(), QoS::AtMostOnce).await;
-                }
-                for (topic, payload) in &session.on_connect {
-                    let _ = client
-                        .publish(topic.clone(), QoS::AtLeastOnce, true, payload.clone())
-                        .await;
-                }
+        self.tx.send(msg).await.is_ok()
+    }
+
+    fn failed(&mut self, e: ConnectionError, was_connected: bool, retry_in: Duration) -> bool {
+        let attempt = AttemptError::from(&e);
+        let why = attempt.to_string();
+        let _ = self.first.try_send(Err(attempt));
+        if let ConnectionError::ConnectionRefused(code) = &e {
+            if refusal_is_final(*code) {
+                // Said once, by whoever reads `Refused` (a server ends with it).
+                let _ = self
+                    .tx
+                    .try_send(Incoming::Refused(refused_reason(*code).to_string()));
+                return false;
+            }
+        }
+        if was_connected {
+            tracing::warn!(error = %why, "lost the broker; reconnecting");
+            let _ = self.tx.try_send(Incoming::Disconnected(why));
+        } else if let Some(url) = &self.loud {
+            tracing::warn!(
+                broker = %url,
+                error = %why,
+                retry_in = ?retry_in,
+                "cannot connect to the broker"
+            );
+            let _ = self.tx.try_send(Incoming::Disconnected(why));
+        }
+        true
+    }
+}
+
+/// The network settings of every connection to the broker. Shared with the servers' MQTT 5
+/// connection (`mqpaxos_node::transport5`).
+pub fn network_options() -> NetworkOptions {
+    let mut net = NetworkOptions::new();
+    // Without it every hop waits for Nagle's algorithm: ~40 ms a round trip, not ~0.15.
+    net.set_tcp_nodelay(true);
+    net.set_connection_timeout(5);
+    net
+}
+
+/// One event of an MQTT client's event loop, as [`ConnectionTask`] tells them apart.
+pub enum LoopEvent<P, E> {
+    /// The broker accepted the connection.
+    ConnAck,
+    /// A message arrived.
+    Publish(P),
+    /// Anything else (acknowledgements, pings): nothing to do.
+    Other,
+    /// An attempt failed or the connection was lost.
+    Failed(E),
+}
+
+/// The half of a connection's background task that depends on the MQTT version and on what
+/// the connection is for: reading the client's next event and handling it. The other half,
+/// [`ConnectionTask`], is the same for this crate's MQTT 3.1.1 [`Connection`] and the servers'
+/// MQTT 5 connection (`mqpaxos_node::transport5`): stopping, reconnecting with backoff, the
+/// connected flag, and the byte budget of received messages.
+pub trait ConnectionEvents: Send + 'static {
+    type Publish: Send;
+    type Error: Send;
+
+    /// The client's next event (polling it is what drives the connection).
+    fn next(&mut self) -> impl Future<Output = LoopEvent<Self::Publish, Self::Error>> + Send;
+
+    /// A received message's size, for its share of [`INCOMING_BYTES`].
+    fn size(publish: &Self::Publish) -> usize;
+
+    /// The broker accepted the connection: set the session up again (rumqttc does not restore
+    /// subscriptions after a reconnect). The connection counts as connected after this.
+    fn restore(&mut self) -> impl Future<Output = ()> + Send;
+
+    /// The connection counts as connected now; `false` ends the task.
+    fn connected(&mut self) -> impl Future<Output = bool> + Send {
+        async { true }
+    }
+
+    /// A received message with its claim on the byte budget; `false` ends the task.
+    fn received(&mut self, publish: Self::Publish, held: Held)
+        -> impl Future<Output = bool> + Send;
+
+    /// An attempt failed or the connection was lost (`was_connected`), and the owner is not
+    /// closing it; the next attempt starts in `retry_in`. `false` ends the task instead (a
+    /// refusal no retry can fix).
+    fn failed(&mut self, error: Self::Error, was_connected: bool, retry_in: Duration) -> bool;
+}
+
+/// A connection's background task, and what its owner needs to watch and stop it. Shared
+/// with the servers' MQTT 5 connection (`mqpaxos_node::transport5`).
+pub struct ConnectionTask {
+    /// Whether the broker has accepted the connection and it has not dropped since.
+    connected: Arc<AtomicBool>,
+    /// Set by the owner before it disconnects, so the task takes the drop as the end.
+    closing: Arc<AtomicBool>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+/// The reconnect delay after a failure: this at first, doubling while attempts keep failing.
+const FIRST_RETRY: Duration = Duration::from_millis(50);
+/// The longest reconnect delay.
+const LAST_RETRY: Duration = Duration::from_secs(2);
+
+impl ConnectionTask {
+    /// Starts the task that polls `events`' client until the connection is closed.
+    pub fn spawn<E: ConnectionEvents>(events: E) -> ConnectionTask {
+        let connected = Arc::new(AtomicBool::new(false));
+        let closing = Arc::new(AtomicBool::new(false));
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(run(events, connected.clone(), closing.clone(), stop_rx));
+        ConnectionTask {
+            connected,
+            closing,
+            stop,
+            task,
+        }
+    }
+
+    /// Whether the broker has accepted the connection and it has not dropped since.
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    /// Stops the task: `disconnect` (the client's clean DISCONNECT) is sent first, and the
+    /// connection dropping on it is then no error to report or retry.
+    pub async fn close<T>(self, disconnect: impl Future<Output = T>) {
+        self.closing.store(true, Ordering::Relaxed);
+        let _ = disconnect.await;
+        let _ = self.stop.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.task).await;
+    }
+}
+
+async fn run<E: ConnectionEvents>(
+    mut events: E,
+    connected: Arc<AtomicBool>,
+    closing: Arc<AtomicBool>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let budget = Arc::new(tokio::sync::Semaphore::new(INCOMING_BYTES / 1024));
+    let mut backoff = FIRST_RETRY;
+    loop {
+        let Some(event) = until_stopped(&mut stop, events.next()).await else {
+            return;
+        };
+        match event {
+            LoopEvent::ConnAck => {
+                backoff = FIRST_RETRY;
+                events.restore().await;
                 connected.store(true, Ordering::Relaxed);
-                let _ = first.try_send(Ok(()));
-                if tx.send(Incoming::Connected).await.is_err() {
+                if !events.connected().await {
                     return;
                 }
             }
-            Ok(Event::Incoming(Packet::Publish(p))) => {
-                let Some(held) = claim(&budget, p.payload.len(), &mut stop).await else {
+            LoopEvent::Publish(p) => {
+                let Some(held) = claim(&budget, E::size(&p), &mut stop).await else {
                     return;
                 };
-                let msg = Incoming::Publish {
-                    topic: p.topic,
-                    payload: p.payload.to_vec(),
-                    held,
-                };
-                if tx.send(msg).await.is_err() {
+                if !events.received(p, held).await {
                     return;
                 }
             }
-            Ok(_) => {}
-            Err(e) => {
+            LoopEvent::Other => {}
+            LoopEvent::Failed(e) => {
                 let was = connected.swap(false, Ordering::Relaxed);
                 if closing.load(Ordering::Relaxed) {
                     // Our own disconnect: nothing to report or retry.
                     return;
                 }
-                let why = match &e {
-                    ConnectionError::ConnectionRefused(code) => {
-                        format!("refused: {}", refused_reason(*code))
-                    }
-                    ConnectionError::Io(io)
-                        if io.kind() == std::io::ErrorKind::ConnectionRefused =>
-                    {
-                        format!("{NOT_LISTENING} {io}")
-                    }
-                    other => other.to_string(),
-                };
-                let _ = first.try_send(Err(why.clone()));
-                if let ConnectionError::ConnectionRefused(code) = &e {
-                    if refusal_is_final(*code) {
-                        // Said once, by whoever reads `Refused` (a server ends with it).
-                        let _ = tx.try_send(Incoming::Refused(refused_reason(*code).to_string()));
-                        return;
-                    }
+                if !events.failed(e, was, backoff) {
+                    return;
                 }
-                if was {
-                    tracing::warn!(error = %why, "lost the broker; reconnecting");
-                    let _ = tx.try_send(Incoming::Disconnected(why));
-                } else if let Some(url) = &loud {
-                    tracing::warn!(
-                        broker = %url,
-                        error = %why,
-                        retry_in = ?backoff,
-                        "cannot connect to the broker"
-                    );
-                    let _ = tx.try_send(Incoming::Disconnected(why));
+                let wait = tokio::time::sleep(backoff);
+                if until_stopped(&mut stop, wait).await.is_none() {
+                    return;
                 }
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = stop.changed() => return,
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(2));
+                backoff = (backoff * 2).min(LAST_RETRY);
             }
         }
     }

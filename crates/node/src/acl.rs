@@ -52,6 +52,35 @@ pub struct Rule {
 
 const USER: &str = "{user}";
 
+/// What every user may do in each cluster, under `mqpaxos/<cluster>/`; `{u}` stands for the
+/// user's own name.
+const EVERYONE_RULES: [(Access, &str); 5] = [
+    (Access::Publish, "request/{u}"),
+    // A command for the announced leader alone (`request/<user>/server<i>`).
+    (Access::Publish, "request/{u}/+"),
+    (Access::Read, "reply/{u}/#"),
+    (Access::Publish, "json/request/{u}"),
+    (Access::Read, "json/reply/{u}/#"),
+];
+
+/// What server `i` of a cluster may do, under `mqpaxos/<cluster>/`; `{s}` stands for its
+/// name in the topics, `server<i>`.
+const SERVER_RULES: [(Access, &str); 13] = [
+    (Access::Publish, "presence/{s}"),
+    (Access::Publish, "status/{s}"),
+    (Access::Read, "request/+"),
+    (Access::Read, "request/+/{s}"),
+    (Access::Publish, "reply/#"),
+    (Access::Read, "json/request/+"),
+    (Access::Publish, "json/reply/#"),
+    (Access::Publish, "peer/+/{s}"),
+    (Access::Read, "peer/all/+"),
+    (Access::Read, "peer/{s}/+"),
+    (Access::Read, "chaos"),
+    (Access::Publish, "watch/#"),
+    (Access::Publish, "view/#"),
+];
+
 /// A user allowed to read the watch events and retained view of the keys under `prefix`
 /// (whole topic levels: `config` grants `config` and `config/...`; empty: every key).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -136,17 +165,11 @@ pub fn rules(
 ) -> Vec<Rule> {
     let mut r = Vec::new();
     for c in clusters {
-        let all = |access, filter: &str| Rule {
+        r.extend(EVERYONE_RULES.map(|(access, filter)| Rule {
             who: Who::Everyone,
             access,
             filter: format!("mqpaxos/{c}/{}", filter.replace("{u}", USER)),
-        };
-        r.push(all(Access::Publish, "request/{u}"));
-        // A command for the announced leader alone (`request/<user>/server<i>`).
-        r.push(all(Access::Publish, "request/{u}/+"));
-        r.push(all(Access::Read, "reply/{u}/#"));
-        r.push(all(Access::Publish, "json/request/{u}"));
-        r.push(all(Access::Read, "json/reply/{u}/#"));
+        }));
     }
     let observe = |r: &mut Vec<Rule>, user: &str, c: &str| {
         for topic in ["presence/+", "status/+"] {
@@ -195,24 +218,11 @@ pub fn rules(
             // per cluster keeps one cluster's server credential out of another's topics.
             let user = crate::topics::server_user(c, i);
             let s = crate::topics::server_name(i);
-            let one = |access, filter: String| Rule {
+            r.extend(SERVER_RULES.map(|(access, filter)| Rule {
                 who: Who::User(user.clone()),
                 access,
-                filter: format!("mqpaxos/{c}/{filter}"),
-            };
-            r.push(one(Access::Publish, format!("presence/{s}")));
-            r.push(one(Access::Publish, format!("status/{s}")));
-            r.push(one(Access::Read, "request/+".into()));
-            r.push(one(Access::Read, format!("request/+/{s}")));
-            r.push(one(Access::Publish, "reply/#".into()));
-            r.push(one(Access::Read, "json/request/+".into()));
-            r.push(one(Access::Publish, "json/reply/#".into()));
-            r.push(one(Access::Publish, format!("peer/+/{s}")));
-            r.push(one(Access::Read, "peer/all/+".into()));
-            r.push(one(Access::Read, format!("peer/{s}/+")));
-            r.push(one(Access::Read, "chaos".into()));
-            r.push(one(Access::Publish, "watch/#".into()));
-            r.push(one(Access::Publish, "view/#".into()));
+                filter: format!("mqpaxos/{c}/{}", filter.replace("{s}", &s)),
+            }));
             observe(&mut r, &user, c);
         }
     }

@@ -11,18 +11,16 @@
 //! received but not yet handled.
 
 use crate::transport::{
-    claim, parse_url, tls_config, BrokerOptions, Held, INCOMING_BYTES, MAX_PACKET_SIZE,
+    network_options, parse_url, tls_config, BrokerOptions, ConnectionEvents, ConnectionTask, Held,
+    LoopEvent, MAX_PACKET_SIZE,
 };
 use crate::TransportError;
-use rumqttc::v5::mqttbytes::v5::{Packet, PublishProperties};
+use rumqttc::v5::mqttbytes::v5::{Packet, Publish, PublishProperties};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions};
-use rumqttc::{NetworkOptions, Transport};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use rumqttc::Transport;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::mpsc;
 
 /// The longest correlation data kept for an answer: each JSON request waiting for its answer
 /// holds a copy, so this bounds that memory (MQTT allows 65,535 bytes; clients use a few).
@@ -37,7 +35,7 @@ pub struct Request {
     pub response_topic: Option<String>,
     /// The publish's correlation data, if it had any.
     pub correlation: Option<Vec<u8>>,
-    /// Its share of [`INCOMING_BYTES`], released when dropped.
+    /// Its share of [`crate::transport::INCOMING_BYTES`], released when dropped.
     pub held: Held,
 }
 
@@ -45,10 +43,7 @@ pub struct Request {
 pub struct Connection5 {
     client: AsyncClient,
     pub incoming: mpsc::Receiver<Request>,
-    connected: Arc<AtomicBool>,
-    closing: Arc<AtomicBool>,
-    stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    task: ConnectionTask,
 }
 
 impl Connection5 {
@@ -71,31 +66,19 @@ impl Connection5 {
                 opts.ca_file.as_ref(),
             )?));
         }
-        let mut net = NetworkOptions::new();
-        // Without it every hop waits for Nagle's algorithm: ~40 ms a round trip, not ~0.15.
-        net.set_tcp_nodelay(true);
-        net.set_connection_timeout(5);
-        mo.set_network_options(net);
+        mo.set_network_options(network_options());
         let (client, eventloop) = AsyncClient::new(mo, 10_000);
         let (tx, incoming) = mpsc::channel(10_000);
-        let connected = Arc::new(AtomicBool::new(false));
-        let closing = Arc::new(AtomicBool::new(false));
-        let (stop, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(drive(
+        let task = ConnectionTask::spawn(Events5 {
             eventloop,
-            client.clone(),
+            client: client.clone(),
             filters,
             tx,
-            [connected.clone(), closing.clone()],
-            stop_rx,
-            opts.url.clone(),
-        ));
+            url: opts.url.clone(),
+        });
         Ok(Connection5 {
             client,
             incoming,
-            connected,
-            closing,
-            stop,
             task,
         })
     }
@@ -108,7 +91,7 @@ impl Connection5 {
         payload: Vec<u8>,
         correlation: Option<Vec<u8>>,
     ) -> bool {
-        if !self.connected.load(Ordering::Relaxed) {
+        if !self.task.is_connected() {
             return false;
         }
         let props = PublishProperties {
@@ -122,88 +105,79 @@ impl Connection5 {
 
     /// Disconnects cleanly and stops the background task.
     pub async fn close(self) {
-        self.closing.store(true, Ordering::Relaxed);
-        let _ = self.client.disconnect().await;
-        let _ = self.stop.send(true);
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.task).await;
+        self.task.close(self.client.disconnect()).await;
     }
 }
 
-async fn drive(
-    mut eventloop: EventLoop,
+/// The MQTT 5 half of a [`Connection5`]'s background task.
+struct Events5 {
+    eventloop: EventLoop,
     client: AsyncClient,
     filters: Vec<String>,
     tx: mpsc::Sender<Request>,
-    [connected, closing]: [Arc<AtomicBool>; 2],
-    mut stop: watch::Receiver<bool>,
     url: String,
-) {
-    let budget = Arc::new(tokio::sync::Semaphore::new(INCOMING_BYTES / 1024));
-    let mut backoff = Duration::from_millis(50);
-    loop {
-        let ev = tokio::select! {
-            ev = eventloop.poll() => ev,
-            _ = stop.changed() => return,
-        };
-        match ev {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                backoff = Duration::from_millis(50);
-                // Subscriptions are not restored by rumqttc after a reconnect.
-                for f in &filters {
-                    let _ = client.subscribe(f.clone(), QoS::AtMostOnce).await;
-                }
-                connected.store(true, Ordering::Relaxed);
-            }
-            Ok(Event::Incoming(Packet::Publish(p))) => {
-                let Some(held) = claim(&budget, p.payload.len(), &mut stop).await else {
-                    return;
-                };
-                let Ok(topic) = String::from_utf8(p.topic.to_vec()) else {
-                    continue;
-                };
-                let (response_topic, correlation) = match p.properties {
-                    Some(props) => (
-                        props.response_topic,
-                        props.correlation_data.map(|b| b.to_vec()),
-                    ),
-                    None => (None, None),
-                };
-                let request = Request {
-                    topic,
-                    payload: p.payload.to_vec(),
-                    response_topic,
-                    correlation,
-                    held,
-                };
-                if tx.send(request).await.is_err() {
-                    return;
-                }
-            }
-            Ok(_) => {}
-            Err(e) => {
-                let was = connected.swap(false, Ordering::Relaxed);
-                if closing.load(Ordering::Relaxed) {
-                    return;
-                }
-                if let ConnectionError::ConnectionRefused(code) = &e {
-                    use rumqttc::v5::mqttbytes::v5::ConnectReturnCode as Code;
-                    if matches!(code, Code::BadUserNamePassword | Code::NotAuthorized) {
-                        // The main connection logs in as the same user: it reports this
-                        // and stops the server with one line, which a second line here,
-                        // racing it to the log, would only muddle.
-                        tracing::debug!(broker = %url, ?code, "the broker refused the MQTT 5 connection for JSON requests");
-                    } else {
-                        tracing::warn!(broker = %url, ?code, "the broker refused the MQTT 5 connection for JSON requests");
-                    }
-                } else if was {
-                    tracing::warn!(broker = %url, error = %e, "lost the MQTT 5 connection for JSON requests; reconnecting");
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = stop.changed() => return,
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(2));
-            }
+}
+
+impl ConnectionEvents for Events5 {
+    type Publish = Publish;
+    type Error = ConnectionError;
+
+    async fn next(&mut self) -> LoopEvent<Publish, ConnectionError> {
+        match self.eventloop.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => LoopEvent::ConnAck,
+            Ok(Event::Incoming(Packet::Publish(p))) => LoopEvent::Publish(p),
+            Ok(_) => LoopEvent::Other,
+            Err(e) => LoopEvent::Failed(e),
         }
+    }
+
+    fn size(publish: &Publish) -> usize {
+        publish.payload.len()
+    }
+
+    async fn restore(&mut self) {
+        for f in &self.filters {
+            let _ = self.client.subscribe(f.clone(), QoS::AtMostOnce).await;
+        }
+    }
+
+    async fn received(&mut self, p: Publish, held: Held) -> bool {
+        let Ok(topic) = String::from_utf8(p.topic.to_vec()) else {
+            return true;
+        };
+        let (response_topic, correlation) = match p.properties {
+            Some(props) => (
+                props.response_topic,
+                props.correlation_data.map(|b| b.to_vec()),
+            ),
+            None => (None, None),
+        };
+        let request = Request {
+            topic,
+            payload: p.payload.to_vec(),
+            response_topic,
+            correlation,
+            held,
+        };
+        self.tx.send(request).await.is_ok()
+    }
+
+    fn failed(&mut self, e: ConnectionError, was_connected: bool, _retry_in: Duration) -> bool {
+        let url = &self.url;
+        if let ConnectionError::ConnectionRefused(code) = &e {
+            use rumqttc::v5::mqttbytes::v5::ConnectReturnCode as Code;
+            if matches!(code, Code::BadUserNamePassword | Code::NotAuthorized) {
+                // The main connection logs in as the same user: it reports this
+                // and stops the server with one line, which a second line here,
+                // racing it to the log, would only muddle.
+                tracing::debug!(broker = %url, ?code, "the broker refused the MQTT 5 connection for JSON requests");
+            } else {
+                tracing::warn!(broker = %url, ?code, "the broker refused the MQTT 5 connection for JSON requests");
+            }
+        } else if was_connected {
+            tracing::warn!(broker = %url, error = %e, "lost the MQTT 5 connection for JSON requests; reconnecting");
+        }
+        // Every failure is retried: the main connection decides when the server gives up.
+        true
     }
 }

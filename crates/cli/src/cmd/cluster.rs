@@ -9,12 +9,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-#[derive(clap::Args, Debug)]
-pub struct Args {
-    #[command(subcommand)]
-    pub action: Action,
-}
-
 #[derive(clap::Subcommand, Debug)]
 pub enum Action {
     /// Start the broker and the servers; Ctrl-C stops them all.
@@ -39,8 +33,8 @@ pub struct UpArgs {
     pub metrics_port: u16,
 }
 
-pub async fn run(a: Args) -> CmdResult {
-    let Action::Up(a) = a.action;
+pub async fn run(action: Action) -> CmdResult {
+    let Action::Up(a) = action;
     let metrics = (1..=a.servers)
         .map(|id| {
             (a.metrics_port != 0).then(|| {

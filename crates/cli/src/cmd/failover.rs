@@ -10,7 +10,7 @@
 
 use super::{fail, parse_duration, CmdResult, Failure};
 use crate::cmd::Exit;
-use crate::local_cluster::{ClusterSpec, LocalCluster};
+use crate::local_cluster::{temp_data_dir, ClusterSpec, LocalCluster};
 use crate::metrics::scrape_all;
 use mqpaxos_node::{Client, ClientOptions};
 use serde::Serialize;
@@ -65,26 +65,16 @@ pub async fn run(a: Args) -> CmdResult {
     if a.kills == 0 {
         return Err(fail(Exit::Usage, "--kills must be at least 1"));
     }
-    let data_dir = std::env::temp_dir().join(format!(
-        "mqpaxos-failover-{}-{:08x}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    let metrics = (0..a.servers)
-        .map(|_| crate::launch::free_local_addr())
-        .collect::<Result<Vec<_>, _>>()?;
-    let spec = ClusterSpec {
-        servers: a.servers,
-        listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-        cluster: "failover".to_string(),
-        data_dir: data_dir.clone(),
-        metrics: metrics.iter().copied().map(Some).collect(),
-        sync: "always".to_string(),
-        quiet: true,
-        server_args: Vec::new(),
-    };
+    let data_dir = temp_data_dir("failover");
+    let spec = ClusterSpec::measured(
+        a.servers,
+        "failover".to_string(),
+        data_dir.clone(),
+        "always".to_string(),
+        Vec::new(),
+    )?;
     let mut cluster = LocalCluster::start(&spec).await?;
-    let addrs: Vec<String> = metrics.iter().map(|m| m.to_string()).collect();
+    let addrs = spec.metrics_addrs();
     let result = measure(&a, &mut cluster, &addrs).await;
     let _ = cluster.stop().await;
     let _ = std::fs::remove_dir_all(&data_dir);

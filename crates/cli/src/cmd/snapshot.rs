@@ -8,12 +8,6 @@ use mqpaxos_node::backup::{self, BackupError};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-#[derive(clap::Args, Debug)]
-pub struct Args {
-    #[command(subcommand)]
-    pub action: Action,
-}
-
 #[derive(clap::Subcommand, Debug)]
 pub enum Action {
     /// Save a linearizable point-in-time copy of the cluster's state to FILE.
@@ -46,8 +40,8 @@ pub enum Action {
     },
 }
 
-pub async fn run(a: Args) -> CmdResult {
-    match a.action {
+pub async fn run(action: Action) -> CmdResult {
+    match action {
         Action::Save { file, client } => save(file, client).await,
         Action::Status { file, json } => status(file, json),
         Action::Restore {

@@ -378,3 +378,86 @@ pub fn set_faults(broker: &Broker, cluster: &str, faults: &str) {
         .expect("mosquitto_pub is installed");
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+/// A load test's history of client operations for the linearizability checker: events
+/// timestamped in nanoseconds since the history began, shared by every writer task.
+#[derive(Clone)]
+pub struct History {
+    start: Instant,
+    events: std::sync::Arc<std::sync::Mutex<Vec<mqpaxos_check::Event>>>,
+}
+
+impl History {
+    pub fn new() -> History {
+        History {
+            start: Instant::now(),
+            events: Default::default(),
+        }
+    }
+
+    /// Nanoseconds since the history began: every event's time.
+    pub fn now(&self) -> u64 {
+        self.start.elapsed().as_nanos() as u64
+    }
+
+    pub fn push(&self, e: mqpaxos_check::Event) {
+        self.events.lock().expect("lock").push(e);
+    }
+
+    /// A put, recorded: its invocation, then its acknowledgement or, if it failed, an
+    /// unknown outcome (a timed-out command may still execute). Whether it was acknowledged.
+    pub async fn put(&self, client: &mqpaxos::Client, name: &str, key: &str, value: &str) -> bool {
+        use mqpaxos_check::{Event, OpKind};
+        self.push(Event::invoke(self.now(), name, OpKind::Put, key).with_value(Some(value)));
+        let acknowledged = client.put(key, value).await.is_ok();
+        self.push(if acknowledged {
+            Event::ok(self.now(), name, OpKind::Put, key).with_value(Some(value))
+        } else {
+            Event::info(self.now(), name, OpKind::Put, key)
+        });
+        acknowledged
+    }
+
+    /// Everything recorded, then a read of each of `keys` by a client of its own
+    /// (`client9`), for after the load has stopped and the cluster has settled: a lost
+    /// acknowledged write then shows up as a non-linearizable history. Also the values read.
+    pub fn with_final_reads(
+        &self,
+        rt: &tokio::runtime::Runtime,
+        cluster: &Cluster,
+        keys: &[&str],
+    ) -> (Vec<mqpaxos_check::Event>, Vec<Option<String>>) {
+        use mqpaxos_check::{Event, OpKind};
+        let reader = rt
+            .block_on(mqpaxos::Client::connect(cluster.client_options("client9")))
+            .expect("connect reader");
+        let mut events = self.events.lock().expect("lock").clone();
+        let mut values = Vec::new();
+        for key in keys {
+            events.push(Event::invoke(self.now(), "client9", OpKind::Get, key));
+            let v = rt.block_on(reader.get(key)).expect("final read");
+            events
+                .push(Event::ok(self.now(), "client9", OpKind::Get, key).with_value(v.as_deref()));
+            values.push(v);
+        }
+        rt.block_on(reader.close());
+        (events, values)
+    }
+}
+
+/// How many puts `events` has acknowledged.
+pub fn acknowledged_puts(events: &[mqpaxos_check::Event]) -> usize {
+    events
+        .iter()
+        .filter(|e| e.ty == mqpaxos_check::EventType::Ok && e.f == mqpaxos_check::OpKind::Put)
+        .count()
+}
+
+/// The runtime a load test's client tasks run on, beside the test's own thread.
+pub fn load_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}

@@ -349,36 +349,23 @@ async fn run_other(a: &Args) -> CmdResult {
 
 #[cfg(feature = "embedded-broker")]
 async fn run_own_cluster(a: &Args) -> CmdResult {
-    use crate::local_cluster::{ClusterSpec, LocalCluster};
+    use crate::local_cluster::{temp_data_dir, ClusterSpec, LocalCluster};
     let (data_dir, temporary) = match &a.data_dir {
         Some(d) => (d.clone(), false),
-        None => (
-            std::env::temp_dir().join(format!(
-                "mqpaxos-bench-{}-{:08x}",
-                std::process::id(),
-                rand::random::<u32>()
-            )),
-            true,
-        ),
+        None => (temp_data_dir("bench"), true),
     };
-    let metrics = (0..a.servers)
-        .map(|_| crate::launch::free_local_addr())
-        .collect::<Result<Vec<_>, _>>()?;
-    let spec = ClusterSpec {
-        servers: a.servers,
-        listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-        cluster: a.cluster.clone(),
-        data_dir: data_dir.clone(),
-        metrics: metrics.iter().copied().map(Some).collect(),
-        sync: a.sync.clone(),
-        quiet: true,
-        server_args: a.server_arg.clone(),
-    };
+    let spec = ClusterSpec::measured(
+        a.servers,
+        a.cluster.clone(),
+        data_dir.clone(),
+        a.sync.clone(),
+        a.server_arg.clone(),
+    )?;
     let cluster = LocalCluster::start(&spec).await?;
     let mut pids: Vec<u32> = cluster.server_pids().into_iter().flatten().collect();
     pids.extend(&a.pids);
     let observed = Observed {
-        metrics: metrics.iter().map(|m| m.to_string()).collect(),
+        metrics: spec.metrics_addrs(),
         pids,
     };
     let work = async {

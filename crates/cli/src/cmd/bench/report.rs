@@ -4,8 +4,10 @@
 //! DIR (disk, versions: what `bench/compare` gathers) is copied into the document.
 
 use super::{Failure, Results, Step};
+use crate::charts::{DrawError, PALETTE};
 use crate::cmd::fail;
 use crate::cmd::Exit;
+use plotters::coord::ranged1d::ValueFormatter;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::fmt::Write as _;
@@ -35,29 +37,8 @@ pub fn write(dir: &Path, doc: &Path, img_dir: &Path) -> Result<(), Failure> {
         .iter()
         .filter(|r| r.params.mode == "closed" && r.params.mix == "put=100" && sizes_of(r) == sizes)
         .collect();
-    let mut images = Vec::new();
     if !series.is_empty() {
-        for ext in ["svg", "png"] {
-            let t = img_dir.join(format!("bench-throughput.{ext}"));
-            let l = img_dir.join(format!("bench-latency.{ext}"));
-            if ext == "svg" {
-                throughput_chart(SVGBackend::new(&t, (900, 500)).into_drawing_area(), &series)?;
-                latency_chart(
-                    SVGBackend::new(&l, (1200, 500)).into_drawing_area(),
-                    &series,
-                )?;
-            } else {
-                throughput_chart(
-                    BitMapBackend::new(&t, (900, 500)).into_drawing_area(),
-                    &series,
-                )?;
-                latency_chart(
-                    BitMapBackend::new(&l, (1200, 500)).into_drawing_area(),
-                    &series,
-                )?;
-            }
-            images.push((t, l));
-        }
+        put_charts(img_dir, &series).map_err(draw_err)?;
     }
     let notes = std::fs::read_to_string(dir.join("machine.md")).unwrap_or_default();
     let text = document(&runs, &rounds, &notes, doc, img_dir, !series.is_empty());
@@ -76,6 +57,28 @@ pub fn write(dir: &Path, doc: &Path, img_dir: &Path) -> Result<(), Failure> {
         doc.display(),
         img_dir.display()
     );
+    Ok(())
+}
+
+/// The put-only charts, throughput and latency, each as SVG and PNG.
+fn put_charts(img_dir: &Path, series: &[&Results]) -> Result<(), DrawError> {
+    for ext in ["svg", "png"] {
+        let t = img_dir.join(format!("bench-throughput.{ext}"));
+        let l = img_dir.join(format!("bench-latency.{ext}"));
+        if ext == "svg" {
+            throughput_chart(SVGBackend::new(&t, (900, 500)).into_drawing_area(), series)?;
+            latency_chart(SVGBackend::new(&l, (1200, 500)).into_drawing_area(), series)?;
+        } else {
+            throughput_chart(
+                BitMapBackend::new(&t, (900, 500)).into_drawing_area(),
+                series,
+            )?;
+            latency_chart(
+                BitMapBackend::new(&l, (1200, 500)).into_drawing_area(),
+                series,
+            )?;
+        }
+    }
     Ok(())
 }
 
@@ -107,17 +110,50 @@ fn register_font() -> Result<(), Failure> {
     crate::charts::register_font().map_err(|e| fail(Exit::Failed, e.to_string()))
 }
 
+/// One colour per system: the chaos charts' palette, with red second so that the first two
+/// systems (mqpaxos and etcd in a comparison) stand apart most.
 const COLORS: [RGBColor; 6] = [
-    RGBColor(0x1f, 0x77, 0xb4),
-    RGBColor(0xd6, 0x27, 0x28),
-    RGBColor(0x2c, 0xa0, 0x2c),
-    RGBColor(0xff, 0x7f, 0x0e),
-    RGBColor(0x94, 0x67, 0xbd),
-    RGBColor(0x8c, 0x56, 0x4b),
+    PALETTE[0], PALETTE[3], PALETTE[2], PALETTE[1], PALETTE[4], PALETTE[5],
 ];
 
-fn draw_err(e: impl std::fmt::Display) -> Failure {
+fn draw_err(e: DrawError) -> Failure {
     fail(Exit::Failed, format!("cannot draw the chart: {e}"))
+}
+
+/// A chart's plot area with its title; the y labels take `y_label_width` pixels.
+fn plot<'a, DB: DrawingBackend>(
+    area: &'a DrawingArea<DB, Shift>,
+    title: &str,
+    y_label_width: u32,
+) -> ChartBuilder<'a, 'a, DB> {
+    let mut builder = ChartBuilder::on(area);
+    builder
+        .caption(title, ("sans-serif", 22))
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(y_label_width);
+    builder
+}
+
+/// The grid and axes of a chart over client counts (a log axis); `y_label` formats the y
+/// axis, which `y_desc` describes.
+fn clients_mesh<DB, Y>(
+    chart: &mut ChartContext<'_, DB, Cartesian2d<LogCoord<f64>, Y>>,
+    y_desc: &str,
+    y_label: &dyn Fn(&f64) -> String,
+) -> Result<(), DrawError>
+where
+    DB: DrawingBackend,
+    Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
+{
+    chart
+        .configure_mesh()
+        .x_desc("clients")
+        .y_desc(y_desc)
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(y_label)
+        .draw()?;
+    Ok(())
 }
 
 fn x_range(series: &[&Results]) -> (f64, f64) {
@@ -131,47 +167,27 @@ fn x_range(series: &[&Results]) -> (f64, f64) {
 fn throughput_chart<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
     series: &[&Results],
-) -> Result<(), Failure>
-where
-    DB::ErrorType: 'static,
-{
-    root.fill(&WHITE).map_err(draw_err)?;
+) -> Result<(), DrawError> {
+    root.fill(&WHITE)?;
     let (x0, x1) = x_range(series);
     let ymax = series
         .iter()
         .flat_map(|r| r.steps.iter().map(|s| s.ops_per_sec))
         .fold(1.0, f64::max)
         * 1.1;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            "Throughput (puts/s) vs concurrent clients",
-            ("sans-serif", 22),
-        )
-        .margin(15)
-        .x_label_area_size(45)
-        .y_label_area_size(70)
-        .build_cartesian_2d((x0..x1).log_scale(), 0.0..ymax)
-        .map_err(draw_err)?;
-    chart
-        .configure_mesh()
-        .x_desc("clients")
-        .y_desc("puts/s")
-        .x_label_formatter(&|x| format!("{x:.0}"))
-        .y_label_formatter(&|y| format!("{y:.0}"))
-        .draw()
-        .map_err(draw_err)?;
+    let mut chart = plot(&root, "Throughput (puts/s) vs concurrent clients", 70)
+        .build_cartesian_2d((x0..x1).log_scale(), 0.0..ymax)?;
+    clients_mesh(&mut chart, "puts/s", &|y| format!("{y:.0}"))?;
     draw_lines(&mut chart, series, |s| s.ops_per_sec)?;
-    root.present().map_err(draw_err)
+    root.present()?;
+    Ok(())
 }
 
 fn latency_chart<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
     series: &[&Results],
-) -> Result<(), Failure>
-where
-    DB::ErrorType: 'static,
-{
-    root.fill(&WHITE).map_err(draw_err)?;
+) -> Result<(), DrawError> {
+    root.fill(&WHITE)?;
     let (left, right) = root.split_horizontally(600);
     type Pick = fn(&Step) -> f64;
     let panels: [(&DrawingArea<DB, Shift>, &str, Pick); 2] = [
@@ -183,24 +199,13 @@ where
         let values = series.iter().flat_map(|r| r.steps.iter().map(pick));
         let ymax = values.clone().fold(0.01, f64::max) * 1.5;
         let ymin = values.fold(f64::MAX, f64::min).clamp(0.001, ymax / 10.0) / 1.5;
-        let mut chart = ChartBuilder::on(area)
-            .caption(title, ("sans-serif", 22))
-            .margin(15)
-            .x_label_area_size(45)
-            .y_label_area_size(60)
-            .build_cartesian_2d((x0..x1).log_scale(), (ymin..ymax).log_scale())
-            .map_err(draw_err)?;
-        chart
-            .configure_mesh()
-            .x_desc("clients")
-            .y_desc("ms (log scale)")
-            .x_label_formatter(&|x| format!("{x:.0}"))
-            .y_label_formatter(&|y| format!("{y}"))
-            .draw()
-            .map_err(draw_err)?;
+        let mut chart = plot(area, title, 60)
+            .build_cartesian_2d((x0..x1).log_scale(), (ymin..ymax).log_scale())?;
+        clients_mesh(&mut chart, "ms (log scale)", &|y| format!("{y}"))?;
         draw_lines(&mut chart, series, |s| pick(s).max(ymin))?;
     }
-    root.present().map_err(draw_err)
+    root.present()?;
+    Ok(())
 }
 
 /// One line with dots per system (y from `y`, over the client counts), and the legend.
@@ -208,10 +213,9 @@ fn draw_lines<'a, DB, X, Y>(
     chart: &mut ChartContext<'a, DB, Cartesian2d<X, Y>>,
     series: &[&Results],
     y: impl Fn(&Step) -> f64,
-) -> Result<(), Failure>
+) -> Result<(), DrawError>
 where
     DB: DrawingBackend + 'a,
-    DB::ErrorType: 'static,
     X: Ranged<ValueType = f64>,
     Y: Ranged<ValueType = f64>,
 {
@@ -219,27 +223,23 @@ where
         let color = COLORS[i % COLORS.len()];
         let points: Vec<(f64, f64)> = r.steps.iter().map(|s| (s.clients as f64, y(s))).collect();
         chart
-            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
-            .map_err(draw_err)?
+            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
             .label(r.label.clone())
             .legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
             });
-        chart
-            .draw_series(
-                points
-                    .into_iter()
-                    .map(|p| Circle::new(p, 4, color.filled())),
-            )
-            .map_err(draw_err)?;
+        chart.draw_series(
+            points
+                .into_iter()
+                .map(|p| Circle::new(p, 4, color.filled())),
+        )?;
     }
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperLeft)
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
-        .draw()
-        .map_err(draw_err)?;
+        .draw()?;
     Ok(())
 }
 
