@@ -187,16 +187,11 @@ impl Client {
 
     pub async fn put(&self, key: &str, value: &str) -> Result<(), ClientError> {
         check(key, Some(value))?;
-        match self
-            .execute(Op::Put {
-                key: key.into(),
-                value: value.into(),
-            })
-            .await?
-        {
-            OpResult::Done => Ok(()),
-            _ => Err(ClientError::Unexpected),
-        }
+        self.done(Op::Put {
+            key: key.into(),
+            value: value.into(),
+        })
+        .await
     }
 
     /// The value of `key`, or `None` if it does not exist.
@@ -211,13 +206,16 @@ impl Client {
     /// Appends to the value (a missing key counts as empty).
     pub async fn append(&self, key: &str, value: &str) -> Result<(), ClientError> {
         check(key, Some(value))?;
-        match self
-            .execute(Op::Append {
-                key: key.into(),
-                value: value.into(),
-            })
-            .await?
-        {
+        self.done(Op::Append {
+            key: key.into(),
+            value: value.into(),
+        })
+        .await
+    }
+
+    /// Runs a write whose only answer is `Done`.
+    async fn done(&self, op: Op) -> Result<(), ClientError> {
+        match self.execute(op).await? {
             OpResult::Done => Ok(()),
             _ => Err(ClientError::Unexpected),
         }
