@@ -891,7 +891,17 @@ impl Node {
             });
         }
         for (topic, answers) in groups {
-            self.send_answers(topic, answers);
+            // Only a pipelining client has commands of two ids (lanes) in flight at once; a
+            // client with one command in flight gets plain replies even when a duplicate is
+            // answered in the same flush, so a client that predates `Replies` never sees one.
+            let lanes = answers.iter().any(|a| a.client != answers[0].client);
+            if lanes {
+                self.send_answers(topic, answers);
+            } else {
+                for a in answers {
+                    self.send_answers(topic.clone(), vec![a]);
+                }
+            }
         }
     }
 
