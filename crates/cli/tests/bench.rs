@@ -80,6 +80,38 @@ fn bench_on_its_own_cluster_writes_json() {
     assert!(data.join("default").join("server1").exists());
 }
 
+/// `--pipeline`: each client keeps several commands in flight, and every one is counted.
+#[test]
+fn a_pipelined_bench_runs_and_says_so() {
+    let d = tempfile::tempdir().expect("temp dir");
+    let json = d.path().join("bench.json");
+    let data = d.path().join("data");
+    let o = run(&[
+        "bench",
+        "--duration",
+        "1s",
+        "--warmup",
+        "0s",
+        "--clients",
+        "4",
+        "--pipeline",
+        "4",
+        "--data-dir",
+        data.to_str().expect("utf-8 temp path"),
+        "--json",
+        json.to_str().expect("utf-8 temp path"),
+    ]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "bench failed: {stderr}");
+    let text = std::fs::read_to_string(&json).expect("the JSON file");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+    assert_eq!(v["params"]["pipeline"], 4);
+    let s = &v["steps"][0];
+    assert_eq!(s["errors"], 0, "{s}");
+    assert!(s["ops"].as_u64().is_some_and(|n| n > 0), "no ops: {s}");
+    assert!(s["committed"].as_u64().is_some_and(|n| n > 0), "{s}");
+}
+
 #[test]
 fn bench_flags_refuse_bad_values() {
     for args in [
@@ -93,6 +125,10 @@ fn bench_flags_refuse_bad_values() {
         &["bench", "--duration", "soon"],
         &["bench", "--warmup", "-1s"],
         &["bench", "--sync", "sometimes"],
+        &["bench", "--pipeline", "0"],
+        &["bench", "--pipeline", "65"],
+        &["bench", "--pipeline", "4", "--rate", "100"],
+        &["bench", "--pipeline", "4", "--api", "json"],
     ] {
         let o = run(args);
         assert_eq!(o.status.code(), Some(2), "{args:?}");
