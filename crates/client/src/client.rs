@@ -463,12 +463,10 @@ impl Client {
         let Inner { conn, core, lanes } = &mut *inner;
         while lanes.len() < depth {
             let id = format!("{}/p{}", self.client_id, lanes.len());
-            let mut lane = mqpaxos_core::Client::new(
-                id,
-                ClientConfig {
-                    resend: self.resend,
-                },
-            );
+            let cfg = ClientConfig {
+                resend: self.resend,
+            };
+            let mut lane = mqpaxos_core::Client::new(id, cfg);
             if let Some(l) = core.leader() {
                 lane.on_leader(l);
             }
@@ -486,28 +484,9 @@ impl Client {
                         more = false;
                         break;
                     };
-                    // A command abandoned by an earlier call must not block this one.
-                    lanes[k].abandon();
-                    let sent = match lanes[k].invoke(op) {
-                        Ok(r) => match r.send {
-                            Some(o) => publish(conn, &self.request_topic(&o.to), &o.msg).await,
-                            None => Ok(()),
-                        },
-                        Err(e) => Err(ClientError::Invalid(e.to_string())),
-                    };
-                    match sent {
-                        Ok(()) => {
-                            let now = tokio::time::Instant::now();
-                            *slot = Some(InFlight {
-                                index,
-                                deadline: now + self.timeout,
-                                resend_at: now + self.resend,
-                            });
-                        }
-                        Err(e) => {
-                            lanes[k].abandon();
-                            done(index, Err(e));
-                        }
+                    match self.start(conn, &mut lanes[k], op).await {
+                        Ok(f) => *slot = Some(InFlight { index, ..f }),
+                        Err(e) => done(index, Err(e)),
                     }
                 }
             }
@@ -521,62 +500,128 @@ impl Client {
             };
             tokio::select! {
                 _ = tokio::time::sleep_until(wake) => {
-                    let now = tokio::time::Instant::now();
-                    for (k, slot) in busy.iter_mut().enumerate() {
-                        let Some(f) = slot else { continue };
-                        if now >= f.deadline {
-                            lanes[k].abandon();
-                            done(f.index, Err(ClientError::Timeout(self.timeout)));
-                            *slot = None;
-                        } else if now >= f.resend_at {
-                            if let Some(o) = lanes[k].on_timer().send {
-                                let _ = publish(conn, &self.request_topic(&o.to), &o.msg).await;
-                            }
-                            f.resend_at = now + self.resend;
-                        }
-                    }
+                    self.on_lane_timers(conn, lanes, &mut busy, &mut done).await;
                 }
                 m = conn.recv() => {
                     let Some(m) = m else {
                         return Err(TransportError::Closed.into());
                     };
-                    let Incoming::Publish { topic, payload, .. } = m else { continue };
-                    match self.topics.parse(&topic) {
-                        Some(Parsed::Reply { .. }) => {}
-                        Some(Parsed::Leader { .. }) => {
-                            let Some(server) = announced(&payload) else { continue };
-                            core.on_leader(server);
-                            for (k, lane) in lanes.iter_mut().enumerate() {
-                                // A new leader gets every pending command at once.
-                                if let Some(o) = lane.on_leader(server).send {
-                                    let _ = publish(conn, &self.request_topic(&o.to), &o.msg).await;
-                                    if let Some(Some(f)) = busy.get_mut(k) {
-                                        f.resend_at = tokio::time::Instant::now() + self.resend;
-                                    }
-                                }
-                            }
-                            continue;
-                        }
-                        _ => continue,
+                    if let Incoming::Publish { topic, payload, .. } = m {
+                        self.on_lane_message(conn, core, lanes, &mut busy, &topic, &payload, &mut done)
+                            .await;
                     }
-                    for Answer { client, seq, result } in answers(&payload) {
-                        let Some(Route::Lane(k)) = route(&self.client_id, &client) else { continue };
-                        let (Some(lane), Some(slot)) = (lanes.get_mut(k), busy.get_mut(k)) else {
-                            continue;
-                        };
-                        let r = lane.on_reply(seq, result);
-                        if let Some((_, result)) = r.done {
-                            if let Some(f) = slot.take() {
-                                done(f.index, outcome(result));
-                            }
-                        } else if let Some(o) = r.send {
-                            // The lane's session is open: now the command itself.
-                            let _ = publish(conn, &self.request_topic(&o.to), &o.msg).await;
-                            if let Some(f) = slot {
-                                f.resend_at = tokio::time::Instant::now() + self.resend;
-                            }
+                }
+            }
+        }
+    }
+
+    /// Starts `op` in `lane` (which is free): its first send, and its deadlines. A command
+    /// abandoned by an earlier call must not block this one.
+    async fn start(
+        &self,
+        conn: &Connection,
+        lane: &mut mqpaxos_core::Client,
+        op: Op,
+    ) -> Result<InFlight, ClientError> {
+        lane.abandon();
+        let sent = match lane.invoke(op) {
+            Ok(r) => match r.send {
+                Some(o) => publish(conn, &self.request_topic(&o.to), &o.msg).await,
+                None => Ok(()),
+            },
+            Err(e) => Err(ClientError::Invalid(e.to_string())),
+        };
+        if let Err(e) = sent {
+            lane.abandon();
+            return Err(e);
+        }
+        let now = tokio::time::Instant::now();
+        Ok(InFlight {
+            index: 0,
+            deadline: now + self.timeout,
+            resend_at: now + self.resend,
+        })
+    }
+
+    /// A lane's deadline or resend time came: gives up on commands past their deadline,
+    /// resends the others that are due (to every server).
+    async fn on_lane_timers(
+        &self,
+        conn: &Connection,
+        lanes: &mut [mqpaxos_core::Client],
+        busy: &mut [Option<InFlight>],
+        done: &mut impl FnMut(usize, Result<OpResult, ClientError>),
+    ) {
+        let now = tokio::time::Instant::now();
+        for (k, slot) in busy.iter_mut().enumerate() {
+            let Some(f) = slot else { continue };
+            if now >= f.deadline {
+                lanes[k].abandon();
+                done(f.index, Err(ClientError::Timeout(self.timeout)));
+                *slot = None;
+            } else if now >= f.resend_at {
+                if let Some(o) = lanes[k].on_timer().send {
+                    let _ = publish(conn, &self.request_topic(&o.to), &o.msg).await;
+                }
+                f.resend_at = now + self.resend;
+            }
+        }
+    }
+
+    /// A publish while lanes have commands in flight: a leader announcement (every pending
+    /// command goes to the new leader at once) or answers, each for the lane it names.
+    #[allow(clippy::too_many_arguments)]
+    async fn on_lane_message(
+        &self,
+        conn: &Connection,
+        core: &mut mqpaxos_core::Client,
+        lanes: &mut [mqpaxos_core::Client],
+        busy: &mut [Option<InFlight>],
+        topic: &str,
+        payload: &[u8],
+        done: &mut impl FnMut(usize, Result<OpResult, ClientError>),
+    ) {
+        match self.topics.parse(topic) {
+            Some(Parsed::Reply { .. }) => {}
+            Some(Parsed::Leader { .. }) => {
+                let Some(server) = announced(payload) else {
+                    return;
+                };
+                core.on_leader(server);
+                for (lane, slot) in lanes.iter_mut().zip(busy.iter_mut()) {
+                    if let Some(o) = lane.on_leader(server).send {
+                        let _ = publish(conn, &self.request_topic(&o.to), &o.msg).await;
+                        if let Some(f) = slot {
+                            f.resend_at = tokio::time::Instant::now() + self.resend;
                         }
                     }
+                }
+                return;
+            }
+            _ => return,
+        }
+        for Answer {
+            client,
+            seq,
+            result,
+        } in answers(payload)
+        {
+            let Some(Route::Lane(k)) = route(&self.client_id, &client) else {
+                continue;
+            };
+            let (Some(lane), Some(slot)) = (lanes.get_mut(k), busy.get_mut(k)) else {
+                continue;
+            };
+            let r = lane.on_reply(seq, result);
+            if let Some((_, result)) = r.done {
+                if let Some(f) = slot.take() {
+                    done(f.index, outcome(result));
+                }
+            } else if let Some(o) = r.send {
+                // The lane's session is open: now the command itself.
+                let _ = publish(conn, &self.request_topic(&o.to), &o.msg).await;
+                if let Some(f) = slot {
+                    f.resend_at = tokio::time::Instant::now() + self.resend;
                 }
             }
         }
