@@ -16,32 +16,39 @@ fn run(args: &[&str]) -> std::process::Output {
         .expect("run mqpaxos")
 }
 
-#[test]
-fn bench_on_its_own_cluster_writes_json() {
+/// Runs a one-second bench on its own cluster with `args`, its data and JSON in a new
+/// temporary directory (returned, with the JSON read back); fails unless it succeeds.
+fn bench_json(args: &[&str]) -> (tempfile::TempDir, serde_json::Value) {
     let d = tempfile::tempdir().expect("temp dir");
     let json = d.path().join("bench.json");
     let data = d.path().join("data");
-    let o = run(&[
-        "bench",
-        "--duration",
-        "1s",
-        "--warmup",
-        "0s",
+    let mut all = vec!["bench", "--duration", "1s", "--warmup", "0s"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&[
+        "--data-dir",
+        data.to_str().expect("utf-8 temp path"),
+        "--json",
+        json.to_str().expect("utf-8 temp path"),
+    ]);
+    let o = run(&all);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "bench failed: {stderr}");
+    let text = std::fs::read_to_string(&json).expect("the JSON file");
+    let v = serde_json::from_str(&text).expect("valid JSON");
+    (d, v)
+}
+
+#[test]
+fn bench_on_its_own_cluster_writes_json() {
+    let (d, v) = bench_json(&[
         "--clients",
         "1,4",
         "--mix",
         "put=80,get=10,cas=10",
         "--keys",
         "50",
-        "--data-dir",
-        data.to_str().expect("utf-8 temp path"),
-        "--json",
-        json.to_str().expect("utf-8 temp path"),
     ]);
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "bench failed: {stderr}");
-    let text = std::fs::read_to_string(&json).expect("the JSON file");
-    let v: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+    let data = d.path().join("data");
     assert_eq!(v["target"], "mqpaxos");
     assert_eq!(v["params"]["mix"], "put=80,get=10,cas=10");
     assert_eq!(v["params"]["servers"], 3);
@@ -83,28 +90,7 @@ fn bench_on_its_own_cluster_writes_json() {
 /// `--pipeline`: each client keeps several commands in flight, and every one is counted.
 #[test]
 fn a_pipelined_bench_runs_and_says_so() {
-    let d = tempfile::tempdir().expect("temp dir");
-    let json = d.path().join("bench.json");
-    let data = d.path().join("data");
-    let o = run(&[
-        "bench",
-        "--duration",
-        "1s",
-        "--warmup",
-        "0s",
-        "--clients",
-        "4",
-        "--pipeline",
-        "4",
-        "--data-dir",
-        data.to_str().expect("utf-8 temp path"),
-        "--json",
-        json.to_str().expect("utf-8 temp path"),
-    ]);
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "bench failed: {stderr}");
-    let text = std::fs::read_to_string(&json).expect("the JSON file");
-    let v: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+    let (_d, v) = bench_json(&["--clients", "4", "--pipeline", "4"]);
     assert_eq!(v["params"]["pipeline"], 4);
     let s = &v["steps"][0];
     assert_eq!(s["errors"], 0, "{s}");
