@@ -920,6 +920,13 @@ mod tests {
         }
     }
 
+    fn append(k: &str, v: &str) -> Op {
+        Op::Append {
+            key: k.into(),
+            value: v.into(),
+        }
+    }
+
     /// A full store refuses what would grow it (put, append, cas), with `no_space` and no
     /// change, and still takes deletes and writes that shrink a value; room made by a
     /// delete is usable again.
@@ -950,11 +957,7 @@ mod tests {
             kv.iter().map(|(k, v)| (k.clone(), v.to_string())).collect();
         assert!(full(kv.apply(5, &cmd(&id, 5, put("d", "")))));
         assert!(full(kv.apply(6, &cmd(&id, 6, put("a", &"y".repeat(101))))));
-        let append = Op::Append {
-            key: "b".into(),
-            value: "z".into(),
-        };
-        assert!(full(kv.apply(7, &cmd(&id, 7, append))));
+        assert!(full(kv.apply(7, &cmd(&id, 7, append("b", "z")))));
         let cas = Op::Cas {
             key: "c".into(),
             expected: Some(big.clone()),
@@ -1058,10 +1061,7 @@ mod tests {
             kv.apply(1, &cmd(a, 1, get("x"))),
             Applied::Executed(OpResult::Value(None))
         );
-        let app = Op::Append {
-            key: "x".into(),
-            value: "ab".into(),
-        };
+        let app = append("x", "ab");
         assert_eq!(
             kv.apply(2, &cmd(a, 2, app)),
             Applied::Executed(OpResult::Done)
@@ -1095,14 +1095,7 @@ mod tests {
     fn a_command_executes_at_most_once() {
         let mut kv = KvStore::new(10);
         let c = &open(&mut kv, "u/c", 0);
-        let a = cmd(
-            c,
-            1,
-            Op::Append {
-                key: "k".into(),
-                value: "x".into(),
-            },
-        );
+        let a = cmd(c, 1, append("k", "x"));
         assert_eq!(kv.apply(1, &a), Applied::Executed(OpResult::Done));
         assert_eq!(kv.apply(2, &a), Applied::Duplicate(OpResult::Done));
         assert_eq!(
@@ -1162,14 +1155,7 @@ mod tests {
     fn a_retry_from_a_forgotten_session_is_refused_never_run_twice() {
         let mut kv = KvStore::new(1);
         let a = &open(&mut kv, "u/a", 1);
-        let app = cmd(
-            a,
-            1,
-            Op::Append {
-                key: "k".into(),
-                value: "x".into(),
-            },
-        );
+        let app = cmd(a, 1, append("k", "x"));
         assert_eq!(kv.apply(2, &app), Applied::Executed(OpResult::Done));
         open(&mut kv, "u/b", 3);
         assert_eq!(kv.last_seq(a), None, "evicted");
@@ -1227,17 +1213,7 @@ mod tests {
         kv.apply(5, &cmd(a, 4, Op::Delete { key: "zz".into() }));
         assert_eq!(kv.revision(), revision_at(2, 1));
         // Append is a change.
-        kv.apply(
-            6,
-            &cmd(
-                a,
-                5,
-                Op::Append {
-                    key: "k".into(),
-                    value: "+".into(),
-                },
-            ),
-        );
+        kv.apply(6, &cmd(a, 5, append("k", "+")));
         assert_eq!(kv.entry("k").unwrap().version, 3);
         assert_eq!(kv.entry("k").unwrap().modified, revision_at(6, 0));
         // Delete, then put again: a new life.
