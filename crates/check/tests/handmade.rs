@@ -132,6 +132,17 @@ fn verdicts<T: Copy>(good: &[T], bad: &[T], build: impl Fn(&mut H, T)) {
     }
 }
 
+/// A put or an append, as [`H::put`] and [`H::append`] take them.
+type Write = for<'h> fn(&'h mut H, &str, &str, &str, u64, End) -> &'h mut H;
+
+/// Two concurrent writes to x, by a (`values.0` over [1, 5]) and by b (`values.1` over
+/// [2, 4]), then c reads `read` over [6, 7].
+fn concurrent_writes_then_read(h: &mut H, write: Write, values: (&str, &str), read: &str) {
+    write(h, "a", "x", values.0, 1, Ok(5));
+    write(h, "b", "x", values.1, 2, Ok(4));
+    h.get("c", "x", Some(read), 6, Ok(7));
+}
+
 #[test]
 fn empty_history_is_linearizable() {
     H::default().assert_ok();
@@ -174,9 +185,7 @@ fn read_concurrent_with_put_may_see_either() {
 #[test]
 fn concurrent_puts_then_read_sees_either_but_not_a_third_value() {
     verdicts(&["1", "2"], &["3"], |h, read| {
-        h.put("a", "x", "1", 1, Ok(5))
-            .put("b", "x", "2", 2, Ok(4))
-            .get("c", "x", Some(read), 6, Ok(7));
+        concurrent_writes_then_read(h, H::put, ("1", "2"), read);
     });
 }
 
@@ -297,9 +306,7 @@ fn append_to_missing_key_starts_from_empty() {
 fn concurrent_appends_in_either_order() {
     // Appends concatenate; "a" and "b" reading as "b" would lose one.
     verdicts(&["ab", "ba"], &["b"], |h, read| {
-        h.append("a", "x", "a", 1, Ok(5))
-            .append("b", "x", "b", 2, Ok(4))
-            .get("c", "x", Some(read), 6, Ok(7));
+        concurrent_writes_then_read(h, H::append, ("a", "b"), read);
     });
 }
 
