@@ -920,6 +920,16 @@ mod tests {
         }
     }
 
+    /// Applies `op` from session `client` at `slot`, the slot as its sequence number: it
+    /// executes, with `result`.
+    #[track_caller]
+    fn executes(kv: &mut KvStore, client: &str, slot: Slot, op: Op, result: OpResult) {
+        assert_eq!(
+            kv.apply(slot, &cmd(client, slot, op)),
+            Applied::Executed(result)
+        );
+    }
+
     fn append(k: &str, v: &str) -> Op {
         Op::Append {
             key: k.into(),
@@ -1057,37 +1067,31 @@ mod tests {
         let mut kv = KvStore::new(10);
         let a = &open(&mut kv, "u/a", 0);
         let get = |k: &str| Op::Get { key: k.into() };
-        assert_eq!(
-            kv.apply(1, &cmd(a, 1, get("x"))),
-            Applied::Executed(OpResult::Value(None))
-        );
+        executes(&mut kv, a, 1, get("x"), OpResult::Value(None));
         let app = append("x", "ab");
-        assert_eq!(
-            kv.apply(2, &cmd(a, 2, app)),
-            Applied::Executed(OpResult::Done)
-        );
+        executes(&mut kv, a, 2, app, OpResult::Done);
         assert_eq!(kv.get("x"), Some("ab"));
         let cas = |e: Option<&str>, n: &str| Op::Cas {
             key: "x".into(),
             expected: e.map(Into::into),
             new: n.into(),
         };
-        assert_eq!(
-            kv.apply(3, &cmd(a, 3, cas(Some("zz"), "q"))),
-            Applied::Executed(OpResult::Swapped(false))
+        executes(
+            &mut kv,
+            a,
+            3,
+            cas(Some("zz"), "q"),
+            OpResult::Swapped(false),
         );
-        assert_eq!(
-            kv.apply(4, &cmd(a, 4, cas(Some("ab"), "q"))),
-            Applied::Executed(OpResult::Swapped(true))
+        executes(&mut kv, a, 4, cas(Some("ab"), "q"), OpResult::Swapped(true));
+        executes(
+            &mut kv,
+            a,
+            5,
+            Op::Delete { key: "x".into() },
+            OpResult::Deleted(true),
         );
-        assert_eq!(
-            kv.apply(5, &cmd(a, 5, Op::Delete { key: "x".into() })),
-            Applied::Executed(OpResult::Deleted(true))
-        );
-        assert_eq!(
-            kv.apply(6, &cmd(a, 6, cas(None, "n"))),
-            Applied::Executed(OpResult::Swapped(true))
-        );
+        executes(&mut kv, a, 6, cas(None, "n"), OpResult::Swapped(true));
         assert_eq!(kv.get("x"), Some("n"));
     }
 
@@ -1237,27 +1241,15 @@ mod tests {
             new: new.into(),
         };
         // 0: only while the key is absent.
-        assert_eq!(
-            kv.apply(1, &cmd(a, 1, casr(0, "first"))),
-            Applied::Executed(OpResult::Swapped(true))
-        );
-        assert_eq!(
-            kv.apply(2, &cmd(a, 2, casr(0, "again"))),
-            Applied::Executed(OpResult::Swapped(false))
-        );
+        executes(&mut kv, a, 1, casr(0, "first"), OpResult::Swapped(true));
+        executes(&mut kv, a, 2, casr(0, "again"), OpResult::Swapped(false));
         let seen = kv.entry("k").unwrap().modified;
         assert_eq!(seen, revision_at(1, 0));
         // Another writer gets in first: the old revision no longer matches.
         kv.apply(3, &cmd(a, 3, put("k", "other")));
-        assert_eq!(
-            kv.apply(4, &cmd(a, 4, casr(seen, "mine"))),
-            Applied::Executed(OpResult::Swapped(false))
-        );
+        executes(&mut kv, a, 4, casr(seen, "mine"), OpResult::Swapped(false));
         let now = kv.entry("k").unwrap().modified;
-        assert_eq!(
-            kv.apply(5, &cmd(a, 5, casr(now, "mine"))),
-            Applied::Executed(OpResult::Swapped(true))
-        );
+        executes(&mut kv, a, 5, casr(now, "mine"), OpResult::Swapped(true));
         assert_eq!(kv.get("k"), Some("mine"));
     }
 
