@@ -4,29 +4,12 @@
 
 mod common;
 
-use std::net::SocketAddr;
-
-use common::{acl_scenario, connect, example_acl, expect_next, try_connect, Opts, WAIT};
+use common::{
+    acl_scenario, connect, example_acl, expect_next, loopback0, start, start_open, stop,
+    try_connect, Opts, WAIT,
+};
 use mqpaxos_broker::{Broker, BrokerConfig, BrokerError};
 use rumqttc::{ConnectReturnCode, LastWill, QoS, SubscribeReasonCode};
-
-fn loopback0() -> SocketAddr {
-    "127.0.0.1:0".parse().unwrap()
-}
-
-async fn start(cfg: BrokerConfig) -> Broker {
-    tokio::time::timeout(WAIT, Broker::start(cfg))
-        .await
-        .expect("broker start timed out")
-        .expect("broker start failed")
-}
-
-async fn stop(broker: Broker) {
-    tokio::time::timeout(WAIT, broker.shutdown())
-        .await
-        .expect("broker shutdown timed out")
-        .expect("broker shutdown failed");
-}
 
 /// A broker with our password file (users of `common::USERS`) and `examples/acl.conf`.
 async fn secured(dir: &tempfile::TempDir) -> Broker {
@@ -41,11 +24,7 @@ async fn secured(dir: &tempfile::TempDir) -> Broker {
 
 #[tokio::test]
 async fn starts_on_port_zero_and_carries_qos0_and_qos1() {
-    let broker = start(BrokerConfig {
-        listen: loopback0(),
-        ..BrokerConfig::default()
-    })
-    .await;
+    let broker = start_open().await;
     let addr = broker.local_addr();
     assert_ne!(addr.port(), 0);
 
@@ -84,11 +63,7 @@ async fn starts_on_port_zero_and_carries_qos0_and_qos1() {
 async fn accepted_sockets_have_tcp_nodelay() {
     use std::os::fd::{BorrowedFd, RawFd};
 
-    let broker = start(BrokerConfig {
-        listen: loopback0(),
-        ..BrokerConfig::default()
-    })
-    .await;
+    let broker = start_open().await;
     let addr = broker.local_addr();
     let _client = connect(addr, Opts::id("nodelay")).await;
 
@@ -274,11 +249,7 @@ async fn retained_presence_and_retained_last_will() {
 #[tokio::test]
 async fn burst_of_5000_qos1_messages_all_arrive() {
     const N: u32 = 5000;
-    let broker = start(BrokerConfig {
-        listen: loopback0(),
-        ..BrokerConfig::default()
-    })
-    .await;
+    let broker = start_open().await;
     let addr = broker.local_addr();
     let mut sub = connect(addr, Opts::id("burst-sub")).await;
     sub.subscribe_ok("burst", QoS::AtLeastOnce).await;
@@ -308,11 +279,7 @@ async fn burst_of_5000_qos1_messages_all_arrive() {
 
 #[tokio::test]
 async fn shutdown_disconnects_clients_and_releases_the_port() {
-    let broker = start(BrokerConfig {
-        listen: loopback0(),
-        ..BrokerConfig::default()
-    })
-    .await;
+    let broker = start_open().await;
     let addr = broker.local_addr();
     let mut client = connect(addr, Opts::id("c")).await;
     client.subscribe_ok("t", QoS::AtLeastOnce).await;

@@ -10,20 +10,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{connect, expect_next, Opts, WAIT};
+use common::{connect, expect_next, loopback0, start, start_open, Opts, WAIT};
 use mqpaxos_broker::{Broker, BrokerConfig, BrokerError, TlsListener, MAX_PACKET_SIZE};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, Transport};
-
-fn loopback0() -> SocketAddr {
-    "127.0.0.1:0".parse().unwrap()
-}
-
-async fn start(cfg: BrokerConfig) -> Broker {
-    tokio::time::timeout(WAIT, Broker::start(cfg))
-        .await
-        .expect("broker start timed out")
-        .expect("broker start failed")
-}
 
 /// A raw client that may send and receive packets of up to 64 MiB: the attacker.
 fn big_client(addr: SocketAddr, id: &str) -> (AsyncClient, rumqttc::EventLoop) {
@@ -60,11 +49,7 @@ fn the_default_limit_is_the_nodes() {
 /// reaches nobody, now or on a later subscription.
 #[tokio::test]
 async fn an_oversized_packet_is_refused_and_never_retained() {
-    let broker = start(BrokerConfig {
-        listen: loopback0(),
-        ..BrokerConfig::default()
-    })
-    .await;
+    let broker = start_open().await;
     let addr = broker.local_addr();
     let mut watcher = connect(addr, Opts::id("watcher")).await;
     watcher.subscribe_ok("mqpaxos/x/#", QoS::AtMostOnce).await;
@@ -110,11 +95,7 @@ async fn an_oversized_packet_is_refused_and_never_retained() {
 /// kept), so nobody can park a big message that every reconnecting node receives again.
 #[tokio::test]
 async fn a_big_retained_message_is_refused() {
-    let broker = start(BrokerConfig {
-        listen: loopback0(),
-        ..BrokerConfig::default()
-    })
-    .await;
+    let broker = start_open().await;
     let addr = broker.local_addr();
     let mut watcher = connect(addr, Opts::id("watcher")).await;
     watcher.subscribe_ok("r/x", QoS::AtMostOnce).await;

@@ -7,16 +7,12 @@ use std::path::Path;
 
 use mqpaxos_broker::{Acl, BrokerError, PasswordFile};
 
-/// xorshift64*: a fixed seed, so a failure is the same on every run.
-struct Rng(u64);
+/// The check crate's test generator (no dependency on that crate: the file is included).
+#[path = "../../check/tests/support/xorshift.rs"]
+mod xorshift;
+use xorshift::Rng;
 
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
     fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
     }

@@ -161,103 +161,72 @@ fn value_may_be_given_only_on_the_completion() {
     assert_eq!(ops[0].value.as_deref(), Some("v"));
 }
 
+/// Pairing `$events` fails with an error that matches the pattern (guard allowed).
+macro_rules! assert_refused {
+    ($events:expr, $($pattern:tt)+) => {{
+        let err = pair_operations(&$events).unwrap_err();
+        assert!(matches!(&err, $($pattern)+), "{err}");
+    }};
+}
+
 #[test]
 fn inconsistent_histories_are_typed_errors() {
     let inv = |t, c: &str, f, k: &str| Event::invoke(t, c, f, k).with_value(Some("v"));
     let ok = |t, c: &str, f, k: &str| Event::ok(t, c, f, k);
 
-    let err = pair_operations(&[ok(1, "a", OpKind::Get, "k")]).unwrap_err();
-    assert!(
-        matches!(&err, HistoryError::CompletionWithoutInvoke { index: 0, client } if client == "a"),
-        "{err}"
+    assert_refused!(
+        [ok(1, "a", OpKind::Get, "k")],
+        HistoryError::CompletionWithoutInvoke { index: 0, client } if client == "a"
     );
-
-    let err = pair_operations(&[
-        inv(1, "a", OpKind::Put, "k"),
-        inv(2, "b", OpKind::Put, "k"),
-        inv(3, "a", OpKind::Put, "k"),
-    ])
-    .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            HistoryError::InvokeWhilePending {
-                index: 2,
-                pending: 0,
-                ..
-            }
-        ),
-        "{err}"
+    assert_refused!(
+        [
+            inv(1, "a", OpKind::Put, "k"),
+            inv(2, "b", OpKind::Put, "k"),
+            inv(3, "a", OpKind::Put, "k"),
+        ],
+        HistoryError::InvokeWhilePending {
+            index: 2,
+            pending: 0,
+            ..
+        }
     );
-
-    let err = pair_operations(&[inv(1, "a", OpKind::Put, "k"), ok(2, "a", OpKind::Get, "k")])
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            HistoryError::Mismatch {
-                index: 1,
-                invoke: 0,
-                ..
-            }
-        ),
-        "{err}"
+    assert_refused!(
+        [inv(1, "a", OpKind::Put, "k"), ok(2, "a", OpKind::Get, "k")],
+        HistoryError::Mismatch {
+            index: 1,
+            invoke: 0,
+            ..
+        }
     );
-
-    let err = pair_operations(&[inv(1, "a", OpKind::Put, "k"), ok(2, "a", OpKind::Put, "j")])
-        .unwrap_err();
-    assert!(
-        matches!(err, HistoryError::Mismatch { index: 1, .. }),
-        "{err}"
-    );
-    // Even a fail must match what it completes.
-    let err = pair_operations(&[
-        inv(1, "a", OpKind::Put, "k"),
+    for completion in [
+        ok(2, "a", OpKind::Put, "j"),
+        // Even a fail must match what it completes.
         Event::fail(2, "a", OpKind::Delete, "k"),
-    ])
-    .unwrap_err();
-    assert!(
-        matches!(err, HistoryError::Mismatch { index: 1, .. }),
-        "{err}"
-    );
-
-    let err = pair_operations(&[
-        inv(1, "a", OpKind::Put, "k"),
         ok(2, "a", OpKind::Put, "k").with_value(Some("w")),
-    ])
-    .unwrap_err();
-    assert!(
-        matches!(err, HistoryError::Mismatch { index: 1, .. }),
-        "{err}"
+    ] {
+        assert_refused!(
+            [inv(1, "a", OpKind::Put, "k"), completion],
+            HistoryError::Mismatch { index: 1, .. }
+        );
+    }
+    assert_refused!(
+        [inv(5, "a", OpKind::Put, "k"), ok(4, "a", OpKind::Put, "k")],
+        HistoryError::ReturnBeforeCall {
+            index: 1,
+            call: 5,
+            ret: 4
+        }
     );
-
-    let err = pair_operations(&[inv(5, "a", OpKind::Put, "k"), ok(4, "a", OpKind::Put, "k")])
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            HistoryError::ReturnBeforeCall {
-                index: 1,
-                call: 5,
-                ret: 4
-            }
-        ),
-        "{err}"
-    );
-
     for f in [OpKind::Put, OpKind::Append, OpKind::Cas] {
-        let err = pair_operations(&[Event::invoke(1, "a", f, "k"), Event::info(2, "a", f, "k")])
-            .unwrap_err();
-        assert!(
-            matches!(err, HistoryError::MissingValue { index: 0, .. }),
-            "{err}"
+        assert_refused!(
+            [Event::invoke(1, "a", f, "k"), Event::info(2, "a", f, "k")],
+            HistoryError::MissingValue { index: 0, .. }
         );
     }
     // ... also when the value would only matter if the operation happened.
-    let err = pair_operations(&[Event::invoke(1, "a", OpKind::Append, "k")]).unwrap_err();
-    assert!(
-        matches!(err, HistoryError::MissingValue { index: 0, .. }),
-        "{err}"
+    assert_refused!(
+        [Event::invoke(1, "a", OpKind::Append, "k")],
+        HistoryError::MissingValue { index: 0, .. }
     );
 }
 

@@ -115,6 +115,34 @@ impl H {
 
 use End::{Fail, Info, Never, Ok};
 
+/// One history for each choice in `good` and in `bad`, alike but for that choice: those
+/// built from `good` must be linearizable, those built from `bad` must not.
+#[track_caller]
+fn verdicts<T: Copy>(good: &[T], bad: &[T], build: impl Fn(&mut H, T)) {
+    for (choices, linearizable) in [(good, true), (bad, false)] {
+        for &choice in choices {
+            let mut h = H::default();
+            build(&mut h, choice);
+            if linearizable {
+                h.assert_ok();
+            } else {
+                h.assert_bad();
+            }
+        }
+    }
+}
+
+/// A put or an append, as [`H::put`] and [`H::append`] take them.
+type Write = for<'h> fn(&'h mut H, &str, &str, &str, u64, End) -> &'h mut H;
+
+/// Two concurrent writes to x, by a (`values.0` over [1, 5]) and by b (`values.1` over
+/// [2, 4]), then c reads `read` over [6, 7].
+fn concurrent_writes_then_read(h: &mut H, write: Write, values: (&str, &str), read: &str) {
+    write(h, "a", "x", values.0, 1, Ok(5));
+    write(h, "b", "x", values.1, 2, Ok(4));
+    h.get("c", "x", Some(read), 6, Ok(7));
+}
+
 #[test]
 fn empty_history_is_linearizable() {
     H::default().assert_ok();
@@ -149,27 +177,16 @@ fn stale_read_after_acknowledged_put_is_rejected() {
 
 #[test]
 fn read_concurrent_with_put_may_see_either() {
-    for read in [None, Some("1")] {
-        let mut h = H::default();
+    verdicts(&[None, Some("1")], &[], |h, read| {
         h.put("a", "x", "1", 1, Ok(5)).get("b", "x", read, 2, Ok(3));
-        h.assert_ok();
-    }
+    });
 }
 
 #[test]
 fn concurrent_puts_then_read_sees_either_but_not_a_third_value() {
-    for read in ["1", "2"] {
-        let mut h = H::default();
-        h.put("a", "x", "1", 1, Ok(5))
-            .put("b", "x", "2", 2, Ok(4))
-            .get("c", "x", Some(read), 6, Ok(7));
-        h.assert_ok();
-    }
-    let mut h = H::default();
-    h.put("a", "x", "1", 1, Ok(5))
-        .put("b", "x", "2", 2, Ok(4))
-        .get("c", "x", Some("3"), 6, Ok(7));
-    h.assert_bad();
+    verdicts(&["1", "2"], &["3"], |h, read| {
+        concurrent_writes_then_read(h, H::put, ("1", "2"), read);
+    });
 }
 
 #[test]
@@ -186,20 +203,14 @@ fn reads_must_agree_on_the_order_of_concurrent_puts() {
 
 #[test]
 fn flickering_reads_are_rejected() {
-    // A put of 2 in flight; one reader sees 2 and a later reader sees 1 again.
-    let mut h = H::default();
-    h.put("a", "x", "1", 1, Ok(2))
-        .put("b", "x", "2", 3, Ok(20))
-        .get("c", "x", Some("2"), 4, Ok(5))
-        .get("d", "x", Some("1"), 6, Ok(7));
-    h.assert_bad();
-    // The same reads in the other order are fine: the put takes effect in between.
-    let mut h = H::default();
-    h.put("a", "x", "1", 1, Ok(2))
-        .put("b", "x", "2", 3, Ok(20))
-        .get("c", "x", Some("1"), 4, Ok(5))
-        .get("d", "x", Some("2"), 6, Ok(7));
-    h.assert_ok();
+    // A put of 2 in flight; one reader sees 2 and a later reader sees 1 again (bad). The
+    // same reads in the other order are fine: the put takes effect in between.
+    verdicts(&[("1", "2")], &[("2", "1")], |h, (first, second)| {
+        h.put("a", "x", "1", 1, Ok(2))
+            .put("b", "x", "2", 3, Ok(20))
+            .get("c", "x", Some(first), 4, Ok(5))
+            .get("d", "x", Some(second), 6, Ok(7));
+    });
 }
 
 #[test]
@@ -224,22 +235,16 @@ fn cas_that_swapped_needs_its_condition() {
 
 #[test]
 fn cas_that_refused_needs_its_condition_to_fail() {
-    let mut h = H::default();
-    h.put("a", "x", "1", 1, Ok(2))
-        .cas("b", "x", Some("0"), "2", Some(false), 3, Ok(4))
-        .get("c", "x", Some("1"), 5, Ok(6));
-    h.assert_ok();
+    // A refused cas does not write: the value read after it is still 1.
+    verdicts(&["1"], &["2"], |h, read| {
+        h.put("a", "x", "1", 1, Ok(2))
+            .cas("b", "x", Some("0"), "2", Some(false), 3, Ok(4))
+            .get("c", "x", Some(read), 5, Ok(6));
+    });
 
     let mut h = H::default();
     h.put("a", "x", "1", 1, Ok(2))
         .cas("b", "x", Some("1"), "2", Some(false), 3, Ok(4));
-    h.assert_bad();
-
-    // A refused cas does not write.
-    let mut h = H::default();
-    h.put("a", "x", "1", 1, Ok(2))
-        .cas("b", "x", Some("0"), "2", Some(false), 3, Ok(4))
-        .get("c", "x", Some("2"), 5, Ok(6));
     h.assert_bad();
 }
 
@@ -255,83 +260,54 @@ fn cas_refusal_explained_by_a_concurrent_put() {
 
 #[test]
 fn cas_without_result_swaps_exactly_when_its_condition_holds() {
-    let mut h = H::default();
-    h.put("a", "x", "1", 1, Ok(2))
-        .cas("b", "x", Some("1"), "2", None, 3, Ok(4))
-        .get("c", "x", Some("2"), 5, Ok(6));
-    h.assert_ok();
-    let mut h = H::default();
-    h.put("a", "x", "1", 1, Ok(2))
-        .cas("b", "x", Some("1"), "2", None, 3, Ok(4))
-        .get("c", "x", Some("1"), 5, Ok(6));
-    h.assert_bad();
+    verdicts(&["2"], &["1"], |h, read| {
+        h.put("a", "x", "1", 1, Ok(2))
+            .cas("b", "x", Some("1"), "2", None, 3, Ok(4))
+            .get("c", "x", Some(read), 5, Ok(6));
+    });
 }
 
 #[test]
 fn info_cas_may_or_may_not_swap() {
-    for read in ["1", "2"] {
-        let mut h = H::default();
+    // (expected, read): with its condition held it may or may not have swapped; with its
+    // condition false it cannot have.
+    let good = [("1", "1"), ("1", "2")];
+    verdicts(&good, &[("0", "2")], |h, (expected, read)| {
         h.put("a", "x", "1", 1, Ok(2))
-            .cas("b", "x", Some("1"), "2", None, 3, Info(4))
+            .cas("b", "x", Some(expected), "2", None, 3, Info(4))
             .get("c", "x", Some(read), 5, Ok(6));
-        h.assert_ok();
-    }
-    // ... but only if its condition held.
-    let mut h = H::default();
-    h.put("a", "x", "1", 1, Ok(2))
-        .cas("b", "x", Some("0"), "2", None, 3, Info(4))
-        .get("c", "x", Some("2"), 5, Ok(6));
-    h.assert_bad();
+    });
 }
 
 #[test]
 fn delete_then_get_is_null() {
-    let mut h = H::default();
-    h.put("a", "x", "1", 1, Ok(2))
-        .delete("a", "x", 3, Ok(4))
-        .get("b", "x", None, 5, Ok(6));
-    h.assert_ok();
-    let mut h = H::default();
-    h.put("a", "x", "1", 1, Ok(2))
-        .delete("a", "x", 3, Ok(4))
-        .get("b", "x", Some("1"), 5, Ok(6));
-    h.assert_bad();
+    verdicts(&[None], &[Some("1")], |h, read| {
+        h.put("a", "x", "1", 1, Ok(2))
+            .delete("a", "x", 3, Ok(4))
+            .get("b", "x", read, 5, Ok(6));
+    });
 }
 
 #[test]
 fn append_to_missing_key_starts_from_empty() {
-    let mut h = H::default();
-    h.append("a", "x", "ab", 1, Ok(2))
-        .append("a", "x", "c", 3, Ok(4))
-        .get("b", "x", Some("abc"), 5, Ok(6));
-    h.assert_ok();
+    // Sequential appends happen in order.
+    verdicts(&["abc"], &["cab"], |h, read| {
+        h.append("a", "x", "ab", 1, Ok(2))
+            .append("a", "x", "c", 3, Ok(4))
+            .get("b", "x", Some(read), 5, Ok(6));
+    });
     let mut h = H::default();
     h.append("a", "x", "ab", 1, Ok(2))
         .get("b", "x", None, 5, Ok(6));
-    h.assert_bad();
-    // Sequential appends happen in order.
-    let mut h = H::default();
-    h.append("a", "x", "ab", 1, Ok(2))
-        .append("a", "x", "c", 3, Ok(4))
-        .get("b", "x", Some("cab"), 5, Ok(6));
     h.assert_bad();
 }
 
 #[test]
 fn concurrent_appends_in_either_order() {
-    for read in ["ab", "ba"] {
-        let mut h = H::default();
-        h.append("a", "x", "a", 1, Ok(5))
-            .append("b", "x", "b", 2, Ok(4))
-            .get("c", "x", Some(read), 6, Ok(7));
-        h.assert_ok();
-    }
     // Appends concatenate; "a" and "b" reading as "b" would lose one.
-    let mut h = H::default();
-    h.append("a", "x", "a", 1, Ok(5))
-        .append("b", "x", "b", 2, Ok(4))
-        .get("c", "x", Some("b"), 6, Ok(7));
-    h.assert_bad();
+    verdicts(&["ab", "ba"], &["b"], |h, read| {
+        concurrent_writes_then_read(h, H::append, ("a", "b"), read);
+    });
 }
 
 #[test]
@@ -346,12 +322,11 @@ fn append_after_delete_starts_over() {
 
 #[test]
 fn info_put_may_or_may_not_be_visible() {
-    for read in [None, Some("1")] {
-        let mut h = H::default();
+    // Either, but a value never written cannot be read.
+    verdicts(&[None, Some("1")], &[Some("2")], |h, read| {
         h.put("a", "x", "1", 1, Info(2))
             .get("b", "x", read, 3, Ok(4));
-        h.assert_ok();
-    }
+    });
     // Visible long after the info was logged: it may take effect at any later time.
     let mut h = H::default();
     h.put("a", "x", "1", 1, Info(2))
@@ -362,11 +337,6 @@ fn info_put_may_or_may_not_be_visible() {
     let mut h = H::default();
     h.get("b", "x", Some("1"), 1, Ok(2))
         .put("a", "x", "1", 3, Info(4));
-    h.assert_bad();
-    // A value never written cannot be read.
-    let mut h = H::default();
-    h.put("a", "x", "1", 1, Info(2))
-        .get("b", "x", Some("2"), 3, Ok(4));
     h.assert_bad();
     // Once visible it stays (nothing else writes).
     let mut h = H::default();
@@ -390,40 +360,29 @@ fn info_put_takes_effect_at_most_once() {
 
 #[test]
 fn refused_cas_explained_by_unknown_write() {
-    let mut h = H::default();
-    h.put("a", "x", "1", 1, Ok(2))
-        .put("b", "x", "2", 3, Info(4))
-        .cas("c", "x", Some("1"), "3", Some(false), 5, Ok(6))
-        .get("c", "x", Some("2"), 7, Ok(8));
-    h.assert_ok();
     // The refusal needs the unknown put to have happened, so 1 cannot come back.
-    let mut h = H::default();
-    h.put("a", "x", "1", 1, Ok(2))
-        .put("b", "x", "2", 3, Info(4))
-        .cas("c", "x", Some("1"), "3", Some(false), 5, Ok(6))
-        .get("c", "x", Some("1"), 7, Ok(8));
-    h.assert_bad();
+    verdicts(&["2"], &["1"], |h, read| {
+        h.put("a", "x", "1", 1, Ok(2))
+            .put("b", "x", "2", 3, Info(4))
+            .cas("c", "x", Some("1"), "3", Some(false), 5, Ok(6))
+            .get("c", "x", Some(read), 7, Ok(8));
+    });
 }
 
 #[test]
 fn unknown_appends_in_any_order_but_once_each() {
-    for read in ["ab", "ba", "a", "b"] {
-        let mut h = H::default();
+    let unknown_appends = |h: &mut H| {
         h.append("a", "x", "a", 1, Info(2))
-            .append("b", "x", "b", 1, Info(2))
-            .get("c", "x", Some(read), 5, Ok(6));
-        h.assert_ok();
-    }
-    let mut h = H::default();
-    h.append("a", "x", "a", 1, Info(2))
-        .append("b", "x", "b", 1, Info(2))
-        .get("c", "x", Some("aba"), 5, Ok(6));
-    h.assert_bad();
+            .append("b", "x", "b", 1, Info(2));
+    };
+    verdicts(&["ab", "ba", "a", "b"], &["aba"], |h, read| {
+        unknown_appends(h);
+        h.get("c", "x", Some(read), 5, Ok(6));
+    });
     // Order seen by one read holds for later ones.
     let mut h = H::default();
-    h.append("a", "x", "a", 1, Info(2))
-        .append("b", "x", "b", 1, Info(2))
-        .get("c", "x", Some("b"), 5, Ok(6))
+    unknown_appends(&mut h);
+    h.get("c", "x", Some("b"), 5, Ok(6))
         .get("c", "x", Some("ab"), 7, Ok(8));
     h.assert_bad();
 }
@@ -448,15 +407,9 @@ fn identical_unknown_operations_each_count_once() {
 
 #[test]
 fn never_completed_invoke_is_like_info() {
-    for read in [None, Some("1")] {
-        let mut h = H::default();
+    verdicts(&[None, Some("1")], &[Some("2")], |h, read| {
         h.put("a", "x", "1", 1, Never).get("b", "x", read, 3, Ok(4));
-        h.assert_ok();
-    }
-    let mut h = H::default();
-    h.put("a", "x", "1", 1, Never)
-        .get("b", "x", Some("2"), 3, Ok(4));
-    h.assert_bad();
+    });
 }
 
 #[test]
@@ -478,14 +431,10 @@ fn info_get_is_unconstrained() {
 
 #[test]
 fn failed_operations_are_ignored() {
-    let mut h = H::default();
-    h.put("a", "x", "1", 1, Fail(2))
-        .get("b", "x", None, 3, Ok(4));
-    h.assert_ok();
-    let mut h = H::default();
-    h.put("a", "x", "1", 1, Fail(2))
-        .get("b", "x", Some("1"), 3, Ok(4));
-    h.assert_bad();
+    verdicts(&[None], &[Some("1")], |h, read| {
+        h.put("a", "x", "1", 1, Fail(2))
+            .get("b", "x", read, 3, Ok(4));
+    });
     // A failed cas whose condition held did not swap either.
     let mut h = H::default();
     h.put("a", "x", "1", 1, Ok(2))
@@ -496,13 +445,11 @@ fn failed_operations_are_ignored() {
 
 #[test]
 fn equal_timestamps_count_as_concurrent() {
-    // The read is invoked at the instant the put returns.
-    let mut h = H::default();
-    h.put("a", "x", "1", 1, Ok(5)).get("b", "x", None, 5, Ok(6));
-    h.assert_ok();
-    let mut h = H::default();
-    h.put("a", "x", "1", 1, Ok(5)).get("b", "x", None, 6, Ok(7));
-    h.assert_bad();
+    // The read is invoked at the instant the put returns (fine), or just after (stale).
+    verdicts(&[5], &[6], |h, call| {
+        h.put("a", "x", "1", 1, Ok(5))
+            .get("b", "x", None, call, Ok(call + 1));
+    });
 }
 
 #[test]

@@ -5,17 +5,11 @@ use mqpaxos_check::{
     check_events, pair_operations, CheckLimits, CheckOutcome, Event, OpKind, Operation, Outcome,
 };
 
-/// xorshift64*: enough randomness for test generation without a dependency.
-struct Rng(u64);
+#[path = "support/xorshift.rs"]
+mod xorshift;
+use xorshift::Rng;
 
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }

@@ -18,14 +18,6 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
-
 /// What the broker did with one publish.
 #[derive(Debug, PartialEq, Eq)]
 enum Outcome {
@@ -128,6 +120,50 @@ fn keeps_committing(cluster: &Cluster, what: &str, n: usize) {
     assert_eq!(stdout(&o), format!("{what}-{}", n - 1), "{}", stderr(&o));
 }
 
+/// Publishes each of `forged` (retained) as `user`, each on a connection of its own: the ACL
+/// refuses them all. The built-in broker acknowledges and drops; Mosquitto may close the
+/// connection.
+fn forge_all(
+    rt: &tokio::runtime::Runtime,
+    kind: Kind,
+    port: u16,
+    user: &str,
+    forged: &[(String, &[u8])],
+) {
+    for (topic, payload) in forged {
+        let outcome = rt.block_on(attack(port, user, topic, true, payload.to_vec()));
+        assert!(
+            kind == Kind::Embedded && outcome == Outcome::Acked || kind == Kind::Mosquitto,
+            "{kind:?} {topic}: {outcome:?}"
+        );
+    }
+}
+
+/// Cluster `c`'s three servers' retained presence (`online`) and server1's status are still
+/// their own, as the operator reads them.
+fn servers_keep_their_retained_state(rt: &tokio::runtime::Runtime, kind: Kind, port: u16, c: &str) {
+    let presence = rt.block_on(retained(
+        port,
+        "operator",
+        &format!("mqpaxos/{c}/presence/+"),
+        3,
+    ));
+    assert_eq!(presence.len(), 3, "{kind:?} {presence:?}");
+    for (topic, payload) in &presence {
+        assert!(topic.contains("/presence/server"), "{kind:?} {topic}");
+        assert_eq!(payload, b"online", "{kind:?} {topic}");
+    }
+    let status = rt.block_on(retained(
+        port,
+        "operator",
+        &format!("mqpaxos/{c}/status/server1"),
+        1,
+    ));
+    assert_eq!(status.len(), 1, "{kind:?}");
+    let s: serde_json::Value = serde_json::from_slice(&status[0].1).expect("a real status");
+    assert_eq!(s["id"], 1, "{kind:?}");
+}
+
 #[cfg(feature = "embedded-broker")]
 #[test]
 fn the_brokers_packet_limit_is_the_nodes() {
@@ -160,7 +196,7 @@ fn oversized_retained(kind: Kind) {
     let cluster = Cluster::start(&broker, 3);
     cluster.leader(Duration::from_secs(30));
     keeps_committing(&cluster, "before", 1);
-    let rt = rt();
+    let rt = load_runtime();
     let c = &cluster.cluster;
     for topic in [
         // Allowed to client1 by the ACL and read by every server: only the size limit stops it.
@@ -213,7 +249,7 @@ fn client_writes_what_servers_trust(kind: Kind) {
     let broker = Broker::start(kind);
     let cluster = Cluster::start(&broker, 3);
     cluster.leader(Duration::from_secs(30));
-    let rt = rt();
+    let rt = load_runtime();
     let c = &cluster.cluster;
     let forged: Vec<(String, &[u8])> = vec![
         (format!("mqpaxos/{c}/presence/server1"), b"offline"),
@@ -224,49 +260,20 @@ fn client_writes_what_servers_trust(kind: Kind) {
         (format!("mqpaxos/{c}/peer/all/server1"), b"\x01junk"),
         (format!("mqpaxos/other-{c}/request/client1"), b"\x01junk"),
     ];
-    for (topic, payload) in &forged {
-        let outcome = rt.block_on(attack(
-            broker.port,
-            "client1",
-            topic,
-            true,
-            payload.to_vec(),
-        ));
-        // The built-in broker acknowledges and drops; Mosquitto may close the connection.
-        assert!(
-            kind == Kind::Embedded && outcome == Outcome::Acked || kind == Kind::Mosquitto,
-            "{kind:?} {topic}: {outcome:?}"
-        );
-    }
+    forge_all(&rt, kind, broker.port, "client1", &forged);
     // A server's own retained presence and status are still its own.
-    let presence = rt.block_on(retained(
-        broker.port,
-        "operator",
-        &format!("mqpaxos/{c}/presence/+"),
-        3,
-    ));
-    assert_eq!(presence.len(), 3, "{presence:?}");
-    for (topic, payload) in &presence {
-        assert!(topic.contains("/presence/server"), "{topic}");
-        assert_eq!(payload, b"online", "{topic}");
-    }
-    let status = rt.block_on(retained(
-        broker.port,
-        "operator",
-        &format!("mqpaxos/{c}/status/server1"),
-        1,
-    ));
-    assert_eq!(status.len(), 1);
-    let s: serde_json::Value = serde_json::from_slice(&status[0].1).expect("a real status");
-    assert_eq!(s["id"], 1);
-    // Nothing the client sent is retained on the chaos topic.
-    let chaos = rt.block_on(retained(
-        broker.port,
-        &format!("{c}-server9"),
-        &format!("mqpaxos/{c}/chaos"),
-        1,
-    ));
-    assert!(chaos.is_empty(), "{chaos:?}");
+    servers_keep_their_retained_state(&rt, kind, broker.port, c);
+    // Nothing the client sent is retained on the chaos topic (as a server reads it).
+    let chaos = || {
+        rt.block_on(retained(
+            broker.port,
+            &format!("{c}-server9"),
+            &format!("mqpaxos/{c}/chaos"),
+            1,
+        ))
+    };
+    let kept = chaos();
+    assert!(kept.is_empty(), "{kept:?}");
     keeps_committing(&cluster, "after-forgery", 3);
 
     // The operator may publish faults, but these servers did not ask to obey them.
@@ -278,13 +285,7 @@ fn client_writes_what_servers_trust(kind: Kind) {
         b"{\"loss\":1.0}".to_vec(),
     ));
     assert_eq!(outcome, Outcome::Acked);
-    let chaos = rt.block_on(retained(
-        broker.port,
-        &format!("{c}-server9"),
-        &format!("mqpaxos/{c}/chaos"),
-        1,
-    ));
-    assert_eq!(chaos.len(), 1, "the operator's setting is retained");
+    assert_eq!(chaos().len(), 1, "the operator's setting is retained");
     keeps_committing(&cluster, "after-operator-chaos", 3);
 }
 
@@ -312,7 +313,7 @@ fn one_clusters_server_credential_in_another(kind: Kind) {
     let broker = Broker::start_for_clusters(kind, &[&b, &a]);
     let cluster = Cluster::start(&broker, 3);
     cluster.leader(Duration::from_secs(30));
-    let rt = rt();
+    let rt = load_runtime();
     let thief = format!("{a}-server1");
     // The credential is good: in its own cluster it writes a server's presence.
     let own = rt.block_on(attack(
@@ -338,34 +339,9 @@ fn one_clusters_server_credential_in_another(kind: Kind) {
         (format!("mqpaxos/{b}/peer/server2/server1"), b"\x01junk"),
         (format!("mqpaxos/{b}/reply/client1/x"), b"\x01junk"),
     ];
-    for (topic, payload) in &forged {
-        let outcome = rt.block_on(attack(broker.port, &thief, topic, true, payload.to_vec()));
-        // The built-in broker acknowledges and drops; Mosquitto may close the connection.
-        assert!(
-            kind == Kind::Embedded && outcome == Outcome::Acked || kind == Kind::Mosquitto,
-            "{kind:?} {topic}: {outcome:?}"
-        );
-    }
+    forge_all(&rt, kind, broker.port, &thief, &forged);
     // B's servers' retained presence and status are still their own.
-    let presence = rt.block_on(retained(
-        broker.port,
-        "operator",
-        &format!("mqpaxos/{b}/presence/+"),
-        3,
-    ));
-    assert_eq!(presence.len(), 3, "{presence:?}");
-    for (topic, payload) in &presence {
-        assert_eq!(payload, b"online", "{kind:?} {topic}");
-    }
-    let status = rt.block_on(retained(
-        broker.port,
-        "operator",
-        &format!("mqpaxos/{b}/status/server1"),
-        1,
-    ));
-    assert_eq!(status.len(), 1);
-    let s: serde_json::Value = serde_json::from_slice(&status[0].1).expect("a real status");
-    assert_eq!(s["id"], 1, "{kind:?}");
+    servers_keep_their_retained_state(&rt, kind, broker.port, &b);
     // Nor may it read what only B's servers read: B's requests and peer traffic never
     // reach it (the built-in broker drops the subscription; Mosquitto grants it and
     // delivers nothing). Heartbeats flow ten times a second, requests on every put.
@@ -623,7 +599,7 @@ fn a_client_cannot_take_a_servers_session_over_on_the_built_in_broker() {
     let broker = Broker::start(Kind::Embedded);
     let cluster = Cluster::start(&broker, 3);
     let leader = cluster.leader(Duration::from_secs(30));
-    let rt = rt();
+    let rt = load_runtime();
     // The leader's retained status report, as a user allowed to read it sees it (plain
     // clients no longer may; a monitoring user named with `mqpaxos acl --reader` may).
     let report = rt.block_on(retained(
@@ -743,7 +719,7 @@ fn oversized_requests_are_refused_and_memory_stays_bounded() {
     let cluster = Cluster::start(&broker, 3);
     cluster.leader(Duration::from_secs(30));
     keeps_committing(&cluster, "before", 1);
-    let rt = rt();
+    let rt = load_runtime();
     let big = "x".repeat(15 << 20);
     let cmds: Vec<Command> = (1..=40)
         .map(|seq| Command {
@@ -837,7 +813,7 @@ fn crafted_client_ids_are_dropped_and_the_leader_stays() {
     let broker = Broker::start(Kind::Embedded);
     let mut cluster = Cluster::start(&broker, 3);
     let leader = cluster.leader(Duration::from_secs(30));
-    let rt = rt();
+    let rt = load_runtime();
     let mut cmds = Vec::new();
     for seq in 1..=50u64 {
         for client in [
@@ -882,7 +858,7 @@ fn one_tenant_cannot_evict_anothers_session() {
     let broker = Broker::start(Kind::Embedded);
     let cluster = Cluster::start_with(&broker, 3, &["--max-sessions", "40"]);
     cluster.leader(Duration::from_secs(30));
-    let rt = rt();
+    let rt = load_runtime();
     let honest = rt
         .block_on(mqpaxos::Client::connect(cluster.client_options("client2")))
         .expect("connect client2");
@@ -924,7 +900,7 @@ fn a_stolen_server_credential_cannot_wedge_elections() {
     let leader = cluster.leader(Duration::from_secs(30));
     let thief = if leader == 2 { 3 } else { 2 };
     let topics = mqpaxos_node::topics::Topics::new(&cluster.cluster);
-    let rt = rt();
+    let rt = load_runtime();
     rt.block_on(async {
         let mut o = MqttOptions::new(format!("thief-{}", rand_suffix()), "127.0.0.1", broker.port);
         o.set_credentials(format!("{}-server{thief}", cluster.cluster), PASSWORD);

@@ -7,20 +7,23 @@ mod common;
 
 use common::*;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
 use std::time::Duration;
-
-fn run(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env_remove("MQPAXOS_CONFIG")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run mqpaxos")
-}
 
 fn path(p: &Path) -> &str {
     p.to_str().expect("a UTF-8 path")
+}
+
+/// `mqpaxos snapshot restore` of `backup` as server `id`'s data directory `dir`.
+fn restore(backup: &Path, id: &str, dir: &Path) -> std::process::Output {
+    run(&[
+        "snapshot",
+        "restore",
+        path(backup),
+        "--id",
+        id,
+        "--data-dir",
+        path(dir),
+    ])
 }
 
 #[test]
@@ -81,28 +84,12 @@ fn a_whole_cluster_is_restored_from_a_backup() {
     }
     for id in 1..=3 {
         let dir = cluster.data.path().join(format!("server{id}"));
-        let o = run(&[
-            "snapshot",
-            "restore",
-            path(&backup),
-            "--id",
-            &id.to_string(),
-            "--data-dir",
-            path(&dir),
-        ]);
+        let o = restore(&backup, &id.to_string(), &dir);
         assert!(o.status.success(), "restore {id}: {}", stderr(&o));
         eprintln!("{}", stdout(&o));
     }
     // A restored directory is never written over.
-    let o = run(&[
-        "snapshot",
-        "restore",
-        path(&backup),
-        "--id",
-        "1",
-        "--data-dir",
-        path(&cluster.data.path().join("server1")),
-    ]);
+    let o = restore(&backup, "1", &cluster.data.path().join("server1"));
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("not empty"), "{}", stderr(&o));
 
@@ -190,15 +177,7 @@ fn a_damaged_or_cut_backup_is_refused() {
             "{what}: {e}"
         );
         let dir = d.path().join("restored");
-        let o = run(&[
-            "snapshot",
-            "restore",
-            path(&backup),
-            "--id",
-            "1",
-            "--data-dir",
-            path(&dir),
-        ]);
+        let o = restore(&backup, "1", &dir);
         assert_eq!(o.status.code(), Some(2), "{what}: {}", stderr(&o));
         assert!(
             !dir.exists(),

@@ -3,18 +3,9 @@
 mod common;
 
 use common::*;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn run(args: &[&str]) -> std::process::Output {
-    Command::new(BIN)
-        .args(args)
-        .env_remove("MQPAXOS_CONFIG")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run mqpaxos")
-}
 
 /// One line on stderr, naming the problem.
 fn one_line(o: &std::process::Output) -> String {
@@ -82,16 +73,6 @@ fn a_config_file_sets_flags_and_unknown_keys_are_refused() {
     let o = run(&["get", "k", "--config", f.to_str().expect("utf-8")]);
     assert_eq!(o.status.code(), Some(2));
     assert!(one_line(&o).contains("unknown setting \"brokr\""));
-}
-
-fn http_get(port: u16, path: &str) -> String {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect metrics");
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").expect("send");
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out
 }
 
 /// A server waits for a majority to be online before it stands for election, and serves

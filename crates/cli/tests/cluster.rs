@@ -9,14 +9,6 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
-
 /// Several clients at once: their own keys, a shared counter by cas, and a shared append log
 /// that shows each command executed exactly once.
 fn concurrent_clients(kind: Kind, n: u32) {
@@ -25,7 +17,7 @@ fn concurrent_clients(kind: Kind, n: u32) {
     cluster.leader(Duration::from_secs(20));
     let clients = 4;
     let rounds = 8;
-    rt().block_on(async {
+    load_runtime().block_on(async {
         let mut tasks = Vec::new();
         for c in 1..=clients {
             let opts = cluster.client_options(&format!("client{c}"));
@@ -126,7 +118,7 @@ fn pipelined_commands_run_once(kind: Kind) {
     set_faults(&broker, &cluster.cluster, r#"{"loss":0.3,"duplicate":0.2}"#);
     let total = 240;
     let keys = 6;
-    rt().block_on(async {
+    load_runtime().block_on(async {
         let mut opts = cluster.client_options("client1");
         opts.resend = Duration::from_millis(100);
         let client = mqpaxos::Client::connect(opts).await.expect("connect");
@@ -201,7 +193,7 @@ fn kill_the_leader(kind: Kind, n: u32) {
     let broker = Broker::start(kind);
     let mut cluster = Cluster::start(&broker, n);
     let old = cluster.leader(Duration::from_secs(20));
-    let rt = rt();
+    let rt = load_runtime();
     let client = rt
         .block_on(mqpaxos::Client::connect(cluster.client_options("client2")))
         .expect("connect");
@@ -251,7 +243,7 @@ fn broker_restart(kind: Kind) {
     let mut broker = Broker::start(kind);
     let cluster = Cluster::start(&broker, 3);
     cluster.leader(Duration::from_secs(20));
-    let rt = rt();
+    let rt = load_runtime();
     let client = rt
         .block_on(mqpaxos::Client::connect(cluster.client_options("client3")))
         .expect("connect");
@@ -320,7 +312,7 @@ fn acl_is_enforced(kind: Kind) {
         }
     });
     std::thread::sleep(Duration::from_millis(300));
-    let rt = rt();
+    let rt = load_runtime();
     let client = rt
         .block_on(mqpaxos::Client::connect(cluster.client_options("client2")))
         .expect("connect");

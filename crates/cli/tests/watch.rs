@@ -265,24 +265,7 @@ fn a_watcher_gets_every_change_in_order_through_loss_failover_and_partition() {
     for e in &printed {
         contract.push_str(&format!("event {e}\n"));
     }
-    let file = dir.path().join("messages.txt");
-    std::fs::write(&file, &contract).expect("write");
-    let o = Command::new("bash")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../scripts/check-api"
-        ))
-        .arg("--messages")
-        .arg(&file)
-        .output()
-        .expect("check-api");
-    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
-    let n = contract.lines().count();
-    assert!(
-        stdout(&o).contains(&format!("{n} messages valid")),
-        "{}",
-        stdout(&o)
-    );
+    check_api(dir.path(), &contract, contract.lines().count());
     let mut store = BTreeMap::new();
     for c in &truth {
         let v = match &c.kind {

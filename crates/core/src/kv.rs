@@ -920,6 +920,23 @@ mod tests {
         }
     }
 
+    /// Applies `op` from session `client` at `slot`, the slot as its sequence number: it
+    /// executes, with `result`.
+    #[track_caller]
+    fn executes(kv: &mut KvStore, client: &str, slot: Slot, op: Op, result: OpResult) {
+        assert_eq!(
+            kv.apply(slot, &cmd(client, slot, op)),
+            Applied::Executed(result)
+        );
+    }
+
+    fn append(k: &str, v: &str) -> Op {
+        Op::Append {
+            key: k.into(),
+            value: v.into(),
+        }
+    }
+
     /// A full store refuses what would grow it (put, append, cas), with `no_space` and no
     /// change, and still takes deletes and writes that shrink a value; room made by a
     /// delete is usable again.
@@ -950,11 +967,7 @@ mod tests {
             kv.iter().map(|(k, v)| (k.clone(), v.to_string())).collect();
         assert!(full(kv.apply(5, &cmd(&id, 5, put("d", "")))));
         assert!(full(kv.apply(6, &cmd(&id, 6, put("a", &"y".repeat(101))))));
-        let append = Op::Append {
-            key: "b".into(),
-            value: "z".into(),
-        };
-        assert!(full(kv.apply(7, &cmd(&id, 7, append))));
+        assert!(full(kv.apply(7, &cmd(&id, 7, append("b", "z")))));
         let cas = Op::Cas {
             key: "c".into(),
             expected: Some(big.clone()),
@@ -1054,40 +1067,31 @@ mod tests {
         let mut kv = KvStore::new(10);
         let a = &open(&mut kv, "u/a", 0);
         let get = |k: &str| Op::Get { key: k.into() };
-        assert_eq!(
-            kv.apply(1, &cmd(a, 1, get("x"))),
-            Applied::Executed(OpResult::Value(None))
-        );
-        let app = Op::Append {
-            key: "x".into(),
-            value: "ab".into(),
-        };
-        assert_eq!(
-            kv.apply(2, &cmd(a, 2, app)),
-            Applied::Executed(OpResult::Done)
-        );
+        executes(&mut kv, a, 1, get("x"), OpResult::Value(None));
+        let app = append("x", "ab");
+        executes(&mut kv, a, 2, app, OpResult::Done);
         assert_eq!(kv.get("x"), Some("ab"));
         let cas = |e: Option<&str>, n: &str| Op::Cas {
             key: "x".into(),
             expected: e.map(Into::into),
             new: n.into(),
         };
-        assert_eq!(
-            kv.apply(3, &cmd(a, 3, cas(Some("zz"), "q"))),
-            Applied::Executed(OpResult::Swapped(false))
+        executes(
+            &mut kv,
+            a,
+            3,
+            cas(Some("zz"), "q"),
+            OpResult::Swapped(false),
         );
-        assert_eq!(
-            kv.apply(4, &cmd(a, 4, cas(Some("ab"), "q"))),
-            Applied::Executed(OpResult::Swapped(true))
+        executes(&mut kv, a, 4, cas(Some("ab"), "q"), OpResult::Swapped(true));
+        executes(
+            &mut kv,
+            a,
+            5,
+            Op::Delete { key: "x".into() },
+            OpResult::Deleted(true),
         );
-        assert_eq!(
-            kv.apply(5, &cmd(a, 5, Op::Delete { key: "x".into() })),
-            Applied::Executed(OpResult::Deleted(true))
-        );
-        assert_eq!(
-            kv.apply(6, &cmd(a, 6, cas(None, "n"))),
-            Applied::Executed(OpResult::Swapped(true))
-        );
+        executes(&mut kv, a, 6, cas(None, "n"), OpResult::Swapped(true));
         assert_eq!(kv.get("x"), Some("n"));
     }
 
@@ -1095,14 +1099,7 @@ mod tests {
     fn a_command_executes_at_most_once() {
         let mut kv = KvStore::new(10);
         let c = &open(&mut kv, "u/c", 0);
-        let a = cmd(
-            c,
-            1,
-            Op::Append {
-                key: "k".into(),
-                value: "x".into(),
-            },
-        );
+        let a = cmd(c, 1, append("k", "x"));
         assert_eq!(kv.apply(1, &a), Applied::Executed(OpResult::Done));
         assert_eq!(kv.apply(2, &a), Applied::Duplicate(OpResult::Done));
         assert_eq!(
@@ -1162,14 +1159,7 @@ mod tests {
     fn a_retry_from_a_forgotten_session_is_refused_never_run_twice() {
         let mut kv = KvStore::new(1);
         let a = &open(&mut kv, "u/a", 1);
-        let app = cmd(
-            a,
-            1,
-            Op::Append {
-                key: "k".into(),
-                value: "x".into(),
-            },
-        );
+        let app = cmd(a, 1, append("k", "x"));
         assert_eq!(kv.apply(2, &app), Applied::Executed(OpResult::Done));
         open(&mut kv, "u/b", 3);
         assert_eq!(kv.last_seq(a), None, "evicted");
@@ -1227,17 +1217,7 @@ mod tests {
         kv.apply(5, &cmd(a, 4, Op::Delete { key: "zz".into() }));
         assert_eq!(kv.revision(), revision_at(2, 1));
         // Append is a change.
-        kv.apply(
-            6,
-            &cmd(
-                a,
-                5,
-                Op::Append {
-                    key: "k".into(),
-                    value: "+".into(),
-                },
-            ),
-        );
+        kv.apply(6, &cmd(a, 5, append("k", "+")));
         assert_eq!(kv.entry("k").unwrap().version, 3);
         assert_eq!(kv.entry("k").unwrap().modified, revision_at(6, 0));
         // Delete, then put again: a new life.
@@ -1261,27 +1241,15 @@ mod tests {
             new: new.into(),
         };
         // 0: only while the key is absent.
-        assert_eq!(
-            kv.apply(1, &cmd(a, 1, casr(0, "first"))),
-            Applied::Executed(OpResult::Swapped(true))
-        );
-        assert_eq!(
-            kv.apply(2, &cmd(a, 2, casr(0, "again"))),
-            Applied::Executed(OpResult::Swapped(false))
-        );
+        executes(&mut kv, a, 1, casr(0, "first"), OpResult::Swapped(true));
+        executes(&mut kv, a, 2, casr(0, "again"), OpResult::Swapped(false));
         let seen = kv.entry("k").unwrap().modified;
         assert_eq!(seen, revision_at(1, 0));
         // Another writer gets in first: the old revision no longer matches.
         kv.apply(3, &cmd(a, 3, put("k", "other")));
-        assert_eq!(
-            kv.apply(4, &cmd(a, 4, casr(seen, "mine"))),
-            Applied::Executed(OpResult::Swapped(false))
-        );
+        executes(&mut kv, a, 4, casr(seen, "mine"), OpResult::Swapped(false));
         let now = kv.entry("k").unwrap().modified;
-        assert_eq!(
-            kv.apply(5, &cmd(a, 5, casr(now, "mine"))),
-            Applied::Executed(OpResult::Swapped(true))
-        );
+        executes(&mut kv, a, 5, casr(now, "mine"), OpResult::Swapped(true));
         assert_eq!(kv.get("k"), Some("mine"));
     }
 

@@ -10,7 +10,7 @@ use mqpaxos_core::{
 use std::time::Duration;
 
 mod common;
-use common::{fresh, prevote_yeses};
+use common::{answer_prevote, fresh};
 
 #[derive(Clone, Debug)]
 struct Flight {
@@ -171,18 +171,11 @@ impl Cluster {
         self.now += Duration::from_secs(10);
         self.step(id, Input::Timer(TimerKind::Election));
         self.flush(id);
-        let mut asked = None;
-        self.flights.retain(|f| match f.msg {
-            Message::PreVote { ballot } if f.from == id => {
-                asked = Some(ballot);
-                false
-            }
-            _ => true,
-        });
-        let Some(ballot) = asked else {
+        let n = self.n();
+        let Some(answers) = answer_prevote(&mut self.flights, id, n, |f| (f.from, &f.msg)) else {
             return;
         };
-        for input in prevote_yeses(id, self.n(), ballot) {
+        for input in answers {
             self.step(id, input);
         }
         self.flush(id);

@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 mod common;
-use common::{fresh, prevote_yeses};
+use common::{answer_prevote, fresh};
 
 /// A message in flight.
 #[derive(Clone, Debug)]
@@ -118,18 +118,9 @@ impl Cluster {
     /// (the transcripts are about what a bid leads to; the pre-vote's own tests deliver it).
     fn stand(&mut self, id: NodeId) {
         self.fire(id, TimerKind::Election);
-        let mut asked = None;
-        self.flights.retain(|f| match f.msg {
-            Message::PreVote { ballot } if f.from == id => {
-                asked = Some(ballot);
-                false
-            }
-            _ => true,
-        });
-        let Some(ballot) = asked else {
-            return;
-        };
-        for input in prevote_yeses(id, self.n(), ballot) {
+        let n = self.n();
+        let answers = answer_prevote(&mut self.flights, id, n, |f| (f.from, &f.msg));
+        for input in answers.unwrap_or_default() {
             self.step(id, input);
         }
     }

@@ -5,8 +5,11 @@
 //! kept as well: they pin down that the simulator and checker go on catching those bugs at
 //! exactly those seeds.
 
-use mqpaxos_core::{Config, Mutation};
+use mqpaxos_core::Config;
 use mqpaxos_sim::{run_seed, scenario};
+
+mod common;
+use common::*;
 
 /// Seeds of the correct protocol that once failed and must now pass: the `sessions`
 /// scenario failed at 298 and 299 with 9d6aa8a's session table (a retry from an evicted
@@ -29,40 +32,6 @@ fn fixed_seeds_pass() {
         assert!(r.ok(), "{name} seed {seed}: {:?}", r.violations);
     }
 }
-
-fn half_quorum(c: &mut Config) {
-    c.mutation = Some(Mutation::HalfQuorum);
-}
-
-fn skip_reproposal(c: &mut Config) {
-    c.mutation = Some(Mutation::SkipReproposal);
-}
-
-fn trust_lost_state(c: &mut Config) {
-    c.mutation = Some(Mutation::TrustLostState);
-}
-
-fn read_without_quorum(c: &mut Config) {
-    c.mutation = Some(Mutation::ReadWithoutQuorum);
-}
-
-macro_rules! mutation {
-    ($name:ident, $m:ident) => {
-        fn $name(c: &mut Config) {
-            c.mutation = Some(Mutation::$m);
-        }
-    };
-}
-
-mutation!(no_check_quorum, NoCheckQuorum);
-mutation!(trust_empty_disk, TrustEmptyDisk);
-mutation!(learn_any_ballot, LearnAnyBallot);
-mutation!(read_joins_running_round, ReadJoinsRunningRound);
-mutation!(snapshot_without_sessions, SnapshotWithoutSessions);
-mutation!(catch_up_unchosen, CatchUpUnchosen);
-mutation!(early_before_promise, EarlyBeforePromise);
-mutation!(reply_before_sync, ReplyBeforeSync);
-mutation!(no_pre_vote, NoPreVote);
 
 /// What a bug is, how to switch it on, the scenario and the seed that catches it.
 type Case = (&'static str, fn(&mut Config), &'static str, u64);

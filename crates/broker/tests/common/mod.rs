@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use mqpaxos_broker::{Broker, BrokerConfig};
 use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, Event, LastWill, MqttOptions, NetworkOptions,
     Packet, Publish, QoS, SubscribeReasonCode,
@@ -18,6 +19,36 @@ use tokio::task::JoinHandle;
 
 /// Upper bound on any single wait: a broken broker fails the test instead of hanging it.
 pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Port 0 on loopback: the kernel picks a free port.
+pub fn loopback0() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+/// Starts a broker, within [`WAIT`].
+pub async fn start(cfg: BrokerConfig) -> Broker {
+    tokio::time::timeout(WAIT, Broker::start(cfg))
+        .await
+        .expect("broker start timed out")
+        .expect("broker start failed")
+}
+
+/// A broker with the default settings on a free loopback port: no passwords, no ACL.
+pub async fn start_open() -> Broker {
+    start(BrokerConfig {
+        listen: loopback0(),
+        ..BrokerConfig::default()
+    })
+    .await
+}
+
+/// Shuts a broker down, within [`WAIT`].
+pub async fn stop(broker: Broker) {
+    tokio::time::timeout(WAIT, broker.shutdown())
+        .await
+        .expect("broker shutdown timed out")
+        .expect("broker shutdown failed");
+}
 
 /// The example ACL file shipped with the crate.
 pub fn example_acl() -> PathBuf {

@@ -5,8 +5,9 @@
 
 #![allow(dead_code)]
 
+use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -352,6 +353,49 @@ impl Drop for Cluster {
     }
 }
 
+/// Runs the CLI with `args` alone: no config file named by the environment, no stdin.
+pub fn run(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("MQPAXOS_CONFIG")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run mqpaxos")
+}
+
+/// An HTTP/1.0 GET of `path` from a server's metrics listener on `port`: the whole response.
+pub fn http_get(port: u16, path: &str) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect metrics");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").expect("send");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+/// Checks `messages` (one a line: its kind, a space, its JSON) against the JSON Schemas of
+/// docs/asyncapi/ with scripts/check-api, from a file written in `dir`: all `n` are valid.
+pub fn check_api(dir: &Path, messages: &str, n: usize) {
+    let file = dir.join("messages.txt");
+    std::fs::write(&file, messages).expect("write");
+    let o = Command::new("bash")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../scripts/check-api"
+        ))
+        .arg("--messages")
+        .arg(&file)
+        .output()
+        .expect("check-api");
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains(&format!("{n} messages valid")),
+        "{}",
+        stdout(&o)
+    );
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
@@ -453,7 +497,8 @@ pub fn acknowledged_puts(events: &[mqpaxos_check::Event]) -> usize {
         .count()
 }
 
-/// The runtime a load test's client tasks run on, beside the test's own thread.
+/// The runtime a test's client tasks run on (a load test's, an attacker's), beside the
+/// test's own thread.
 pub fn load_runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
