@@ -693,6 +693,19 @@ impl KvStore {
         }
     }
 
+    /// A compare-and-swap's second half: writes `new` if the comparison `matches` and the
+    /// store has room for it.
+    fn swap_if(&mut self, matches: bool, key: &str, new: &Arc<str>, revision: u64) -> OpResult {
+        if !matches {
+            return OpResult::Swapped(false);
+        }
+        if let Some(full) = self.no_room(key, new.len()) {
+            return full;
+        }
+        self.write(key, new.clone(), revision);
+        OpResult::Swapped(true)
+    }
+
     /// Sets `key` to `value` as the change of revision `revision`.
     fn write(&mut self, key: &str, value: Arc<str>, revision: u64) {
         self.totals();
@@ -826,31 +839,16 @@ impl KvStore {
                 OpResult::Deleted(existed)
             }
             Op::Cas { key, expected, new } => {
-                if self.get(key) == expected.as_deref() {
-                    if let Some(full) = self.no_room(key, new.len()) {
-                        return full;
-                    }
-                    self.write(key, new.clone(), revision);
-                    OpResult::Swapped(true)
-                } else {
-                    OpResult::Swapped(false)
-                }
+                let matches = self.get(key) == expected.as_deref();
+                self.swap_if(matches, key, new, revision)
             }
             Op::CasRevision {
                 key,
                 revision: want,
                 new,
             } => {
-                let have = self.data.get(key).map_or(0, |r| r.modified);
-                if have == *want {
-                    if let Some(full) = self.no_room(key, new.len()) {
-                        return full;
-                    }
-                    self.write(key, new.clone(), revision);
-                    OpResult::Swapped(true)
-                } else {
-                    OpResult::Swapped(false)
-                }
+                let matches = self.data.get(key).map_or(0, |r| r.modified) == *want;
+                self.swap_if(matches, key, new, revision)
             }
             // Handled in `apply_nth`; never reach the data.
             Op::Open | Op::Once(_) => OpResult::Done,
