@@ -22,6 +22,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// (`mqpaxos_broker::MAX_PACKET_SIZE`) is held to this by a test, and the shipped Mosquitto
 /// and EMQX settings say the same (`docs/operations.md`).
 pub const MAX_PACKET_SIZE: usize = crate::codec::DEFAULT_MAX_PAYLOAD + 1024;
+/// At most this many queued publishes share one write to the socket (the codec still
+/// writes out whenever its buffer passes its own bound, so large ones do not pile up).
+const WRITE_BATCH: usize = 64;
 
 /// Whether this process may subscribe to a cluster's fault-injection (`chaos`) topic.
 /// Off unless a server is started with `--allow-fault-injection`: a server that never
@@ -262,6 +265,9 @@ impl Connection {
         mo.set_keep_alive(opts.keep_alive.max(Duration::from_secs(1)));
         mo.set_clean_session(true);
         mo.set_max_packet_size(MAX_PACKET_SIZE, MAX_PACKET_SIZE);
+        // Everything queued goes out in one write: a leader's replies and watch events of a
+        // flush, a pipelined client's commands (vendor/rumqttc/PATCH.md).
+        mo.set_max_request_batch(WRITE_BATCH);
         mo.set_credentials(opts.user.clone(), opts.password.clone().unwrap_or_default());
         if let Some((topic, payload)) = &session.will {
             mo.set_last_will(LastWill::new(

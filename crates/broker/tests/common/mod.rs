@@ -94,6 +94,8 @@ pub struct Opts {
     pub client_id: String,
     pub credentials: Option<(String, String)>,
     pub will: Option<LastWill>,
+    /// rumqttc's `max_request_batch` (vendor/rumqttc/PATCH.md) and in-flight window, if set.
+    pub batch: Option<(usize, u16)>,
 }
 
 impl Opts {
@@ -114,6 +116,7 @@ impl Opts {
             client_id: format!("{user}-{}", std::process::id()),
             credentials: Some((user.to_string(), password.to_string())),
             will: None,
+            batch: None,
         }
     }
 
@@ -149,6 +152,10 @@ pub async fn try_connect(addr: SocketAddr, opts: Opts) -> Result<TestClient, Con
     }
     if let Some(w) = opts.will.clone() {
         o.set_last_will(w);
+    }
+    if let Some((batch, inflight)) = opts.batch {
+        o.set_max_request_batch(batch);
+        o.set_inflight(inflight);
     }
     let (client, mut eventloop) = AsyncClient::new(o, 100);
     let mut net = NetworkOptions::new();
