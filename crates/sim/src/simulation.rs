@@ -1174,6 +1174,46 @@ impl Simulation {
             self.violations
                 .push(format!("invariant: server {id}: {broken}"));
         }
+        // A lone server commits as it accepts, before its sync; nothing of it leaves until
+        // then, which `check_vouches` checks on its replies instead.
+        if driver.server().role() == RoleKind::Leader && self.amnesias == 0 && self.sc.servers > 1 {
+            let to = driver.server().commit();
+            self.check_durably_chosen(id, before.commit, to);
+        }
+    }
+
+    /// A leader commits a slot only once a majority holds it on disk: otherwise a reply can
+    /// report a write that crashes then lose. Checked at the moment of commit, on the
+    /// simulator's knowledge of every disk, so a commit counted too early shows at once, not
+    /// only when crashes happen to expose it. Not after a server lost its disk (amnesia):
+    /// then fewer copies are the expected loss. A leader's own copy counts from its proposal
+    /// on: what it proposes is in the flush whose sync ends before any acknowledgement of it
+    /// can arrive.
+    fn check_durably_chosen(&mut self, id: NodeId, from: Slot, to: Slot) {
+        let Some(server) = self.servers[id as usize - 1].server() else {
+            return;
+        };
+        let quorum = server.config().quorum();
+        for slot in from..to {
+            let mine = server.log().get(slot).map(|e| &e.value);
+            let holders = self
+                .servers
+                .iter()
+                .filter(|s| {
+                    let d = &s.durable;
+                    d.snapshot.next_slot > slot
+                        || d.log
+                            .get(slot)
+                            .is_some_and(|e| mine.is_none_or(|v| *v == e.value))
+                })
+                .count();
+            if holders < quorum {
+                self.violations.push(format!(
+                    "safety: server {id} committed slot {slot} held on {holders} disks, fewer than a majority"
+                ));
+                return;
+            }
+        }
     }
 
     /// After the driver took input: check what it executed, schedule its flush (soon, so
@@ -1262,7 +1302,13 @@ impl Simulation {
         }
         s.sync_gen += 1;
         let gen = s.sync_gen;
-        let took = self.rand_duration(self.sc.sync_time);
+        // Now and then a sync stalls (a busy or failing disk, a full write-back queue): the
+        // server takes no input meanwhile, and its peers' timers run on.
+        let took = if self.rng.gen_bool(0.05) {
+            self.rand_duration(self.sc.sync_time * 20)
+        } else {
+            self.rand_duration(self.sc.sync_time)
+        };
         self.servers[i].busy_until = Some(self.now + took);
         self.schedule(took, Ev::Synced { id, gen });
     }
