@@ -484,8 +484,8 @@ impl Client {
                         more = false;
                         break;
                     };
-                    match self.start(conn, &mut lanes[k], op).await {
-                        Ok(f) => *slot = Some(InFlight { index, ..f }),
+                    match self.start(conn, &mut lanes[k], index, op).await {
+                        Ok(f) => *slot = Some(f),
                         Err(e) => done(index, Err(e)),
                     }
                 }
@@ -515,12 +515,14 @@ impl Client {
         }
     }
 
-    /// Starts `op` in `lane` (which is free): its first send, and its deadlines. A command
+    /// Starts `op`, the `index`th of the caller's list, in `lane` (which is free): its first
+    /// send, and its deadlines. A command
     /// abandoned by an earlier call must not block this one.
     async fn start(
         &self,
         conn: &Connection,
         lane: &mut mqpaxos_core::Client,
+        index: usize,
         op: Op,
     ) -> Result<InFlight, ClientError> {
         lane.abandon();
@@ -537,7 +539,7 @@ impl Client {
         }
         let now = tokio::time::Instant::now();
         Ok(InFlight {
-            index: 0,
+            index,
             deadline: now + self.timeout,
             resend_at: now + self.resend,
         })

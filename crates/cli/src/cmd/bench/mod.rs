@@ -263,11 +263,7 @@ pub async fn run(a: Args) -> CmdResult {
 }
 
 fn own_cluster(a: &Args) -> bool {
-    #[cfg(feature = "compare")]
-    if a.target != "mqpaxos" {
-        return false;
-    }
-    a.broker.is_none()
+    targets_mqpaxos(a) && a.broker.is_none()
 }
 
 /// Whether the load goes to mqpaxos (rather than, with the feature `compare`, etcd or NATS).
