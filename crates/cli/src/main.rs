@@ -171,10 +171,19 @@ fn main() -> ExitCode {
         .with_ansi(colour)
         .with_writer(std::io::stderr)
         .init();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // A server's work is one event loop; on one thread it never waits for a hand-off
+    // between threads (`mqpaxos server --threads`, docs/speed.md). Everything else (the
+    // bench's many clients, the broker) spreads over the cores.
+    let mut builder = match &cli.command {
+        Command::Server(a) if a.threads == 1 => tokio::runtime::Builder::new_current_thread(),
+        Command::Server(a) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(usize::from(a.threads));
+            b
+        }
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("mqpaxos: cannot start the async runtime: {e}");

@@ -189,9 +189,10 @@ fn wait_converged(cluster: &Cluster, timeout: Duration) {
 
 /// kill -9 the leader while a client keeps writing; a new leader takes over; the killed
 /// server restarts from its data directory and catches up; nothing acknowledged is lost.
-fn kill_the_leader(kind: Kind, n: u32) {
+/// `extra`: the servers' flags.
+fn kill_the_leader(kind: Kind, n: u32, extra: &[&str]) {
     let broker = Broker::start(kind);
-    let mut cluster = Cluster::start(&broker, n);
+    let mut cluster = Cluster::start_with(&broker, n, extra);
     let old = cluster.leader(Duration::from_secs(20));
     let rt = load_runtime();
     let client = rt
@@ -224,7 +225,7 @@ fn kill_the_leader(kind: Kind, n: u32) {
         Some(new),
         "the new leader announced itself"
     );
-    cluster.start_server(old);
+    cluster.start_server_with(old, extra);
     for i in 30..40 {
         rt.block_on(client.put(&format!("k{i}"), &format!("rejoined-{i}")))
             .expect("put after the restart");
@@ -337,12 +338,12 @@ fn mosquitto_5_servers_concurrent_clients() {
 
 #[test]
 fn mosquitto_3_servers_kill_the_leader() {
-    kill_the_leader(Kind::Mosquitto, 3);
+    kill_the_leader(Kind::Mosquitto, 3, &[]);
 }
 
 #[test]
 fn mosquitto_5_servers_kill_the_leader() {
-    kill_the_leader(Kind::Mosquitto, 5);
+    kill_the_leader(Kind::Mosquitto, 5, &[]);
 }
 
 #[test]
@@ -371,12 +372,19 @@ mod embedded {
 
     #[test]
     fn embedded_3_servers_kill_the_leader() {
-        kill_the_leader(Kind::Embedded, 3);
+        kill_the_leader(Kind::Embedded, 3, &[]);
     }
 
     #[test]
     fn embedded_5_servers_kill_the_leader() {
-        kill_the_leader(Kind::Embedded, 5);
+        kill_the_leader(Kind::Embedded, 5, &[]);
+    }
+
+    /// Servers on worker threads (`--threads 2`): the log syncs off the event loop's
+    /// thread (block_in_place) instead of inline, a path the default of one thread skips.
+    #[test]
+    fn embedded_3_servers_on_worker_threads_kill_the_leader() {
+        kill_the_leader(Kind::Embedded, 3, &["--threads", "2"]);
     }
 
     #[test]

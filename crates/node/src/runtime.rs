@@ -670,11 +670,25 @@ impl Node {
             self.log_note(note);
         }
         self.update_health();
+        let early = !send_early.is_empty();
         self.send_all(send_early).await;
         if !persist.is_empty() {
-            let storage = &mut self.storage;
-            // An fsync blocks; let the runtime move other tasks off this thread meanwhile.
-            tokio::task::block_in_place(|| storage.persist(&persist))?;
+            if tokio::runtime::Handle::current().runtime_flavor()
+                == tokio::runtime::RuntimeFlavor::CurrentThread
+            {
+                // On one thread, the Accepts just queued reach the broker only when their
+                // connection's task runs: let it write them before the sync blocks the
+                // thread, so the followers' round trip overlaps this server's own fsync.
+                // Without this, one client's p50 rose by about a sync's time.
+                if early {
+                    tokio::task::yield_now().await;
+                }
+                self.storage.persist(&persist)?;
+            } else {
+                let storage = &mut self.storage;
+                // An fsync blocks; let the runtime move other tasks off this thread meanwhile.
+                tokio::task::block_in_place(|| storage.persist(&persist))?;
+            }
         }
         self.send_all(send_durable).await;
         for c in &changes {

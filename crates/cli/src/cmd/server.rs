@@ -98,6 +98,13 @@ pub struct Args {
     /// further behind is told its changes were compacted.
     #[arg(long, env = "MQPAXOS_WATCH_HISTORY_MIB", default_value_t = 32)]
     pub watch_history_mib: usize,
+    /// Threads that run the server. With 1 (the default) the event loop, the broker
+    /// connections and the log writes take turns on one thread: no hand-offs between
+    /// threads, which measured faster and cheaper than more of them (docs/speed.md). More
+    /// lets the broker connections be read while the log syncs.
+    #[arg(long, env = "MQPAXOS_THREADS", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub threads: u16,
 }
 
 pub async fn run(a: Args) -> CmdResult {
