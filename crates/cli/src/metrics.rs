@@ -15,6 +15,8 @@ pub struct Counters {
     pub is_leader: bool,
     /// `mqpaxos_leader`: the leader the server follows (0: none known).
     pub leader: u32,
+    /// `mqpaxos_store_bytes`: bytes of keys and values in the server's store.
+    pub store_bytes: Option<f64>,
 }
 
 /// Parses the Prometheus text format for the counters bench and failover need.
@@ -38,6 +40,8 @@ pub fn parse_counters(text: &str) -> Counters {
             c.is_leader = v == 1.0;
         } else if name == "mqpaxos_leader" {
             c.leader = v as u32;
+        } else if name == "mqpaxos_store_bytes" {
+            c.store_bytes = Some(v);
         }
     }
     c

@@ -149,6 +149,8 @@ pub struct Metrics {
     pub leader: Gauge,
     pub is_leader: Gauge,
     pub commit_index: Gauge,
+    pub store_bytes: Gauge,
+    pub store_keys: Gauge,
     pub executed_commands: Counter,
     pub command_latency: Histogram,
     pub servers_online: Gauge,
@@ -200,6 +202,18 @@ impl Metrics {
             "Every slot below this is chosen and executed here",
             commit_index.clone(),
         );
+        let store_bytes = Gauge::default();
+        registry.register(
+            "store_bytes",
+            "Bytes of keys and values in this replica's store (the live data)",
+            store_bytes.clone(),
+        );
+        let store_keys = Gauge::default();
+        registry.register(
+            "store_keys",
+            "Keys in this replica's store",
+            store_keys.clone(),
+        );
         let executed_commands = Counter::default();
         registry.register(
             "executed_commands",
@@ -250,6 +264,8 @@ impl Metrics {
             leader,
             is_leader,
             commit_index,
+            store_bytes,
+            store_keys,
             executed_commands,
             command_latency,
             servers_online,

@@ -845,6 +845,17 @@ impl Node {
         let s = self.driver.server();
         let commit = s.commit();
         let moved = self.last_commit.is_some_and(|c| c != commit);
+        if moved || self.last_commit.is_none() {
+            // O(1) once the store has counted itself (any change does); a restarted store
+            // that has not changed yet is counted here each time the commit index moves.
+            let kv = s.kv();
+            self.metrics
+                .store_bytes
+                .set(i64::try_from(kv.key_value_bytes()).unwrap_or(i64::MAX));
+            self.metrics
+                .store_keys
+                .set(i64::try_from(kv.len()).unwrap_or(i64::MAX));
+        }
         self.last_commit = Some(commit);
         // The probe reads std's clock; `start` is the same instant on tokio's.
         let start = self.start.into_std();

@@ -190,6 +190,14 @@ pub struct Step {
     /// Their peak resident memory since they started, summed, in MiB (`VmHWM`).
     #[serde(default)]
     pub peak_rss_mib: Option<f64>,
+    /// The live data at the step's end: bytes of keys and values in the fullest server's
+    /// store, in MiB (mqpaxos only, from its metrics).
+    #[serde(default)]
+    pub live_mib: Option<f64>,
+    /// Each server's resident memory over the live data: `rss_mib` over the servers and
+    /// `live_mib` (what "memory close to the live data" is measured by).
+    #[serde(default)]
+    pub rss_per_live: Option<f64>,
     /// CPU of this bench process (clients, and the built-in broker when it runs one).
     pub bench_cpu_percent: Option<f64>,
     /// CPU time per acknowledged command, in microseconds: the servers' plus this bench
@@ -648,6 +656,11 @@ async fn run_step(
     bar.finish_and_clear();
     let metrics_after = crate::metrics::scrape_all(&observed.metrics).await;
     let ppc = observe::publishes_per_command(&metrics_before, &metrics_after);
+    let live_mib = observe::live_mib(&metrics_after);
+    let rss_per_live = rss
+        .zip(live_mib)
+        .filter(|(_, live)| *live > 0.0)
+        .map(|(rss, live)| rss / observed.pids.len() as f64 / live);
     let hist = &out.hist;
     let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
     let cpu_percent = observe::cpu_percent(&cpu_before, &cpu_after, wall);
@@ -673,6 +686,8 @@ async fn run_step(
         cpu_percent,
         rss_mib: rss,
         peak_rss_mib: peak_rss,
+        live_mib,
+        rss_per_live,
         bench_cpu_percent,
         cpu_us_per_command,
         first_error: out.first_error.map(|e| e.to_string()),
@@ -706,12 +721,12 @@ fn step_line(s: &Step) -> String {
 
 fn print_table(r: &Results) {
     println!(
-        "| clients | rate | ops/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | pub/cmd | cpu % | rss MiB | peak rss MiB | bench cpu % | cpu us/cmd |"
+        "| clients | rate | ops/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | pub/cmd | cpu % | rss MiB | peak rss MiB | live MiB | rss/live | bench cpu % | cpu us/cmd |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for s in &r.steps {
         println!(
-            "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             s.clients,
             opt(s.rate, 0),
             s.ops_per_sec,
@@ -725,6 +740,8 @@ fn print_table(r: &Results) {
             opt(s.cpu_percent, 0),
             opt(s.rss_mib, 1),
             opt(s.peak_rss_mib, 1),
+            opt(s.live_mib, 1),
+            opt(s.rss_per_live, 2),
             opt(s.bench_cpu_percent, 0),
             opt(s.cpu_us_per_command, 0),
         );

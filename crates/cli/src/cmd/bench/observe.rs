@@ -25,6 +25,16 @@ pub fn publishes_per_command(
     (committed >= 1.0).then(|| (out / committed, committed as u64))
 }
 
+/// The live data: the bytes of keys and values in the fullest replica's store, in MiB
+/// (replicas differ only by what the slowest has yet to execute).
+pub fn live_mib(after: &[Option<Counters>]) -> Option<f64> {
+    after
+        .iter()
+        .filter_map(|c| c.as_ref()?.store_bytes)
+        .reduce(f64::max)
+        .map(|b| b / (1u64 << 20) as f64)
+}
+
 /// CPU time (user + system) of a process in seconds, from `/proc/<pid>/stat`.
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -121,10 +131,12 @@ mod tests {
             mqpaxos_messages_total{direction=\"out\",kind=\"accept\",peer=\"all\"} 10\n\
             mqpaxos_messages_total{direction=\"in\",kind=\"accepted\",peer=\"server2\"} 7\n\
             mqpaxos_messages_total{direction=\"out\",kind=\"reply\",peer=\"client\"} 5\n\
-            mqpaxos_executed_commands_total 5\n";
+            mqpaxos_executed_commands_total 5\n\
+            mqpaxos_store_bytes 3145728\n";
         let c = parse_counters(text);
         assert_eq!(c.messages_out, 15.0);
         assert_eq!(c.executed, 5.0);
+        assert_eq!(c.store_bytes, Some(3_145_728.0));
         let before = vec![Some(Counters::default()); 2];
         let after = vec![
             Some(c),
@@ -133,9 +145,13 @@ mod tests {
                 executed: 5.0,
                 is_leader: false,
                 leader: 0,
+                store_bytes: Some(1_048_576.0),
             }),
         ];
         assert_eq!(publishes_per_command(&before, &after), Some((4.0, 5)));
+        // The fullest replica's store is the live data.
+        assert_eq!(live_mib(&after), Some(3.0));
+        assert_eq!(live_mib(&[None, Some(Counters::default())]), None);
         assert_eq!(publishes_per_command(&before, &[Some(c), None]), None);
     }
 

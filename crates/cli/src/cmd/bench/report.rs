@@ -458,15 +458,17 @@ fn results(d: &mut String, runs: &[Results]) {
             "ops/s counts answered commands in the measured window; latencies are from the \
              HDR histogram of those commands. pub/cmd is MQTT publishes by all servers per \
              committed command (mqpaxos only); CPU (% of one core, summed over the members) \
-             and RSS (MiB, summed) are of the servers' processes; CPU µs/cmd is the servers' \
+             and RSS (MiB, summed) are of the servers' processes; RSS ÷ live is one server's \
+             RSS over the bytes of keys and values its store holds at the step's end (mqpaxos \
+             only); CPU µs/cmd is the servers' \
              CPU time plus the load generator's (its clients, and mqpaxos's built-in broker, \
              which runs inside it) per acknowledged command.\n"
         );
         let _ = writeln!(
             d,
-            "| system | clients | ops/s | p50 ms | p99 ms | p99.9 ms | max ms | errors | pub/cmd | CPU % | RSS MiB | CPU µs/cmd |"
+            "| system | clients | ops/s | p50 ms | p99 ms | p99.9 ms | max ms | errors | pub/cmd | CPU % | RSS MiB | RSS ÷ live | CPU µs/cmd |"
         );
-        let _ = writeln!(d, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+        let _ = writeln!(d, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
         for r in runs
             .iter()
             .filter(|r| r.params.mix == mix && sizes_of(r) == group)
@@ -474,7 +476,7 @@ fn results(d: &mut String, runs: &[Results]) {
             for s in &r.steps {
                 let _ = writeln!(
                     d,
-                    "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} | {} | {} | {} | {} | {} |",
+                    "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} | {} | {} | {} | {} | {} | {} |",
                     r.label,
                     s.clients,
                     s.ops_per_sec,
@@ -486,6 +488,7 @@ fn results(d: &mut String, runs: &[Results]) {
                     opt(s.publishes_per_command, 2),
                     opt(s.cpu_percent, 0),
                     opt(s.rss_mib, 0),
+                    opt(s.rss_per_live, 2),
                     opt(s.cpu_us_per_command, 0),
                 );
             }
