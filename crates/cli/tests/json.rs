@@ -198,7 +198,7 @@ fn the_readme_mosquitto_and_python_examples_work() {
     );
     let out = Command::new("bash")
         .args(["-c", &format!("set -e\n{script}")])
-        .env("PATH", path)
+        .env("PATH", &path)
         .env("MQPAXOS_BROKER", format!("mqtt://127.0.0.1:{port}"))
         .output()
         .expect("bash");
@@ -227,7 +227,34 @@ fn the_readme_mosquitto_and_python_examples_work() {
         script
             .split("-m '")
             .skip(1)
-            .filter_map(|rest| rest.split_once('\'').map(|(b, _)| format!("request {b}"))),
+            .filter_map(|rest| rest.split_once('\''))
+            .map(|(b, _)| {
+                if b.starts_with("{\"prefix\"") {
+                    format!("watching {b}")
+                } else {
+                    format!("request {b}")
+                }
+            }),
+    );
+    // The block's last line withdrew its registration: with nobody registered for the key,
+    // the leader publishes nothing for its changes.
+    let quiet = Command::new("bash")
+        .args([
+            "-c",
+            &format!(
+                "mosquitto_sub -p {port} -u alice -t mqpaxos/default/watch/greeting -C 1 -W 3 &\n\
+                 sleep 1\nmqpaxos put greeting bonjour\nwait\nexit 0"
+            ),
+        ])
+        .env("PATH", &path)
+        .env("MQPAXOS_BROKER", format!("mqtt://127.0.0.1:{port}"))
+        .output()
+        .expect("bash");
+    assert!(quiet.status.success(), "{}", stderr(&quiet));
+    assert_eq!(
+        stdout(&quiet).trim(),
+        "",
+        "an event published for a key nobody is registered for"
     );
     // MQTT 5 without reply_to: the answer goes to the response topic and carries the
     // request's correlation data back.

@@ -17,6 +17,7 @@
 //! | `json/reply/<user>[/...]` | the leader, to the topic the request named | that user's clients |
 //! | `watch/<key>` | the leader: every committed change of the key (`mqpaxos_node::json::event`) | watchers (`watch/<prefix>#`) |
 //! | `view/<key>` | the leader, retained: the key's value, for prefixes servers are told to (`mqpaxos_node::json::view`) | anyone allowed |
+//! | `watching/<user>/<name>` | a watcher, retained: `{"prefix":"..."}`, the keys it follows; cleared (empty) as it leaves, by its last will if it dies | every server (`watching/+/+`): the leader publishes watch events only for keys someone follows |
 //!
 //! A key becomes topic levels as it is (its `/` separate levels, so `watch/config/#` selects
 //! every key starting `config/`), except for the characters MQTT gives a meaning to in a
@@ -62,6 +63,11 @@ pub enum Parsed {
     Chaos,
     Leader {
         user: String,
+    },
+    /// A watcher's retained registration ([`Topics::watching`]).
+    Watching {
+        user: String,
+        name: String,
     },
     JsonRequest {
         user: String,
@@ -242,6 +248,14 @@ impl Topics {
     pub fn view(&self, key: &str) -> String {
         format!("{}/view/{}", self.prefix, encode_key(key))
     }
+    /// Where watcher `name` of `user` says, retained, which keys it follows: the leader
+    /// publishes events only for keys some watcher follows.
+    pub fn watching(&self, user: &str, name: &str) -> String {
+        format!("{}/watching/{user}/{name}", self.prefix)
+    }
+    pub fn all_watching(&self) -> String {
+        format!("{}/watching/+/+", self.prefix)
+    }
 
     /// Classifies an incoming topic; `None` for anything outside this layout.
     pub fn parse(&self, topic: &str) -> Option<Parsed> {
@@ -287,6 +301,10 @@ impl Topics {
                 node: (*node).to_string(),
             }),
             ["chaos"] => Some(Parsed::Chaos),
+            ["watching", user, name] => Some(Parsed::Watching {
+                user: (*user).to_string(),
+                name: (*name).to_string(),
+            }),
             ["json", "request", user] => Some(Parsed::JsonRequest {
                 user: (*user).to_string(),
                 v5: None,
@@ -386,6 +404,14 @@ mod tests {
             t.watch("\u{fffe}\u{fdd0}"),
             "mqpaxos/c/watch/%EF%BF%BE%EF%B7%90"
         );
+        assert_eq!(
+            t.parse(&t.watching("dash", "w1")),
+            Some(Parsed::Watching {
+                user: "dash".into(),
+                name: "w1".into()
+            })
+        );
+        assert_eq!(t.all_watching(), "mqpaxos/c/watching/+/+");
         assert_eq!(t.watch_filter("config/", true), "mqpaxos/c/watch/config/#");
         assert_eq!(t.watch_filter("config/a", true), "mqpaxos/c/watch/config/#");
         assert_eq!(t.watch_filter("conf", true), "mqpaxos/c/watch/#");

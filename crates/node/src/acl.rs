@@ -23,7 +23,10 @@
 //! - watchers named with a key prefix ([`WatchGrant`], `mqpaxos acl --watch-reader
 //!   USER:PREFIX`): read the watch events and the retained view of the keys under it. Nobody
 //!   else: the changes of a store can be a tenant's business even where gets are open, so
-//!   who may follow them is the operator's choice. Only the servers publish there.
+//!   who may follow them is the operator's choice. Only the servers publish there. Each
+//!   such watcher may also register, retained under its own name (`watching/<user>/+`),
+//!   which keys it follows, and the servers read every registration: only watchers the
+//!   operator named can make the leader publish, or park retained messages the servers read.
 
 use std::fmt::Write;
 
@@ -65,7 +68,7 @@ const EVERYONE_RULES: [(Access, &str); 5] = [
 
 /// What server `i` of a cluster may do, under `mqpaxos/<cluster>/`; `{s}` stands for its
 /// name in the topics, `server<i>`.
-const SERVER_RULES: [(Access, &str); 13] = [
+const SERVER_RULES: [(Access, &str); 14] = [
     (Access::Publish, "presence/{s}"),
     (Access::Publish, "status/{s}"),
     (Access::Read, "request/+"),
@@ -79,6 +82,7 @@ const SERVER_RULES: [(Access, &str); 13] = [
     (Access::Read, "chaos"),
     (Access::Publish, "watch/#"),
     (Access::Publish, "view/#"),
+    (Access::Read, "watching/+/+"),
 ];
 
 /// A user allowed to read the watch events and retained view of the keys under `prefix`
@@ -200,8 +204,17 @@ pub fn rules(
             observe(&mut r, reader, c);
         }
     }
+    let mut registering: Vec<&str> = Vec::new();
     for w in watchers {
         for c in clusters {
+            if !registering.contains(&w.user.as_str()) {
+                // Its registrations, under its own name: which keys it follows.
+                r.push(Rule {
+                    who: Who::User(w.user.clone()),
+                    access: Access::Publish,
+                    filter: format!("mqpaxos/{c}/watching/{}/+", w.user),
+                });
+            }
             for f in w.filters() {
                 r.push(Rule {
                     who: Who::User(w.user.clone()),
@@ -210,6 +223,7 @@ pub fn rules(
                 });
             }
         }
+        registering.push(&w.user);
     }
     for c in clusters {
         for i in 1..=servers {
@@ -427,6 +441,22 @@ mod tests {
         assert!(!allows(&r, c, Access::Read, &t.watch("config/a")));
         assert!(!allows(&r, "dash", Access::Publish, &t.watch("config/a")));
         assert!(!allows(&r, c, Access::Publish, &t.view("config/a")));
+        // Registrations: a named watcher under its own name, read by the servers.
+        assert!(allows(
+            &r,
+            "dash",
+            Access::Publish,
+            &t.watching("dash", "w1")
+        ));
+        assert!(!allows(
+            &r,
+            "dash",
+            Access::Publish,
+            &t.watching("eve", "w1")
+        ));
+        assert!(!allows(&r, c, Access::Publish, &t.watching(c, "w1")));
+        assert!(allows(&r, s1, Access::Read, &t.all_watching()));
+        assert!(!allows(&r, "dash", Access::Read, &t.all_watching()));
         assert_eq!(
             WatchGrant::parse("u:a+b"),
             Err(WatchGrantError::BadPrefix("a+b".into()))

@@ -151,6 +151,7 @@ pub struct Metrics {
     pub commit_index: Gauge,
     pub store_bytes: Gauge,
     pub store_keys: Gauge,
+    pub watch_registrations: Gauge,
     pub executed_commands: Counter,
     pub command_latency: Histogram,
     pub servers_online: Gauge,
@@ -214,6 +215,12 @@ impl Metrics {
             "Keys in this replica's store",
             store_keys.clone(),
         );
+        let watch_registrations = Gauge::default();
+        registry.register(
+            "watch_registrations",
+            "Watchers registered on watching/<user>/<name>: the leader publishes watch events only for the keys they follow",
+            watch_registrations.clone(),
+        );
         let executed_commands = Counter::default();
         registry.register(
             "executed_commands",
@@ -266,6 +273,7 @@ impl Metrics {
             commit_index,
             store_bytes,
             store_keys,
+            watch_registrations,
             executed_commands,
             command_latency,
             servers_online,

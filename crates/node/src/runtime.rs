@@ -48,6 +48,18 @@ pub enum NodeError {
     },
 }
 
+/// Which committed changes the leader publishes as watch events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WatchFeed {
+    /// None: watchers work from the history alone, by polling.
+    Off,
+    /// The changes of keys some watcher registered for ([`crate::interest`]).
+    Registered,
+    /// Every change, registered for or not: for subscribers that cannot register (a plain
+    /// `mosquitto_sub`), at one publish per change.
+    All,
+}
+
 /// Where and under which id to answer a JSON request.
 struct JsonReturn {
     id: String,
@@ -82,9 +94,9 @@ pub struct ServerOptions {
     /// without the others confirming (needed only when some servers of a new cluster cannot
     /// start yet). Never for a server whose data was lost.
     pub new_cluster: bool,
-    /// Publish every change this server commits as leader on `watch/<key>`
+    /// Which changes this server, as leader, publishes on `watch/<key>`
     /// ([`crate::topics`]), for watchers.
-    pub watch: bool,
+    pub watch: WatchFeed,
     /// Keys under these prefixes also get a retained view: their current value on
     /// `view/<key>`, cleared when they are deleted.
     pub view_prefixes: Vec<String>,
@@ -104,7 +116,7 @@ impl ServerOptions {
             max_payload: codec::DEFAULT_MAX_PAYLOAD,
             rejoin: false,
             new_cluster: false,
-            watch: true,
+            watch: WatchFeed::Registered,
             view_prefixes: Vec::new(),
         }
     }
@@ -247,6 +259,7 @@ pub async fn run_server(
         json_order: BTreeMap::new(),
         json_next: 0,
         watch: opts.watch,
+        interest: crate::interest::Interest::default(),
         view_prefixes: opts.view_prefixes.clone(),
         view_refresh_due: false,
         announced: HashMap::new(),
@@ -370,6 +383,9 @@ async fn open_connections(
         topics.chaos(),
         topics.status(me),
     ];
+    if opts.watch == WatchFeed::Registered {
+        subscriptions.push(topics.all_watching());
+    }
     subscriptions.extend(topics.peer_filters(id));
     let client_id = format!(
         "mqpaxos-{}-{me}-{:016x}{:016x}",
@@ -469,7 +485,9 @@ struct Node {
     json_order: BTreeMap<u64, (String, u64)>,
     json_next: u64,
     /// See [`ServerOptions::watch`] and [`ServerOptions::view_prefixes`].
-    watch: bool,
+    watch: WatchFeed,
+    /// The watchers' registrations (`WatchFeed::Registered`).
+    interest: crate::interest::Interest,
     view_prefixes: Vec<String>,
     /// Became leader: republish the view at the next flush ([`Node::refresh_view`]).
     view_refresh_due: bool,
@@ -765,7 +783,12 @@ impl Node {
             .view_prefixes
             .iter()
             .any(|p| c.key.starts_with(p.as_str()));
-        if !self.watch && !viewed {
+        let watched = match self.watch {
+            WatchFeed::Off => false,
+            WatchFeed::Registered => self.interest.matches(&c.key),
+            WatchFeed::All => true,
+        };
+        if !watched && !viewed {
             return;
         }
         if !self.requests.is_connected() {
@@ -776,9 +799,9 @@ impl Node {
         // and obey no fault settings), so tests see watchers fill real gaps.
         let lost = self.faults.loss > 0.0
             && rand::Rng::gen_bool(&mut self.chaos_rng, self.faults.loss.min(1.0));
-        if self.watch && lost {
+        if watched && lost {
             self.metrics.drop_message("chaos");
-        } else if self.watch {
+        } else if watched {
             let body = serde_json::to_vec(&crate::json::event(c)).unwrap_or_default();
             let topic = self.topics.watch(&c.key);
             match self
@@ -1288,6 +1311,30 @@ impl Node {
         self.deliver(parsed, payload).await
     }
 
+    /// A watcher's registration, or its withdrawal (empty).
+    fn on_watching(&mut self, user: &str, name: &str, payload: &[u8]) {
+        if self.watch != WatchFeed::Registered {
+            return;
+        }
+        let topic = self.topics.watching(user, name);
+        match self.interest.update(&topic, payload) {
+            Ok(()) => {}
+            Err(e @ crate::interest::Refused::Full) => {
+                if self.interest.len() == crate::interest::MAX_REGISTRATIONS {
+                    tracing::warn!(error = %e, "watch registrations");
+                }
+                self.metrics.drop_message("watching");
+            }
+            Err(e) => {
+                tracing::debug!(%user, %name, error = %e, "ignoring a watch registration");
+                self.metrics.drop_message("watching");
+            }
+        }
+        self.metrics
+            .watch_registrations
+            .set(self.interest.len() as i64);
+    }
+
     /// Hands a received message to the core (after any injected fault).
     async fn deliver(&mut self, parsed: Option<Parsed>, payload: Vec<u8>) -> Result<(), NodeError> {
         if self.probation.is_some()
@@ -1307,6 +1354,10 @@ impl Node {
             }
             Some(Parsed::Request { user, .. }) => self.on_request(&user, &payload).await,
             Some(Parsed::Presence { node }) => self.on_presence(&node, &payload).await,
+            Some(Parsed::Watching { user, name }) => {
+                self.on_watching(&user, &name, &payload);
+                Ok(())
+            }
             Some(Parsed::Chaos)
             | Some(Parsed::Leader { .. })
             | Some(Parsed::Status { .. })

@@ -118,6 +118,8 @@ pub struct Watcher {
     client: Client,
     conn: Connection,
     state: WatchState,
+    /// Where this watcher's registration is retained, cleared as it closes.
+    registration: String,
     ready: VecDeque<Change>,
     idle: Duration,
     sync_due: bool,
@@ -134,15 +136,21 @@ impl Watcher {
     ) -> Result<Watcher, ClientError> {
         let client = Client::connect(opts.clone()).await?;
         let filter = client.topics().watch_filter(key, prefix);
+        let name = format!("{:016x}", rand::random::<u64>());
+        // The leader publishes only the changes of keys a watcher registered for
+        // (`crate::interest`): retained, so servers that start later see it too, and
+        // withdrawn by the broker through the last will if this process dies. Registered
+        // on every connect, since a broker that lost its retained store lost it too. An
+        // exact key registers as a prefix: the few other keys it lets through are
+        // filtered out here.
+        let registration = client.topics().watching(&opts.broker.user, &name);
+        let body = serde_json::to_vec(&serde_json::json!({ "prefix": key }))
+            .map_err(|e| ClientError::Invalid(e.to_string()))?;
         let session = Session {
-            client_id: format!(
-                "mqpaxos-{}-watch-{:016x}",
-                opts.broker.user,
-                rand::random::<u64>()
-            ),
+            client_id: format!("mqpaxos-{}-watch-{name}", opts.broker.user),
             subscriptions: vec![filter],
-            on_connect: Vec::new(),
-            will: None,
+            on_connect: vec![(registration.clone(), body)],
+            will: Some((registration.clone(), Vec::new())),
         };
         // Subscribed before the start is read, so no change after it goes unseen for long:
         // one that slips between is found by the first quiet-second question.
@@ -154,6 +162,7 @@ impl Watcher {
         Ok(Watcher {
             client,
             conn,
+            registration,
             state: WatchState::new(key, prefix, covered),
             ready: VecDeque::new(),
             idle: Duration::from_secs(1),
@@ -221,6 +230,13 @@ impl Watcher {
     }
 
     pub async fn close(self) {
+        // A clean disconnect sends no last will: withdraw the registration first, so the
+        // leader stops publishing for it.
+        let _ = self
+            .conn
+            .publish_retained(self.registration, Vec::new())
+            .await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
         self.conn.close().await;
         self.client.close().await;
     }

@@ -86,9 +86,15 @@ pub struct Args {
     #[arg(long, env = "MQPAXOS_ALLOW_FAULT_INJECTION")]
     pub allow_fault_injection: bool,
     /// Do not publish changes on the watch topics (`mqpaxos watch` then works only from the
-    /// history, by polling). For a store nobody watches, it saves a publish per change.
-    #[arg(long, env = "MQPAXOS_NO_WATCH")]
+    /// history, by polling).
+    #[arg(long, env = "MQPAXOS_NO_WATCH", conflicts_with = "watch_all")]
     pub no_watch: bool,
+    /// Publish every change on the watch topics, whether a watcher registered for its key or
+    /// not: for subscribers that cannot register (a plain mosquitto_sub), at one publish per
+    /// change. Without it, the leader publishes the changes of the keys that watchers
+    /// registered for on mqpaxos/<cluster>/watching/<user>/<name> (`mqpaxos watch` does).
+    #[arg(long, env = "MQPAXOS_WATCH_ALL")]
+    pub watch_all: bool,
     /// Keep a retained view of the keys under this prefix: each key's current value as a
     /// retained message on mqpaxos/<cluster>/view/<key>, cleared when the key is deleted.
     /// Repeat or separate with commas; an empty prefix views every key.
@@ -172,7 +178,13 @@ pub async fn run(a: Args) -> CmdResult {
     }
     opts.rejoin = a.rejoin;
     opts.new_cluster = a.new_cluster;
-    opts.watch = !a.no_watch;
+    opts.watch = if a.no_watch {
+        mqpaxos_node::WatchFeed::Off
+    } else if a.watch_all {
+        mqpaxos_node::WatchFeed::All
+    } else {
+        mqpaxos_node::WatchFeed::Registered
+    };
     opts.view_prefixes = a.view_prefix;
     let id = a.id;
     let on_ready: mqpaxos_node::runtime::OnReady = Box::new(move |metrics| match metrics {
