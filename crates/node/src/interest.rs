@@ -5,14 +5,15 @@
 //! A watcher registers with a retained message on `watching/<user>/<name>`
 //! ([`crate::topics::Topics::watching`]): `{"prefix":"config/"}`; an empty payload (its last
 //! will, or its goodbye) withdraws it. Every server subscribes, so a new leader already knows
-//! them all, and a restarted server gets them back from the broker's retained store.
+//! them all, and a server that restarts or reconnects starts over from the broker's retained
+//! store (so it also forgets those withdrawn while it was away).
 //!
 //! Events stay best-effort as before: a change that commits before the leader has seen a
 //! registration goes unpublished, and the watcher finds the gap from `prev_store_revision`
 //! or its quiet-second question and reads it from the history (`crate::watch`).
 //!
 //! Bounded: at most [`MAX_REGISTRATIONS`] registrations, each a prefix of at most a key's
-//! length. Past that the table stops telling keys apart and every change is published (as
+//! length on a topic of at most [`MAX_TOPIC`] bytes. Past that the table stops telling keys apart and every change is published (as
 //! with `--watch-all`) until the server restarts: a watcher is never left without events
 //! because others registered too many.
 
@@ -20,6 +21,10 @@ use std::collections::{BTreeMap, HashMap};
 
 /// Most registrations a server keeps.
 pub const MAX_REGISTRATIONS: usize = 10_000;
+
+/// Longest registration topic kept: MQTT allows 64 KiB, and 10,000 of those would pin
+/// hundreds of megabytes.
+pub const MAX_TOPIC: usize = 1024;
 
 /// Largest registration payload accepted: the JSON around a key-sized prefix, escaped.
 pub const MAX_PAYLOAD: usize = 8 * mqpaxos_core::limits::MAX_KEY;
@@ -31,6 +36,8 @@ pub enum Refused {
     TooLarge(usize),
     #[error("a watch registration must be JSON {{\"prefix\":\"...\"}} (an empty payload withdraws it): {0}")]
     Malformed(String),
+    #[error("a watch registration topic of {0} bytes is over the {MAX_TOPIC}-byte limit")]
+    TopicTooLong(usize),
     #[error("a watched prefix of {0} bytes is longer than a key may be")]
     PrefixTooLong(usize),
     #[error("over {MAX_REGISTRATIONS} watch registrations: every change is published from now on")]
@@ -65,6 +72,9 @@ impl Interest {
         self.remove(topic);
         if payload.is_empty() {
             return Ok(());
+        }
+        if topic.len() > MAX_TOPIC {
+            return Err(Refused::TopicTooLong(topic.len()));
         }
         if payload.len() > MAX_PAYLOAD {
             return Err(Refused::TooLarge(payload.len()));
@@ -204,6 +214,11 @@ mod tests {
         assert_eq!(
             i.update("w/a/1", &vec![b' '; MAX_PAYLOAD + 1]),
             Err(Refused::TooLarge(MAX_PAYLOAD + 1))
+        );
+        let topic = format!("w/a/{}", "n".repeat(MAX_TOPIC));
+        assert_eq!(
+            i.update(&topic, &reg("k")),
+            Err(Refused::TopicTooLong(topic.len()))
         );
         let long = "k".repeat(mqpaxos_core::limits::MAX_KEY + 1);
         assert_eq!(

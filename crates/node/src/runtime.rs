@@ -1186,6 +1186,10 @@ impl Node {
                 self.metrics
                     .update_health(|h| h.broker = BrokerLink::Connected);
                 tracing::info!(server = self.server().id(), "connected to the broker");
+                // The subscription brings every retained registration back right after
+                // this; those withdrawn while away would otherwise stay, unseen.
+                self.interest = crate::interest::Interest::default();
+                self.metrics.watch_registrations.set(0);
                 if let Some((f, addr)) = self.on_ready.take() {
                     f(addr);
                 }
