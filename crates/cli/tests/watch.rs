@@ -277,3 +277,61 @@ fn a_watcher_gets_every_change_in_order_through_loss_failover_and_partition() {
     store.retain(|_, v| v.is_some());
     assert_eq!(view, store, "the retained view");
 }
+
+/// Which changes the leader publishes: by default those of keys a watcher registered for (and
+/// none once the registration is withdrawn), with `--watch-all` every change. The
+/// registration goes through the production ACL: client1 is a named watch reader.
+#[test]
+fn the_leader_publishes_what_watchers_registered_for_or_everything_with_watch_all() {
+    use mqpaxos_node::topics::Topics;
+    use mqpaxos_node::transport::{Connection, Incoming, Session};
+    let rt = runtime();
+    for watch_all in [false, true] {
+        let broker = Broker::start(Kind::Embedded);
+        let extra: &[&str] = if watch_all { &["--watch-all"] } else { &[] };
+        let cluster = Cluster::start_with(&broker, 3, extra);
+        cluster.leader(Duration::from_secs(30));
+        let opts = cluster.client_options("client1");
+        let topics = Topics::new(&broker.cluster);
+        let registration = topics.watching("client1", "t");
+        let seen = rt.block_on(async {
+            let session = Session {
+                client_id: format!("watch-test-{}", free_port()),
+                subscriptions: vec![topics.watch_filter("", true)],
+                on_connect: vec![(registration.clone(), br#"{"prefix":"reg/"}"#.to_vec())],
+                will: None,
+            };
+            let mut sub = Connection::open(&opts.broker, session, Some(Duration::from_secs(10)))
+                .await
+                .expect("subscribe");
+            let client = mqpaxos_node::Client::connect(opts.clone())
+                .await
+                .expect("connect");
+            // The servers see the retained registration through their own subscription.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            client.put("reg/a", "1").await.expect("put");
+            client.put("other/b", "2").await.expect("put");
+            sub.publish_retained(registration.clone(), Vec::new())
+                .await
+                .expect("withdraw");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            client.put("reg/c", "3").await.expect("put");
+            let mut seen = Vec::new();
+            let until = Instant::now() + Duration::from_secs(2);
+            while let Ok(Some(m)) = tokio::time::timeout_at(until.into(), sub.recv()).await {
+                if let Incoming::Publish { payload, .. } = m {
+                    let e: serde_json::Value = serde_json::from_slice(&payload).expect("event");
+                    seen.push(e["key"].as_str().unwrap_or_default().to_string());
+                }
+            }
+            client.close().await;
+            sub.close().await;
+            seen
+        });
+        if watch_all {
+            assert_eq!(seen, ["reg/a", "other/b", "reg/c"], "--watch-all");
+        } else {
+            assert_eq!(seen, ["reg/a"], "registered for reg/, then withdrawn");
+        }
+    }
+}
