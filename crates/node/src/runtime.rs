@@ -1321,10 +1321,12 @@ impl Node {
             return;
         }
         let topic = self.topics.watching(user, name);
+        let overflowed = self.interest.overflowed();
         match self.interest.update(&topic, payload) {
             Ok(()) => {}
             Err(e @ crate::interest::Refused::Full) => {
-                if self.interest.len() == crate::interest::MAX_REGISTRATIONS {
+                // Once: a flood of registrations must not become a flood of log lines.
+                if !overflowed {
                     tracing::warn!(error = %e, "watch registrations");
                 }
                 self.metrics.drop_message("watching");
