@@ -30,11 +30,14 @@ fn kill_9_loop_loses_no_acknowledged_write() {
                 .await
                 .expect("connect");
             let name = format!("client{c}");
-            // Bounded: at most 3000 writes per client, and the killer stops the loop.
-            for i in 0..3000u32 {
+            // Bounded: at most 6000 writes per client, and the killer stops the loop. Paced,
+            // so that the writes go on through every kill (unpaced, they can all be done
+            // before the later kills on a quiet machine, and those would test nothing).
+            for i in 0..6000u32 {
                 if stop.load(std::sync::atomic::Ordering::Relaxed) {
                     break;
                 }
+                tokio::time::sleep(Duration::from_millis(2)).await;
                 let key = format!("k{}", i % 4);
                 let value = format!("{name}-{i}");
                 if !history.put(&client, &name, &key, &value).await {
