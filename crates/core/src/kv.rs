@@ -348,6 +348,20 @@ impl UserIndex {
         self.by_count.insert((set.len(), user));
     }
 
+    /// Session `key.1` moved from slot `key.0` to `to`: its user's count is unchanged, so
+    /// only the user's age set changes (no allocation but the set's own).
+    fn moved(&mut self, to: Slot, mut key: (Slot, ClientId)) {
+        match self.by_user.get_mut(Self::user(&key.1)) {
+            Some(set) => {
+                set.remove(&key);
+                key.0 = to;
+                set.insert(key);
+            }
+            // Every session is indexed, so this does not happen; a fresh add is right if it did.
+            None => self.add(to, &key.1),
+        }
+    }
+
     fn remove(&mut self, slot: Slot, id: &ClientId) {
         let user = Self::user(id).to_string();
         let Some(set) = self.by_user.get_mut(&user) else {
@@ -648,20 +662,38 @@ impl KvStore {
             }
             index
         });
-        if let Some(old) = self.sessions.insert(
+        // A session's next command, the common case: update it where it is, one lookup, and
+        // move it in the age indexes with one copy of its id (this ran as a remove and an
+        // insert in each index, seven allocations, 7% of a leader's CPU at 64 clients).
+        if let Some(s) = self.sessions.get_mut(&id) {
+            let (old_slot, old_seq) = (s.last_slot, s.seq);
+            *s = Session {
+                seq,
+                result,
+                last_slot: slot,
+            };
+            if let Some(t) = &mut self.totals.0 {
+                t.sessions = t
+                    .sessions
+                    .wrapping_sub(session_hash(&id, old_seq))
+                    .wrapping_add(session_hash(&id, seq));
+            }
+            if old_slot != slot {
+                let key = (old_slot, id);
+                self.by_age.remove(&key);
+                users.moved(slot, key.clone());
+                self.by_age.insert((slot, key.1));
+            }
+            return;
+        }
+        self.sessions.insert(
             id.clone(),
             Session {
                 seq,
                 result,
                 last_slot: slot,
             },
-        ) {
-            self.by_age.remove(&(old.last_slot, id.clone()));
-            users.remove(old.last_slot, &id);
-            if let Some(t) = &mut self.totals.0 {
-                t.sessions = t.sessions.wrapping_sub(session_hash(&id, old.seq));
-            }
-        }
+        );
         if let Some(t) = &mut self.totals.0 {
             t.sessions = t.sessions.wrapping_add(session_hash(&id, seq));
         }
@@ -709,29 +741,33 @@ impl KvStore {
     /// Sets `key` to `value` as the change of revision `revision`.
     fn write(&mut self, key: &str, value: Arc<str>, revision: u64) {
         self.totals();
-        let record = match self.data.remove(key) {
-            Some(old) => {
-                let (create, version) = (old.create, old.version);
-                self.forget(key, old);
-                Record {
-                    value,
-                    create,
-                    modified: revision,
-                    version: version + 1,
-                }
+        // An existing key (the common case) is changed where it is: one lookup, and no copy
+        // of the key, where a remove and an insert walked the tree twice.
+        if let Some(r) = self.data.get_mut(key) {
+            let (old_bytes, old_hash) = (record_bytes(key, &r.value), record_hash(key, r));
+            r.value = value;
+            r.modified = revision;
+            r.version += 1;
+            if let Some(t) = &mut self.totals.0 {
+                t.bytes = t.bytes.saturating_sub(old_bytes) + record_bytes(key, &r.value);
+                t.data = t
+                    .data
+                    .wrapping_sub(old_hash)
+                    .wrapping_add(record_hash(key, r));
             }
-            None => Record {
+        } else {
+            let record = Record {
                 value,
                 create: revision,
                 modified: revision,
                 version: 1,
-            },
-        };
-        if let Some(t) = &mut self.totals.0 {
-            t.bytes += record_bytes(key, &record.value);
-            t.data = t.data.wrapping_add(record_hash(key, &record));
+            };
+            if let Some(t) = &mut self.totals.0 {
+                t.bytes += record_bytes(key, &record.value);
+                t.data = t.data.wrapping_add(record_hash(key, &record));
+            }
+            self.data.insert(key.to_string(), record);
         }
-        self.data.insert(key.to_string(), record);
         self.revision = self.revision.max(revision);
     }
 
@@ -1029,6 +1065,23 @@ mod tests {
             assert_eq!(
                 (kept.bytes, kept.data, kept.sessions),
                 (counted.bytes, counted.data, counted.sessions),
+                "after slot {slot}"
+            );
+            // The age indexes, updated in place, match what a rebuild makes.
+            let ages: OrdSet<(Slot, ClientId)> = kv
+                .sessions
+                .iter()
+                .map(|(id, s)| (s.last_slot, id.clone()))
+                .collect();
+            assert_eq!(kv.by_age, ages, "after slot {slot}");
+            let mut fresh = UserIndex::default();
+            for (id, s) in &kv.sessions {
+                fresh.add(s.last_slot, id);
+            }
+            let kept = kv.users.0.as_ref().expect("built by the first record");
+            assert_eq!(
+                (&kept.by_user, &kept.by_count),
+                (&fresh.by_user, &fresh.by_count),
                 "after slot {slot}"
             );
         }
