@@ -956,6 +956,10 @@ impl Node {
     /// Answers a JSON request if `(client, seq)` is one (on its MQTT 5 connection, in JSON);
     /// returns whether it was.
     fn answer_json(&mut self, client: &str, seq: u64, result: &OpResult) -> bool {
+        if self.json_waiting.is_empty() {
+            // The usual case: no JSON request waits, so no key to build for the lookup.
+            return false;
+        }
         let key = (client.to_string(), seq);
         let Some((order, a)) = self.json_waiting.remove(&key) else {
             return false;
