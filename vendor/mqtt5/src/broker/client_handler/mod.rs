@@ -168,6 +168,9 @@ pub struct ClientHandler {
     pub(super) outbound_inflight: HashMap<u16, PublishPacket>,
     pub(super) protocol_version: u8,
     pub(super) write_buffer: BytesMut,
+    /// mqpaxos patch: while a lane batch is being sent, the publishes it encodes are
+    /// gathered here and written with one system call at the end (see `send_lane_batch`).
+    pub(super) corked: Option<Vec<u8>>,
     pub(super) read_buffer: BytesMut,
     pub(super) read_share: Option<ReadShare>,
     pub(super) skip_bridge_forwarding: bool,
@@ -288,6 +291,7 @@ impl ClientHandler {
             outbound_inflight: HashMap::new(),
             protocol_version: 5,
             write_buffer: BytesMut::with_capacity(4096),
+            corked: None,
             read_buffer: BytesMut::with_capacity(4096),
             read_share: None,
             skip_bridge_forwarding: false,
@@ -1233,6 +1237,36 @@ impl ClientHandler {
     /// stopping when the window closes (QoS>0 lane) or the time budget is spent, so the
     /// socket is serviced between batches.
     async fn send_lane_batch(&mut self, first: RoutableMessage, lane: Lane) -> Result<()> {
+        // mqpaxos patch: one write for the whole batch instead of one per publish. The
+        // publishes leave in the same order, only in fewer system calls and TCP segments.
+        self.corked = Some(Vec::new());
+        // Let the tasks of the connections that publish route what they have read before
+        // this batch is drained, so that a burst leaves in one write.
+        tokio::task::yield_now().await;
+        let sent = self.send_lane_batch_corked(first, lane).await;
+        let gathered = self.corked.take().unwrap_or_default();
+        sent?;
+        self.write_corked(&gathered).await
+    }
+
+    /// Writes what a corked batch gathered, under the same write timeout a publish has.
+    pub(super) async fn write_corked(&mut self, bytes: &[u8]) -> Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let write_timeout = self.write_timeout();
+        timeout(write_timeout, crate::Transport::write(&mut self.transport, bytes))
+            .await
+            .map_err(|_| {
+                warn!(
+                    timeout = ?write_timeout,
+                    "Transport write stalled; treating the client as gone"
+                );
+                MqttError::Timeout
+            })?
+    }
+
+    async fn send_lane_batch_corked(&mut self, first: RoutableMessage, lane: Lane) -> Result<()> {
         let started = Instant::now();
         let budget = self.batch_time_budget();
         let batch = self.config.drain_batch.max(1);

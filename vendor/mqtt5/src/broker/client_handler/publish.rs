@@ -791,6 +791,16 @@ impl ClientHandler {
 
     #[cfg(any(target_arch = "wasm32", not(feature = "transport-quic")))]
     async fn write_publish_bytes(&mut self, _topic: &str, _qos: QoS) -> Result<()> {
+        // mqpaxos patch: inside a lane batch, gather the publish (see `send_lane_batch`),
+        // writing early only past 64 KiB so that a batch of large payloads is not held whole.
+        if let Some(corked) = &mut self.corked {
+            corked.extend_from_slice(&self.write_buffer);
+            if corked.len() < 64 * 1024 {
+                return Ok(());
+            }
+            let full = std::mem::take(corked);
+            return self.transport.write(&full).await;
+        }
         self.transport.write(&self.write_buffer).await
     }
 
