@@ -111,6 +111,11 @@ pub(super) enum InflightPublish {
     Handled,
 }
 
+/// mqpaxos patch: the largest gathering buffer a connection keeps between batches. A batch
+/// writes early once it holds 64 KiB, so this keeps the usual buffer and drops the one a
+/// large packet grew.
+const CORK_KEEP: usize = 128 * 1024;
+
 #[allow(clippy::struct_excessive_bools)]
 pub struct ClientHandler {
     pub(super) transport: BrokerTransport,
@@ -171,6 +176,9 @@ pub struct ClientHandler {
     /// mqpaxos patch: while a lane batch is being sent, the publishes it encodes are
     /// gathered here and written with one system call at the end (see `send_lane_batch`).
     pub(super) corked: Option<Vec<u8>>,
+    /// mqpaxos patch: the gathering buffer between batches, kept so a batch does not
+    /// allocate; one that grew past `CORK_KEEP` is dropped instead.
+    pub(super) cork_spare: Vec<u8>,
     pub(super) read_buffer: BytesMut,
     pub(super) read_share: Option<ReadShare>,
     pub(super) skip_bridge_forwarding: bool,
@@ -292,6 +300,7 @@ impl ClientHandler {
             protocol_version: 5,
             write_buffer: BytesMut::with_capacity(4096),
             corked: None,
+            cork_spare: Vec::new(),
             read_buffer: BytesMut::with_capacity(4096),
             read_share: None,
             skip_bridge_forwarding: false,
@@ -1239,14 +1248,20 @@ impl ClientHandler {
     async fn send_lane_batch(&mut self, first: RoutableMessage, lane: Lane) -> Result<()> {
         // mqpaxos patch: one write for the whole batch instead of one per publish. The
         // publishes leave in the same order, only in fewer system calls and TCP segments.
-        self.corked = Some(Vec::new());
+        let mut spare = std::mem::take(&mut self.cork_spare);
+        spare.clear();
+        self.corked = Some(spare);
         // Let the tasks of the connections that publish route what they have read before
         // this batch is drained, so that a burst leaves in one write.
         tokio::task::yield_now().await;
         let sent = self.send_lane_batch_corked(first, lane).await;
         let gathered = self.corked.take().unwrap_or_default();
         sent?;
-        self.write_corked(&gathered).await
+        let written = self.write_corked(&gathered).await;
+        if gathered.capacity() <= CORK_KEEP {
+            self.cork_spare = gathered;
+        }
+        written
     }
 
     /// Writes what a corked batch gathered, under the same write timeout a publish has.
