@@ -329,7 +329,7 @@ fn document(
     if charts {
         charts_section(&mut d, doc, img_dir);
     }
-    results(&mut d, runs);
+    results(&mut d, runs, rounds);
     reproduce(&mut d);
     d
 }
@@ -426,7 +426,7 @@ fn charts_section(d: &mut String, doc: &Path, img_dir: &Path) {
 }
 
 /// One table per mix and data size.
-fn results(d: &mut String, runs: &[Results]) {
+fn results(d: &mut String, runs: &[Results], rounds: &[super::rounds::Series]) {
     // Put only first, then the other mixes in the order they ran, then other data sizes.
     let sizes = main_sizes(runs);
     let mut groups: Vec<(String, (usize, usize))> = vec![("put=100".to_string(), sizes)];
@@ -441,6 +441,14 @@ fn results(d: &mut String, runs: &[Results]) {
     for (mix, group) in groups {
         if group == sizes {
             let _ = writeln!(d, "\n## Results: {mix}\n");
+        } else if group.0 < LARGE_KEYS {
+            let _ = writeln!(
+                d,
+                "\n## Results: {mix}, {} keys of {} bytes\n\n\
+                 The large state's values over few keys: the baseline that the large state's \
+                 latency is held against.\n",
+                group.0, group.1
+            );
         } else {
             let _ = writeln!(
                 d,
@@ -493,8 +501,20 @@ fn results(d: &mut String, runs: &[Results]) {
                 );
             }
         }
+        let growth = super::rounds::p99_growth(rounds, &mix, group.0, group.1);
+        if group != sizes && !growth.is_empty() {
+            let _ = writeln!(
+                d,
+                "\nTail latency against the same values over fewer keys:\n\n{}",
+                growth.join("\n")
+            );
+        }
     }
 }
+
+/// From this many keys on, a data size is the large state; fewer keys of another value size
+/// are its baseline.
+const LARGE_KEYS: usize = 100_000;
 
 fn reproduce(d: &mut String) {
     let _ = writeln!(d, "\n## Reproduce\n");

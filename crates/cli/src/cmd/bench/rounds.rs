@@ -40,6 +40,7 @@ pub struct Spread {
     /// Throughput and p50 latency by round (runs without a round number count as round 0).
     pub ops: BTreeMap<u32, f64>,
     pub p50: BTreeMap<u32, f64>,
+    pub p99: BTreeMap<u32, f64>,
 }
 
 impl Spread {
@@ -107,6 +108,7 @@ fn fold_group(runs: Vec<Results>) -> Option<Series> {
         for (round, s) in &rounds {
             sp.ops.insert(*round, s.ops_per_sec);
             sp.p50.insert(*round, s.p50_ms);
+            sp.p99.insert(*round, s.p99_ms);
         }
         rounds.sort_by(|a, b| a.1.ops_per_sec.total_cmp(&b.1.ops_per_sec));
         // The lower middle of an even count: never flatters.
@@ -135,7 +137,7 @@ pub fn median(mut v: Vec<f64>) -> Option<f64> {
 }
 
 /// `a`'s figure over `b`'s, round by round (the rounds both ran): median, lowest, highest
-/// and how many rounds. `pick` chooses the figure (throughput or p50).
+/// and how many rounds. `pick` chooses the figure (throughput, p50 or p99).
 pub fn ratio(
     a: &Spread,
     b: &Spread,
@@ -178,6 +180,10 @@ pub fn section(d: &mut String, series: &[Series]) {
         "| system | workload | clients | rounds | ops/s median | ops/s range | ops/s ÷ etcd | p50 ÷ etcd |"
     );
     let _ = writeln!(d, "|---|---|--:|--:|--:|--:|--:|--:|");
+    // The first series' data size is the comparison's main workload; others are named.
+    let main = series.first().map_or((0, 0), |s| {
+        (s.results.params.keys, s.results.params.value_size)
+    });
     for s in series {
         let r = &s.results;
         let base = series.iter().find(|b| {
@@ -190,7 +196,7 @@ pub fn section(d: &mut String, series: &[Series]) {
         if r.params.pipeline > 1 {
             let _ = write!(workload, ", {} in flight per client", r.params.pipeline);
         }
-        if r.params.keys >= 100_000 {
+        if (r.params.keys, r.params.value_size) != main {
             let _ = write!(
                 workload,
                 ", {} keys of {} bytes",
@@ -220,6 +226,49 @@ pub fn section(d: &mut String, series: &[Series]) {
             );
         }
     }
+}
+
+/// What more data costs in tail latency: for each series of `mix` over `keys` keys of
+/// `value_size` bytes, its p99 against the same system's with the same values over fewer keys
+/// (bench/compare's baseline for the large state), as medians over rounds and as the ratio
+/// round by round. One line per system and client count that has such a baseline.
+pub fn p99_growth(series: &[Series], mix: &str, keys: usize, value_size: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    for s in series {
+        let p = &s.results.params;
+        if (p.mix.as_str(), p.keys, p.value_size) != (mix, keys, value_size) {
+            continue;
+        }
+        let Some(base) = series.iter().find(|b| {
+            let q = &b.results.params;
+            b.results.label == s.results.label
+                && q.mix == p.mix
+                && q.value_size == p.value_size
+                && q.pipeline == p.pipeline
+                && q.keys < p.keys
+        }) else {
+            continue;
+        };
+        for (clients, sp) in &s.spread {
+            let Some(bp) = base.spread.get(clients) else {
+                continue;
+            };
+            let (Some((m, lo, hi, n)), Some(here), Some(there)) = (
+                ratio(sp, bp, |x| &x.p99),
+                median(sp.p99.values().copied().collect()),
+                median(bp.p99.values().copied().collect()),
+            ) else {
+                continue;
+            };
+            lines.push(format!(
+                "- **{}**, {clients} clients: p99 {here:.2} ms over {} keys against {there:.2} ms \
+                 over {} keys (medians over rounds); round by round {m:.2}× ({lo:.2}–{hi:.2}, \
+                 {n} rounds)",
+                s.results.label, p.keys, base.results.params.keys
+            ));
+        }
+    }
+    lines
 }
 
 #[cfg(test)]
@@ -282,5 +331,37 @@ mod tests {
         let mut d = String::new();
         section(&mut d, &series);
         assert!(d.contains("| a | put=100 | 64 | 3 | 200 | 100–300 | 2.50 (2.00–3.00, 3 rounds) | 0.50 (0.50–0.50, 3 rounds) |"), "{d}");
+    }
+
+    #[test]
+    fn p99_growth_pairs_a_large_state_with_the_same_values_over_fewer_keys() {
+        let sized = |label: &str, round: u32, keys: usize, p99: f64| {
+            let mut r = run(label, round, 64, 100.0, 1.0);
+            r.params.keys = keys;
+            r.params.value_size = 1000;
+            r.steps[0].p99_ms = p99;
+            r
+        };
+        let runs = vec![
+            sized("a", 1, 1000, 10.0),
+            sized("a", 1, 200_000, 15.0),
+            sized("etcd", 1, 200_000, 40.0),
+            sized("a", 2, 1000, 8.0),
+            sized("a", 2, 200_000, 20.0),
+        ];
+        let series = fold(runs);
+        let lines = p99_growth(&series, "put=100", 200_000, 1000);
+        // etcd ran no baseline, so it has no line.
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(
+            lines[0].contains("p99 17.50 ms over 200000 keys against 9.00 ms over 1000 keys"),
+            "{lines:?}"
+        );
+        // Round by round: 1.5 and 2.5.
+        assert!(
+            lines[0].contains("2.00× (1.50–2.50, 2 rounds)"),
+            "{lines:?}"
+        );
+        assert!(p99_growth(&series, "put=100", 1000, 1000).is_empty());
     }
 }
