@@ -455,6 +455,20 @@ struct Sums {
     sessions: u64,
 }
 
+impl Sums {
+    /// Counts `key`'s record in.
+    fn add(&mut self, key: &str, r: &Record) {
+        self.bytes += record_bytes(key, &r.value);
+        self.data = self.data.wrapping_add(record_hash(key, r));
+    }
+
+    /// Counts `key`'s record out.
+    fn remove(&mut self, key: &str, r: &Record) {
+        self.bytes = self.bytes.saturating_sub(record_bytes(key, &r.value));
+        self.data = self.data.wrapping_sub(record_hash(key, r));
+    }
+}
+
 impl PartialEq for Totals {
     fn eq(&self, _: &Self) -> bool {
         true
@@ -744,16 +758,14 @@ impl KvStore {
         // An existing key (the common case) is changed where it is: one lookup, and no copy
         // of the key, where a remove and an insert walked the tree twice.
         if let Some(r) = self.data.get_mut(key) {
-            let (old_bytes, old_hash) = (record_bytes(key, &r.value), record_hash(key, r));
+            if let Some(t) = &mut self.totals.0 {
+                t.remove(key, r);
+            }
             r.value = value;
             r.modified = revision;
             r.version += 1;
             if let Some(t) = &mut self.totals.0 {
-                t.bytes = t.bytes.saturating_sub(old_bytes) + record_bytes(key, &r.value);
-                t.data = t
-                    .data
-                    .wrapping_sub(old_hash)
-                    .wrapping_add(record_hash(key, r));
+                t.add(key, r);
             }
         } else {
             let record = Record {
@@ -763,8 +775,7 @@ impl KvStore {
                 version: 1,
             };
             if let Some(t) = &mut self.totals.0 {
-                t.bytes += record_bytes(key, &record.value);
-                t.data = t.data.wrapping_add(record_hash(key, &record));
+                t.add(key, &record);
             }
             self.data.insert(key.to_string(), record);
         }
@@ -802,8 +813,7 @@ impl KvStore {
     /// Takes a record that is leaving out of the totals.
     fn forget(&mut self, key: &str, old: Record) {
         if let Some(t) = &mut self.totals.0 {
-            t.bytes = t.bytes.saturating_sub(record_bytes(key, &old.value));
-            t.data = t.data.wrapping_sub(record_hash(key, &old));
+            t.remove(key, &old);
         }
     }
 
@@ -820,8 +830,7 @@ impl KvStore {
     fn count(&self) -> Sums {
         let mut t = Sums::default();
         for (k, r) in &self.data {
-            t.bytes += record_bytes(k, &r.value);
-            t.data = t.data.wrapping_add(record_hash(k, r));
+            t.add(k, r);
         }
         for (id, s) in &self.sessions {
             t.sessions = t.sessions.wrapping_add(session_hash(id, s.seq));
