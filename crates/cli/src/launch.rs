@@ -13,6 +13,19 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use tokio::process::{Child, Command};
 
+/// Where a server's stdout and stderr go.
+#[derive(Clone, Debug, Default)]
+pub enum Output {
+    /// This process's own (`cluster up`: the operator watches the servers' logs).
+    #[default]
+    Inherit,
+    /// Nowhere.
+    Null,
+    /// Appended to this file, so that a measurement that owns the terminal can still say why
+    /// a server failed (and a restarted server adds to its earlier log).
+    File(PathBuf),
+}
+
 /// How to start one server: the flags of `mqpaxos server` and how its process runs.
 #[derive(Clone, Debug, Default)]
 pub struct ServerCommand {
@@ -32,15 +45,15 @@ pub struct ServerCommand {
     pub password: Option<String>,
     /// More flags, after the ones above (e.g. `--allow-fault-injection`, `--reads=log`).
     pub args: Vec<String>,
-    /// Send the server's stdout and stderr to /dev/null (its stdin always is).
-    pub quiet: bool,
+    /// Where the server's stdout and stderr go (its stdin is always /dev/null).
+    pub output: Output,
     /// Run the server under this command, e.g. `ip netns exec <namespace>`; empty: directly.
     pub wrapper: Vec<String>,
 }
 
 impl ServerCommand {
     /// The process to spawn: `[wrapper...] exe server --id ... [args...]`.
-    fn command(&self, exe: &std::path::Path) -> Command {
+    fn command(&self, exe: &std::path::Path) -> Result<Command, Failure> {
         let mut cmd = match self.wrapper.split_first() {
             Some((program, rest)) => {
                 let mut c = Command::new(program);
@@ -70,11 +83,34 @@ impl ServerCommand {
         cmd.env_remove("MQPAXOS_CONFIG")
             .stdin(Stdio::null())
             .kill_on_drop(true);
-        if self.quiet {
-            cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        match &self.output {
+            Output::Inherit => {}
+            Output::Null => {
+                cmd.stdout(Stdio::null()).stderr(Stdio::null());
+            }
+            Output::File(path) => {
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .and_then(|f| Ok((f.try_clone()?, f)))
+                    .map_err(|e| {
+                        fail(
+                            Exit::Failed,
+                            format!("cannot open the server log {}: {e}", path.display()),
+                        )
+                    })?;
+                cmd.stdout(file.0).stderr(file.1);
+                // A file nobody watches live is read after something went wrong: it keeps
+                // the server's life story (start, broker connections, elections), a few
+                // lines per election, unless the operator chose a level.
+                if std::env::var_os("MQPAXOS_LOG").is_none() {
+                    cmd.env("MQPAXOS_LOG", "info,mqtt5=error");
+                }
+            }
         }
         dies_with_launcher(&mut cmd);
-        cmd
+        Ok(cmd)
     }
 }
 
@@ -99,7 +135,7 @@ impl Servers {
     pub fn start(&mut self, server: &ServerCommand) -> Result<(), Failure> {
         let id = server.id;
         let child = server
-            .command(&self.exe)
+            .command(&self.exe)?
             .spawn()
             .map_err(|e| fail(Exit::Failed, format!("cannot start server {id}: {e}")))?;
         self.children.retain(|(i, _)| *i != id);
@@ -130,6 +166,14 @@ impl Servers {
     /// The servers' process ids, in id order (a server that already exited has none).
     pub fn pids(&self) -> Vec<Option<u32>> {
         self.children.iter().map(|(_, c)| c.id()).collect()
+    }
+
+    /// How each server that has already exited ended, by id.
+    pub fn exited(&mut self) -> Vec<(u32, std::process::ExitStatus)> {
+        self.children
+            .iter_mut()
+            .filter_map(|(id, c)| Some((*id, c.try_wait().ok()??)))
+            .collect()
     }
 
     /// Asks each server to stop (SIGTERM, so it says goodbye on its presence topic), then

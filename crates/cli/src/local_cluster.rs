@@ -7,7 +7,7 @@
 //! this user only), and the broker enforces them with the generated ACL.
 
 use crate::cmd::{fail, write_private, Exit, Failure};
-use crate::launch::{ServerCommand, Servers};
+use crate::launch::{Output, ServerCommand, Servers};
 use mqpaxos_broker::{Broker, BrokerConfig};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -24,7 +24,9 @@ pub struct ClusterSpec {
     pub metrics: Vec<Option<SocketAddr>>,
     /// fsync policy passed to every server (`always` or `never`).
     pub sync: String,
-    /// Send the servers' stderr to /dev/null (the bench's progress bar owns the terminal).
+    /// Keep the servers' output off the terminal (the measurement owns it): each server
+    /// appends it to `<data_dir>/<cluster>/server<i>.log` instead, which
+    /// [`LocalCluster::diagnosis`] quotes when the cluster does not come up.
     pub quiet: bool,
     /// More flags for every `mqpaxos server` (e.g. `--reads=log`), for comparisons.
     pub server_args: Vec<String>,
@@ -240,8 +242,30 @@ impl LocalCluster {
         Ok(cluster)
     }
 
+    /// Where server `id` writes its output when the cluster is quiet.
+    fn log_file(&self, id: u32) -> PathBuf {
+        let spec = &self.spec;
+        spec.data_dir
+            .join(&spec.cluster)
+            .join(format!("server{id}.log"))
+    }
+
     /// Starts server `id` (again) from its data directory.
     fn spawn(&mut self, id: u32) -> Result<(), Failure> {
+        let output = if self.spec.quiet {
+            let log = self.log_file(id);
+            if let Some(dir) = log.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    fail(
+                        Exit::Failed,
+                        format!("cannot create {}: {e}", dir.display()),
+                    )
+                })?;
+            }
+            Output::File(log)
+        } else {
+            Output::Inherit
+        };
         let spec = &self.spec;
         let server = ServerCommand {
             id,
@@ -260,7 +284,7 @@ impl LocalCluster {
             }),
             password: None,
             args: spec.server_args.clone(),
-            quiet: spec.quiet,
+            output,
             wrapper: Vec::new(),
         };
         self.servers.start(&server)
@@ -279,6 +303,44 @@ impl LocalCluster {
     /// The servers' process ids, in id order (a server that already exited has none).
     pub fn server_pids(&self) -> Vec<Option<u32>> {
         self.servers.pids()
+    }
+
+    /// How many servers.
+    pub fn servers(&self) -> u32 {
+        self.spec.servers
+    }
+
+    /// How many servers have exited (and not been restarted).
+    pub fn exited(&mut self) -> usize {
+        self.servers.exited().len()
+    }
+
+    /// What the servers said, for an error that the cluster did not come up: which servers
+    /// have exited and how, and the last lines of each quiet server's log. Empty when there
+    /// is nothing to tell.
+    pub fn diagnosis(&mut self) -> String {
+        const TAIL: usize = 8;
+        let mut out = String::new();
+        for (id, status) in self.servers.exited() {
+            out.push_str(&format!("\n  server {id} has exited ({status})"));
+        }
+        if self.spec.quiet {
+            for id in 1..=self.spec.servers {
+                let path = self.log_file(id);
+                let Ok(text) = std::fs::read_to_string(&path) else {
+                    continue;
+                };
+                let lines: Vec<&str> = text.lines().collect();
+                if lines.is_empty() {
+                    continue;
+                }
+                out.push_str(&format!("\n  the end of {}:", path.display()));
+                for line in &lines[lines.len().saturating_sub(TAIL)..] {
+                    out.push_str(&format!("\n    {line}"));
+                }
+            }
+        }
+        out
     }
 
     /// Stops the servers (SIGTERM, then SIGKILL after a grace period) and the broker.

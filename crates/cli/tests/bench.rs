@@ -1,5 +1,5 @@
 //! `mqpaxos bench`: a short run on its own local cluster writes the results as JSON, and its
-//! flags refuse bad values with one line and exit 2. Behaviour only: no timing assertions.
+//! flags refuse bad values with one line and exit 2. Behaviour only: no speed assertions.
 
 mod common;
 
@@ -121,4 +121,32 @@ fn bench_flags_refuse_bad_values() {
         let e = String::from_utf8_lossy(&o.stderr);
         assert_eq!(e.lines().count(), 1, "{args:?}: {e}");
     }
+}
+
+/// Servers that cannot start (here: a flag they refuse) fail the bench at once, and the error
+/// says which exited and quotes their own words from their logs, which the bench keeps off the
+/// terminal.
+#[test]
+fn a_cluster_that_cannot_start_says_why() {
+    let d = tempfile::tempdir().expect("temp dir");
+    let data = d.path().join("data");
+    let started = std::time::Instant::now();
+    let o = run(&[
+        "bench",
+        "--duration",
+        "1s",
+        "--server-arg=--no-such-flag",
+        "--data-dir",
+        data.to_str().expect("utf-8 temp path"),
+    ]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("servers exited"), "{stderr}");
+    assert!(stderr.contains("server 1 has exited"), "{stderr}");
+    assert!(stderr.contains("--no-such-flag"), "{stderr}");
+    // Not the 30 s a cluster gets to elect a leader: nothing can come of waiting.
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(25),
+        "{stderr}"
+    );
 }

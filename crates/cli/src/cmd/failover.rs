@@ -115,7 +115,10 @@ async fn measure(
     opts.cluster = "failover".to_string();
     opts.timeout = Duration::from_secs(30);
     opts.resend = a.resend;
-    leader(addrs, Duration::from_secs(30)).await?;
+    if let Err(mut e) = leader(addrs, Duration::from_secs(30)).await {
+        e.message.push_str(&cluster.diagnosis());
+        return Err(e);
+    }
     let client = Client::connect(opts)
         .await
         .map_err(|e| fail(Exit::Unavailable, format!("cannot connect: {e}")))?;
@@ -157,7 +160,8 @@ async fn measure(
             Ok::<(), Failure>(())
         }
         .await;
-        if let Err(e) = result {
+        if let Err(mut e) = result {
+            e.message.push_str(&cluster.diagnosis());
             outcome = Err(e);
             break;
         }

@@ -365,7 +365,7 @@ async fn run_own_cluster(a: &Args) -> CmdResult {
         a.sync.clone(),
         a.server_arg.clone(),
     )?;
-    let cluster = LocalCluster::start(&spec).await?;
+    let mut cluster = LocalCluster::start(&spec).await?;
     let mut pids: Vec<u32> = cluster.server_pids().into_iter().flatten().collect();
     pids.extend(&a.pids);
     let observed = Observed {
@@ -374,7 +374,10 @@ async fn run_own_cluster(a: &Args) -> CmdResult {
     };
     let work = async {
         let target = make_target(a, &cluster.url)?;
-        wait_ready(&target).await?;
+        if let Err(mut e) = wait_ready(&target, &mut cluster).await {
+            e.message.push_str(&cluster.diagnosis());
+            return Err(e);
+        }
         bench(a, &target, &observed, true).await
     };
     // Ctrl-C or SIGTERM: stop the cluster and remove its data as after a full run.
@@ -391,12 +394,23 @@ async fn run_own_cluster(a: &Args) -> CmdResult {
     Ok(code)
 }
 
-/// Waits until the new cluster has a leader: a put goes through.
+/// Waits until the new cluster has a leader: a put goes through. Gives up at once when a
+/// majority of its servers has exited (e.g. a `--server-arg` they refuse): no leader can come.
 #[cfg(feature = "embedded-broker")]
-async fn wait_ready(target: &Target) -> Result<(), Failure> {
+async fn wait_ready(
+    target: &Target,
+    cluster: &mut crate::local_cluster::LocalCluster,
+) -> Result<(), Failure> {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut last = String::new();
     while Instant::now() < deadline {
+        let (exited, servers) = (cluster.exited(), cluster.servers() as usize);
+        if servers - exited < servers / 2 + 1 {
+            return Err(fail(
+                Exit::Unavailable,
+                format!("the local cluster cannot start: {exited} of its servers exited"),
+            ));
+        }
         match target.connect().await {
             Ok(mut c) => {
                 let r = c.run(workload::OpKind::Put, "bench-ready", "1").await;

@@ -159,7 +159,7 @@ pub(super) fn servers(
             password: broker.password.clone(),
             // The run's faults come through the chaos topic, which servers ignore without it.
             args: vec!["--allow-fault-injection".to_string()],
-            quiet: true,
+            output: crate::launch::Output::Null,
             wrapper,
         })?;
         metrics.push(addr);
