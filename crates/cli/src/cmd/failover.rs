@@ -13,7 +13,7 @@ use crate::cmd::Exit;
 use crate::local_cluster::{temp_data_dir, ClusterSpec, LocalCluster};
 use crate::metrics::scrape_all;
 use mqpaxos_node::{Client, ClientOptions};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,17 +39,18 @@ pub struct Args {
     pub json: Option<PathBuf>,
 }
 
-#[derive(Serialize, Debug)]
-struct Report {
-    servers: u32,
-    kills: usize,
-    client_resend_ms: f64,
+/// What `--json` writes (and `bench --report` reads back for the performance document).
+#[derive(Serialize, Deserialize, Debug)]
+pub struct Report {
+    pub servers: u32,
+    pub kills: usize,
+    pub client_resend_ms: f64,
     /// Each failover, in milliseconds, in the order of the kills.
-    failover_ms: Vec<f64>,
-    p50_ms: f64,
-    p90_ms: f64,
-    p99_ms: f64,
-    max_ms: f64,
+    pub failover_ms: Vec<f64>,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
 }
 
 /// (sent, acknowledged) of every write the client finished.

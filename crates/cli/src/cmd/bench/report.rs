@@ -1,7 +1,9 @@
 //! Feature `compare`: `mqpaxos bench --report DIR` reads the result files a comparison wrote
 //! (`*.json`, one per system and workload, in name order) and writes the performance document
 //! with a table and charts (SVG and PNG, drawn with plotters). An optional `machine.md` in
-//! DIR (disk, versions: what `bench/compare` gathers) is copied into the document.
+//! DIR (disk, versions: what `bench/compare` gathers) is copied into the document, and two
+//! more files, when there, get sections of their own: [`FAILOVER`] (`mqpaxos failover
+//! --json`) and [`MEMORY`] (one `mqpaxos bench` run of many steps on one cluster).
 
 use super::{Failure, Results, Step};
 use crate::charts::{DrawError, PALETTE};
@@ -12,6 +14,12 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+
+/// The result file of `mqpaxos failover --json` in a results directory.
+pub const FAILOVER: &str = "failover.json";
+/// The result file of the long run on one cluster whose resident memory is followed step by
+/// step.
+pub const MEMORY: &str = "memory.json";
 
 pub fn write(dir: &Path, doc: &Path, img_dir: &Path) -> Result<(), Failure> {
     // One series per system and workload: the median round of each step, and every
@@ -41,7 +49,15 @@ pub fn write(dir: &Path, doc: &Path, img_dir: &Path) -> Result<(), Failure> {
         put_charts(img_dir, &series).map_err(draw_err)?;
     }
     let notes = std::fs::read_to_string(dir.join("machine.md")).unwrap_or_default();
-    let text = document(&runs, &rounds, &notes, doc, img_dir, !series.is_empty());
+    let mut text = document(&runs, &rounds, &notes, doc, img_dir, !series.is_empty());
+    let failover: Option<crate::cmd::failover::Report> = read_optional(&dir.join(FAILOVER))?;
+    if let Some(f) = failover {
+        failover_section(&mut text, &f);
+    }
+    if let Some(m) = read_optional::<Results>(&dir.join(MEMORY))? {
+        memory_section(&mut text, &m);
+    }
+    reproduce(&mut text);
     if let Some(parent) = doc.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| {
             fail(
@@ -88,6 +104,7 @@ fn read_runs(dir: &Path) -> Result<Vec<Results>, Failure> {
     let mut paths: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .filter(|p| p.file_name().is_none_or(|n| n != FAILOVER && n != MEMORY))
         .collect();
     paths.sort();
     let mut runs = Vec::new();
@@ -103,6 +120,97 @@ fn read_runs(dir: &Path) -> Result<Vec<Results>, Failure> {
         runs.push(r);
     }
     Ok(runs)
+}
+
+/// A result file that a comparison may have skipped: `None` when it is not there.
+fn read_optional<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, Failure> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(fail(
+                Exit::Usage,
+                format!("cannot read {}: {e}", path.display()),
+            ))
+        }
+    };
+    serde_json::from_str(&text).map(Some).map_err(|e| {
+        fail(
+            Exit::Usage,
+            format!("{} is not readable: {e}", path.display()),
+        )
+    })
+}
+
+/// `mqpaxos failover`'s kills of the leader, from the same run as the rest of the page.
+fn failover_section(d: &mut String, f: &crate::cmd::failover::Report) {
+    let each: Vec<String> = f.failover_ms.iter().map(|m| format!("{m:.0}")).collect();
+    let _ = writeln!(
+        d,
+        "\n## Failover: kill -9 of the leader\n\n\
+         `mqpaxos failover --kills {}`: its own cluster of {} servers (fsync always), one client \
+         writing one command at a time (resend after {:.0} ms); {} times, once one leader is \
+         settled, kill -9 of the leader, then its restart from its data directory. Measured: \
+         from the kill to the acknowledgement of the first write sent after it.\n\n\
+         | kills | p50 ms | p90 ms | p99 ms | max ms |\n|--:|--:|--:|--:|--:|\n\
+         | {} | {:.0} | {:.0} | {:.0} | {:.0} |\n\n\
+         Each, in order (ms): {}",
+        f.kills,
+        f.servers,
+        f.client_resend_ms,
+        f.kills,
+        f.kills,
+        f.p50_ms,
+        f.p90_ms,
+        f.p99_ms,
+        f.max_ms,
+        each.join(" ")
+    );
+}
+
+/// One cluster under load for many steps: whether its resident memory stays flat.
+fn memory_section(d: &mut String, m: &Results) {
+    let Some((first, last)) = m.steps.first().zip(m.steps.last()) else {
+        return;
+    };
+    let total: f64 = m
+        .steps
+        .iter()
+        .map(|s| s.ops_per_sec * m.params.duration_s)
+        .sum();
+    let _ = writeln!(
+        d,
+        "\n## Memory under load\n\n\
+         One mqpaxos cluster (3 servers, fsync always) under {} steps of {} clients putting \
+         {}-byte values over {} keys, {:.0} s each, back to back (new client sessions each \
+         step): about {:.1} million puts. The servers' resident memory, summed, at the end of \
+         each step, and the highest it had been (`VmHWM`, summed):\n\n\
+         | step | puts/s | p99 ms | RSS MiB | peak RSS MiB |\n|--:|--:|--:|--:|--:|",
+        m.steps.len(),
+        first.clients,
+        m.params.value_size,
+        m.params.keys,
+        m.params.duration_s,
+        total / 1e6
+    );
+    for (i, s) in m.steps.iter().enumerate() {
+        let _ = writeln!(
+            d,
+            "| {} | {:.0} | {:.2} | {} | {} |",
+            i + 1,
+            s.ops_per_sec,
+            s.p99_ms,
+            opt(s.rss_mib, 1),
+            opt(s.peak_rss_mib, 1)
+        );
+    }
+    if let (Some(a), Some(b)) = (first.rss_mib, last.rss_mib) {
+        let _ = writeln!(
+            d,
+            "\nThe last step's resident memory is {:+.1}% against the first's.",
+            (b - a) / a * 100.0
+        );
+    }
 }
 
 /// The font embedded for every chart (see `charts::register_font`).
@@ -330,7 +438,6 @@ fn document(
         charts_section(&mut d, doc, img_dir);
     }
     results(&mut d, runs, rounds);
-    reproduce(&mut d);
     d
 }
 
@@ -520,12 +627,85 @@ fn reproduce(d: &mut String) {
     let _ = writeln!(d, "\n## Reproduce\n");
     let _ = writeln!(
         d,
-        "```\nbash bench/compare                  # installs etcd, NATS, protoc if missing; ~30 min\n\
+        "```\nbash bench/compare                  # installs etcd, NATS, protoc if missing; ~60 min\n\
          bash bench/compare --clients 1,64 --reps 3 --systems mqpaxos,etcd,nats --no-mix\n\
-         bash bench/compare --clients 1,16 --duration 5s --reps 1   # shorter\n```\n\n\
+         bash bench/compare --clients 1,16 --duration 5s --reps 1 --no-memory   # shorter\n\
+         mqpaxos failover --kills 20         # the failover section alone\n```\n\n\
          `mqpaxos bench` alone (own cluster, or `--broker` for a running one) is described in \
          the README. The comparison needs `cargo build --release -p mqpaxos --features compare`.\n\n\
-         What batching and the read path each gain, failover times and the profile: \
+         What batching and the read path each gain, and the profile: \
          [docs/speed.md](speed.md)."
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(clients: usize, ops: f64, rss: f64) -> String {
+        format!(
+            r#"{{"clients":{clients},"rate":null,"ops":1,"errors":0,"ops_per_sec":{ops},
+            "p50_ms":1,"p90_ms":1,"p99_ms":2,"p999_ms":3,"max_ms":4,"committed":null,
+            "publishes_per_command":null,"cpu_percent":null,"rss_mib":{rss},
+            "peak_rss_mib":{rss},"bench_cpu_percent":null,"cpu_us_per_command":null,
+            "first_error":null}}"#
+        )
+    }
+
+    fn run(label: &str, steps: &[String]) -> String {
+        format!(
+            r#"{{"target":"x","label":"{label}","version":"v","started_at":0,
+            "params":{{"mode":"closed","mix":"put=100","keys":1000,"value_size":100,
+              "duration_s":60,"warmup_s":0,"servers":3,"sync":"always","repetition":1}},
+            "machine":{{"cpu":"c","nproc":2,"memory_gib":1.0,"kernel":"k"}},
+            "steps":[{}]}}"#,
+            steps.join(",")
+        )
+    }
+
+    /// The failover and memory files get their own sections and are not read as rounds of
+    /// the comparison; a broken one is an error that names it.
+    #[test]
+    fn failover_and_memory_sections() {
+        let d = tempfile::tempdir().expect("temp dir");
+        let dir = d.path().join("results");
+        std::fs::create_dir(&dir).expect("results dir");
+        let write = |name: &str, text: &str| std::fs::write(dir.join(name), text).expect("write");
+        write(
+            "001-mqpaxos.json",
+            &run("mqpaxos", &[step(64, 1000.0, 90.0)]),
+        );
+        write(
+            MEMORY,
+            &run("long", &[step(64, 500.0, 200.0), step(64, 600.0, 202.0)]),
+        );
+        write(
+            FAILOVER,
+            r#"{"servers":3,"kills":2,"client_resend_ms":200,"failover_ms":[20,40],
+               "p50_ms":20,"p90_ms":40,"p99_ms":40,"max_ms":40}"#,
+        );
+        let (doc, img) = (d.path().join("perf.md"), d.path().join("img"));
+        super::write(&dir, &doc, &img).expect("the document");
+        let text = std::fs::read_to_string(&doc).expect("read the document");
+        assert!(
+            text.contains("## Failover: kill -9 of the leader"),
+            "{text}"
+        );
+        assert!(text.contains("| 2 | 20 | 40 | 40 | 40 |"), "{text}");
+        assert!(text.contains("Each, in order (ms): 20 40"), "{text}");
+        assert!(text.contains("## Memory under load"), "{text}");
+        assert!(
+            text.contains("| 2 | 600 | 2.00 | 202.0 | 202.0 |"),
+            "{text}"
+        );
+        assert!(text.contains("+1.0% against the first's"), "{text}");
+        assert!(text.contains("about 0.1 million puts"), "{text}");
+        // Not a series of the comparison.
+        assert!(!text.contains("| long |"), "{text}");
+        assert!(text.find("## Memory").unwrap_or(0) < text.find("## Reproduce").unwrap_or(0));
+
+        write(FAILOVER, "{");
+        let e = super::write(&dir, &doc, &img).expect_err("a broken failover file");
+        assert!(e.message.contains(FAILOVER), "{}", e.message);
+    }
 }
