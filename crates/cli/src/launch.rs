@@ -231,9 +231,63 @@ fn dies_with_launcher(cmd: &mut Command) {
     let _ = cmd;
 }
 
-/// A loopback address with a port that was free a moment ago (for a server's metrics).
+/// A loopback address with a port that was free a moment ago, for a server's metrics: the
+/// server binds it itself, after this returns.
+///
+/// The port comes from below the kernel's ephemeral range. A port the kernel handed out for
+/// `:0` was one that any outgoing connection could take in the meantime (the servers' own
+/// connections to the broker start at the same moment), and a server that cannot bind its
+/// metrics port exits. Below the range, only a process that asks for that very port can
+/// take it.
 pub fn free_local_addr() -> Result<SocketAddr, Failure> {
+    let (low, _) = ephemeral_ports();
+    // Registered ports start at 1024; most well-known services sit below 10000.
+    let floor = if low > 11_000 { 10_000 } else { 1024 };
+    if low > floor {
+        for _ in 0..200 {
+            let port = floor + (rand::random::<u16>() % (low - floor));
+            if let Ok(addr) =
+                std::net::TcpListener::bind(("127.0.0.1", port)).and_then(|l| l.local_addr())
+            {
+                return Ok(addr);
+            }
+        }
+    }
+    // A machine whose ephemeral range starts very low, or whose low ports are all taken.
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map_err(|e| fail(Exit::Failed, format!("no free port: {e}")))
+}
+
+/// The kernel's range of ports for outgoing connections and `:0` (Linux's default where it
+/// cannot be read).
+fn ephemeral_ports() -> (u16, u16) {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| {
+            let mut it = t.split_whitespace().map(|n| n.parse::<u16>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .unwrap_or((32768, 60999))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A metrics port for a server comes from below the ephemeral range, where no outgoing
+    /// connection can take it before the server binds it, and is free to bind.
+    #[test]
+    fn metrics_ports_come_from_below_the_ephemeral_range() {
+        let (low, high) = ephemeral_ports();
+        assert!(low <= high);
+        for _ in 0..20 {
+            let addr = free_local_addr().expect("a free port");
+            assert!(addr.ip().is_loopback());
+            if low > 11_000 {
+                assert!((10_000..low).contains(&addr.port()), "{addr}");
+            }
+            std::net::TcpListener::bind(addr).expect("still free");
+        }
+    }
 }

@@ -73,11 +73,42 @@ impl ClusterSpec {
 /// cluster, `mqpaxos-<what>-<pid>-<random>`, so that runs side by side never share one. The
 /// caller removes it.
 pub fn temp_data_dir(what: &str) -> PathBuf {
-    std::env::temp_dir().join(format!(
+    data_dir_in(&std::env::temp_dir(), what)
+}
+
+/// The same name under `parent` (a directory on the disk to be measured).
+pub fn data_dir_in(parent: &std::path::Path, what: &str) -> PathBuf {
+    parent.join(format!(
         "mqpaxos-{what}-{}-{:08x}",
         std::process::id(),
         rand::random::<u32>()
     ))
+}
+
+/// The line a quiet server's log gets before each start (then the server's id).
+const START_MARK: &str = "--- mqpaxos: starting server ";
+
+/// The last 64 KiB of a log, as text (a torn or foreign byte is replaced, not an error).
+fn log_tail(path: &std::path::Path) -> Option<String> {
+    use std::io::{Read as _, Seek as _, SeekFrom};
+    const MAX: u64 = 64 << 10;
+    let mut f = std::fs::File::open(path).ok()?;
+    let len = f.metadata().ok()?.len();
+    f.seek(SeekFrom::Start(len.saturating_sub(MAX))).ok()?;
+    let mut bytes = Vec::new();
+    f.take(MAX).read_to_end(&mut bytes).ok()?;
+    Some(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// The last `tail` lines a log got since its last [`START_MARK`] (all of its last `tail`
+/// lines if it has none).
+fn last_start(text: &str, tail: usize) -> Vec<&str> {
+    let (text, skip) = match text.rfind(START_MARK) {
+        Some(i) => (&text[i..], 1),
+        None => (text, 0),
+    };
+    let lines: Vec<&str> = text.lines().skip(skip).collect();
+    lines[lines.len().saturating_sub(tail)..].to_vec()
 }
 
 /// The built-in broker (in this process) and N `mqpaxos server` child processes.
@@ -262,6 +293,20 @@ impl LocalCluster {
                     )
                 })?;
             }
+            // Where this start begins in a log that a reused data directory (or a restart)
+            // appends to: the diagnosis quotes nothing from before it.
+            use std::io::Write as _;
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log)
+                .and_then(|mut f| writeln!(f, "{}{id}", START_MARK))
+                .map_err(|e| {
+                    fail(
+                        Exit::Failed,
+                        format!("cannot write the server log {}: {e}", log.display()),
+                    )
+                })?;
             Output::File(log)
         } else {
             Output::Inherit
@@ -327,15 +372,15 @@ impl LocalCluster {
         if self.spec.quiet {
             for id in 1..=self.spec.servers {
                 let path = self.log_file(id);
-                let Ok(text) = std::fs::read_to_string(&path) else {
+                let Some(text) = log_tail(&path) else {
                     continue;
                 };
-                let lines: Vec<&str> = text.lines().collect();
+                let lines = last_start(&text, TAIL);
                 if lines.is_empty() {
                     continue;
                 }
                 out.push_str(&format!("\n  the end of {}:", path.display()));
-                for line in &lines[lines.len().saturating_sub(TAIL)..] {
+                for line in lines {
                     out.push_str(&format!("\n    {line}"));
                 }
             }
@@ -350,5 +395,40 @@ impl LocalCluster {
             .shutdown()
             .await
             .map_err(|e| fail(Exit::Failed, format!("broker shutdown: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The diagnosis quotes the end of the server's latest start, never an earlier run's.
+    #[test]
+    fn a_log_is_quoted_from_its_last_start() {
+        let log = format!("old 1\nold 2\n{START_MARK}1\nnew 1\nnew 2\nnew 3\n");
+        assert_eq!(last_start(&log, 8), vec!["new 1", "new 2", "new 3"]);
+        assert_eq!(last_start(&log, 2), vec!["new 2", "new 3"]);
+        // Started, and exited before it said anything.
+        assert!(last_start(&format!("old\n{START_MARK}2\n"), 8).is_empty());
+        // A log from before markers existed.
+        assert_eq!(last_start("a\nb\n", 1), vec!["b"]);
+        assert!(last_start("", 8).is_empty());
+    }
+
+    /// A log far larger than the tail that is read, with bytes that are not UTF-8.
+    #[test]
+    fn only_the_tail_of_a_large_log_is_read() {
+        let d = tempfile::tempdir().expect("temp dir");
+        let path = d.path().join("server1.log");
+        let mut bytes = vec![b'x'; 1 << 20];
+        bytes.extend_from_slice(b"\n\xff\xfe torn\nlast line\n");
+        std::fs::write(&path, &bytes).expect("write the log");
+        let tail = log_tail(&path).expect("the tail");
+        assert!(tail.len() <= (64 << 10) + 8, "{}", tail.len());
+        assert_eq!(
+            last_start(&tail, 2),
+            vec!["\u{fffd}\u{fffd} torn", "last line"]
+        );
+        assert!(log_tail(&d.path().join("missing.log")).is_none());
     }
 }

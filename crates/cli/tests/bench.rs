@@ -150,3 +150,33 @@ fn a_cluster_that_cannot_start_says_why() {
         "{stderr}"
     );
 }
+
+/// `mqpaxos failover` on the disk it is told to use: its JSON (what bench/compare's report
+/// reads) holds every kill, and it leaves nothing behind in that directory.
+#[test]
+fn failover_writes_json_and_cleans_up_its_data_dir() {
+    let d = tempfile::tempdir().expect("temp dir");
+    let data = d.path().join("data");
+    std::fs::create_dir(&data).expect("data dir");
+    let json = d.path().join("failover.json");
+    let o = run(&[
+        "failover",
+        "--kills",
+        "2",
+        "--settle",
+        "200ms",
+        "--data-dir",
+        data.to_str().expect("utf-8 temp path"),
+        "--json",
+        json.to_str().expect("utf-8 temp path"),
+    ]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "failover failed: {stderr}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("the JSON")).expect("JSON");
+    assert_eq!(v["kills"], 2);
+    assert_eq!(v["failover_ms"].as_array().map(Vec::len), Some(2), "{v}");
+    assert!(v["p99_ms"].as_f64().is_some_and(|p| p > 0.0), "{v}");
+    let left: Vec<_> = std::fs::read_dir(&data).expect("read dir").collect();
+    assert!(left.is_empty(), "{left:?}");
+}

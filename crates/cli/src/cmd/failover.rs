@@ -10,7 +10,7 @@
 
 use super::{fail, parse_duration, CmdResult, Failure};
 use crate::cmd::Exit;
-use crate::local_cluster::{temp_data_dir, ClusterSpec, LocalCluster};
+use crate::local_cluster::{data_dir_in, temp_data_dir, ClusterSpec, LocalCluster};
 use crate::metrics::scrape_all;
 use mqpaxos_node::{Client, ClientOptions};
 use serde::{Deserialize, Serialize};
@@ -37,6 +37,11 @@ pub struct Args {
     /// Write the results here as JSON.
     #[arg(long, env = "MQPAXOS_JSON")]
     pub json: Option<PathBuf>,
+    /// Parent of the servers' data directories (default: a new temporary directory), so
+    /// that the failover syncs to the disk being measured rather than wherever the system's
+    /// temporary directory lives. Removed afterwards either way.
+    #[arg(long, env = "MQPAXOS_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
 }
 
 /// What `--json` writes (and `bench --report` reads back for the performance document).
@@ -66,7 +71,11 @@ pub async fn run(a: Args) -> CmdResult {
     if a.kills == 0 {
         return Err(fail(Exit::Usage, "--kills must be at least 1"));
     }
-    let data_dir = temp_data_dir("failover");
+    // A directory of its own even under --data-dir: all of it is removed afterwards.
+    let data_dir = match &a.data_dir {
+        Some(parent) => data_dir_in(parent, "failover"),
+        None => temp_data_dir("failover"),
+    };
     let spec = ClusterSpec::measured(
         a.servers,
         "failover".to_string(),
@@ -76,7 +85,11 @@ pub async fn run(a: Args) -> CmdResult {
     )?;
     let mut cluster = LocalCluster::start(&spec).await?;
     let addrs = spec.metrics_addrs();
-    let result = measure(&a, &mut cluster, &addrs).await;
+    let mut result = measure(&a, &mut cluster, &addrs).await;
+    // The servers' logs go with the data directory: quote them with the error first.
+    if let Err(e) = &mut result {
+        e.message.push_str(&cluster.diagnosis());
+    }
     let _ = cluster.stop().await;
     let _ = std::fs::remove_dir_all(&data_dir);
     let report = result?;
@@ -116,10 +129,7 @@ async fn measure(
     opts.cluster = "failover".to_string();
     opts.timeout = Duration::from_secs(30);
     opts.resend = a.resend;
-    if let Err(mut e) = leader(addrs, Duration::from_secs(30)).await {
-        e.message.push_str(&cluster.diagnosis());
-        return Err(e);
-    }
+    leader(addrs, Duration::from_secs(30)).await?;
     let client = Client::connect(opts)
         .await
         .map_err(|e| fail(Exit::Unavailable, format!("cannot connect: {e}")))?;
@@ -151,7 +161,14 @@ async fn measure(
             tokio::time::sleep(a.settle).await;
             let killed_at = Instant::now();
             cluster.kill(id).await;
-            let d = next_write_after(&acks, killed_at, Duration::from_secs(30)).await?;
+            let d = next_write_after(&acks, killed_at, Duration::from_secs(30))
+                .await
+                .map_err(|mut e| {
+                    // Or the diagnosis below reads as if it had crashed.
+                    e.message
+                        .push_str(&format!(" (kill {k} was of server {id}, the leader)"));
+                    e
+                })?;
             eprintln!(
                 "  kill {k}: server {id}, next write committed after {:.0} ms",
                 d.as_secs_f64() * 1000.0
@@ -161,8 +178,7 @@ async fn measure(
             Ok::<(), Failure>(())
         }
         .await;
-        if let Err(mut e) = result {
-            e.message.push_str(&cluster.diagnosis());
+        if let Err(e) = result {
             outcome = Err(e);
             break;
         }

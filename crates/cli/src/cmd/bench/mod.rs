@@ -366,25 +366,33 @@ async fn run_own_cluster(a: &Args) -> CmdResult {
         a.server_arg.clone(),
     )?;
     let mut cluster = LocalCluster::start(&spec).await?;
-    let mut pids: Vec<u32> = cluster.server_pids().into_iter().flatten().collect();
-    pids.extend(&a.pids);
-    let observed = Observed {
-        metrics: spec.metrics_addrs(),
-        pids,
-    };
+    let metrics = spec.metrics_addrs();
     let work = async {
         let target = make_target(a, &cluster.url)?;
-        if let Err(mut e) = wait_ready(&target, &mut cluster).await {
-            e.message.push_str(&cluster.diagnosis());
-            return Err(e);
-        }
+        wait_ready(&target, &mut cluster).await?;
+        // Taken once the cluster is up: a server that has exited has no process id any
+        // more (once reaped, its old id may belong to some other process).
+        let mut pids: Vec<u32> = cluster.server_pids().into_iter().flatten().collect();
+        pids.extend(&a.pids);
+        let observed = Observed { metrics, pids };
         bench(a, &target, &observed, true).await
     };
     // Ctrl-C or SIGTERM: stop the cluster and remove its data as after a full run.
-    let result = tokio::select! {
+    let mut interrupted = false;
+    let mut result = tokio::select! {
         r = work => r,
-        _ = stop_signal() => Err(fail(Exit::Failed, "interrupted")),
+        _ = stop_signal() => {
+            interrupted = true;
+            Err(fail(Exit::Failed, "interrupted"))
+        }
     };
+    // Whatever went wrong, what the servers said goes with it: their logs are about to be
+    // removed with the temporary data directory.
+    if let Err(e) = &mut result {
+        if !interrupted {
+            e.message.push_str(&cluster.diagnosis());
+        }
+    }
     let stopped = cluster.stop().await;
     if temporary {
         let _ = std::fs::remove_dir_all(&data_dir);
@@ -394,40 +402,53 @@ async fn run_own_cluster(a: &Args) -> CmdResult {
     Ok(code)
 }
 
-/// Waits until the new cluster has a leader: a put goes through. Gives up at once when a
-/// majority of its servers has exited (e.g. a `--server-arg` they refuse): no leader can come.
+/// Waits until the new cluster has a leader: a put goes through. Gives up as soon as a
+/// majority of its servers has exited (e.g. on a `--server-arg` they refuse), also while a
+/// put is waiting for its answer: no leader can come.
 #[cfg(feature = "embedded-broker")]
 async fn wait_ready(
     target: &Target,
     cluster: &mut crate::local_cluster::LocalCluster,
 ) -> Result<(), Failure> {
     let deadline = Instant::now() + Duration::from_secs(30);
-    let mut last = String::new();
-    while Instant::now() < deadline {
-        let (exited, servers) = (cluster.exited(), cluster.servers() as usize);
-        if servers - exited < servers / 2 + 1 {
-            return Err(fail(
-                Exit::Unavailable,
-                format!("the local cluster cannot start: {exited} of its servers exited"),
-            ));
-        }
-        match target.connect().await {
-            Ok(mut c) => {
-                let r = c.run(workload::OpKind::Put, "bench-ready", "1").await;
-                c.close().await;
-                match r {
-                    Ok(()) => return Ok(()),
-                    Err(e) => last = e.to_string(),
+    let attempts = async {
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            match target.connect().await {
+                Ok(mut c) => {
+                    let r = c.run(workload::OpKind::Put, "bench-ready", "1").await;
+                    c.close().await;
+                    match r {
+                        Ok(()) => return Ok(()),
+                        Err(e) => last = e.to_string(),
+                    }
                 }
+                Err(e) => last = e.to_string(),
             }
-            Err(e) => last = e.to_string(),
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        Err(fail(
+            Exit::Unavailable,
+            format!("the local cluster did not become ready: {last}"),
+        ))
+    };
+    let servers = cluster.servers() as usize;
+    let majority_gone = async {
+        loop {
+            let exited = cluster.exited();
+            if servers.saturating_sub(exited) < servers / 2 + 1 {
+                return exited;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::select! {
+        r = attempts => r,
+        exited = majority_gone => Err(fail(
+            Exit::Unavailable,
+            format!("the local cluster cannot start: {exited} of its {servers} servers exited"),
+        )),
     }
-    Err(fail(
-        Exit::Unavailable,
-        format!("the local cluster did not become ready: {last}"),
-    ))
 }
 
 fn make_target(a: &Args, broker: &str) -> Result<Target, Failure> {

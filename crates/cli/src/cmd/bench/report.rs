@@ -5,6 +5,7 @@
 //! more files, when there, get sections of their own: [`FAILOVER`] (`mqpaxos failover
 //! --json`) and [`MEMORY`] (one `mqpaxos bench` run of many steps on one cluster).
 
+use super::rounds::{main_sizes, sizes_of};
 use super::{Failure, Results, Step};
 use crate::charts::{DrawError, PALETTE};
 use crate::cmd::fail;
@@ -40,7 +41,7 @@ pub fn write(dir: &Path, doc: &Path, img_dir: &Path) -> Result<(), Failure> {
     })?;
     register_font()?;
     // Charts: the closed-loop put-only runs of the main data size, one line per system.
-    let sizes = main_sizes(&runs);
+    let sizes = main_sizes(runs.iter());
     let series: Vec<&Results> = runs
         .iter()
         .filter(|r| r.params.mode == "closed" && r.params.mix == "put=100" && sizes_of(r) == sizes)
@@ -151,7 +152,8 @@ fn failover_section(d: &mut String, f: &crate::cmd::failover::Report) {
          `mqpaxos failover --kills {}`: its own cluster of {} servers (fsync always), one client \
          writing one command at a time (resend after {:.0} ms); {} times, once one leader is \
          settled, kill -9 of the leader, then its restart from its data directory. Measured: \
-         from the kill to the acknowledgement of the first write sent after it.\n\n\
+         from the kill to the acknowledgement of the first write sent after it. With fewer \
+         than 100 kills, p99 is the slowest of them.\n\n\
          | kills | p50 ms | p90 ms | p99 ms | max ms |\n|--:|--:|--:|--:|--:|\n\
          | {} | {:.0} | {:.0} | {:.0} | {:.0} |\n\n\
          Each, in order (ms): {}",
@@ -173,15 +175,17 @@ fn memory_section(d: &mut String, m: &Results) {
     let Some((first, last)) = m.steps.first().zip(m.steps.last()) else {
         return;
     };
-    let total: f64 = m
-        .steps
-        .iter()
-        .map(|s| s.ops_per_sec * m.params.duration_s)
-        .sum();
+    // Measured windows only (not the prefill before the first step).
+    let total: u64 = m.steps.iter().map(|s| s.ops).sum();
+    let servers = m
+        .params
+        .servers
+        .map_or_else(String::new, |n| format!("{n} servers, "));
+    let sync = m.params.sync.as_deref().unwrap_or("default");
     let _ = writeln!(
         d,
         "\n## Memory under load\n\n\
-         One mqpaxos cluster (3 servers, fsync always) under {} steps of {} clients putting \
+         One mqpaxos cluster ({servers}fsync {sync}) under {} steps of {} clients putting \
          {}-byte values over {} keys, {:.0} s each, back to back (new client sessions each \
          step): about {:.1} million puts. The servers' resident memory, summed, at the end of \
          each step, and the highest it had been (`VmHWM`, summed):\n\n\
@@ -191,7 +195,7 @@ fn memory_section(d: &mut String, m: &Results) {
         m.params.value_size,
         m.params.keys,
         m.params.duration_s,
-        total / 1e6
+        total as f64 / 1e6
     );
     for (i, s) in m.steps.iter().enumerate() {
         let _ = writeln!(
@@ -370,19 +374,9 @@ fn relative(doc: &Path, target: &Path) -> String {
     s
 }
 
-/// Keys and value size of the first run: the comparison's main workload. Runs with other
-/// sizes (bench/compare's large-state step) get tables of their own.
-fn main_sizes(runs: &[Results]) -> (usize, usize) {
-    runs.first().map_or((0, 0), sizes_of)
-}
-
-fn sizes_of(r: &Results) -> (usize, usize) {
-    (r.params.keys, r.params.value_size)
-}
-
 /// The peak of each system's put-only run, and mqpaxos's publishes per command across steps.
 fn summary(d: &mut String, runs: &[Results]) {
-    let sizes = main_sizes(runs);
+    let sizes = main_sizes(runs.iter());
     let puts: Vec<&Results> = runs
         .iter()
         .filter(|r| r.params.mode == "closed" && r.params.mix == "put=100" && sizes_of(r) == sizes)
@@ -535,7 +529,7 @@ fn charts_section(d: &mut String, doc: &Path, img_dir: &Path) {
 /// One table per mix and data size.
 fn results(d: &mut String, runs: &[Results], rounds: &[super::rounds::Series]) {
     // Put only first, then the other mixes in the order they ran, then other data sizes.
-    let sizes = main_sizes(runs);
+    let sizes = main_sizes(runs.iter());
     let mut groups: Vec<(String, (usize, usize))> = vec![("put=100".to_string(), sizes)];
     for r in runs {
         let g = (r.params.mix.clone(), sizes_of(r));
@@ -630,7 +624,8 @@ fn reproduce(d: &mut String) {
         "```\nbash bench/compare                  # installs etcd, NATS, protoc if missing; ~60 min\n\
          bash bench/compare --clients 1,64 --reps 3 --systems mqpaxos,etcd,nats --no-mix\n\
          bash bench/compare --clients 1,16 --duration 5s --reps 1 --no-memory   # shorter\n\
-         mqpaxos failover --kills 20         # the failover section alone\n```\n\n\
+         mqpaxos failover --kills 20 --json bench/results/failover.json   # then:\n\
+         mqpaxos bench --report bench/results --doc docs/performance.md --img-dir docs/img\n```\n\n\
          `mqpaxos bench` alone (own cluster, or `--broker` for a running one) is described in \
          the README. The comparison needs `cargo build --release -p mqpaxos --features compare`.\n\n\
          What batching and the read path each gain, and the profile: \
@@ -643,8 +638,9 @@ mod tests {
     use super::*;
 
     fn step(clients: usize, ops: f64, rss: f64) -> String {
+        let total = (ops * 60.0) as u64;
         format!(
-            r#"{{"clients":{clients},"rate":null,"ops":1,"errors":0,"ops_per_sec":{ops},
+            r#"{{"clients":{clients},"rate":null,"ops":{total},"errors":0,"ops_per_sec":{ops},
             "p50_ms":1,"p90_ms":1,"p99_ms":2,"p999_ms":3,"max_ms":4,"committed":null,
             "publishes_per_command":null,"cpu_percent":null,"rss_mib":{rss},
             "peak_rss_mib":{rss},"bench_cpu_percent":null,"cpu_us_per_command":null,
@@ -700,6 +696,7 @@ mod tests {
         );
         assert!(text.contains("+1.0% against the first's"), "{text}");
         assert!(text.contains("about 0.1 million puts"), "{text}");
+        assert!(text.contains("(3 servers, fsync always)"), "{text}");
         // Not a series of the comparison.
         assert!(!text.contains("| long |"), "{text}");
         assert!(text.find("## Memory").unwrap_or(0) < text.find("## Reproduce").unwrap_or(0));

@@ -157,6 +157,17 @@ pub fn ratio(
 /// The system every ratio is taken against.
 const BASELINE: &str = "etcd";
 
+/// A run's data size: (keys, value size).
+pub fn sizes_of(r: &Results) -> (usize, usize) {
+    (r.params.keys, r.params.value_size)
+}
+
+/// The comparison's main data size: the first run's (bench/compare runs the other sizes
+/// after the main steps).
+pub fn main_sizes<'a>(mut runs: impl Iterator<Item = &'a Results>) -> (usize, usize) {
+    runs.next().map_or((0, 0), sizes_of)
+}
+
 /// The comparison's figures over rounds: each series' throughput per step as median and
 /// range, and its ratio to etcd's (throughput, and p50 latency) round by round. Nothing when
 /// every step ran once.
@@ -180,23 +191,20 @@ pub fn section(d: &mut String, series: &[Series]) {
         "| system | workload | clients | rounds | ops/s median | ops/s range | ops/s ÷ etcd | p50 ÷ etcd |"
     );
     let _ = writeln!(d, "|---|---|--:|--:|--:|--:|--:|--:|");
-    // The first series' data size is the comparison's main workload; others are named.
-    let main = series.first().map_or((0, 0), |s| {
-        (s.results.params.keys, s.results.params.value_size)
-    });
+    // The main workload's data size goes without saying; others are named.
+    let main = main_sizes(series.iter().map(|s| &s.results));
     for s in series {
         let r = &s.results;
         let base = series.iter().find(|b| {
             b.results.label == BASELINE
                 && b.results.params.mix == r.params.mix
-                && (b.results.params.keys, b.results.params.value_size)
-                    == (r.params.keys, r.params.value_size)
+                && sizes_of(&b.results) == sizes_of(r)
         });
         let mut workload = r.params.mix.clone();
         if r.params.pipeline > 1 {
             let _ = write!(workload, ", {} in flight per client", r.params.pipeline);
         }
-        if (r.params.keys, r.params.value_size) != main {
+        if sizes_of(r) != main {
             let _ = write!(
                 workload,
                 ", {} keys of {} bytes",
