@@ -142,7 +142,8 @@ fn a_cluster_that_cannot_start_says_why() {
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("servers exited"), "{stderr}");
-    assert!(stderr.contains("server 1 has exited"), "{stderr}");
+    // Which ones: at least the majority that ended the wait (the third may still be starting).
+    assert!(stderr.matches(" has exited (").count() >= 2, "{stderr}");
     assert!(stderr.contains("--no-such-flag"), "{stderr}");
     // Not the 30 s a cluster gets to elect a leader: nothing can come of waiting.
     assert!(
