@@ -104,6 +104,10 @@ pub enum Mutation {
     /// Replies (read-index gets, duplicates answered from the session table) leave before
     /// the sync: with a quorum of one they can show a write that a crash then erases.
     ReplyBeforeSync,
+    /// A leader's reply to an executed command leaves before the sync even when the command's
+    /// slot was proposed in the same flush: a lone server's reply can show a write that a
+    /// crash then erases.
+    ReplyBeforeItsFlush,
     /// A follower executes what it holds below the leader's commit point whatever ballot it
     /// was accepted in, not only the leader's: a value from an older ballot that lost.
     LearnAnyBallot,

@@ -37,14 +37,19 @@ use std::time::Duration;
 pub const GROUP_COMMIT_MAX: usize = 256;
 
 /// What one flush asks of whoever drives the driver, in this order: publish `send_early`,
-/// make `persist` durable with one sync, then publish `send_durable`.
+/// make `persist` durable with one sync, then publish `send_durable`. The caller carries out
+/// each flush to the end before it starts the next: the core counts on the writes of one
+/// flush being durable before anything of a later flush leaves (a leader replies ahead of
+/// the sync for slots it proposed before the last flush, see [`Server::flush_taken`]).
 #[derive(Debug, Default)]
 pub struct Flush {
-    /// May leave before the writes are durable (nothing in them vouches for the writes).
+    /// May leave before the writes are durable: nothing in them vouches for these writes
+    /// (only for those of earlier flushes).
     pub send_early: Vec<Outgoing>,
     /// Durable writes, in order; one sync covers them all.
     pub persist: Vec<PersistOp>,
-    /// Promises, acknowledgements and replies: only once `persist` is durable.
+    /// Promises, acknowledgements and the replies that vouch for `persist`: only once it is
+    /// durable.
     pub send_durable: Vec<Outgoing>,
     /// Slots the steps of this flush executed, with value digests (`Config::trace_chosen`).
     /// A lone server executes a slot as soon as it accepts it, before the sync; nothing of
@@ -181,6 +186,7 @@ impl Driver {
     pub fn flush(&mut self) -> Flush {
         self.steps = 0;
         self.persist_bytes = 0;
+        self.server.flush_taken();
         let persist = std::mem::take(&mut self.persist);
         let mut early = std::mem::take(&mut self.early);
         let mut durable = std::mem::take(&mut self.durable);

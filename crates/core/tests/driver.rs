@@ -326,6 +326,60 @@ fn a_lone_server_answers_nothing_before_the_sync() {
     );
 }
 
+/// A leader of three replies to a command with the early messages of the flush after the one
+/// that carried its slot: its own copy is durable by then and the follower acknowledged
+/// after its sync, so the reply need not wait for the newer commands' writes. Replying to a
+/// command proposed in the same flush would not be safe; that one waits.
+#[test]
+fn a_leader_replies_ahead_of_the_sync_for_slots_of_an_earlier_flush() {
+    let mut c = Cluster::new(3, |_| {});
+    c.elect(1);
+    c.settle();
+    assert_eq!(c.server(1).role(), RoleKind::Leader);
+    c.step(1, Input::Request(put(1, "A")));
+    c.flush(1);
+    // Server 2 accepts and acknowledges; its Accepted joins server 1's next group, with a
+    // new command whose write that group's sync makes durable.
+    c.deliver(|f| f.to == 2);
+    c.flights.retain(|f| f.to == 1);
+    c.elect_reply_from(2);
+    c.step(
+        1,
+        Input::Request(Command {
+            client: "c/2".into(),
+            seq: 1,
+            op: Op::Put {
+                key: "j".into(),
+                value: "B".into(),
+            },
+        }),
+    );
+    let f = c.driver(1).flush();
+    assert!(
+        f.persist
+            .iter()
+            .any(|op| matches!(op, PersistOp::Accept { .. })),
+        "the new command's write is in this flush: {:?}",
+        f.persist
+    );
+    let early: Vec<_> = f
+        .send_early
+        .iter()
+        .filter_map(|o| match &o.msg {
+            Message::Reply { client, seq, .. } => Some((client.as_str(), *seq)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(early, vec![("c/1", 1)], "{:?}", f.send_early);
+    assert!(
+        f.send_durable
+            .iter()
+            .all(|o| !matches!(o.msg, Message::Reply { .. })),
+        "{:?}",
+        f.send_durable
+    );
+}
+
 /// A backup copy (`Op::SnapshotPiece`) is taken only once a majority has confirmed the
 /// leader in a read round, comes in pieces of `snapshot_chunk` bytes that all belong to one
 /// commit point even while writes go on, and holds that point's state.

@@ -567,6 +567,7 @@ pub mod mutations {
         "no-check-quorum" => NoCheckQuorum,
         "trust-empty-disk" => TrustEmptyDisk,
         "reply-before-sync" => ReplyBeforeSync,
+        "reply-before-its-flush" => ReplyBeforeItsFlush,
         "learn-any-ballot" => LearnAnyBallot,
         "read-joins-running-round" => ReadJoinsRunningRound,
         "no-incarnation-filter" => NoIncarnationFilter,

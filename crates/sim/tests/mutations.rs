@@ -145,3 +145,17 @@ fn a_lone_server_replying_before_its_sync_is_caught() {
     );
     assert!(f.iter().any(|(_, v)| v.contains("not on disk")), "{f:?}");
 }
+
+/// A leader's reply to an executed command leaves ahead of the sync only when the command's
+/// slot was proposed before an earlier flush; a lone server executes in the step that
+/// proposes, so replying early there shows a write a crash can still erase.
+#[test]
+fn a_reply_that_leaves_before_its_own_flush_is_caught() {
+    let f = failures(
+        "reply before its flush, single",
+        scenario::single(),
+        reply_before_its_flush,
+        20,
+    );
+    assert!(f.iter().any(|(_, v)| v.contains("not on disk")), "{f:?}");
+}

@@ -444,6 +444,7 @@ impl Server {
             judged_from: now,
             last_tick: now,
             heard: BTreeMap::new(),
+            flushed_below: 0,
         };
         let mut values = Vec::new();
         for (slot, value) in (self.commit..end).zip(chosen) {

@@ -36,7 +36,23 @@ impl Server {
                 seq: cmd.seq,
                 result,
             };
-            self.send_after(Dest::Client(cmd.client.clone()), msg);
+            // The reply vouches for the slot on a majority's disks. The followers' copies are
+            // durable (they acknowledge after their sync); this leader's copy is, once the
+            // flush that carried its proposal is done. A slot proposed before the last flush
+            // was taken thus needs no sync of the current flush, and its reply leaves ahead
+            // of it. A lone server executes what it proposes in the same step, before any
+            // sync: its replies wait.
+            let early = slot < l.flushed_below;
+            #[cfg(feature = "mutations")]
+            let early = early
+                || self
+                    .cfg
+                    .mutated(crate::config::Mutation::ReplyBeforeItsFlush);
+            if early {
+                self.send_now(Dest::Client(cmd.client.clone()), msg);
+            } else {
+                self.send_after(Dest::Client(cmd.client.clone()), msg);
+            }
         }
     }
 

@@ -114,6 +114,9 @@ struct Leader {
     judged_from: Duration,
     /// When the heartbeat timer last fired.
     last_tick: Duration,
+    /// Slots below this were proposed before the last flush was taken: their writes here are
+    /// durable before anything a later step sends leaves (see [`Server::flush_taken`]).
+    flushed_below: Slot,
 }
 
 #[derive(Debug)]
@@ -773,6 +776,15 @@ impl Server {
 
     fn send_now(&mut self, to: Dest, msg: Message) {
         self.ready.send_now.push(Outgoing { to, msg });
+    }
+
+    /// The driver took a flush: the writes of every step so far are in it, and the caller
+    /// makes them durable before it carries out any later flush. So what a later step sends
+    /// may vouch for them without waiting for that later flush's own sync.
+    pub fn flush_taken(&mut self) {
+        if let Role::Leader(l) = &mut self.role {
+            l.flushed_below = l.next_slot;
+        }
     }
 
     /// A reply that does not come from executing a slot now: it still waits for the sync.

@@ -27,5 +27,6 @@ mutations! {
     catch_up_unchosen => CatchUpUnchosen,
     early_before_promise => EarlyBeforePromise,
     reply_before_sync => ReplyBeforeSync,
+    reply_before_its_flush => ReplyBeforeItsFlush,
     no_pre_vote => NoPreVote,
 }
