@@ -214,23 +214,46 @@ pub fn topic_matches_filter(topic: &str, filter: &str) -> bool {
         return true;
     }
 
-    // Level by level without collecting either side: this runs once per wildcard filter
-    // for every publish a broker routes.
-    let mut topic_parts = topic.split('/');
-    let mut filter_parts = filter.split('/');
+    // One pass over the bytes of both, level by level, without splitting either: this runs
+    // once per wildcard filter for every publish a broker routes, and the topics of one
+    // application share long literal prefixes. `/` is ASCII, so byte positions at a `/` are
+    // char boundaries and levels compare as bytes exactly as they would as strings.
+    let (t, f) = (topic.as_bytes(), filter.as_bytes());
+    let (mut ti, mut fi) = (0, 0);
     loop {
-        match (topic_parts.next(), filter_parts.next()) {
-            (Some(t), Some(f)) => {
-                if f == "#" {
-                    return true;
-                }
-                if f != "+" && f != t {
-                    return false;
-                }
+        // Both at the start of a level.
+        let level_end = f[fi..]
+            .iter()
+            .position(|&b| b == b'/')
+            .map_or(f.len(), |n| fi + n);
+        let level = &f[fi..level_end];
+        if level == b"#" {
+            return true;
+        }
+        if level == b"+" {
+            while ti < t.len() && t[ti] != b'/' {
+                ti += 1;
             }
-            (None, None) => return true,
-            (None, Some(f)) => return f == "#" && filter_parts.next().is_none(),
-            (Some(_), None) => return false,
+        } else {
+            let n = level.len();
+            if t.len() - ti < n || &t[ti..ti + n] != level {
+                return false;
+            }
+            ti += n;
+            if ti < t.len() && t[ti] != b'/' {
+                return false;
+            }
+        }
+        fi = level_end;
+        match (ti == t.len(), fi == f.len()) {
+            (true, true) => return true,
+            // The topic ended: only a final `#` (matching the parent level) is left to match.
+            (true, false) => return &f[fi..] == b"/#",
+            (false, true) => return false,
+            (false, false) => {
+                ti += 1;
+                fi += 1;
+            }
         }
     }
 }
