@@ -183,11 +183,15 @@ impl Cluster {
 }
 
 fn put(seq: u64, v: &str) -> Command {
+    put_as("c/1", "k", seq, v)
+}
+
+fn put_as(client: &str, key: &str, seq: u64, v: &str) -> Command {
     Command {
-        client: "c/1".into(),
+        client: client.into(),
         seq,
         op: Op::Put {
-            key: "k".into(),
+            key: key.into(),
             value: v.into(),
         },
     }
@@ -343,17 +347,7 @@ fn a_leader_replies_ahead_of_the_sync_for_slots_of_an_earlier_flush() {
     c.deliver(|f| f.to == 2);
     c.flights.retain(|f| f.to == 1);
     c.elect_reply_from(2);
-    c.step(
-        1,
-        Input::Request(Command {
-            client: "c/2".into(),
-            seq: 1,
-            op: Op::Put {
-                key: "j".into(),
-                value: "B".into(),
-            },
-        }),
-    );
+    c.step(1, Input::Request(put_as("c/2", "j", 1, "B")));
     let f = c.driver(1).flush();
     assert!(
         f.persist
@@ -405,14 +399,7 @@ fn a_backup_copy_waits_for_a_quorum_and_its_pieces_form_one_point_in_time() {
         panic!("the session opened: {:?}", c.replies);
     };
     let session = format!("c/t/{slot}");
-    let write = |seq: u64, v: &str| Command {
-        client: session.clone(),
-        seq,
-        op: Op::Put {
-            key: "k".into(),
-            value: v.into(),
-        },
-    };
+    let write = |seq: u64, v: &str| put_as(&session, "k", seq, v);
     c.step(1, Input::Request(write(1, "before the backup")));
     c.flush(1);
     c.settle();

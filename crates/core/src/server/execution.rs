@@ -48,10 +48,11 @@ impl Server {
                 || self
                     .cfg
                     .mutated(crate::config::Mutation::ReplyBeforeItsFlush);
+            let to = Dest::Client(cmd.client.clone());
             if early {
-                self.send_now(Dest::Client(cmd.client.clone()), msg);
+                self.send_now(to, msg);
             } else {
-                self.send_after(Dest::Client(cmd.client.clone()), msg);
+                self.send_after(to, msg);
             }
         }
     }
