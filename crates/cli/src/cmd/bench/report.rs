@@ -457,9 +457,9 @@ fn introduction(d: &mut String, runs: &[Results], notes: &str) {
     let _ = writeln!(
         d,
         "**Read these numbers with care.** The clients, the broker and all three members of \
-         every system share the same {} cores; the machine was also building other projects \
-         while they ran, so the numbers are noisy and say more about relative shape than about \
-         absolute capacity. Every system's data directories are on the same disk.\n",
+         every system share the same {} cores of a virtual machine whose host is shared, so the \
+         numbers are noisy and say more about relative shape than about absolute capacity. \
+         Every system's data directories are on the same disk.\n",
         m.nproc
     );
     let _ = writeln!(d, "## Machine and versions\n");
