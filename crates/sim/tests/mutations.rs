@@ -141,8 +141,11 @@ fn messages_sent_before_their_promise_is_durable_are_caught() {
 /// proposes), both show a write a crash can still erase.
 #[test]
 fn replies_before_their_sync_are_caught() {
-    let bugs: [(&str, fn(&mut Config)); 2] = [
-        ("reply before sync, single", reply_before_sync),
+    let bugs = [
+        (
+            "reply before sync, single",
+            reply_before_sync as fn(&mut Config),
+        ),
         ("reply before its flush, single", reply_before_its_flush),
     ];
     for (what, tweak) in bugs {
