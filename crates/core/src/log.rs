@@ -229,27 +229,30 @@ impl Durable {
         ops
     }
 
-    pub fn apply(&mut self, op: &PersistOp) {
+    /// Takes the op by value: its entry moves into the log rather than being copied (every
+    /// caller is done with the op once it is applied, and an entry is a whole batch of
+    /// commands, each with its own allocations).
+    pub fn apply(&mut self, op: PersistOp) {
         match op {
             PersistOp::Promise(b) => {
-                debug_assert!(*b >= self.promised, "a promise never goes down");
-                self.promised = (*b).max(self.promised);
+                debug_assert!(b >= self.promised, "a promise never goes down");
+                self.promised = b.max(self.promised);
             }
-            PersistOp::Accept { slot, entry } => self.log.insert(*slot, entry.clone()),
+            PersistOp::Accept { slot, entry } => self.log.insert(slot, entry),
             PersistOp::Snapshot(s) => {
                 if s.next_slot >= self.snapshot.next_slot {
                     self.log.truncate_before(s.next_slot);
-                    self.snapshot = s.clone();
+                    self.snapshot = s;
                 }
             }
             PersistOp::Incarnation {
                 server,
                 incarnation,
             } => {
-                let known = self.incarnations.entry(*server).or_insert(0);
-                *known = (*known).max(*incarnation);
+                let known = self.incarnations.entry(server).or_insert(0);
+                *known = (*known).max(incarnation);
             }
-            PersistOp::Rejoining(on) => self.rejoining = *on,
+            PersistOp::Rejoining(on) => self.rejoining = on,
         }
     }
 }

@@ -117,7 +117,7 @@ impl Cluster {
         for o in send_early {
             self.post(id, o);
         }
-        for op in &persist {
+        for op in persist {
             self.durable[id as usize - 1].apply(op);
         }
         for o in send_durable {

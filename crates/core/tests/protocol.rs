@@ -64,7 +64,7 @@ impl Cluster {
     }
 
     fn absorb(&mut self, id: NodeId, ready: Ready) {
-        for op in &ready.persist {
+        for op in ready.persist {
             self.durable[id as usize - 1].apply(op);
         }
         for Outgoing { to, msg } in ready.send_now.into_iter().chain(ready.send_after) {

@@ -33,7 +33,7 @@ type Result<T> = std::result::Result<T, Box<dyn Error>>;
 /// One store under test, holding the accepted log of a single acceptor.
 trait Store {
     /// Makes every op durable before returning.
-    fn persist(&mut self, ops: &[PersistOp]) -> Result<()>;
+    fn persist(&mut self, ops: Vec<PersistOp>) -> Result<()>;
 }
 
 /// Opens store `name` again from `dir` and decodes every entry, as recovery would; returns
@@ -73,7 +73,7 @@ fn reopen_and_count(name: &str, dir: &Path) -> Result<usize> {
 struct Wal(FileStorage);
 
 impl Store for Wal {
-    fn persist(&mut self, ops: &[PersistOp]) -> Result<()> {
+    fn persist(&mut self, ops: Vec<PersistOp>) -> Result<()> {
         Ok(self.0.persist(ops)?)
     }
 }
@@ -92,12 +92,12 @@ fn kv(op: &PersistOp) -> Result<(u64, Vec<u8>)> {
 }
 
 impl Store for Redb {
-    fn persist(&mut self, ops: &[PersistOp]) -> Result<()> {
+    fn persist(&mut self, ops: Vec<PersistOp>) -> Result<()> {
         let mut tx = self.0.begin_write()?;
         tx.set_durability(redb::Durability::Immediate)?;
         {
             let mut t = tx.open_table(REDB_LOG)?;
-            for op in ops {
+            for op in &ops {
                 let (slot, v) = kv(op)?;
                 t.insert(slot, v.as_slice())?;
             }
@@ -123,12 +123,12 @@ fn open_fjall(dir: &Path) -> Result<Fjall> {
 }
 
 impl Store for Fjall {
-    fn persist(&mut self, ops: &[PersistOp]) -> Result<()> {
+    fn persist(&mut self, ops: Vec<PersistOp>) -> Result<()> {
         let mut batch = self
             .db
             .batch()
             .durability(Some(fjall::PersistMode::SyncData));
-        for op in ops {
+        for op in &ops {
             let (slot, v) = kv(op)?;
             batch.insert(&self.log, slot.to_be_bytes(), v);
         }
@@ -142,10 +142,10 @@ impl Store for Fjall {
 struct Raw(std::fs::File);
 
 impl Store for Raw {
-    fn persist(&mut self, ops: &[PersistOp]) -> Result<()> {
+    fn persist(&mut self, ops: Vec<PersistOp>) -> Result<()> {
         use std::io::Write;
         let mut buf = Vec::new();
-        for op in ops {
+        for op in &ops {
             buf.extend_from_slice(&postcard::to_allocvec(op)?);
         }
         self.0.write_all(&buf)?;
@@ -222,7 +222,7 @@ fn run_slice(
     while start.elapsed() < slice {
         let ops = batch(*slot, size);
         let t = Instant::now();
-        store.persist(&ops)?;
+        store.persist(ops)?;
         if let Some(r) = run.as_deref_mut() {
             r.lat.push(t.elapsed());
             r.entries += size;
@@ -386,7 +386,7 @@ fn main() -> Result<()> {
         let before = write_bytes();
         let mut store = open(name, dir.path())?;
         for b in (0..n).step_by(64) {
-            store.persist(&batch(b as u64, 64.min(n - b)))?;
+            store.persist(batch(b as u64, 64.min(n - b)))?;
         }
         // Count what a clean close writes too (fjall persists its journal on drop).
         drop(store);

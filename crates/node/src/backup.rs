@@ -220,7 +220,7 @@ pub fn restore(
         next_slot: backup.snapshot.next_slot,
         kv: backup.snapshot.kv.without_sessions(),
     };
-    storage.persist(&[PersistOp::Snapshot(snapshot)])?;
+    storage.persist(vec![PersistOp::Snapshot(snapshot)])?;
     Ok(())
 }
 

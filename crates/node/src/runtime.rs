@@ -701,11 +701,11 @@ impl Node {
                 if early {
                     tokio::task::yield_now().await;
                 }
-                self.storage.persist(&persist)?;
+                self.storage.persist(persist)?;
             } else {
                 let storage = &mut self.storage;
                 // An fsync blocks; let the runtime move other tasks off this thread meanwhile.
-                tokio::task::block_in_place(|| storage.persist(&persist))?;
+                tokio::task::block_in_place(|| storage.persist(persist))?;
             }
         }
         self.send_all(send_durable).await;

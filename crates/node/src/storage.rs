@@ -87,8 +87,9 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StorageError + '_ {
 pub trait Storage: Send {
     /// The state as of the last successful `persist`.
     fn load(&mut self) -> Result<Durable, StorageError>;
-    /// Makes `ops` durable (in order) before returning.
-    fn persist(&mut self, ops: &[PersistOp]) -> Result<(), StorageError>;
+    /// Makes `ops` durable (in order) before returning. Takes them by value so that their
+    /// entries move into the in-memory mirror instead of being copied.
+    fn persist(&mut self, ops: Vec<PersistOp>) -> Result<(), StorageError>;
 }
 
 /// Keeps nothing across a restart. Only for tests and benchmarks: a server that forgets
@@ -109,7 +110,7 @@ impl Storage for MemoryStorage {
     fn load(&mut self) -> Result<Durable, StorageError> {
         Ok(self.durable.clone())
     }
-    fn persist(&mut self, ops: &[PersistOp]) -> Result<(), StorageError> {
+    fn persist(&mut self, ops: Vec<PersistOp>) -> Result<(), StorageError> {
         for op in ops {
             self.durable.apply(op);
         }
@@ -681,7 +682,7 @@ impl Storage for FileStorage {
         Ok(durable)
     }
 
-    fn persist(&mut self, ops: &[PersistOp]) -> Result<(), StorageError> {
+    fn persist(&mut self, ops: Vec<PersistOp>) -> Result<(), StorageError> {
         if ops.is_empty() {
             return Ok(());
         }
@@ -698,17 +699,17 @@ impl Storage for FileStorage {
         // written before this returns.
         let mut implied = !self.durable.rejoining;
         for op in ops {
-            if let PersistOp::Snapshot(snap) = op {
+            if let PersistOp::Snapshot(snap) = &op {
                 implied &= !self.durable.rejoining
                     && (self.durable.snapshot.next_slot..snap.next_slot)
                         .all(|slot| self.durable.log.get(slot).is_some());
             }
-            self.durable.apply(op);
             if matches!(op, PersistOp::Snapshot(_)) {
                 snapshot = true;
             } else {
-                frame(&mut buf, op)?;
+                frame(&mut buf, &op)?;
             }
+            self.durable.apply(op);
         }
         if snapshot {
             // One at a time: the earlier one goes in place first, and this group after it.
@@ -1007,7 +1008,7 @@ fn replay_groups(
                 .filter(|b| crc32fast::hash(b) == crc)
                 .ok_or_else(|| corrupt(at, "a bad record inside a valid group"))?;
             let op = decode_record(rec, format).map_err(|e| corrupt(at, &e.to_string()))?;
-            durable.apply(&op);
+            durable.apply(op);
             r += HEADER + len;
         }
         at += GROUP_HEADER + body.len();
@@ -1065,7 +1066,7 @@ fn replay(
         })();
         match outcome {
             Ok((op, n)) => {
-                durable.apply(&op);
+                durable.apply(op);
                 at += n;
             }
             Err((offset, why)) => {
@@ -1187,9 +1188,10 @@ mod tests {
         // re-learned past): the log alone does not imply it, so it may not wait for a thread.
         let d = tempfile::tempdir().unwrap();
         let mut s = open(d.path());
-        s.persist(&[PersistOp::Promise(Ballot::new(3, 1))]).unwrap();
+        s.persist(vec![PersistOp::Promise(Ballot::new(3, 1))])
+            .unwrap();
         let kv = store_with_k_v(99);
-        s.persist(&[PersistOp::Snapshot(Snapshot { next_slot: 100, kv })])
+        s.persist(vec![PersistOp::Snapshot(Snapshot { next_slot: 100, kv })])
             .unwrap();
         let bytes = fs::read(d.path().join("wal")).unwrap();
         let mut got = Durable::new(100);
@@ -1205,16 +1207,16 @@ mod tests {
         // must not take that back while `Rejoining(false)` stays on disk.
         let d = tempfile::tempdir().unwrap();
         let mut s = open(d.path());
-        s.persist(&[PersistOp::Rejoining(true)]).unwrap();
+        s.persist(vec![PersistOp::Rejoining(true)]).unwrap();
         for slot in 0..3 {
-            s.persist(&[PersistOp::Accept {
+            s.persist(vec![PersistOp::Accept {
                 slot,
                 entry: entry(2, "v"),
             }])
             .unwrap();
         }
         let kv = store_with_k_v(2);
-        s.persist(&[
+        s.persist(vec![
             PersistOp::Snapshot(Snapshot { next_slot: 3, kv }),
             PersistOp::Rejoining(false),
         ])
@@ -1235,7 +1237,7 @@ mod tests {
         let mut s = open(d.path());
         s.max_tail = 0;
         for slot in 0..3 {
-            s.persist(&[PersistOp::Accept {
+            s.persist(vec![PersistOp::Accept {
                 slot,
                 entry: entry(2, &format!("v{slot}")),
             }])
@@ -1256,9 +1258,9 @@ mod tests {
                 },
             );
         }
-        s.persist(&[PersistOp::Snapshot(Snapshot { next_slot: 3, kv })])
+        s.persist(vec![PersistOp::Snapshot(Snapshot { next_slot: 3, kv })])
             .unwrap();
-        s.persist(&[PersistOp::Accept {
+        s.persist(vec![PersistOp::Accept {
             slot: 3,
             entry: entry(2, "v3"),
         }])
@@ -1279,7 +1281,7 @@ mod tests {
     fn state_survives_reopen_and_snapshots_compact_the_file() {
         let d = tempfile::tempdir().unwrap();
         let mut s = open(d.path());
-        s.persist(&[
+        s.persist(vec![
             PersistOp::Promise(Ballot::new(2, 1)),
             PersistOp::Incarnation {
                 server: 3,
@@ -1288,7 +1290,7 @@ mod tests {
         ])
         .unwrap();
         for slot in 0..50 {
-            s.persist(&[PersistOp::Accept {
+            s.persist(vec![PersistOp::Accept {
                 slot,
                 entry: entry(2, &format!("v{slot}")),
             }])
@@ -1296,7 +1298,7 @@ mod tests {
         }
         let before = s.log_bytes();
         let kv = store_with_k_v(44);
-        s.persist(&[PersistOp::Snapshot(Snapshot { next_slot: 45, kv })])
+        s.persist(vec![PersistOp::Snapshot(Snapshot { next_slot: 45, kv })])
             .unwrap();
         // A snapshot of slots the log holds is written on a thread of its own; until it is
         // in place, the log as it was holds everything (a crash then loses nothing).
@@ -1306,7 +1308,7 @@ mod tests {
         assert_eq!(from_old.log.len(), 50);
         assert_eq!(from_old.promised, Ballot::new(2, 1));
         // Written meanwhile: it follows the snapshot into the new log.
-        s.persist(&[PersistOp::Rejoining(true)]).unwrap();
+        s.persist(vec![PersistOp::Rejoining(true)]).unwrap();
         // Storage keeps no copy of a written snapshot's store: loading (which waits for the
         // snapshot to be in place) reads it back.
         let expected = s.load().unwrap();
@@ -1330,8 +1332,9 @@ mod tests {
     /// starts and ends.
     fn with_a_big_last_group(dir: &Path) -> (FileStorage, u64, u64) {
         let mut s = open(dir);
-        s.persist(&[PersistOp::Promise(Ballot::new(1, 1))]).unwrap();
-        s.persist(&[PersistOp::Accept {
+        s.persist(vec![PersistOp::Promise(Ballot::new(1, 1))])
+            .unwrap();
+        s.persist(vec![PersistOp::Accept {
             slot: 0,
             entry: entry(1, "x"),
         }])
@@ -1343,7 +1346,7 @@ mod tests {
                 entry: entry(1, &"z".repeat(700)),
             })
             .collect();
-        s.persist(&big).unwrap();
+        s.persist(big).unwrap();
         let end = s.log_bytes();
         (s, start, end)
     }
@@ -1389,7 +1392,7 @@ mod tests {
             assert_eq!(got.log.get(0), Some(&entry(1, "x")));
             assert!(got.log.get(1).is_none(), "the torn group is gone whole");
             // The file is usable again, and clean at the next start.
-            s.persist(&[PersistOp::Accept {
+            s.persist(vec![PersistOp::Accept {
                 slot: 1,
                 entry: entry(1, "y"),
             }])
@@ -1437,7 +1440,7 @@ mod tests {
         let mut s = open(d.path());
         let mut ends = Vec::new();
         for slot in 0..5 {
-            s.persist(&[PersistOp::Accept {
+            s.persist(vec![PersistOp::Accept {
                 slot,
                 entry: entry(1, "x"),
             }])
@@ -1464,7 +1467,7 @@ mod tests {
         let big = "y".repeat(4096);
         let mut slot = 3;
         while s.log_bytes() < CHUNK + 100 {
-            s.persist(&[PersistOp::Accept {
+            s.persist(vec![PersistOp::Accept {
                 slot,
                 entry: entry(1, &big),
             }])
@@ -1523,7 +1526,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let mut s = open(d.path());
         for slot in 0..5 {
-            s.persist(&[PersistOp::Accept {
+            s.persist(vec![PersistOp::Accept {
                 slot,
                 entry: entry(1, "x"),
             }])
@@ -1561,9 +1564,10 @@ mod tests {
     fn replaying_bytes_agrees_with_open() {
         let d = tempfile::tempdir().unwrap();
         let mut s = open(d.path());
-        s.persist(&[PersistOp::Promise(Ballot::new(3, 1))]).unwrap();
+        s.persist(vec![PersistOp::Promise(Ballot::new(3, 1))])
+            .unwrap();
         for slot in 0..5 {
-            s.persist(&[PersistOp::Accept {
+            s.persist(vec![PersistOp::Accept {
                 slot,
                 entry: entry(3, &format!("v{slot}")),
             }])

@@ -214,7 +214,7 @@ fn every_golden_wal_record_decodes_and_replays_to_its_value() {
             "{name}"
         );
         let mut expected = Durable::new(golden::MAX_SESSIONS);
-        expected.apply(&op);
+        expected.apply(op);
         assert_replays_to(name, &bytes, &expected);
     }
 }

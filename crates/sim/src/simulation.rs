@@ -890,7 +890,7 @@ impl Simulation {
         let s = &mut self.servers[id as usize - 1];
         s.crash_mid_step = false;
         for op in s.cache.drain(..).take(survive) {
-            s.durable.apply(&op);
+            s.durable.apply(op);
         }
         s.after_sync.clear();
         s.executed.clear();
@@ -1095,7 +1095,7 @@ impl Simulation {
             Ev::Flush => {
                 for s in &mut self.servers {
                     for op in s.cache.drain(..) {
-                        s.durable.apply(&op);
+                        s.durable.apply(op);
                     }
                 }
                 self.schedule(Duration::from_secs(1), Ev::Flush);
@@ -1322,7 +1322,7 @@ impl Simulation {
         s.busy_until = None;
         if !self.sc.unsafe_disk {
             for op in s.cache.drain(..) {
-                s.durable.apply(&op);
+                s.durable.apply(op);
             }
         }
         for o in std::mem::take(&mut self.servers[i].after_sync) {

@@ -523,7 +523,7 @@ pub fn log_after_snapshot_groups() -> Vec<(u64, Vec<PersistOp>)> {
 pub fn durable_after(flushes: &[Vec<PersistOp>]) -> Durable {
     let mut d = Durable::new(MAX_SESSIONS);
     for op in flushes.iter().flatten() {
-        d.apply(op);
+        d.apply(op.clone());
     }
     d
 }
@@ -536,7 +536,7 @@ pub fn write_data_dir(parent: &Path, flushes: &[Vec<PersistOp>]) -> (Vec<u8>, Ve
     let mut s = FileStorage::open(&dir, CLUSTER, SERVER, MAX_SESSIONS, SyncPolicy::Never)
         .expect("open a new data directory");
     for ops in flushes {
-        s.persist(ops).expect("persist");
+        s.persist(ops.clone()).expect("persist");
     }
     s.settle().expect("the snapshot put in place");
     let end = s.log_bytes() as usize;
