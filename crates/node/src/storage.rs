@@ -703,8 +703,6 @@ impl Storage for FileStorage {
                 implied &= !self.durable.rejoining
                     && (self.durable.snapshot.next_slot..snap.next_slot)
                         .all(|slot| self.durable.log.get(slot).is_some());
-            }
-            if matches!(op, PersistOp::Snapshot(_)) {
                 snapshot = true;
             } else {
                 frame(&mut buf, &op)?;
