@@ -158,8 +158,9 @@ impl Config {
             // Each snapshot rewrites the log file (a write, a sync, a rename and a directory
             // sync, on every server): at 1000 slots a small store under load took about 12 a
             // second per server. 10,000 cut the bytes written per command by a fifth and the
-            // renames and fsyncs tenfold (docs/speed.md, "The sync itself"); the log it keeps in memory is
-            // still bounded by `snapshot_log_bytes`. etcd 3.4 snapshots every 100,000 entries.
+            // renames and fsyncs tenfold (docs/speed.md, "The sync itself"). The log kept in
+            // memory is still bounded by `snapshot_log_bytes`. etcd 3.4 snapshots every
+            // 100,000 entries.
             snapshot_interval: 10_000,
             snapshot_log_percent: 50,
             snapshot_log_bytes: 64 << 20,
