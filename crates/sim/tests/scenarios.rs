@@ -94,6 +94,11 @@ fn power_lossy() {
     run("power-lossy");
 }
 
+#[test]
+fn power_long_log() {
+    run("power-long-log");
+}
+
 /// The interleaving behind issue 12.1 happens: leaders die in the flush that carries their
 /// promise, lose it, and win the same ballot again.
 #[test]

@@ -432,8 +432,10 @@ impl Server {
         let end = self.commit + chosen.len() as Slot;
         let mut leader = Leader {
             ballot,
-            next_slot: end,
+            // Nothing in flight yet: the re-proposals go out a window at a time, below.
+            next_slot: self.commit,
             inflight: BTreeMap::new(),
+            reproposals: VecDeque::new(),
             queue: VecDeque::new(),
             queued_bytes: 0,
             proposed: BTreeSet::new(),
@@ -446,25 +448,18 @@ impl Server {
             heard: BTreeMap::new(),
             flushed_below: 0,
         };
-        let mut values = Vec::new();
-        for (slot, value) in (self.commit..end).zip(chosen) {
+        for value in chosen {
             for cmd in &value {
                 leader.proposed.insert((cmd.client.clone(), cmd.seq));
             }
-            let entry = Entry {
-                ballot,
-                value: value.clone(),
-            };
-            self.store(slot, entry);
-            leader
-                .inflight
-                .insert(slot, Inflight::proposed(value.clone(), self.cfg.id, now));
-            values.push(value);
+            leader.reproposals.push_back(value);
         }
         self.role = Role::Leader(leader);
         self.leader = Some(self.cfg.id);
         self.leader_ballot = ballot;
-        self.send_accepts(ballot, self.commit, values);
+        // The first window of re-proposals (the rest follow as slots are chosen; commands
+        // that arrive meanwhile queue behind them).
+        self.propose_queued(now);
         self.send_now(
             Dest::AllServers,
             Message::Heartbeat {
@@ -478,7 +473,6 @@ impl Server {
             self.cfg.accept_resend,
             Duration::ZERO,
         );
-        self.try_commit(now);
         // Requests that reached us while another led (or nobody did): a client of a dead
         // leader is still waiting for them. At most once holds as for any retry: the session
         // table answers one already executed with its result.

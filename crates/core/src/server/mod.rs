@@ -87,6 +87,12 @@ struct Leader {
     next_slot: Slot,
     /// Every slot in `commit..next_slot`, with who has accepted it.
     inflight: BTreeMap<Slot, Inflight>,
+    /// What phase 1 found for the slots `next_slot..through`, in order, waiting for room in
+    /// the window like new commands. A whole cluster restarted with thousands of slots since
+    /// its last snapshot leaves all of them to re-propose; proposed at once they were one
+    /// flush and one resend every `accept_resend` of the whole tail, which on real machines
+    /// kept all three servers busy re-sending megabytes while nothing committed.
+    reproposals: VecDeque<Value>,
     /// Commands waiting for room in the window.
     queue: VecDeque<Command>,
     /// The bytes of the commands in `queue` and of the gets in `reads` (bounded by
@@ -119,6 +125,8 @@ struct Leader {
     flushed_below: Slot,
 }
 
+// One per server, so the size of the largest variant costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum Role {
     Follower,
@@ -829,6 +837,16 @@ impl Server {
                 l.inflight.len() as u64,
                 l.next_slot - self.commit,
                 "a leader tracks every slot it has not yet seen chosen"
+            );
+            // What bounds one flush and one resend: no step may put more in flight.
+            assert!(
+                l.inflight.len() <= self.cfg.window,
+                "a leader has at most a window of slots in flight"
+            );
+            assert_eq!(
+                l.next_slot + l.reproposals.len() as u64,
+                l.through.max(l.next_slot),
+                "the slots still to re-propose are the ones up to what phase 1 found"
             );
         }
     }

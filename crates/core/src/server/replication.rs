@@ -161,26 +161,38 @@ impl Server {
         let mut inflight_bytes: usize = l.inflight.values().map(|i| i.bytes).sum();
         while l.inflight.len() < self.cfg.window
             && (l.inflight.is_empty() || inflight_bytes < self.cfg.window_bytes)
-            && !l.queue.is_empty()
+            && !(l.reproposals.is_empty() && l.queue.is_empty())
         {
-            // At most `max_batch` commands and `MAX_SLOT` bytes, at least one command (which
-            // always fits: requests are checked against `MAX_COMMAND` on arrival).
-            let mut value: Value = Vec::new();
-            let mut bytes = 0;
-            while value.len() < self.cfg.max_batch {
-                let Some(next) = l.queue.front() else {
-                    break;
-                };
-                let n = crate::limits::command_size(next);
-                if !value.is_empty() && bytes + n > crate::limits::MAX_SLOT {
-                    break;
+            // What phase 1 found goes first, one slot each as it was: every new command
+            // belongs after it.
+            let (value, bytes) = match l.reproposals.pop_front() {
+                Some(value) => {
+                    let bytes = crate::limits::value_size(&value);
+                    (value, bytes)
                 }
-                bytes += n;
-                if let Some(cmd) = l.queue.pop_front() {
-                    value.push(cmd);
+                None => {
+                    // At most `max_batch` commands and `MAX_SLOT` bytes, at least one command
+                    // (which always fits: requests are checked against `MAX_COMMAND` on
+                    // arrival).
+                    let mut value: Value = Vec::new();
+                    let mut bytes = 0;
+                    while value.len() < self.cfg.max_batch {
+                        let Some(next) = l.queue.front() else {
+                            break;
+                        };
+                        let n = crate::limits::command_size(next);
+                        if !value.is_empty() && bytes + n > crate::limits::MAX_SLOT {
+                            break;
+                        }
+                        bytes += n;
+                        if let Some(cmd) = l.queue.pop_front() {
+                            value.push(cmd);
+                        }
+                    }
+                    l.queued_bytes = l.queued_bytes.saturating_sub(bytes);
+                    (value, bytes)
                 }
-            }
-            l.queued_bytes = l.queued_bytes.saturating_sub(bytes);
+            };
             inflight_bytes += bytes;
             let slot = l.next_slot;
             l.next_slot += 1;
