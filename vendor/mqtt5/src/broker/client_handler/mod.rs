@@ -30,7 +30,6 @@ use crate::transport::packet_io::ReadBudget;
 use crate::transport::packet_io::{
     encode_packet_to_buffer, read_packet_within_budget, ReadPermit, ReadShare,
 };
-use crate::transport::PacketIo;
 use bytes::{Bytes, BytesMut};
 use mqtt5_protocol::KeepaliveConfig;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -117,6 +116,66 @@ pub(super) enum InflightPublish {
 const CORK_KEEP: usize = 128 * 1024;
 
 #[allow(clippy::struct_excessive_bools)]
+/// mqpaxos patch ("reads while it writes", PATCH.md): writes `bytes` whole and flushes, and
+/// while the client does not take them, reads what the client sends into `read_buffer`, up
+/// to `ahead_limit` bytes in it. A client that finishes its own write before it reads again
+/// (rumqttc does) and sends a large publish while one is being delivered to it would
+/// otherwise wait on this handler as this handler waits on it, until the write timeout drops
+/// it. What is read here is decoded by the next packet read, which finds it in the buffer.
+pub(super) async fn write_reading(
+    transport: &mut BrokerTransport,
+    bytes: &[u8],
+    read_buffer: &mut BytesMut,
+    ahead_limit: usize,
+) -> Result<()> {
+    use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+    let mut written = 0;
+    let mut peer_closed = false;
+    std::future::poll_fn(|cx| loop {
+        let io = if written < bytes.len() {
+            match std::pin::Pin::new(&mut *transport).poll_write(cx, &bytes[written..]) {
+                std::task::Poll::Ready(Ok(0)) => {
+                    return std::task::Poll::Ready(Err(std::io::Error::from(
+                        std::io::ErrorKind::WriteZero,
+                    )
+                    .into()));
+                }
+                std::task::Poll::Ready(Ok(n)) => {
+                    written += n;
+                    continue;
+                }
+                std::task::Poll::Ready(Err(e)) => return std::task::Poll::Ready(Err(e.into())),
+                std::task::Poll::Pending => std::task::Poll::Pending,
+            }
+        } else {
+            std::pin::Pin::new(&mut *transport)
+                .poll_flush(cx)
+                .map_err(Into::into)
+        };
+        if io.is_ready() {
+            return io;
+        }
+        // The write waits for the client: read meanwhile, within the bound (past it, or after
+        // the client's end of stream, only the write's wake-up counts).
+        if peer_closed || read_buffer.len() >= ahead_limit {
+            return std::task::Poll::Pending;
+        }
+        let mut chunk = [0u8; 16 * 1024];
+        let room = (ahead_limit - read_buffer.len()).min(chunk.len());
+        let mut buf = ReadBuf::new(&mut chunk[..room]);
+        match std::pin::Pin::new(&mut *transport).poll_read(cx, &mut buf) {
+            std::task::Poll::Ready(Ok(())) if buf.filled().is_empty() => {
+                // The next packet read sees the end of stream again.
+                peer_closed = true;
+            }
+            std::task::Poll::Ready(Ok(())) => read_buffer.extend_from_slice(buf.filled()),
+            std::task::Poll::Ready(Err(e)) => return std::task::Poll::Ready(Err(e.into())),
+            std::task::Poll::Pending => return std::task::Poll::Pending,
+        }
+    })
+    .await
+}
+
 pub struct ClientHandler {
     pub(super) transport: BrokerTransport,
     pub(super) client_addr: SocketAddr,
@@ -799,7 +858,13 @@ impl ClientHandler {
         }
         let write_timeout = self.write_timeout();
         let packet_name = packet.packet_type_name();
-        timeout(write_timeout, self.transport.write_packet(packet))
+        let mut buf = BytesMut::with_capacity(1024);
+        encode_packet_to_buffer(&packet, &mut buf)?;
+        let ahead = self.max_packet_size();
+        timeout(
+            write_timeout,
+            write_reading(&mut self.transport, &buf, &mut self.read_buffer, ahead),
+        )
             .await
             .map_err(|_| {
                 warn!(
@@ -1270,7 +1335,11 @@ impl ClientHandler {
             return Ok(());
         }
         let write_timeout = self.write_timeout();
-        timeout(write_timeout, crate::Transport::write(&mut self.transport, bytes))
+        let ahead = self.max_packet_size();
+        timeout(
+            write_timeout,
+            write_reading(&mut self.transport, bytes, &mut self.read_buffer, ahead),
+        )
             .await
             .map_err(|_| {
                 warn!(

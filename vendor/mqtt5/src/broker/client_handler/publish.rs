@@ -14,6 +14,7 @@ use crate::protocol::v5::properties::{PropertyId, PropertyValue};
 use crate::protocol::v5::reason_codes::ReasonCode;
 use crate::transport::packet_io::encode_packet_to_buffer;
 use crate::QoS;
+#[cfg(all(not(target_arch = "wasm32"), feature = "transport-quic"))]
 use crate::Transport;
 use std::sync::Arc;
 use tracing::{debug, warn};
@@ -793,15 +794,23 @@ impl ClientHandler {
     async fn write_publish_bytes(&mut self, _topic: &str, _qos: QoS) -> Result<()> {
         // mqpaxos patch: inside a lane batch, gather the publish (see `send_lane_batch`),
         // writing early only past 64 KiB so that a batch of large payloads is not held whole.
+        let ahead = self.max_packet_size();
         if let Some(corked) = &mut self.corked {
             corked.extend_from_slice(&self.write_buffer);
             if corked.len() < 64 * 1024 {
                 return Ok(());
             }
             let full = std::mem::take(corked);
-            return self.transport.write(&full).await;
+            return super::write_reading(&mut self.transport, &full, &mut self.read_buffer, ahead)
+                .await;
         }
-        self.transport.write(&self.write_buffer).await
+        super::write_reading(
+            &mut self.transport,
+            &self.write_buffer,
+            &mut self.read_buffer,
+            ahead,
+        )
+        .await
     }
 
     /// Reloads the session's persisted inflight state after a restart: unacknowledged
