@@ -108,3 +108,74 @@ async fn large_publishes_crossing_on_one_connection_both_arrive() {
     assert_eq!(got, Ok(vec![12 << 20, 12 << 20]));
     stop(broker).await;
 }
+
+/// The other half: a rumqttc event loop writes a whole batch of queued publishes before it
+/// reads again, and the broker reads ahead only one packet's worth while its own write to
+/// that client waits. Five 12 MB publishes to the client's own subscription, queued at once:
+/// the broker delivers the first while the client still writes the rest. With
+/// `set_read_ahead` (what every mqpaxos node sets, `mqpaxos_client::transport::READ_AHEAD`)
+/// the client reads while it writes and all five come back on the first connection; with
+/// `read_ahead` 0 (upstream rumqttc), the broker's write timeout drops the client, which the
+/// second half of this test checks, so that the first half cannot pass for another reason.
+async fn five_crossing(read_ahead: usize) -> Result<usize, String> {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    let broker = start_open().await;
+    let addr = broker.local_addr();
+    let mut mo = MqttOptions::new(
+        format!("crossing-{read_ahead}"),
+        addr.ip().to_string(),
+        addr.port(),
+    );
+    mo.set_keep_alive(Duration::from_secs(5));
+    mo.set_max_packet_size(16 << 20, 16 << 20);
+    mo.set_max_request_batch(64);
+    mo.set_read_ahead(read_ahead);
+    let (client, mut eventloop) = AsyncClient::new(mo, 64);
+    client
+        .subscribe("big", QoS::AtLeastOnce)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut subscribed = false;
+    let mut received = 0;
+    // Bounded: 30 s in all, well past the broker's 6.25 s write timeout.
+    let result = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::SubAck(_))) if !subscribed => {
+                    subscribed = true;
+                    for fill in b'a'..b'f' {
+                        client
+                            .try_publish("big", QoS::AtLeastOnce, false, vec![fill; 12 << 20])
+                            .map_err(|e| e.to_string())?;
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    assert_eq!(p.payload.len(), 12 << 20);
+                    received += 1;
+                    if received == 5 {
+                        return Ok(received);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => return Err(format!("connection lost after {received}: {e}")),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| Err(format!("only {received} of 5 within 30 s")));
+    stop(broker).await;
+    result
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rumqttc_client_reads_while_it_writes_a_large_batch() {
+    assert_eq!(
+        five_crossing(mqpaxos_client::transport::READ_AHEAD).await,
+        Ok(5)
+    );
+    let upstream = five_crossing(0).await;
+    assert!(
+        upstream.is_err(),
+        "without reading ahead the crossing should stall: {upstream:?}"
+    );
+}

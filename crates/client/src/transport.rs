@@ -22,6 +22,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// (`mqpaxos_broker::MAX_PACKET_SIZE`) is held to this by a test, and the shipped Mosquitto
 /// and EMQX settings say the same (`docs/operations.md`).
 pub const MAX_PACKET_SIZE: usize = crate::codec::DEFAULT_MAX_PAYLOAD + 1024;
+
+/// Bytes an event loop holds, read from the broker while its own write waits. Only a broker
+/// that sends this much to one connection while that connection's write stands still fills
+/// it; past it the connection falls back to reading once its write is done (and a timeout
+/// on one side or the other ends a standstill). Sixteen of the largest packets.
+pub const READ_AHEAD: usize = 16 * MAX_PACKET_SIZE;
 /// At most this many queued publishes share one write to the socket (the codec still
 /// writes out whenever its buffer passes its own bound, so large ones do not pile up).
 const WRITE_BATCH: usize = 64;
@@ -268,6 +274,10 @@ impl Connection {
         // Everything queued goes out in one write: a leader's replies and watch events of a
         // flush, a pipelined client's commands (vendor/rumqttc/PATCH.md).
         mo.set_max_request_batch(WRITE_BATCH);
+        // Read while a write waits, so that large messages crossing on this connection cannot
+        // leave the broker and this event loop each waiting for the other to read
+        // (vendor/rumqttc/PATCH.md, docs/broker.md).
+        mo.set_read_ahead(READ_AHEAD);
         mo.set_credentials(opts.user.clone(), opts.password.clone().unwrap_or_default());
         if let Some((topic, payload)) = &session.will {
             mo.set_last_will(LastWill::new(

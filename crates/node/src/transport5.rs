@@ -59,6 +59,9 @@ impl Connection5 {
         mo.set_keep_alive(opts.keep_alive.max(Duration::from_secs(1)));
         mo.set_clean_start(true);
         mo.set_max_packet_size(Some(MAX_PACKET_SIZE as u32));
+        // Read while a write waits: a large reply leaving as a large request arrives must not
+        // leave this connection and the broker each waiting for the other (docs/broker.md).
+        mo.set_read_ahead(mqpaxos_client::transport::READ_AHEAD);
         mo.set_credentials(opts.user.clone(), opts.password.clone().unwrap_or_default());
         mo.set_connection_timeout(5);
         if addr.tls {

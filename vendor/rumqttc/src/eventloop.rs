@@ -329,6 +329,7 @@ async fn connect(
 ) -> Result<(Network, ConnAck), ConnectionError> {
     // connect to the broker
     let mut network = network_connect(mqtt_options, network_options).await?;
+    network.set_read_ahead(mqtt_options.read_ahead());
 
     // make MQTT connection request (which internally awaits for ack)
     let connack = mqtt_connect(mqtt_options, &mut network).await?;

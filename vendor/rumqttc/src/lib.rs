@@ -477,6 +477,8 @@ pub struct MqttOptions {
     request_channel_capacity: usize,
     /// Max internal request batching
     max_request_batch: usize,
+    /// mqpaxos patch: bytes read ahead while a write waits (0: none, as upstream)
+    read_ahead: usize,
     /// Minimum delay time between consecutive outgoing packets
     /// while retransmitting pending packets
     pending_throttle: Duration,
@@ -517,6 +519,7 @@ impl MqttOptions {
             max_outgoing_packet_size: 10 * 1024,
             request_channel_capacity: 10,
             max_request_batch: 0,
+            read_ahead: 0,
             pending_throttle: Duration::from_micros(0),
             inflight: 100,
             last_will: None,
@@ -709,6 +712,21 @@ impl MqttOptions {
     pub fn set_max_request_batch(&mut self, max: usize) -> &mut Self {
         self.max_request_batch = max;
         self
+    }
+
+    /// mqpaxos patch: while a write to the broker waits for the broker to take the bytes, read
+    /// what the broker sends, up to `limit` bytes held for the next packet read (0: never, as
+    /// upstream). An event loop that does not read until its write is done waits on a broker
+    /// that in turn waits for it to read what it is writing to it (two large messages
+    /// crossing on one connection) until one side's timeout drops the connection.
+    pub fn set_read_ahead(&mut self, limit: usize) -> &mut Self {
+        self.read_ahead = limit;
+        self
+    }
+
+    /// Bytes read ahead while a write waits (see [`MqttOptions::set_read_ahead`]).
+    pub fn read_ahead(&self) -> usize {
+        self.read_ahead
     }
 
     /// set manual acknowledgements
@@ -933,6 +951,7 @@ impl Debug for MqttOptions {
             .field("max_packet_size", &self.max_incoming_packet_size)
             .field("request_channel_capacity", &self.request_channel_capacity)
             .field("max_request_batch", &self.max_request_batch)
+            .field("read_ahead", &self.read_ahead)
             .field("pending_throttle", &self.pending_throttle)
             .field("inflight", &self.inflight)
             .field("last_will", &self.last_will)

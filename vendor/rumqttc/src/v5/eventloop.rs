@@ -281,6 +281,7 @@ impl EventLoop {
 async fn connect(options: &mut MqttOptions) -> Result<(Network, ConnAck), ConnectionError> {
     // connect to the broker
     let mut network = network_connect(options).await?;
+    network.set_read_ahead(options.read_ahead());
 
     // make MQTT connection request (which internally awaits for ack)
     let connack = mqtt_connect(options, &mut network).await?;

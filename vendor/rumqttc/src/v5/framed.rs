@@ -2,7 +2,7 @@ use futures_util::{FutureExt, SinkExt};
 use tokio_stream::StreamExt;
 use tokio_util::codec::Framed;
 
-use crate::framed::AsyncReadWrite;
+use crate::framed::{AsyncReadWrite, ReadAhead};
 
 use super::mqttbytes::v5::Packet;
 use super::{mqttbytes, Codec, Incoming, MqttState, StateError};
@@ -12,7 +12,7 @@ use super::{mqttbytes, Codec, Incoming, MqttState, StateError};
 /// appropriate to achieve performance
 pub struct Network {
     /// Frame MQTT packets from network connection
-    framed: Framed<Box<dyn AsyncReadWrite>, Codec>,
+    framed: Framed<ReadAhead<Box<dyn AsyncReadWrite>>, Codec>,
     /// Maximum readv count
     max_readb_count: usize,
 }
@@ -23,12 +23,17 @@ impl Network {
             max_incoming_size,
             max_outgoing_size: None,
         };
-        let framed = Framed::new(socket, codec);
+        let framed = Framed::new(ReadAhead::new(socket), codec);
 
         Network {
             framed,
             max_readb_count: 10,
         }
+    }
+
+    /// mqpaxos patch: see [`crate::MqttOptions::set_read_ahead`].
+    pub fn set_read_ahead(&mut self, limit: usize) {
+        self.framed.get_mut().set_limit(limit);
     }
 
     pub fn set_max_outgoing_size(&mut self, max_outgoing_size: Option<u32>) {

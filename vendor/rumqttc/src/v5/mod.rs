@@ -88,6 +88,8 @@ pub struct MqttOptions {
     request_channel_capacity: usize,
     /// Max internal request batching
     max_request_batch: usize,
+    /// mqpaxos patch: bytes read ahead while a write waits (0: none, as upstream)
+    read_ahead: usize,
     /// Minimum delay time between consecutive outgoing packets
     /// while retransmitting pending packets
     pending_throttle: Duration,
@@ -135,6 +137,7 @@ impl MqttOptions {
             credentials: None,
             request_channel_capacity: 10,
             max_request_batch: 0,
+            read_ahead: 0,
             pending_throttle: Duration::from_micros(0),
             last_will: None,
             conn_timeout: 5,
@@ -368,6 +371,18 @@ impl MqttOptions {
     }
 
     /// set max packet size on connection properties
+    /// mqpaxos patch: while a write to the broker waits, read what the broker sends, up to
+    /// `limit` bytes (0: never, as upstream); see [`crate::MqttOptions::set_read_ahead`].
+    pub fn set_read_ahead(&mut self, limit: usize) -> &mut Self {
+        self.read_ahead = limit;
+        self
+    }
+
+    /// Bytes read ahead while a write waits.
+    pub fn read_ahead(&self) -> usize {
+        self.read_ahead
+    }
+
     pub fn set_max_packet_size(&mut self, max_size: Option<u32>) -> &mut Self {
         if let Some(conn_props) = &mut self.connect_properties {
             conn_props.max_packet_size = max_size;
@@ -739,6 +754,7 @@ impl Debug for MqttOptions {
             .field("credentials", &self.credentials)
             .field("request_channel_capacity", &self.request_channel_capacity)
             .field("max_request_batch", &self.max_request_batch)
+            .field("read_ahead", &self.read_ahead)
             .field("pending_throttle", &self.pending_throttle)
             .field("last_will", &self.last_will)
             .field("conn_timeout", &self.conn_timeout)
