@@ -370,7 +370,6 @@ impl MqttOptions {
         }
     }
 
-    /// set max packet size on connection properties
     /// mqpaxos patch: while a write to the broker waits, read what the broker sends, up to
     /// `limit` bytes (0: never, as upstream); see [`crate::MqttOptions::set_read_ahead`].
     pub fn set_read_ahead(&mut self, limit: usize) -> &mut Self {
@@ -383,6 +382,7 @@ impl MqttOptions {
         self.read_ahead
     }
 
+    /// set max packet size on connection properties
     pub fn set_max_packet_size(&mut self, max_size: Option<u32>) -> &mut Self {
         if let Some(conn_props) = &mut self.connect_properties {
             conn_props.max_packet_size = max_size;
