@@ -142,17 +142,16 @@ impl<S: AsyncRead + Unpin> ReadAhead<S> {
             return false;
         }
         let room = (self.limit - self.stash.len()).min(64 * 1024);
-        let mut chunk = [0u8; 64 * 1024];
-        let mut buf = tokio::io::ReadBuf::new(&mut chunk[..room]);
-        match std::pin::Pin::new(&mut self.inner).poll_read(cx, &mut buf) {
-            std::task::Poll::Ready(Ok(())) if buf.filled().is_empty() => {
+        // Straight into the stash's spare room: no buffer to zero and copy on every try.
+        self.stash.reserve(room);
+        let mut into = bytes::BufMut::limit(&mut self.stash, room);
+        match tokio_util::io::poll_read_buf(std::pin::Pin::new(&mut self.inner), cx, &mut into) {
+            // `room` is not zero (checked above), so 0 bytes read is the end of the stream.
+            std::task::Poll::Ready(Ok(0)) => {
                 self.end = Some(None);
                 false
             }
-            std::task::Poll::Ready(Ok(())) => {
-                self.stash.extend_from_slice(buf.filled());
-                true
-            }
+            std::task::Poll::Ready(Ok(_)) => true,
             std::task::Poll::Ready(Err(e)) => {
                 self.end = Some(Some(e.kind()));
                 false
